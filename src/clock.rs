@@ -1,0 +1,66 @@
+//! The time source of a store, replaceable so that expiry can be tested
+//! without waiting.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::session::{duration_millis, from_millis, to_millis};
+
+/// A source of wall-clock time for stamping and expiring sessions.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The operating system's clock (the default).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that only moves when told to; clones share one time. For tests
+/// and simulations.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock stopped at `start` (millisecond precision).
+    pub fn new(start: SystemTime) -> ManualClock {
+        ManualClock(Arc::new(AtomicU64::new(to_millis(start))))
+    }
+
+    /// A clock stopped at an arbitrary fixed date (2030-01-01 UTC).
+    pub fn fixed() -> ManualClock {
+        ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_893_456_000))
+    }
+
+    /// Moves the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(duration_millis(d), Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `t`, which may be earlier than now.
+    pub fn set(&self, t: SystemTime) {
+        self.0.store(to_millis(t), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// The clock type stores hold.
+pub(crate) type SharedClock = Arc<dyn Clock>;
+
+/// The default clock.
+pub(crate) fn system_clock() -> SharedClock {
+    Arc::new(SystemClock)
+}

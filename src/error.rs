@@ -1,0 +1,158 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::id::SessionId;
+
+/// The result type of every fallible operation in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, with enough context to act on it.
+///
+/// Messages name the file (or server) and say what to do. The enum is
+/// `#[non_exhaustive]`: match the variants you handle and keep a fallback arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A session id that is empty, too long, or has a character outside
+    /// `A-Z a-z 0-9 - _ ,`. Nothing was read or written.
+    #[error("invalid session id {id:?}: {reason}")]
+    InvalidId {
+        /// The rejected id (truncated to 160 characters for display).
+        id: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// Session data larger than the store's limit. Nothing was written.
+    #[error("session data is {size} bytes, over this store's limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the rejected data in bytes.
+        size: usize,
+        /// The store's limit in bytes.
+        limit: usize,
+    },
+
+    /// `save_session_if_unchanged` found another version stored (or, for a
+    /// new session, an existing one). Nothing was written: reload and retry.
+    #[error(
+        "session {id} was changed concurrently (expected version {expected}, found {found}); reload it and try again"
+    )]
+    Conflict {
+        /// The session id.
+        id: SessionId,
+        /// The version the caller expected to replace (0: none).
+        expected: u64,
+        /// The version actually stored (0: none).
+        found: u64,
+    },
+
+    /// The file exists but is not a sessionlog store. It was left untouched.
+    #[error("{path}: not a sessionlog store ({reason}); the file was left untouched", path = .path.display())]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+
+    /// The store was written by a format version this build cannot read.
+    /// It was left untouched.
+    #[error(
+        "{path}: store format version {found} is not supported (this build reads version {supported}); use a newer sessionlog", path = .path.display()
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// Damage in the middle of a file: a record or header fails its
+    /// checksum or is malformed where valid data was expected.
+    #[error(
+        "{path}: corrupt data at byte offset {offset}: {reason} (run `sessionlog check --repair` to salvage the rest)", path = .path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the damaged record or field.
+        offset: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+
+    /// An I/O error from the operating system.
+    #[error("{path}: {op} failed: {source}", path = .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done (`open`, `write`, `fsync`, ...).
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An earlier write or sync failed, so the on-disk state is uncertain;
+    /// the store refuses writes until it is reopened (loads still work).
+    #[error(
+        "{path}: an earlier {cause} failed; writes are refused until the store is reopened", path = .path.display()
+    )]
+    Poisoned {
+        /// The file.
+        path: PathBuf,
+        /// The failed operation and its error.
+        cause: String,
+    },
+
+    /// An option passed to a builder is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// A database or cache server failed or could not be reached.
+    #[error("{backend} at {target}: {message}")]
+    Backend {
+        /// Which kind of server (`postgres`, `mysql`, `redis`).
+        backend: &'static str,
+        /// The server, without credentials.
+        target: String,
+        /// What went wrong and what to do.
+        message: String,
+        /// The underlying client error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            op,
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`].
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// True for [`Error::Conflict`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+}

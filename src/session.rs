@@ -1,0 +1,124 @@
+//! The session value that every store saves and loads.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::id::SessionId;
+
+/// One web session: an id, the application's opaque data, an optional
+/// absolute deadline, and the metadata a store stamps on every save.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The session's id.
+    pub id: SessionId,
+    /// The application's serialized state, stored byte for byte.
+    pub data: Vec<u8>,
+    /// An absolute deadline after which the session no longer exists, or
+    /// `None`. Stores keep it at millisecond precision: a save truncates it.
+    pub expires: Option<SystemTime>,
+    modified: Option<SystemTime>,
+    version: u64,
+}
+
+impl Session {
+    /// A new, never saved session (version 0, no modification time).
+    pub fn new(id: SessionId, data: impl Into<Vec<u8>>) -> Session {
+        Session {
+            id,
+            data: data.into(),
+            expires: None,
+            modified: None,
+            version: 0,
+        }
+    }
+
+    /// Sets the absolute deadline (builder style).
+    pub fn with_expires(mut self, expires: SystemTime) -> Session {
+        self.expires = Some(expires);
+        self
+    }
+
+    /// Time of the last save (or touch), at millisecond precision, as
+    /// stamped by the store; `None` before the first save.
+    pub fn modified(&self) -> Option<SystemTime> {
+        self.modified
+    }
+
+    /// The stored version: 0 before the first save, then incremented by
+    /// the store on every save.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Rebuilds a session read back from storage. For store
+    /// implementations; applications get sessions from `load_session`.
+    pub fn restore(
+        id: SessionId,
+        data: Vec<u8>,
+        expires: Option<SystemTime>,
+        modified: SystemTime,
+        version: u64,
+    ) -> Session {
+        Session {
+            id,
+            data,
+            expires,
+            modified: Some(modified),
+            version,
+        }
+    }
+
+    /// Records a successful save: the store's timestamp and new version,
+    /// and `expires` truncated to what the store keeps. For store
+    /// implementations.
+    pub fn mark_saved(&mut self, modified: SystemTime, version: u64) {
+        self.modified = Some(modified);
+        self.version = version;
+        self.expires = self.expires.map(|t| from_millis(to_millis(t)));
+    }
+}
+
+/// Milliseconds since the Unix epoch, saturating; times before the epoch
+/// become 1 ms so that 0 can mean "none" in the file formats.
+pub(crate) fn to_millis(t: SystemTime) -> u64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
+        Err(_) => 1,
+    }
+}
+
+/// The inverse of [`to_millis`].
+pub(crate) fn from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// `expires` in milliseconds, 0 for none.
+pub(crate) fn expires_millis(expires: Option<SystemTime>) -> u64 {
+    expires.map_or(0, to_millis)
+}
+
+/// `expires` back from milliseconds, 0 meaning none.
+pub(crate) fn expires_from_millis(ms: u64) -> Option<SystemTime> {
+    (ms != 0).then(|| from_millis(ms))
+}
+
+/// Saturating conversion of a duration to milliseconds.
+pub(crate) fn duration_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether a session with these times is gone at `now_ms`: its deadline
+/// passed, or it has been idle for `max_idle_ms` or longer.
+pub(crate) fn is_expired(
+    modified_ms: u64,
+    expires_ms: u64,
+    max_idle_ms: Option<u64>,
+    now_ms: u64,
+) -> bool {
+    if expires_ms != 0 && expires_ms <= now_ms {
+        return true;
+    }
+    match max_idle_ms {
+        Some(idle) => modified_ms.saturating_add(idle) <= now_ms,
+        None => false,
+    }
+}

@@ -1,0 +1,112 @@
+//! The trait every backend implements.
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::id::SessionId;
+use crate::session::Session;
+
+/// An iterator over the live sessions of a store, for admin tools.
+pub type SessionIter<'a> = Box<dyn Iterator<Item = Result<Session>> + 'a>;
+
+/// A place to keep web sessions, modelled on session2's session store API.
+///
+/// Every method is safe to call from many threads at once. Expiry is
+/// enforced on read: a session whose `expires` has passed, or (for a store
+/// opened with a `max_idle`) whose last save or touch is older than that, is
+/// absent for `load_session`, `has_session`, `touch_session` and
+/// `iter_sessions`, whether or not any cleanup has run.
+pub trait SessionStore: Send + Sync {
+    /// Creates what the store needs (tables, directories, the file).
+    /// Idempotent; never destroys existing sessions.
+    fn setup(&self) -> Result<()>;
+
+    /// The session with this id, or `None` if it does not exist or expired.
+    fn load_session(&self, id: &SessionId) -> Result<Option<Session>>;
+
+    /// Stores `session`, replacing any stored version (last write wins).
+    /// On success stamps the store's `modified` time and the new version
+    /// into `session`.
+    fn save_session(&self, session: &mut Session) -> Result<()>;
+
+    /// Stores `session` only if the stored version still equals
+    /// `session.version()` (for version 0: only if no live session has this
+    /// id); otherwise returns [`Error::Conflict`](crate::Error::Conflict) and
+    /// writes nothing. This is how two concurrent requests avoid silently
+    /// overwriting each other.
+    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()>;
+
+    /// Refreshes the session's `modified` time (a sliding idle timeout)
+    /// without changing its data or version. Returns false if it is absent.
+    ///
+    /// The default loads and re-saves the session, which also increments
+    /// its version; backends override it with something cheaper.
+    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+        match self.load_session(id)? {
+            Some(mut s) => match self.save_session_if_unchanged(&mut s) {
+                Ok(()) => Ok(true),
+                Err(e) if e.is_conflict() => Ok(self.has_session(id)?),
+                Err(e) => Err(e),
+            },
+            None => Ok(false),
+        }
+    }
+
+    /// Deletes the session; true if a live session existed.
+    fn delete_session(&self, id: &SessionId) -> Result<bool>;
+
+    /// Whether a live session with this id exists.
+    fn has_session(&self, id: &SessionId) -> Result<bool> {
+        Ok(self.load_session(id)?.is_some())
+    }
+
+    /// Every live session, in no particular order.
+    fn iter_sessions(&self) -> Result<SessionIter<'_>>;
+
+    /// Removes every session not modified for `max_idle` or longer (and any
+    /// already expired), returning how many were removed. Meant for a
+    /// maintenance job.
+    fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize>;
+
+    /// True if one store value may be shared by many threads (tested).
+    fn is_thread_safe(&self) -> bool;
+
+    /// True if several processes may open the same store at once (tested).
+    fn is_multiprocess_safe(&self) -> bool;
+}
+
+impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
+    fn setup(&self) -> Result<()> {
+        (**self).setup()
+    }
+    fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
+        (**self).load_session(id)
+    }
+    fn save_session(&self, session: &mut Session) -> Result<()> {
+        (**self).save_session(session)
+    }
+    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        (**self).save_session_if_unchanged(session)
+    }
+    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+        (**self).touch_session(id)
+    }
+    fn delete_session(&self, id: &SessionId) -> Result<bool> {
+        (**self).delete_session(id)
+    }
+    fn has_session(&self, id: &SessionId) -> Result<bool> {
+        (**self).has_session(id)
+    }
+    fn iter_sessions(&self) -> Result<SessionIter<'_>> {
+        (**self).iter_sessions()
+    }
+    fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
+        (**self).delete_old_sessions(max_idle)
+    }
+    fn is_thread_safe(&self) -> bool {
+        (**self).is_thread_safe()
+    }
+    fn is_multiprocess_safe(&self) -> bool {
+        (**self).is_multiprocess_safe()
+    }
+}

@@ -1,0 +1,578 @@
+//! The conformance suite: one set of behaviours that every `SessionStore`
+//! backend must show. Each backend adds one `conformance!` line in
+//! `tests/conformance.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use sessionlog::{Clock, Error, ManualClock, Session, SessionId, SessionStore};
+
+/// How a test wants its store configured.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The clock the store must use for stamping and expiry.
+    pub clock: ManualClock,
+    /// The store's idle limit.
+    pub max_idle: Option<Duration>,
+    /// The store's data size limit.
+    pub max_session_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            clock: ManualClock::fixed(),
+            max_idle: None,
+            max_session_size: 64 * 1024,
+        }
+    }
+}
+
+/// One backend under test. A value names one storage location (a temporary
+/// directory, a table, a key prefix); opening it twice gives the same data.
+pub trait Backend: Sized {
+    /// The store type.
+    type Store: SessionStore + 'static;
+    /// Whether sessions survive dropping and reopening the store.
+    const PERSISTENT: bool;
+    /// A fresh, empty, private location.
+    fn new_location() -> Self;
+    /// Opens the store at this location (calling `setup` is the test's job).
+    fn open(&self, cfg: &Config) -> Self::Store;
+    /// Moves the store's clock forward.
+    fn advance(&self, cfg: &Config, d: Duration) {
+        cfg.clock.advance(d);
+    }
+}
+
+fn id(s: &str) -> SessionId {
+    SessionId::new(s).expect("valid id")
+}
+
+fn open<B: Backend>(cfg: &Config) -> (B, B::Store) {
+    let loc = B::new_location();
+    let store = loc.open(cfg);
+    store.setup().expect("setup");
+    (loc, store)
+}
+
+/// Data whose bytes check themselves: a torn or mixed write shows.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    v.extend_from_slice(&seed.to_le_bytes());
+    for _ in 0..len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(x as u8);
+    }
+    v
+}
+
+fn check_pattern(data: &[u8]) -> u64 {
+    let seed = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+    assert_eq!(
+        data,
+        &pattern(seed, data.len() - 8)[..],
+        "torn data for seed {seed}"
+    );
+    seed
+}
+
+pub fn round_trip<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    for (name, data) in [("binary", all_bytes), ("empty", Vec::new())] {
+        let mut s = Session::new(id(name), data.clone());
+        s.expires = Some(cfg.clock.now() + Duration::from_secs(3600));
+        assert_eq!(s.version(), 0);
+        assert_eq!(s.modified(), None);
+        store.save_session(&mut s).expect("save");
+        assert_eq!(s.version(), 1);
+        assert!(s.modified().is_some());
+        let loaded = store.load_session(&s.id).expect("load").expect("present");
+        assert_eq!(loaded, s, "{name}: loaded equals saved, stamps included");
+        assert_eq!(loaded.data, data);
+    }
+    assert_eq!(store.load_session(&id("missing")).expect("load"), None);
+}
+
+pub fn overwrite_and_version_counting<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let mut s = Session::new(id("abc"), b"one".to_vec());
+    for v in 1..=5u64 {
+        s.data = format!("value {v}").into_bytes();
+        store.save_session(&mut s).expect("save");
+        assert_eq!(s.version(), v);
+        let loaded = store.load_session(&s.id).expect("load").expect("present");
+        assert_eq!(loaded.data, s.data);
+        assert_eq!(loaded.version(), v);
+    }
+    // last write wins even from a stale copy
+    let mut stale = Session::new(id("abc"), b"stale".to_vec());
+    store.save_session(&mut stale).expect("save");
+    assert_eq!(stale.version(), 6);
+    assert_eq!(
+        store
+            .load_session(&s.id)
+            .expect("load")
+            .expect("present")
+            .data,
+        b"stale"
+    );
+}
+
+pub fn conflict_on_stale_version<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let mut a = Session::new(id("k"), b"base".to_vec());
+    store.save_session_if_unchanged(&mut a).expect("create");
+    let mut b = store.load_session(&a.id).expect("load").expect("present");
+    b.data = b"from b".to_vec();
+    store.save_session_if_unchanged(&mut b).expect("b wins");
+    assert_eq!(b.version(), 2);
+    a.data = b"from a".to_vec();
+    let err = store
+        .save_session_if_unchanged(&mut a)
+        .expect_err("a is stale");
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(a.version(), 1, "a failed save leaves the session untouched");
+    let stored = store.load_session(&a.id).expect("load").expect("present");
+    assert_eq!(
+        (stored.data.as_slice(), stored.version()),
+        (&b"from b"[..], 2)
+    );
+}
+
+pub fn conflict_on_creating_an_existing_id<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let mut first = Session::new(id("dup"), b"first".to_vec());
+    store.save_session_if_unchanged(&mut first).expect("create");
+    let mut second = Session::new(id("dup"), b"second".to_vec());
+    let err = store
+        .save_session_if_unchanged(&mut second)
+        .expect_err("exists");
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                expected: 0,
+                found: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        store
+            .load_session(&first.id)
+            .expect("load")
+            .expect("present")
+            .data,
+        b"first"
+    );
+    // a deleted session may be created again
+    assert!(store.delete_session(&first.id).expect("delete"));
+    store
+        .save_session_if_unchanged(&mut second)
+        .expect("create after delete");
+    assert_eq!(second.version(), 1);
+}
+
+pub fn touch<B: Backend>() {
+    let cfg = Config::default();
+    let (loc, store) = open::<B>(&cfg);
+    let mut s = Session::new(id("t"), b"data".to_vec());
+    store.save_session(&mut s).expect("save");
+    let first = s.modified().expect("stamped");
+    loc.advance(&cfg, Duration::from_secs(60));
+    assert!(store.touch_session(&s.id).expect("touch"));
+    let loaded = store.load_session(&s.id).expect("load").expect("present");
+    assert_eq!(loaded.data, b"data");
+    assert!(
+        loaded.modified().expect("stamped") > first,
+        "touch moves modified forward"
+    );
+    assert!(!store.touch_session(&id("absent")).expect("touch"));
+    assert!(
+        !store.has_session(&id("absent")).expect("has"),
+        "touch never creates"
+    );
+}
+
+pub fn delete_and_has<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let mut s = Session::new(id("d"), b"x".to_vec());
+    assert!(!store.has_session(&s.id).expect("has"));
+    store.save_session(&mut s).expect("save");
+    assert!(store.has_session(&s.id).expect("has"));
+    assert!(store.delete_session(&s.id).expect("delete"));
+    assert!(!store.delete_session(&s.id).expect("delete twice"));
+    assert!(!store.has_session(&s.id).expect("has"));
+    assert_eq!(store.load_session(&s.id).expect("load"), None);
+}
+
+pub fn iter_sessions<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let mut want = HashMap::new();
+    for i in 0..25u64 {
+        let mut s = Session::new(id(&format!("s{i}")), pattern(i, 100));
+        store.save_session(&mut s).expect("save");
+        want.insert(s.id.clone(), s);
+    }
+    assert!(store.delete_session(&id("s3")).expect("delete"));
+    want.remove(&id("s3"));
+    let mut gone = Session::new(id("expired"), b"e".to_vec());
+    gone.expires = Some(cfg.clock.now());
+    store.save_session(&mut gone).expect("save");
+    let got: HashMap<SessionId, Session> = store
+        .iter_sessions()
+        .expect("iter")
+        .map(|r| r.map(|s| (s.id.clone(), s)))
+        .collect::<Result<_, _>>()
+        .expect("every item");
+    assert_eq!(got, want);
+}
+
+pub fn expires_is_honoured_on_read<B: Backend>() {
+    let cfg = Config::default();
+    let (loc, store) = open::<B>(&cfg);
+    let mut s = Session::new(id("exp"), b"x".to_vec());
+    s.expires = Some(cfg.clock.now() + Duration::from_secs(60));
+    store.save_session(&mut s).expect("save");
+    loc.advance(&cfg, Duration::from_secs(59));
+    assert!(store.has_session(&s.id).expect("has"));
+    loc.advance(&cfg, Duration::from_secs(2));
+    assert_eq!(store.load_session(&s.id).expect("load"), None);
+    assert!(!store.has_session(&s.id).expect("has"));
+    assert!(!store.touch_session(&s.id).expect("touch"));
+    assert_eq!(store.iter_sessions().expect("iter").count(), 0);
+    // an expired session counts as absent for a conditional create
+    let mut again = Session::new(id("exp"), b"new".to_vec());
+    store
+        .save_session_if_unchanged(&mut again)
+        .expect("create over expired");
+    assert_eq!(again.version(), 1);
+    assert_eq!(
+        store
+            .load_session(&s.id)
+            .expect("load")
+            .expect("present")
+            .data,
+        b"new"
+    );
+}
+
+pub fn max_idle_is_honoured_on_read<B: Backend>() {
+    let cfg = Config {
+        max_idle: Some(Duration::from_secs(30 * 60)),
+        ..Config::default()
+    };
+    let (loc, store) = open::<B>(&cfg);
+    let mut s = Session::new(id("idle"), b"x".to_vec());
+    store.save_session(&mut s).expect("save");
+    loc.advance(&cfg, Duration::from_secs(20 * 60));
+    assert!(store.touch_session(&s.id).expect("touch"));
+    loc.advance(&cfg, Duration::from_secs(20 * 60));
+    assert!(
+        store.has_session(&s.id).expect("has"),
+        "touch restarted the idle time"
+    );
+    loc.advance(&cfg, Duration::from_secs(11 * 60));
+    assert_eq!(store.load_session(&s.id).expect("load"), None);
+    assert!(!store.has_session(&s.id).expect("has"));
+    assert!(!store.touch_session(&s.id).expect("touch"));
+    assert_eq!(store.iter_sessions().expect("iter").count(), 0);
+}
+
+pub fn delete_old_sessions<B: Backend>() {
+    let cfg = Config::default();
+    let (loc, store) = open::<B>(&cfg);
+    for name in ["old1", "old2", "touched"] {
+        store
+            .save_session(&mut Session::new(id(name), b"x".to_vec()))
+            .expect("save");
+    }
+    loc.advance(&cfg, Duration::from_secs(2 * 3600));
+    assert!(store.touch_session(&id("touched")).expect("touch"));
+    store
+        .save_session(&mut Session::new(id("new"), b"x".to_vec()))
+        .expect("save");
+    let removed = store
+        .delete_old_sessions(Duration::from_secs(3600))
+        .expect("delete old");
+    assert_eq!(removed, 2);
+    for (name, present) in [
+        ("old1", false),
+        ("old2", false),
+        ("touched", true),
+        ("new", true),
+    ] {
+        assert_eq!(
+            store.has_session(&id(name)).expect("has"),
+            present,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        store
+            .delete_old_sessions(Duration::from_secs(3600))
+            .expect("again"),
+        0
+    );
+}
+
+pub fn oversized_data_is_rejected_and_nothing_written<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let mut ok = Session::new(id("big"), vec![1u8; cfg.max_session_size]);
+    store.save_session(&mut ok).expect("exactly the limit fits");
+    let mut big = Session::new(id("big"), vec![2u8; cfg.max_session_size + 1]);
+    let err = store.save_session(&mut big).expect_err("too large");
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    let err = store
+        .save_session_if_unchanged(&mut big)
+        .expect_err("too large");
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    let stored = store.load_session(&ok.id).expect("load").expect("present");
+    assert_eq!(
+        (stored.version(), stored.data[0]),
+        (1, 1),
+        "old version untouched"
+    );
+    let mut fresh = Session::new(id("fresh"), vec![0u8; cfg.max_session_size + 1]);
+    assert!(store.save_session(&mut fresh).is_err());
+    assert!(!store.has_session(&fresh.id).expect("has"));
+}
+
+pub fn invalid_ids_are_rejected() {
+    for bad in ["", "../x", "a/b", "a.b", "has space", "ü", "x\0"] {
+        assert!(
+            matches!(SessionId::new(bad), Err(Error::InvalidId { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+pub fn setup_is_idempotent<B: Backend>() {
+    let cfg = Config::default();
+    let (loc, store) = open::<B>(&cfg);
+    store
+        .save_session(&mut Session::new(id("keep"), b"x".to_vec()))
+        .expect("save");
+    store.setup().expect("setup again");
+    assert!(store.has_session(&id("keep")).expect("has"));
+    if B::PERSISTENT {
+        let other = loc.open(&cfg);
+        other.setup().expect("setup from a second handle");
+        assert!(other.has_session(&id("keep")).expect("has"));
+    }
+}
+
+pub fn threads_save_and_load_without_loss_or_tearing<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    assert!(store.is_thread_safe());
+    let store = Arc::new(store);
+    const THREADS: u64 = 8;
+    const ROUNDS: u64 = 60;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                for r in 0..ROUNDS {
+                    // own id: every save must be seen by the next load
+                    let own = id(&format!("own-{t}"));
+                    let mut s = Session::new(
+                        own.clone(),
+                        pattern(t << 32 | r, 300 + (r as usize * 37) % 900),
+                    );
+                    store.save_session(&mut s).expect("save own");
+                    let back = store
+                        .load_session(&own)
+                        .expect("load own")
+                        .expect("present");
+                    assert_eq!(check_pattern(&back.data), t << 32 | r);
+                    // shared ids: any complete value is fine, a torn one is not
+                    let shared = id(&format!("shared-{}", r % 4));
+                    let mut s = Session::new(shared.clone(), pattern(t << 32 | r, 500));
+                    store.save_session(&mut s).expect("save shared");
+                    if let Some(got) = store.load_session(&shared).expect("load shared") {
+                        check_pattern(&got.data);
+                    }
+                    // a counter incremented only through conditional saves
+                    loop {
+                        let cid = id("counter");
+                        let mut c = store
+                            .load_session(&cid)
+                            .expect("load counter")
+                            .unwrap_or_else(|| Session::new(cid, 0u64.to_le_bytes().to_vec()));
+                        let n = u64::from_le_bytes(c.data[..8].try_into().expect("8 bytes"));
+                        c.data = (n + 1).to_le_bytes().to_vec();
+                        match store.save_session_if_unchanged(&mut c) {
+                            Ok(()) => break,
+                            Err(e) if e.is_conflict() => continue,
+                            Err(e) => panic!("counter save: {e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    for t in 0..THREADS {
+        let s = store
+            .load_session(&id(&format!("own-{t}")))
+            .expect("load")
+            .expect("present");
+        assert_eq!(check_pattern(&s.data), t << 32 | (ROUNDS - 1));
+        assert_eq!(s.version(), ROUNDS);
+    }
+    let c = store
+        .load_session(&id("counter"))
+        .expect("load")
+        .expect("present");
+    assert_eq!(
+        u64::from_le_bytes(c.data[..8].try_into().expect("8")),
+        THREADS * ROUNDS,
+        "no lost update"
+    );
+    assert_eq!(c.version(), THREADS * ROUNDS);
+}
+
+pub fn everything_survives_reopen<B: Backend>() {
+    if !B::PERSISTENT {
+        return;
+    }
+    let cfg = Config::default();
+    let (loc, store) = open::<B>(&cfg);
+    let mut want = HashMap::new();
+    for i in 0..40u64 {
+        let mut s = Session::new(id(&format!("p{i}")), pattern(i, (i as usize * 131) % 2000));
+        if i % 3 == 0 {
+            s.expires = Some(cfg.clock.now() + Duration::from_secs(86_400));
+        }
+        store.save_session(&mut s).expect("save");
+        if i % 5 == 0 {
+            store.save_session(&mut s).expect("save again");
+        }
+        want.insert(s.id.clone(), s);
+    }
+    for i in (0..40).step_by(7) {
+        let gone = id(&format!("p{i}"));
+        assert!(store.delete_session(&gone).expect("delete"));
+        want.remove(&gone);
+    }
+    loc.advance(&cfg, Duration::from_secs(5));
+    assert!(store.touch_session(&id("p1")).expect("touch"));
+    let touched = store
+        .load_session(&id("p1"))
+        .expect("load")
+        .expect("present");
+    want.insert(touched.id.clone(), touched);
+    drop(store);
+    let store = loc.open(&cfg);
+    store.setup().expect("setup");
+    for (k, s) in &want {
+        assert_eq!(
+            store.load_session(k).expect("load").as_ref(),
+            Some(s),
+            "{k}"
+        );
+    }
+    assert_eq!(store.iter_sessions().expect("iter").count(), want.len());
+    let mut next = want[&id("p2")].clone();
+    store
+        .save_session_if_unchanged(&mut next)
+        .expect("versions survive reopen");
+}
+
+/// Expands to one `#[test]` per conformance check for a backend type.
+#[macro_export]
+macro_rules! conformance {
+    ($modname:ident, $backend:ty) => {
+        mod $modname {
+            use super::*;
+            #[test]
+            fn round_trip() {
+                conformance::round_trip::<$backend>()
+            }
+            #[test]
+            fn overwrite_and_version_counting() {
+                conformance::overwrite_and_version_counting::<$backend>()
+            }
+            #[test]
+            fn conflict_on_stale_version() {
+                conformance::conflict_on_stale_version::<$backend>()
+            }
+            #[test]
+            fn conflict_on_creating_an_existing_id() {
+                conformance::conflict_on_creating_an_existing_id::<$backend>()
+            }
+            #[test]
+            fn touch() {
+                conformance::touch::<$backend>()
+            }
+            #[test]
+            fn delete_and_has() {
+                conformance::delete_and_has::<$backend>()
+            }
+            #[test]
+            fn iter_sessions() {
+                conformance::iter_sessions::<$backend>()
+            }
+            #[test]
+            fn expires_is_honoured_on_read() {
+                conformance::expires_is_honoured_on_read::<$backend>()
+            }
+            #[test]
+            fn max_idle_is_honoured_on_read() {
+                conformance::max_idle_is_honoured_on_read::<$backend>()
+            }
+            #[test]
+            fn delete_old_sessions() {
+                conformance::delete_old_sessions::<$backend>()
+            }
+            #[test]
+            fn oversized_data_is_rejected() {
+                conformance::oversized_data_is_rejected_and_nothing_written::<$backend>()
+            }
+            #[test]
+            fn invalid_ids_are_rejected() {
+                conformance::invalid_ids_are_rejected()
+            }
+            #[test]
+            fn setup_is_idempotent() {
+                conformance::setup_is_idempotent::<$backend>()
+            }
+            #[test]
+            fn threads_save_and_load() {
+                conformance::threads_save_and_load_without_loss_or_tearing::<$backend>()
+            }
+            #[test]
+            fn everything_survives_reopen() {
+                conformance::everything_survives_reopen::<$backend>()
+            }
+        }
+    };
+}
