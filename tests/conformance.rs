@@ -27,3 +27,24 @@ impl Backend for Memory {
 }
 
 conformance!(memory, Memory);
+
+struct Log(tempfile::TempDir);
+impl Backend for Log {
+    type Store = sessionlog::LogStore;
+    const PERSISTENT: bool = true;
+    fn new_location() -> Self {
+        Log(tempfile::tempdir().expect("temp dir"))
+    }
+    fn open(&self, cfg: &Config) -> sessionlog::LogStore {
+        let mut o = sessionlog::LogStore::options()
+            .clock(cfg.clock.clone())
+            .max_session_size(cfg.max_session_size);
+        if let Some(idle) = cfg.max_idle {
+            o = o.max_idle(idle);
+        }
+        o.open(self.0.path().join("sessions.db"))
+            .expect("open log store")
+    }
+}
+
+conformance!(log, Log);

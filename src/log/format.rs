@@ -59,7 +59,7 @@ pub const H_SUPERSEDED: usize = H_SYNCED + 8;
 pub const H_SHARED_END: usize = H_SUPERSEDED + 8;
 
 const _: () = assert!(H_STATIC_END == 64);
-const _: () = assert!(H_COMMITTED % 8 == 0 && H_SHARED_END as u64 <= HEADER_SIZE);
+const _: () = assert!(H_COMMITTED.is_multiple_of(8) && H_SHARED_END as u64 <= HEADER_SIZE);
 
 /// XORed into the header CRC so that a zeroed header never checks out.
 pub const HEADER_CRC_XOR: u32 = 0x5E55_10C0;

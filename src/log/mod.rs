@@ -1,34 +1,23 @@
-//! The log-structured engine: `LogStore` and its layers.
+//! The log-structured engine, [`LogStore`], in layers:
 //!
-//! (Work in progress: the engine lands in the next commits.)
-#![allow(missing_docs)]
+//! - `format`: bytes of the header and the records (depends on nothing);
+//! - `index`: the in-memory map from id to record;
+//! - `file`: the log file, its memory map, appends, and the lock file;
+//! - `recovery`: replaying the log on open and following other processes;
+//! - `compact`: rewriting live sessions into a new file (and expiry);
+//! - `sync`: group commit and the background thread;
+//! - `store`: the `LogStore` facade and its `SessionStore` implementation.
 
+mod compact;
+mod file;
 pub mod format;
+mod index;
+mod options;
+mod recovery;
+mod stats;
+mod store;
+mod sync;
 
-use std::path::Path;
-use std::time::Duration;
-
-use crate::error::Result;
-
-/// When saves reach stable storage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// fdatasync before every save returns.
-    Always,
-    /// fdatasync at most this long after a save.
-    Interval(Duration),
-    /// Never fdatasync; the OS writes back when it likes.
-    Never,
-}
-
-pub struct LogStore;
-pub struct LogOptions;
-pub struct Stats;
-pub struct CompactStats;
-pub struct RecoveryReport;
-
-impl LogStore {
-    pub fn open(_path: impl AsRef<Path>) -> Result<LogStore> {
-        unimplemented!()
-    }
-}
+pub use options::{LogOptions, SyncPolicy};
+pub use stats::{CompactStats, RecoveryReport, Stats};
+pub use store::LogStore;

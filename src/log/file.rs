@@ -1,0 +1,324 @@
+//! The files of a log store: the log itself (read through a shared memory
+//! map, appended with positioned writes, preallocated in chunks) and the
+//! lock file beside it, which compaction never replaces.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+use crate::log::format::{
+    self, H_COMMITTED, H_STATIC_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, StaticHeader,
+};
+
+/// Opens (creating if needed, mode 0600) a file for reading and writing.
+pub(crate) fn open_rw(path: &Path, create: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, "open", e))
+}
+
+/// fsyncs the directory holding `path`, making a rename or create in it
+/// durable.
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, "fsync directory", e))
+}
+
+/// `<path><suffix>`, e.g. `sessions.db.lock`.
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The lock file `<log>.lock`. One handle per store per process: flock
+/// locks belong to the open file description, so a second handle in the
+/// same process would contend with the first.
+#[derive(Debug)]
+pub(crate) struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+/// Holds the exclusive lock until dropped.
+#[must_use]
+pub(crate) struct LockGuard<'a>(&'a LockFile);
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // Unlock can only fail on a bad descriptor; closing would unlock too.
+        let _ = self.0.file.unlock();
+    }
+}
+
+impl LockFile {
+    pub fn open(path: PathBuf) -> Result<LockFile> {
+        let file = open_rw(&path, true)?;
+        Ok(LockFile { file, path })
+    }
+
+    /// Blocks until this process holds the exclusive lock.
+    pub fn lock(&self) -> Result<LockGuard<'_>> {
+        self.file
+            .lock()
+            .map_err(|e| Error::io(&self.path, "lock", e))?;
+        Ok(LockGuard(self))
+    }
+
+    /// Takes the exclusive lock if nobody holds it.
+    pub fn try_lock(&self) -> Result<Option<LockGuard<'_>>> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(Some(LockGuard(self))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io(&self.path, "lock", e)),
+        }
+    }
+}
+
+/// One open log file and its shared mapping. Immutable once built: when
+/// the file outgrows the mapping, a new `LogFile` with a larger mapping
+/// replaces it, and readers still holding the old one stay valid because
+/// no file that anyone may have mapped is ever shortened.
+#[derive(Debug)]
+pub(crate) struct LogFile {
+    pub path: PathBuf,
+    pub file: File,
+    map: MmapRaw,
+    pub header: StaticHeader,
+    /// Device and inode, to tell whether `path` still names this file.
+    pub ino: (u64, u64),
+}
+
+impl LogFile {
+    /// Opens and validates an existing log file.
+    pub fn open(path: &Path) -> Result<LogFile> {
+        let file = open_rw(path, false)?;
+        Self::from_file(path, file)
+    }
+
+    /// Maps an open file after checking its header.
+    pub fn from_file(path: &Path, file: File) -> Result<LogFile> {
+        let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
+        let mut head = vec![0u8; (meta.len().min(H_STATIC_END as u64)) as usize];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io(path, "read header", e))?;
+        let header = format::decode_static_header(&head).map_err(|e| match e {
+            HeaderError::NotAStore(reason) => Error::NotAStore {
+                path: path.to_owned(),
+                reason: reason.to_owned(),
+            },
+            HeaderError::Version(found) => Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found,
+                supported: format::FORMAT_VERSION,
+            },
+            HeaderError::Corrupt(offset, reason) => Error::corrupt(path, offset, reason),
+        })?;
+        if meta.len() < HEADER_SIZE {
+            return Err(Error::corrupt(
+                path,
+                meta.len(),
+                "the file ends inside the header",
+            ));
+        }
+        let map = Self::map(path, &file, meta.len())?;
+        Ok(LogFile {
+            path: path.to_owned(),
+            file,
+            map,
+            header,
+            ino: (meta.dev(), meta.ino()),
+        })
+    }
+
+    fn map(path: &Path, file: &File, len: u64) -> Result<MmapRaw> {
+        let len =
+            usize::try_from(len).map_err(|_| Error::corrupt(path, len, "file too large to map"))?;
+        MmapOptions::new()
+            .len(len)
+            .map_raw(file)
+            .map_err(|e| Error::io(path, "mmap", e))
+    }
+
+    /// A new `LogFile` for the same file, mapping its current length.
+    pub fn remapped(&self) -> Result<LogFile> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(&self.path, "dup", e))?;
+        let len = self.file_len()?;
+        let map = Self::map(&self.path, &file, len)?;
+        Ok(LogFile {
+            path: self.path.clone(),
+            file,
+            map,
+            header: self.header,
+            ino: self.ino,
+        })
+    }
+
+    /// Bytes mapped.
+    pub fn map_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Current length of the file (one `fstat`).
+    pub fn file_len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, "stat", e))?
+            .len())
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= HEADER_SIZE as usize);
+        // SAFETY: the mapping is at least HEADER_SIZE bytes long (checked in
+        // `from_file`) and page-aligned, so `offset` (a multiple of 8 below
+        // HEADER_SIZE) is in bounds and aligned for an AtomicU64. The
+        // mapping lives as long as `self`. Every process touches these
+        // words only through atomic operations, so there is no data race.
+        unsafe { &*self.map.as_mut_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// The raw committed word (offset plus check bits).
+    pub fn committed_word(&self) -> u64 {
+        self.word(H_COMMITTED).load(Ordering::Acquire)
+    }
+
+    /// Publishes a new committed end. Only under the write lock.
+    pub fn set_committed(&self, offset: u64) -> u64 {
+        let w = format::encode_offset(offset);
+        self.word(H_COMMITTED).store(w, Ordering::Release);
+        w
+    }
+
+    /// The synced end, or `None` if the word is damaged.
+    pub fn synced(&self) -> Option<u64> {
+        format::decode_offset(self.word(H_SYNCED).load(Ordering::Acquire))
+    }
+
+    /// Raises the synced end to `offset` (never lowers it) unless `force`.
+    pub fn set_synced(&self, offset: u64, force: bool) {
+        let word = self.word(H_SYNCED);
+        let new = format::encode_offset(offset);
+        let mut cur = word.load(Ordering::Acquire);
+        loop {
+            if !force && format::decode_offset(cur).is_some_and(|c| c >= offset) {
+                return;
+            }
+            match word.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Whether a compaction has replaced (or is replacing) this file.
+    pub fn superseded(&self) -> bool {
+        self.word(H_SUPERSEDED).load(Ordering::Acquire) != 0
+    }
+
+    pub fn set_superseded(&self, on: bool) {
+        let v = if on { format::SUPERSEDED } else { 0 };
+        self.word(H_SUPERSEDED).store(v, Ordering::Release);
+    }
+
+    /// The committed bytes `[start, end)`.
+    ///
+    /// Callers pass `end <= committed`, and records below the committed end
+    /// are never rewritten while anyone may read them.
+    pub fn bytes(&self, start: u64, end: u64) -> &[u8] {
+        let end = end.min(self.map_len());
+        let start = start.min(end);
+        // SAFETY: `start <= end <= map_len`, so the range lies inside the
+        // mapping, which lives as long as `self`. The bytes below the
+        // committed end are complete records that no process modifies
+        // (appends go past the committed end; compaction writes a new file;
+        // a torn tail is cut only where no complete record was).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(start as usize),
+                (end - start) as usize,
+            )
+        }
+    }
+
+    /// Writes `buf` at `offset` (past the committed end).
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    /// Makes sure the file is at least `end` bytes long, growing it in
+    /// chunks with `fallocate` so that blocks are reserved (a full disk shows
+    /// up here, before any record byte is written) and so that most appends
+    /// do not change the file size.
+    pub fn ensure_len(&self, end: u64, current: u64) -> Result<u64> {
+        if end <= current {
+            return Ok(current);
+        }
+        let step = (current / 16).clamp(1 << 20, 64 << 20);
+        let target = (end + step).next_multiple_of(1 << 16);
+        allocate(&self.file, current, target - current)
+            .map_err(|e| Error::io(&self.path, "grow file", e))?;
+        Ok(target)
+    }
+
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Reserves `[offset, offset + len)`, extending the file.
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(l)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::FileTooLarge));
+    };
+    // SAFETY: fallocate only reads its integer arguments; the descriptor is
+    // owned by `file`, which is open for writing.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, off, l) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(offset + len),
+        _ => Err(err),
+    }
+}
+
+/// Writes a brand-new log file at `path` atomically: header into a
+/// temporary file, fsync, rename, fsync the directory. Caller holds the
+/// write lock.
+pub(crate) fn create_log(path: &Path, header: &StaticHeader) -> Result<()> {
+    let tmp = sibling(path, ".init");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, "create", e))?;
+    let bytes = format::encode_header(header, HEADER_SIZE);
+    file.write_all_at(&bytes, 0)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(&tmp, "write", e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, "rename", e))?;
+    sync_parent_dir(path)
+}

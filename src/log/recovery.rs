@@ -1,0 +1,234 @@
+//! Opening a log: replaying its records into an index, cutting a torn tail
+//! left by a crash, and following what other processes appended or
+//! swapped in since this process last looked.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::log::file::{self, LockFile, LogFile};
+use crate::log::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
+use crate::log::index::Index;
+use crate::log::stats::RecoveryReport;
+
+/// This process's view of the log: the file, and the index built from it
+/// up to `applied`.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub file: Arc<LogFile>,
+    pub index: Index,
+    /// Offset up to which `index` reflects the file.
+    pub applied: u64,
+    /// The committed word that `applied` was read from: comparing it with
+    /// the file's current word is the no-syscall freshness check.
+    pub applied_word: u64,
+    /// File length last seen (it only grows).
+    pub file_len: u64,
+}
+
+impl State {
+    /// True if nothing changed in the file since this view was built.
+    pub fn is_fresh(&self) -> bool {
+        self.file.committed_word() == self.applied_word && !self.file.superseded()
+    }
+}
+
+/// Replays the records in `[from, to)` into `index`. Returns where replay
+/// stopped and, if before `to`, why.
+pub(crate) fn replay(
+    file: &LogFile,
+    from: u64,
+    to: u64,
+    index: &mut Index,
+    records: &mut u64,
+) -> (u64, Option<DecodeError>) {
+    let mut off = from;
+    let to = to.min(file.map_len());
+    while off < to {
+        match format::decode_record(file.bytes(off, to)) {
+            Ok(rec) => {
+                index.apply(off, &rec);
+                *records += 1;
+                off += rec.padded_len as u64;
+            }
+            Err(e) => return (off, Some(e)),
+        }
+    }
+    (off, None)
+}
+
+fn committed_of(file: &LogFile) -> Result<(u64, u64)> {
+    let word = file.committed_word();
+    let end = format::decode_offset(word).ok_or_else(|| {
+        Error::corrupt(
+            &file.path,
+            H_COMMITTED as u64,
+            "the committed-length word is damaged",
+        )
+    })?;
+    if end < HEADER_SIZE {
+        return Err(Error::corrupt(
+            &file.path,
+            H_COMMITTED as u64,
+            "committed length inside the header",
+        ));
+    }
+    Ok((word, end))
+}
+
+/// Builds a fresh view of `file`, which must be complete (a file written
+/// by compaction, or one whose tail was already checked).
+pub(crate) fn load_complete(file: Arc<LogFile>) -> Result<State> {
+    let (word, end) = committed_of(&file)?;
+    let mut index = Index::default();
+    let mut records = 0;
+    let (stop, err) = replay(&file, HEADER_SIZE, end, &mut index, &mut records);
+    if let Some(e) = err {
+        return Err(Error::corrupt(&file.path, stop, e.to_string()));
+    }
+    if stop < end {
+        return Err(Error::corrupt(
+            &file.path,
+            stop,
+            "the file is shorter than its committed length",
+        ));
+    }
+    let file_len = file.map_len();
+    Ok(State {
+        file,
+        index,
+        applied: end,
+        applied_word: word,
+        file_len,
+    })
+}
+
+/// What opening found, before the caller decides what to do about damage.
+pub(crate) enum Opened {
+    /// A consistent view.
+    Ready(State),
+    /// Damage before the synced end, or with valid records after it: the
+    /// offset and reason. Only repair mode goes on from here.
+    Damaged(u64, String),
+}
+
+/// Opens the log at `path` (creating it if missing), replays it, and cuts
+/// a torn tail under the write lock.
+pub(crate) fn open_log(
+    path: &Path,
+    lock: &LockFile,
+    report: &mut RecoveryReport,
+    now_ms: u64,
+) -> Result<Opened> {
+    create_if_missing(path, lock, now_ms)?;
+    report.removed_temp_files += remove_stale_temp(path)?;
+    loop {
+        let file = Arc::new(LogFile::open(path)?);
+        if file.superseded() {
+            // A compaction is swapping files (it holds the lock until the
+            // rename is done) or died before its rename: wait for the lock,
+            // and clear the mark if the file is still the current one.
+            let _g = lock.lock()?;
+            let again = LogFile::open(path)?;
+            if again.ino == file.ino {
+                again.set_superseded(false);
+            }
+            continue;
+        }
+        let (word, end) = committed_of(&file)?;
+        let synced = file.synced().ok_or_else(|| {
+            Error::corrupt(path, H_SYNCED as u64, "the synced-length word is damaged")
+        })?;
+        let mut index = Index::default();
+        let mut records = 0;
+        let (stop, err) = replay(&file, HEADER_SIZE, end, &mut index, &mut records);
+        if stop == end {
+            report.records = records;
+            let file_len = file.map_len();
+            return Ok(Opened::Ready(State {
+                file,
+                index,
+                applied: end,
+                applied_word: word,
+                file_len,
+            }));
+        }
+        let reason = err.map_or_else(
+            || "the file ends before its committed length".to_owned(),
+            |e| e.to_string(),
+        );
+        if stop < synced.min(end) {
+            return Ok(Opened::Damaged(stop, reason));
+        }
+        // Bad bytes past the synced end: the trace of a crash during
+        // unsynced appends. Cut there, under the lock, unless the tail
+        // changed meanwhile (then look again).
+        let _g = lock.lock()?;
+        if file.committed_word() != word || file.superseded() {
+            continue;
+        }
+        let new_word = file.set_committed(stop);
+        file.sync_data()
+            .map_err(|e| Error::io(path, "fsync after cutting a torn tail", e))?;
+        report.records = records;
+        report.torn_tail_offset = Some(stop);
+        report.torn_tail_bytes = end - stop;
+        let file_len = file.map_len();
+        return Ok(Opened::Ready(State {
+            file,
+            index,
+            applied: stop,
+            applied_word: new_word,
+            file_len,
+        }));
+    }
+}
+
+fn create_if_missing(path: &Path, lock: &LockFile, now_ms: u64) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(path, "stat", e)),
+    }
+    let _g = lock.lock()?;
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => file::create_log(
+            path,
+            &StaticHeader {
+                generation: 1,
+                created_ms: now_ms,
+                compact_kept: 0,
+                compact_dropped: 0,
+                compact_source_bytes: 0,
+            },
+        ),
+        Err(e) => Err(Error::io(path, "stat", e)),
+    }
+}
+
+/// Removes the temporary file of a compaction that died, if nobody holds
+/// its lock. Returns how many files were removed (0 or 1).
+pub(crate) fn remove_stale_temp(path: &Path) -> Result<u32> {
+    let tmp = file::sibling(path, ".compact");
+    let f = match File::open(&tmp) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(&tmp, "open", e)),
+    };
+    if f.try_lock().is_err() {
+        return Ok(0); // a live compaction owns it
+    }
+    let same = match (f.metadata(), fs::symlink_metadata(&tmp)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    };
+    if !same {
+        return Ok(0);
+    }
+    fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, "remove stale temporary file", e))?;
+    Ok(1)
+}

@@ -1,0 +1,63 @@
+//! What a `LogStore` reports about itself.
+
+use std::time::SystemTime;
+
+/// A snapshot of a store's size and health, from [`LogStore::stats`](crate::LogStore::stats).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    /// Sessions in the index, including expired ones not yet compacted away.
+    pub sessions: u64,
+    /// Of those, how many are expired (invisible, dropped at compaction).
+    pub expired: u64,
+    /// Bytes of the records the index points at.
+    pub live_bytes: u64,
+    /// Bytes of records in the log (header excluded).
+    pub log_bytes: u64,
+    /// Size of the file on disk, including space reserved for appends.
+    pub file_bytes: u64,
+    /// Fraction of `log_bytes` that compaction would reclaim (dead records).
+    pub garbage_ratio: f64,
+    /// The file's generation: 1 for a new store, +1 per compaction.
+    pub generation: u64,
+    /// Approximate heap bytes of this process's index.
+    pub index_bytes: u64,
+    /// What recovery found when this handle opened the store.
+    pub recovery: RecoveryReport,
+    /// The compaction that wrote the current file, if any.
+    pub last_compaction: Option<CompactStats>,
+}
+
+/// What recovery did when a store was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Records replayed.
+    pub records: u64,
+    /// Offset of a torn tail that was cut off (the trace of a crash during
+    /// an unsynced append), if any.
+    pub torn_tail_offset: Option<u64>,
+    /// Bytes cut off with that tail.
+    pub torn_tail_bytes: u64,
+    /// Leftover temporary files of an interrupted compaction, removed.
+    pub removed_temp_files: u32,
+    /// Damaged ranges skipped by repair mode, as (offset, length).
+    pub repaired_ranges: Vec<(u64, u64)>,
+    /// Where repair mode kept a copy of the damaged file.
+    pub damaged_copy: Option<std::path::PathBuf>,
+}
+
+/// The result of a compaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Sessions copied into the new file.
+    pub kept: u64,
+    /// Sessions dropped because they had expired or were idle too long.
+    pub dropped: u64,
+    /// Committed bytes of the old file.
+    pub bytes_before: u64,
+    /// Committed bytes of the new file when it replaced the old one.
+    pub bytes_after: u64,
+    /// Generation of the new file.
+    pub generation: u64,
+    /// When the new file was written.
+    pub finished: SystemTime,
+}

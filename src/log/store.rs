@@ -1,0 +1,575 @@
+//! `LogStore`: the facade that ties the layers together and implements
+//! `SessionStore`.
+//!
+//! Lock order, always: `writer` (in-process) → the file lock (between
+//! processes) → `state`. Readers take only `state`, shared.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::log::compact;
+use crate::log::file::{self, LockFile, LogFile};
+use crate::log::format::{self, HEADER_SIZE, Kind, MAX_OFFSET, RecordFields};
+use crate::log::index::Entry;
+use crate::log::options::{LogOptions, SyncPolicy};
+use crate::log::recovery::{self, Opened, State};
+use crate::log::stats::{CompactStats, RecoveryReport, Stats};
+use crate::log::sync::{self, SyncState};
+use crate::session::{
+    Session, duration_millis, expires_from_millis, expires_millis, from_millis, is_expired,
+    to_millis,
+};
+use crate::store::{SessionIter, SessionStore};
+
+/// The log-structured session store: one append-only, checksummed log file
+/// shared by every process that opens it, an in-memory index, and reads
+/// served from a memory map. See DESIGN.md.
+pub struct LogStore {
+    inner: Arc<Inner>,
+    background: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+/// Everything the store's threads share.
+pub(crate) struct Inner {
+    pub path: PathBuf,
+    pub opts: LogOptions,
+    pub lock: LockFile,
+    pub state: RwLock<State>,
+    /// Serializes this process's writers (before the file lock) and holds
+    /// the buffer records are encoded into.
+    pub writer: Mutex<Vec<u8>>,
+    /// Serializes this process's compactions.
+    pub compacting: Mutex<()>,
+    pub sync: Mutex<SyncState>,
+    pub sync_done: Condvar,
+    /// Set when something was appended since the last sync.
+    pub dirty: AtomicBool,
+    poisoned: AtomicBool,
+    poison_cause: Mutex<String>,
+    pub stop: Mutex<bool>,
+    pub wake: Condvar,
+    recovery: Mutex<RecoveryReport>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the store at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<LogStore> {
+        LogOptions::default().open(path)
+    }
+
+    /// A builder for the options of a store.
+    pub fn options() -> LogOptions {
+        LogOptions::default()
+    }
+
+    pub(crate) fn open_with(path: &Path, opts: LogOptions) -> Result<LogStore> {
+        let lock = LockFile::open(file::sibling(path, ".lock"))?;
+        let mut report = RecoveryReport::default();
+        let now = to_millis(opts.clock.now());
+        let state = match recovery::open_log(path, &lock, &mut report, now)? {
+            Opened::Ready(state) => state,
+            Opened::Damaged(offset, reason) if !opts.repair => {
+                return Err(Error::corrupt(path, offset, reason));
+            }
+            Opened::Damaged(..) => compact::repair(path, &lock, &mut report, now)?,
+        };
+        let sync = SyncState {
+            generation: state.file.header.generation,
+            synced: state.file.synced().unwrap_or(HEADER_SIZE),
+            running: false,
+        };
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            lock,
+            state: RwLock::new(state),
+            writer: Mutex::new(Vec::new()),
+            compacting: Mutex::new(()),
+            sync: Mutex::new(sync),
+            sync_done: Condvar::new(),
+            dirty: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(String::new()),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            recovery: Mutex::new(report),
+            opts,
+        });
+        let background = if inner.opts.background {
+            Some(sync::spawn_background(Arc::clone(&inner))?)
+        } else {
+            None
+        };
+        Ok(LogStore { inner, background })
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Makes every save acknowledged so far durable (one `fdatasync`).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync_all()
+    }
+
+    /// Rewrites the live sessions into a new file and swaps it in, dropping
+    /// expired and idle sessions (see DESIGN.md). Waits for a compaction
+    /// running in another process to finish first.
+    pub fn compact(&self) -> Result<CompactStats> {
+        compact::compact(&self.inner, None)
+    }
+
+    /// Size and health figures of the store, as this process sees it.
+    pub fn stats(&self) -> Result<Stats> {
+        let inner = &self.inner;
+        let mut st = inner.state.write();
+        inner.refresh(&mut st)?;
+        let now = inner.now_ms();
+        let (mut expired, mut expired_bytes) = (0u64, 0u64);
+        for (_, e) in st.index.iter() {
+            if inner.is_expired(e, now) {
+                expired += 1;
+                expired_bytes += u64::from(e.len);
+            }
+        }
+        let _ = expired_bytes;
+        let log_bytes = st.applied - HEADER_SIZE;
+        let live = st.index.live_bytes();
+        let h = st.file.header;
+        Ok(Stats {
+            sessions: st.index.len() as u64,
+            expired,
+            live_bytes: live,
+            log_bytes,
+            file_bytes: st.file.file_len()?,
+            garbage_ratio: if log_bytes == 0 {
+                0.0
+            } else {
+                (log_bytes - live) as f64 / log_bytes as f64
+            },
+            generation: h.generation,
+            index_bytes: st.index.heap_bytes(),
+            recovery: inner.recovery.lock().clone(),
+            last_compaction: (h.generation > 1).then(|| CompactStats {
+                kept: h.compact_kept,
+                dropped: h.compact_dropped,
+                bytes_before: h.compact_source_bytes,
+                bytes_after: 0,
+                generation: h.generation,
+                finished: from_millis(h.created_ms),
+            }),
+        })
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        *self.inner.stop.lock() = true;
+        self.inner.wake.notify_all();
+        if let Some(h) = self.background.take() {
+            let _ = h.join();
+        }
+        if self.inner.opts.sync != SyncPolicy::Never && !self.inner.is_poisoned() {
+            // Errors cannot be reported from drop; a failed sync poisons
+            // nothing that outlives this handle.
+            let _ = self.inner.sync_all();
+        }
+    }
+}
+
+impl Inner {
+    pub fn now_ms(&self) -> u64 {
+        to_millis(self.opts.clock.now())
+    }
+
+    pub fn max_idle_ms(&self) -> Option<u64> {
+        self.opts.max_idle.map(duration_millis)
+    }
+
+    pub fn is_expired(&self, e: &Entry, now: u64) -> bool {
+        is_expired(e.modified_ms, e.expires_ms, self.max_idle_ms(), now)
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Refuses all further writes: the on-disk state after a failed write
+    /// or sync is unknown (the kernel may have dropped dirty pages).
+    pub fn poison(&self, what: &str, err: &io::Error) {
+        let mut cause = self.poison_cause.lock();
+        if !self.is_poisoned() {
+            *cause = format!("{what} ({err})");
+            self.poisoned.store(true, Ordering::Release);
+        }
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned {
+                path: self.path.clone(),
+                cause: self.poison_cause.lock().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Brings `st` up to date with the file: follows a compaction's swap,
+    /// applies what other processes appended.
+    pub fn refresh(&self, st: &mut State) -> Result<()> {
+        if st.file.superseded() {
+            self.follow_swap(st)?;
+        }
+        let word = st.file.committed_word();
+        if word == st.applied_word {
+            return Ok(());
+        }
+        let end = format::decode_offset(word).ok_or_else(|| {
+            Error::corrupt(
+                &self.path,
+                format::H_COMMITTED as u64,
+                "the committed-length word is damaged",
+            )
+        })?;
+        if end < st.applied {
+            // Another process cut a torn tail we had not read: start over.
+            *st = recovery::load_complete(Arc::clone(&st.file))?;
+            return Ok(());
+        }
+        if end > st.file.map_len() {
+            st.file = Arc::new(st.file.remapped()?);
+            st.file_len = st.file.map_len();
+            if end > st.file.map_len() {
+                return Err(Error::corrupt(
+                    &self.path,
+                    end,
+                    "committed length beyond the end of the file",
+                ));
+            }
+        }
+        let mut records = 0;
+        let (stop, err) = recovery::replay(&st.file, st.applied, end, &mut st.index, &mut records);
+        if let Some(e) = err {
+            st.applied = stop;
+            st.applied_word = format::encode_offset(stop);
+            return Err(Error::corrupt(&self.path, stop, e.to_string()));
+        }
+        st.applied = end;
+        st.applied_word = word;
+        Ok(())
+    }
+
+    /// The file was marked superseded: switch to the file now at the path
+    /// if a compaction renamed one there; clear the mark if its compactor
+    /// died before the rename.
+    fn follow_swap(&self, st: &mut State) -> Result<()> {
+        let current = LogFile::open(&self.path)?;
+        if current.ino != st.file.ino {
+            *st = recovery::load_complete(Arc::new(current))?;
+            let mut s = self.sync.lock();
+            s.generation = st.file.header.generation;
+            s.synced = st.applied;
+            return Ok(());
+        }
+        // Still the current file: a compaction is between marking and
+        // renaming (it holds the lock), or died there. Only a holder of the
+        // lock may tell, and this thread must not block while holding
+        // `state`: try both locks, in order.
+        if let Some(_w) = self.writer.try_lock()
+            && let Some(_g) = self.lock.try_lock()?
+        {
+            let again = LogFile::open(&self.path)?;
+            if again.ino == st.file.ino {
+                st.file.set_superseded(false);
+            } else {
+                *st = recovery::load_complete(Arc::new(again))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` holding every write lock with a fresh view, for one append.
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&Self, &mut State, &mut Vec<u8>, u64) -> Result<R>,
+    ) -> Result<(R, u64, u64)> {
+        self.check_poison()?;
+        let mut buf = self.writer.lock();
+        let _flock = self.lock.lock()?;
+        let mut st = self.state.write();
+        self.refresh(&mut st)?;
+        let now = self.now_ms();
+        buf.clear();
+        let r = f(self, &mut st, &mut buf, now)?;
+        Ok((r, st.file.header.generation, st.applied))
+    }
+
+    /// Appends the encoded record in `buf` and publishes it.
+    fn append(&self, st: &mut State, buf: &[u8]) -> Result<u64> {
+        let off = st.applied;
+        let end = off + buf.len() as u64;
+        if end > MAX_OFFSET {
+            return Err(Error::io(
+                &self.path,
+                "append",
+                io::Error::from(io::ErrorKind::FileTooLarge),
+            ));
+        }
+        if end > st.file_len {
+            st.file_len = st.file.file_len()?;
+            st.file_len = st.file.ensure_len(end, st.file_len)?;
+        }
+        if let Err(e) = st.file.write_at(buf, off) {
+            self.poison("write", &e);
+            return Err(Error::io(&self.path, "write", e));
+        }
+        st.applied_word = st.file.set_committed(end);
+        st.applied = end;
+        self.dirty.store(true, Ordering::Release);
+        if end > st.file.map_len() {
+            st.file = Arc::new(st.file.remapped()?);
+        }
+        Ok(off)
+    }
+
+    fn after_write(&self, generation: u64, end: u64) -> Result<()> {
+        if self.opts.sync == SyncPolicy::Always {
+            self.sync_to(generation, end)?;
+        }
+        Ok(())
+    }
+
+    fn save(&self, session: &mut Session, check: bool) -> Result<()> {
+        if session.data.len() > self.opts.max_session_size {
+            return Err(Error::TooLarge {
+                size: session.data.len(),
+                limit: self.opts.max_session_size,
+            });
+        }
+        let expires_ms = expires_millis(session.expires);
+        let ((version, now), generation, end) = self.write(|inner, st, buf, now| {
+            let found = st
+                .index
+                .get(session.id.as_str())
+                .filter(|e| !inner.is_expired(e, now))
+                .map_or(0, |e| e.version);
+            if check && found != session.version() {
+                return Err(Error::Conflict {
+                    id: session.id.clone(),
+                    expected: session.version(),
+                    found,
+                });
+            }
+            let version = found + 1;
+            let len = format::encode_record(
+                buf,
+                &RecordFields {
+                    kind: Kind::Put,
+                    id: session.id.as_str().as_bytes(),
+                    data: &session.data,
+                    version,
+                    modified_ms: now,
+                    expires_ms,
+                },
+            );
+            let offset = inner.append(st, buf)?;
+            st.index.insert_entry(
+                session.id.as_str(),
+                Entry {
+                    offset,
+                    // Lossless: bounded by max_session_size <= MAX_RECORD_DATA.
+                    len: len as u32,
+                    version,
+                    modified_ms: now,
+                    expires_ms,
+                },
+            );
+            Ok((version, now))
+        })?;
+        session.mark_saved(from_millis(now), version);
+        self.after_write(generation, end)
+    }
+
+    fn touch(&self, id: &SessionId) -> Result<bool> {
+        let (touched, generation, end) = self.write(|inner, st, buf, now| {
+            let Some(e) = st.index.get(id.as_str()).copied() else {
+                return Ok(false);
+            };
+            if inner.is_expired(&e, now) {
+                return Ok(false);
+            }
+            format::encode_record(
+                buf,
+                &RecordFields {
+                    kind: Kind::Touch,
+                    id: id.as_str().as_bytes(),
+                    data: &[],
+                    version: e.version,
+                    modified_ms: now,
+                    expires_ms: e.expires_ms,
+                },
+            );
+            inner.append(st, buf)?;
+            st.index.touch(id.as_str(), now);
+            Ok(true)
+        })?;
+        if touched {
+            self.after_write(generation, end)?;
+        }
+        Ok(touched)
+    }
+
+    fn delete(&self, id: &SessionId) -> Result<bool> {
+        let (existed, generation, end) = self.write(|inner, st, buf, now| {
+            let Some(e) = st.index.get(id.as_str()).copied() else {
+                return Ok(None);
+            };
+            format::encode_record(
+                buf,
+                &RecordFields {
+                    kind: Kind::Delete,
+                    id: id.as_str().as_bytes(),
+                    data: &[],
+                    version: e.version,
+                    modified_ms: now,
+                    expires_ms: 0,
+                },
+            );
+            inner.append(st, buf)?;
+            st.index.remove(id.as_str());
+            Ok(Some(!inner.is_expired(&e, now)))
+        })?;
+        match existed {
+            Some(live) => {
+                self.after_write(generation, end)?;
+                Ok(live)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Reads a session from a fresh view.
+    fn read_session(&self, st: &State, id: &SessionId, now: u64) -> Result<Option<Session>> {
+        let Some(e) = st.index.get(id.as_str()) else {
+            return Ok(None);
+        };
+        if self.is_expired(e, now) {
+            return Ok(None);
+        }
+        let bytes = st.file.bytes(e.offset, e.offset + u64::from(e.len));
+        let rec = format::decode_record(bytes)
+            .map_err(|err| Error::corrupt(&self.path, e.offset, err.to_string()))?;
+        if rec.kind != Kind::Put || rec.id != id.as_str().as_bytes() {
+            return Err(Error::corrupt(
+                &self.path,
+                e.offset,
+                "the index points at another record",
+            ));
+        }
+        Ok(Some(Session::restore(
+            id.clone(),
+            rec.data.to_vec(),
+            expires_from_millis(e.expires_ms),
+            from_millis(e.modified_ms),
+            e.version,
+        )))
+    }
+
+    /// Runs `f` on a view that includes every save completed before the
+    /// call: the shared lock when nothing changed (no system call), else
+    /// the exclusive lock after catching up.
+    pub fn with_fresh<R>(&self, f: impl Fn(&State) -> Result<R>) -> Result<R> {
+        {
+            let st = self.state.read();
+            if st.is_fresh() {
+                return f(&st);
+            }
+        }
+        let mut st = self.state.write();
+        self.refresh(&mut st)?;
+        f(&st)
+    }
+}
+
+impl SessionStore for LogStore {
+    fn setup(&self) -> Result<()> {
+        self.inner.with_fresh(|_| Ok(()))
+    }
+
+    fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
+        let now = self.inner.now_ms();
+        self.inner
+            .with_fresh(|st| self.inner.read_session(st, id, now))
+    }
+
+    fn save_session(&self, session: &mut Session) -> Result<()> {
+        self.inner.save(session, false)
+    }
+
+    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        self.inner.save(session, true)
+    }
+
+    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+        self.inner.touch(id)
+    }
+
+    fn delete_session(&self, id: &SessionId) -> Result<bool> {
+        self.inner.delete(id)
+    }
+
+    fn has_session(&self, id: &SessionId) -> Result<bool> {
+        let now = self.inner.now_ms();
+        self.inner.with_fresh(|st| {
+            Ok(st
+                .index
+                .get(id.as_str())
+                .is_some_and(|e| !self.inner.is_expired(e, now)))
+        })
+    }
+
+    fn iter_sessions(&self) -> Result<SessionIter<'_>> {
+        let now = self.inner.now_ms();
+        let ids: Vec<SessionId> = self.inner.with_fresh(|st| {
+            Ok(st
+                .index
+                .iter()
+                .filter(|(_, e)| !self.inner.is_expired(e, now))
+                .map(|(id, _)| id.clone())
+                .collect())
+        })?;
+        Ok(Box::new(
+            ids.into_iter()
+                .filter_map(move |id| self.load_session(&id).transpose()),
+        ))
+    }
+
+    fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
+        let stats = compact::compact(&self.inner, Some(duration_millis(max_idle)))?;
+        Ok(usize::try_from(stats.dropped).unwrap_or(usize::MAX))
+    }
+
+    fn is_thread_safe(&self) -> bool {
+        true
+    }
+
+    fn is_multiprocess_safe(&self) -> bool {
+        true
+    }
+}

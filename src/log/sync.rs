@@ -1,0 +1,153 @@
+//! Making appends durable: group commit for `SyncPolicy::Always`, and the
+//! background thread that syncs on an interval and compacts when worth it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::log::compact;
+use crate::log::format::HEADER_SIZE;
+use crate::log::options::SyncPolicy;
+use crate::log::store::Inner;
+
+/// What this process knows to be durable.
+#[derive(Debug)]
+pub(crate) struct SyncState {
+    /// Generation of the file `synced` refers to.
+    pub generation: u64,
+    /// Everything before this offset is on stable storage.
+    pub synced: u64,
+    /// A thread is in `fdatasync` now; others wait for it.
+    pub running: bool,
+}
+
+impl Inner {
+    /// Returns once `end` in file `generation` is on stable storage. One
+    /// thread runs `fdatasync` at a time; threads that arrive meanwhile wait
+    /// and are usually covered by the next one (group commit).
+    pub fn sync_to(&self, generation: u64, end: u64) -> Result<()> {
+        let mut s = self.sync.lock();
+        loop {
+            if s.generation > generation || (s.generation == generation && s.synced >= end) {
+                return Ok(());
+            }
+            if self.is_poisoned() {
+                drop(s);
+                return self.sync_error();
+            }
+            if s.running {
+                self.sync_done.wait(&mut s);
+                continue;
+            }
+            s.running = true;
+            drop(s);
+            let (file, upto) = {
+                let st = self.state.read();
+                (Arc::clone(&st.file), st.applied)
+            };
+            self.dirty.store(false, Ordering::Release);
+            let result = file.sync_data();
+            if result.is_ok() {
+                file.set_synced(upto, false);
+            }
+            s = self.sync.lock();
+            s.running = false;
+            self.sync_done.notify_all();
+            match result {
+                Ok(()) => {
+                    let g = file.header.generation;
+                    if g > s.generation {
+                        s.generation = g;
+                        s.synced = upto;
+                    } else if g == s.generation {
+                        s.synced = s.synced.max(upto);
+                    }
+                }
+                Err(e) => {
+                    self.poison("fsync", &e);
+                    drop(s);
+                    return Err(Error::io(&self.path, "fsync", e));
+                }
+            }
+        }
+    }
+
+    fn sync_error(&self) -> Result<()> {
+        Err(Error::Poisoned {
+            path: self.path.clone(),
+            cause: "fsync".into(),
+        })
+    }
+
+    /// Syncs everything appended so far and records that in the header.
+    pub fn sync_all(&self) -> Result<()> {
+        let (generation, end) = {
+            let st = self.state.read();
+            (st.file.header.generation, st.applied)
+        };
+        self.sync_to(generation, end.max(HEADER_SIZE))
+    }
+}
+
+/// Starts the thread that syncs (`SyncPolicy::Interval`) and compacts.
+pub(crate) fn spawn_background(inner: Arc<Inner>) -> Result<JoinHandle<()>> {
+    let path = inner.path.clone();
+    thread::Builder::new()
+        .name("sessionlog-bg".into())
+        .spawn(move || background(&inner))
+        .map_err(|e| Error::io(path, "spawn background thread", e))
+}
+
+fn background(inner: &Inner) {
+    let check = inner.opts.compact_check_interval;
+    let tick = match inner.opts.sync {
+        SyncPolicy::Interval(d) => d.min(check),
+        _ => check,
+    };
+    let mut next_check = Instant::now() + check;
+    loop {
+        {
+            let mut stop = inner.stop.lock();
+            if *stop {
+                return;
+            }
+            inner.wake.wait_for(&mut stop, tick);
+            if *stop {
+                return;
+            }
+        }
+        if matches!(inner.opts.sync, SyncPolicy::Interval(_))
+            && inner.dirty.load(Ordering::Acquire)
+            && !inner.is_poisoned()
+        {
+            // A failure poisons the store; writers then report it.
+            let _ = inner.sync_all();
+        }
+        if Instant::now() >= next_check {
+            next_check = Instant::now() + check;
+            if worth_compacting(inner) {
+                let _ = compact::try_compact(inner);
+            }
+        }
+    }
+}
+
+/// Whether dead and expired records are a large enough share of the log.
+fn worth_compacting(inner: &Inner) -> bool {
+    let st = inner.state.read();
+    let log_bytes = st.applied - HEADER_SIZE;
+    if log_bytes < inner.opts.compact_min_bytes {
+        return false;
+    }
+    let now = inner.now_ms();
+    let expired: u64 = st
+        .index
+        .iter()
+        .filter(|(_, e)| inner.is_expired(e, now))
+        .map(|(_, e)| u64::from(e.len))
+        .sum();
+    let garbage = log_bytes - st.index.live_bytes() + expired;
+    garbage as f64 >= inner.opts.compact_garbage_ratio * log_bytes as f64
+}
