@@ -1,5 +1,650 @@
-//! `DirStore`: one file per session in a directory. (Work in progress.)
-#![allow(missing_docs)]
+//! `DirStore`: one file per session in a directory.
+//!
+//! Every write builds the complete new file under a temporary name and
+//! renames it over the old one, so a reader (which takes no lock) sees the
+//! old file or the new one, whole, never a truncated or half-written file.
+//! Writers serialize on an in-process mutex and then on an exclusive
+//! `flock` of the directory's `.lock` file, so that a version check and the
+//! write that follows are atomic across threads and processes.
+//!
+//! The file layout is described in `dir/file.rs`.
 
-pub struct DirStore;
-pub struct DirOptions;
+mod file;
+
+use std::collections::HashSet;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::clock::{Clock, SharedClock, system_clock};
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::log::SyncPolicy;
+use crate::log::format::MAX_RECORD_DATA;
+use crate::memory::DEFAULT_MAX_SESSION_SIZE;
+use crate::session::{
+    Session, duration_millis, expires_from_millis, expires_millis, from_millis, is_expired,
+    to_millis,
+};
+use crate::store::{SessionIter, SessionStore};
+
+use file::{
+    LOCK_NAME, MAX_FILE_LEN, SESSION_PREFIX, Stamp, Stored, TEMP_PREFIX, decode_file, encode_file,
+    file_name, id_from_file_name, temp_name,
+};
+
+/// A temporary file this old belongs to a writer that died (live writers
+/// rename theirs while holding the lock, within one write).
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+/// Beyond this many files awaiting sync, forget their names and sync every
+/// session file instead (bounds memory under `SyncPolicy::Never`).
+const MAX_PENDING_NAMES: usize = 4096;
+
+/// Settings for [`DirStore`], built with [`DirStore::options`].
+#[derive(Clone, Debug)]
+pub struct DirOptions {
+    sync: SyncPolicy,
+    max_idle: Option<Duration>,
+    max_session_size: usize,
+    clock: SharedClock,
+}
+
+impl Default for DirOptions {
+    fn default() -> Self {
+        DirOptions {
+            sync: SyncPolicy::Interval(Duration::from_secs(1)),
+            max_idle: None,
+            max_session_size: DEFAULT_MAX_SESSION_SIZE,
+            clock: system_clock(),
+        }
+    }
+}
+
+impl DirOptions {
+    /// When writes reach stable storage. Default:
+    /// `SyncPolicy::Interval(1 s)`.
+    ///
+    /// - `Always`: each session file is fsynced before it is renamed into
+    ///   place and the directory is fsynced after every rename or unlink,
+    ///   before the call returns: a write that returned survives a crash.
+    /// - `Interval(d)`: nothing is fsynced inline. The store remembers what
+    ///   it wrote and syncs it (the files, then the directory) during the
+    ///   first write that comes `d` or more after the previous sync, on
+    ///   [`DirStore::sync`], and when the store is dropped. A crash of the
+    ///   machine (not just the process) can lose writes not yet synced,
+    ///   and a session file replaced shortly before it may read back as
+    ///   [`Error::Corrupt`]; saving or deleting that session repairs it.
+    /// - `Never`: no fsync unless [`DirStore::sync`] is called; the
+    ///   operating system writes back when it likes. Same crash caveats.
+    ///
+    /// Under every policy a crash of the process alone loses nothing that
+    /// was returned as saved, and a reader never sees a partial file.
+    pub fn sync(mut self, policy: SyncPolicy) -> DirOptions {
+        self.sync = policy;
+        self
+    }
+
+    /// Sessions not saved or touched for this long are treated as absent.
+    /// Default: no limit.
+    pub fn max_idle(mut self, max_idle: Duration) -> DirOptions {
+        self.max_idle = Some(max_idle);
+        self
+    }
+
+    /// Largest accepted session data in bytes. Default:
+    /// [`DEFAULT_MAX_SESSION_SIZE`](crate::DEFAULT_MAX_SESSION_SIZE)
+    /// (16 MiB). `open` rejects 0 and anything above 1 GiB.
+    pub fn max_session_size(mut self, bytes: usize) -> DirOptions {
+        self.max_session_size = bytes;
+        self
+    }
+
+    /// The clock used to stamp and expire sessions. Default: the system
+    /// clock.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> DirOptions {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Opens the store in `dir`, creating the directory (mode 0700) if it
+    /// is missing.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<DirStore> {
+        if self.max_session_size == 0 || self.max_session_size > MAX_RECORD_DATA {
+            return Err(Error::InvalidOption(format!(
+                "max_session_size must be between 1 and {MAX_RECORD_DATA} bytes, not {}",
+                self.max_session_size
+            )));
+        }
+        let dir = dir.as_ref().to_path_buf();
+        create_dir(&dir)?;
+        let lock_path = dir.join(LOCK_NAME);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, "open", e))?;
+        Ok(DirStore {
+            dir,
+            lock_file,
+            state: Mutex::new(WriteState {
+                pending: Pending::default(),
+                last_sync: Instant::now(),
+                poisoned: None,
+            }),
+            sync: self.sync,
+            clock: self.clock,
+            max_idle_ms: self.max_idle.map(duration_millis),
+            max_session_size: self.max_session_size,
+        })
+    }
+}
+
+/// A store keeping each session in its own file in one directory: the
+/// session2 `DirectorySessionStore`, done right.
+///
+/// Files are written to a temporary name and renamed into place (never
+/// truncated in place), fsynced as the [`SyncPolicy`] says, created with
+/// mode 0600 in a 0700 directory, and named by an encoding of the id that
+/// cannot leave the directory. Writers lock the directory, so several
+/// processes may share it. A damaged file is reported as
+/// [`Error::Corrupt`]; other sessions are unaffected.
+#[derive(Debug)]
+pub struct DirStore {
+    dir: PathBuf,
+    /// Open for the store's life; writers `flock` it (one handle per store).
+    lock_file: File,
+    state: Mutex<WriteState>,
+    sync: SyncPolicy,
+    clock: SharedClock,
+    max_idle_ms: Option<u64>,
+    max_session_size: usize,
+}
+
+/// What writers share, behind the in-process mutex.
+#[derive(Debug)]
+struct WriteState {
+    /// Written but not yet fsynced.
+    pending: Pending,
+    /// When pending writes were last made durable.
+    last_sync: Instant,
+    /// Set when an fsync after a rename or unlink failed: the kernel may
+    /// have dropped the pages, so the store refuses writes.
+    poisoned: Option<String>,
+}
+
+/// Changes not yet known to be on stable storage.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Session files renamed into place but not fsynced.
+    names: HashSet<String>,
+    /// Too many names to track: sync every session file.
+    all: bool,
+    /// The directory itself changed (rename or unlink).
+    dir: bool,
+}
+
+impl Pending {
+    fn note(&mut self, name: Option<&str>) {
+        self.dir = true;
+        if let Some(name) = name
+            && !self.all
+        {
+            self.names.insert(name.to_owned());
+            if self.names.len() > MAX_PENDING_NAMES {
+                self.all = true;
+                self.names.clear();
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.dir && !self.all && self.names.is_empty()
+    }
+}
+
+/// Holds both write locks; the file lock is released first.
+struct WriteGuard<'a> {
+    state: MutexGuard<'a, WriteState>,
+    lock_file: &'a File,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        // Closing the store's handle would release it too; an error here
+        // leaves nothing to repair.
+        let _ = self.lock_file.unlock();
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir, "create directory", e))
+}
+
+fn fsync(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, "fsync", e))
+}
+
+fn to_session(id: SessionId, s: Stored) -> Session {
+    Session::restore(
+        id,
+        s.data,
+        expires_from_millis(s.stamp.expires_ms),
+        from_millis(s.stamp.modified_ms),
+        s.stamp.version,
+    )
+}
+
+impl DirStore {
+    /// Opens the store in `dir` with default options (see [`DirOptions`]),
+    /// creating the directory (mode 0700) if it is missing.
+    pub fn open(dir: impl AsRef<Path>) -> Result<DirStore> {
+        DirOptions::default().open(dir)
+    }
+
+    /// Options to open a store with, starting from the defaults.
+    pub fn options() -> DirOptions {
+        DirOptions::default()
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes every write of this store value that is not yet durable
+    /// durable now (files, then the directory), whatever the sync policy.
+    pub fn sync(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        self.flush(&mut state)
+    }
+
+    fn now_ms(&self) -> u64 {
+        to_millis(self.clock.now())
+    }
+
+    fn live(&self, s: &Stored, now: u64) -> bool {
+        !is_expired(
+            s.stamp.modified_ms,
+            s.stamp.expires_ms,
+            self.max_idle_ms,
+            now,
+        )
+    }
+
+    fn poisoned_error(&self, cause: &str) -> Error {
+        Error::Poisoned {
+            path: self.dir.clone(),
+            cause: cause.to_owned(),
+        }
+    }
+
+    /// Takes the in-process mutex, then the directory's file lock.
+    fn write_lock(&self) -> Result<WriteGuard<'_>> {
+        let state = self.state.lock();
+        if let Some(cause) = &state.poisoned {
+            return Err(self.poisoned_error(cause));
+        }
+        self.lock_file
+            .lock()
+            .map_err(|e| Error::io(self.dir.join(LOCK_NAME), "lock", e))?;
+        Ok(WriteGuard {
+            state,
+            lock_file: &self.lock_file,
+        })
+    }
+
+    /// The session's file as stored, expired or not; `None` if absent.
+    fn read(&self, id: &SessionId) -> Result<Option<Stored>> {
+        let path = self.dir.join(file_name(id));
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, "open", e)),
+        };
+        let len = f.metadata().map_err(|e| Error::io(&path, "stat", e))?.len();
+        if len > MAX_FILE_LEN {
+            return Err(Error::corrupt(
+                &path,
+                MAX_FILE_LEN,
+                "the file is longer than any session file can be",
+            ));
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        f.read_to_end(&mut buf)
+            .map_err(|e| Error::io(&path, "read", e))?;
+        decode_file(&path, id, buf).map(Some)
+    }
+
+    /// Writes `bytes` to a new temporary file (fsynced under `Always`).
+    fn write_temp(&self, bytes: &[u8]) -> Result<PathBuf> {
+        let mut attempts = 0;
+        let (path, mut f) = loop {
+            let path = self.dir.join(temp_name()?);
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(f) => break (path, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 3 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(Error::io(&path, "create", e)),
+            }
+        };
+        let written = f.write_all(bytes).map_err(|e| Error::io(&path, "write", e));
+        let synced = written.and_then(|()| match self.sync {
+            SyncPolicy::Always => f.sync_data().map_err(|e| Error::io(&path, "fsync", e)),
+            SyncPolicy::Interval(_) | SyncPolicy::Never => Ok(()),
+        });
+        if let Err(e) = synced {
+            // The old file is untouched; this one is discarded.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// Replaces the session's file with one holding `data` and `stamp`.
+    fn replace(
+        &self,
+        state: &mut WriteState,
+        id: &SessionId,
+        data: &[u8],
+        stamp: Stamp,
+    ) -> Result<()> {
+        let name = file_name(id);
+        let target = self.dir.join(&name);
+        let tmp = self.write_temp(&encode_file(id, data, stamp))?;
+        if let Err(e) = fs::rename(&tmp, &target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&target, "rename", e));
+        }
+        self.after_change(state, Some(&name))
+    }
+
+    /// Removes the session's file; false if there was none.
+    fn unlink(&self, state: &mut WriteState, id: &SessionId) -> Result<bool> {
+        let path = self.dir.join(file_name(id));
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                self.after_change(state, None)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(&path, "remove", e)),
+        }
+    }
+
+    /// Applies the sync policy after a rename (`Some(name)`) or unlink.
+    fn after_change(&self, state: &mut WriteState, name: Option<&str>) -> Result<()> {
+        match self.sync {
+            SyncPolicy::Always => fsync(&self.dir).map_err(|e| poison(state, e)),
+            SyncPolicy::Interval(d) => {
+                state.pending.note(name);
+                if state.last_sync.elapsed() >= d {
+                    self.flush(state)?;
+                }
+                Ok(())
+            }
+            SyncPolicy::Never => {
+                state.pending.note(name);
+                Ok(())
+            }
+        }
+    }
+
+    /// Fsyncs pending files and the directory.
+    fn flush(&self, state: &mut WriteState) -> Result<()> {
+        if let Some(cause) = &state.poisoned {
+            return Err(self.poisoned_error(cause));
+        }
+        if !state.pending.is_empty() {
+            self.sync_pending(&state.pending)
+                .map_err(|e| poison(state, e))?;
+            state.pending = Pending::default();
+        }
+        state.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn sync_pending(&self, pending: &Pending) -> Result<()> {
+        let sync_file = |name: &str| {
+            let path = self.dir.join(name);
+            match File::open(&path) {
+                Ok(f) => f.sync_all().map_err(|e| Error::io(&path, "fsync", e)),
+                // Deleted since: nothing to make durable but the directory.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(&path, "open", e)),
+            }
+        };
+        if pending.all {
+            for entry in self.read_dir()? {
+                let name = entry?;
+                if name.starts_with(SESSION_PREFIX) {
+                    sync_file(&name)?;
+                }
+            }
+        } else {
+            for name in &pending.names {
+                sync_file(name)?;
+            }
+        }
+        fsync(&self.dir)
+    }
+
+    /// The names in the directory (names that are not UTF-8 are skipped:
+    /// this store never makes one).
+    fn read_dir(&self) -> Result<impl Iterator<Item = Result<String>> + '_> {
+        let rd = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, "read directory", e))?;
+        Ok(rd.filter_map(|entry| match entry {
+            Ok(e) => e.file_name().into_string().ok().map(Ok),
+            Err(e) => Some(Err(Error::io(&self.dir, "read directory", e))),
+        }))
+    }
+
+    /// Removes temporary files left by writers that died. Call with the
+    /// write lock held, so that no cooperating writer is mid-write.
+    fn remove_stale_temps(&self) -> Result<()> {
+        let now = SystemTime::now();
+        for name in self.read_dir()? {
+            let name = name?;
+            if !name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let path = self.dir.join(&name);
+            let stale = fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= STALE_TEMP_AGE);
+            if stale {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&path, "remove", e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&self, session: &mut Session, check: bool) -> Result<()> {
+        if session.data.len() > self.max_session_size {
+            return Err(Error::TooLarge {
+                size: session.data.len(),
+                limit: self.max_session_size,
+            });
+        }
+        let mut guard = self.write_lock()?;
+        let now = self.now_ms();
+        let found = match self.read(&session.id) {
+            Ok(s) => s
+                .filter(|s| self.live(s, now))
+                .map_or(0, |s| s.stamp.version),
+            // An unconditional save replaces a damaged file.
+            Err(Error::Corrupt { .. }) if !check => 0,
+            Err(e) => return Err(e),
+        };
+        if check && found != session.version() {
+            return Err(Error::Conflict {
+                id: session.id.clone(),
+                expected: session.version(),
+                found,
+            });
+        }
+        let stamp = Stamp {
+            version: found + 1,
+            modified_ms: now,
+            expires_ms: expires_millis(session.expires),
+        };
+        self.replace(&mut guard.state, &session.id, &session.data, stamp)?;
+        session.mark_saved(from_millis(now), stamp.version);
+        Ok(())
+    }
+}
+
+fn poison(state: &mut WriteState, e: Error) -> Error {
+    state.poisoned = Some(e.to_string());
+    e
+}
+
+impl Drop for DirStore {
+    fn drop(&mut self) {
+        let mut state = self.state.lock();
+        if state.poisoned.is_none() && !state.pending.is_empty() {
+            // Nowhere to report a failure; `sync` is the way to see it.
+            let _ = self.flush(&mut state);
+        }
+    }
+}
+
+impl SessionStore for DirStore {
+    /// Creates the directory (mode 0700) if missing and removes temporary
+    /// files that writers which died left more than an hour ago.
+    fn setup(&self) -> Result<()> {
+        create_dir(&self.dir)?;
+        let _guard = self.write_lock()?;
+        self.remove_stale_temps()
+    }
+
+    fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
+        let now = self.now_ms();
+        Ok(self
+            .read(id)?
+            .filter(|s| self.live(s, now))
+            .map(|s| to_session(id.clone(), s)))
+    }
+
+    /// Replaces the stored session. A file that fails to decode as
+    /// [`Error::Corrupt`] is overwritten (the version restarts at 1).
+    fn save_session(&self, session: &mut Session) -> Result<()> {
+        self.save(session, false)
+    }
+
+    /// Like the trait says; a damaged stored file gives [`Error::Corrupt`]
+    /// and is left as it is.
+    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        self.save(session, true)
+    }
+
+    /// Rewrites the file with a new modification time, same data and
+    /// version.
+    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+        let mut guard = self.write_lock()?;
+        let now = self.now_ms();
+        let Some(s) = self.read(id)?.filter(|s| self.live(s, now)) else {
+            return Ok(false);
+        };
+        let stamp = Stamp {
+            modified_ms: now,
+            ..s.stamp
+        };
+        self.replace(&mut guard.state, id, &s.data, stamp)?;
+        Ok(true)
+    }
+
+    /// Removes the session's file. A damaged file is removed too, and
+    /// counts as no live session (returns false).
+    fn delete_session(&self, id: &SessionId) -> Result<bool> {
+        let mut guard = self.write_lock()?;
+        let now = self.now_ms();
+        let live = match self.read(id) {
+            Ok(None) => return Ok(false),
+            Ok(Some(s)) => self.live(&s, now),
+            Err(Error::Corrupt { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        Ok(self.unlink(&mut guard.state, id)? && live)
+    }
+
+    fn iter_sessions(&self) -> Result<SessionIter<'_>> {
+        let now = self.now_ms();
+        let names = self.read_dir()?;
+        Ok(Box::new(names.filter_map(move |name| {
+            let id = match name {
+                Ok(name) => id_from_file_name(&name)?,
+                Err(e) => return Some(Err(e)),
+            };
+            match self.read(&id) {
+                Ok(Some(s)) if self.live(&s, now) => Some(Ok(to_session(id, s))),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })))
+    }
+
+    /// Checks each session without the lock, then locks only to remove a
+    /// candidate after checking it again, so writers wait for one file at a
+    /// time. Files that fail to decode are left for inspection. Also
+    /// removes stale temporary files, like `setup`.
+    fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
+        let idle = Some(duration_millis(max_idle));
+        let old = |s: &Stored, now: u64| {
+            is_expired(s.stamp.modified_ms, s.stamp.expires_ms, idle, now) || !self.live(s, now)
+        };
+        let mut removed = 0;
+        for name in self.read_dir()? {
+            let Some(id) = id_from_file_name(&name?) else {
+                continue;
+            };
+            let now = self.now_ms();
+            if !matches!(self.read(&id), Ok(Some(s)) if old(&s, now)) {
+                continue;
+            }
+            let mut guard = self.write_lock()?;
+            let now = self.now_ms();
+            if matches!(self.read(&id), Ok(Some(s)) if old(&s, now))
+                && self.unlink(&mut guard.state, &id)?
+            {
+                removed += 1;
+            }
+        }
+        let _guard = self.write_lock()?;
+        self.remove_stale_temps()?;
+        Ok(removed)
+    }
+
+    fn is_thread_safe(&self) -> bool {
+        true
+    }
+
+    fn is_multiprocess_safe(&self) -> bool {
+        true
+    }
+}

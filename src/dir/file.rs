@@ -1,0 +1,343 @@
+//! What a `DirStore` directory holds: how files are named and what one
+//! session file contains.
+//!
+//! ```text
+//! directory := .lock  (empty; flock()ed by writers)
+//!              s-<base32 of the id>  (one per session)
+//!              .tmp-<16 hex digits>  (a write in progress, renamed into place)
+//!
+//! session file := file header (FILE_HEADER bytes) + exactly one Put record
+//! file header  := magic (8) | format version (u32) | reserved (4, zero)
+//! ```
+//!
+//! The record is the log's record (`log::format`), so it carries its own
+//! length fields and CRC. All integers are little-endian. Nothing follows
+//! the record's padding.
+//!
+//! Names: the id in lowercase unpadded base32 (RFC 4648 alphabet) after
+//! `s-`, so two ids differing only in case never share a file on a
+//! case-insensitive file system, and a name can hold no `/` or `.`. The
+//! longest id (128 bytes) gives a 207-byte name, under every NAME_MAX.
+//! Neither `.lock` nor `.tmp-*` starts with `s-`.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::id::{MAX_ID_LEN, SessionId};
+use crate::log::format::{
+    self, DecodeError, Kind, MAX_RECORD_DATA, R_KIND, R_VERSION, RECORD_HEADER, RecordFields,
+};
+
+/// First bytes of every session file: distinct from the log's magic; the
+/// high-bit byte catches 7-bit transfers, CR LF line-ending conversion.
+pub(crate) const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'D', b'I', b'R', b'\r', b'\n'];
+/// The session file version this build reads and writes.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// Offset of the magic.
+const F_MAGIC: usize = 0;
+/// Offset of the format version (u32).
+const F_VERSION: usize = F_MAGIC + MAGIC.len();
+/// Offset of four reserved bytes, zero in version 1.
+const F_RESERVED: usize = F_VERSION + 4;
+/// Size of the file header; the record starts here.
+pub(crate) const FILE_HEADER: usize = F_RESERVED + 4;
+const _: () = assert!(FILE_HEADER == 16);
+
+/// Largest session file that can be valid; a larger one is damage and is
+/// rejected before it is read.
+pub(crate) const MAX_FILE_LEN: u64 =
+    (FILE_HEADER + format::record_len(MAX_ID_LEN, MAX_RECORD_DATA)) as u64;
+
+/// Prefix of session file names.
+pub(crate) const SESSION_PREFIX: &str = "s-";
+/// Prefix of temporary files.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+/// Name of the lock file.
+pub(crate) const LOCK_NAME: &str = ".lock";
+
+const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Lowercase unpadded base32 (RFC 4648 section 6 alphabet, lowercased).
+fn base32(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity((bytes.len() * 8).div_ceil(5));
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(BASE32[((acc >> bits) & 31) as usize]));
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(char::from(BASE32[((acc << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+/// The inverse of [`base32`]; `None` unless `s` is exactly what `base32`
+/// produces for some input (so names and ids correspond one to one).
+fn unbase32(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 5 / 8);
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    for &c in s {
+        let v = BASE32.iter().position(|&a| a == c)?;
+        acc = (acc << 5) | v as u32;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (bits < 5 && acc == 0).then_some(out)
+}
+
+/// The file name of a session.
+pub(crate) fn file_name(id: &SessionId) -> String {
+    format!("{SESSION_PREFIX}{}", base32(id.as_str().as_bytes()))
+}
+
+/// The session a file name belongs to, or `None` for any other file.
+pub(crate) fn id_from_file_name(name: &str) -> Option<SessionId> {
+    let encoded = name.strip_prefix(SESSION_PREFIX)?;
+    SessionId::from_stored(&unbase32(encoded.as_bytes())?)
+}
+
+/// A temporary file name with 64 random bits.
+pub(crate) fn temp_name() -> Result<String> {
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(|e| Error::Io {
+        path: "getrandom".into(),
+        op: "read random bytes",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(format!("{TEMP_PREFIX}{:016x}", u64::from_le_bytes(raw)))
+}
+
+/// What a store stamps on a session besides its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// The session version, at least 1.
+    pub version: u64,
+    /// Last save or touch, ms since the epoch.
+    pub modified_ms: u64,
+    /// Deadline, ms since the epoch, 0 for none.
+    pub expires_ms: u64,
+}
+
+/// One session as read from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub data: Vec<u8>,
+    pub stamp: Stamp,
+}
+
+/// The complete contents of a session file.
+pub(crate) fn encode_file(id: &SessionId, data: &[u8], s: Stamp) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(FILE_HEADER + format::record_len(id.as_str().len(), data.len()));
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0u8; FILE_HEADER - F_RESERVED]);
+    format::encode_record(
+        &mut out,
+        &RecordFields {
+            kind: Kind::Put,
+            id: id.as_str().as_bytes(),
+            data,
+            version: s.version,
+            modified_ms: s.modified_ms,
+            expires_ms: s.expires_ms,
+        },
+    );
+    out
+}
+
+/// Decodes the contents of the file `path`, which must hold session `id`.
+pub(crate) fn decode_file(path: &Path, id: &SessionId, mut buf: Vec<u8>) -> Result<Stored> {
+    let corrupt = |offset: usize, reason: &str| Error::corrupt(path, offset as u64, reason);
+    let m = buf.len().min(MAGIC.len());
+    if buf[..m] != MAGIC[..m] {
+        return Err(corrupt(
+            F_MAGIC,
+            "not a sessionlog session file (wrong magic)",
+        ));
+    }
+    if buf.len() < FILE_HEADER {
+        return Err(corrupt(buf.len(), "the file ends inside its header"));
+    }
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&buf[F_VERSION..F_RESERVED]);
+    let version = u32::from_le_bytes(version);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if buf[F_RESERVED..FILE_HEADER].iter().any(|&b| b != 0) {
+        return Err(corrupt(F_RESERVED, "reserved header bytes are not zero"));
+    }
+    let r = format::decode_record(&buf[FILE_HEADER..]).map_err(|e| match e {
+        DecodeError::Truncated => corrupt(FILE_HEADER, "the session record is cut short"),
+        e => corrupt(FILE_HEADER, &e.to_string()),
+    })?;
+    if r.kind != Kind::Put {
+        return Err(corrupt(
+            FILE_HEADER + R_KIND,
+            "the record is not a put record",
+        ));
+    }
+    if r.version == 0 {
+        return Err(corrupt(FILE_HEADER + R_VERSION, "stored version is 0"));
+    }
+    if r.id != id.as_str().as_bytes() {
+        return Err(corrupt(
+            FILE_HEADER + RECORD_HEADER,
+            "the record's session id does not match the file name",
+        ));
+    }
+    let end = FILE_HEADER + r.padded_len;
+    if buf.len() != end {
+        return Err(corrupt(end, "unexpected bytes after the session record"));
+    }
+    let stamp = Stamp {
+        version: r.version,
+        modified_ms: r.modified_ms,
+        expires_ms: r.expires_ms,
+    };
+    let start = FILE_HEADER + RECORD_HEADER + r.id.len();
+    let data_end = start + r.data.len();
+    buf.truncate(data_end);
+    buf.drain(..start);
+    Ok(Stored { data: buf, stamp })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SessionId {
+        SessionId::new(s).expect("valid id")
+    }
+
+    #[test]
+    fn base32_matches_rfc_4648_vectors() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "my"),
+            ("fo", "mzxq"),
+            ("foo", "mzxw6"),
+            ("foob", "mzxw6yq"),
+            ("fooba", "mzxw6ytb"),
+            ("foobar", "mzxw6ytboi"),
+        ] {
+            assert_eq!(base32(raw.as_bytes()), enc);
+            assert_eq!(unbase32(enc.as_bytes()).as_deref(), Some(raw.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn non_canonical_base32_is_rejected() {
+        for bad in ["m", "mzx", "mz", "mzxw6yr", "MZXQ", "mzx1", "mz.q"] {
+            assert_eq!(unbase32(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_never_clash() {
+        let long = "Z".repeat(MAX_ID_LEN);
+        for s in ["a", "A", "abc", "ABC", "a-b_c,d", &long] {
+            let name = file_name(&id(s));
+            assert!(name.len() <= 207, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            );
+            assert_eq!(id_from_file_name(&name), Some(id(s)));
+        }
+        assert_ne!(
+            file_name(&id("abc")).to_ascii_lowercase(),
+            file_name(&id("ABC")).to_ascii_lowercase()
+        );
+        for other in [
+            LOCK_NAME,
+            ".tmp-0123456789abcdef",
+            "s-",
+            "s-m",
+            "README",
+            "s-mzxw6.bak",
+        ] {
+            assert_eq!(id_from_file_name(other), None, "{other}");
+        }
+        assert!(temp_name().expect("random").starts_with(TEMP_PREFIX));
+    }
+
+    fn sample() -> Stored {
+        Stored {
+            data: b"hello".to_vec(),
+            stamp: Stamp {
+                version: 3,
+                modified_ms: 1_700_000_000_000,
+                expires_ms: 0,
+            },
+        }
+    }
+
+    fn encode_sample(id: &SessionId) -> Vec<u8> {
+        let s = sample();
+        encode_file(id, &s.data, s.stamp)
+    }
+
+    #[test]
+    fn file_round_trips() {
+        let p = Path::new("x");
+        let bytes = encode_sample(&id("abc"));
+        assert_eq!(&bytes[..8], &MAGIC);
+        assert_eq!(
+            decode_file(p, &id("abc"), bytes).expect("decodes"),
+            sample()
+        );
+    }
+
+    #[test]
+    fn damage_is_corrupt_or_unsupported_never_a_panic() {
+        let p = Path::new("x");
+        let good = encode_sample(&id("abc"));
+        for cut in 0..good.len() {
+            let r = decode_file(p, &id("abc"), good[..cut].to_vec());
+            assert!(matches!(r, Err(Error::Corrupt { .. })), "cut {cut}: {r:?}");
+        }
+        let mut v2 = good.clone();
+        v2[F_VERSION] = 2;
+        assert!(matches!(
+            decode_file(p, &id("abc"), v2),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+        let mut longer = good.clone();
+        longer.extend_from_slice(&[0; 8]);
+        assert!(matches!(
+            decode_file(p, &id("abc"), longer),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode_file(p, &id("abd"), good.clone()),
+            Err(Error::Corrupt { .. })
+        ));
+        for i in 0..FILE_HEADER + RECORD_HEADER + 3 + 5 {
+            if (F_VERSION..F_RESERVED).contains(&i) {
+                continue;
+            }
+            let mut d = good.clone();
+            d[i] ^= 0x40;
+            let r = decode_file(p, &id("abc"), d);
+            assert!(matches!(r, Err(Error::Corrupt { .. })), "byte {i}: {r:?}");
+        }
+    }
+}
