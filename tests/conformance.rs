@@ -6,7 +6,7 @@ mod common;
 use common::conformance;
 use common::conformance::{Backend, Config};
 
-use sessionlog::MemoryStore;
+use sessionlog::{DirStore, MemoryStore};
 
 struct Memory;
 impl Backend for Memory {
@@ -48,3 +48,26 @@ impl Backend for Log {
 }
 
 conformance!(log, Log);
+
+/// A `DirStore` in a fresh temporary directory; `open` points it at a
+/// subdirectory that does not exist yet, so opening must create it.
+struct Dir(tempfile::TempDir);
+impl Backend for Dir {
+    type Store = DirStore;
+    const PERSISTENT: bool = true;
+    fn new_location() -> Self {
+        Dir(tempfile::tempdir().expect("temporary directory"))
+    }
+    fn open(&self, cfg: &Config) -> DirStore {
+        let mut o = DirStore::options()
+            .clock(cfg.clock.clone())
+            .max_session_size(cfg.max_session_size);
+        if let Some(idle) = cfg.max_idle {
+            o = o.max_idle(idle);
+        }
+        o.open(self.0.path().join("sessions"))
+            .expect("open DirStore")
+    }
+}
+
+conformance!(dir, Dir);
