@@ -156,6 +156,19 @@ impl DirOptions {
 /// cannot leave the directory. Writers lock the directory, so several
 /// processes may share it. A damaged file is reported as
 /// [`Error::Corrupt`]; other sessions are unaffected.
+///
+/// ```
+/// use sessionlog::{DirStore, Session, SessionId, SessionStore, SyncPolicy};
+/// # fn main() -> sessionlog::Result<()> {
+/// # let tmp = tempfile::tempdir().expect("tempdir");
+/// # let dir = tmp.path().join("sessions");
+/// let store = DirStore::options().sync(SyncPolicy::Always).open(&dir)?;
+/// let mut s = Session::new(SessionId::generate(), b"user=42".to_vec());
+/// store.save_session(&mut s)?;
+/// let loaded = store.load_session(&s.id)?.expect("just saved");
+/// assert_eq!((loaded.version(), loaded.data), (1, b"user=42".to_vec()));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct DirStore {
     dir: PathBuf,
