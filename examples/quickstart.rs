@@ -19,7 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A login: a new session with a random 128-bit id.
     let mut alice = Session::new(SessionId::generate(), b"user=alice;cart=3".to_vec());
     store.save_session(&mut alice)?;
-    println!("saved   {} version {} ({} bytes)", alice.id, alice.version(), alice.data.len());
+    println!(
+        "saved   {} version {} ({} bytes)",
+        alice.id,
+        alice.version(),
+        alice.data.len()
+    );
 
     // The next request loads it, changes it and saves it back, refusing to
     // overwrite a change made meanwhile by another request.
