@@ -116,18 +116,7 @@ impl LogFile {
         let mut head = vec![0u8; (meta.len().min(H_STATIC_END as u64)) as usize];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| Error::io(path, "read header", e))?;
-        let header = format::decode_static_header(&head).map_err(|e| match e {
-            HeaderError::NotAStore(reason) => Error::NotAStore {
-                path: path.to_owned(),
-                reason: reason.to_owned(),
-            },
-            HeaderError::Version(found) => Error::UnsupportedVersion {
-                path: path.to_owned(),
-                found,
-                supported: format::FORMAT_VERSION,
-            },
-            HeaderError::Corrupt(offset, reason) => Error::corrupt(path, offset, reason),
-        })?;
+        let header = check_header(path, &head)?;
         if meta.len() < HEADER_SIZE {
             return Err(Error::corrupt(
                 path,
@@ -281,6 +270,22 @@ impl LogFile {
     pub fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+}
+
+/// Decodes a static header into the crate's error types.
+pub(crate) fn check_header(path: &Path, head: &[u8]) -> Result<StaticHeader> {
+    format::decode_static_header(head).map_err(|e| match e {
+        HeaderError::NotAStore(reason) => Error::NotAStore {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        },
+        HeaderError::Version(found) => Error::UnsupportedVersion {
+            path: path.to_owned(),
+            found,
+            supported: format::FORMAT_VERSION,
+        },
+        HeaderError::Corrupt(offset, reason) => Error::corrupt(path, offset, reason),
+    })
 }
 
 /// Reserves `[offset, offset + len)`, extending the file.

@@ -3,7 +3,7 @@
 //! swapped in since this process last looked.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -185,6 +185,21 @@ pub(crate) fn open_log(
             file_len,
         }));
     }
+}
+
+/// If `path` exists, checks its static header without modifying anything,
+/// so that a foreign file gets `NotAStore` and nothing is created beside it.
+pub(crate) fn precheck(path: &Path) -> Result<()> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, "open", e)),
+    };
+    let mut head = Vec::with_capacity(format::H_STATIC_END);
+    io::Read::take(&f, format::H_STATIC_END as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, "read header", e))?;
+    file::check_header(path, &head).map(|_| ())
 }
 
 fn create_if_missing(path: &Path, lock: &LockFile, now_ms: u64) -> Result<()> {

@@ -79,6 +79,8 @@ impl LogStore {
     }
 
     pub(crate) fn open_with(path: &Path, opts: LogOptions) -> Result<LogStore> {
+        // Reject a file that is not a store before creating anything beside it.
+        recovery::precheck(path)?;
         let lock = LockFile::open(file::sibling(path, ".lock"))?;
         let mut report = RecoveryReport::default();
         let now = to_millis(opts.clock.now());

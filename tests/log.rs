@@ -1,0 +1,358 @@
+//! Guards LogStore's on-disk behaviour: recovery from a torn tail at every
+//! byte offset of the last record, foreign and future-version files left
+//! untouched, file modes, damage detection (every bit flip), repair mode,
+//! and compaction as expiry.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sessionlog::log::format::{self, H_COMMITTED, H_SYNCED, H_VERSION, HEADER_SIZE};
+use sessionlog::{
+    Error, LogOptions, LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy,
+};
+
+fn id(s: &str) -> SessionId {
+    SessionId::new(s).expect("valid id")
+}
+
+fn opts() -> LogOptions {
+    LogStore::options()
+        .background(false)
+        .sync(SyncPolicy::Never)
+}
+
+fn word_at(bytes: &[u8], off: usize) -> u64 {
+    let w = u64::from_le_bytes(bytes[off..off + 8].try_into().expect("8 bytes"));
+    format::decode_offset(w).expect("valid word")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    Fixture { _dir: dir, path }
+}
+
+fn data(i: usize) -> Vec<u8> {
+    format!("session data number {i} ")
+        .repeat(i % 4 + 1)
+        .into_bytes()
+}
+
+/// Saves `n` synced sessions s0.. and, if `tail`, one more unsynced one.
+/// Returns (start of the unsynced record, committed end).
+fn build(path: &Path, n: usize, tail: bool) -> (u64, u64) {
+    let store = opts().open(path).expect("open");
+    for i in 0..n {
+        store
+            .save_session(&mut Session::new(id(&format!("s{i}")), data(i)))
+            .expect("save");
+    }
+    store.sync().expect("sync");
+    if tail {
+        store
+            .save_session(&mut Session::new(
+                id("tail"),
+                b"the unsynced last record".to_vec(),
+            ))
+            .expect("save");
+    }
+    drop(store);
+    let bytes = fs::read(path).expect("read");
+    (word_at(&bytes, H_SYNCED), word_at(&bytes, H_COMMITTED))
+}
+
+#[test]
+fn torn_tail_is_cut_at_every_byte_offset_of_the_last_record() {
+    let f = fixture();
+    let (tail_start, end) = build(&f.path, 5, true);
+    assert!(end > tail_start);
+    let original = fs::read(&f.path).expect("read");
+    for cut in tail_start..end {
+        for mode in ["truncate", "zero", "garbage"] {
+            let mut img = original.clone();
+            match mode {
+                "truncate" => img.truncate(cut as usize),
+                "zero" => img[cut as usize..end as usize].fill(0),
+                _ => img[cut as usize..end as usize]
+                    .iter_mut()
+                    .for_each(|b| *b = b.wrapping_mul(7) ^ 0x5A),
+            }
+            fs::write(&f.path, &img).expect("write image");
+            let store = opts()
+                .open(&f.path)
+                .unwrap_or_else(|e| panic!("{mode} at {cut}: {e}"));
+            let report = store.stats().expect("stats").recovery;
+            if mode == "truncate" || cut < end - 8 {
+                assert_eq!(report.torn_tail_offset, Some(tail_start), "{mode} at {cut}");
+                assert_eq!(report.torn_tail_bytes, end - tail_start);
+                assert!(
+                    !store.has_session(&id("tail")).expect("has"),
+                    "{mode} at {cut}"
+                );
+            }
+            for i in 0..5 {
+                let s = store
+                    .load_session(&id(&format!("s{i}")))
+                    .expect("load")
+                    .expect("synced session kept");
+                assert_eq!(s.data, data(i));
+            }
+            // the store goes on: a new save lands where the torn record was
+            let mut s = Session::new(id("after"), b"after the crash".to_vec());
+            store.save_session(&mut s).expect("save after recovery");
+            drop(store);
+            let store = opts().open(&f.path).expect("reopen");
+            assert_eq!(
+                store.stats().expect("stats").recovery.torn_tail_offset,
+                None
+            );
+            assert_eq!(
+                store
+                    .load_session(&s.id)
+                    .expect("load")
+                    .expect("present")
+                    .data,
+                b"after the crash"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_foreign_file_is_not_a_store_and_is_left_untouched() {
+    let f = fixture();
+    for content in [&b""[..], b"hello, world\n", &[0u8; 8192], b"\x89SLOG\r\n"] {
+        fs::write(&f.path, content).expect("write");
+        let err = opts().open(&f.path).expect_err("not a store");
+        assert!(
+            matches!(err, Error::NotAStore { .. } | Error::Corrupt { .. }),
+            "{content:?}: {err}"
+        );
+        assert_eq!(
+            fs::read(&f.path).expect("read"),
+            content,
+            "left byte for byte"
+        );
+        assert!(
+            !f.path.with_extension("db.lock").exists(),
+            "nothing created beside it"
+        );
+    }
+}
+
+#[test]
+fn a_future_format_version_is_refused_and_left_untouched() {
+    let f = fixture();
+    build(&f.path, 2, false);
+    let mut bytes = fs::read(&f.path).expect("read");
+    bytes[H_VERSION..H_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+    fs::write(&f.path, &bytes).expect("write");
+    let err = opts().open(&f.path).expect_err("future version");
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedVersion {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("version 2"), "{err}");
+    assert_eq!(fs::read(&f.path).expect("read"), bytes);
+}
+
+#[test]
+fn files_are_private() {
+    let f = fixture();
+    let store = opts().open(&f.path).expect("open");
+    store
+        .save_session(&mut Session::new(id("a"), b"x".to_vec()))
+        .expect("save");
+    store.compact().expect("compact");
+    for p in [
+        f.path.clone(),
+        PathBuf::from(format!("{}.lock", f.path.display())),
+    ] {
+        let mode = fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+}
+
+#[test]
+fn damage_before_the_synced_end_is_corrupt_with_its_offset() {
+    let f = fixture();
+    let (synced, _) = build(&f.path, 6, false);
+    let mut bytes = fs::read(&f.path).expect("read");
+    // damage the third record's data
+    let third = {
+        let mut off = HEADER_SIZE as usize;
+        for _ in 0..2 {
+            off += format::decode_record(&bytes[off..])
+                .expect("record")
+                .padded_len;
+        }
+        off
+    };
+    bytes[third + format::RECORD_HEADER + 4] ^= 0x10;
+    fs::write(&f.path, &bytes).expect("write");
+    let err = opts().open(&f.path).expect_err("corrupt");
+    match &err {
+        Error::Corrupt { offset, .. } => assert_eq!(*offset, third as u64),
+        other => panic!("{other}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("offset {third}")),
+        "{err}"
+    );
+    assert!((third as u64) < synced);
+    assert_eq!(fs::read(&f.path).expect("read"), bytes, "left as it was");
+
+    // repair mode salvages every other record and keeps a copy
+    let store = opts().repair(true).open(&f.path).expect("repair");
+    let report = store.stats().expect("stats").recovery;
+    assert_eq!(report.repaired_ranges.len(), 1);
+    assert_eq!(report.repaired_ranges[0].0, third as u64);
+    let copy = report.damaged_copy.expect("copy kept");
+    assert_eq!(fs::read(&copy).expect("read copy"), bytes);
+    for i in 0..6 {
+        let got = store.load_session(&id(&format!("s{i}"))).expect("load");
+        if i == 2 {
+            assert_eq!(got, None, "the damaged session is dropped");
+        } else {
+            assert_eq!(got.expect("salvaged").data, data(i));
+        }
+    }
+    drop(store);
+    opts().open(&f.path).expect("clean after repair");
+}
+
+/// Every single-bit flip in the committed part of a small synced store is
+/// either reported as a typed error on open, or harmless: no load returns
+/// altered data.
+#[test]
+fn every_bit_flip_is_detected_or_harmless() {
+    let f = fixture();
+    let (_, end) = build(&f.path, 4, false);
+    let original = fs::read(&f.path).expect("read");
+    let expect: Vec<Vec<u8>> = (0..4).map(data).collect();
+    let (mut detected, mut harmless) = (0u32, 0u32);
+    for bit in 0..(end as usize * 8) {
+        let mut img = original[..end as usize].to_vec();
+        img[bit / 8] ^= 1 << (bit % 8);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&f.path)
+            .expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&file, &img, 0).expect("write image");
+        drop(file);
+        match opts().open(&f.path) {
+            Err(
+                Error::NotAStore { .. } | Error::Corrupt { .. } | Error::UnsupportedVersion { .. },
+            ) => {
+                detected += 1;
+            }
+            Err(e) => panic!("bit {bit}: untyped failure {e:?}"),
+            Ok(store) => {
+                harmless += 1;
+                for (i, want) in expect.iter().enumerate() {
+                    match store.load_session(&id(&format!("s{i}"))) {
+                        Ok(Some(s)) => assert_eq!(&s.data, want, "bit {bit}: altered data"),
+                        Ok(None) => panic!("bit {bit}: s{i} silently lost"),
+                        Err(Error::Corrupt { .. }) => {}
+                        Err(e) => panic!("bit {bit}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        detected > 0 && harmless > 0,
+        "{detected} detected, {harmless} harmless"
+    );
+}
+
+#[test]
+fn compaction_removes_expired_and_idle_sessions_from_the_file() {
+    let f = fixture();
+    let clock = ManualClock::fixed();
+    let store = opts()
+        .clock(clock.clone())
+        .max_idle(Duration::from_secs(600))
+        .open(&f.path)
+        .expect("open");
+    let mut deadline = Session::new(id("deadlineXYZ"), b"d".to_vec());
+    deadline.expires = Some(clock.now_plus(Duration::from_secs(60)));
+    store.save_session(&mut deadline).expect("save");
+    store
+        .save_session(&mut Session::new(id("idleXYZ"), b"i".to_vec()))
+        .expect("save");
+    clock.advance(Duration::from_secs(300));
+    store
+        .save_session(&mut Session::new(id("freshXYZ"), b"f".to_vec()))
+        .expect("save");
+    clock.advance(Duration::from_secs(301));
+    // invisible before any compaction
+    assert!(!store.has_session(&id("deadlineXYZ")).expect("has"));
+    assert!(!store.has_session(&id("idleXYZ")).expect("has"));
+    let before = fs::read(&f.path).expect("read");
+    assert!(contains(&before, b"idleXYZ"));
+    let c = store.compact().expect("compact");
+    assert_eq!((c.kept, c.dropped), (1, 2));
+    assert!(c.bytes_after < c.bytes_before);
+    let after = fs::read(&f.path).expect("read");
+    assert!(!contains(&after, b"idleXYZ") && !contains(&after, b"deadlineXYZ"));
+    assert!(contains(&after, b"freshXYZ"));
+    assert!(store.has_session(&id("freshXYZ")).expect("has"));
+    let stats = store.stats().expect("stats");
+    assert_eq!(stats.generation, 2);
+    assert_eq!(stats.last_compaction.expect("recorded").dropped, 2);
+}
+
+#[test]
+fn options_are_validated() {
+    let f = fixture();
+    for o in [
+        opts().max_session_size(0),
+        opts().max_session_size(usize::MAX),
+        opts().sync(SyncPolicy::Interval(Duration::ZERO)),
+        opts().compact_garbage_ratio(0.0),
+        opts().compact_garbage_ratio(f64::NAN),
+    ] {
+        assert!(matches!(o.open(&f.path), Err(Error::InvalidOption(_))));
+    }
+    assert!(!f.path.exists(), "nothing created for bad options");
+}
+
+#[test]
+fn a_missing_directory_is_a_clear_io_error() {
+    let err = opts()
+        .open("/nonexistent-dir/sub/s.db")
+        .expect_err("no dir");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent-dir/sub/s.db"),
+        "{err}"
+    );
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+trait NowPlus {
+    fn now_plus(&self, d: Duration) -> std::time::SystemTime;
+}
+impl NowPlus for ManualClock {
+    fn now_plus(&self, d: Duration) -> std::time::SystemTime {
+        sessionlog::Clock::now(self) + d
+    }
+}
