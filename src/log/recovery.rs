@@ -81,8 +81,12 @@ fn committed_of(file: &LogFile) -> Result<(u64, u64)> {
 
 /// Builds a fresh view of `file`, which must be complete (a file written
 /// by compaction, or one whose tail was already checked).
-pub(crate) fn load_complete(file: Arc<LogFile>) -> Result<State> {
+pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
     let (word, end) = committed_of(&file)?;
+    if end > file.map_len() {
+        // Others appended (and grew the file) since it was mapped.
+        file = Arc::new(file.remapped()?);
+    }
     let mut index = Index::default();
     let mut records = 0;
     let (stop, err) = replay(&file, HEADER_SIZE, end, &mut index, &mut records);

@@ -137,6 +137,16 @@ impl LogStore {
         compact::compact(&self.inner, None)
     }
 
+    /// Runs `f` while this handle holds the store's write lock (the
+    /// in-process mutex and the file lock): every other writer, in any
+    /// process, waits. For crash tests; not part of the stable API.
+    #[doc(hidden)]
+    pub fn with_write_lock<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        let _writer = self.inner.writer.lock();
+        let _flock = self.inner.lock.lock()?;
+        Ok(f())
+    }
+
     /// Size and health figures of the store, as this process sees it.
     pub fn stats(&self) -> Result<Stats> {
         let inner = &self.inner;
