@@ -164,10 +164,10 @@ fn processes_share_one_store_while_another_compacts() {
     for (c, what) in [(&mut compactor, "COMPACTIONS "), (&mut reader, "READS ")] {
         let mut r = Reader::new(c);
         while let Some(line) = r.next() {
-            if let Some(n) = line.strip_prefix(what) {
-                if what == "COMPACTIONS " {
-                    compactions = n.parse::<u64>().expect("count");
-                }
+            if let Some(n) = line.strip_prefix(what)
+                && what == "COMPACTIONS "
+            {
+                compactions = n.parse::<u64>().expect("count");
             }
         }
         assert!(c.wait().expect("wait").success(), "{what}process failed");
