@@ -218,8 +218,7 @@ fn kill_9_during_recovery_loses_nothing() {
             .write(true)
             .open(&path)
             .expect("open");
-        std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; 24], (end - 24) as u64)
-            .expect("tear");
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 24], (end - 24) as u64).expect("tear");
         drop(f);
         let mut c = child::spawn(
             "kill_9_during_recovery_loses_nothing",
