@@ -27,6 +27,8 @@ mod error;
 mod id;
 pub mod log;
 mod memory;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+mod server;
 mod session;
 mod store;
 
@@ -37,4 +39,12 @@ pub use id::{MAX_ID_LEN, SessionId};
 pub use log::{CompactStats, LogOptions, LogStore, RecoveryReport, Stats, SyncPolicy};
 pub use memory::{DEFAULT_MAX_SESSION_SIZE, MemoryStore};
 pub use session::Session;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+pub use server::ClockOffset;
+#[cfg(feature = "mysql")]
+pub use server::mysql::{MySqlOptions, MySqlStore};
+#[cfg(feature = "postgres")]
+pub use server::postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "redis")]
+pub use server::redis::{RedisOptions, RedisStore};
 pub use store::{SessionIter, SessionStore};
