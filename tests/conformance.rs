@@ -27,3 +27,9 @@ impl Backend for Memory {
 }
 
 conformance!(memory, Memory);
+#[cfg(feature = "postgres")]
+conformance!(postgres, common::servers::Postgres);
+#[cfg(feature = "mysql")]
+conformance!(mysql, common::servers::MySql);
+#[cfg(feature = "redis")]
+conformance!(redis, common::servers::Redis);

@@ -3,3 +3,4 @@
 
 #[macro_use]
 pub mod conformance;
+pub mod servers;
