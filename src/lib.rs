@@ -38,7 +38,6 @@ pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, SessionId};
 pub use log::{CompactStats, LogOptions, LogStore, RecoveryReport, Stats, SyncPolicy};
 pub use memory::{DEFAULT_MAX_SESSION_SIZE, MemoryStore};
-pub use session::Session;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 pub use server::ClockOffset;
 #[cfg(feature = "mysql")]
@@ -47,4 +46,5 @@ pub use server::mysql::{MySqlOptions, MySqlStore};
 pub use server::postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "redis")]
 pub use server::redis::{RedisOptions, RedisStore};
+pub use session::Session;
 pub use store::{SessionIter, SessionStore};

@@ -48,7 +48,10 @@ impl ClockOffset {
     /// Sets the offset so that the server's clock reads `t` now, assuming
     /// the server's clock agrees with this machine's.
     pub fn set_to(&self, t: SystemTime) {
-        self.0.store(signed_millis(t) - signed_millis(SystemTime::now()), Ordering::SeqCst);
+        self.0.store(
+            signed_millis(t) - signed_millis(SystemTime::now()),
+            Ordering::SeqCst,
+        );
     }
 
     /// The offset in milliseconds.
@@ -73,6 +76,8 @@ pub(crate) struct Common {
     pub statement_timeout: Duration,
     pub max_idle: Option<Duration>,
     pub max_session_size: usize,
+    /// Whether `max_session_size` was set rather than left at its default.
+    pub max_session_size_set: bool,
     pub clock_offset: ClockOffset,
 }
 
@@ -85,6 +90,7 @@ impl Common {
             statement_timeout: Duration::from_secs(30),
             max_idle: None,
             max_session_size: crate::memory::DEFAULT_MAX_SESSION_SIZE,
+            max_session_size_set: false,
             clock_offset: ClockOffset::new(),
         }
     }
@@ -157,9 +163,12 @@ macro_rules! common_setters {
             self
         }
 
-        /// Largest accepted session data in bytes (default 16 MiB).
+        /// Largest accepted session data in bytes (default 16 MiB); larger
+        /// data is [`Error::TooLarge`](crate::Error::TooLarge) before
+        /// anything is sent.
         pub fn max_session_size(mut self, bytes: usize) -> $t {
             self.common.max_session_size = bytes;
+            self.common.max_session_size_set = true;
             self
         }
 
@@ -208,12 +217,7 @@ pub(crate) fn redact_url(url: &str) -> String {
         Some(colon) => format!("{}:***", &userinfo[..colon]),
         None => userinfo.to_owned(),
     };
-    format!(
-        "{}{}@{}",
-        &url[..scheme_end + 3],
-        user,
-        &rest[at + 1..]
-    )
+    format!("{}{}@{}", &url[..scheme_end + 3], user, &rest[at + 1..])
 }
 
 /// Builds an [`Error::Backend`].

@@ -33,7 +33,8 @@ use crate::store::{SessionIter, SessionStore};
 const BACKEND: &str = "mysql";
 
 /// The server's time in ms (without the test offset).
-const NOW: &str = "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 AS SIGNED)";
+const NOW: &str =
+    "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 AS SIGNED)";
 
 /// Room for the statement around the data in one packet.
 const PACKET_OVERHEAD: usize = 64 * 1024;
@@ -59,9 +60,11 @@ impl MySqlOptions {
     common_setters!(MySqlOptions);
 
     /// Builds the pool and takes one connection from it, to report a wrong
-    /// URL, password or database at once. Fails too when the server's
-    /// `max_allowed_packet` cannot carry a session of `max_session_size`
-    /// bytes. Call [`setup`](SessionStore::setup) before first use.
+    /// URL, password or database at once. Reads the server's
+    /// `max_allowed_packet`: a `max_session_size` set explicitly that does
+    /// not fit is an error; the 16 MiB default is lowered to what fits
+    /// (see [`MySqlStore::max_session_size`]). Call
+    /// [`setup`](SessionStore::setup) before first use.
     pub fn open(self) -> Result<MySqlStore> {
         self.common.check()?;
         super::check_table_name(&self.table)?;
@@ -70,14 +73,15 @@ impl MySqlOptions {
             backend_error(
                 BACKEND,
                 &target,
-                format!("invalid connection URL: {e}; expected mysql://user:password@host:port/database"),
+                format!(
+                    "invalid connection URL: {e}; expected mysql://user:password@host:port/database"
+                ),
                 Some(Box::new(e)),
             )
         })?;
         let max = usize::try_from(self.common.pool_size).unwrap_or(usize::MAX);
-        let constraints = PoolConstraints::new(0, max).ok_or_else(|| {
-            Error::InvalidOption("pool_size must be at least 1".into())
-        })?;
+        let constraints = PoolConstraints::new(0, max)
+            .ok_or_else(|| Error::InvalidOption("pool_size must be at least 1".into()))?;
         let io = Some(self.common.statement_timeout);
         let opts = OptsBuilder::from_opts(opts)
             .prefer_socket(false)
@@ -89,7 +93,7 @@ impl MySqlOptions {
             .additional_capabilities(CapabilityFlags::CLIENT_FOUND_ROWS)
             .pool_opts(PoolOpts::default().with_constraints(constraints));
         let pool = Pool::new(opts).map_err(|e| my_error(&target, "could not connect", e))?;
-        let store = MySqlStore {
+        let mut store = MySqlStore {
             sql: Sql::new(&self.table),
             pool,
             target,
@@ -101,20 +105,27 @@ impl MySqlOptions {
             .query_first("SELECT @@max_allowed_packet")
             .map_err(store.err("could not read max_allowed_packet"))?;
         let packet = usize::try_from(packet.unwrap_or(0)).unwrap_or(usize::MAX);
-        let need = store.common.max_session_size.saturating_add(PACKET_OVERHEAD);
-        if packet < need {
-            return Err(backend_error(
-                BACKEND,
-                &store.target,
-                format!(
-                    "the server's max_allowed_packet is {packet} bytes, too small for sessions of up to {} bytes: \
-                     raise it to at least {need} (SET GLOBAL max_allowed_packet = {need}, or max_allowed_packet in the \
-                     server's config) or lower the store's max_session_size to {}",
-                    store.common.max_session_size,
-                    packet.saturating_sub(PACKET_OVERHEAD)
-                ),
-                None,
-            ));
+        let fits = packet.saturating_sub(PACKET_OVERHEAD);
+        if store.common.max_session_size > fits {
+            if store.common.max_session_size_set {
+                return Err(backend_error(
+                    BACKEND,
+                    &store.target,
+                    format!(
+                        "the server's max_allowed_packet is {packet} bytes, too small for sessions of up to {} bytes: \
+                         raise it to at least {} (SET GLOBAL max_allowed_packet = ..., or max_allowed_packet in the \
+                         server's config) or lower the store's max_session_size to {fits}",
+                        store.common.max_session_size,
+                        store
+                            .common
+                            .max_session_size
+                            .saturating_add(PACKET_OVERHEAD),
+                    ),
+                    None,
+                ));
+            }
+            // The default limit shrinks to what the server can carry.
+            store.common.max_session_size = fits;
         }
         Ok(store)
     }
@@ -162,6 +173,13 @@ impl MySqlStore {
             common: Common::new(url),
             table: "sessions".to_owned(),
         }
+    }
+
+    /// The largest session data this store accepts: `max_session_size`,
+    /// or, when that was left at its default, at most what the server's
+    /// `max_allowed_packet` can carry (less 64 KiB for the statement).
+    pub fn max_session_size(&self) -> usize {
+        self.common.max_session_size
     }
 
     fn conn(&self) -> Result<PooledConn> {
@@ -275,7 +293,13 @@ impl MySqlStore {
         let more = rows.len() == super::PAGE_SIZE;
         let mut sessions = Vec::with_capacity(rows.len());
         for (id, data, expires, modified, version) in rows {
-            sessions.push(restore(SessionId::new(id)?, data, expires, modified, version));
+            sessions.push(restore(
+                SessionId::new(id)?,
+                data,
+                expires,
+                modified,
+                version,
+            ));
         }
         let last = if more {
             sessions.last().map(|s| s.id.clone())
@@ -346,7 +370,10 @@ impl SessionStore for MySqlStore {
         let idle = self.common.idle_ms();
         let row: Option<i64> = self
             .conn()?
-            .exec_first(&self.sql.version_c, params! {"id" => id.as_str(), off, idle})
+            .exec_first(
+                &self.sql.version_c,
+                params! {"id" => id.as_str(), off, idle},
+            )
             .map_err(self.err("lookup failed"))?;
         Ok(row.is_some())
     }
@@ -416,7 +443,9 @@ impl Sql {
                  WHERE s.id = :id AND {live_c}"
             ),
             version: format!("SELECT version FROM {t} WHERE id = :id AND {live}"),
-            version_c: format!("SELECT s.version FROM {t} AS s, {clock} WHERE s.id = :id AND {live_c}"),
+            version_c: format!(
+                "SELECT s.version FROM {t} AS s, {clock} WHERE s.id = :id AND {live_c}"
+            ),
             // `version` is assigned first, so it sees the old expires and
             // modified (MySQL assigns left to right).
             upsert: format!(
@@ -467,9 +496,17 @@ fn my_error(target: &str, what: &str, e: mysql::Error) -> Error {
         mysql::Error::DriverError(
             mysql::DriverError::ConnectTimeout | mysql::DriverError::Timeout,
         ) => "timed out: check that the server is running and not overloaded",
-        mysql::Error::DriverError(_) => "the connection failed",
+        mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(_)) => {
+            "could not connect: check that MySQL/MariaDB is running and accepts TCP connections at this address"
+        }
+        mysql::Error::DriverError(_) => "the client failed",
         mysql::Error::UrlError(_) => "invalid connection URL",
         _ => "unexpected error",
     };
-    backend_error(BACKEND, target, format!("{what}: {hint} ({e})"), Some(Box::new(e)))
+    backend_error(
+        BACKEND,
+        target,
+        format!("{what}: {hint} ({e})"),
+        Some(Box::new(e)),
+    )
 }

@@ -212,14 +212,20 @@ impl PostgresStore {
         let more = rows.len() == super::PAGE_SIZE;
         let mut sessions = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: &str = row.try_get(0).map_err(self.err("listing sessions failed"))?;
+            let id: &str = row
+                .try_get(0)
+                .map_err(self.err("listing sessions failed"))?;
             let id = SessionId::new(id)?;
             sessions.push(restore(
                 id,
-                row.try_get(1).map_err(self.err("listing sessions failed"))?,
-                row.try_get(2).map_err(self.err("listing sessions failed"))?,
-                row.try_get(3).map_err(self.err("listing sessions failed"))?,
-                row.try_get(4).map_err(self.err("listing sessions failed"))?,
+                row.try_get(1)
+                    .map_err(self.err("listing sessions failed"))?,
+                row.try_get(2)
+                    .map_err(self.err("listing sessions failed"))?,
+                row.try_get(3)
+                    .map_err(self.err("listing sessions failed"))?,
+                row.try_get(4)
+                    .map_err(self.err("listing sessions failed"))?,
             ));
         }
         let last = if more {
@@ -237,8 +243,11 @@ impl SessionStore for PostgresStore {
         let mut tx = conn.transaction().map_err(self.err("setup failed"))?;
         // Serialises concurrent setups: CREATE ... IF NOT EXISTS alone can
         // race on the catalog.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&self.table)])
-            .map_err(self.err("setup failed"))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&lock_key(&self.table)],
+        )
+        .map_err(self.err("setup failed"))?;
         tx.batch_execute(&self.sql.setup)
             .map_err(self.err("setup failed (creating the table needs the CREATE privilege)"))?;
         tx.commit().map_err(self.err("setup failed"))
@@ -340,7 +349,9 @@ struct Sql {
 impl Sql {
     fn new(t: &str) -> Sql {
         let live = |s: &str| {
-            format!("(({s}.expires = 0 OR {s}.expires > {NOW}) AND {s}.modified > {NOW} - $2::bigint)")
+            format!(
+                "(({s}.expires = 0 OR {s}.expires > {NOW}) AND {s}.modified > {NOW} - $2::bigint)"
+            )
         };
         let live_s = live("s");
         // An existing row is replaced as new (version 1) when it expired.
@@ -421,7 +432,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Turns a client error into an [`Error::Backend`] that says what to do.
 fn pg_error(target: &str, what: &str, e: postgres::Error) -> Error {
     let hint = match e.code() {
-        Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+        Some(c)
+            if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
             "authentication failed: check the user and password in the URL"
         }
         Some(c) if *c == SqlState::INVALID_CATALOG_NAME => {

@@ -297,7 +297,13 @@ impl RedisStore {
 
     /// Runs `script` on the session `id` (or on the prefix for `None`)
     /// with the clock and idle arguments, then `args`.
-    fn run(&self, what: &str, script: &Script, id: Option<&SessionId>, args: &[&[u8]]) -> Result<Value> {
+    fn run(
+        &self,
+        what: &str,
+        script: &Script,
+        id: Option<&SessionId>,
+        args: &[&[u8]],
+    ) -> Result<Value> {
         let idle = match self.common.max_idle {
             Some(d) => i64::try_from(duration_millis(d)).unwrap_or(i64::MAX),
             None => -1,
@@ -349,7 +355,10 @@ impl RedisStore {
         )?;
         match ints(&reply).as_deref() {
             Some([1, version, modified]) => {
-                session.mark_saved(from_millis(super::ms_u64(*modified)), super::ms_u64(*version));
+                session.mark_saved(
+                    from_millis(super::ms_u64(*modified)),
+                    super::ms_u64(*version),
+                );
                 Ok(())
             }
             Some([0, found]) => Err(Error::Conflict {
@@ -372,13 +381,17 @@ impl RedisStore {
             &[start.as_bytes(), count.as_bytes(), budget.as_bytes()],
         )?;
         let bad = || self.bad_reply("listing sessions failed", &reply);
-        let Value::Array(parts) = &reply else { return Err(bad()) };
+        let Value::Array(parts) = &reply else {
+            return Err(bad());
+        };
         let [last, done, Value::Array(flat)] = parts.as_slice() else {
             return Err(bad());
         };
         let mut sessions = Vec::with_capacity(flat.len() / 5);
         for row in flat.chunks(5) {
-            let [id, e, m, v, d] = row else { return Err(bad()) };
+            let [id, e, m, v, d] = row else {
+                return Err(bad());
+            };
             let id = SessionId::new(String::from_utf8_lossy(&bytes(id).ok_or_else(bad)?))?;
             sessions.push(restore(
                 id,
@@ -434,13 +447,27 @@ impl SessionStore for RedisStore {
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        let reply = self.run("touch failed", &self.scripts.touch, Some(id), &[id.as_str().as_bytes()])?;
-        int(&reply).map(|n| n == 1).ok_or_else(|| self.bad_reply("touch failed", &reply))
+        let reply = self.run(
+            "touch failed",
+            &self.scripts.touch,
+            Some(id),
+            &[id.as_str().as_bytes()],
+        )?;
+        int(&reply)
+            .map(|n| n == 1)
+            .ok_or_else(|| self.bad_reply("touch failed", &reply))
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
-        let reply = self.run("delete failed", &self.scripts.delete, Some(id), &[id.as_str().as_bytes()])?;
-        int(&reply).map(|n| n == 1).ok_or_else(|| self.bad_reply("delete failed", &reply))
+        let reply = self.run(
+            "delete failed",
+            &self.scripts.delete,
+            Some(id),
+            &[id.as_str().as_bytes()],
+        )?;
+        int(&reply)
+            .map(|n| n == 1)
+            .ok_or_else(|| self.bad_reply("delete failed", &reply))
     }
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
@@ -453,7 +480,9 @@ impl SessionStore for RedisStore {
     }
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
-        let limit = i64::try_from(duration_millis(max_idle)).unwrap_or(i64::MAX).to_string();
+        let limit = i64::try_from(duration_millis(max_idle))
+            .unwrap_or(i64::MAX)
+            .to_string();
         let batch = DELETE_BATCH.to_string();
         let mut total = 0usize;
         loop {
@@ -496,7 +525,9 @@ impl r2d2::ManageConnection for Manager {
     type Error = RedisError;
 
     fn connect(&self) -> std::result::Result<Connection, RedisError> {
-        let conn = self.client.get_connection_with_timeout(self.connect_timeout)?;
+        let conn = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)?;
         conn.set_read_timeout(Some(self.io_timeout))?;
         conn.set_write_timeout(Some(self.io_timeout))?;
         Ok(conn)
@@ -566,7 +597,12 @@ fn redis_error(target: &str, what: &str, e: RedisError) -> Error {
             _ => "the server rejected the command",
         }
     };
-    backend_error(BACKEND, target, format!("{what}: {hint} ({e})"), Some(Box::new(e)))
+    backend_error(
+        BACKEND,
+        target,
+        format!("{what}: {hint} ({e})"),
+        Some(Box::new(e)),
+    )
 }
 
 #[cfg(test)]
