@@ -18,7 +18,10 @@ pub fn url(var: &str, default: &str) -> String {
 }
 
 pub fn postgres_url() -> String {
-    url("SESSIONLOG_POSTGRES_URL", "postgres://postgres@127.0.0.1/test")
+    url(
+        "SESSIONLOG_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1/test",
+    )
 }
 
 pub fn mysql_url() -> String {
@@ -168,7 +171,9 @@ mod mysql {
 
     impl Drop for MySql {
         fn drop(&mut self) {
-            if let Ok(mut c) = ::mysql::Conn::new(::mysql::Opts::from_url(&mysql_url()).expect("url")) {
+            if let Ok(mut c) =
+                ::mysql::Conn::new(::mysql::Opts::from_url(&mysql_url()).expect("url"))
+            {
                 let _ = c.query_drop(format!("DROP TABLE IF EXISTS {}", self.table));
             }
         }
@@ -215,13 +220,67 @@ mod redis {
 
     impl Drop for Redis {
         fn drop(&mut self) {
-            let Ok(client) = ::redis::Client::open(redis_url()) else { return };
-            let Ok(mut c) = client.get_connection() else { return };
+            let Ok(client) = ::redis::Client::open(redis_url()) else {
+                return;
+            };
+            let Ok(mut c) = client.get_connection() else {
+                return;
+            };
             let pattern = format!("{{{}}}:*", self.prefix);
-            let keys: Vec<String> = ::redis::cmd("KEYS").arg(&pattern).query(&mut c).unwrap_or_default();
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut c)
+                .unwrap_or_default();
             if !keys.is_empty() {
                 let _: ::redis::RedisResult<()> = ::redis::cmd("DEL").arg(&keys).query(&mut c);
             }
         }
+    }
+}
+
+/// A location that a child process can reopen by name.
+pub trait Named: Backend {
+    /// The table name or key prefix.
+    fn name(&self) -> &str;
+    /// Opens the store at `name` with default options (setup not called).
+    fn open_named(name: &str) -> Self::Store;
+}
+
+#[cfg(feature = "postgres")]
+impl Named for Postgres {
+    fn name(&self) -> &str {
+        &self.table
+    }
+    fn open_named(name: &str) -> sessionlog::PostgresStore {
+        sessionlog::PostgresStore::builder(&postgres_url())
+            .table(name)
+            .open()
+            .unwrap_or_else(|e| unreachable("PostgreSQL", "SESSIONLOG_POSTGRES_URL", &e))
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Named for MySql {
+    fn name(&self) -> &str {
+        &self.table
+    }
+    fn open_named(name: &str) -> sessionlog::MySqlStore {
+        sessionlog::MySqlStore::builder(&mysql_url())
+            .table(name)
+            .open()
+            .unwrap_or_else(|e| unreachable("MariaDB/MySQL", "SESSIONLOG_MYSQL_URL", &e))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Named for Redis {
+    fn name(&self) -> &str {
+        &self.prefix
+    }
+    fn open_named(name: &str) -> sessionlog::RedisStore {
+        sessionlog::RedisStore::builder(&redis_url())
+            .key_prefix(name)
+            .open()
+            .unwrap_or_else(|e| unreachable("Redis", "SESSIONLOG_REDIS_URL", &e))
     }
 }
