@@ -414,7 +414,7 @@ fn index_name(table: &str, what: &str) -> String {
     if name.len() <= 63 {
         return name;
     }
-    let head: String = table.chars().take(40).collect();
+    let head: String = table.chars().take(30).collect();
     format!("{head}_{:016x}_{what}", fnv1a(table.as_bytes()))
 }
 
