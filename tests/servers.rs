@@ -308,3 +308,54 @@ server_tests!(
     ),
     "DB index is out of range"
 );
+
+/// A private redis-server (started and stopped by this test only) goes
+/// away and comes back: operations fail with `Error::Backend` meanwhile,
+/// and the pool reconnects by itself afterwards.
+#[cfg(feature = "redis")]
+#[test]
+fn redis_store_recovers_when_the_server_returns() {
+    use sessionlog::RedisStore;
+    let port = 20_000 + std::process::id() % 20_000;
+    let start = || {
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server is needed (see SERVERS.md): {e}"))
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    let wait_ready = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match RedisStore::open(&url) {
+                Ok(store) => return store,
+                Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    };
+    let mut server = start();
+    let store = wait_ready("first start");
+    let mut s = Session::new(id("r"), b"x".to_vec());
+    store.save_session(&mut s).expect("save");
+    server.kill().expect("kill our redis-server");
+    server.wait().expect("reap");
+    let err = store.load_session(&s.id).expect_err("server is gone");
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    let mut server = start();
+    drop(wait_ready("restart"));
+    // The data went with the server (no persistence); the store works again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let result = loop {
+        match store.save_session(&mut Session::new(id("r"), b"y".to_vec())) {
+            Ok(()) => break Ok(()),
+            Err(e) if Instant::now() > deadline => break Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    result.expect("the pool reconnected");
+}
