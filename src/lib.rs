@@ -27,6 +27,8 @@ mod error;
 mod id;
 pub mod log;
 mod memory;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+mod server;
 mod session;
 mod store;
 
@@ -36,5 +38,13 @@ pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, SessionId};
 pub use log::{CompactStats, LogOptions, LogStore, RecoveryReport, Stats, SyncPolicy};
 pub use memory::{DEFAULT_MAX_SESSION_SIZE, MemoryStore};
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+pub use server::ClockOffset;
+#[cfg(feature = "mysql")]
+pub use server::mysql::{MySqlOptions, MySqlStore};
+#[cfg(feature = "postgres")]
+pub use server::postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "redis")]
+pub use server::redis::{RedisOptions, RedisStore};
 pub use session::Session;
 pub use store::{SessionIter, SessionStore};

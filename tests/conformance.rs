@@ -71,3 +71,10 @@ impl Backend for Dir {
 }
 
 conformance!(dir, Dir);
+
+#[cfg(feature = "postgres")]
+conformance!(postgres, common::servers::Postgres);
+#[cfg(feature = "mysql")]
+conformance!(mysql, common::servers::MySql);
+#[cfg(feature = "redis")]
+conformance!(redis, common::servers::Redis);

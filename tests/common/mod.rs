@@ -4,3 +4,4 @@
 #[macro_use]
 pub mod conformance;
 pub mod child;
+pub mod servers;

@@ -1,0 +1,512 @@
+//! `MySqlStore`: sessions in one MySQL / MariaDB table (InnoDB).
+//!
+//! ```text
+//! CREATE TABLE <table> (
+//!     id       VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY,
+//!     data     LONGBLOB NOT NULL,        -- MEDIUMBLOB stops 1 byte short of 16 MiB
+//!     expires  BIGINT NOT NULL DEFAULT 0, -- ms since the epoch, 0: none
+//!     modified BIGINT NOT NULL,           -- ms since the epoch, server clock
+//!     version  BIGINT NOT NULL,
+//!     INDEX <table>_modified (modified),
+//!     INDEX <table>_expires (expires)
+//! ) ENGINE=InnoDB
+//! ```
+//!
+//! Writes first read the server's clock (`UTC_TIMESTAMP(6)`, independent of
+//! the session time zone) and bind it, so that the statement and the value
+//! stamped into the session agree; the liveness test and the version
+//! arithmetic happen inside the one statement that writes. Reads compute
+//! the time inside the query.
+
+use std::time::Duration;
+
+use mysql::consts::CapabilityFlags;
+use mysql::prelude::Queryable;
+use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn, params};
+
+use super::{Common, Page, Paged, backend_error, common_setters, ms_i64, restore};
+use crate::error::{Error, Result};
+use crate::id::{MAX_ID_LEN, SessionId};
+use crate::session::{Session, duration_millis, expires_millis, from_millis};
+use crate::store::{SessionIter, SessionStore};
+
+const BACKEND: &str = "mysql";
+
+/// The server's time in ms (without the test offset).
+const NOW: &str =
+    "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 AS SIGNED)";
+
+/// Room for the statement around the data in one packet.
+const PACKET_OVERHEAD: usize = 64 * 1024;
+
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// Options for [`MySqlStore`]; start with [`MySqlStore::builder`].
+#[derive(Clone, Debug)]
+pub struct MySqlOptions {
+    common: Common,
+    table: String,
+}
+
+impl MySqlOptions {
+    /// The table that holds the sessions (default `sessions`); it must
+    /// match `[A-Za-z_][A-Za-z0-9_]{0,62}`.
+    pub fn table(mut self, name: &str) -> MySqlOptions {
+        name.clone_into(&mut self.table);
+        self
+    }
+
+    common_setters!(MySqlOptions);
+
+    /// Builds the pool and takes one connection from it, to report a wrong
+    /// URL, password or database at once. Reads the server's
+    /// `max_allowed_packet`: a `max_session_size` set explicitly that does
+    /// not fit is an error; the 16 MiB default is lowered to what fits
+    /// (see [`MySqlStore::max_session_size`]). Call
+    /// [`setup`](SessionStore::setup) before first use.
+    pub fn open(self) -> Result<MySqlStore> {
+        self.common.check()?;
+        super::check_table_name(&self.table)?;
+        let target = super::redact_url(&self.common.url);
+        let opts = Opts::from_url(&self.common.url).map_err(|e| {
+            backend_error(
+                BACKEND,
+                &target,
+                format!(
+                    "invalid connection URL: {e}; expected mysql://user:password@host:port/database"
+                ),
+                Some(Box::new(e)),
+            )
+        })?;
+        let max = usize::try_from(self.common.pool_size).unwrap_or(usize::MAX);
+        let constraints = PoolConstraints::new(0, max)
+            .ok_or_else(|| Error::InvalidOption("pool_size must be at least 1".into()))?;
+        let io = Some(self.common.statement_timeout);
+        let opts = OptsBuilder::from_opts(opts)
+            .prefer_socket(false)
+            .tcp_connect_timeout(Some(self.common.connect_timeout))
+            .read_timeout(io)
+            .write_timeout(io)
+            // affected rows = matched rows, so a touch within the same
+            // millisecond still reports the session as present
+            .additional_capabilities(CapabilityFlags::CLIENT_FOUND_ROWS)
+            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        let pool = Pool::new(opts).map_err(|e| my_error(&target, "could not connect", e))?;
+        let mut store = MySqlStore {
+            sql: Sql::new(&self.table),
+            pool,
+            target,
+            table: self.table,
+            common: self.common,
+        };
+        let packet: Option<u64> = store
+            .conn()?
+            .query_first("SELECT @@max_allowed_packet")
+            .map_err(store.err("could not read max_allowed_packet"))?;
+        let packet = usize::try_from(packet.unwrap_or(0)).unwrap_or(usize::MAX);
+        let fits = packet.saturating_sub(PACKET_OVERHEAD);
+        if store.common.max_session_size > fits {
+            if store.common.max_session_size_set {
+                return Err(backend_error(
+                    BACKEND,
+                    &store.target,
+                    format!(
+                        "the server's max_allowed_packet is {packet} bytes, too small for sessions of up to {} bytes: \
+                         raise it to at least {} (SET GLOBAL max_allowed_packet = ..., or max_allowed_packet in the \
+                         server's config) or lower the store's max_session_size to {fits}",
+                        store.common.max_session_size,
+                        store
+                            .common
+                            .max_session_size
+                            .saturating_add(PACKET_OVERHEAD),
+                    ),
+                    None,
+                ));
+            }
+            // The default limit shrinks to what the server can carry.
+            store.common.max_session_size = fits;
+        }
+        Ok(store)
+    }
+}
+
+/// A [`SessionStore`] in a MySQL or MariaDB table, shared by any number of
+/// threads, processes and hosts (feature `mysql`).
+///
+/// ```no_run
+/// use sessionlog::{MySqlStore, SessionStore};
+/// # fn main() -> sessionlog::Result<()> {
+/// let store = MySqlStore::builder("mysql://app:secret@db.internal/app")
+///     .table("web_sessions")
+///     .open()?;
+/// store.setup()?;
+/// # Ok(()) }
+/// ```
+pub struct MySqlStore {
+    pool: Pool,
+    target: String,
+    table: String,
+    sql: Sql,
+    common: Common,
+}
+
+impl std::fmt::Debug for MySqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MySqlStore")
+            .field("target", &self.target)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MySqlStore {
+    /// Opens a store at `url` (`mysql://user:password@host:port/db`) with
+    /// default options: table `sessions`, 10 connections.
+    pub fn open(url: &str) -> Result<MySqlStore> {
+        MySqlStore::builder(url).open()
+    }
+
+    /// Options for a store at `url`, to change before [`MySqlOptions::open`].
+    pub fn builder(url: &str) -> MySqlOptions {
+        MySqlOptions {
+            common: Common::new(url),
+            table: "sessions".to_owned(),
+        }
+    }
+
+    /// The largest session data this store accepts: `max_session_size`,
+    /// or, when that was left at its default, at most what the server's
+    /// `max_allowed_packet` can carry (less 64 KiB for the statement).
+    pub fn max_session_size(&self) -> usize {
+        self.common.max_session_size
+    }
+
+    fn conn(&self) -> Result<PooledConn> {
+        self.pool
+            .try_get_conn(self.common.connect_timeout)
+            .map_err(|e| my_error(&self.target, "could not get a connection", e))
+    }
+
+    fn err(&self, what: &str) -> impl Fn(mysql::Error) -> Error + '_ {
+        let what = what.to_owned();
+        move |e| my_error(&self.target, &what, e)
+    }
+
+    /// The server's time plus the test offset.
+    fn now(&self, conn: &mut PooledConn) -> Result<i64> {
+        let now: Option<i64> = conn
+            .query_first(format!("SELECT {NOW}"))
+            .map_err(self.err("reading the server's clock failed"))?;
+        let now = now.ok_or_else(|| {
+            backend_error(BACKEND, &self.target, "the server returned no time", None)
+        })?;
+        Ok(now.saturating_add(self.common.clock_offset.millis()))
+    }
+
+    /// Runs one write, again if InnoDB chose it as a deadlock victim (it
+    /// was rolled back whole, so a retry is safe).
+    fn write(
+        &self,
+        conn: &mut PooledConn,
+        sql: &str,
+        params: impl Fn() -> mysql::Params,
+    ) -> mysql::Result<u64> {
+        let mut tries = 0;
+        loop {
+            match conn.exec_drop(sql, params()) {
+                Ok(()) => return Ok(conn.affected_rows()),
+                Err(mysql::Error::MySqlError(e)) if e.code == ER_LOCK_DEADLOCK && tries < 5 => {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn save(&self, session: &mut Session, check: bool) -> Result<()> {
+        self.common.check_size(session)?;
+        let mut conn = self.conn()?;
+        let now = self.now(&mut conn)?;
+        let idle = self.common.idle_ms();
+        let id = session.id.as_str();
+        let data = session.data.as_slice();
+        let expires = ms_i64(expires_millis(session.expires));
+        let expected = session.version();
+        let failed = self.err("save failed");
+        let version = if !check {
+            let n = self
+                .write(
+                    &mut conn,
+                    &self.sql.upsert,
+                    || params! {id, data, expires, now, idle},
+                )
+                .map_err(&failed)?;
+            // 1: inserted; 2: updated, LAST_INSERT_ID(expr) carries the version
+            if n == 1 { 1 } else { conn.last_insert_id() }
+        } else if expected == 0 {
+            // An expired row is absent: removing it changes nothing visible.
+            self.write(&mut conn, &self.sql.delete_dead, || params! {id, now, idle})
+                .map_err(&failed)?;
+            match self.write(
+                &mut conn,
+                &self.sql.insert,
+                || params! {id, data, expires, now},
+            ) {
+                Ok(_) => 1,
+                Err(mysql::Error::MySqlError(e)) if e.code == ER_DUP_ENTRY => 0,
+                Err(e) => return Err(failed(e)),
+            }
+        } else {
+            let v = ms_i64(expected);
+            let n = self
+                .write(
+                    &mut conn,
+                    &self.sql.update,
+                    || params! {id, data, expires, now, idle, v},
+                )
+                .map_err(&failed)?;
+            if n == 1 { expected + 1 } else { 0 }
+        };
+        if version == 0 {
+            let found: Option<i64> = conn
+                .exec_first(&self.sql.version, params! {id, now, idle})
+                .map_err(&failed)?;
+            return Err(Error::Conflict {
+                id: session.id.clone(),
+                expected,
+                found: found.map_or(0, super::ms_u64),
+            });
+        }
+        session.mark_saved(from_millis(super::ms_u64(now)), version);
+        Ok(())
+    }
+
+    fn page(&self, after: Option<&SessionId>) -> Result<Page> {
+        let mut conn = self.conn()?;
+        let off = self.common.clock_offset.millis();
+        let idle = self.common.idle_ms();
+        let after = after.map_or("", SessionId::as_str);
+        let rows: Vec<(String, Vec<u8>, i64, i64, i64)> = conn
+            .exec(&self.sql.page, params! {off, idle, after})
+            .map_err(self.err("listing sessions failed"))?;
+        let more = rows.len() == super::PAGE_SIZE;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for (id, data, expires, modified, version) in rows {
+            sessions.push(restore(
+                SessionId::new(id)?,
+                data,
+                expires,
+                modified,
+                version,
+            ));
+        }
+        let last = if more {
+            sessions.last().map(|s| s.id.clone())
+        } else {
+            None
+        };
+        Ok((sessions, last))
+    }
+}
+
+impl SessionStore for MySqlStore {
+    fn setup(&self) -> Result<()> {
+        self.conn()?
+            .query_drop(&self.sql.setup)
+            .map_err(self.err("setup failed (creating the table needs the CREATE privilege)"))
+    }
+
+    fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
+        let off = self.common.clock_offset.millis();
+        let idle = self.common.idle_ms();
+        let row: Option<(Vec<u8>, i64, i64, i64)> = self
+            .conn()?
+            .exec_first(&self.sql.load, params! {"id" => id.as_str(), off, idle})
+            .map_err(self.err("load failed"))?;
+        Ok(row.map(|(data, expires, modified, version)| {
+            restore(id.clone(), data, expires, modified, version)
+        }))
+    }
+
+    fn save_session(&self, session: &mut Session) -> Result<()> {
+        self.save(session, false)
+    }
+
+    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        self.save(session, true)
+    }
+
+    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let now = self.now(&mut conn)?;
+        let idle = self.common.idle_ms();
+        let n = self
+            .write(
+                &mut conn,
+                &self.sql.touch,
+                || params! {"id" => id.as_str(), now, idle},
+            )
+            .map_err(self.err("touch failed"))?;
+        Ok(n > 0)
+    }
+
+    fn delete_session(&self, id: &SessionId) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let now = self.now(&mut conn)?;
+        let idle = self.common.idle_ms();
+        let id = id.as_str();
+        let failed = self.err("delete failed");
+        self.write(&mut conn, &self.sql.delete_dead, || params! {id, now, idle})
+            .map_err(&failed)?;
+        let n = self
+            .write(&mut conn, &self.sql.delete, || params! {id})
+            .map_err(&failed)?;
+        Ok(n > 0)
+    }
+
+    fn has_session(&self, id: &SessionId) -> Result<bool> {
+        let off = self.common.clock_offset.millis();
+        let idle = self.common.idle_ms();
+        let row: Option<i64> = self
+            .conn()?
+            .exec_first(
+                &self.sql.version_c,
+                params! {"id" => id.as_str(), off, idle},
+            )
+            .map_err(self.err("lookup failed"))?;
+        Ok(row.is_some())
+    }
+
+    fn iter_sessions(&self) -> Result<SessionIter<'_>> {
+        Ok(Box::new(Paged::new(move |after| self.page(after))))
+    }
+
+    fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
+        let mut conn = self.conn()?;
+        let now = self.now(&mut conn)?;
+        let limit = i64::try_from(duration_millis(max_idle))
+            .unwrap_or(i64::MAX)
+            .min(self.common.idle_ms());
+        let cutoff = now.saturating_sub(limit);
+        let n = self
+            .write(&mut conn, &self.sql.delete_old, || params! {now, cutoff})
+            .map_err(self.err("deleting old sessions failed"))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn is_thread_safe(&self) -> bool {
+        true
+    }
+
+    fn is_multiprocess_safe(&self) -> bool {
+        true
+    }
+}
+
+/// The store's statements, with the validated table name formatted in.
+struct Sql {
+    setup: String,
+    load: String,
+    version: String,
+    version_c: String,
+    upsert: String,
+    insert: String,
+    update: String,
+    touch: String,
+    delete_dead: String,
+    delete: String,
+    page: String,
+    delete_old: String,
+}
+
+impl Sql {
+    fn new(t: &str) -> Sql {
+        // live at the bound :now (writes) or at the computed c.now (reads)
+        let live = "((expires = 0 OR expires > :now) AND modified > :now - :idle)";
+        let live_c = "((s.expires = 0 OR s.expires > c.now) AND s.modified > c.now - :idle)";
+        let clock = format!("(SELECT {NOW} + :off AS now) AS c");
+        Sql {
+            setup: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 id VARCHAR({MAX_ID_LEN}) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
+                 data LONGBLOB NOT NULL, \
+                 expires BIGINT NOT NULL DEFAULT 0, \
+                 modified BIGINT NOT NULL, \
+                 version BIGINT NOT NULL, \
+                 INDEX {t}_modified (modified), \
+                 INDEX {t}_expires (expires)\
+                 ) ENGINE=InnoDB"
+            ),
+            load: format!(
+                "SELECT s.data, s.expires, s.modified, s.version FROM {t} AS s, {clock} \
+                 WHERE s.id = :id AND {live_c}"
+            ),
+            version: format!("SELECT version FROM {t} WHERE id = :id AND {live}"),
+            version_c: format!(
+                "SELECT s.version FROM {t} AS s, {clock} WHERE s.id = :id AND {live_c}"
+            ),
+            // `version` is assigned first, so it sees the old expires and
+            // modified (MySQL assigns left to right).
+            upsert: format!(
+                "INSERT INTO {t} (id, data, expires, modified, version) \
+                 VALUES (:id, :data, :expires, :now, 1) \
+                 ON DUPLICATE KEY UPDATE \
+                 version = LAST_INSERT_ID(IF({live}, version + 1, 1)), \
+                 data = VALUES(data), expires = VALUES(expires), modified = VALUES(modified)"
+            ),
+            insert: format!(
+                "INSERT INTO {t} (id, data, expires, modified, version) \
+                 VALUES (:id, :data, :expires, :now, 1)"
+            ),
+            update: format!(
+                "UPDATE {t} SET data = :data, expires = :expires, modified = :now, version = version + 1 \
+                 WHERE id = :id AND version = :v AND {live}"
+            ),
+            touch: format!("UPDATE {t} SET modified = :now WHERE id = :id AND {live}"),
+            delete_dead: format!("DELETE FROM {t} WHERE id = :id AND NOT {live}"),
+            delete: format!("DELETE FROM {t} WHERE id = :id"),
+            page: format!(
+                "SELECT s.id, s.data, s.expires, s.modified, s.version FROM {t} AS s, {clock} \
+                 WHERE s.id > :after AND {live_c} ORDER BY s.id LIMIT {}",
+                super::PAGE_SIZE
+            ),
+            delete_old: format!(
+                "DELETE FROM {t} WHERE modified <= :cutoff OR (expires <> 0 AND expires <= :now)"
+            ),
+        }
+    }
+}
+
+/// Turns a client error into an [`Error::Backend`] that says what to do.
+fn my_error(target: &str, what: &str, e: mysql::Error) -> Error {
+    let hint = match &e {
+        mysql::Error::MySqlError(m) => match m.code {
+            1044 | 1045 | 1698 => "authentication failed: check the user and password in the URL",
+            1049 => "the database does not exist: create it (CREATE DATABASE name) or fix the URL",
+            1146 => "the table is missing: call setup() first",
+            1153 | 1301 => "the data exceeds the server's max_allowed_packet: raise it",
+            1205 => "a lock wait timed out: another transaction holds the row",
+            1142 => "permission denied: grant the user rights on the table",
+            _ => "the server rejected the statement",
+        },
+        mysql::Error::IoError(_) | mysql::Error::CodecError(_) => {
+            "could not talk to the server: check that MySQL/MariaDB is running and accepts TCP connections at this address"
+        }
+        mysql::Error::DriverError(
+            mysql::DriverError::ConnectTimeout | mysql::DriverError::Timeout,
+        ) => "timed out: check that the server is running and not overloaded",
+        mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(_)) => {
+            "could not connect: check that MySQL/MariaDB is running and accepts TCP connections at this address"
+        }
+        mysql::Error::DriverError(_) => "the client failed",
+        mysql::Error::UrlError(_) => "invalid connection URL",
+        _ => "unexpected error",
+    };
+    backend_error(
+        BACKEND,
+        target,
+        format!("{what}: {hint} ({e})"),
+        Some(Box::new(e)),
+    )
+}

@@ -1,0 +1,286 @@
+//! Test locations on the database servers: one private table or key prefix
+//! per test (random suffix), dropped again when the location is dropped.
+//! A server that cannot be reached fails the test with how to start it.
+
+#![cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sessionlog::ClockOffset;
+
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+use super::conformance::{Backend, Config};
+
+/// The server URL from `var`, or `default`.
+pub fn url(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+pub fn postgres_url() -> String {
+    url(
+        "SESSIONLOG_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1/test",
+    )
+}
+
+pub fn mysql_url() -> String {
+    url("SESSIONLOG_MYSQL_URL", "mysql://root@127.0.0.1/test")
+}
+
+pub fn redis_url() -> String {
+    url("SESSIONLOG_REDIS_URL", "redis://127.0.0.1/")
+}
+
+/// Fails the test: the server is needed and did not answer.
+pub fn unreachable(what: &str, var: &str, err: &dyn std::fmt::Display) -> ! {
+    panic!(
+        "{what} is needed by these tests (feature on) but failed: {err}\n\
+         Start the servers with `bash .ci/servers.sh` (see SERVERS.md), or point {var} at a \
+         running server, or build without the feature."
+    )
+}
+
+/// A name no other test run uses: `<stem>_<pid>_<time>_<n>`.
+pub fn unique(stem: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{stem}_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The shared clock offset of one location: set on first open so that the
+/// server's clock reads the test clock's time, then moved by `advance`.
+pub struct Clock {
+    offset: ClockOffset,
+    set: AtomicBool,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            offset: ClockOffset::new(),
+            set: AtomicBool::new(false),
+        }
+    }
+
+    pub fn for_open(&self, cfg: &Config) -> ClockOffset {
+        if !self.set.swap(true, Ordering::SeqCst) {
+            use sessionlog::Clock as _;
+            self.offset.set_to(cfg.clock.now());
+        }
+        self.offset.clone()
+    }
+
+    pub fn advance(&self, cfg: &Config, d: Duration) {
+        cfg.clock.advance(d);
+        self.offset.advance(d);
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub use self::postgres::Postgres;
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use sessionlog::PostgresStore;
+
+    pub struct Postgres {
+        pub table: String,
+        clock: Clock,
+    }
+
+    impl Backend for Postgres {
+        type Store = PostgresStore;
+        const PERSISTENT: bool = true;
+        fn new_location() -> Self {
+            Postgres {
+                table: unique("sl_test"),
+                clock: Clock::new(),
+            }
+        }
+        fn open(&self, cfg: &Config) -> PostgresStore {
+            let mut b = PostgresStore::builder(&postgres_url())
+                .table(&self.table)
+                .pool_size(8)
+                .max_session_size(cfg.max_session_size)
+                .clock_offset(self.clock.for_open(cfg));
+            if let Some(idle) = cfg.max_idle {
+                b = b.max_idle(idle);
+            }
+            b.open()
+                .unwrap_or_else(|e| unreachable("PostgreSQL", "SESSIONLOG_POSTGRES_URL", &e))
+        }
+        fn advance(&self, cfg: &Config, d: Duration) {
+            self.clock.advance(cfg, d);
+        }
+    }
+
+    impl Drop for Postgres {
+        fn drop(&mut self) {
+            if let Ok(mut c) = ::postgres::Client::connect(&postgres_url(), ::postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP TABLE IF EXISTS {}", self.table));
+            }
+        }
+    }
+}
+
+#[cfg(feature = "mysql")]
+pub use self::mysql::MySql;
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use ::mysql::prelude::Queryable;
+    use sessionlog::MySqlStore;
+
+    pub struct MySql {
+        pub table: String,
+        clock: Clock,
+    }
+
+    impl Backend for MySql {
+        type Store = MySqlStore;
+        const PERSISTENT: bool = true;
+        fn new_location() -> Self {
+            MySql {
+                table: unique("sl_test"),
+                clock: Clock::new(),
+            }
+        }
+        fn open(&self, cfg: &Config) -> MySqlStore {
+            let mut b = MySqlStore::builder(&mysql_url())
+                .table(&self.table)
+                .pool_size(8)
+                .max_session_size(cfg.max_session_size)
+                .clock_offset(self.clock.for_open(cfg));
+            if let Some(idle) = cfg.max_idle {
+                b = b.max_idle(idle);
+            }
+            b.open()
+                .unwrap_or_else(|e| unreachable("MariaDB/MySQL", "SESSIONLOG_MYSQL_URL", &e))
+        }
+        fn advance(&self, cfg: &Config, d: Duration) {
+            self.clock.advance(cfg, d);
+        }
+    }
+
+    impl Drop for MySql {
+        fn drop(&mut self) {
+            if let Ok(mut c) =
+                ::mysql::Conn::new(::mysql::Opts::from_url(&mysql_url()).expect("url"))
+            {
+                let _ = c.query_drop(format!("DROP TABLE IF EXISTS {}", self.table));
+            }
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+pub use self::redis::Redis;
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use sessionlog::RedisStore;
+
+    pub struct Redis {
+        pub prefix: String,
+        clock: Clock,
+    }
+
+    impl Backend for Redis {
+        type Store = RedisStore;
+        const PERSISTENT: bool = true;
+        fn new_location() -> Self {
+            Redis {
+                prefix: unique("sl_test"),
+                clock: Clock::new(),
+            }
+        }
+        fn open(&self, cfg: &Config) -> RedisStore {
+            let mut b = RedisStore::builder(&redis_url())
+                .key_prefix(&self.prefix)
+                .pool_size(8)
+                .max_session_size(cfg.max_session_size)
+                .clock_offset(self.clock.for_open(cfg));
+            if let Some(idle) = cfg.max_idle {
+                b = b.max_idle(idle);
+            }
+            b.open()
+                .unwrap_or_else(|e| unreachable("Redis", "SESSIONLOG_REDIS_URL", &e))
+        }
+        fn advance(&self, cfg: &Config, d: Duration) {
+            self.clock.advance(cfg, d);
+        }
+    }
+
+    impl Drop for Redis {
+        fn drop(&mut self) {
+            let Ok(client) = ::redis::Client::open(redis_url()) else {
+                return;
+            };
+            let Ok(mut c) = client.get_connection() else {
+                return;
+            };
+            let pattern = format!("{{{}}}:*", self.prefix);
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut c)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: ::redis::RedisResult<()> = ::redis::cmd("DEL").arg(&keys).query(&mut c);
+            }
+        }
+    }
+}
+
+/// A location that a child process can reopen by name.
+pub trait Named: Backend {
+    /// The table name or key prefix.
+    fn name(&self) -> &str;
+    /// Opens the store at `name` with default options (setup not called).
+    fn open_named(name: &str) -> Self::Store;
+}
+
+#[cfg(feature = "postgres")]
+impl Named for Postgres {
+    fn name(&self) -> &str {
+        &self.table
+    }
+    fn open_named(name: &str) -> sessionlog::PostgresStore {
+        sessionlog::PostgresStore::builder(&postgres_url())
+            .table(name)
+            .open()
+            .unwrap_or_else(|e| unreachable("PostgreSQL", "SESSIONLOG_POSTGRES_URL", &e))
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Named for MySql {
+    fn name(&self) -> &str {
+        &self.table
+    }
+    fn open_named(name: &str) -> sessionlog::MySqlStore {
+        sessionlog::MySqlStore::builder(&mysql_url())
+            .table(name)
+            .open()
+            .unwrap_or_else(|e| unreachable("MariaDB/MySQL", "SESSIONLOG_MYSQL_URL", &e))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Named for Redis {
+    fn name(&self) -> &str {
+        &self.prefix
+    }
+    fn open_named(name: &str) -> sessionlog::RedisStore {
+        sessionlog::RedisStore::builder(&redis_url())
+            .key_prefix(name)
+            .open()
+            .unwrap_or_else(|e| unreachable("Redis", "SESSIONLOG_REDIS_URL", &e))
+    }
+}
