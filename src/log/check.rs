@@ -189,25 +189,29 @@ pub fn check_with(
     };
     let walked = walk(&log, &mut report, &mut progress);
     progress(walked, log.len() as u64);
-    if committed > file_bytes && report.torn_tail.is_none() {
-        // The committed records run past the end of the file.
-        let offset = report
+    if committed > file_bytes {
+        // The committed records run past the end of the file: the range
+        // that reaches the file's end is bad up to the committed end.
+        let reason = "the file ends before its committed length";
+        if let Some(t) = &mut report.torn_tail {
+            t.len = committed - t.offset;
+        } else if let Some(d) = report
             .corruption
-            .last()
+            .last_mut()
             .filter(|d| d.resumes_at.is_none())
-            .map_or(file_bytes, |d| d.offset);
-        let reason = "the file ends before its committed length".to_owned();
-        if offset >= synced {
+        {
+            d.len = committed - d.offset;
+        } else if file_bytes >= synced {
             report.torn_tail = Some(TornTail {
-                offset,
-                len: committed - offset,
-                reason,
+                offset: file_bytes,
+                len: committed - file_bytes,
+                reason: reason.to_owned(),
             });
-        } else if report.corruption.last().is_none_or(|d| d.offset != offset) {
+        } else {
             report.corruption.push(Damage {
-                offset,
-                len: committed - offset,
-                reason,
+                offset: file_bytes,
+                len: committed - file_bytes,
+                reason: reason.to_owned(),
                 resumes_at: None,
             });
         }
@@ -244,7 +248,7 @@ fn walk(log: &[u8], report: &mut CheckReport, progress: &mut impl FnMut(u64, u64
                             len: total - pos as u64,
                             reason: e.to_string(),
                         });
-                        return pos as u64;
+                        break;
                     }
                     bad = Some((pos, e));
                 }
@@ -287,10 +291,16 @@ fn walk(log: &[u8], report: &mut CheckReport, progress: &mut impl FnMut(u64, u64
         }
         pos = pos.saturating_add(rec.padded_len);
     }
+    // Where the walk stopped: the torn tail's start, or the end.
+    let walked = if report.torn_tail.is_some() {
+        pos as u64
+    } else {
+        total
+    };
     if let Some((start, e)) = bad {
         report.corruption.push(Damage {
             offset: HEADER_SIZE + start as u64,
-            len: total - start as u64,
+            len: walked - start as u64,
             reason: e.to_string(),
             resumes_at: None,
         });
@@ -304,9 +314,9 @@ fn walk(log: &[u8], report: &mut CheckReport, progress: &mut impl FnMut(u64, u64
         .filter(|l| l.expires_ms != 0 && l.expires_ms <= now_ms)
         .count() as u64;
     report.live_bytes = live.values().map(|l| l.len).sum();
-    let valid_bytes = total - report.corrupt_bytes();
+    let valid_bytes = walked.saturating_sub(report.corrupt_bytes());
     report.garbage_bytes = valid_bytes.saturating_sub(report.live_bytes);
-    total
+    walked
 }
 
 fn word_at(header: &[u8], at: usize) -> u64 {
@@ -440,6 +450,8 @@ mod tests {
         assert!(r.is_healthy());
         assert_eq!(r.torn_tail.as_ref().map(|t| t.offset), Some(offs[3]));
         assert_eq!(r.records.total(), 3);
+        // b's delete is torn: it is still live.
+        assert_eq!(r.live_sessions, 2);
     }
 
     #[test]
@@ -486,6 +498,35 @@ mod tests {
             g[i] ^= 0x5A;
             std::fs::write(&p, &g).expect("write");
             let _ = check(&p);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Any body after a valid header, with any committed and synced
+        /// words, is reported or refused, never a panic; and the byte
+        /// accounting adds up.
+        #[test]
+        fn never_panics_on_any_body(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            committed in 0u64..5000,
+            synced in 0u64..5000,
+            records in 0usize..4,
+        ) {
+            let mut log = Vec::new();
+            for i in 0..records {
+                rec(&mut log, Kind::Put, format!("id{i}").as_bytes(), b"data");
+            }
+            log.extend_from_slice(&body);
+            let mut f = header(HEADER_SIZE + committed, HEADER_SIZE + synced);
+            f.extend_from_slice(&log);
+            if let Ok(r) = check_bytes(&f) {
+                let torn = r.torn_tail.as_ref().map_or(0, |t| t.len);
+                proptest::prop_assert_eq!(
+                    r.live_bytes + r.garbage_bytes + r.corrupt_bytes() + torn,
+                    r.committed - HEADER_SIZE
+                );
+            }
         }
     }
 }
