@@ -265,7 +265,7 @@ fn check_finds_corruption_and_repair_salvages() {
     let out = stdout(&o);
     assert!(out.contains(&format!("at offset {second}")), "{out}");
     assert!(out.contains("damaged file is kept at"), "{out}");
-    assert!(out.contains("holds 2 sessions"), "{out}");
+    assert!(out.contains("now holds 2 session(s)"), "{out}");
 
     let o = sessionlog(&["check", p]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));

@@ -63,8 +63,8 @@ pub fn check(path: &Path, repair: bool) -> Outcome {
     }
     writeln!(
         out,
-        "repair: the store holds {} sessions ({} before the damage could be counted)",
-        stats.sessions, report.live_sessions
+        "repair: the store now holds {} session(s); one whose latest save or delete lay in a dropped range is lost or back at an older save",
+        stats.sessions
     )?;
     drop(store);
     let after = verify(path)?;
