@@ -105,12 +105,18 @@ fn print_session(out: &mut impl Write, s: &Session) -> io::Result<()> {
         "expires:  {}",
         s.expires.map_or_else(|| "never".into(), fmt_time)
     )?;
-    match std::str::from_utf8(&s.data) {
-        Ok(text) => {
+    // Text only if printing it cannot move the cursor or recolour the
+    // terminal: control characters other than tab and newlines go as hex.
+    let text = std::str::from_utf8(&s.data).ok().filter(|t| {
+        !t.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    });
+    match text {
+        Some(text) => {
             writeln!(out, "data:     {} bytes, UTF-8", s.data.len())?;
             writeln!(out, "{text}")
         }
-        Err(_) => {
+        None => {
             writeln!(out, "data:     {} bytes, binary", s.data.len())?;
             hex_dump(out, &s.data)
         }

@@ -94,28 +94,25 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    fn save(&mut self, i: usize) -> sessionlog::Result<()> {
+    fn save(&mut self, i: usize) -> Result<(), Failure> {
         let n = self.rng.next().to_le_bytes();
         let k = self.data.len().min(8);
         self.data[..k].copy_from_slice(&n[..k]);
         let mut s = Session::new(self.ids[i].clone(), self.data.clone());
-        self.store.save_session(&mut s)
+        Ok(self.store.save_session(&mut s)?)
     }
     fn random(&mut self) -> usize {
         self.rng.below(self.ids.len())
     }
-    fn load(&mut self, i: usize) -> sessionlog::Result<()> {
+    fn load(&mut self, i: usize) -> Result<(), Failure> {
         match self.store.load_session(&self.ids[i])? {
             Some(_) => Ok(()),
-            None => Err(sessionlog::Error::InvalidOption(format!(
-                "bench: session {} vanished",
-                self.ids[i]
-            ))),
+            None => Err(format!("session {} vanished during the benchmark", self.ids[i]).into()),
         }
     }
 }
 
-type Op = fn(&mut Worker<'_>, usize) -> sessionlog::Result<()>;
+type Op = fn(&mut Worker<'_>, usize) -> Result<(), Failure>;
 
 pub fn bench(args: &BenchArgs) -> Outcome {
     let n = usize::try_from(args.sessions)?;
@@ -180,13 +177,12 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             if w.store.touch_session(id)? {
                 Ok(())
             } else {
-                Err(sessionlog::Error::InvalidOption(format!(
-                    "bench: session {id} vanished"
-                )))
+                Err(format!("session {id} vanished during the benchmark").into())
             }
         }),
         ("delete", |w, i| {
-            w.store.delete_session(&w.ids[i]).map(|_| ())
+            w.store.delete_session(&w.ids[i])?;
+            Ok(())
         }),
     ];
     for (name, op) in steps {
@@ -284,7 +280,7 @@ fn run_phase(
 ) -> Result<Phase, Failure> {
     let n = ids.len();
     let start = Instant::now();
-    let results: Vec<sessionlog::Result<Vec<u64>>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Vec<u64>, Failure>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
