@@ -36,7 +36,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dir::{DirOptions, DirStore};
 pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, SessionId};
-pub use log::{CompactStats, LogOptions, LogStore, RecoveryReport, Stats, SyncPolicy};
+pub use log::{
+    CheckReport, CompactStats, LogOptions, LogStore, RecoveryReport, Stats, SyncPolicy, check,
+};
 pub use memory::{DEFAULT_MAX_SESSION_SIZE, MemoryStore};
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 pub use server::ClockOffset;

@@ -8,6 +8,7 @@
 //! - `sync`: group commit and the background thread;
 //! - `store`: the `LogStore` facade and its `SessionStore` implementation.
 
+pub mod check;
 mod compact;
 mod file;
 pub mod format;
@@ -18,6 +19,7 @@ mod stats;
 mod store;
 mod sync;
 
+pub use check::{CheckReport, check};
 pub use options::{LogOptions, SyncPolicy};
 pub use stats::{CompactStats, RecoveryReport, Stats};
 pub use store::LogStore;

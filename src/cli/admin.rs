@@ -1,0 +1,258 @@
+//! The commands that read or change sessions: setup, list, show, delete,
+//! expire, compact, stats.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::json;
+use sessionlog::{LogStore, Session, SessionId, SessionStore};
+
+use super::{Outcome, fmt_bytes, fmt_time, millis, open_existing, require_header, spinner};
+
+pub fn setup(path: &Path) -> Outcome {
+    let existed = path.exists();
+    if existed {
+        require_header(path)?;
+    }
+    let store = LogStore::options().background(false).open(path)?;
+    store.setup()?;
+    let stats = store.stats()?;
+    let mut out = io::stdout().lock();
+    if existed {
+        writeln!(
+            out,
+            "{}: a valid store with {} sessions (generation {})",
+            path.display(),
+            stats.sessions - stats.expired,
+            stats.generation
+        )?;
+        if let Some(off) = stats.recovery.torn_tail_offset {
+            writeln!(
+                out,
+                "cut a torn tail of {} bytes at offset {off} (an interrupted write)",
+                stats.recovery.torn_tail_bytes
+            )?;
+        }
+    } else {
+        writeln!(out, "created a store at {}", path.display())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(path: &Path, limit: Option<usize>, json: bool) -> Outcome {
+    let store = open_existing(path)?;
+    let mut out = io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{:<32} {:>9} {:<24} {:<24} {:>7}",
+            "ID", "SIZE", "MODIFIED", "EXPIRES", "VERSION"
+        )?;
+    }
+    for s in store.iter_sessions()?.take(limit.unwrap_or(usize::MAX)) {
+        let s = s?;
+        if json {
+            let line = json!({
+                "id": s.id.as_str(),
+                "size": s.data.len(),
+                "modified": s.modified().map(fmt_time),
+                "expires": s.expires.map(fmt_time),
+                "version": s.version(),
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "{:<32} {:>9} {:<24} {:<24} {:>7}",
+                s.id.as_str(),
+                s.data.len(),
+                s.modified().map_or_else(|| "-".into(), fmt_time),
+                s.expires.map_or_else(|| "never".into(), fmt_time),
+                s.version()
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(path: &Path, id: &SessionId, raw: bool) -> Outcome {
+    let store = open_existing(path)?;
+    let Some(s) = store.load_session(id)? else {
+        return Err(format!("{}: no session {id}", path.display()).into());
+    };
+    let mut out = io::stdout().lock();
+    if raw {
+        out.write_all(&s.data)?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_session(&mut out, &s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_session(out: &mut impl Write, s: &Session) -> io::Result<()> {
+    writeln!(out, "id:       {}", s.id)?;
+    writeln!(out, "version:  {}", s.version())?;
+    writeln!(
+        out,
+        "modified: {}",
+        s.modified().map_or_else(|| "-".into(), fmt_time)
+    )?;
+    writeln!(
+        out,
+        "expires:  {}",
+        s.expires.map_or_else(|| "never".into(), fmt_time)
+    )?;
+    // Text only if printing it cannot move the cursor or recolour the
+    // terminal: control characters other than tab and newlines go as hex.
+    let text = std::str::from_utf8(&s.data).ok().filter(|t| {
+        !t.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    });
+    match text {
+        Some(text) => {
+            writeln!(out, "data:     {} bytes, UTF-8", s.data.len())?;
+            writeln!(out, "{text}")
+        }
+        None => {
+            writeln!(out, "data:     {} bytes, binary", s.data.len())?;
+            hex_dump(out, &s.data)
+        }
+    }
+}
+
+/// `00000010  68 65 6c 6c 6f ...  |hello...|`, 16 bytes a line.
+fn hex_dump(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    for (i, chunk) in data.chunks(16).enumerate() {
+        write!(out, "{:08x} ", i * 16)?;
+        for j in 0..16 {
+            match chunk.get(j) {
+                Some(b) => write!(out, " {b:02x}")?,
+                None => write!(out, "   ")?,
+            }
+        }
+        let ascii: String = chunk
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    char::from(b)
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        writeln!(out, "  |{ascii}|")?;
+    }
+    Ok(())
+}
+
+pub fn delete(path: &Path, ids: &[SessionId]) -> Outcome {
+    let store = open_existing(path)?;
+    let mut out = io::stdout().lock();
+    let mut missing = 0;
+    for id in ids {
+        if store.delete_session(id)? {
+            writeln!(out, "deleted {id}")?;
+        } else {
+            missing += 1;
+            eprintln!("sessionlog: {}: no session {id}", path.display());
+        }
+    }
+    store.sync()?;
+    Ok(if missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn expire(path: &Path, idle: Duration) -> Outcome {
+    let store = open_existing(path)?;
+    let bar = spinner("expiring");
+    let removed = store.delete_old_sessions(idle);
+    bar.finish_and_clear();
+    let removed = removed?;
+    let stats = store.stats()?;
+    writeln!(
+        io::stdout().lock(),
+        "removed {removed} sessions idle for {} or longer; {} remain",
+        humantime::format_duration(idle),
+        stats.sessions - stats.expired
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn compact(path: &Path) -> Outcome {
+    let store = open_existing(path)?;
+    let bar = spinner("compacting");
+    let c = store.compact();
+    bar.finish_and_clear();
+    let c = c?;
+    writeln!(
+        io::stdout().lock(),
+        "kept {} sessions, dropped {}; {} -> {} (generation {})",
+        c.kept,
+        c.dropped,
+        fmt_bytes(c.bytes_before),
+        fmt_bytes(c.bytes_after),
+        c.generation
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stats(path: &Path, as_json: bool) -> Outcome {
+    let store = open_existing(path)?;
+    let s = store.stats()?;
+    let mut out = io::stdout().lock();
+    if as_json {
+        let last = s.last_compaction.as_ref().map(|c| {
+            json!({
+                "finished": fmt_time(c.finished),
+                "finished_ms": millis(c.finished),
+                "kept": c.kept,
+                "dropped": c.dropped,
+                "bytes_before": c.bytes_before,
+                "generation": c.generation,
+            })
+        });
+        let v = json!({
+            "path": path.display().to_string(),
+            "sessions": s.sessions - s.expired,
+            "expired": s.expired,
+            "live_bytes": s.live_bytes,
+            "log_bytes": s.log_bytes,
+            "file_bytes": s.file_bytes,
+            "garbage_ratio": s.garbage_ratio,
+            "generation": s.generation,
+            "last_compaction": last,
+        });
+        writeln!(out, "{v}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "path:            {}", path.display())?;
+    writeln!(
+        out,
+        "sessions:        {} (and {} expired, dropped at the next compaction)",
+        s.sessions - s.expired,
+        s.expired
+    )?;
+    writeln!(out, "live bytes:      {}", fmt_bytes(s.live_bytes))?;
+    writeln!(out, "log bytes:       {}", fmt_bytes(s.log_bytes))?;
+    writeln!(out, "file bytes:      {}", fmt_bytes(s.file_bytes))?;
+    writeln!(out, "garbage ratio:   {:.3}", s.garbage_ratio)?;
+    writeln!(out, "generation:      {}", s.generation)?;
+    match &s.last_compaction {
+        Some(c) => writeln!(
+            out,
+            "last compaction: {}, kept {} sessions, dropped {}, from {}",
+            fmt_time(c.finished),
+            c.kept,
+            c.dropped,
+            fmt_bytes(c.bytes_before)
+        )?,
+        None => writeln!(out, "last compaction: never")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

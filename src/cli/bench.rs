@@ -1,0 +1,344 @@
+//! `sessionlog bench`: the session workload, phase by phase, with
+//! operations per second and latency percentiles.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::ProgressBar;
+use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
+
+use super::{Failure, Outcome, SyncArg, fmt_bytes, progress};
+
+/// Arguments of `sessionlog bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Sessions to create (each later phase does as many operations).
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    sessions: u64,
+    /// Bytes of data per session.
+    #[arg(long, value_name = "B", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(0..=16 << 20))]
+    value_size: u64,
+    /// Threads sharing the store.
+    #[arg(long, value_name = "T", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
+    /// When saves reach the disk.
+    #[arg(long, value_enum, default_value_t = SyncArg::Interval)]
+    sync: SyncArg,
+    /// The store to use (kept afterwards); default: a temporary store,
+    /// removed afterwards.
+    path: Option<PathBuf>,
+}
+
+/// Times of one phase.
+struct Phase {
+    name: &'static str,
+    ops: u64,
+    elapsed: Duration,
+    /// Sorted latencies in nanoseconds.
+    latencies: Vec<u64>,
+}
+
+/// Removes a temporary store and its side files when dropped.
+struct TempStore(PathBuf);
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let (Some(dir), Some(name)) = (self.0.parent(), self.0.file_name()) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// A small, fast generator (xorshift64*) for picking ids; not for secrets.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        Rng(u64::from_le_bytes(b) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        // n <= 100 million, so the modulo bias is negligible.
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// State of one worker thread.
+struct Worker<'a> {
+    store: &'a LogStore,
+    ids: &'a [SessionId],
+    rng: Rng,
+    data: Vec<u8>,
+}
+
+impl Worker<'_> {
+    fn save(&mut self, i: usize) -> Result<(), Failure> {
+        let n = self.rng.next().to_le_bytes();
+        let k = self.data.len().min(8);
+        self.data[..k].copy_from_slice(&n[..k]);
+        let mut s = Session::new(self.ids[i].clone(), self.data.clone());
+        Ok(self.store.save_session(&mut s)?)
+    }
+    fn random(&mut self) -> usize {
+        self.rng.below(self.ids.len())
+    }
+    fn load(&mut self, i: usize) -> Result<(), Failure> {
+        match self.store.load_session(&self.ids[i])? {
+            Some(_) => Ok(()),
+            None => Err(format!("session {} vanished during the benchmark", self.ids[i]).into()),
+        }
+    }
+}
+
+type Op = fn(&mut Worker<'_>, usize) -> Result<(), Failure>;
+
+pub fn bench(args: &BenchArgs) -> Outcome {
+    let n = usize::try_from(args.sessions)?;
+    let threads = usize::try_from(args.threads)?;
+    let value_size = usize::try_from(args.value_size)?;
+    let (path, _temp) = match &args.path {
+        Some(p) => (p.clone(), None),
+        None => {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let p = std::env::temp_dir().join(format!(
+                "sessionlog-bench-{}-{nanos}.db",
+                std::process::id()
+            ));
+            (p.clone(), Some(TempStore(p)))
+        }
+    };
+    let ids = random_ids(n)?;
+    let open = || -> sessionlog::Result<LogStore> {
+        let (sync, background) = match args.sync {
+            SyncArg::Always => (SyncPolicy::Always, false),
+            SyncArg::Interval => (SyncPolicy::Interval(Duration::from_secs(1)), true),
+            SyncArg::Never => (SyncPolicy::Never, false),
+        };
+        LogStore::options()
+            .sync(sync)
+            .background(background)
+            .open(&path)
+    };
+    const REOPENS: u64 = 5;
+    let bar = progress(args.sessions * 6 + REOPENS, "bench");
+    let mut data = vec![0u8; value_size];
+    let mut rng = Rng::seeded();
+    for b in &mut data {
+        *b = b'a' + (rng.next() % 26) as u8;
+    }
+
+    let store = open()?;
+    let mut phases = Vec::new();
+    let steps: [(&'static str, Op); 6] = [
+        ("save", |w, i| w.save(i)),
+        ("load", |w, _| {
+            let i = w.random();
+            w.load(i)
+        }),
+        ("overwrite", |w, _| {
+            let i = w.random();
+            w.save(i)
+        }),
+        ("mixed 90/10", |w, _| {
+            let i = w.random();
+            if w.rng.below(10) == 0 {
+                w.save(i)
+            } else {
+                w.load(i)
+            }
+        }),
+        ("touch", |w, _| {
+            let i = w.random();
+            let id = &w.ids[i];
+            if w.store.touch_session(id)? {
+                Ok(())
+            } else {
+                Err(format!("session {id} vanished during the benchmark").into())
+            }
+        }),
+        ("delete", |w, i| {
+            w.store.delete_session(&w.ids[i])?;
+            Ok(())
+        }),
+    ];
+    for (name, op) in steps {
+        bar.set_message(name);
+        phases.push(run_phase(name, &store, &ids, threads, &data, &bar, op)?);
+    }
+    drop(store);
+
+    bar.set_message("reopen");
+    let mut reopen = Vec::new();
+    let start = Instant::now();
+    for _ in 0..REOPENS {
+        let t = Instant::now();
+        let s = open()?;
+        reopen.push(nanos(t.elapsed()));
+        drop(s);
+        bar.inc(1);
+    }
+    let elapsed = start.elapsed();
+    reopen.sort_unstable();
+    phases.push(Phase {
+        name: "reopen",
+        ops: REOPENS,
+        elapsed,
+        latencies: reopen,
+    });
+    let store = open()?;
+    let stats = store.stats()?;
+    drop(store);
+    bar.finish_and_clear();
+
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "sessionlog bench: {} sessions, {value_size}-byte values, {threads} thread(s), sync {}, {}",
+        args.sessions,
+        format!("{:?}", args.sync).to_lowercase(),
+        match &args.path {
+            Some(p) => format!("store {}", p.display()),
+            None => "temporary store".to_owned(),
+        }
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:>9} {:>12} {:>10} {:>10}",
+        "phase", "ops", "ops/s", "p50", "p99"
+    )?;
+    for p in &phases {
+        let secs = p.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { p.ops as f64 / secs } else { 0.0 };
+        writeln!(
+            out,
+            "{:<12} {:>9} {:>12.0} {:>10} {:>10}",
+            p.name,
+            p.ops,
+            rate,
+            fmt_nanos(percentile(&p.latencies, 50)),
+            fmt_nanos(percentile(&p.latencies, 99)),
+        )?;
+    }
+    writeln!(
+        out,
+        "final file: {} on disk, {} of log, generation {}",
+        fmt_bytes(stats.file_bytes),
+        fmt_bytes(stats.log_bytes),
+        stats.generation
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `n` distinct ids of 32 hex characters from the system's random source.
+fn random_ids(n: usize) -> Result<Vec<SessionId>, Failure> {
+    let mut raw = vec![0u8; n * 16];
+    getrandom::fill(&mut raw).map_err(|e| format!("random source failed: {e}"))?;
+    let mut ids = Vec::with_capacity(n);
+    let mut hex = String::with_capacity(32);
+    for chunk in raw.chunks_exact(16) {
+        hex.clear();
+        for b in chunk {
+            let _ = write!(hex, "{b:02x}");
+        }
+        ids.push(SessionId::new(hex.as_str())?);
+    }
+    Ok(ids)
+}
+
+fn run_phase(
+    name: &'static str,
+    store: &LogStore,
+    ids: &[SessionId],
+    threads: usize,
+    data: &[u8],
+    bar: &ProgressBar,
+    op: Op,
+) -> Result<Phase, Failure> {
+    let n = ids.len();
+    let start = Instant::now();
+    let results: Vec<Result<Vec<u64>, Failure>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut w = Worker {
+                        store,
+                        ids,
+                        rng: Rng::seeded(),
+                        data: data.to_vec(),
+                    };
+                    let mut lat = Vec::with_capacity(n / threads + 1);
+                    for i in (t..n).step_by(threads) {
+                        let t0 = Instant::now();
+                        op(&mut w, i)?;
+                        lat.push(nanos(t0.elapsed()));
+                        if lat.len() % 1024 == 0 {
+                            bar.inc(1024);
+                        }
+                    }
+                    bar.inc((lat.len() % 1024) as u64);
+                    Ok(lat)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a bench thread panicked"))
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let mut latencies = Vec::with_capacity(n);
+    for r in results {
+        latencies.extend(r?);
+    }
+    latencies.sort_unstable();
+    Ok(Phase {
+        name,
+        ops: n as u64,
+        elapsed,
+        latencies,
+    })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn fmt_nanos(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}

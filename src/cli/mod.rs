@@ -1,0 +1,261 @@
+//! The command line: arguments, dispatch, and helpers the commands share.
+
+mod admin;
+mod bench;
+mod check;
+mod transfer;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use sessionlog::log::format;
+use sessionlog::{LogStore, SessionId};
+
+/// The error type of the commands: anything displayable as one sentence.
+pub type Failure = Box<dyn std::error::Error + Send + Sync>;
+/// What a command returns: an exit code, or an error printed to stderr
+/// (exit 1).
+pub type Outcome = Result<ExitCode, Failure>;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  damage found (check), a session not found (show, delete), a bad
+     import line, or the operation failed (the error names the file)
+  2  bad usage: unknown option, invalid id or duration";
+
+/// Administer sessionlog stores: inspect, expire, compact, verify, back up
+/// and benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "sessionlog", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a store, or confirm that an existing one is valid.
+    Setup {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// One line per live session: id, data size, modified, expires, version.
+    List {
+        /// The store file.
+        path: PathBuf,
+        /// Print at most this many sessions.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session: its metadata and data (UTF-8 as text, else a hex dump).
+    Show {
+        /// The store file.
+        path: PathBuf,
+        /// The session id.
+        #[arg(value_parser = parse_id)]
+        id: SessionId,
+        /// Write only the data bytes to stdout.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Delete sessions (exit 1 if any did not exist).
+    Delete {
+        /// The store file.
+        path: PathBuf,
+        /// The session ids.
+        #[arg(required = true, value_parser = parse_id)]
+        ids: Vec<SessionId>,
+    },
+    /// Delete sessions idle for at least DURATION (safe to run from cron
+    /// while servers use the store).
+    Expire {
+        /// The store file.
+        path: PathBuf,
+        /// Idle time, e.g. 30m, 2h, 14d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        idle: Duration,
+    },
+    /// Rewrite live sessions into a new file, dropping dead records.
+    Compact {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// Verify every record's checksum and the index; exit 1 on damage.
+    Check {
+        /// The store file.
+        path: PathBuf,
+        /// Salvage every valid record of a damaged store, keeping a copy of
+        /// the damaged file beside it (exit 0 once repaired).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Sessions, bytes, garbage ratio, generation and last compaction.
+    Stats {
+        /// The store file.
+        path: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every live session to stdout as JSON lines.
+    Export {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// Read JSON lines (as written by export) from stdin into a store,
+    /// creating it if needed; each line is imported whole or not at all.
+    Import {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// Benchmark the session workload on a store (a temporary one by
+    /// default, removed afterwards).
+    Bench(bench::BenchArgs),
+}
+
+/// When saves reach the disk, for `bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SyncArg {
+    /// fdatasync before every save returns.
+    Always,
+    /// fdatasync once a second in a background thread (the library default).
+    Interval,
+    /// Leave write-back to the operating system.
+    Never,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Setup { path } => admin::setup(&path),
+        Command::List { path, limit, json } => admin::list(&path, limit, json),
+        Command::Show { path, id, raw } => admin::show(&path, &id, raw),
+        Command::Delete { path, ids } => admin::delete(&path, &ids),
+        Command::Expire { path, idle } => admin::expire(&path, idle),
+        Command::Compact { path } => admin::compact(&path),
+        Command::Check { path, repair } => check::check(&path, repair),
+        Command::Stats { path, json } => admin::stats(&path, json),
+        Command::Export { path } => transfer::export(&path),
+        Command::Import { path } => transfer::import(&path),
+        Command::Bench(args) => bench::bench(&args),
+    }
+}
+
+fn parse_id(s: &str) -> Result<SessionId, String> {
+    SessionId::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 30m, 2h or 14d)"))?;
+    if d.is_zero() {
+        return Err("the idle time must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// Fails with "no store at PATH" unless `path` exists, so that commands
+/// other than `setup` and `import` never create a store by accident.
+fn require_store(path: &Path) -> Result<(), Failure> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("no store at {}", path.display()).into())
+        }
+        Err(e) => Err(format!("{}: {e}", path.display()).into()),
+    }
+}
+
+/// Opens an existing store the way every command does: no background
+/// thread, so nothing runs behind the command's back.
+fn open_existing(path: &Path) -> Result<LogStore, Failure> {
+    require_store(path)?;
+    require_header(path)?;
+    Ok(LogStore::options().background(false).open(path)?)
+}
+
+/// Fails unless `path` starts with a valid store header, before opening
+/// it: opening creates `<path>.lock`, which a non-store should not get.
+fn require_header(path: &Path) -> Result<(), Failure> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(format::H_STATIC_END as u64).read_to_end(&mut head))
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    match format::decode_static_header(&head) {
+        Err(format::HeaderError::NotAStore(reason)) => Err(sessionlog::Error::NotAStore {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        }
+        .into()),
+        // Opening reports every other problem in its own words.
+        _ => Ok(()),
+    }
+}
+
+/// A progress bar on stderr when it is a terminal, a hidden one otherwise.
+fn progress(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg:>10} [{bar:30}] {percent:>3}% {elapsed}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// A spinner on stderr when it is a terminal, for work of unknown length.
+fn spinner(what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// Largest time RFC 3339 can show (year 9999).
+const MAX_RFC3339_SECS: u64 = 253_402_300_799;
+
+/// A time as RFC 3339 UTC with milliseconds, or as milliseconds since the
+/// epoch when it is outside years 1970 to 9999.
+fn fmt_time(t: SystemTime) -> String {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.as_secs() <= MAX_RFC3339_SECS => humantime::format_rfc3339_millis(t).to_string(),
+        Ok(d) => d.as_millis().to_string(),
+        Err(_) => "0".to_owned(),
+    }
+}
+
+/// Milliseconds since the epoch (saturating, 0 before it).
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Bytes in binary units: `1.5 MiB`.
+fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

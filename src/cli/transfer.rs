@@ -1,0 +1,133 @@
+//! `export` and `import`: sessions as JSON lines, one object a line:
+//!
+//! ```text
+//! {"id":"…","data":"<base64>","modified":"2026-01-01T10:00:00.000Z","expires":null,"version":3}
+//! ```
+//!
+//! Times are RFC 3339 UTC, or milliseconds since the epoch outside years
+//! 1970 to 9999; `expires` is null for none.
+
+use std::io::{self, BufRead, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use sessionlog::{LogStore, ManualClock, Session, SessionId, SessionStore};
+
+use super::{Outcome, fmt_time, open_existing, require_header, spinner};
+
+pub fn export(path: &Path) -> Outcome {
+    let store = open_existing(path)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for s in store.iter_sessions()? {
+        let s = s?;
+        let line = json!({
+            "id": s.id.as_str(),
+            "data": BASE64.encode(&s.data),
+            "modified": s.modified().map(fmt_time),
+            "expires": s.expires.map(fmt_time),
+            "version": s.version(),
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(path: &Path) -> Outcome {
+    // The store stamps each save with its clock's time: set it to the
+    // session's own `modified` so that idle times survive the move.
+    if path.exists() {
+        require_header(path)?;
+    }
+    let clock = ManualClock::new(SystemTime::now());
+    let store = LogStore::options()
+        .background(false)
+        .clock(clock.clone())
+        .open(path)?;
+    let bar = spinner("importing");
+    let mut input = io::stdin().lock();
+    let mut buf = Vec::new();
+    let (mut line_no, mut imported, mut bad) = (0u64, 0u64, 0u64);
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let saved = parse_line(line).and_then(|(mut session, modified)| {
+            clock.set(modified.unwrap_or_else(SystemTime::now));
+            store.save_session(&mut session).map_err(|e| e.to_string())
+        });
+        match saved {
+            Ok(()) => imported += 1,
+            Err(why) => {
+                bad += 1;
+                bar.suspend(|| eprintln!("sessionlog: line {line_no}: {why}; line skipped"));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    store.sync()?;
+    writeln!(
+        io::stdout().lock(),
+        "imported {imported} sessions into {}; {bad} bad lines",
+        path.display()
+    )?;
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One exported session and its modification time, or why the line is not
+/// one. The version is not kept: the target store numbers its own saves.
+fn parse_line(line: &str) -> Result<(Session, Option<SystemTime>), String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let id = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or("\"id\" is missing or not a string")?;
+    let id = SessionId::new(id).map_err(|e| e.to_string())?;
+    let data = obj
+        .get("data")
+        .and_then(Value::as_str)
+        .ok_or("\"data\" is missing or not a string")?;
+    let data = BASE64
+        .decode(data)
+        .map_err(|e| format!("\"data\" is not base64: {e}"))?;
+    let modified = parse_time(obj.get("modified"), "modified")?;
+    let expires = parse_time(obj.get("expires"), "expires")?;
+    let mut session = Session::new(id, data);
+    session.expires = expires;
+    Ok((session, modified))
+}
+
+/// A time field: absent or null, an RFC 3339 string, or milliseconds.
+fn parse_time(v: Option<&Value>, name: &str) -> Result<Option<SystemTime>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => humantime::parse_rfc3339_weak(s)
+            .map(Some)
+            .map_err(|e| format!("\"{name}\" is not an RFC 3339 time: {e}")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+            .map(Some)
+            .ok_or_else(|| format!("\"{name}\" is not a time in milliseconds")),
+        Some(_) => Err(format!(
+            "\"{name}\" must be an RFC 3339 string, milliseconds or null"
+        )),
+    }
+}

@@ -1,0 +1,400 @@
+//! Guards the `sessionlog` admin command as users run it: every command's
+//! happy path through the real binary, exit codes (0 ok, 1 damage or
+//! failure, 2 usage), refusal to create stores by accident, damage found
+//! and repaired by `check`, and export/import round trips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+use sessionlog::log::format::{HEADER_SIZE, record_len};
+use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
+
+fn sessionlog(args: &[&str]) -> Output {
+    run(args, None)
+}
+
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionlog"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the binary runs");
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().expect("stdin is piped");
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).expect("write stdin");
+        }
+    }
+    child.wait_with_output().expect("the binary finishes")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// A synced store with three sessions; returns its path and the ids.
+fn populated(dir: &Path) -> (PathBuf, Vec<SessionId>) {
+    let path = dir.join("s.db");
+    let store = LogStore::options()
+        .sync(SyncPolicy::Always)
+        .background(false)
+        .open(&path)
+        .expect("open");
+    let mut ids = Vec::new();
+    for (id, data) in [
+        ("alice", &b"user=alice"[..]),
+        ("bob", &[0u8, 1, 2, 255][..]),
+        ("carol", b"user=carol;cart=3"),
+    ] {
+        let id = SessionId::new(id).expect("id");
+        let mut session = Session::new(id.clone(), data.to_vec())
+            .with_expires(SystemTime::now() + Duration::from_secs(3600));
+        store.save_session(&mut session).expect("save");
+        ids.push(id);
+    }
+    (path, ids)
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let o = sessionlog(&["--help"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("Exit codes"), "{}", stdout(&o));
+    assert_eq!(code(&sessionlog(&["frobnicate"])), 2);
+}
+
+#[test]
+fn setup_creates_then_confirms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("new.db");
+    let o = sessionlog(&["setup", s(&path)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("created"));
+    assert!(path.exists());
+    let o = sessionlog(&["setup", s(&path)]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("valid store with 0 sessions"));
+}
+
+#[test]
+fn commands_refuse_a_missing_store_and_create_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("missing.db");
+    let p = s(&path);
+    for args in [
+        vec!["list", p],
+        vec!["show", p, "abc"],
+        vec!["delete", p, "abc"],
+        vec!["expire", p, "--idle", "2h"],
+        vec!["compact", p],
+        vec!["check", p],
+        vec!["stats", p],
+        vec!["export", p],
+    ] {
+        let o = sessionlog(&args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        assert!(
+            stderr(&o).contains(&format!("no store at {p}")),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!o.stderr.starts_with(b"thread"), "a panic: {}", stderr(&o));
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("readdir").collect();
+    assert!(left.is_empty(), "created {left:?}");
+}
+
+#[test]
+fn a_non_store_file_is_named_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "hello").expect("write");
+    for cmd in ["list", "stats", "check", "setup", "compact"] {
+        let o = sessionlog(&[cmd, s(&path)]);
+        assert_eq!(code(&o), 1, "{cmd}");
+        let err = stderr(&o);
+        assert!(err.contains("not a sessionlog store"), "{cmd}: {err}");
+        assert!(err.contains(s(&path)), "{cmd}: {err}");
+    }
+    assert_eq!(std::fs::read(&path).expect("read"), b"hello");
+    assert!(!dir.path().join("notes.txt.lock").exists());
+}
+
+#[test]
+fn bad_ids_and_durations_are_usage_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = populated(dir.path());
+    let o = sessionlog(&["show", s(&path), "../etc/passwd"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("invalid session id"), "{}", stderr(&o));
+    assert_eq!(code(&sessionlog(&["delete", s(&path), "a b"])), 2);
+    let o = sessionlog(&["expire", s(&path), "--idle", "5 parsecs"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--idle"), "{}", stderr(&o));
+    assert_eq!(code(&sessionlog(&["expire", s(&path), "--idle", "0s"])), 2);
+}
+
+#[test]
+fn list_show_and_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = populated(dir.path());
+    let p = s(&path);
+
+    let o = sessionlog(&["list", p]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("ID"));
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.contains("carol") && out.contains("17"), "{out}");
+
+    let o = sessionlog(&["list", p, "--limit", "2", "--json"]);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0]["id"].is_string() && lines[0]["version"] == 1);
+
+    let o = sessionlog(&["show", p, "alice"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("user=alice"), "{}", stdout(&o));
+    let o = sessionlog(&["show", p, "bob"]);
+    assert!(stdout(&o).contains("00 01 02 ff"), "{}", stdout(&o));
+    let o = sessionlog(&["show", p, "bob", "--raw"]);
+    assert_eq!(o.stdout, [0u8, 1, 2, 255]);
+    let o = sessionlog(&["show", p, "nobody"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("no session nobody"));
+
+    let o = sessionlog(&["delete", p, "alice", "nobody"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("deleted alice"));
+    assert!(stderr(&o).contains("no session nobody"));
+    let o = sessionlog(&["delete", p, "bob"]);
+    assert_eq!(code(&o), 0);
+    let store = LogStore::open(&path).expect("open");
+    let left: Vec<String> = store
+        .iter_sessions()
+        .expect("iter")
+        .map(|s| s.expect("session").id.to_string())
+        .collect();
+    assert_eq!(left, ["carol"]);
+}
+
+#[test]
+fn expire_compact_and_stats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = populated(dir.path());
+    let p = s(&path);
+    let o = sessionlog(&["expire", p, "--idle", "14d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("removed 0 sessions"), "{}", stdout(&o));
+
+    let o = sessionlog(&["delete", p, "alice"]);
+    assert_eq!(code(&o), 0);
+    let o = sessionlog(&["compact", p]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("kept 2 sessions, dropped 0"),
+        "{}",
+        stdout(&o)
+    );
+
+    // expire and compact each wrote a new generation.
+    let o = sessionlog(&["stats", p]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("sessions:        2"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("generation:      3"), "{}", stdout(&o));
+    let o = sessionlog(&["stats", p, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("JSON");
+    assert_eq!(v["sessions"], 2);
+    assert_eq!(v["last_compaction"]["kept"], 2);
+
+    // Sessions idle for a millisecond are all gone.
+    std::thread::sleep(Duration::from_millis(5));
+    let o = sessionlog(&["expire", p, "--idle", "1ms"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("removed 2 sessions"), "{}", stdout(&o));
+}
+
+#[test]
+fn check_finds_corruption_and_repair_salvages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = populated(dir.path());
+    let p = s(&path);
+    let o = sessionlog(&["check", p]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("3 valid (3 put"), "{}", stdout(&o));
+
+    // Flip a byte in the data of the second record (bob's).
+    let second = HEADER_SIZE + record_len(5, 10) as u64;
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[second as usize + 40 + 3 + 1] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("write");
+
+    let o = sessionlog(&["check", p]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&format!("at offset {second}")), "{out}");
+    assert!(out.contains("checksum mismatch"), "{out}");
+    let third = second + record_len(3, 4) as u64;
+    assert!(out.contains(&format!("resume at offset {third}")), "{out}");
+
+    // Opening refuses the damage and points at check --repair.
+    let o = sessionlog(&["list", p]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("check --repair"), "{}", stderr(&o));
+
+    let o = sessionlog(&["check", p, "--repair"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&format!("at offset {second}")), "{out}");
+    assert!(out.contains("damaged file is kept at"), "{out}");
+    assert!(out.contains("now holds 2 session(s)"), "{out}");
+
+    let o = sessionlog(&["check", p]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let o = sessionlog(&["list", p]);
+    assert!(stdout(&o).contains("alice") && !stdout(&o).contains("bob"));
+}
+
+#[test]
+fn check_reports_a_torn_tail_without_failing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.db");
+    {
+        // Never synced: every record is past the synced end.
+        let store = LogStore::options()
+            .sync(SyncPolicy::Never)
+            .background(false)
+            .open(&path)
+            .expect("open");
+        let mut a = Session::new(SessionId::new("a").expect("id"), b"x".to_vec());
+        store.save_session(&mut a).expect("save");
+    }
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[HEADER_SIZE as usize + 41] ^= 1; // the data byte
+    std::fs::write(&path, &bytes).expect("write");
+    let o = sessionlog(&["check", s(&path)]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("torn tail: 48 bytes at offset {HEADER_SIZE}")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn export_import_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (from, _) = populated(dir.path());
+    let to = dir.path().join("copy.db");
+    let o = sessionlog(&["export", s(&from)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 3);
+    let o = run(&["import", s(&to)], Some(&o.stdout));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("imported 3 sessions"), "{}", stdout(&o));
+
+    let all = |p: &Path| {
+        let store = LogStore::open(p).expect("open");
+        let mut v: Vec<_> = store
+            .iter_sessions()
+            .expect("iter")
+            .map(|s| {
+                let s = s.expect("session");
+                (s.id.to_string(), s.modified(), s.expires, s.data)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(all(&from), all(&to));
+}
+
+#[test]
+fn import_reports_bad_lines_by_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("i.db");
+    let input = concat!(
+        "{\"id\":\"good1\",\"data\":\"aGk=\",\"modified\":\"2026-01-01T00:00:00Z\",\"expires\":null}\n",
+        "this is not json\n",
+        "{\"id\":\"bad/id\",\"data\":\"\"}\n",
+        "{\"id\":\"good2\",\"data\":\"\"}\n",
+        "{\"id\":\"nodata\"}\n",
+    );
+    let o = run(&["import", s(&path)], Some(input.as_bytes()));
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    for n in [2, 3, 5] {
+        assert!(err.contains(&format!("line {n}:")), "{err}");
+    }
+    assert!(
+        !err.contains("line 1:") && !err.contains("line 4:"),
+        "{err}"
+    );
+    assert!(stdout(&o).contains("imported 2 sessions"), "{}", stdout(&o));
+    let store = LogStore::open(&path).expect("open");
+    let good1 = store
+        .load_session(&SessionId::new("good1").expect("id"))
+        .expect("load")
+        .expect("imported");
+    assert_eq!(good1.data, b"hi");
+    assert_eq!(
+        good1
+            .modified()
+            .map(humantime::format_rfc3339_seconds)
+            .map(|t| t.to_string()),
+        Some("2026-01-01T00:00:00Z".to_owned())
+    );
+}
+
+#[test]
+fn bench_runs_every_phase() {
+    let o = sessionlog(&["bench", "--sessions", "300", "--value-size", "64"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    for phase in [
+        "save",
+        "load",
+        "overwrite",
+        "mixed",
+        "touch",
+        "delete",
+        "reopen",
+    ] {
+        assert!(out.contains(phase), "{phase}: {out}");
+    }
+    assert!(out.contains("p50") && out.contains("p99"), "{out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("b.db");
+    let o = sessionlog(&[
+        "bench",
+        "--sessions",
+        "200",
+        "--threads",
+        "2",
+        "--sync",
+        "always",
+        s(&path),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(path.exists(), "a store given by path is kept");
+    assert_eq!(code(&sessionlog(&["bench", "--sync", "sometimes"])), 2);
+}
