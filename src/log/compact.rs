@@ -9,19 +9,18 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::id::SessionId;
-use crate::log::file::{self, LockFile, LogFile};
-use crate::log::format::{self, HEADER_SIZE, Kind, RecordFields, StaticHeader};
-use crate::log::index::{Entry, Index};
+use crate::log::file::{self, LockFile, LogFile, View};
+use crate::log::format::{self, HEADER_SIZE, Kind, RecordFields, RecordRef, StaticHeader};
+use crate::log::index::{Index, Records};
 use crate::log::recovery::{self, State};
 use crate::log::stats::{CompactStats, RecoveryReport};
-use crate::log::store::Inner;
+use crate::log::store::{Inner, Latest, decode_at, put_data};
 use crate::session::{from_millis, is_expired};
 
 /// The temporary file a compaction writes, locked by its compactor.
@@ -63,99 +62,179 @@ impl TempFile {
     }
 }
 
-/// Writes records into the new file after its header.
-struct Writer {
-    out: BufWriter<File>,
-    pos: u64,
-    index: Index,
+/// The new file being written: records are buffered and written in large
+/// `pwrite`s; what was written is read back through a mapping (the index
+/// compares ids against records it already holds).
+struct Out {
+    log: LogFile,
+    /// Bytes `[HEADER_SIZE, flushed)` are in the file.
+    flushed: u64,
+    /// Bytes `[flushed, pos)`.
     buf: Vec<u8>,
-    path: PathBuf,
+    pos: u64,
+}
+
+const FLUSH_AT: usize = 1 << 20;
+
+impl Records for Out {
+    fn from(&self, offset: u64) -> &[u8] {
+        if offset >= self.flushed {
+            let start = usize::try_from(offset - self.flushed).unwrap_or(usize::MAX);
+            self.buf.get(start..).unwrap_or(&[])
+        } else {
+            self.log.bytes(offset, self.flushed)
+        }
+    }
+}
+
+impl Out {
+    fn push(&mut self, bytes: &[u8]) -> Result<u64> {
+        if !self.buf.is_empty() && self.buf.len() + bytes.len() > FLUSH_AT {
+            self.flush()?;
+        }
+        let off = self.pos;
+        self.buf.extend_from_slice(bytes);
+        self.pos += bytes.len() as u64;
+        Ok(off)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.log
+            .write_at(&self.buf, self.flushed)
+            .map_err(|e| Error::io(&self.log.path, "write", e))?;
+        self.flushed = self.pos;
+        self.buf.clear();
+        if self.flushed > self.log.map_len() {
+            self.log = self.log.remapped()?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the new file: a placeholder header, then records, then the real
+/// header.
+struct Writer {
+    out: Out,
+    index: Index,
+    scratch: Vec<u8>,
 }
 
 impl Writer {
-    fn new(tmp: &TempFile) -> Result<Writer> {
-        let mut f = tmp
+    fn new(tmp: &TempFile, path: &Path) -> Result<Writer> {
+        let f = tmp
             .file
             .try_clone()
             .map_err(|e| Error::io(&tmp.path, "dup", e))?;
-        f.seek(SeekFrom::Start(HEADER_SIZE))
-            .map_err(|e| Error::io(&tmp.path, "seek", e))?;
+        let placeholder = StaticHeader {
+            generation: 0,
+            created_ms: 0,
+            compact_kept: 0,
+            compact_dropped: 0,
+            compact_source_bytes: 0,
+        };
+        f.write_all_at(&format::encode_header(&placeholder, HEADER_SIZE), 0)
+            .map_err(|e| Error::io(&tmp.path, "write", e))?;
+        let log = LogFile::from_file(path, f)?;
         Ok(Writer {
-            out: BufWriter::with_capacity(1 << 20, f),
-            pos: HEADER_SIZE,
+            out: Out {
+                log,
+                flushed: HEADER_SIZE,
+                buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+                pos: HEADER_SIZE,
+            },
             index: Index::default(),
-            buf: Vec::new(),
-            path: tmp.path.clone(),
+            scratch: Vec::new(),
         })
     }
 
-    /// Re-encodes a `Put` for `id` with the entry's current metadata.
-    fn put(&mut self, id: &str, e: &Entry, data: &[u8]) -> Result<()> {
-        self.buf.clear();
-        let len = format::encode_record(
-            &mut self.buf,
+    /// Writes a put for `id` with the given state.
+    fn put(
+        &mut self,
+        id: &[u8],
+        version: u64,
+        modified_ms: u64,
+        expires_ms: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        self.scratch.clear();
+        format::encode_record(
+            &mut self.scratch,
             &RecordFields {
                 kind: Kind::Put,
-                id: id.as_bytes(),
+                id,
                 data,
-                version: e.version,
-                modified_ms: e.modified_ms,
-                expires_ms: e.expires_ms,
+                version,
+                modified_ms,
+                expires_ms,
             },
         );
-        self.out
-            .write_all(&self.buf)
-            .map_err(|err| Error::io(&self.path, "write", err))?;
-        self.index.insert_entry(
-            id,
-            Entry {
-                offset: self.pos,
-                len: len as u32,
-                ..*e
-            },
-        );
-        self.pos += len as u64;
+        let off = self.out.push(&self.scratch)?;
+        self.index.insert(&self.out, id, off);
         Ok(())
     }
 
-    /// Copies an already valid record verbatim and applies it.
-    fn raw(&mut self, bytes: &[u8], rec: &format::RecordRef<'_>) -> Result<()> {
-        self.out
-            .write_all(&bytes[..rec.padded_len])
-            .map_err(|err| Error::io(&self.path, "write", err))?;
-        self.index.apply(self.pos, rec);
-        self.pos += rec.padded_len as u64;
+    /// Re-targets a touch at the session's put in the new file.
+    fn touch(&mut self, rec: &RecordRef<'_>, current: u64) -> Result<()> {
+        let put = format::decode_record(self.out.from(current))
+            .ok()
+            .and_then(|c| c.touch_target())
+            .unwrap_or(current)
+            .to_le_bytes();
+        self.scratch.clear();
+        format::encode_record(
+            &mut self.scratch,
+            &RecordFields {
+                kind: Kind::Touch,
+                id: rec.id,
+                data: &put,
+                version: rec.version,
+                modified_ms: rec.modified_ms,
+                expires_ms: rec.expires_ms,
+            },
+        );
+        let off = self.out.push(&self.scratch)?;
+        self.index.insert(&self.out, rec.id, off);
+        Ok(())
+    }
+
+    /// Copies an already valid put or delete verbatim and applies it.
+    fn raw(&mut self, bytes: &[u8], rec: &RecordRef<'_>) -> Result<()> {
+        let off = self.out.push(&bytes[..rec.padded_len])?;
+        self.index.apply(&self.out, off, rec);
         Ok(())
     }
 
     /// Flushes, writes the header and fsyncs. Returns the file and index.
     fn finish(mut self, header: &StaticHeader) -> Result<(File, Index, u64)> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io(&self.path, "write", e))?;
-        let f = self
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(&self.path, "write", e.into_error()))?;
-        let head = format::encode_header(header, self.pos);
-        f.write_all_at(&head, 0)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(&self.path, "write and fsync", e))?;
-        Ok((f, self.index, self.pos))
+        self.out.flush()?;
+        let end = self.out.pos;
+        let head = format::encode_header(header, end);
+        let log = self.out.log;
+        log.write_at(&head, 0)
+            .and_then(|()| log.file.sync_all())
+            .map_err(|e| Error::io(&log.path, "write and fsync", e))?;
+        Ok((log.file, self.index, end))
     }
 }
 
-fn read_put<'a>(file: &'a LogFile, id: &str, e: &Entry) -> Result<&'a [u8]> {
-    let rec = format::decode_record(file.bytes(e.offset, e.offset + u64::from(e.len)))
-        .map_err(|err| Error::corrupt(&file.path, e.offset, err.to_string()))?;
-    if rec.kind != Kind::Put || rec.id != id.as_bytes() {
+/// A session's state and data, read from its latest record in `view`.
+fn session_at<'a>(view: &View<'a>, offset: u64) -> Result<(RecordRef<'a>, &'a [u8])> {
+    let rec = decode_at(view, offset)?;
+    let put_offset = rec.touch_target().unwrap_or(offset);
+    let l = Latest {
+        offset,
+        rec,
+        put_offset,
+    };
+    if rec.kind == Kind::Delete || put_offset > offset {
         return Err(Error::corrupt(
-            &file.path,
-            e.offset,
-            "the index points at another record",
+            &view.file.path,
+            offset,
+            "the index points at a bad record",
         ));
     }
-    Ok(rec.data)
+    let data = put_data(view, &l)?;
+    Ok((rec, data))
 }
 
 /// Compacts, waiting for any other compaction to finish first.
@@ -193,28 +272,35 @@ fn run(inner: &Inner, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<Comp
 
 fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
     // Phase 1: snapshot the index and copy without the write lock.
-    let (src, snapshot_end, mut entries) = {
+    let (src, snapshot_end, mut offsets) = {
         let mut st = inner.state.write();
         inner.refresh(&mut st)?;
-        let entries: Vec<(SessionId, Entry)> =
-            st.index.iter().map(|(k, e)| (k.clone(), *e)).collect();
-        (Arc::clone(&st.file), st.applied, entries)
+        let offsets: Vec<u64> = st.index.offsets().collect();
+        (Arc::clone(&st.file), st.applied, offsets)
     };
-    entries.sort_unstable_by_key(|(_, e)| e.offset);
+    offsets.sort_unstable();
     let now = inner.now_ms();
-    let dead = |e: &Entry| {
-        inner.is_expired(e, now)
-            || idle_cutoff_ms.is_some_and(|idle| is_expired(e.modified_ms, 0, Some(idle), now))
+    let dead = |modified: u64, expires: u64| {
+        inner.expired(modified, expires, now)
+            || idle_cutoff_ms.is_some_and(|idle| is_expired(modified, 0, Some(idle), now))
     };
-    let mut w = Writer::new(tmp)?;
-    let mut dropped: HashMap<SessionId, Entry> = HashMap::new();
-    for (id, e) in entries {
-        if dead(&e) {
-            dropped.insert(id, e);
-            continue;
+    let mut w = Writer::new(tmp, &inner.path)?;
+    w.index.reserve(offsets.len());
+    // Sessions not copied, by id, with their latest offset in the old file.
+    let mut dropped: HashMap<Vec<u8>, u64> = HashMap::new();
+    {
+        let view = View {
+            file: &src,
+            end: snapshot_end,
+        };
+        for off in offsets {
+            let (rec, data) = session_at(&view, off)?;
+            if dead(rec.modified_ms, rec.expires_ms) {
+                dropped.insert(rec.id.to_vec(), off);
+                continue;
+            }
+            w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
         }
-        let data = read_put(&src, id.as_str(), &e)?;
-        w.put(id.as_str(), &e, data)?;
     }
 
     // Phase 2: under the write lock, copy what was appended meanwhile.
@@ -230,29 +316,29 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
         ));
     }
     let end = st.applied;
+    let view = st.view();
     let mut off = snapshot_end;
     while off < end {
-        let bytes = st.file.bytes(off, end);
-        let rec = format::decode_record(bytes)
-            .map_err(|err| Error::corrupt(&inner.path, off, err.to_string()))?;
-        let id = std::str::from_utf8(rec.id).unwrap_or_default();
+        let rec = decode_at(&view, off)?;
+        let bytes = view.file.bytes(off, end);
         match rec.kind {
             Kind::Put => {
-                dropped.remove(id);
+                dropped.remove(rec.id);
                 w.raw(bytes, &rec)?;
             }
-            Kind::Touch if w.index.get(id).is_none() => {
-                // Touched after phase 1 judged it idle: it lives after all.
-                if let Some(mut e) = dropped.remove(id) {
-                    let data = read_put(&st.file, id, &e)?;
-                    e.modified_ms = rec.modified_ms;
-                    w.put(id, &e, data)?;
+            Kind::Touch => match w.index.get(&w.out, rec.id) {
+                Some(current) => w.touch(&rec, current)?,
+                None => {
+                    // Touched after phase 1 judged it idle: it lives after all.
+                    if let Some(old) = dropped.remove(rec.id) {
+                        let (_, data) = session_at(&view, old)?;
+                        w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
+                    }
                 }
-            }
-            Kind::Touch => w.raw(bytes, &rec)?,
+            },
             Kind::Delete => {
-                dropped.remove(id);
-                if w.index.get(id).is_some() {
+                dropped.remove(rec.id);
+                if w.index.get(&w.out, rec.id).is_some() {
                     w.raw(bytes, &rec)?;
                 }
             }
@@ -324,6 +410,11 @@ pub(crate) fn repair(
     let end = format::decode_offset(damaged.committed_word())
         .unwrap_or(damaged.map_len())
         .min(damaged.map_len());
+    let end = end.min(damaged.mapped_file_len);
+    let view = View {
+        file: &damaged,
+        end,
+    };
     let mut index = Index::default();
     let mut off = HEADER_SIZE;
     let mut bad_from: Option<u64> = None;
@@ -334,7 +425,7 @@ pub(crate) fn repair(
                 if let Some(start) = bad_from.take() {
                     report.repaired_ranges.push((start, off - start));
                 }
-                index.apply(off, &rec);
+                index.apply(&view, off, &rec);
                 records += 1;
                 off += rec.padded_len as u64;
             }
@@ -349,12 +440,14 @@ pub(crate) fn repair(
     }
     let tmp = TempFile::acquire(path, true)?
         .ok_or_else(|| Error::io(path, "repair", io::Error::other("temporary file busy")))?;
-    let mut w = Writer::new(&tmp)?;
-    let mut entries: Vec<(&SessionId, &Entry)> = index.iter().collect();
-    entries.sort_unstable_by_key(|(_, e)| e.offset);
-    for (id, e) in entries {
-        let data = read_put(&damaged, id.as_str(), e)?;
-        w.put(id.as_str(), e, data)?;
+    let mut w = Writer::new(&tmp, path)?;
+    let mut offsets: Vec<u64> = index.offsets().collect();
+    offsets.sort_unstable();
+    for off in offsets {
+        // A session whose put was lost to the damage cannot be salvaged.
+        if let Ok((rec, data)) = session_at(&view, off) {
+            w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
+        }
     }
     let header = StaticHeader {
         generation: damaged.header.generation + 1,

@@ -97,7 +97,12 @@ impl LockFile {
 pub(crate) struct LogFile {
     pub path: PathBuf,
     pub file: File,
+    /// A shared mapping that may reach past the end of the file (address
+    /// space reserved for growth); only bytes below the file's length are
+    /// ever touched.
     map: MmapRaw,
+    /// The file's length when it was mapped.
+    pub mapped_file_len: u64,
     pub header: StaticHeader,
     /// Device and inode, to tell whether `path` still names this file.
     pub ino: (u64, u64),
@@ -129,6 +134,7 @@ impl LogFile {
             path: path.to_owned(),
             file,
             map,
+            mapped_file_len: meta.len(),
             header,
             ino: (meta.dev(), meta.ino()),
         })
@@ -155,12 +161,13 @@ impl LogFile {
             path: self.path.clone(),
             file,
             map,
+            mapped_file_len: len,
             header: self.header,
             ino: self.ino,
         })
     }
 
-    /// Bytes mapped.
+    /// Bytes of address space mapped (may pass the end of the file).
     pub fn map_len(&self) -> u64 {
         self.map.len() as u64
     }
@@ -229,8 +236,10 @@ impl LogFile {
 
     /// The committed bytes `[start, end)`.
     ///
-    /// Callers pass `end <= committed`, and records below the committed end
-    /// are never rewritten while anyone may read them.
+    /// Callers pass `end <= committed` and `end <=` the file's length (the
+    /// mapping may reach past the end of the file, where a touch would
+    /// fault); records below the committed end are never rewritten while
+    /// anyone may read them.
     pub fn bytes(&self, start: u64, end: u64) -> &[u8] {
         let end = end.min(self.map_len());
         let start = start.min(end);
@@ -304,6 +313,20 @@ fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     match err.raw_os_error() {
         Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(offset + len),
         _ => Err(err),
+    }
+}
+
+/// Committed records of a log file up to a known end, as the index reads
+/// them.
+pub(crate) struct View<'a> {
+    pub file: &'a LogFile,
+    /// At most the committed end and the file's length.
+    pub end: u64,
+}
+
+impl crate::log::index::Records for View<'_> {
+    fn from(&self, offset: u64) -> &[u8] {
+        self.file.bytes(offset, self.end)
     }
 }
 

@@ -122,7 +122,8 @@ pub struct RecordRef<'a> {
     pub kind: Kind,
     /// The session id (validated).
     pub id: &'a [u8],
-    /// The session data (empty for touch and delete).
+    /// The session data (for a touch, the offset of its put, 8 bytes;
+    /// empty for a delete).
     pub data: &'a [u8],
     /// The session version.
     pub version: u64,
@@ -155,6 +156,48 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+/// Data length of a `Touch` record: the offset (u64) of the `Put` record
+/// whose session it refreshes, so that an index entry pointing at a touch
+/// still reaches the data.
+pub const TOUCH_DATA_LEN: usize = 8;
+
+impl RecordRef<'_> {
+    /// For a `Touch` record, the offset of the `Put` it refreshes.
+    pub fn touch_target(&self) -> Option<u64> {
+        if self.kind != Kind::Touch {
+            return None;
+        }
+        let b: [u8; 8] = self.data.try_into().ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+}
+
+/// The id of the record at the start of `buf`, read without checking the
+/// CRC (for comparing ids in the index; the record is verified when used).
+pub fn peek_id(buf: &[u8]) -> Option<&[u8]> {
+    let id_len = *buf.get(R_ID_LEN)? as usize;
+    buf.get(RECORD_HEADER..RECORD_HEADER + id_len)
+}
+
+/// The modification time and deadline of the record at the start of
+/// `buf`, read without checking the CRC (for estimates such as whether to
+/// compact; decisions about a session decode it fully).
+pub fn peek_times(buf: &[u8]) -> Option<(u64, u64)> {
+    if buf.len() < RECORD_HEADER {
+        return None;
+    }
+    Some((u64_at(buf, R_MODIFIED), u64_at(buf, R_EXPIRES)))
+}
+
+/// The padded length of the record at the start of `buf`, unchecked.
+pub fn peek_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < RECORD_HEADER {
+        return None;
+    }
+    let data_len = (u32_at(buf, R_DATA_LEN) as usize).min(MAX_RECORD_DATA);
+    Some(record_len(buf[R_ID_LEN] as usize, data_len))
+}
+
 /// Bytes a record with this id and data occupies, padding included.
 pub const fn record_len(id_len: usize, data_len: usize) -> usize {
     (RECORD_HEADER + id_len + data_len).next_multiple_of(RECORD_ALIGN)
@@ -179,7 +222,7 @@ pub struct RecordFields<'a> {
     pub kind: Kind,
     /// The session id (already validated).
     pub id: &'a [u8],
-    /// The data (empty for touch and delete).
+    /// The data (for a touch, the put's offset; empty for a delete).
     pub data: &'a [u8],
     /// The session version.
     pub version: u64,
@@ -244,10 +287,17 @@ pub fn decode_record(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     }
     let id = &buf[RECORD_HEADER..RECORD_HEADER + id_len];
     check_id_bytes(id).map_err(|_| DecodeError::Malformed("invalid session id"))?;
-    if kind != Kind::Put && data_len != 0 {
-        return Err(DecodeError::Malformed(
-            "touch or delete record carries data",
-        ));
+    match kind {
+        Kind::Put => {}
+        Kind::Touch if data_len != TOUCH_DATA_LEN => {
+            return Err(DecodeError::Malformed(
+                "touch record without its put offset",
+            ));
+        }
+        Kind::Delete if data_len != 0 => {
+            return Err(DecodeError::Malformed("delete record carries data"));
+        }
+        Kind::Touch | Kind::Delete => {}
     }
     Ok(RecordRef {
         kind,

@@ -1,112 +1,255 @@
-//! The in-memory index: session id to the place and metadata of its live
-//! record, enough to answer expiry and version checks without the file.
+//! The in-memory index: session id to the offset of the session's latest
+//! record (a `Put`, or a `Touch` that points at its `Put`).
+//!
+//! The index does not keep ids. Its table maps a 64-bit keyed hash of the
+//! id to an offset, 16 bytes a slot; the id is compared against the record
+//! in the file. Ids whose hash collides with a different id's (about once
+//! in 2^64/n lookups, with a per-process random key) go to a small side
+//! table keyed by the id itself. Invariant: every side entry's hash is also
+//! a key of the main table.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use crate::id::SessionId;
-use crate::log::format::{Kind, RecordRef};
+use crate::log::format::{self, Kind, RecordRef};
 
-/// Where a session's live `Put` record lies, and its current metadata
-/// (`modified_ms` may come from a later `Touch` record).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Entry {
-    /// Offset of the `Put` record in the file.
-    pub offset: u64,
-    /// Padded length of that record.
-    pub len: u32,
-    /// Session version.
-    pub version: u64,
-    /// Last save or touch, ms since the epoch.
-    pub modified_ms: u64,
-    /// Deadline, ms since the epoch, 0 for none.
-    pub expires_ms: u64,
+/// The bytes of the records at and after an offset: a mapped log file, or
+/// a file being written by compaction.
+pub(crate) trait Records {
+    /// Bytes from `offset` to the end of what is readable.
+    fn from(&self, offset: u64) -> &[u8];
 }
 
-/// Id → entry, plus the byte accounting compaction decisions need.
+/// A hasher for keys that already are hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Id → offset of the session's latest record, plus live-byte accounting.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    map: HashMap<SessionId, Entry>,
+    table: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
+    side: HashMap<Box<[u8]>, u64>,
+    keys: foldhash::fast::RandomState,
     live_bytes: u64,
+    /// Tests only: every id hashes alike, so every second id collides.
+    #[cfg(test)]
+    all_collide: bool,
+}
+
+impl std::fmt::Debug for PassThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PassThrough")
+    }
+}
+
+fn id_at(src: &dyn Records, offset: u64) -> Option<&[u8]> {
+    format::peek_id(src.from(offset))
+}
+
+/// Bytes a session's latest record at `offset` keeps alive: the record,
+/// plus its put when it is a touch.
+fn live_len(src: &dyn Records, offset: u64) -> u64 {
+    match format::decode_record(src.from(offset)) {
+        Ok(rec) => {
+            let own = rec.padded_len as u64;
+            match rec.touch_target() {
+                Some(put) => {
+                    own + format::decode_record(src.from(put)).map_or(0, |p| p.padded_len as u64)
+                }
+                None => own,
+            }
+        }
+        Err(_) => 0,
+    }
 }
 
 impl Index {
-    pub fn get(&self, id: &str) -> Option<&Entry> {
-        self.map.get(id)
+    fn hash(&self, id: &[u8]) -> u64 {
+        #[cfg(test)]
+        if self.all_collide {
+            return 42;
+        }
+        self.keys.hash_one(id)
     }
 
+    /// Sizes the table for about `n` sessions.
+    pub fn reserve(&mut self, n: usize) {
+        self.table.reserve(n);
+    }
+
+    /// Offset of the latest record of `id`.
+    pub fn get(&self, src: &dyn Records, id: &[u8]) -> Option<u64> {
+        let off = *self.table.get(&self.hash(id))?;
+        if id_at(src, off) == Some(id) {
+            return Some(off);
+        }
+        self.side.get(id).copied()
+    }
+
+    /// Number of sessions.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len() + self.side.len()
     }
 
-    /// Bytes of the records the index points at.
+    /// Bytes of the records the index keeps alive.
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&SessionId, &Entry)> {
-        self.map.iter()
+    /// Offsets of every session's latest record.
+    pub fn offsets(&self) -> impl Iterator<Item = u64> + '_ {
+        self.table.values().chain(self.side.values()).copied()
     }
 
-    /// Applies one decoded record found at `offset`.
-    pub fn apply(&mut self, offset: u64, rec: &RecordRef<'_>) {
-        // The decoder validated the id, so this only fails on a bug.
-        let Ok(id) = std::str::from_utf8(rec.id) else {
-            return;
+    /// Points `id` at the record at `offset`, which must already be in
+    /// `src`. Returns the previous offset.
+    pub fn insert(&mut self, src: &dyn Records, id: &[u8], offset: u64) -> Option<u64> {
+        let h = self.hash(id);
+        let old = match self.table.get_mut(&h) {
+            None => {
+                self.table.insert(h, offset);
+                None
+            }
+            Some(slot) if id_at(src, *slot) == Some(id) => Some(std::mem::replace(slot, offset)),
+            Some(_) => self.side.insert(id.into(), offset),
         };
-        match rec.kind {
-            Kind::Put => {
-                let entry = Entry {
-                    offset,
-                    // Lossless: records are at most MAX_RECORD_DATA + 176 bytes.
-                    len: rec.padded_len as u32,
-                    version: rec.version,
-                    modified_ms: rec.modified_ms,
-                    expires_ms: rec.expires_ms,
-                };
-                self.insert_entry(id, entry);
-            }
-            Kind::Touch => {
-                if let Some(e) = self.map.get_mut(id) {
-                    e.modified_ms = rec.modified_ms;
+        if let Some(o) = old {
+            self.live_bytes -= live_len(src, o).min(self.live_bytes);
+        }
+        self.live_bytes += live_len(src, offset);
+        old
+    }
+
+    /// Removes `id`, returning the offset it pointed at.
+    pub fn remove(&mut self, src: &dyn Records, id: &[u8]) -> Option<u64> {
+        let h = self.hash(id);
+        let old = match self.table.get(&h) {
+            Some(&off) if id_at(src, off) == Some(id) => {
+                self.table.remove(&h);
+                // Keep the invariant: promote a side entry with this hash.
+                let promote = self.side.keys().find(|k| self.hash(k) == h).cloned();
+                if let Some(k) = promote
+                    && let Some(v) = self.side.remove(&k)
+                {
+                    self.table.insert(h, v);
                 }
+                Some(off)
             }
-            Kind::Delete => {
-                self.remove(id);
-            }
-        }
-    }
-
-    /// Inserts or replaces an entry.
-    pub fn insert_entry(&mut self, id: &str, entry: Entry) {
-        if let Some(old) = self.map.get_mut(id) {
-            self.live_bytes -= u64::from(old.len);
-            *old = entry;
-        } else if let Some(key) = SessionId::from_stored(id.as_bytes()) {
-            self.map.insert(key, entry);
-        } else {
-            return;
-        }
-        self.live_bytes += u64::from(entry.len);
-    }
-
-    /// Updates the modification time of an existing entry.
-    pub fn touch(&mut self, id: &str, modified_ms: u64) {
-        if let Some(e) = self.map.get_mut(id) {
-            e.modified_ms = modified_ms;
-        }
-    }
-
-    pub fn remove(&mut self, id: &str) -> Option<Entry> {
-        let old = self.map.remove(id)?;
-        self.live_bytes -= u64::from(old.len);
+            Some(_) => self.side.remove(id),
+            None => None,
+        }?;
+        self.live_bytes -= live_len(src, old).min(self.live_bytes);
         Some(old)
     }
 
-    /// Approximate heap bytes the index uses.
+    /// Applies one decoded record found at `offset` of `src`.
+    pub fn apply(&mut self, src: &dyn Records, offset: u64, rec: &RecordRef<'_>) {
+        match rec.kind {
+            Kind::Put => {
+                self.insert(src, rec.id, offset);
+            }
+            Kind::Touch => {
+                if self.get(src, rec.id).is_some() {
+                    self.insert(src, rec.id, offset);
+                }
+            }
+            Kind::Delete => {
+                self.remove(src, rec.id);
+            }
+        }
+    }
+
+    /// Heap bytes the index uses (hashbrown: one control byte per slot).
     pub fn heap_bytes(&self) -> u64 {
-        let slots = self.map.capacity() as u64;
-        let per_slot = (size_of::<SessionId>() + size_of::<Entry>() + 1) as u64;
-        let ids: u64 = self.map.keys().map(|k| k.as_str().len() as u64).sum();
-        slots * per_slot + ids
+        let slot = (size_of::<(u64, u64)>() + 1) as u64;
+        let side: u64 = self.side.keys().map(|k| k.len() as u64 + 40).sum();
+        self.table.capacity() as u64 * slot + side
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::format::{RecordFields, encode_record};
+
+    struct Buf(Vec<u8>);
+    impl Records for Buf {
+        fn from(&self, offset: u64) -> &[u8] {
+            &self.0[offset as usize..]
+        }
+    }
+
+    fn put(buf: &mut Buf, id: &str) -> u64 {
+        let off = buf.0.len() as u64;
+        encode_record(
+            &mut buf.0,
+            &RecordFields {
+                kind: Kind::Put,
+                id: id.as_bytes(),
+                data: b"data",
+                version: 1,
+                modified_ms: 1,
+                expires_ms: 0,
+            },
+        );
+        off
+    }
+
+    #[test]
+    fn colliding_hashes_are_told_apart_by_the_stored_id() {
+        let mut buf = Buf(Vec::new());
+        let ids = ["alpha", "beta", "gamma", "delta"];
+        let offs: Vec<u64> = ids.iter().map(|id| put(&mut buf, id)).collect();
+        let mut ix = Index {
+            all_collide: true,
+            ..Index::default()
+        };
+        for (id, &off) in ids.iter().zip(&offs) {
+            assert_eq!(ix.insert(&buf, id.as_bytes(), off), None);
+        }
+        assert_eq!((ix.len(), ix.table.len(), ix.side.len()), (4, 1, 3));
+        for (id, &off) in ids.iter().zip(&offs) {
+            assert_eq!(ix.get(&buf, id.as_bytes()), Some(off), "{id}");
+        }
+        assert_eq!(ix.get(&buf, b"epsilon"), None);
+        // removing the one in the main table promotes a colliding one
+        assert_eq!(ix.remove(&buf, b"alpha"), Some(offs[0]));
+        assert_eq!((ix.table.len(), ix.side.len()), (1, 2));
+        for (id, &off) in ids.iter().zip(&offs).skip(1) {
+            assert_eq!(ix.get(&buf, id.as_bytes()), Some(off), "{id}");
+        }
+        assert_eq!(ix.get(&buf, b"alpha"), None);
+        assert_eq!(ix.remove(&buf, b"gamma"), Some(offs[2]));
+        assert_eq!(ix.len(), 2);
+    }
+
+    #[test]
+    fn live_bytes_follow_inserts_and_removes() {
+        let mut buf = Buf(Vec::new());
+        let a1 = put(&mut buf, "a");
+        let a2 = put(&mut buf, "a");
+        let mut ix = Index::default();
+        ix.insert(&buf, b"a", a1);
+        let one = ix.live_bytes();
+        assert!(one > 0);
+        assert_eq!(ix.insert(&buf, b"a", a2), Some(a1));
+        assert_eq!(ix.live_bytes(), one);
+        assert_eq!(ix.remove(&buf, b"a"), Some(a2));
+        assert_eq!((ix.live_bytes(), ix.len()), (0, 0));
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::log::file::{self, LockFile, LogFile};
+use crate::log::file::{self, LockFile, LogFile, View};
 use crate::log::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
 use crate::log::index::Index;
 use crate::log::stats::RecoveryReport;
@@ -34,6 +34,14 @@ impl State {
     pub fn is_fresh(&self) -> bool {
         self.file.committed_word() == self.applied_word && !self.file.superseded()
     }
+
+    /// The records this view has applied.
+    pub fn view(&self) -> View<'_> {
+        View {
+            file: &self.file,
+            end: self.applied,
+        }
+    }
 }
 
 /// Replays the records in `[from, to)` into `index`. Returns where replay
@@ -46,11 +54,11 @@ pub(crate) fn replay(
     records: &mut u64,
 ) -> (u64, Option<DecodeError>) {
     let mut off = from;
-    let to = to.min(file.map_len());
+    let view = View { file, end: to };
     while off < to {
         match format::decode_record(file.bytes(off, to)) {
             Ok(rec) => {
-                index.apply(off, &rec);
+                index.apply(&view, off, &rec);
                 *records += 1;
                 off += rec.padded_len as u64;
             }
@@ -83,9 +91,20 @@ fn committed_of(file: &LogFile) -> Result<(u64, u64)> {
 /// by compaction, or one whose tail was already checked).
 pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
     let (word, end) = committed_of(&file)?;
-    if end > file.map_len() {
+    let mut file_len = file.mapped_file_len;
+    if end > file_len {
         // Others appended (and grew the file) since it was mapped.
-        file = Arc::new(file.remapped()?);
+        file_len = file.file_len()?;
+        if end > file_len {
+            return Err(Error::corrupt(
+                &file.path,
+                file_len,
+                "the file is shorter than its committed length",
+            ));
+        }
+        if end > file.map_len() {
+            file = Arc::new(file.remapped()?);
+        }
     }
     let mut index = Index::default();
     let mut records = 0;
@@ -100,7 +119,6 @@ pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
             "the file is shorter than its committed length",
         ));
     }
-    let file_len = file.map_len();
     Ok(State {
         file,
         index,
@@ -146,12 +164,19 @@ pub(crate) fn open_log(
         let synced = file.synced().ok_or_else(|| {
             Error::corrupt(path, H_SYNCED as u64, "the synced-length word is damaged")
         })?;
+        let file_len = file.mapped_file_len;
         let mut index = Index::default();
+        index.reserve((end.min(file_len) / 1024) as usize);
         let mut records = 0;
-        let (stop, err) = replay(&file, HEADER_SIZE, end, &mut index, &mut records);
+        let (stop, err) = replay(
+            &file,
+            HEADER_SIZE,
+            end.min(file_len),
+            &mut index,
+            &mut records,
+        );
         if stop == end {
             report.records = records;
-            let file_len = file.map_len();
             return Ok(Opened::Ready(State {
                 file,
                 index,
@@ -180,7 +205,6 @@ pub(crate) fn open_log(
         report.records = records;
         report.torn_tail_offset = Some(stop);
         report.torn_tail_bytes = end - stop;
-        let file_len = file.map_len();
         return Ok(Opened::Ready(State {
             file,
             index,

@@ -16,9 +16,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::log::compact;
-use crate::log::file::{self, LockFile, LogFile};
-use crate::log::format::{self, HEADER_SIZE, Kind, MAX_OFFSET, RecordFields};
-use crate::log::index::Entry;
+use crate::log::file::{self, LockFile, LogFile, View};
+use crate::log::format::{self, HEADER_SIZE, Kind, MAX_OFFSET, RecordFields, RecordRef};
+use crate::log::index::Records;
 use crate::log::options::{LogOptions, SyncPolicy};
 use crate::log::recovery::{self, Opened, State};
 use crate::log::stats::{CompactStats, RecoveryReport, Stats};
@@ -27,6 +27,71 @@ use crate::session::{
     Session, duration_millis, expires_from_millis, expires_millis, from_millis, is_expired,
     to_millis,
 };
+
+/// A session's latest record (a put, or a touch of one) and its put.
+pub(crate) struct Latest<'a> {
+    /// Offset of the latest record.
+    pub offset: u64,
+    /// The latest record: its version, modified and expires are current.
+    pub rec: RecordRef<'a>,
+    /// Offset of the put holding the data.
+    pub put_offset: u64,
+}
+
+/// Finds and checks the latest record of `id` in `view`.
+pub(crate) fn latest<'a>(
+    index: &crate::log::index::Index,
+    view: &View<'a>,
+    id: &[u8],
+) -> Result<Option<Latest<'a>>> {
+    let Some(offset) = index.get(view, id) else {
+        return Ok(None);
+    };
+    let rec = decode_at(view, offset)?;
+    if rec.id != id || rec.kind == Kind::Delete {
+        return Err(Error::corrupt(
+            &view.file.path,
+            offset,
+            "the index points at another record",
+        ));
+    }
+    let put_offset = rec.touch_target().unwrap_or(offset);
+    if put_offset > offset || put_offset < HEADER_SIZE {
+        return Err(Error::corrupt(
+            &view.file.path,
+            offset,
+            "a touch points at no put",
+        ));
+    }
+    Ok(Some(Latest {
+        offset,
+        rec,
+        put_offset,
+    }))
+}
+
+/// Decodes the record at `offset` of `view`, as a typed error if damaged.
+pub(crate) fn decode_at<'a>(view: &View<'a>, offset: u64) -> Result<RecordRef<'a>> {
+    let file: &'a LogFile = view.file;
+    format::decode_record(file.bytes(offset, view.end))
+        .map_err(|e| Error::corrupt(&file.path, offset, e.to_string()))
+}
+
+/// The data of a session from its put (checked to be the right one).
+pub(crate) fn put_data<'a>(view: &View<'a>, l: &Latest<'a>) -> Result<&'a [u8]> {
+    if l.put_offset == l.offset {
+        return Ok(l.rec.data);
+    }
+    let put = decode_at(view, l.put_offset)?;
+    if put.kind != Kind::Put || put.id != l.rec.id {
+        return Err(Error::corrupt(
+            &view.file.path,
+            l.put_offset,
+            "a touch points at another record",
+        ));
+    }
+    Ok(put.data)
+}
 use crate::store::{SessionIter, SessionStore};
 
 /// The log-structured session store: one append-only, checksummed log file
@@ -153,14 +218,15 @@ impl LogStore {
         let mut st = inner.state.write();
         inner.refresh(&mut st)?;
         let now = inner.now_ms();
-        let (mut expired, mut expired_bytes) = (0u64, 0u64);
-        for (_, e) in st.index.iter() {
-            if inner.is_expired(e, now) {
+        let view = st.view();
+        let mut expired = 0u64;
+        for off in st.index.offsets() {
+            if let Some((modified, expires)) = format::peek_times(view.from(off))
+                && inner.expired(modified, expires, now)
+            {
                 expired += 1;
-                expired_bytes += u64::from(e.len);
             }
         }
-        let _ = expired_bytes;
         let log_bytes = st.applied - HEADER_SIZE;
         let live = st.index.live_bytes();
         let h = st.file.header;
@@ -173,7 +239,7 @@ impl LogStore {
             garbage_ratio: if log_bytes == 0 {
                 0.0
             } else {
-                (log_bytes - live) as f64 / log_bytes as f64
+                log_bytes.saturating_sub(live) as f64 / log_bytes as f64
             },
             generation: h.generation,
             index_bytes: st.index.heap_bytes(),
@@ -214,8 +280,15 @@ impl Inner {
         self.opts.max_idle.map(duration_millis)
     }
 
-    pub fn is_expired(&self, e: &Entry, now: u64) -> bool {
-        is_expired(e.modified_ms, e.expires_ms, self.max_idle_ms(), now)
+    /// Whether a session with these times is gone at `now`.
+    pub fn expired(&self, modified_ms: u64, expires_ms: u64, now: u64) -> bool {
+        is_expired(modified_ms, expires_ms, self.max_idle_ms(), now)
+    }
+
+    /// The latest record of `id` if the session is live at `now`.
+    fn live<'a>(&self, st: &'a State, id: &SessionId, now: u64) -> Result<Option<Latest<'a>>> {
+        Ok(latest(&st.index, &st.view(), id.as_str().as_bytes())?
+            .filter(|l| !self.expired(l.rec.modified_ms, l.rec.expires_ms, now)))
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -264,16 +337,18 @@ impl Inner {
             *st = recovery::load_complete(Arc::clone(&st.file))?;
             return Ok(());
         }
-        if end > st.file.map_len() {
-            st.file = Arc::new(st.file.remapped()?);
-            st.file_len = st.file.map_len();
-            if end > st.file.map_len() {
+        if end > st.file_len {
+            st.file_len = st.file.file_len()?;
+            if end > st.file_len {
                 return Err(Error::corrupt(
                     &self.path,
                     end,
                     "committed length beyond the end of the file",
                 ));
             }
+        }
+        if end > st.file.map_len() {
+            st.file = Arc::new(st.file.remapped()?);
         }
         let mut records = 0;
         let (stop, err) = recovery::replay(&st.file, st.applied, end, &mut st.index, &mut records);
@@ -375,12 +450,11 @@ impl Inner {
             });
         }
         let expires_ms = expires_millis(session.expires);
+        let id = session.id.as_str().as_bytes();
         let ((version, now), generation, end) = self.write(|inner, st, buf, now| {
-            let found = st
-                .index
-                .get(session.id.as_str())
-                .filter(|e| !inner.is_expired(e, now))
-                .map_or(0, |e| e.version);
+            let found = inner
+                .live(st, &session.id, now)?
+                .map_or(0, |l| l.rec.version);
             if check && found != session.version() {
                 return Err(Error::Conflict {
                     id: session.id.clone(),
@@ -389,11 +463,11 @@ impl Inner {
                 });
             }
             let version = found + 1;
-            let len = format::encode_record(
+            format::encode_record(
                 buf,
                 &RecordFields {
                     kind: Kind::Put,
-                    id: session.id.as_str().as_bytes(),
+                    id,
                     data: &session.data,
                     version,
                     modified_ms: now,
@@ -401,16 +475,13 @@ impl Inner {
                 },
             );
             let offset = inner.append(st, buf)?;
-            st.index.insert_entry(
-                session.id.as_str(),
-                Entry {
-                    offset,
-                    // Lossless: bounded by max_session_size <= MAX_RECORD_DATA.
-                    len: len as u32,
-                    version,
-                    modified_ms: now,
-                    expires_ms,
+            st.index.insert(
+                &View {
+                    file: &st.file,
+                    end: st.applied,
                 },
+                id,
+                offset,
             );
             Ok((version, now))
         })?;
@@ -420,25 +491,30 @@ impl Inner {
 
     fn touch(&self, id: &SessionId) -> Result<bool> {
         let (touched, generation, end) = self.write(|inner, st, buf, now| {
-            let Some(e) = st.index.get(id.as_str()).copied() else {
+            let Some(l) = inner.live(st, id, now)? else {
                 return Ok(false);
             };
-            if inner.is_expired(&e, now) {
-                return Ok(false);
-            }
+            let target = l.put_offset.to_le_bytes();
             format::encode_record(
                 buf,
                 &RecordFields {
                     kind: Kind::Touch,
                     id: id.as_str().as_bytes(),
-                    data: &[],
-                    version: e.version,
+                    data: &target,
+                    version: l.rec.version,
                     modified_ms: now,
-                    expires_ms: e.expires_ms,
+                    expires_ms: l.rec.expires_ms,
                 },
             );
-            inner.append(st, buf)?;
-            st.index.touch(id.as_str(), now);
+            let offset = inner.append(st, buf)?;
+            st.index.insert(
+                &View {
+                    file: &st.file,
+                    end: st.applied,
+                },
+                id.as_str().as_bytes(),
+                offset,
+            );
             Ok(true)
         })?;
         if touched {
@@ -449,7 +525,14 @@ impl Inner {
 
     fn delete(&self, id: &SessionId) -> Result<bool> {
         let (existed, generation, end) = self.write(|inner, st, buf, now| {
-            let Some(e) = st.index.get(id.as_str()).copied() else {
+            let Some((version, live)) =
+                latest(&st.index, &st.view(), id.as_str().as_bytes())?.map(|l| {
+                    (
+                        l.rec.version,
+                        !inner.expired(l.rec.modified_ms, l.rec.expires_ms, now),
+                    )
+                })
+            else {
                 return Ok(None);
             };
             format::encode_record(
@@ -458,14 +541,20 @@ impl Inner {
                     kind: Kind::Delete,
                     id: id.as_str().as_bytes(),
                     data: &[],
-                    version: e.version,
+                    version,
                     modified_ms: now,
                     expires_ms: 0,
                 },
             );
             inner.append(st, buf)?;
-            st.index.remove(id.as_str());
-            Ok(Some(!inner.is_expired(&e, now)))
+            st.index.remove(
+                &View {
+                    file: &st.file,
+                    end: st.applied,
+                },
+                id.as_str().as_bytes(),
+            );
+            Ok(Some(live))
         })?;
         match existed {
             Some(live) => {
@@ -478,28 +567,16 @@ impl Inner {
 
     /// Reads a session from a fresh view.
     fn read_session(&self, st: &State, id: &SessionId, now: u64) -> Result<Option<Session>> {
-        let Some(e) = st.index.get(id.as_str()) else {
+        let Some(l) = self.live(st, id, now)? else {
             return Ok(None);
         };
-        if self.is_expired(e, now) {
-            return Ok(None);
-        }
-        let bytes = st.file.bytes(e.offset, e.offset + u64::from(e.len));
-        let rec = format::decode_record(bytes)
-            .map_err(|err| Error::corrupt(&self.path, e.offset, err.to_string()))?;
-        if rec.kind != Kind::Put || rec.id != id.as_str().as_bytes() {
-            return Err(Error::corrupt(
-                &self.path,
-                e.offset,
-                "the index points at another record",
-            ));
-        }
+        let data = put_data(&st.view(), &l)?;
         Ok(Some(Session::restore(
             id.clone(),
-            rec.data.to_vec(),
-            expires_from_millis(e.expires_ms),
-            from_millis(e.modified_ms),
-            e.version,
+            data.to_vec(),
+            expires_from_millis(l.rec.expires_ms),
+            from_millis(l.rec.modified_ms),
+            l.rec.version,
         )))
     }
 
@@ -548,23 +625,24 @@ impl SessionStore for LogStore {
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
         let now = self.inner.now_ms();
-        self.inner.with_fresh(|st| {
-            Ok(st
-                .index
-                .get(id.as_str())
-                .is_some_and(|e| !self.inner.is_expired(e, now)))
-        })
+        self.inner
+            .with_fresh(|st| Ok(self.inner.live(st, id, now)?.is_some()))
     }
 
     fn iter_sessions(&self) -> Result<SessionIter<'_>> {
         let now = self.inner.now_ms();
         let ids: Vec<SessionId> = self.inner.with_fresh(|st| {
-            Ok(st
-                .index
-                .iter()
-                .filter(|(_, e)| !self.inner.is_expired(e, now))
-                .map(|(id, _)| id.clone())
-                .collect())
+            let view = st.view();
+            let mut ids = Vec::with_capacity(st.index.len());
+            for off in st.index.offsets() {
+                let rec = decode_at(&view, off)?;
+                if !self.inner.expired(rec.modified_ms, rec.expires_ms, now)
+                    && let Some(id) = SessionId::from_stored(rec.id)
+                {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
         })?;
         Ok(Box::new(
             ids.into_iter()

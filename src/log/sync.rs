@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::log::compact;
-use crate::log::format::HEADER_SIZE;
+use crate::log::format::{self, HEADER_SIZE};
+use crate::log::index::Records;
 use crate::log::options::SyncPolicy;
 use crate::log::store::Inner;
 
@@ -142,12 +143,18 @@ fn worth_compacting(inner: &Inner) -> bool {
         return false;
     }
     let now = inner.now_ms();
+    let view = st.view();
     let expired: u64 = st
         .index
-        .iter()
-        .filter(|(_, e)| inner.is_expired(e, now))
-        .map(|(_, e)| u64::from(e.len))
+        .offsets()
+        .filter_map(|off| {
+            let b = view.from(off);
+            let (modified, expires) = format::peek_times(b)?;
+            inner
+                .expired(modified, expires, now)
+                .then(|| format::peek_len(b).unwrap_or(0) as u64)
+        })
         .sum();
-    let garbage = log_bytes - st.index.live_bytes() + expired;
+    let garbage = log_bytes.saturating_sub(st.index.live_bytes()) + expired;
     garbage as f64 >= inner.opts.compact_garbage_ratio * log_bytes as f64
 }
