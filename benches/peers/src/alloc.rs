@@ -28,7 +28,9 @@ fn add(n: usize) {
 
 fn sub(n: usize) {
     if ON.load(Ordering::Relaxed) {
-        let _ = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+        let _ = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
     }
 }
 

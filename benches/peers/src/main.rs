@@ -61,7 +61,11 @@ fn parse_args() -> Result<Args> {
                 println!(
                     "usage: sessionlog-peers [--sessions N] [--value-size B] [--out DIR] \
                      [--engines a,b,..] [--tmp DIR] [--memory]\nengines: {}",
-                    engines::all().iter().map(|s| s.name).collect::<Vec<_>>().join(",")
+                    engines::all()
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 );
                 std::process::exit(0);
             }
@@ -100,7 +104,9 @@ impl Drop for Scratch {
 
 /// 32 lowercase hex characters: 128 random bits.
 fn session_ids(rng: &mut StdRng, n: usize) -> Vec<String> {
-    (0..n).map(|_| format!("{:032x}", rng.random::<u128>())).collect()
+    (0..n)
+        .map(|_| format!("{:032x}", rng.random::<u128>()))
+        .collect()
 }
 
 /// Runs `op(i)` for i in 0..ops spread over `threads` threads (thread t
@@ -160,7 +166,11 @@ fn disk_bytes(dir: &Path) -> Result<u64> {
     for entry in std::fs::read_dir(dir)? {
         let e = entry?;
         let m = e.metadata()?;
-        total += if m.is_dir() { disk_bytes(&e.path())? } else { m.blocks() * 512 };
+        total += if m.is_dir() {
+            disk_bytes(&e.path())?
+        } else {
+            m.blocks() * 512
+        };
     }
     Ok(total)
 }
@@ -192,14 +202,30 @@ fn run_engine(spec: &Spec, w: &Workload, scratch: &Scratch, res: &mut Results) -
     let mut e = spec.open(&dir, Mode::Buffered)?;
     let e1 = &*e;
 
-    res.set(Phase::SaveNew, name, timed_all(n, |i| e1.save(&ids[i], &w.value))?);
+    res.set(
+        Phase::SaveNew,
+        name,
+        timed_all(n, |i| e1.save(&ids[i], &w.value))?,
+    );
     warm_page_cache(&dir)?;
     for i in 0..n.min(10_000) {
         check_load(e1, pick(i), w.value.len())?;
     }
-    res.set(Phase::Load1, name, timed(1, n, |i| e1.load(pick(i)).map(drop))?);
-    res.set(Phase::Load2, name, timed(2, n, |i| e1.load(pick(i)).map(drop))?);
-    res.set(Phase::Overwrite, name, timed(1, n, |i| e1.save(pick(i), &w.value))?);
+    res.set(
+        Phase::Load1,
+        name,
+        timed(1, n, |i| e1.load(pick(i)).map(drop))?,
+    );
+    res.set(
+        Phase::Load2,
+        name,
+        timed(2, n, |i| e1.load(pick(i)).map(drop))?,
+    );
+    res.set(
+        Phase::Overwrite,
+        name,
+        timed(1, n, |i| e1.save(pick(i), &w.value))?,
+    );
     res.set(
         Phase::Mixed,
         name,
@@ -212,11 +238,19 @@ fn run_engine(spec: &Spec, w: &Workload, scratch: &Scratch, res: &mut Results) -
             }
         })?,
     );
-    res.set(Phase::Touch, name, timed(1, n, |i| e1.touch(pick(i)).map(drop))?);
+    res.set(
+        Phase::Touch,
+        name,
+        timed(1, n, |i| e1.touch(pick(i)).map(drop))?,
+    );
     // Deletes take distinct ids from the end of the list; one at the
     // start stays for the reopen check.
     let deletes = n / 4;
-    res.set(Phase::Delete, name, timed(1, deletes, |i| e1.delete(&ids[n - 1 - i]))?);
+    res.set(
+        Phase::Delete,
+        name,
+        timed(1, deletes, |i| e1.delete(&ids[n - 1 - i]))?,
+    );
 
     if spec.on_disk {
         drop(e);
@@ -247,7 +281,11 @@ fn run_engine(spec: &Spec, w: &Workload, scratch: &Scratch, res: &mut Results) -
         check_load(&*e, &ids[0], w.value.len())?;
         drop(e);
         let live_bytes = (live * (32 + w.value.len())) as f64;
-        res.set(Phase::SizeAfterCompact, name, disk_bytes(&dir)? as f64 / live_bytes);
+        res.set(
+            Phase::SizeAfterCompact,
+            name,
+            disk_bytes(&dir)? as f64 / live_bytes,
+        );
         std::fs::remove_dir_all(&dir)?;
     }
 
@@ -256,11 +294,17 @@ fn run_engine(spec: &Spec, w: &Workload, scratch: &Scratch, res: &mut Results) -
         let e = spec.open(&dir, Mode::Durable)?;
         let e1 = &*e;
         let k = w.fresh.len() / 3;
-        for (phase, threads, part) in
-            [(Phase::Durable1, 1, 0), (Phase::Durable2, 2, 1), (Phase::Durable4, 4, 2)]
-        {
+        for (phase, threads, part) in [
+            (Phase::Durable1, 1, 0),
+            (Phase::Durable2, 2, 1),
+            (Phase::Durable4, 4, 2),
+        ] {
             let ids = &w.fresh[part * k..(part + 1) * k];
-            res.set(phase, name, timed(threads, k, |i| e1.save(&ids[i], &w.value))?);
+            res.set(
+                phase,
+                name,
+                timed(threads, k, |i| e1.save(&ids[i], &w.value))?,
+            );
         }
         drop(e);
         std::fs::remove_dir_all(&dir)?;
@@ -287,11 +331,19 @@ fn memory(args: &Args, scratch: &Scratch) -> Result<()> {
     let mut value = vec![0u8; args.value_size];
     rng.fill_bytes(&mut value);
     let path = scratch.dir("memory")?.join("sessions.log");
-    let open = || LogStore::options().sync(SyncPolicy::Never).background(false).open(&path);
+    let open = || {
+        LogStore::options()
+            .sync(SyncPolicy::Never)
+            .background(false)
+            .open(&path)
+    };
     {
         let store = open()?;
         for id in &ids {
-            store.save_session(&mut Session::new(SessionId::new(id.as_str())?, value.clone()))?;
+            store.save_session(&mut Session::new(
+                SessionId::new(id.as_str())?,
+                value.clone(),
+            ))?;
         }
     }
     warm_page_cache(path.parent().ok_or("no parent")?)?;
@@ -314,7 +366,10 @@ fn memory(args: &Args, scratch: &Scratch) -> Result<()> {
     );
     print!("{text}");
     std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join(format!("memory-{n}x{}.md", args.value_size)), text)?;
+    std::fs::write(
+        args.out.join(format!("memory-{n}x{}.md", args.value_size)),
+        text,
+    )?;
     Ok(())
 }
 
@@ -326,7 +381,11 @@ fn main() -> Result<()> {
     }
     let specs: Vec<Spec> = engines::all()
         .into_iter()
-        .filter(|s| args.engines.as_ref().is_none_or(|l| l.iter().any(|n| n == s.name)))
+        .filter(|s| {
+            args.engines
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|n| n == s.name))
+        })
         .collect();
     let mut rng = StdRng::seed_from_u64(5);
     let n = args.sessions;
@@ -335,7 +394,12 @@ fn main() -> Result<()> {
     rng.fill_bytes(&mut value);
     let picks = (0..n).map(|_| rng.random()).collect();
     let fresh = session_ids(&mut rng, 3 * DURABLE_OPS.min(n));
-    let w = Workload { ids, value, picks, fresh };
+    let w = Workload {
+        ids,
+        value,
+        picks,
+        fresh,
+    };
 
     let mut res = Results::new(specs.iter().map(|s| s.name).collect());
     for spec in &specs {

@@ -83,11 +83,18 @@ pub struct Results {
 impl Results {
     pub fn new(engines: Vec<&'static str>) -> Results {
         let values = vec![vec![None; engines.len()]; Phase::ALL.len()];
-        Results { engines, values, failures: Vec::new() }
+        Results {
+            engines,
+            values,
+            failures: Vec::new(),
+        }
     }
 
     fn col(&self, engine: &str) -> usize {
-        self.engines.iter().position(|e| *e == engine).expect("a known engine")
+        self.engines
+            .iter()
+            .position(|e| *e == engine)
+            .expect("a known engine")
     }
 
     pub fn set(&mut self, phase: Phase, engine: &'static str, v: f64) {
@@ -125,7 +132,11 @@ impl Results {
                     (None, _) => "–".to_owned(),
                     (Some(v), Some(sl)) if c != base => {
                         // Always "how many times better sessionlog is".
-                        let ratio = if p.unit() == Unit::OpsPerSec { sl / v } else { v / sl };
+                        let ratio = if p.unit() == Unit::OpsPerSec {
+                            sl / v
+                        } else {
+                            v / sl
+                        };
                         format!("{} ({ratio:.2}×)", fmt(p.unit(), *v))
                     }
                     (Some(v), _) => format!("**{}**", fmt(p.unit(), *v)),
@@ -148,11 +159,13 @@ impl Results {
     /// Grouped horizontal bars of the ops/s phases on a log scale.
     pub fn svg(&self, title: &str) -> String {
         const COLORS: [&str; 12] = [
-            "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
+            "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf", "#393b79", "#637939",
         ];
-        let phases: Vec<Phase> =
-            Phase::ALL.into_iter().filter(|p| p.unit() == Unit::OpsPerSec).collect();
+        let phases: Vec<Phase> = Phase::ALL
+            .into_iter()
+            .filter(|p| p.unit() == Unit::OpsPerSec)
+            .collect();
         let (left, width, bar, gap) = (210.0, 640.0, 9.0, 14.0);
         let (lo, hi) = (2.0f64, 8.0f64); // 100 to 100M ops/s
         let x = |v: f64| left + width * ((v.max(1.0).log10() - lo) / (hi - lo)).clamp(0.0, 1.0);
@@ -166,7 +179,11 @@ impl Results {
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{height}" font-family="sans-serif" font-size="11">"#
         );
         let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(s, r#"<text x="10" y="18" font-size="13">{}</text>"#, esc(title));
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="18" font-size="13">{}</text>"#,
+            esc(title)
+        );
         let _ = writeln!(
             s,
             r#"<text x="10" y="36">operations per second, log scale (longer is better)</text>"#
@@ -233,7 +250,9 @@ fn fmt(unit: Unit, v: f64) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The machine, for the table's title.

@@ -52,7 +52,12 @@ struct AppendLog {
 
 pub fn open(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     let path = dir.join("append.log");
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
     let (index, end) = scan(&file)?;
     let allocated = file.metadata()?.len();
     Ok(Box::new(AppendLog {
@@ -123,11 +128,19 @@ impl Engine for AppendLog {
     fn save(&self, id: &str, data: &[u8]) -> Result<()> {
         let off = self.append(&record(PUT, id, data))?;
         let place = (off + (HEAD + id.len()) as u64, data.len() as u32);
-        self.index.write().unwrap_or_else(|e| e.into_inner()).insert(id.into(), place);
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.into(), place);
         Ok(())
     }
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        let Some((off, len)) = self.index.read().unwrap_or_else(|e| e.into_inner()).get(id).copied()
+        let Some((off, len)) = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
         else {
             return Ok(None);
         };
@@ -136,7 +149,12 @@ impl Engine for AppendLog {
         Ok(Some(buf))
     }
     fn touch(&self, id: &str) -> Result<bool> {
-        if !self.index.read().unwrap_or_else(|e| e.into_inner()).contains_key(id) {
+        if !self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+        {
             return Ok(false);
         }
         self.append(&record(TOUCH, id, &[]))?;
@@ -144,7 +162,10 @@ impl Engine for AppendLog {
     }
     fn delete(&self, id: &str) -> Result<()> {
         self.append(&record(DELETE, id, &[]))?;
-        self.index.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         Ok(())
     }
     fn compact(&mut self) -> Result<bool> {
@@ -154,7 +175,12 @@ impl Engine for AppendLog {
         let mut index = Index::new();
         let mut off = 0u64;
         let mut data = Vec::new();
-        for (id, &(at, len)) in self.index.get_mut().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (id, &(at, len)) in self
+            .index
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             data.resize(len as usize, 0);
             self.file.read_exact_at(&mut data, at)?;
             let rec = record(PUT, id, &data);
@@ -168,7 +194,10 @@ impl Engine for AppendLog {
         File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
         self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
         *self.index.get_mut().unwrap_or_else(|e| e.into_inner()) = index;
-        *self.tail.get_mut().unwrap_or_else(|e| e.into_inner()) = Tail { end: off, allocated: off };
+        *self.tail.get_mut().unwrap_or_else(|e| e.into_inner()) = Tail {
+            end: off,
+            allocated: off,
+        };
         Ok(true)
     }
 }
@@ -179,24 +208,37 @@ struct MemMap {
 }
 
 pub fn open_hashmap(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(MemMap { map: RwLock::new(HashMap::new()) }))
+    Ok(Box::new(MemMap {
+        map: RwLock::new(HashMap::new()),
+    }))
 }
 
 impl Engine for MemMap {
     fn save(&self, id: &str, data: &[u8]) -> Result<()> {
         let v = (now_ms(), data.to_vec());
-        self.map.write().unwrap_or_else(|e| e.into_inner()).insert(id.into(), v);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.into(), v);
         Ok(())
     }
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.map.read().unwrap_or_else(|e| e.into_inner()).get(id).map(|v| v.1.clone()))
+        Ok(self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map(|v| v.1.clone()))
     }
     fn touch(&self, id: &str) -> Result<bool> {
         let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
         Ok(m.get_mut(id).map(|v| v.0 = now_ms()).is_some())
     }
     fn delete(&self, id: &str) -> Result<()> {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         Ok(())
     }
 }

@@ -106,7 +106,12 @@ fn lmdb_env(dir: &Path, mode: Mode) -> Result<(heed::Env, LmdbDb)> {
 
 pub fn open_lmdb(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     let (env, db) = lmdb_env(dir, mode)?;
-    Ok(Box::new(Lmdb { env: Some(env), db, dir: dir.to_owned(), mode }))
+    Ok(Box::new(Lmdb {
+        env: Some(env),
+        db,
+        dir: dir.to_owned(),
+        mode,
+    }))
 }
 
 impl Lmdb {
@@ -140,7 +145,8 @@ impl Engine for Lmdb {
         // LMDB reuses free pages but never shrinks; its compaction is a
         // compacting copy (mdb_copy -c) swapped in for the old file.
         let tmp = self.dir.join("compact.mdb");
-        self.env().copy_to_path(&tmp, heed::CompactionOption::Enabled)?;
+        self.env()
+            .copy_to_path(&tmp, heed::CompactionOption::Enabled)?;
         if let Some(env) = self.env.take() {
             env.prepare_for_closing().wait();
         }
@@ -162,7 +168,10 @@ struct Sled {
 
 pub fn open_sled(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     let db = sled::open(dir.join("sled"))?;
-    Ok(Box::new(Sled { db, durable: mode == Mode::Durable }))
+    Ok(Box::new(Sled {
+        db,
+        durable: mode == Mode::Durable,
+    }))
 }
 
 impl Engine for Sled {
@@ -200,7 +209,11 @@ struct Fjall {
 pub fn open_fjall(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     let db = fjall::Database::builder(dir.join("fjall")).open()?;
     let ks = db.keyspace("sessions", fjall::KeyspaceCreateOptions::default)?;
-    Ok(Box::new(Fjall { db, ks, durable: mode == Mode::Durable }))
+    Ok(Box::new(Fjall {
+        db,
+        ks,
+        durable: mode == Mode::Durable,
+    }))
 }
 
 impl Fjall {

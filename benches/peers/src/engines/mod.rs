@@ -67,18 +67,68 @@ impl Spec {
 /// Every engine, sessionlog first (the ratios are taken against it).
 pub fn all() -> Vec<Spec> {
     vec![
-        Spec { name: "sessionlog", on_disk: true, durable: true, open: sessionlog::open_log },
-        Spec { name: "redb", on_disk: true, durable: true, open: kv::open_redb },
-        Spec { name: "lmdb", on_disk: true, durable: true, open: kv::open_lmdb },
-        Spec { name: "sqlite", on_disk: true, durable: true, open: sqlite::open },
-        Spec { name: "sled", on_disk: true, durable: true, open: kv::open_sled },
-        Spec { name: "fjall", on_disk: true, durable: true, open: kv::open_fjall },
+        Spec {
+            name: "sessionlog",
+            on_disk: true,
+            durable: true,
+            open: sessionlog::open_log,
+        },
+        Spec {
+            name: "redb",
+            on_disk: true,
+            durable: true,
+            open: kv::open_redb,
+        },
+        Spec {
+            name: "lmdb",
+            on_disk: true,
+            durable: true,
+            open: kv::open_lmdb,
+        },
+        Spec {
+            name: "sqlite",
+            on_disk: true,
+            durable: true,
+            open: sqlite::open,
+        },
+        Spec {
+            name: "sled",
+            on_disk: true,
+            durable: true,
+            open: kv::open_sled,
+        },
+        Spec {
+            name: "fjall",
+            on_disk: true,
+            durable: true,
+            open: kv::open_fjall,
+        },
         // The local server persists as configured there (see README);
         // one request per operation, so never "durable" from here.
-        Spec { name: "redis", on_disk: false, durable: false, open: redis::open },
-        Spec { name: "dirstore", on_disk: true, durable: true, open: sessionlog::open_dir },
-        Spec { name: "write(2)", on_disk: true, durable: true, open: floor::open },
-        Spec { name: "hashmap", on_disk: false, durable: false, open: floor::open_hashmap },
+        Spec {
+            name: "redis",
+            on_disk: false,
+            durable: false,
+            open: redis::open,
+        },
+        Spec {
+            name: "dirstore",
+            on_disk: true,
+            durable: true,
+            open: sessionlog::open_dir,
+        },
+        Spec {
+            name: "write(2)",
+            on_disk: true,
+            durable: true,
+            open: floor::open,
+        },
+        Spec {
+            name: "hashmap",
+            on_disk: false,
+            durable: false,
+            open: floor::open_hashmap,
+        },
         // PLUG-IN POINT for sessionlog's server-backed stores (PostgresStore,
         // MySqlStore, RedisStore), being written elsewhere: wrap the store in
         // `sessionlog::StoreEngine` (any `SessionStore` works) and add e.g.

@@ -22,7 +22,9 @@ pub fn open(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
     for _ in 0..MAX_THREADS {
         conns.push(Mutex::new(client.get_connection()?));
     }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
     let prefix = format!("sessionlog-bench:{}:{nanos}:", std::process::id());
     Ok(Box::new(Redis { conns, prefix }))
 }
@@ -39,7 +41,12 @@ impl Redis {
 impl Engine for Redis {
     fn save(&self, id: &str, data: &[u8]) -> Result<()> {
         let key = self.key(id);
-        redis::cmd("SET").arg(key).arg(data).arg("PX").arg(TTL_MS).query::<()>(&mut *self.conn())?;
+        redis::cmd("SET")
+            .arg(key)
+            .arg(data)
+            .arg("PX")
+            .arg(TTL_MS)
+            .query::<()>(&mut *self.conn())?;
         Ok(())
     }
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
@@ -48,7 +55,10 @@ impl Engine for Redis {
     }
     fn touch(&self, id: &str) -> Result<bool> {
         let key = self.key(id);
-        Ok(redis::cmd("PEXPIRE").arg(key).arg(TTL_MS).query(&mut *self.conn())?)
+        Ok(redis::cmd("PEXPIRE")
+            .arg(key)
+            .arg(TTL_MS)
+            .query(&mut *self.conn())?)
     }
     fn delete(&self, id: &str) -> Result<()> {
         let key = self.key(id);

@@ -16,7 +16,10 @@ pub struct StoreEngine<S> {
 impl<S: SessionStore> StoreEngine<S> {
     #[allow(dead_code, reason = "the plug-in point for server-backed stores")]
     pub fn new(store: S) -> Self {
-        StoreEngine { store, compact: None }
+        StoreEngine {
+            store,
+            compact: None,
+        }
     }
 }
 
@@ -29,7 +32,10 @@ impl<S: SessionStore> Engine for StoreEngine<S> {
     }
 
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.store.load_session(&SessionId::new(id)?)?.map(|s| s.data))
+        Ok(self
+            .store
+            .load_session(&SessionId::new(id)?)?
+            .map(|s| s.data))
     }
 
     fn touch(&self, id: &str) -> Result<bool> {
@@ -72,6 +78,11 @@ pub fn open_log(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
 /// `DirStore` with `SyncPolicy::Never` or `Always`; nothing to compact
 /// (every write replaces or removes its file).
 pub fn open_dir(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
-    let store = DirStore::options().sync(policy(mode)).open(dir.join("sessions"))?;
-    Ok(Box::new(StoreEngine { store, compact: None }))
+    let store = DirStore::options()
+        .sync(policy(mode))
+        .open(dir.join("sessions"))?;
+    Ok(Box::new(StoreEngine {
+        store,
+        compact: None,
+    }))
 }

@@ -48,7 +48,8 @@ impl Sqlite {
 impl Engine for Sqlite {
     fn save(&self, id: &str, data: &[u8]) -> Result<()> {
         let c = self.conn();
-        c.prepare_cached(SAVE)?.execute(params![id, data, now_ms() as i64])?;
+        c.prepare_cached(SAVE)?
+            .execute(params![id, data, now_ms() as i64])?;
         Ok(())
     }
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
@@ -63,12 +64,15 @@ impl Engine for Sqlite {
     }
     fn delete(&self, id: &str) -> Result<()> {
         let c = self.conn();
-        c.prepare_cached("DELETE FROM sessions WHERE id = ?1")?.execute([id])?;
+        c.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+            .execute([id])?;
         Ok(())
     }
     fn compact(&mut self) -> Result<bool> {
         let c = self.conn();
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        c.execute_batch(
+            "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+        )?;
         Ok(true)
     }
 }
