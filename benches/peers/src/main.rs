@@ -231,7 +231,7 @@ fn run_engine(spec: &Spec, w: &Workload, scratch: &Scratch, res: &mut Results) -
         name,
         timed(1, n, |i| {
             // One save in ten, chosen by bits that do not pick the id.
-            if (w.picks[i % w.picks.len()] >> 32) % 10 == 0 {
+            if (w.picks[i % w.picks.len()] >> 32).is_multiple_of(10) {
                 e1.save(pick(i), &w.value)
             } else {
                 e1.load(pick(i)).map(drop)

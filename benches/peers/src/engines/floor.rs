@@ -202,9 +202,12 @@ impl Engine for AppendLog {
     }
 }
 
+/// Id to (modification time, data).
+type Sessions = HashMap<Box<str>, (u64, Vec<u8>)>;
+
 /// The ceiling: no persistence, no encoding, one lock.
 struct MemMap {
-    map: RwLock<HashMap<Box<str>, (u64, Vec<u8>)>>,
+    map: RwLock<Sessions>,
 }
 
 pub fn open_hashmap(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
