@@ -1,0 +1,247 @@
+//! The two reference points: a plain append-only file (one `write(2)` per
+//! save; a preallocated file with `fdatasync` per save for the durable
+//! class) and a `HashMap` behind a `RwLock` (the in-memory ceiling).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use super::{Engine, Mode, Result, now_ms};
+
+/// Record: `len u32 | kind u8 | id_len u8 | modified u64 | id | data`,
+/// little-endian; `len` counts the whole record. A zero `len` ends the log
+/// (the preallocated, never written part).
+const HEAD: usize = 4 + 1 + 1 + 8;
+const PUT: u8 = 1;
+const TOUCH: u8 = 2;
+const DELETE: u8 = 3;
+/// The durable variant grows its file by this much at a time.
+const PREALLOC: u64 = 64 << 20;
+
+fn record(kind: u8, id: &str, data: &[u8]) -> Vec<u8> {
+    let len = HEAD + id.len() + data.len();
+    let mut r = Vec::with_capacity(len);
+    r.extend_from_slice(&(len as u32).to_le_bytes());
+    r.push(kind);
+    r.push(id.len() as u8);
+    r.extend_from_slice(&now_ms().to_le_bytes());
+    r.extend_from_slice(id.as_bytes());
+    r.extend_from_slice(data);
+    r
+}
+
+/// Offset and length of a session's data in the file.
+type Index = HashMap<Box<str>, (u64, u32)>;
+
+struct Tail {
+    end: u64,
+    allocated: u64,
+}
+
+struct AppendLog {
+    path: PathBuf,
+    file: File,
+    durable: bool,
+    tail: Mutex<Tail>,
+    index: RwLock<Index>,
+}
+
+pub fn open(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
+    let path = dir.join("append.log");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    let (index, end) = scan(&file)?;
+    let allocated = file.metadata()?.len();
+    Ok(Box::new(AppendLog {
+        path,
+        file,
+        durable: mode == Mode::Durable,
+        tail: Mutex::new(Tail { end, allocated }),
+        index: RwLock::new(index),
+    }))
+}
+
+/// Rebuilds the index by reading the whole log once.
+fn scan(file: &File) -> Result<(Index, u64)> {
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut index = Index::new();
+    let mut off = 0u64;
+    let mut head = [0u8; HEAD];
+    let mut body = Vec::new();
+    while r.read_exact(&mut head).is_ok() {
+        let len = u32::from_le_bytes(head[..4].try_into()?) as usize;
+        if len < HEAD {
+            break;
+        }
+        body.resize(len - HEAD, 0);
+        r.read_exact(&mut body)?;
+        let id_len = usize::from(head[5]);
+        let id = std::str::from_utf8(&body[..id_len])?;
+        match head[4] {
+            PUT => {
+                let data_off = off + (HEAD + id_len) as u64;
+                index.insert(id.into(), (data_off, (len - HEAD - id_len) as u32));
+            }
+            DELETE => {
+                index.remove(id);
+            }
+            _ => {}
+        }
+        off += len as u64;
+    }
+    Ok((index, off))
+}
+
+impl AppendLog {
+    fn append(&self, rec: &[u8]) -> Result<u64> {
+        let mut t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let off = t.end;
+        if self.durable && off + rec.len() as u64 > t.allocated {
+            let new = t.allocated + PREALLOC;
+            // SAFETY: fallocate on an open descriptor with plain integers.
+            let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, new as libc::off_t) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            t.allocated = new;
+        }
+        // One pwrite(2); the durable class adds one fdatasync(2), under the
+        // lock (no group commit: this is the simple log the target names).
+        self.file.write_all_at(rec, off)?;
+        if self.durable {
+            self.file.sync_data()?;
+        }
+        t.end = off + rec.len() as u64;
+        Ok(off)
+    }
+}
+
+impl Engine for AppendLog {
+    fn save(&self, id: &str, data: &[u8]) -> Result<()> {
+        let off = self.append(&record(PUT, id, data))?;
+        let place = (off + (HEAD + id.len()) as u64, data.len() as u32);
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.into(), place);
+        Ok(())
+    }
+    fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let Some((off, len)) = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+        else {
+            return Ok(None);
+        };
+        let mut buf = vec![0; len as usize];
+        self.file.read_exact_at(&mut buf, off)?;
+        Ok(Some(buf))
+    }
+    fn touch(&self, id: &str) -> Result<bool> {
+        if !self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+        {
+            return Ok(false);
+        }
+        self.append(&record(TOUCH, id, &[]))?;
+        Ok(true)
+    }
+    fn delete(&self, id: &str) -> Result<()> {
+        self.append(&record(DELETE, id, &[]))?;
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        Ok(())
+    }
+    fn compact(&mut self) -> Result<bool> {
+        // Copy the live records into a new file, sync it, rename it over.
+        let tmp = self.path.with_extension("compact");
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let mut index = Index::new();
+        let mut off = 0u64;
+        let mut data = Vec::new();
+        for (id, &(at, len)) in self
+            .index
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            data.resize(len as usize, 0);
+            self.file.read_exact_at(&mut data, at)?;
+            let rec = record(PUT, id, &data);
+            out.write_all(&rec)?;
+            index.insert(id.clone(), (off + (HEAD + id.len()) as u64, len));
+            off += rec.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, &self.path)?;
+        File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+        self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        *self.index.get_mut().unwrap_or_else(|e| e.into_inner()) = index;
+        *self.tail.get_mut().unwrap_or_else(|e| e.into_inner()) = Tail {
+            end: off,
+            allocated: off,
+        };
+        Ok(true)
+    }
+}
+
+/// Id to (modification time, data).
+type Sessions = HashMap<Box<str>, (u64, Vec<u8>)>;
+
+/// The ceiling: no persistence, no encoding, one lock.
+struct MemMap {
+    map: RwLock<Sessions>,
+}
+
+pub fn open_hashmap(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(MemMap {
+        map: RwLock::new(HashMap::new()),
+    }))
+}
+
+impl Engine for MemMap {
+    fn save(&self, id: &str, data: &[u8]) -> Result<()> {
+        let v = (now_ms(), data.to_vec());
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.into(), v);
+        Ok(())
+    }
+    fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map(|v| v.1.clone()))
+    }
+    fn touch(&self, id: &str) -> Result<bool> {
+        let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+        Ok(m.get_mut(id).map(|v| v.0 = now_ms()).is_some())
+    }
+    fn delete(&self, id: &str) -> Result<()> {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! One small trait per engine: the operations a session store needs, and
+//! how each engine is opened for the two durability classes.
+
+mod floor;
+mod kv;
+mod redis;
+mod sessionlog;
+mod sqlite;
+
+use std::cell::Cell;
+use std::path::Path;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The two durability classes; numbers are only compared within a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// No fsync per operation: a save is in the kernel (or the engine's own
+    /// buffer) when it returns.
+    Buffered,
+    /// Every save is on stable storage before it returns.
+    Durable,
+}
+
+/// A session store as the workload sees it. Values are the session data;
+/// engines that need a modification time keep it beside the data.
+pub trait Engine: Send + Sync {
+    /// Inserts or replaces a session.
+    fn save(&self, id: &str, data: &[u8]) -> Result<()>;
+    /// The session's data, copied out (an application keeps it past the call).
+    fn load(&self, id: &str) -> Result<Option<Vec<u8>>>;
+    /// Refreshes the session's modification time; false if absent.
+    fn touch(&self, id: &str) -> Result<bool>;
+    /// Removes the session.
+    fn delete(&self, id: &str) -> Result<()>;
+    /// Reclaims the space of dead records the way the engine documents;
+    /// `Ok(false)` when the engine has no such operation.
+    fn compact(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Removes whatever the engine keeps outside its directory (Redis keys).
+    fn cleanup(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What the harness knows about one engine.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// Column name in the results table.
+    pub name: &'static str,
+    /// Whether it keeps its data in files in the directory it is given
+    /// (reopen, compaction and file size apply).
+    pub on_disk: bool,
+    /// Whether it can make each save durable before returning.
+    pub durable: bool,
+    open: fn(&Path, Mode) -> Result<Box<dyn Engine>>,
+}
+
+impl Spec {
+    pub fn open(&self, dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
+        (self.open)(dir, mode)
+    }
+}
+
+/// Every engine, sessionlog first (the ratios are taken against it).
+pub fn all() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "sessionlog",
+            on_disk: true,
+            durable: true,
+            open: sessionlog::open_log,
+        },
+        Spec {
+            name: "redb",
+            on_disk: true,
+            durable: true,
+            open: kv::open_redb,
+        },
+        Spec {
+            name: "lmdb",
+            on_disk: true,
+            durable: true,
+            open: kv::open_lmdb,
+        },
+        Spec {
+            name: "sqlite",
+            on_disk: true,
+            durable: true,
+            open: sqlite::open,
+        },
+        Spec {
+            name: "sled",
+            on_disk: true,
+            durable: true,
+            open: kv::open_sled,
+        },
+        Spec {
+            name: "fjall",
+            on_disk: true,
+            durable: true,
+            open: kv::open_fjall,
+        },
+        // The local server persists as configured there (see README);
+        // one request per operation, so never "durable" from here.
+        Spec {
+            name: "redis",
+            on_disk: false,
+            durable: false,
+            open: redis::open,
+        },
+        Spec {
+            name: "dirstore",
+            on_disk: true,
+            durable: true,
+            open: sessionlog::open_dir,
+        },
+        Spec {
+            name: "write(2)",
+            on_disk: true,
+            durable: true,
+            open: floor::open,
+        },
+        Spec {
+            name: "hashmap",
+            on_disk: false,
+            durable: false,
+            open: floor::open_hashmap,
+        },
+        // PLUG-IN POINT for sessionlog's server-backed stores (PostgresStore,
+        // MySqlStore, RedisStore), being written elsewhere: wrap the store in
+        // `sessionlog::StoreEngine` (any `SessionStore` works) and add e.g.
+        //   Spec { name: "sl-postgres", on_disk: false, durable: true, open: open_pg },
+        // where `open_pg` connects to a local server and returns
+        // `Box::new(sessionlog::StoreEngine::new(store))`.
+    ]
+}
+
+thread_local! {
+    static SLOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many worker threads the harness runs at most; engines that need a
+/// connection per thread (SQLite, Redis) open this many.
+pub const MAX_THREADS: usize = 4;
+
+/// Called by the harness at the start of each worker thread.
+pub fn set_slot(slot: usize) {
+    SLOT.with(|s| s.set(slot % MAX_THREADS));
+}
+
+/// This worker thread's index, for per-thread connections.
+pub fn slot() -> usize {
+    SLOT.with(Cell::get)
+}
+
+/// Milliseconds since the epoch, for the modification time kept beside
+/// the data by the key-value peers.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Key-value peers store `modified_ms (8 bytes LE) ++ data`.
+pub fn encode_value(data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + data.len());
+    v.extend_from_slice(&now_ms().to_le_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+pub fn decode_value(v: &[u8]) -> Vec<u8> {
+    v.get(8..).unwrap_or_default().to_vec()
+}

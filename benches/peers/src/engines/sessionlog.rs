@@ -1,0 +1,88 @@
+//! sessionlog's own stores: `LogStore`, and `DirStore` (a file per
+//! session) through the same `SessionStore` adapter.
+
+use std::path::Path;
+
+use sessionlog::{DirStore, LogStore, Session, SessionId, SessionStore, SyncPolicy};
+
+use super::{Engine, Mode, Result};
+
+/// Any `SessionStore` as an engine; `compact` runs if one is given.
+pub struct StoreEngine<S> {
+    store: S,
+    compact: Option<fn(&S) -> Result<()>>,
+}
+
+impl<S: SessionStore> StoreEngine<S> {
+    #[allow(dead_code, reason = "the plug-in point for server-backed stores")]
+    pub fn new(store: S) -> Self {
+        StoreEngine {
+            store,
+            compact: None,
+        }
+    }
+}
+
+impl<S: SessionStore> Engine for StoreEngine<S> {
+    fn save(&self, id: &str, data: &[u8]) -> Result<()> {
+        // As a web application does: the id arrives as a string (cookie).
+        let mut s = Session::new(SessionId::new(id)?, data.to_vec());
+        self.store.save_session(&mut s)?;
+        Ok(())
+    }
+
+    fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .store
+            .load_session(&SessionId::new(id)?)?
+            .map(|s| s.data))
+    }
+
+    fn touch(&self, id: &str) -> Result<bool> {
+        Ok(self.store.touch_session(&SessionId::new(id)?)?)
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        self.store.delete_session(&SessionId::new(id)?)?;
+        Ok(())
+    }
+
+    fn compact(&mut self) -> Result<bool> {
+        match self.compact {
+            Some(f) => f(&self.store).map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
+fn policy(mode: Mode) -> SyncPolicy {
+    match mode {
+        Mode::Buffered => SyncPolicy::Never,
+        Mode::Durable => SyncPolicy::Always,
+    }
+}
+
+/// `LogStore` with `SyncPolicy::Never` or `Always`, background thread off
+/// so that automatic compaction never runs inside a timed phase.
+pub fn open_log(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
+    let store = LogStore::options()
+        .sync(policy(mode))
+        .background(false)
+        .open(dir.join("sessions.log"))?;
+    Ok(Box::new(StoreEngine {
+        store,
+        compact: Some(|s: &LogStore| s.compact().map(drop).map_err(Into::into)),
+    }))
+}
+
+/// `DirStore` with `SyncPolicy::Never` or `Always`; nothing to compact
+/// (every write replaces or removes its file).
+pub fn open_dir(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
+    let store = DirStore::options()
+        .sync(policy(mode))
+        .open(dir.join("sessions"))?;
+    Ok(Box::new(StoreEngine {
+        store,
+        compact: None,
+    }))
+}
