@@ -22,6 +22,17 @@ pub(crate) const fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b','
 }
 
+/// `ID_BYTE[b]` is true for the bytes an id may contain.
+static ID_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = is_id_byte(b as u8);
+        b += 1;
+    }
+    t
+};
+
 /// Checks `bytes` against the id rules; `Err` carries the reason.
 pub(crate) fn check_id_bytes(bytes: &[u8]) -> std::result::Result<(), &'static str> {
     if bytes.is_empty() {
@@ -30,7 +41,8 @@ pub(crate) fn check_id_bytes(bytes: &[u8]) -> std::result::Result<(), &'static s
     if bytes.len() > MAX_ID_LEN {
         return Err("it is longer than 128 characters");
     }
-    if !bytes.iter().all(|&b| is_id_byte(b)) {
+    // Branch-free over the bytes: ids are checked on every decode.
+    if !bytes.iter().fold(true, |ok, &b| ok & ID_BYTE[b as usize]) {
         return Err("only A-Z a-z 0-9 - _ , are allowed");
     }
     Ok(())

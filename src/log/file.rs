@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -103,6 +103,9 @@ pub(crate) struct LogFile {
     map: MmapRaw,
     /// The file's length when it was mapped.
     pub mapped_file_len: u64,
+    /// Set once this handle reserved blocks with `fallocate`: records may
+    /// then be written through the mapping.
+    reserved: AtomicBool,
     pub header: StaticHeader,
     /// Device and inode, to tell whether `path` still names this file.
     pub ino: (u64, u64),
@@ -135,6 +138,7 @@ impl LogFile {
             file,
             map,
             mapped_file_len: meta.len(),
+            reserved: AtomicBool::new(false),
             header,
             ino: (meta.dev(), meta.ino()),
         })
@@ -162,6 +166,7 @@ impl LogFile {
             file,
             map,
             mapped_file_len: len,
+            reserved: AtomicBool::new(self.reserved.load(Ordering::Relaxed)),
             header: self.header,
             ino: self.ino,
         })
@@ -261,6 +266,30 @@ impl LogFile {
         self.file.write_all_at(buf, offset)
     }
 
+    /// Writes a record at `offset`, past the committed end and below
+    /// `file_len` (the file's known length). Copies into the shared mapping
+    /// when the blocks were reserved with `fallocate` (so writeback cannot
+    /// meet a full disk, which would fault); otherwise `pwrite`s.
+    pub fn write_record(&self, buf: &[u8], offset: u64, file_len: u64) -> io::Result<()> {
+        let end = offset + buf.len() as u64;
+        if !self.reserved.load(Ordering::Relaxed) || end > file_len.min(self.map_len()) {
+            return self.write_at(buf, offset);
+        }
+        // SAFETY: `offset..end` lies inside the mapping and inside the file
+        // (`end <= file_len <= ` the real length: files never shrink), whose
+        // blocks were reserved by fallocate. The range is past the committed
+        // end, so no reader holds a slice over it, and only the holder of
+        // the write lock writes there.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                buf.as_ptr(),
+                self.map.as_mut_ptr().add(offset as usize),
+                buf.len(),
+            );
+        }
+        Ok(())
+    }
+
     /// Makes sure the file is at least `end` bytes long, growing it in
     /// chunks with `fallocate` so that blocks are reserved (a full disk shows
     /// up here, before any record byte is written) and so that most appends
@@ -271,8 +300,11 @@ impl LogFile {
         }
         let step = (current / 16).clamp(1 << 20, 64 << 20);
         let target = (end + step).next_multiple_of(1 << 16);
-        allocate(&self.file, current, target - current)
+        let reserved = allocate(&self.file, current, target - current)
             .map_err(|e| Error::io(&self.path, "grow file", e))?;
+        if reserved {
+            self.reserved.store(true, Ordering::Relaxed);
+        }
         Ok(target)
     }
 
@@ -297,8 +329,9 @@ pub(crate) fn check_header(path: &Path, head: &[u8]) -> Result<StaticHeader> {
     })
 }
 
-/// Reserves `[offset, offset + len)`, extending the file.
-fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+/// Reserves `[offset, offset + len)`, extending the file. Returns false if
+/// the filesystem cannot reserve blocks and the file was only extended.
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     let (Ok(off), Ok(l)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
         return Err(io::Error::from(io::ErrorKind::FileTooLarge));
@@ -307,11 +340,11 @@ fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     // owned by `file`, which is open for writing.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, off, l) };
     if rc == 0 {
-        return Ok(());
+        return Ok(true);
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(offset + len),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(offset + len).map(|()| false),
         _ => Err(err),
     }
 }

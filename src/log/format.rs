@@ -198,6 +198,16 @@ pub fn peek_len(buf: &[u8]) -> Option<usize> {
     Some(record_len(buf[R_ID_LEN] as usize, data_len))
 }
 
+/// For a touch record at the start of `buf`, the offset of its put, read
+/// without checking the CRC.
+pub fn peek_touch_target(buf: &[u8]) -> Option<u64> {
+    if buf.len() < RECORD_HEADER + TOUCH_DATA_LEN || buf[R_KIND] != Kind::Touch as u8 {
+        return None;
+    }
+    let at = RECORD_HEADER + buf[R_ID_LEN] as usize;
+    Some(u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?))
+}
+
 /// Bytes a record with this id and data occupies, padding included.
 pub const fn record_len(id_len: usize, data_len: usize) -> usize {
     (RECORD_HEADER + id_len + data_len).next_multiple_of(RECORD_ALIGN)

@@ -9,6 +9,7 @@
 //! a key of the main table.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use crate::log::format::{self, Kind, RecordRef};
@@ -62,19 +63,14 @@ fn id_at(src: &dyn Records, offset: u64) -> Option<&[u8]> {
 }
 
 /// Bytes a session's latest record at `offset` keeps alive: the record,
-/// plus its put when it is a touch.
+/// plus its put when it is a touch. Read without checking CRCs (the
+/// accounting only steers compaction).
 fn live_len(src: &dyn Records, offset: u64) -> u64 {
-    match format::decode_record(src.from(offset)) {
-        Ok(rec) => {
-            let own = rec.padded_len as u64;
-            match rec.touch_target() {
-                Some(put) => {
-                    own + format::decode_record(src.from(put)).map_or(0, |p| p.padded_len as u64)
-                }
-                None => own,
-            }
-        }
-        Err(_) => 0,
+    let b = src.from(offset);
+    let own = format::peek_len(b).unwrap_or(0) as u64;
+    match format::peek_touch_target(b) {
+        Some(put) => own + format::peek_len(src.from(put)).unwrap_or(0) as u64,
+        None => own,
     }
 }
 
@@ -120,13 +116,15 @@ impl Index {
     /// `src`. Returns the previous offset.
     pub fn insert(&mut self, src: &dyn Records, id: &[u8], offset: u64) -> Option<u64> {
         let h = self.hash(id);
-        let old = match self.table.get_mut(&h) {
-            None => {
-                self.table.insert(h, offset);
+        let old = match self.table.entry(h) {
+            Entry::Vacant(slot) => {
+                slot.insert(offset);
                 None
             }
-            Some(slot) if id_at(src, *slot) == Some(id) => Some(std::mem::replace(slot, offset)),
-            Some(_) => self.side.insert(id.into(), offset),
+            Entry::Occupied(mut slot) if id_at(src, *slot.get()) == Some(id) => {
+                Some(slot.insert(offset))
+            }
+            Entry::Occupied(_) => self.side.insert(id.into(), offset),
         };
         if let Some(o) = old {
             self.live_bytes -= live_len(src, o).min(self.live_bytes);

@@ -422,7 +422,7 @@ impl Inner {
             st.file_len = st.file.file_len()?;
             st.file_len = st.file.ensure_len(end, st.file_len)?;
         }
-        if let Err(e) = st.file.write_at(buf, off) {
+        if let Err(e) = st.file.write_record(buf, off, st.file_len) {
             self.poison("write", &e);
             return Err(Error::io(&self.path, "write", e));
         }
