@@ -91,12 +91,14 @@ fn op(caps: Caps) -> BoxedStrategy<Op> {
             2 => Just(Op::Sync),
             1 => Just(Op::Reopen),
             3 => crash().prop_map(Op::Crash),
+            2 => Just(Op::Switch),
         ]
         .boxed(),
         Caps { reopen: true, .. } => prop_oneof![
             20 => common,
             1 => Just(Op::Sync),
             2 => Just(Op::Reopen),
+            2 => Just(Op::Switch),
         ]
         .boxed(),
         _ => common.boxed(),

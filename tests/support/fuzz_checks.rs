@@ -204,7 +204,7 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
             None
         })
     };
-    Ok(match u.int_in_range(0..=13u8)? {
+    Ok(match u.int_in_range(0..=14u8)? {
         0 | 1 => Op::Save {
             id: id(u)?,
             data: data(u)?,
@@ -241,6 +241,7 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
             },
             rewind: u.arbitrary()?,
         }),
+        13 => Op::Switch,
         _ => Op::Advance(u.int_in_range(0..=1500)?),
     })
 }

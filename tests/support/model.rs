@@ -135,6 +135,9 @@ pub enum Op {
     Crash(Crash),
     /// Move the clock forward.
     Advance(u16),
+    /// Send the following operations to the other of two handles open on
+    /// the same store (as another process would; no-op for memory).
+    Switch,
 }
 
 impl Op {
@@ -204,6 +207,16 @@ impl Model {
             .filter(|(_, r)| is_live(r, now, idle))
             .map(|(&id, r)| (id, r.data.clone(), r.version, r.modified, r.expires))
             .collect()
+    }
+
+    /// (stored sessions, of which expired), as `LogStore::stats` counts.
+    fn counts(&self, now: u64, idle: Option<u64>) -> (u64, u64) {
+        let expired = self
+            .stored
+            .values()
+            .filter(|r| !is_live(r, now, idle))
+            .count();
+        (self.stored.len() as u64, expired as u64)
     }
 
     fn save(
@@ -287,7 +300,12 @@ impl Model {
                     dropped: (before - self.stored.len()) as u64,
                 }
             }
-            Op::Compact | Op::Sync | Op::Reopen | Op::Crash(_) | Op::Advance(_) => Out::Unit,
+            Op::Compact
+            | Op::Sync
+            | Op::Reopen
+            | Op::Crash(_)
+            | Op::Advance(_)
+            | Op::Switch => Out::Unit,
         }
     }
 }
@@ -352,10 +370,11 @@ pub fn run(cfg: Config, ops: &[Op], dir: &Path) -> Result<(), String> {
             _ => dir.join("sessions"),
         },
         clock: ManualClock::fixed(),
-        store: None,
+        handles: [None, None],
+        active: 0,
         candidates: vec![vec![Model::default()]],
     };
-    r.store = Some(r.open()?);
+    r.open_all()?;
     for (step, op) in ops.iter().enumerate() {
         let op = &op.normalized();
         r.step(op).map_err(|e| format!("step {step} ({op:?}): {e}"))?;
@@ -369,7 +388,10 @@ struct Runner {
     cfg: Config,
     path: PathBuf,
     clock: ManualClock,
-    store: Option<Store>,
+    /// Two handles on one store (the second stays `None` for memory).
+    handles: [Option<Store>; 2],
+    /// The handle operations go to.
+    active: usize,
     /// Per candidate: the model after each operation since the last
     /// durable point; the last one is the candidate's current state.
     candidates: Vec<Vec<Model>>,
@@ -429,7 +451,27 @@ impl Runner {
     }
 
     fn store(&self) -> &dyn SessionStore {
-        self.store.as_ref().expect("store is open").api()
+        self.handles[self.active]
+            .as_ref()
+            .expect("store is open")
+            .api()
+    }
+
+    fn active(&self) -> &Store {
+        self.handles[self.active].as_ref().expect("store is open")
+    }
+
+    /// Drops both handles without syncing (under `SyncPolicy::Never`).
+    fn close_all(&mut self) {
+        self.handles = [None, None];
+    }
+
+    fn open_all(&mut self) -> Result<(), String> {
+        self.handles[0] = Some(self.open()?);
+        if self.cfg.backend != Backend::Memory {
+            self.handles[1] = Some(self.open()?);
+        }
+        Ok(())
     }
 
     /// Everything durable now: each candidate forgets its history.
@@ -537,8 +579,8 @@ impl Runner {
                     .delete_old_sessions(Duration::from_millis(u64::from(*idle)))
                     .map_err(|e| unexpected("delete_old_sessions", &e))?,
             ),
-            Op::Compact => match &self.store {
-                Some(Store::Log(s)) => {
+            Op::Compact => match self.active() {
+                Store::Log(s) => {
                     let st = s.compact().map_err(|e| unexpected("compact", &e))?;
                     Out::Compacted {
                         kept: st.kept,
@@ -548,17 +590,28 @@ impl Runner {
                 _ => Out::Unit,
             },
             Op::Sync => {
-                match &self.store {
-                    Some(Store::Log(s)) => s.sync().map_err(|e| unexpected("sync", &e))?,
-                    Some(Store::Dir(s)) => s.sync().map_err(|e| unexpected("sync", &e))?,
-                    _ => {}
+                // `sync` covers what this handle has seen; a read first
+                // brings its view up to what the other handle wrote.
+                self.store()
+                    .has_session(&sid(0))
+                    .map_err(|e| unexpected("has", &e))?;
+                match self.active() {
+                    Store::Log(s) => s.sync().map_err(|e| unexpected("sync", &e))?,
+                    Store::Dir(s) => s.sync().map_err(|e| unexpected("sync", &e))?,
+                    Store::Memory(_) => {}
                 }
                 Out::Unit
             }
             Op::Reopen => {
                 if self.cfg.backend != Backend::Memory {
-                    self.store = None;
-                    self.store = Some(self.open()?);
+                    self.close_all();
+                    self.open_all()?;
+                }
+                Out::Unit
+            }
+            Op::Switch => {
+                if self.cfg.backend != Backend::Memory {
+                    self.active = 1 - self.active;
                 }
                 Out::Unit
             }
@@ -566,8 +619,8 @@ impl Runner {
                 match self.cfg.backend {
                     Backend::Memory => return Ok(Some(Out::Unit)),
                     Backend::Dir => {
-                        self.store = None;
-                        self.store = Some(self.open()?);
+                        self.close_all();
+                        self.open_all()?;
                         return Ok(Some(Out::Unit));
                     }
                     Backend::Log(_) => self.crash(c)?,
@@ -682,13 +735,25 @@ impl Runner {
         if self.candidates.is_empty() {
             return Err(format!("store holds {seen:?}, model holds {first:?}"));
         }
+        if let Store::Log(s) = self.active() {
+            let st = s.stats().map_err(|e| unexpected("stats", &e))?;
+            let counts = (st.sessions, st.expired);
+            let first = self.candidates[0].last().map(|m| m.counts(now, idle));
+            self.candidates
+                .retain(|h| h.last().is_some_and(|m| m.counts(now, idle) == counts));
+            if self.candidates.is_empty() {
+                return Err(format!(
+                    "stats() says (sessions, expired) = {counts:?}, model says {first:?}"
+                ));
+            }
+        }
         Ok(())
     }
 
     /// Drops the store without syncing, damages the log past its synced
     /// end as `c` says, and reopens it.
     fn crash(&mut self, c: &Crash) -> Result<(), String> {
-        self.store = None;
+        self.close_all();
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -733,10 +798,9 @@ impl Runner {
                 .map_err(io)?;
         }
         drop(f);
-        self.store = Some(self.open().map_err(|e| {
+        self.open_all().map_err(|e| {
             format!("reopen after crash (synced {synced}, committed {committed}, cut {cut}): {e}")
-        })?);
-        Ok(())
+        })
     }
 
     /// After a crash the store must equal the state after some prefix of
