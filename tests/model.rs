@@ -1,6 +1,6 @@
 //! Model-based tests: random operation sequences (saves, conditional saves,
 //! loads, touches, deletes, expiry, compaction, reopen, simulated crash,
-//! clock advances) run against each backend and a `HashMap`-like model,
+//! clock steps forward and back) run against each backend and a `HashMap`-like model,
 //! checked after every step; proptest shrinks a failure to a minimal
 //! sequence. Guards every `SessionStore` promise the model encodes, and
 //! for `LogStore` that a crash loses at most a suffix of the unsynced
@@ -83,6 +83,7 @@ fn op(caps: Caps) -> BoxedStrategy<Op> {
         1 => Just(Op::Iter),
         1 => prop_oneof![Just(0u16), Just(500), Just(1000), Just(2500)].prop_map(Op::DeleteOld),
         3 => (0u16..1500).prop_map(Op::Advance),
+        1 => (0u16..1500).prop_map(Op::Rewind),
     ];
     match caps {
         Caps { log: true, .. } => prop_oneof![

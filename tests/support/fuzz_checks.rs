@@ -204,7 +204,7 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
             None
         })
     };
-    Ok(match u.int_in_range(0..=14u8)? {
+    Ok(match u.int_in_range(0..=15u8)? {
         0 | 1 => Op::Save {
             id: id(u)?,
             data: data(u)?,
@@ -242,6 +242,7 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
             rewind: u.arbitrary()?,
         }),
         13 => Op::Switch,
+        14 => Op::Rewind(u.int_in_range(0..=1500)?),
         _ => Op::Advance(u.int_in_range(0..=1500)?),
     })
 }

@@ -135,6 +135,9 @@ pub enum Op {
     Crash(Crash),
     /// Move the clock forward.
     Advance(u16),
+    /// Move the clock back (an NTP step): expired sessions that are still
+    /// stored come back, exactly as the model keeps them.
+    Rewind(u16),
     /// Send the following operations to the other of two handles open on
     /// the same store (as another process would; no-op for memory).
     Switch,
@@ -305,6 +308,7 @@ impl Model {
             | Op::Reopen
             | Op::Crash(_)
             | Op::Advance(_)
+            | Op::Rewind(_)
             | Op::Switch => Out::Unit,
         }
     }
@@ -629,6 +633,11 @@ impl Runner {
             }
             Op::Advance(d) => {
                 self.clock.advance(Duration::from_millis(u64::from(*d)));
+                Out::Unit
+            }
+            Op::Rewind(d) => {
+                let now = sessionlog::Clock::now(&self.clock);
+                self.clock.set(now - Duration::from_millis(u64::from(*d)));
                 Out::Unit
             }
         };
