@@ -162,3 +162,35 @@ proptest! {
         check(Backend::Log(SyncPolicy::Always), idle, &ops)?;
     }
 }
+
+/// Shrunk sequences worth keeping as plain tests.
+mod sequences {
+    use super::*;
+
+    fn save(id: u8) -> Op {
+        Op::Save {
+            id,
+            data: vec![id],
+            expires_in: None,
+        }
+    }
+
+    /// `sync()` on a handle that has just followed another handle's
+    /// compaction must make that handle's later appends durable too.
+    #[test]
+    fn sync_after_following_a_compaction_covers_the_other_handles_appends() {
+        let ops = [
+            Op::Compact,
+            save(1),
+            Op::Switch,
+            Op::Sync,
+            Op::Crash(Crash {
+                at: 0,
+                damage: Damage::Truncate,
+                rewind: false,
+            }),
+        ];
+        let r = check(Backend::Log(SyncPolicy::Never), None, &ops);
+        assert!(r.is_ok(), "{r:?}");
+    }
+}
