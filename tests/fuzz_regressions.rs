@@ -32,7 +32,10 @@ fn replay(target: &str, check: fn(&[u8])) {
     files.extend(
         inputs(&root.join("fuzz/corpus").join(target))
             .into_iter()
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seed-"))),
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+            }),
     );
     let mut failed = Vec::new();
     for f in &files {

@@ -24,6 +24,8 @@ use sessionlog::SyncPolicy;
 struct Caps {
     reopen: bool,
     log: bool,
+    /// Two handles on one store.
+    switch: bool,
 }
 
 fn data() -> impl Strategy<Value = Vec<u8>> {
@@ -85,6 +87,8 @@ fn op(caps: Caps) -> BoxedStrategy<Op> {
         3 => (0u16..1500).prop_map(Op::Advance),
         1 => (0u16..1500).prop_map(Op::Rewind),
     ];
+    // Without a second handle the slot goes to another read.
+    let switch = if caps.switch { Op::Switch } else { Op::Iter };
     match caps {
         Caps { log: true, .. } => prop_oneof![
             20 => common,
@@ -92,14 +96,14 @@ fn op(caps: Caps) -> BoxedStrategy<Op> {
             2 => Just(Op::Sync),
             1 => Just(Op::Reopen),
             3 => crash().prop_map(Op::Crash),
-            2 => Just(Op::Switch),
+            2 => Just(switch),
         ]
         .boxed(),
         Caps { reopen: true, .. } => prop_oneof![
             20 => common,
             1 => Just(Op::Sync),
             2 => Just(Op::Reopen),
-            2 => Just(Op::Switch),
+            2 => Just(switch),
         ]
         .boxed(),
         _ => common.boxed(),
@@ -133,7 +137,7 @@ proptest! {
     #[test]
     fn memory_store_matches_model(
         idle in max_idle(),
-        ops in vec(op(Caps { reopen: false, log: false }), 0..40),
+        ops in vec(op(Caps { reopen: false, log: false, switch: false }), 0..40),
     ) {
         check(Backend::Memory, idle, &ops)?;
     }
@@ -141,7 +145,7 @@ proptest! {
     #[test]
     fn dir_store_matches_model(
         idle in max_idle(),
-        ops in vec(op(Caps { reopen: true, log: false }), 0..40),
+        ops in vec(op(Caps { reopen: true, log: false, switch: true }), 0..40),
     ) {
         check(Backend::Dir, idle, &ops)?;
     }
@@ -149,7 +153,16 @@ proptest! {
     #[test]
     fn log_store_matches_model_across_crashes(
         idle in max_idle(),
-        ops in vec(op(Caps { reopen: true, log: true }), 0..40),
+        ops in vec(op(Caps { reopen: true, log: true, switch: false }), 0..40),
+    ) {
+        check(Backend::Log(SyncPolicy::Never), idle, &ops)?;
+    }
+
+    /// As above with two handles on the store, as two processes.
+    #[test]
+    fn log_store_two_handles_match_model_across_crashes(
+        idle in max_idle(),
+        ops in vec(op(Caps { reopen: true, log: true, switch: true }), 0..40),
     ) {
         check(Backend::Log(SyncPolicy::Never), idle, &ops)?;
     }
@@ -157,7 +170,7 @@ proptest! {
     #[test]
     fn log_store_sync_always_loses_nothing_in_a_crash(
         idle in max_idle(),
-        ops in vec(op(Caps { reopen: true, log: true }), 0..40),
+        ops in vec(op(Caps { reopen: true, log: true, switch: true }), 0..40),
     ) {
         check(Backend::Log(SyncPolicy::Always), idle, &ops)?;
     }

@@ -90,9 +90,7 @@ fn damage_far_before_the_end_is_not_silently_cut_after_a_clean_reopen() {
         Ok(store) => {
             let left = store.iter_sessions().expect("iter").count();
             let report = store.stats().expect("stats").recovery;
-            panic!(
-                "opened without error and kept {left} of 50 sessions; recovery: {report:?}"
-            );
+            panic!("opened without error and kept {left} of 50 sessions; recovery: {report:?}");
         }
     }
 }

@@ -3,10 +3,10 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../tests/support/model.rs"]
-mod model;
-#[allow(dead_code)]
 #[path = "../../tests/support/fuzz_checks.rs"]
 mod fuzz_checks;
+#[allow(dead_code)]
+#[path = "../../tests/support/model.rs"]
+mod model;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_checks::record(data));

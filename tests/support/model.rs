@@ -270,7 +270,14 @@ impl Model {
                 data,
                 expires_in,
                 ..
-            } => self.save(*id, data, deadline(now, *expires_in), Some(claim), now, idle),
+            } => self.save(
+                *id,
+                data,
+                deadline(now, *expires_in),
+                Some(claim),
+                now,
+                idle,
+            ),
             Op::Load(id) => Out::One(
                 self.live(*id, now, idle)
                     .map(|r| (*id, r.data.clone(), r.version, r.modified, r.expires)),
@@ -333,8 +340,12 @@ fn sid(i: u8) -> SessionId {
 }
 
 fn ms(t: std::time::SystemTime) -> u64 {
-    u64::try_from(t.duration_since(UNIX_EPOCH).expect("after epoch").as_millis())
-        .expect("fits in u64")
+    u64::try_from(
+        t.duration_since(UNIX_EPOCH)
+            .expect("after epoch")
+            .as_millis(),
+    )
+    .expect("fits in u64")
 }
 
 fn snap(i: u8, s: &Session) -> Snap {
@@ -381,7 +392,8 @@ pub fn run(cfg: Config, ops: &[Op], dir: &Path) -> Result<(), String> {
     r.open_all()?;
     for (step, op) in ops.iter().enumerate() {
         let op = &op.normalized();
-        r.step(op).map_err(|e| format!("step {step} ({op:?}): {e}"))?;
+        r.step(op)
+            .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
         r.check_all()
             .map_err(|e| format!("after step {step} ({op:?}): {e}"))?;
     }
@@ -686,11 +698,13 @@ impl Runner {
                 expected_first.expect("some candidate was dropped")
             ));
         }
-        let durable = match (op, self.cfg.backend) {
-            (Op::Sync | Op::Compact | Op::DeleteOld(_), Backend::Log(_)) => true,
-            (_, Backend::Log(SyncPolicy::Always)) => true,
-            _ => false,
-        };
+        // A sync, a compaction (it writes and fsyncs a new file), or any
+        // write under `Always` makes everything so far durable.
+        let durable = matches!(
+            (op, self.cfg.backend),
+            (Op::Sync | Op::Compact | Op::DeleteOld(_), Backend::Log(_))
+                | (_, Backend::Log(SyncPolicy::Always))
+        );
         if durable {
             self.durable_point();
         } else {
