@@ -38,4 +38,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzz targets failed: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
     exit 1
 fi
-echo "fuzzing passed: $targets"
+echo "fuzzing passed:" $targets
