@@ -96,3 +96,44 @@ fn damage_far_before_the_end_is_not_silently_cut_after_a_clean_reopen() {
         }
     }
 }
+
+/// Repair scans at 8-byte steps and keeps "every record that passes its
+/// CRC", so a record-shaped byte string inside some session's data comes
+/// back as a session of its own once the record around it is damaged:
+/// a session that nobody ever saved. Session data is often shaped by the
+/// user (form drafts, preferences), so this lets a user plant a session
+/// with an id of their choice, to appear whenever repair mode runs.
+#[test]
+fn repair_does_not_resurrect_records_embedded_in_session_data() {
+    use sessionlog::log::format::{Kind, RecordFields, encode_record};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sessions.db");
+    let mut planted = Vec::new();
+    encode_record(
+        &mut planted,
+        &RecordFields {
+            kind: Kind::Put,
+            id: b"forged",
+            data: b"user=admin",
+            version: 1,
+            modified_ms: 1_893_456_000_000,
+            expires_ms: 0,
+        },
+    );
+    {
+        let store = open(&path, SyncPolicy::Always, false).expect("open");
+        // An 8-byte id puts the data on an 8-byte boundary.
+        save(&store, "innocnt1", &planted);
+        save(&store, "other", b"x");
+    }
+    // The outer record's checksum is damaged (below the synced end).
+    flip(&path, HEADER_SIZE);
+    let store = open(&path, SyncPolicy::Always, true).expect("repair mode opens");
+    let forged = store
+        .load_session(&SessionId::new("forged").expect("valid id"))
+        .expect("load");
+    assert_eq!(
+        forged, None,
+        "repair invented a session that was never saved"
+    );
+}
