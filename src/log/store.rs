@@ -371,7 +371,7 @@ impl Inner {
             *st = recovery::load_complete(Arc::new(current))?;
             let mut s = self.sync.lock();
             s.generation = st.file.header.generation;
-            s.synced = st.applied;
+            s.synced = st.file.synced().unwrap_or(HEADER_SIZE);
             return Ok(());
         }
         // Still the current file: a compaction is between marking and

@@ -1,0 +1,140 @@
+//! Deterministic reproducers for recovery behaviour that the model and
+//! fuzz runs pointed at: what `LogStore` does with damage that it can see
+//! on open. Each test states the behaviour DESIGN.md promises.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use sessionlog::log::format::{H_COMMITTED, HEADER_SIZE};
+use sessionlog::{Error, LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy};
+
+fn open(path: &Path, sync: SyncPolicy, repair: bool) -> sessionlog::Result<LogStore> {
+    LogStore::options()
+        .background(false)
+        .sync(sync)
+        .clock(ManualClock::fixed())
+        .repair(repair)
+        .open(path)
+}
+
+fn save(store: &LogStore, id: &str, data: &[u8]) {
+    let mut s = Session::new(SessionId::new(id).expect("valid id"), data.to_vec());
+    store.save_session(&mut s).expect("save");
+}
+
+fn flip(path: &Path, offset: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open log");
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).expect("read");
+    b[0] ^= 0x01;
+    f.write_all_at(&b, offset).expect("write");
+}
+
+/// Repair mode exists to get a store back from damage; DESIGN.md §7 says
+/// it scans the file and keeps every record that passes its CRC (and
+/// `compact::repair` even falls back to the file length when the committed
+/// word does not decode). A flipped bit in the committed word must not make
+/// the store impossible to open in repair mode.
+#[test]
+#[ignore = "engine bug: open_log returns Corrupt for a damaged committed word before repair mode can run"]
+fn repair_mode_opens_a_log_whose_committed_word_is_damaged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sessions.db");
+    {
+        let store = open(&path, SyncPolicy::Always, false).expect("open");
+        save(&store, "a", b"alpha");
+        save(&store, "b", b"beta");
+    }
+    flip(&path, H_COMMITTED as u64);
+    let plain = open(&path, SyncPolicy::Always, false);
+    assert!(
+        matches!(plain, Err(Error::Corrupt { .. })),
+        "without repair: Corrupt, got {plain:?}"
+    );
+    let store = open(&path, SyncPolicy::Always, true).expect("repair mode opens the store");
+    let a = store
+        .load_session(&SessionId::new("a").expect("valid id"))
+        .expect("load");
+    assert_eq!(a.map(|s| s.data), Some(b"alpha".to_vec()));
+}
+
+/// Under `SyncPolicy::Never` the synced word stays at the header forever
+/// (only `sync()` or a compaction raises it), so damage to a record that
+/// has been in the file for any time, followed by many intact records,
+/// is taken for a torn tail: the damaged record and every later one are
+/// dropped without an error. DESIGN.md §7 separates "torn tail after power
+/// loss" from "bit rot"; here a store that was closed and reopened cleanly
+/// (so everything it holds was replayed and could have been synced) loses
+/// its whole history to one flipped bit.
+#[test]
+#[ignore = "engine bug: under SyncPolicy::Never the synced word never advances, so bit rot is cut as a torn tail"]
+fn damage_far_before_the_end_is_not_silently_cut_after_a_clean_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sessions.db");
+    {
+        let store = open(&path, SyncPolicy::Never, false).expect("open");
+        for i in 0..50 {
+            save(&store, &format!("s{i}"), b"some session data");
+        }
+    }
+    // A clean reopen replays the whole log, then closes again.
+    drop(open(&path, SyncPolicy::Never, false).expect("clean reopen"));
+    // One bit of the first record's data rots.
+    flip(&path, HEADER_SIZE + 48);
+    match open(&path, SyncPolicy::Never, false) {
+        Err(Error::Corrupt { .. }) => {}
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(store) => {
+            let left = store.iter_sessions().expect("iter").count();
+            let report = store.stats().expect("stats").recovery;
+            panic!("opened without error and kept {left} of 50 sessions; recovery: {report:?}");
+        }
+    }
+}
+
+/// Repair scans at 8-byte steps and keeps "every record that passes its
+/// CRC", so a record-shaped byte string inside some session's data comes
+/// back as a session of its own once the record around it is damaged:
+/// a session that nobody ever saved. Session data is often shaped by the
+/// user (form drafts, preferences), so this lets a user plant a session
+/// with an id of their choice, to appear whenever repair mode runs.
+#[test]
+#[ignore = "engine bug: repair's 8-byte rescan accepts records embedded in session data"]
+fn repair_does_not_resurrect_records_embedded_in_session_data() {
+    use sessionlog::log::format::{Kind, RecordFields, encode_record};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sessions.db");
+    let mut planted = Vec::new();
+    encode_record(
+        &mut planted,
+        &RecordFields {
+            kind: Kind::Put,
+            id: b"forged",
+            data: b"user=admin",
+            version: 1,
+            modified_ms: 1_893_456_000_000,
+            expires_ms: 0,
+        },
+    );
+    {
+        let store = open(&path, SyncPolicy::Always, false).expect("open");
+        // An 8-byte id puts the data on an 8-byte boundary.
+        save(&store, "innocnt1", &planted);
+        save(&store, "other", b"x");
+    }
+    // The outer record's checksum is damaged (below the synced end).
+    flip(&path, HEADER_SIZE);
+    let store = open(&path, SyncPolicy::Always, true).expect("repair mode opens");
+    let forged = store
+        .load_session(&SessionId::new("forged").expect("valid id"))
+        .expect("load");
+    assert_eq!(
+        forged, None,
+        "repair invented a session that was never saved"
+    );
+}

@@ -1,0 +1,243 @@
+//! The bodies of the fuzz targets, shared by `fuzz/fuzz_targets/*.rs` and
+//! `tests/fuzz_regressions.rs` so that a saved crash input replays the
+//! same check under plain `cargo test`. Each check panics on a failure.
+
+use std::path::PathBuf;
+
+use arbitrary::{Result, Unstructured};
+use sessionlog::log::format::{
+    DecodeError, Kind, RECORD_HEADER, RecordFields, decode_record, encode_record,
+};
+use sessionlog::{LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy};
+
+use crate::model::{self, Backend, Config, Crash, Damage, Op, VersionPick};
+
+/// A scratch directory, in memory when the machine has `/dev/shm`.
+pub fn scratch() -> tempfile::TempDir {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir()
+        && let Ok(d) = tempfile::tempdir_in(&shm)
+    {
+        return d;
+    }
+    tempfile::tempdir().expect("temporary directory")
+}
+
+const ID_BYTES: &[u8] = b"ABCXYZabcxyz0189-_,";
+
+fn id_bytes(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
+    let len = u.int_in_range(1..=sessionlog::MAX_ID_LEN)?;
+    (0..len)
+        .map(|_| Ok(ID_BYTES[u.choose_index(ID_BYTES.len())?]))
+        .collect()
+}
+
+/// `record`: arbitrary bytes never make the decoder panic, and whatever
+/// it accepts re-encodes to the same bytes; then a structured record
+/// round-trips, every prefix of it is `Truncated`, and a flipped byte
+/// before the padding is rejected.
+pub fn record(data: &[u8]) {
+    if let Ok(r) = decode_record(data) {
+        let mut again = Vec::new();
+        let n = encode_record(&mut again, &fields(&r));
+        assert_eq!(n, r.padded_len, "padded length");
+        let unpadded = RECORD_HEADER + r.id.len() + r.data.len();
+        assert_eq!(&again[..unpadded], &data[..unpadded], "re-encoding differs");
+    }
+    let mut u = Unstructured::new(data);
+    let _ = structured(&mut u);
+}
+
+fn fields<'a>(r: &sessionlog::log::format::RecordRef<'a>) -> RecordFields<'a> {
+    RecordFields {
+        kind: r.kind,
+        id: r.id,
+        data: r.data,
+        version: r.version,
+        modified_ms: r.modified_ms,
+        expires_ms: r.expires_ms,
+    }
+}
+
+fn structured(u: &mut Unstructured<'_>) -> Result<()> {
+    let kind = *u.choose(&[Kind::Put, Kind::Touch, Kind::Delete])?;
+    let id = id_bytes(u)?;
+    let data: Vec<u8> = if kind == Kind::Put {
+        u.arbitrary()?
+    } else {
+        Vec::new()
+    };
+    let f = RecordFields {
+        kind,
+        id: &id,
+        data: &data,
+        version: u.arbitrary()?,
+        modified_ms: u.arbitrary()?,
+        expires_ms: u.arbitrary()?,
+    };
+    let mut buf = Vec::new();
+    let n = encode_record(&mut buf, &f);
+    assert_eq!(n, buf.len());
+    assert_eq!(n % 8, 0, "records are 8-byte aligned");
+    match decode_record(&buf) {
+        Ok(r) => {
+            assert_eq!(
+                (r.kind, r.id, r.data, r.version, r.modified_ms, r.expires_ms),
+                (f.kind, f.id, f.data, f.version, f.modified_ms, f.expires_ms)
+            );
+            assert_eq!(r.padded_len, n);
+        }
+        Err(e) => panic!("valid record rejected: {e}"),
+    }
+    let cut = u.int_in_range(0..=n - 1)?;
+    assert_eq!(decode_record(&buf[..cut]), Err(DecodeError::Truncated));
+    let unpadded = RECORD_HEADER + id.len() + data.len();
+    let at = u.int_in_range(0..=unpadded - 1)?;
+    let x = u.int_in_range(1..=255u8)?;
+    buf[at] ^= x;
+    assert!(
+        decode_record(&buf).is_err(),
+        "damage at byte {at} (xor {x:#x}) went unnoticed"
+    );
+    Ok(())
+}
+
+/// `open`: arbitrary bytes as a log file. Opening returns a store or a
+/// typed error; an opened store answers every read, one save and a
+/// compaction with values or typed errors, never a panic.
+pub fn open(data: &[u8]) {
+    let Some((&flags, file)) = data.split_first() else {
+        return;
+    };
+    let dir = scratch();
+    let path = dir.path().join("sessions.db");
+    std::fs::write(&path, file).expect("write store file");
+    let clock = ManualClock::fixed();
+    let mut o = LogStore::options()
+        .background(false)
+        .sync(SyncPolicy::Never)
+        .clock(clock.clone())
+        .repair(flags & 1 != 0);
+    if flags & 2 != 0 {
+        o = o.max_idle(std::time::Duration::from_secs(60));
+    }
+    let Ok(store) = o.open(&path) else {
+        return;
+    };
+    let Ok(iter) = store.iter_sessions() else {
+        return;
+    };
+    let sessions: Vec<Session> = iter.filter_map(|s| s.ok()).collect();
+    for s in &sessions {
+        if let Ok(loaded) = store.load_session(&s.id) {
+            assert_eq!(loaded.as_ref(), Some(s), "iter and load disagree");
+        }
+        if let Ok(has) = store.has_session(&s.id) {
+            assert!(has, "iter returned {} but has_session is false", s.id);
+        }
+    }
+    let _ = store.stats();
+    let mut s = Session::new(SessionId::new("fuzz").expect("valid id"), b"x".to_vec());
+    if store.save_session(&mut s).is_ok()
+        && let Ok(loaded) = store.load_session(&s.id)
+    {
+        assert_eq!(loaded, Some(s), "a save right after opening");
+    }
+    let _ = store.compact();
+    if let Ok(iter) = store.iter_sessions() {
+        for s in iter.flatten() {
+            let _ = store.load_session(&s.id);
+        }
+    }
+}
+
+/// `ops`: an operation sequence against the model, as `tests/model.rs`
+/// runs it, including reopen and crash.
+pub fn ops(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok((cfg, ops)) = case(&mut u) else {
+        return;
+    };
+    let dir = scratch();
+    if let Err(e) = model::run(cfg, &ops, dir.path()) {
+        panic!("{cfg:?}\n{ops:#?}\n{e}");
+    }
+}
+
+fn case(u: &mut Unstructured<'_>) -> Result<(Config, Vec<Op>)> {
+    let backend = *u.choose(&[
+        Backend::Memory,
+        Backend::Dir,
+        Backend::Log(SyncPolicy::Never),
+        Backend::Log(SyncPolicy::Never),
+        Backend::Log(SyncPolicy::Always),
+    ])?;
+    let max_idle_ms = if u.arbitrary()? { Some(1000) } else { None };
+    let mut ops = Vec::new();
+    while ops.len() < 64 && !u.is_empty() {
+        ops.push(op(u)?);
+    }
+    Ok((
+        Config {
+            backend,
+            max_idle_ms,
+        },
+        ops,
+    ))
+}
+
+fn op(u: &mut Unstructured<'_>) -> Result<Op> {
+    let id = |u: &mut Unstructured<'_>| u.int_in_range(0..=model::IDS - 1);
+    let data = |u: &mut Unstructured<'_>| -> Result<Vec<u8>> {
+        let len = u.int_in_range(0..=model::MAX_SIZE + 2)?;
+        Ok(u.bytes(len)?.to_vec())
+    };
+    let expires = |u: &mut Unstructured<'_>| -> Result<Option<u16>> {
+        Ok(if u.ratio(1, 3)? {
+            Some(u.int_in_range(0..=3000)?)
+        } else {
+            None
+        })
+    };
+    Ok(match u.int_in_range(0..=15u8)? {
+        0 | 1 => Op::Save {
+            id: id(u)?,
+            data: data(u)?,
+            expires_in: expires(u)?,
+        },
+        2 => Op::SaveIfUnchanged {
+            id: id(u)?,
+            data: data(u)?,
+            expires_in: expires(u)?,
+            version: *u.choose(&[
+                VersionPick::Current,
+                VersionPick::Current,
+                VersionPick::Stale,
+                VersionPick::Ahead,
+                VersionPick::Zero,
+            ])?,
+        },
+        3 => Op::Load(id(u)?),
+        4 => Op::Has(id(u)?),
+        5 => Op::Touch(id(u)?),
+        6 => Op::Delete(id(u)?),
+        7 => Op::Iter,
+        8 => Op::DeleteOld(*u.choose(&[0, 500, 1000, 2500])?),
+        9 => Op::Compact,
+        10 => Op::Sync,
+        11 => Op::Reopen,
+        12 => Op::Crash(Crash {
+            at: u.arbitrary()?,
+            damage: match u.int_in_range(0..=3u8)? {
+                0 => Damage::None,
+                1 => Damage::Truncate,
+                2 => Damage::Zeros,
+                _ => Damage::Garbage(u.arbitrary()?),
+            },
+            rewind: u.arbitrary()?,
+        }),
+        13 => Op::Switch,
+        14 => Op::Rewind(u.int_in_range(0..=1500)?),
+        _ => Op::Advance(u.int_in_range(0..=1500)?),
+    })
+}
