@@ -192,11 +192,16 @@ fn damage_before_the_synced_end_is_corrupt_with_its_offset() {
     let f = fixture();
     let (synced, _) = build(&f.path, 6, false);
     let mut bytes = fs::read(&f.path).expect("read");
+    let salt = u32::from_le_bytes(
+        bytes[format::H_SALT..format::H_SALT + 4]
+            .try_into()
+            .expect("4"),
+    );
     // damage the third record's data
     let third = {
         let mut off = HEADER_SIZE as usize;
         for _ in 0..2 {
-            off += format::decode_record(&bytes[off..])
+            off += format::decode_record_salted(&bytes[off..], salt)
                 .expect("record")
                 .padded_len;
         }

@@ -41,7 +41,6 @@ fn flip(path: &Path, offset: u64) {
 /// word does not decode). A flipped bit in the committed word must not make
 /// the store impossible to open in repair mode.
 #[test]
-#[ignore = "engine bug: open_log returns Corrupt for a damaged committed word before repair mode can run"]
 fn repair_mode_opens_a_log_whose_committed_word_is_damaged() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("sessions.db");
@@ -72,7 +71,6 @@ fn repair_mode_opens_a_log_whose_committed_word_is_damaged() {
 /// (so everything it holds was replayed and could have been synced) loses
 /// its whole history to one flipped bit.
 #[test]
-#[ignore = "engine bug: under SyncPolicy::Never the synced word never advances, so bit rot is cut as a torn tail"]
 fn damage_far_before_the_end_is_not_silently_cut_after_a_clean_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("sessions.db");
@@ -104,7 +102,6 @@ fn damage_far_before_the_end_is_not_silently_cut_after_a_clean_reopen() {
 /// user (form drafts, preferences), so this lets a user plant a session
 /// with an id of their choice, to appear whenever repair mode runs.
 #[test]
-#[ignore = "engine bug: repair's 8-byte rescan accepts records embedded in session data"]
 fn repair_does_not_resurrect_records_embedded_in_session_data() {
     use sessionlog::log::format::{Kind, RecordFields, encode_record};
     let dir = tempfile::tempdir().expect("temp dir");

@@ -187,7 +187,7 @@ pub fn check_with(
         corruption: Vec::new(),
         torn_tail: None,
     };
-    let walked = walk(&log, &mut report, &mut progress);
+    let walked = walk(&log, static_header.salt, &mut report, &mut progress);
     progress(walked, log.len() as u64);
     if committed > file_bytes {
         // The committed records run past the end of the file: the range
@@ -221,7 +221,12 @@ pub fn check_with(
 
 /// Walks the records in `log` (which starts at `HEADER_SIZE`), filling in
 /// `report`. Returns the bytes walked.
-fn walk(log: &[u8], report: &mut CheckReport, progress: &mut impl FnMut(u64, u64)) -> u64 {
+fn walk(
+    log: &[u8],
+    salt: u32,
+    report: &mut CheckReport,
+    progress: &mut impl FnMut(u64, u64),
+) -> u64 {
     struct Live {
         len: u64,
         expires_ms: u64,
@@ -237,7 +242,7 @@ fn walk(log: &[u8], report: &mut CheckReport, progress: &mut impl FnMut(u64, u64
             progress(pos as u64, total);
             next_report = pos.saturating_add(1 << 20);
         }
-        let rec = match format::decode_record(&log[pos..]) {
+        let rec = match format::decode_record_salted(&log[pos..], salt) {
             Ok(rec) => rec,
             Err(e) => {
                 if bad.is_none() {
@@ -359,6 +364,7 @@ mod tests {
                 compact_kept: 0,
                 compact_dropped: 0,
                 compact_source_bytes: 0,
+                salt: 0,
             },
             HEADER_SIZE,
         );

@@ -117,6 +117,8 @@ struct Writer {
     out: Out,
     index: Index,
     scratch: Vec<u8>,
+    /// The new file's salt: every record is re-encoded with it.
+    salt: u32,
 }
 
 impl Writer {
@@ -131,6 +133,7 @@ impl Writer {
             compact_kept: 0,
             compact_dropped: 0,
             compact_source_bytes: 0,
+            salt: 0,
         };
         f.write_all_at(&format::encode_header(&placeholder, HEADER_SIZE), 0)
             .map_err(|e| Error::io(&tmp.path, "write", e))?;
@@ -144,6 +147,7 @@ impl Writer {
             },
             index: Index::default(),
             scratch: Vec::new(),
+            salt: file::new_salt(),
         })
     }
 
@@ -157,7 +161,7 @@ impl Writer {
         data: &[u8],
     ) -> Result<()> {
         self.scratch.clear();
-        format::encode_record(
+        format::encode_record_salted(
             &mut self.scratch,
             &RecordFields {
                 kind: Kind::Put,
@@ -167,6 +171,7 @@ impl Writer {
                 modified_ms,
                 expires_ms,
             },
+            self.salt,
         );
         let off = self.out.push(&self.scratch)?;
         self.index.insert(&self.out, id, off);
@@ -175,13 +180,11 @@ impl Writer {
 
     /// Re-targets a touch at the session's put in the new file.
     fn touch(&mut self, rec: &RecordRef<'_>, current: u64) -> Result<()> {
-        let put = format::decode_record(self.out.from(current))
-            .ok()
-            .and_then(|c| c.touch_target())
+        let put = format::peek_touch_target(self.out.from(current))
             .unwrap_or(current)
             .to_le_bytes();
         self.scratch.clear();
-        format::encode_record(
+        format::encode_record_salted(
             &mut self.scratch,
             &RecordFields {
                 kind: Kind::Touch,
@@ -191,15 +194,29 @@ impl Writer {
                 modified_ms: rec.modified_ms,
                 expires_ms: rec.expires_ms,
             },
+            self.salt,
         );
         let off = self.out.push(&self.scratch)?;
         self.index.insert(&self.out, rec.id, off);
         Ok(())
     }
 
-    /// Copies an already valid put or delete verbatim and applies it.
-    fn raw(&mut self, bytes: &[u8], rec: &RecordRef<'_>) -> Result<()> {
-        let off = self.out.push(&bytes[..rec.padded_len])?;
+    /// Re-encodes a put or delete with the new file's salt and applies it.
+    fn copy(&mut self, rec: &RecordRef<'_>) -> Result<()> {
+        self.scratch.clear();
+        format::encode_record_salted(
+            &mut self.scratch,
+            &RecordFields {
+                kind: rec.kind,
+                id: rec.id,
+                data: rec.data,
+                version: rec.version,
+                modified_ms: rec.modified_ms,
+                expires_ms: rec.expires_ms,
+            },
+            self.salt,
+        );
+        let off = self.out.push(&self.scratch)?;
         self.index.apply(&self.out, off, rec);
         Ok(())
     }
@@ -208,7 +225,13 @@ impl Writer {
     fn finish(mut self, header: &StaticHeader) -> Result<(File, Index, u64)> {
         self.out.flush()?;
         let end = self.out.pos;
-        let head = format::encode_header(header, end);
+        let head = format::encode_header(
+            &StaticHeader {
+                salt: self.salt,
+                ..*header
+            },
+            end,
+        );
         let log = self.out.log;
         log.write_at(&head, 0)
             .and_then(|()| log.file.sync_all())
@@ -320,11 +343,10 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
     let mut off = snapshot_end;
     while off < end {
         let rec = decode_at(&view, off)?;
-        let bytes = view.file.bytes(off, end);
         match rec.kind {
             Kind::Put => {
                 dropped.remove(rec.id);
-                w.raw(bytes, &rec)?;
+                w.copy(&rec)?;
             }
             Kind::Touch => match w.index.get(&w.out, rec.id) {
                 Some(current) => w.touch(&rec, current)?,
@@ -339,7 +361,7 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
             Kind::Delete => {
                 dropped.remove(rec.id);
                 if w.index.get(&w.out, rec.id).is_some() {
-                    w.raw(bytes, &rec)?;
+                    w.copy(&rec)?;
                 }
             }
         }
@@ -351,6 +373,7 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
         compact_kept: w.index.len() as u64,
         compact_dropped: dropped.len() as u64,
         compact_source_bytes: end,
+        salt: 0,
     };
     let (new_file, index, new_end) = w.finish(&header)?;
 
@@ -420,7 +443,7 @@ pub(crate) fn repair(
     let mut bad_from: Option<u64> = None;
     let mut records = 0u64;
     while off < end {
-        match format::decode_record(damaged.bytes(off, end)) {
+        match format::decode_record_salted(damaged.bytes(off, end), damaged.header.salt) {
             Ok(rec) => {
                 if let Some(start) = bad_from.take() {
                     report.repaired_ranges.push((start, off - start));
@@ -436,7 +459,11 @@ pub(crate) fn repair(
         }
     }
     if let Some(start) = bad_from {
-        report.repaired_ranges.push((start, end - start));
+        // Zeros after the last record are space reserved for appends (when
+        // the committed word was lost, the scan runs to the end of the file).
+        if damaged.bytes(start, end).iter().any(|&b| b != 0) {
+            report.repaired_ranges.push((start, end - start));
+        }
     }
     let tmp = TempFile::acquire(path, true)?
         .ok_or_else(|| Error::io(path, "repair", io::Error::other("temporary file busy")))?;
@@ -455,6 +482,7 @@ pub(crate) fn repair(
         compact_kept: w.index.len() as u64,
         compact_dropped: 0,
         compact_source_bytes: end,
+        salt: 0,
     };
     let (new_file, _, _) = w.finish(&header)?;
     damaged.set_superseded(true);

@@ -349,6 +349,17 @@ fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     }
 }
 
+/// A random salt for a new file (the time, if the OS random source fails:
+/// the salt guards against accidents and forgery by people who cannot read
+/// the file, and any value works).
+pub(crate) fn new_salt() -> u32 {
+    getrandom::u32().unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5A17, |d| d.subsec_nanos())
+    })
+}
+
 /// Committed records of a log file up to a known end, as the index reads
 /// them.
 pub(crate) struct View<'a> {

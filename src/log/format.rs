@@ -40,10 +40,13 @@ pub const H_COMPACT_KEPT: usize = H_CREATED + 8;
 pub const H_COMPACT_DROPPED: usize = H_COMPACT_KEPT + 8;
 /// Offset of the committed length of the file that compaction replaced.
 pub const H_COMPACT_SOURCE_BYTES: usize = H_COMPACT_DROPPED + 8;
-/// Offset of the flags (u32, 0 in version 1).
-pub const H_FLAGS: usize = H_COMPACT_SOURCE_BYTES + 8;
+/// Offset of the file's salt (u32): a random number drawn when the file is
+/// written, XORed into every record CRC of this file. Record-shaped bytes
+/// that did not come from this file (inside session data, or left over
+/// from another file) fail their check, so a rescan cannot be fooled.
+pub const H_SALT: usize = H_COMPACT_SOURCE_BYTES + 8;
 /// Offset of the CRC32 of bytes `[0, H_CRC)`, XORed with `HEADER_CRC_XOR`.
-pub const H_CRC: usize = H_FLAGS + 4;
+pub const H_CRC: usize = H_SALT + 4;
 /// End of the static part.
 pub const H_STATIC_END: usize = H_CRC + 4;
 
@@ -242,11 +245,23 @@ pub struct RecordFields<'a> {
     pub expires_ms: u64,
 }
 
-/// Appends the encoded record to `out`, returning its padded length.
+/// Appends the encoded record to `out` with salt 0 (the salt of DirStore
+/// files), returning its padded length.
+pub fn encode_record(out: &mut Vec<u8>, r: &RecordFields<'_>) -> usize {
+    encode_record_salted(out, r, 0)
+}
+
+/// Decodes a record written with salt 0. See [`decode_record_salted`].
+pub fn decode_record(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+    decode_record_salted(buf, 0)
+}
+
+/// Appends the encoded record to `out`, its CRC XORed with `salt`,
+/// returning its padded length.
 ///
 /// The caller guarantees `1 <= id.len() <= 128` and
 /// `data.len() <= MAX_RECORD_DATA`.
-pub fn encode_record(out: &mut Vec<u8>, r: &RecordFields<'_>) -> usize {
+pub fn encode_record_salted(out: &mut Vec<u8>, r: &RecordFields<'_>, salt: u32) -> usize {
     debug_assert!(!r.id.is_empty() && r.id.len() <= MAX_ID_LEN);
     debug_assert!(r.data.len() <= MAX_RECORD_DATA);
     let start = out.len();
@@ -263,16 +278,17 @@ pub fn encode_record(out: &mut Vec<u8>, r: &RecordFields<'_>) -> usize {
     out.extend_from_slice(&r.expires_ms.to_le_bytes());
     out.extend_from_slice(r.id);
     out.extend_from_slice(r.data);
-    let crc = crc32fast::hash(&out[start + R_DATA_LEN..]) ^ RECORD_CRC_XOR;
+    let crc = crc32fast::hash(&out[start + R_DATA_LEN..]) ^ RECORD_CRC_XOR ^ salt;
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + padded, 0);
     padded
 }
 
 /// Decodes the record at the start of `buf`, which must extend at least to
-/// the end of the record (the rest is ignored). Checks the length fields
-/// before anything else, then the CRC, then every field.
-pub fn decode_record(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+/// the end of the record (the rest is ignored), written with `salt`.
+/// Checks the length fields before anything else, then the CRC, then
+/// every field.
+pub fn decode_record_salted(buf: &[u8], salt: u32) -> Result<RecordRef<'_>, DecodeError> {
     if buf.len() < RECORD_HEADER {
         return Err(DecodeError::Truncated);
     }
@@ -288,7 +304,7 @@ pub fn decode_record(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
         return Err(DecodeError::Truncated);
     }
     let stored = u32_at(buf, R_CRC);
-    if crc32fast::hash(&buf[R_DATA_LEN..unpadded]) ^ RECORD_CRC_XOR != stored {
+    if crc32fast::hash(&buf[R_DATA_LEN..unpadded]) ^ RECORD_CRC_XOR ^ salt != stored {
         return Err(DecodeError::Checksum);
     }
     let kind = Kind::from_byte(buf[R_KIND]).ok_or(DecodeError::Malformed("unknown kind"))?;
@@ -333,6 +349,8 @@ pub struct StaticHeader {
     pub compact_dropped: u64,
     /// Committed bytes of the file that compaction replaced (0: none).
     pub compact_source_bytes: u64,
+    /// XORed into every record CRC of this file.
+    pub salt: u32,
 }
 
 /// Why a header was rejected.
@@ -357,7 +375,8 @@ pub fn encode_header(h: &StaticHeader, committed: u64) -> Vec<u8> {
     b[H_CREATED..H_COMPACT_KEPT].copy_from_slice(&h.created_ms.to_le_bytes());
     b[H_COMPACT_KEPT..H_COMPACT_DROPPED].copy_from_slice(&h.compact_kept.to_le_bytes());
     b[H_COMPACT_DROPPED..H_COMPACT_SOURCE_BYTES].copy_from_slice(&h.compact_dropped.to_le_bytes());
-    b[H_COMPACT_SOURCE_BYTES..H_FLAGS].copy_from_slice(&h.compact_source_bytes.to_le_bytes());
+    b[H_COMPACT_SOURCE_BYTES..H_SALT].copy_from_slice(&h.compact_source_bytes.to_le_bytes());
+    b[H_SALT..H_CRC].copy_from_slice(&h.salt.to_le_bytes());
     let crc = crc32fast::hash(&b[..H_CRC]) ^ HEADER_CRC_XOR;
     b[H_CRC..H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
     let word = encode_offset(committed);
@@ -400,15 +419,13 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
             "unexpected header size",
         ));
     }
-    if u32_at(b, H_FLAGS) != 0 {
-        return Err(HeaderError::Corrupt(H_FLAGS as u64, "unknown flags"));
-    }
     Ok(StaticHeader {
         generation: u64_at(b, H_GENERATION),
         created_ms: u64_at(b, H_CREATED),
         compact_kept: u64_at(b, H_COMPACT_KEPT),
         compact_dropped: u64_at(b, H_COMPACT_DROPPED),
         compact_source_bytes: u64_at(b, H_COMPACT_SOURCE_BYTES),
+        salt: u32_at(b, H_SALT),
     })
 }
 
@@ -544,6 +561,7 @@ mod tests {
             compact_kept: 5,
             compact_dropped: 6,
             compact_source_bytes: 7,
+            salt: 0xDEAD_BEEF,
         };
         let b = encode_header(&h, HEADER_SIZE);
         assert_eq!(decode_static_header(&b), Ok(h));

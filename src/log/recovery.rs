@@ -56,7 +56,7 @@ pub(crate) fn replay(
     let mut off = from;
     let view = View { file, end: to };
     while off < to {
-        match format::decode_record(file.bytes(off, to)) {
+        match format::decode_record_salted(file.bytes(off, to), file.header.salt) {
             Ok(rec) => {
                 index.apply(&view, off, &rec);
                 *records += 1;
@@ -160,10 +160,19 @@ pub(crate) fn open_log(
             }
             continue;
         }
-        let (word, end) = committed_of(&file)?;
-        let synced = file.synced().ok_or_else(|| {
-            Error::corrupt(path, H_SYNCED as u64, "the synced-length word is damaged")
-        })?;
+        let (word, end) = match committed_of(&file) {
+            Ok(c) => c,
+            Err(Error::Corrupt { offset, reason, .. }) => {
+                return Ok(Opened::Damaged(offset, reason));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(synced) = file.synced() else {
+            return Ok(Opened::Damaged(
+                H_SYNCED as u64,
+                "the synced-length word is damaged".into(),
+            ));
+        };
         let file_len = file.mapped_file_len;
         let mut index = Index::default();
         index.reserve((end.min(file_len) / 1024) as usize);
@@ -177,6 +186,13 @@ pub(crate) fn open_log(
         );
         if stop == end {
             report.records = records;
+            if synced < end {
+                // Every record up to `end` just passed its CRC: make them
+                // durable and say so, so that later damage among them is
+                // reported as damage, not cut as the tail of a crash.
+                file.sync_data().map_err(|e| Error::io(path, "fsync", e))?;
+                file.set_synced(end, false);
+            }
             return Ok(Opened::Ready(State {
                 file,
                 index,
@@ -247,6 +263,7 @@ fn create_if_missing(path: &Path, lock: &LockFile, now_ms: u64) -> Result<()> {
                 compact_kept: 0,
                 compact_dropped: 0,
                 compact_source_bytes: 0,
+                salt: file::new_salt(),
             },
         ),
         Err(e) => Err(Error::io(path, "stat", e)),

@@ -73,7 +73,7 @@ pub(crate) fn latest<'a>(
 /// Decodes the record at `offset` of `view`, as a typed error if damaged.
 pub(crate) fn decode_at<'a>(view: &View<'a>, offset: u64) -> Result<RecordRef<'a>> {
     let file: &'a LogFile = view.file;
-    format::decode_record(file.bytes(offset, view.end))
+    format::decode_record_salted(file.bytes(offset, view.end), file.header.salt)
         .map_err(|e| Error::corrupt(&file.path, offset, e.to_string()))
 }
 
@@ -463,7 +463,7 @@ impl Inner {
                 });
             }
             let version = found + 1;
-            format::encode_record(
+            format::encode_record_salted(
                 buf,
                 &RecordFields {
                     kind: Kind::Put,
@@ -473,6 +473,7 @@ impl Inner {
                     modified_ms: now,
                     expires_ms,
                 },
+                st.file.header.salt,
             );
             let offset = inner.append(st, buf)?;
             st.index.insert(
@@ -495,7 +496,7 @@ impl Inner {
                 return Ok(false);
             };
             let target = l.put_offset.to_le_bytes();
-            format::encode_record(
+            format::encode_record_salted(
                 buf,
                 &RecordFields {
                     kind: Kind::Touch,
@@ -505,6 +506,7 @@ impl Inner {
                     modified_ms: now,
                     expires_ms: l.rec.expires_ms,
                 },
+                st.file.header.salt,
             );
             let offset = inner.append(st, buf)?;
             st.index.insert(
@@ -535,7 +537,7 @@ impl Inner {
             else {
                 return Ok(None);
             };
-            format::encode_record(
+            format::encode_record_salted(
                 buf,
                 &RecordFields {
                     kind: Kind::Delete,
@@ -545,6 +547,7 @@ impl Inner {
                     modified_ms: now,
                     expires_ms: 0,
                 },
+                st.file.header.salt,
             );
             inner.append(st, buf)?;
             st.index.remove(

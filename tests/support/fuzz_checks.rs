@@ -62,10 +62,11 @@ fn fields<'a>(r: &sessionlog::log::format::RecordRef<'a>) -> RecordFields<'a> {
 fn structured(u: &mut Unstructured<'_>) -> Result<()> {
     let kind = *u.choose(&[Kind::Put, Kind::Touch, Kind::Delete])?;
     let id = id_bytes(u)?;
-    let data: Vec<u8> = if kind == Kind::Put {
-        u.arbitrary()?
-    } else {
-        Vec::new()
+    let data: Vec<u8> = match kind {
+        Kind::Put => u.arbitrary()?,
+        // A touch carries the offset of the put it refreshes.
+        Kind::Touch => u.arbitrary::<u64>()?.to_le_bytes().to_vec(),
+        Kind::Delete => Vec::new(),
     };
     let f = RecordFields {
         kind,
