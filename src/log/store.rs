@@ -420,7 +420,8 @@ impl Inner {
         }
         if end > st.file_len {
             st.file_len = st.file.file_len()?;
-            st.file_len = st.file.ensure_len(end, st.file_len)?;
+            let zero_fill = self.opts.sync == SyncPolicy::Always;
+            st.file_len = st.file.ensure_len(end, st.file_len, zero_fill)?;
         }
         if let Err(e) = st.file.write_record(buf, off, st.file_len) {
             self.poison("write", &e);
