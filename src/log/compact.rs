@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::log::file::{self, LockFile, LogFile, View};
 use crate::log::format::{self, HEADER_SIZE, Kind, RecordFields, RecordRef, StaticHeader};
+use crate::log::hook::{IoEvent, IoHook};
 use crate::log::index::{Index, Records};
 use crate::log::recovery::{self, State};
 use crate::log::stats::{CompactStats, RecoveryReport};
@@ -67,6 +68,7 @@ impl TempFile {
 /// compares ids against records it already holds).
 struct Out {
     log: LogFile,
+    hook: Option<Arc<dyn IoHook>>,
     /// Bytes `[HEADER_SIZE, flushed)` are in the file.
     flushed: u64,
     /// Bytes `[flushed, pos)`.
@@ -98,10 +100,18 @@ impl Out {
         Ok(off)
     }
 
+    fn hook(&self, event: IoEvent<'_>) -> io::Result<()> {
+        self.hook.as_ref().map_or(Ok(()), |h| h.before(&event))
+    }
+
     fn flush(&mut self) -> Result<()> {
-        self.log
-            .write_at(&self.buf, self.flushed)
-            .map_err(|e| Error::io(&self.log.path, "write", e))?;
+        self.hook(IoEvent::Write {
+            path: &tmp_path(&self.log),
+            offset: self.flushed,
+            bytes: &self.buf,
+        })
+        .and_then(|()| self.log.write_at(&self.buf, self.flushed))
+        .map_err(|e| Error::io(&self.log.path, "write", e))?;
         self.flushed = self.pos;
         self.buf.clear();
         if self.flushed > self.log.map_len() {
@@ -122,7 +132,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(tmp: &TempFile, path: &Path) -> Result<Writer> {
+    fn new(tmp: &TempFile, path: &Path, hook: Option<Arc<dyn IoHook>>) -> Result<Writer> {
         let f = tmp
             .file
             .try_clone()
@@ -141,6 +151,7 @@ impl Writer {
         Ok(Writer {
             out: Out {
                 log,
+                hook,
                 flushed: HEADER_SIZE,
                 buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
                 pos: HEADER_SIZE,
@@ -232,12 +243,29 @@ impl Writer {
             },
             end,
         );
-        let log = self.out.log;
-        log.write_at(&head, 0)
-            .and_then(|()| log.file.sync_all())
-            .map_err(|e| Error::io(&log.path, "write and fsync", e))?;
-        Ok((log.file, self.index, end))
+        let out = self.out;
+        let log = &out.log;
+        out.hook(IoEvent::Write {
+            path: &tmp_path(log),
+            offset: 0,
+            bytes: &head,
+        })
+        .and_then(|()| log.write_at(&head, 0))
+        .and_then(|()| {
+            out.hook(IoEvent::Sync {
+                path: &tmp_path(log),
+            })
+        })
+        .and_then(|()| log.file.sync_all())
+        .map_err(|e| Error::io(&log.path, "write and fsync", e))?;
+        Ok((out.log.file, self.index, end))
     }
+}
+
+/// The temporary file's path (the `LogFile` of the file being written
+/// carries the log's path for its error messages).
+fn tmp_path(log: &LogFile) -> PathBuf {
+    file::sibling(&log.path, ".compact")
 }
 
 /// A session's state and data, read from its latest record in `view`.
@@ -307,7 +335,7 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
         inner.expired(modified, expires, now)
             || idle_cutoff_ms.is_some_and(|idle| is_expired(modified, 0, Some(idle), now))
     };
-    let mut w = Writer::new(tmp, &inner.path)?;
+    let mut w = Writer::new(tmp, &inner.path, inner.opts.hook.clone())?;
     w.index.reserve(offsets.len());
     // Sessions not copied, by id, with their latest offset in the old file.
     let mut dropped: HashMap<Vec<u8>, u64> = HashMap::new();
@@ -381,11 +409,20 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
     // finds the new file at the path or (while we hold the lock) keeps
     // reading the old one, which no one can change meanwhile.
     st.file.set_superseded(true);
-    if let Err(e) = fs::rename(&tmp.path, &inner.path) {
+    let renamed = inner
+        .hook(IoEvent::Rename {
+            from: &tmp.path,
+            to: &inner.path,
+        })
+        .and_then(|()| fs::rename(&tmp.path, &inner.path));
+    if let Err(e) = renamed {
         st.file.set_superseded(false);
         return Err(Error::io(&inner.path, "rename compacted file", e));
     }
-    let dir_synced = file::sync_parent_dir(&inner.path);
+    let dir_synced = inner
+        .hook(IoEvent::SyncDir { path: &inner.path })
+        .map_err(|e| Error::io(&inner.path, "fsync directory", e))
+        .and_then(|()| file::sync_parent_dir(&inner.path));
     let new_log = Arc::new(LogFile::from_file(&inner.path, new_file)?);
     let word = new_log.committed_word();
     *st = State {
@@ -467,7 +504,7 @@ pub(crate) fn repair(
     }
     let tmp = TempFile::acquire(path, true)?
         .ok_or_else(|| Error::io(path, "repair", io::Error::other("temporary file busy")))?;
-    let mut w = Writer::new(&tmp, path)?;
+    let mut w = Writer::new(&tmp, path, None)?;
     let mut offsets: Vec<u64> = index.offsets().collect();
     offsets.sort_unstable();
     for off in offsets {

@@ -12,6 +12,8 @@ pub mod check;
 mod compact;
 mod file;
 pub mod format;
+#[doc(hidden)]
+pub mod hook;
 mod index;
 mod options;
 mod recovery;

@@ -8,6 +8,7 @@ use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::{Error, Result};
 use crate::log::LogStore;
 use crate::log::format::MAX_RECORD_DATA;
+use crate::log::hook::IoHook;
 use crate::memory::DEFAULT_MAX_SESSION_SIZE;
 
 /// When saves reach stable storage. A process crash never loses an
@@ -45,6 +46,7 @@ pub struct LogOptions {
     pub(crate) compact_min_bytes: u64,
     pub(crate) compact_check_interval: Duration,
     pub(crate) repair: bool,
+    pub(crate) hook: Option<Arc<dyn IoHook>>,
 }
 
 impl Default for LogOptions {
@@ -59,6 +61,7 @@ impl Default for LogOptions {
             compact_min_bytes: 4 << 20,
             compact_check_interval: Duration::from_secs(10),
             repair: false,
+            hook: None,
         }
     }
 }
@@ -123,6 +126,14 @@ impl LogOptions {
     /// dropped. Default: off (damage is an `Error::Corrupt`).
     pub fn repair(mut self, on: bool) -> Self {
         self.repair = on;
+        self
+    }
+
+    /// Installs an I/O hook that sees (and may fail) every write, sync and
+    /// rename after opening. For fault-injection tests.
+    #[doc(hidden)]
+    pub fn io_hook(mut self, hook: Arc<dyn IoHook>) -> Self {
+        self.hook = Some(hook);
         self
     }
 

@@ -18,6 +18,7 @@ use crate::id::SessionId;
 use crate::log::compact;
 use crate::log::file::{self, LockFile, LogFile, View};
 use crate::log::format::{self, HEADER_SIZE, Kind, MAX_OFFSET, RecordFields, RecordRef};
+use crate::log::hook::IoEvent;
 use crate::log::index::Records;
 use crate::log::options::{LogOptions, SyncPolicy};
 use crate::log::recovery::{self, Opened, State};
@@ -420,20 +421,52 @@ impl Inner {
         }
         if end > st.file_len {
             st.file_len = st.file.file_len()?;
+            if end > st.file_len {
+                self.hook(IoEvent::Grow {
+                    path: &self.path,
+                    len: end,
+                })
+                .map_err(|e| Error::io(&self.path, "grow file", e))?;
+            }
             let zero_fill = self.opts.sync == SyncPolicy::Always;
             st.file_len = st.file.ensure_len(end, st.file_len, zero_fill)?;
         }
-        if let Err(e) = st.file.write_record(buf, off, st.file_len) {
+        let written = self
+            .hook(IoEvent::Write {
+                path: &self.path,
+                offset: off,
+                bytes: buf,
+            })
+            .and_then(|()| st.file.write_record(buf, off, st.file_len));
+        if let Err(e) = written {
             self.poison("write", &e);
             return Err(Error::io(&self.path, "write", e));
         }
         st.applied_word = st.file.set_committed(end);
+        self.hook_word(&st.file, format::H_COMMITTED, st.applied_word);
         st.applied = end;
         self.dirty.store(true, Ordering::Release);
         if end > st.file.map_len() {
             st.file = Arc::new(st.file.remapped()?);
         }
         Ok(off)
+    }
+
+    /// Reports `event` to the I/O hook, if one is installed.
+    pub fn hook(&self, event: IoEvent<'_>) -> io::Result<()> {
+        match &self.opts.hook {
+            Some(h) => h.before(&event),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports a store to a shared header word.
+    pub fn hook_word(&self, file: &LogFile, offset: usize, word: u64) {
+        let _ = self.hook(IoEvent::Write {
+            path: &file.path,
+            offset: offset as u64,
+            bytes: &word.to_le_bytes(),
+        });
     }
 
     fn after_write(&self, generation: u64, end: u64) -> Result<()> {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::log::compact;
 use crate::log::format::{self, HEADER_SIZE};
+use crate::log::hook::IoEvent;
 use crate::log::index::Records;
 use crate::log::options::SyncPolicy;
 use crate::log::store::Inner;
@@ -49,9 +50,14 @@ impl Inner {
                 (Arc::clone(&st.file), st.applied)
             };
             self.dirty.store(false, Ordering::Release);
-            let result = file.sync_data();
+            let result = self
+                .hook(IoEvent::Sync { path: &file.path })
+                .and_then(|()| file.sync_data());
             if result.is_ok() {
                 file.set_synced(upto, false);
+                if let Some(w) = file.synced() {
+                    self.hook_word(&file, format::H_SYNCED, format::encode_offset(w));
+                }
             }
             s = self.sync.lock();
             s.running = false;

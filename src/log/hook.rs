@@ -1,0 +1,57 @@
+//! The I/O seam: a hook that sees every write, growth, sync and rename the
+//! engine makes to a store's files after opening, and may fail any of
+//! them. Tests use it to inject failures at the N-th operation and to
+//! record what a power loss would leave (what was synced, plus a prefix of
+//! what was not). Not part of the stable API.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// One I/O operation, reported before it is performed.
+#[derive(Debug, Clone, Copy)]
+pub enum IoEvent<'a> {
+    /// `bytes` are about to be written at `offset` of `path` (a record, or
+    /// one of the header's shared words).
+    Write {
+        /// The file.
+        path: &'a Path,
+        /// Where.
+        offset: u64,
+        /// What.
+        bytes: &'a [u8],
+    },
+    /// `path` is about to grow to at least `len` bytes of zeros.
+    Grow {
+        /// The file.
+        path: &'a Path,
+        /// The length it needs.
+        len: u64,
+    },
+    /// `path` is about to be synced (`fdatasync` or `fsync`).
+    Sync {
+        /// The file.
+        path: &'a Path,
+    },
+    /// `from` is about to be renamed over `to`.
+    Rename {
+        /// The new file.
+        from: &'a Path,
+        /// The path it replaces.
+        to: &'a Path,
+    },
+    /// The directory holding `path` is about to be synced.
+    SyncDir {
+        /// A file in the directory.
+        path: &'a Path,
+    },
+}
+
+/// Sees (and may fail) the engine's I/O. Returning an error makes the
+/// operation fail with it, without performing it; errors returned for
+/// writes of the header's shared words are ignored (those are stores to
+/// memory and cannot fail).
+pub trait IoHook: Send + Sync + fmt::Debug {
+    /// Called before each operation.
+    fn before(&self, event: &IoEvent<'_>) -> io::Result<()>;
+}
