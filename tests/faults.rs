@@ -109,6 +109,9 @@ fn script() -> Vec<Op> {
     ]
 }
 
+/// What an acknowledged operation did: the session and its new value.
+type Effect = (&'static str, Option<Vec<u8>>);
+
 /// Possible values of each session: `None` for absent.
 type Allowed = HashMap<&'static str, Vec<Option<Vec<u8>>>>;
 
@@ -151,7 +154,7 @@ fn run(dir: &Path, at: Option<usize>) -> usize {
     let mut versions: HashMap<&str, u64> = HashMap::new();
     for (i, op) in script().into_iter().enumerate() {
         let failed_before = *hook.failed.lock();
-        let result: sessionlog::Result<Option<(&'static str, Option<Vec<u8>>)>> = match op {
+        let result: sessionlog::Result<Option<Effect>> = match op {
             Op::Save(n, len) | Op::SaveIfUnchanged(n, len) => {
                 let v = versions.get(n).copied().unwrap_or(0);
                 let data = versioned_data(n, i as u64, len);
