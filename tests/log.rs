@@ -3,6 +3,9 @@
 //! untouched, file modes, damage detection (every bit flip), repair mode,
 //! and compaction as expiry.
 
+#[macro_use]
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -360,4 +363,46 @@ impl NowPlus for ManualClock {
     fn now_plus(&self, d: Duration) -> std::time::SystemTime {
         sessionlog::Clock::now(self) + d
     }
+}
+
+/// A store file the process may not open gives `Error::Io` naming the file
+/// and the cause. Runs in a child process that drops root privileges
+/// first (root bypasses permission checks).
+#[test]
+fn permission_denied_is_a_clear_io_error() {
+    if common::child::role().as_deref() == Some("unprivileged") {
+        // SAFETY: plain system calls on this child process's credentials.
+        unsafe {
+            if libc::geteuid() == 0 {
+                assert_eq!(libc::setgid(65534), 0, "setgid");
+                assert_eq!(libc::setuid(65534), 0, "setuid");
+            }
+        }
+        let path = std::env::var("STORE").expect("STORE");
+        let err = opts().open(&path).expect_err("no permission");
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&path), "{err}");
+        println!("DENIED {err}");
+        return;
+    }
+    let f = fixture();
+    build(&f.path, 1, false);
+    fs::set_permissions(
+        f.path.parent().expect("dir"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod dir");
+    fs::set_permissions(&f.path, fs::Permissions::from_mode(0o000)).expect("chmod file");
+    let mut c = common::child::spawn(
+        "permission_denied_is_a_clear_io_error",
+        "unprivileged",
+        &[("STORE", f.path.display().to_string())],
+    );
+    let mut r = common::child::Reader::new(&mut c);
+    let line = r.next().expect("child reports");
+    assert!(line.starts_with("DENIED "), "{line}");
+    assert!(c.wait().expect("wait").success());
 }
