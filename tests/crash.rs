@@ -211,7 +211,9 @@ fn kill_9_during_recovery_loses_nothing() {
         // tear the unsynced last record as a power cut might
         let bytes = std::fs::read(&path).expect("read");
         let end = sessionlog::log::format::decode_offset(u64::from_le_bytes(
-            bytes[64..72].try_into().expect("8"),
+            bytes[sessionlog::log::format::H_COMMITTED..sessionlog::log::format::H_COMMITTED + 8]
+                .try_into()
+                .expect("8"),
         ))
         .expect("committed") as usize;
         let f = std::fs::OpenOptions::new()

@@ -364,6 +364,7 @@ mod tests {
                 compact_kept: 0,
                 compact_dropped: 0,
                 compact_source_bytes: 0,
+                compact_result_bytes: 0,
                 salt: 0,
             },
             HEADER_SIZE,

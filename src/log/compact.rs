@@ -143,6 +143,7 @@ impl Writer {
             compact_kept: 0,
             compact_dropped: 0,
             compact_source_bytes: 0,
+            compact_result_bytes: 0,
             salt: 0,
         };
         f.write_all_at(&format::encode_header(&placeholder, HEADER_SIZE), 0)
@@ -239,6 +240,7 @@ impl Writer {
         let head = format::encode_header(
             &StaticHeader {
                 salt: self.salt,
+                compact_result_bytes: end,
                 ..*header
             },
             end,
@@ -401,6 +403,7 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
         compact_kept: w.index.len() as u64,
         compact_dropped: dropped.len() as u64,
         compact_source_bytes: end,
+        compact_result_bytes: 0,
         salt: 0,
     };
     let (new_file, index, new_end) = w.finish(&header)?;
@@ -519,6 +522,7 @@ pub(crate) fn repair(
         compact_kept: w.index.len() as u64,
         compact_dropped: 0,
         compact_source_bytes: end,
+        compact_result_bytes: 0,
         salt: 0,
     };
     let (new_file, _, _) = w.finish(&header)?;

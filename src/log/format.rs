@@ -40,19 +40,23 @@ pub const H_COMPACT_KEPT: usize = H_CREATED + 8;
 pub const H_COMPACT_DROPPED: usize = H_COMPACT_KEPT + 8;
 /// Offset of the committed length of the file that compaction replaced.
 pub const H_COMPACT_SOURCE_BYTES: usize = H_COMPACT_DROPPED + 8;
+/// Offset of this file's committed length when that compaction finished.
+pub const H_COMPACT_RESULT_BYTES: usize = H_COMPACT_SOURCE_BYTES + 8;
 /// Offset of the file's salt (u32): a random number drawn when the file is
 /// written, XORed into every record CRC of this file. Record-shaped bytes
 /// that did not come from this file (inside session data, or left over
 /// from another file) fail their check, so a rescan cannot be fooled.
-pub const H_SALT: usize = H_COMPACT_SOURCE_BYTES + 8;
+pub const H_SALT: usize = H_COMPACT_RESULT_BYTES + 8;
 /// Offset of the CRC32 of bytes `[0, H_CRC)`, XORed with `HEADER_CRC_XOR`.
 pub const H_CRC: usize = H_SALT + 4;
 /// End of the static part.
 pub const H_STATIC_END: usize = H_CRC + 4;
 
 // ---- shared words, updated in place through the shared mapping ----
-/// Offset of the committed word: end of the last complete record.
-pub const H_COMMITTED: usize = 64;
+/// Offset of the committed word: end of the last complete record. The
+/// shared words start a cache line of their own, apart from the static part
+/// that every load does not need.
+pub const H_COMMITTED: usize = 128;
 /// Offset of the synced word: everything before it is on stable storage.
 pub const H_SYNCED: usize = H_COMMITTED + 8;
 /// Offset of the superseded word: `SUPERSEDED` once a compaction has
@@ -61,7 +65,7 @@ pub const H_SUPERSEDED: usize = H_SYNCED + 8;
 /// End of the shared words.
 pub const H_SHARED_END: usize = H_SUPERSEDED + 8;
 
-const _: () = assert!(H_STATIC_END == 64);
+const _: () = assert!(H_STATIC_END == 72);
 const _: () = assert!(H_COMMITTED.is_multiple_of(8) && H_SHARED_END as u64 <= HEADER_SIZE);
 
 /// XORed into the header CRC so that a zeroed header never checks out.
@@ -349,6 +353,8 @@ pub struct StaticHeader {
     pub compact_dropped: u64,
     /// Committed bytes of the file that compaction replaced (0: none).
     pub compact_source_bytes: u64,
+    /// This file's committed bytes when that compaction finished (0: none).
+    pub compact_result_bytes: u64,
     /// XORed into every record CRC of this file.
     pub salt: u32,
 }
@@ -375,7 +381,9 @@ pub fn encode_header(h: &StaticHeader, committed: u64) -> Vec<u8> {
     b[H_CREATED..H_COMPACT_KEPT].copy_from_slice(&h.created_ms.to_le_bytes());
     b[H_COMPACT_KEPT..H_COMPACT_DROPPED].copy_from_slice(&h.compact_kept.to_le_bytes());
     b[H_COMPACT_DROPPED..H_COMPACT_SOURCE_BYTES].copy_from_slice(&h.compact_dropped.to_le_bytes());
-    b[H_COMPACT_SOURCE_BYTES..H_SALT].copy_from_slice(&h.compact_source_bytes.to_le_bytes());
+    b[H_COMPACT_SOURCE_BYTES..H_COMPACT_RESULT_BYTES]
+        .copy_from_slice(&h.compact_source_bytes.to_le_bytes());
+    b[H_COMPACT_RESULT_BYTES..H_SALT].copy_from_slice(&h.compact_result_bytes.to_le_bytes());
     b[H_SALT..H_CRC].copy_from_slice(&h.salt.to_le_bytes());
     let crc = crc32fast::hash(&b[..H_CRC]) ^ HEADER_CRC_XOR;
     b[H_CRC..H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
@@ -425,6 +433,7 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
         compact_kept: u64_at(b, H_COMPACT_KEPT),
         compact_dropped: u64_at(b, H_COMPACT_DROPPED),
         compact_source_bytes: u64_at(b, H_COMPACT_SOURCE_BYTES),
+        compact_result_bytes: u64_at(b, H_COMPACT_RESULT_BYTES),
         salt: u32_at(b, H_SALT),
     })
 }
@@ -561,6 +570,7 @@ mod tests {
             compact_kept: 5,
             compact_dropped: 6,
             compact_source_bytes: 7,
+            compact_result_bytes: 8,
             salt: 0xDEAD_BEEF,
         };
         let b = encode_header(&h, HEADER_SIZE);

@@ -263,6 +263,7 @@ fn create_if_missing(path: &Path, lock: &LockFile, now_ms: u64) -> Result<()> {
                 compact_kept: 0,
                 compact_dropped: 0,
                 compact_source_bytes: 0,
+                compact_result_bytes: 0,
                 salt: file::new_salt(),
             },
         ),

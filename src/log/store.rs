@@ -249,7 +249,7 @@ impl LogStore {
                 kept: h.compact_kept,
                 dropped: h.compact_dropped,
                 bytes_before: h.compact_source_bytes,
-                bytes_after: 0,
+                bytes_after: h.compact_result_bytes,
                 generation: h.generation,
                 finished: from_millis(h.created_ms),
             }),
