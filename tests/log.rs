@@ -406,3 +406,63 @@ fn permission_denied_is_a_clear_io_error() {
     assert!(line.starts_with("DENIED "), "{line}");
     assert!(c.wait().expect("wait").success());
 }
+
+/// A log large enough (over 32 MiB) to be replayed on two threads opens
+/// with every session, and damage in it is still reported at its offset.
+#[test]
+fn a_large_log_replays_in_parallel_and_still_finds_damage() {
+    let f = fixture();
+    let big = |i: usize| vec![(i % 251) as u8; 64 << 10];
+    {
+        let store = opts()
+            .max_session_size(1 << 20)
+            .open(&f.path)
+            .expect("open");
+        for i in 0..600 {
+            store
+                .save_session(&mut Session::new(id(&format!("big{i}")), big(i)))
+                .expect("save");
+        }
+        store.sync().expect("sync");
+    }
+    let store = opts()
+        .max_session_size(1 << 20)
+        .open(&f.path)
+        .expect("reopen");
+    assert_eq!(store.stats().expect("stats").recovery.records, 600);
+    for i in (0..600).step_by(37) {
+        let s = store
+            .load_session(&id(&format!("big{i}")))
+            .expect("load")
+            .expect("present");
+        assert_eq!(s.data, big(i));
+    }
+    drop(store);
+    // flip one byte of the 400th record's data
+    let bytes = fs::read(&f.path).expect("read");
+    let salt = u32::from_le_bytes(
+        bytes[format::H_SALT..format::H_SALT + 4]
+            .try_into()
+            .expect("4"),
+    );
+    let mut off = HEADER_SIZE as usize;
+    for _ in 0..400 {
+        off += format::decode_record_salted(&bytes[off..], salt)
+            .expect("record")
+            .padded_len;
+    }
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&f.path)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_all_at(
+        &file,
+        &[bytes[off + 1000] ^ 0xFF],
+        (off + 1000) as u64,
+    )
+    .expect("flip");
+    match opts().max_session_size(1 << 20).open(&f.path) {
+        Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, off as u64),
+        other => panic!("expected Corrupt at {off}, got {other:?}"),
+    }
+}

@@ -293,6 +293,17 @@ pub fn encode_record_salted(out: &mut Vec<u8>, r: &RecordFields<'_>, salt: u32) 
 /// Checks the length fields before anything else, then the CRC, then
 /// every field.
 pub fn decode_record_salted(buf: &[u8], salt: u32) -> Result<RecordRef<'_>, DecodeError> {
+    decode_inner(buf, Some(salt))
+}
+
+/// Like [`decode_record_salted`] but without the CRC check: every length
+/// and field is still checked. Only for bytes whose CRC another thread is
+/// verifying at the same time (parallel replay on open).
+pub fn decode_record_unchecked(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+    decode_inner(buf, None)
+}
+
+fn decode_inner(buf: &[u8], salt: Option<u32>) -> Result<RecordRef<'_>, DecodeError> {
     if buf.len() < RECORD_HEADER {
         return Err(DecodeError::Truncated);
     }
@@ -307,9 +318,11 @@ pub fn decode_record_salted(buf: &[u8], salt: u32) -> Result<RecordRef<'_>, Deco
     if buf.len() < padded {
         return Err(DecodeError::Truncated);
     }
-    let stored = u32_at(buf, R_CRC);
-    if crc32fast::hash(&buf[R_DATA_LEN..unpadded]) ^ RECORD_CRC_XOR ^ salt != stored {
-        return Err(DecodeError::Checksum);
+    if let Some(salt) = salt {
+        let stored = u32_at(buf, R_CRC);
+        if crc32fast::hash(&buf[R_DATA_LEN..unpadded]) ^ RECORD_CRC_XOR ^ salt != stored {
+            return Err(DecodeError::Checksum);
+        }
     }
     let kind = Kind::from_byte(buf[R_KIND]).ok_or(DecodeError::Malformed("unknown kind"))?;
     if buf[R_RESERVED..R_VERSION].iter().any(|&b| b != 0) {

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -28,6 +29,27 @@ use crate::session::{
     Session, duration_millis, expires_from_millis, expires_millis, from_millis, is_expired,
     to_millis,
 };
+
+/// The lock around a process's `State`.
+pub(crate) struct StateLock(ShardedLock<State>);
+
+impl StateLock {
+    /// Shared access. A panic while writing cannot leave the state half
+    /// updated in a way a reader would trust: every reader re-checks the
+    /// records it reads, so a poisoned lock is used as is.
+    pub fn read(&self) -> ShardedLockReadGuard<'_, State> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Exclusive access.
+    pub fn write(&self) -> ShardedLockWriteGuard<'_, State> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// A session's latest record (a put, or a touch of one) and its put.
 pub(crate) struct Latest<'a> {
@@ -116,7 +138,9 @@ pub(crate) struct Inner {
     pub path: PathBuf,
     pub opts: LogOptions,
     pub lock: LockFile,
-    pub state: RwLock<State>,
+    /// This process's view. Sharded: a reader locks one shard (no cache
+    /// line shared between reading threads), a writer locks them all.
+    pub state: StateLock,
     /// Serializes this process's writers (before the file lock) and holds
     /// the buffer records are encoded into.
     pub writer: Mutex<Vec<u8>>,
@@ -165,7 +189,7 @@ impl LogStore {
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             lock,
-            state: RwLock::new(state),
+            state: StateLock(ShardedLock::new(state)),
             writer: Mutex::new(Vec::new()),
             compacting: Mutex::new(()),
             sync: Mutex::new(sync),
