@@ -126,11 +126,13 @@ impl Results {
                 Unit::TimesLive => "× live",
             };
             let _ = write!(s, "| {} | {unit} |", p.label());
-            let base = self.col("sessionlog");
+            // Without a sessionlog column (`--engines` left it out) there
+            // are no ratios.
+            let base = self.engines.iter().position(|e| *e == "sessionlog");
             for (c, v) in row.iter().enumerate() {
-                let cell = match (v, row[base]) {
+                let cell = match (v, base.and_then(|b| row[b])) {
                     (None, _) => "–".to_owned(),
-                    (Some(v), Some(sl)) if c != base => {
+                    (Some(v), Some(sl)) if Some(c) != base => {
                         // Always "how many times better sessionlog is".
                         let ratio = if p.unit() == Unit::OpsPerSec {
                             sl / v

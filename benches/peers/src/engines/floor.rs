@@ -1,6 +1,8 @@
-//! The two reference points: a plain append-only file (one `write(2)` per
-//! save; a preallocated file with `fdatasync` per save for the durable
-//! class) and a `HashMap` behind a `RwLock` (the in-memory ceiling).
+//! The reference points: a plain append-only file (`O_APPEND`, one
+//! `write(2)` per save, plus one `fdatasync(2)` per save in the durable
+//! class: the baseline the durable target names), the same log
+//! preallocated with `fallocate` (durable class only, an extra column), and
+//! a `HashMap` behind a `RwLock` (the in-memory ceiling).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -19,7 +21,7 @@ const HEAD: usize = 4 + 1 + 1 + 8;
 const PUT: u8 = 1;
 const TOUCH: u8 = 2;
 const DELETE: u8 = 3;
-/// The durable variant grows its file by this much at a time.
+/// The preallocated variant grows its file by this much at a time.
 const PREALLOC: u64 = 64 << 20;
 
 fn record(kind: u8, id: &str, data: &[u8]) -> Vec<u8> {
@@ -46,24 +48,47 @@ struct AppendLog {
     path: PathBuf,
     file: File,
     durable: bool,
+    /// Grow the file with `fallocate` ahead of the writes and `pwrite` at
+    /// the tail, instead of `O_APPEND` writes that grow it.
+    prealloc: bool,
     tail: Mutex<Tail>,
     index: RwLock<Index>,
 }
 
+/// The plain log: opened `O_APPEND`, never preallocated; every save is one
+/// `write(2)` that grows the file (and, durable, one `fdatasync(2)`, which
+/// then also has to flush the new file size).
 pub fn open(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
-    let path = dir.join("append.log");
-    let file = OpenOptions::new()
+    open_log(dir, mode, false)
+}
+
+/// The same log preallocated in 64 MiB steps (`fallocate`), written with
+/// `pwrite(2)` at the tail, so that `fdatasync` has no file size to flush.
+/// Only its durable phases are run.
+pub fn open_prealloc(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
+    open_log(dir, mode, true)
+}
+
+fn open_file(path: &Path, prealloc: bool) -> Result<File> {
+    Ok(OpenOptions::new()
         .read(true)
         .write(true)
+        .append(!prealloc)
         .create(true)
         .truncate(false)
-        .open(&path)?;
+        .open(path)?)
+}
+
+fn open_log(dir: &Path, mode: Mode, prealloc: bool) -> Result<Box<dyn Engine>> {
+    let path = dir.join("append.log");
+    let file = open_file(&path, prealloc)?;
     let (index, end) = scan(&file)?;
     let allocated = file.metadata()?.len();
     Ok(Box::new(AppendLog {
         path,
         file,
         durable: mode == Mode::Durable,
+        prealloc,
         tail: Mutex::new(Tail { end, allocated }),
         index: RwLock::new(index),
     }))
@@ -104,7 +129,7 @@ impl AppendLog {
     fn append(&self, rec: &[u8]) -> Result<u64> {
         let mut t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         let off = t.end;
-        if self.durable && off + rec.len() as u64 > t.allocated {
+        if self.prealloc && off + rec.len() as u64 > t.allocated {
             let new = t.allocated + PREALLOC;
             // SAFETY: fallocate on an open descriptor with plain integers.
             let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, new as libc::off_t) };
@@ -113,9 +138,15 @@ impl AppendLog {
             }
             t.allocated = new;
         }
-        // One pwrite(2); the durable class adds one fdatasync(2), under the
-        // lock (no group commit: this is the simple log the target names).
-        self.file.write_all_at(rec, off)?;
+        // One write(2) (O_APPEND: at the end, growing the file) or, when
+        // preallocated, one pwrite(2) at the tail; the durable class adds
+        // one fdatasync(2), under the lock (no group commit: this is the
+        // simple log the target names).
+        if self.prealloc {
+            self.file.write_all_at(rec, off)?;
+        } else {
+            (&self.file).write_all(rec)?;
+        }
         if self.durable {
             self.file.sync_data()?;
         }
@@ -192,7 +223,7 @@ impl Engine for AppendLog {
         file.sync_data()?;
         std::fs::rename(&tmp, &self.path)?;
         File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
-        self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        self.file = open_file(&self.path, self.prealloc)?;
         *self.index.get_mut().unwrap_or_else(|e| e.into_inner()) = index;
         *self.tail.get_mut().unwrap_or_else(|e| e.into_inner()) = Tail {
             end: off,

@@ -55,6 +55,9 @@ pub struct Spec {
     pub on_disk: bool,
     /// Whether it can make each save durable before returning.
     pub durable: bool,
+    /// Whether it runs the phases without fsync (every engine but the
+    /// durable-only variants).
+    pub buffered: bool,
     open: fn(&Path, Mode) -> Result<Box<dyn Engine>>,
 }
 
@@ -71,36 +74,42 @@ pub fn all() -> Vec<Spec> {
             name: "sessionlog",
             on_disk: true,
             durable: true,
+            buffered: true,
             open: sessionlog::open_log,
         },
         Spec {
             name: "redb",
             on_disk: true,
             durable: true,
+            buffered: true,
             open: kv::open_redb,
         },
         Spec {
             name: "lmdb",
             on_disk: true,
             durable: true,
+            buffered: true,
             open: kv::open_lmdb,
         },
         Spec {
             name: "sqlite",
             on_disk: true,
             durable: true,
+            buffered: true,
             open: sqlite::open,
         },
         Spec {
             name: "sled",
             on_disk: true,
             durable: true,
+            buffered: true,
             open: kv::open_sled,
         },
         Spec {
             name: "fjall",
             on_disk: true,
             durable: true,
+            buffered: true,
             open: kv::open_fjall,
         },
         // The local server persists as configured there (see README);
@@ -109,30 +118,42 @@ pub fn all() -> Vec<Spec> {
             name: "redis",
             on_disk: false,
             durable: false,
+            buffered: true,
             open: redis::open,
         },
         Spec {
             name: "dirstore",
             on_disk: true,
             durable: true,
+            buffered: true,
             open: sessionlog::open_dir,
         },
         Spec {
             name: "write(2)",
             on_disk: true,
             durable: true,
+            buffered: true,
             open: floor::open,
+        },
+        // The plain log preallocated: durable phases only.
+        Spec {
+            name: "write(2) prealloc",
+            on_disk: true,
+            durable: true,
+            buffered: false,
+            open: floor::open_prealloc,
         },
         Spec {
             name: "hashmap",
             on_disk: false,
             durable: false,
+            buffered: true,
             open: floor::open_hashmap,
         },
         // PLUG-IN POINT for sessionlog's server-backed stores (PostgresStore,
         // MySqlStore, RedisStore), being written elsewhere: wrap the store in
         // `sessionlog::StoreEngine` (any `SessionStore` works) and add e.g.
-        //   Spec { name: "sl-postgres", on_disk: false, durable: true, open: open_pg },
+        //   Spec { name: "sl-postgres", on_disk: false, durable: true, buffered: true, open: open_pg },
         // where `open_pg` connects to a local server and returns
         // `Box::new(sessionlog::StoreEngine::new(store))`.
     ]
