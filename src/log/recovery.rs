@@ -187,6 +187,14 @@ pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
     })
 }
 
+/// When to sync records that replay verified but that were never synced.
+pub(crate) enum SyncAfterReplay<'a> {
+    /// Before returning from open.
+    Now,
+    /// Soon, in the background thread: the flag is set for it.
+    Later(&'a mut bool),
+}
+
 /// What opening found, before the caller decides what to do about damage.
 pub(crate) enum Opened {
     /// A consistent view.
@@ -203,6 +211,7 @@ pub(crate) fn open_log(
     lock: &LockFile,
     report: &mut RecoveryReport,
     now_ms: u64,
+    sync: SyncAfterReplay,
 ) -> Result<Opened> {
     create_if_missing(path, lock, now_ms)?;
     report.removed_temp_files += remove_stale_temp(path)?;
@@ -249,8 +258,13 @@ pub(crate) fn open_log(
                 // Every record up to `end` just passed its CRC: make them
                 // durable and say so, so that later damage among them is
                 // reported as damage, not cut as the tail of a crash.
-                file.sync_data().map_err(|e| Error::io(path, "fsync", e))?;
-                file.set_synced(end, false);
+                match sync {
+                    SyncAfterReplay::Now => {
+                        file.sync_data().map_err(|e| Error::io(path, "fsync", e))?;
+                        file.set_synced(end, false);
+                    }
+                    SyncAfterReplay::Later(pending) => *pending = true,
+                }
             }
             return Ok(Opened::Ready(State {
                 file,

@@ -22,7 +22,7 @@ use crate::log::format::{self, HEADER_SIZE, Kind, MAX_OFFSET, RecordFields, Reco
 use crate::log::hook::IoEvent;
 use crate::log::index::Records;
 use crate::log::options::{LogOptions, SyncPolicy};
-use crate::log::recovery::{self, Opened, State};
+use crate::log::recovery::{self, Opened, State, SyncAfterReplay};
 use crate::log::stats::{CompactStats, RecoveryReport, Stats};
 use crate::log::sync::{self, SyncState};
 use crate::session::{
@@ -150,6 +150,9 @@ pub(crate) struct Inner {
     pub sync_done: Condvar,
     /// Set when something was appended since the last sync.
     pub dirty: AtomicBool,
+    /// Records replayed on open were never synced: the background thread
+    /// syncs them once, whatever the policy.
+    pub open_sync_pending: AtomicBool,
     poisoned: AtomicBool,
     poison_cause: Mutex<String>,
     pub stop: Mutex<bool>,
@@ -174,7 +177,13 @@ impl LogStore {
         let lock = LockFile::open(file::sibling(path, ".lock"))?;
         let mut report = RecoveryReport::default();
         let now = to_millis(opts.clock.now());
-        let state = match recovery::open_log(path, &lock, &mut report, now)? {
+        let mut sync_pending = false;
+        let sync = if opts.background {
+            SyncAfterReplay::Later(&mut sync_pending)
+        } else {
+            SyncAfterReplay::Now
+        };
+        let state = match recovery::open_log(path, &lock, &mut report, now, sync)? {
             Opened::Ready(state) => state,
             Opened::Damaged(offset, reason) if !opts.repair => {
                 return Err(Error::corrupt(path, offset, reason));
@@ -194,7 +203,8 @@ impl LogStore {
             compacting: Mutex::new(()),
             sync: Mutex::new(sync),
             sync_done: Condvar::new(),
-            dirty: AtomicBool::new(false),
+            dirty: AtomicBool::new(sync_pending),
+            open_sync_pending: AtomicBool::new(sync_pending),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(String::new()),
             stop: Mutex::new(false),
@@ -461,7 +471,10 @@ impl Inner {
                 offset: off,
                 bytes: buf,
             })
-            .and_then(|()| st.file.write_record(buf, off, st.file_len));
+            .and_then(|()| {
+                let durable = self.opts.sync == SyncPolicy::Always;
+                st.file.write_record(buf, off, st.file_len, durable)
+            });
         if let Err(e) = written {
             self.poison("write", &e);
             return Err(Error::io(&self.path, "write", e));

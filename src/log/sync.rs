@@ -114,6 +114,10 @@ fn background(inner: &Inner) {
         _ => check,
     };
     let mut next_check = Instant::now() + check;
+    if inner.open_sync_pending.swap(false, Ordering::AcqRel) {
+        // A failure poisons the store; writers then report it.
+        let _ = inner.sync_all();
+    }
     loop {
         {
             let mut stop = inner.stop.lock();
