@@ -19,7 +19,8 @@
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Config, NoTls};
+use postgres::types::{ToSql, Type};
+use postgres::{Config, NoTls, Row};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
@@ -78,9 +79,14 @@ impl PostgresOptions {
         let first = r2d2::ManageConnection::connect(&manager)
             .map_err(|e| pg_error(&target, "could not connect", e))?;
         drop(first);
+        // No test query on every checkout (a round trip per operation): a
+        // connection that broke is dropped by the pool when it is returned,
+        // so the call that met the failure reports it and the next one
+        // reconnects.
         let pool = Pool::builder()
             .max_size(self.common.pool_size)
             .min_idle(Some(0))
+            .test_on_check_out(false)
             .connection_timeout(self.common.connect_timeout)
             .build_unchecked(manager);
         Ok(PostgresStore {
@@ -168,12 +174,20 @@ impl PostgresStore {
         let data = session.data.as_slice();
         let expires = ms_i64(expires_millis(session.expires));
         let mut conn = self.conn()?;
+        let args: [(&(dyn ToSql + Sync), Type); 5] = [
+            (&off, Type::INT8),
+            (&idle, Type::INT8),
+            (&id, Type::TEXT),
+            (&data, Type::BYTEA),
+            (&expires, Type::INT8),
+        ];
         let row = match expected {
-            None => conn.query_opt(&self.sql.upsert, &[&off, &idle, &id, &data, &expires]),
-            Some(0) => conn.query_opt(&self.sql.create, &[&off, &idle, &id, &data, &expires]),
+            None => first(conn.query_typed(&self.sql.upsert, &args)),
+            Some(0) => first(conn.query_typed(&self.sql.create, &args)),
             Some(v) => {
                 let v = ms_i64(v);
-                conn.query_opt(&self.sql.update, &[&off, &idle, &id, &data, &expires, &v])
+                let [a, b, c, d, e] = args;
+                first(conn.query_typed(&self.sql.update, &[a, b, c, d, e, (&v, Type::INT8)]))
             }
         }
         .map_err(self.err("save failed"))?;
@@ -185,8 +199,7 @@ impl PostgresStore {
                 Ok(())
             }
             None => {
-                let found = conn
-                    .query_opt(&self.sql.version, &[&off, &idle, &id])
+                let found = first(conn.query_typed(&self.sql.version, &by_id(&off, &idle, &id)))
                     .map_err(self.err("save failed"))?
                     .map(|r| r.try_get::<_, i64>(0))
                     .transpose()
@@ -207,7 +220,15 @@ impl PostgresStore {
         let limit = i64::try_from(super::PAGE_SIZE).unwrap_or(100);
         let rows = self
             .conn()?
-            .query(&self.sql.page, &[&off, &idle, &after, &limit])
+            .query_typed(
+                &self.sql.page,
+                &[
+                    (&off, Type::INT8),
+                    (&idle, Type::INT8),
+                    (&after, Type::TEXT),
+                    (&limit, Type::INT8),
+                ],
+            )
             .map_err(self.err("listing sessions failed"))?;
         let more = rows.len() == super::PAGE_SIZE;
         let mut sessions = Vec::with_capacity(rows.len());
@@ -255,10 +276,11 @@ impl SessionStore for PostgresStore {
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
         let (off, idle) = self.base();
-        let row = self
-            .conn()?
-            .query_opt(&self.sql.load, &[&off, &idle, &id.as_str()])
-            .map_err(self.err("load failed"))?;
+        let row = first(
+            self.conn()?
+                .query_typed(&self.sql.load, &by_id(&off, &idle, &id.as_str())),
+        )
+        .map_err(self.err("load failed"))?;
         let Some(row) = row else { return Ok(None) };
         let get = self.err("load failed");
         Ok(Some(restore(
@@ -281,19 +303,20 @@ impl SessionStore for PostgresStore {
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
         let (off, idle) = self.base();
-        let n = self
+        let rows = self
             .conn()?
-            .execute(&self.sql.touch, &[&off, &idle, &id.as_str()])
+            .query_typed(&self.sql.touch, &by_id(&off, &idle, &id.as_str()))
             .map_err(self.err("touch failed"))?;
-        Ok(n > 0)
+        Ok(!rows.is_empty())
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         let (off, idle) = self.base();
-        let row = self
-            .conn()?
-            .query_opt(&self.sql.delete, &[&off, &idle, &id.as_str()])
-            .map_err(self.err("delete failed"))?;
+        let row = first(
+            self.conn()?
+                .query_typed(&self.sql.delete, &by_id(&off, &idle, &id.as_str())),
+        )
+        .map_err(self.err("delete failed"))?;
         match row {
             Some(row) => row.try_get(0).map_err(self.err("delete failed")),
             None => Ok(false),
@@ -302,10 +325,11 @@ impl SessionStore for PostgresStore {
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
         let (off, idle) = self.base();
-        let row = self
-            .conn()?
-            .query_opt(&self.sql.version, &[&off, &idle, &id.as_str()])
-            .map_err(self.err("lookup failed"))?;
+        let row = first(
+            self.conn()?
+                .query_typed(&self.sql.version, &by_id(&off, &idle, &id.as_str())),
+        )
+        .map_err(self.err("lookup failed"))?;
         Ok(row.is_some())
     }
 
@@ -393,7 +417,9 @@ impl Sql {
                  WHERE s.id = $3 AND s.version = $6::bigint AND {live_s} \
                  RETURNING modified, version"
             ),
-            touch: format!("UPDATE {t} AS s SET modified = {NOW} WHERE s.id = $3 AND {live_s}"),
+            touch: format!(
+                "UPDATE {t} AS s SET modified = {NOW} WHERE s.id = $3 AND {live_s} RETURNING 1"
+            ),
             delete: format!("DELETE FROM {t} AS s WHERE s.id = $3 RETURNING {live_s}"),
             page: format!(
                 "SELECT id, data, expires, modified, version FROM {t} AS s \
@@ -405,6 +431,20 @@ impl Sql {
             ),
         }
     }
+}
+
+/// The first row of a result, if any. Statements run with `query_typed`:
+/// the parameter types are given, so a statement costs one round trip
+/// (no separate prepare).
+fn first(
+    rows: std::result::Result<Vec<Row>, postgres::Error>,
+) -> std::result::Result<Option<Row>, postgres::Error> {
+    rows.map(|r| r.into_iter().next())
+}
+
+/// Parameters `$1` (clock offset), `$2` (idle limit), `$3` (id).
+fn by_id<'a>(off: &'a i64, idle: &'a i64, id: &'a &'a str) -> [(&'a (dyn ToSql + Sync), Type); 3] {
+    [(off, Type::INT8), (idle, Type::INT8), (id, Type::TEXT)]
 }
 
 /// An index name unique to `table` within 63 bytes (PostgreSQL truncates

@@ -191,9 +191,14 @@ impl RedisOptions {
         r2d2::ManageConnection::is_valid(&manager, &mut first)
             .map_err(|e| redis_error(&target, "could not connect", e))?;
         drop(first);
+        // No test query on every checkout (a round trip per operation): a
+        // connection that broke is dropped by the pool when it is returned,
+        // so the call that met the failure reports it and the next one
+        // reconnects.
         let pool = Pool::builder()
             .max_size(self.common.pool_size)
             .min_idle(Some(0))
+            .test_on_check_out(false)
             .connection_timeout(self.common.connect_timeout)
             .build_unchecked(manager);
         let p = &self.prefix;

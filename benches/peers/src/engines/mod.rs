@@ -4,6 +4,7 @@
 mod floor;
 mod kv;
 mod redis;
+mod servers;
 mod sessionlog;
 mod sqlite;
 
@@ -150,12 +151,29 @@ pub fn all() -> Vec<Spec> {
             buffered: true,
             open: floor::open_hashmap,
         },
-        // PLUG-IN POINT for sessionlog's server-backed stores (PostgresStore,
-        // MySqlStore, RedisStore), being written elsewhere: wrap the store in
-        // `sessionlog::StoreEngine` (any `SessionStore` works) and add e.g.
-        //   Spec { name: "sl-postgres", on_disk: false, durable: true, buffered: true, open: open_pg },
-        // where `open_pg` connects to a local server and returns
-        // `Box::new(sessionlog::StoreEngine::new(store))`.
+        // sessionlog's server-backed stores, each at its server's default
+        // durability in every phase (servers.rs).
+        Spec {
+            name: "sl-postgres",
+            on_disk: false,
+            durable: false,
+            buffered: true,
+            open: servers::open_postgres,
+        },
+        Spec {
+            name: "sl-mysql",
+            on_disk: false,
+            durable: false,
+            buffered: true,
+            open: servers::open_mysql,
+        },
+        Spec {
+            name: "sl-redis",
+            on_disk: false,
+            durable: false,
+            buffered: true,
+            open: servers::open_redis,
+        },
     ]
 }
 

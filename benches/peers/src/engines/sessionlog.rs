@@ -14,7 +14,6 @@ pub struct StoreEngine<S> {
 }
 
 impl<S: SessionStore> StoreEngine<S> {
-    #[allow(dead_code, reason = "the plug-in point for server-backed stores")]
     pub fn new(store: S) -> Self {
         StoreEngine {
             store,
