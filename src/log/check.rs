@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::log::format::{
-    self, DecodeError, FORMAT_VERSION, H_COMMITTED, H_SUPERSEDED, H_SYNCED, HEADER_SIZE,
-    HeaderError, Kind, RECORD_ALIGN, SUPERSEDED,
+    self, DecodeError, H_COMMITTED, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, Kind, RECORD_ALIGN,
+    SUPERSEDED,
 };
 
 /// Records counted by kind.
@@ -140,18 +140,7 @@ pub fn check_with(
         .take(HEADER_SIZE)
         .read_to_end(&mut header)
         .map_err(|e| Error::io(path, "read header", e))?;
-    let static_header = format::decode_static_header(&header).map_err(|e| match e {
-        HeaderError::NotAStore(reason) => Error::NotAStore {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-        },
-        HeaderError::Version(found) => Error::UnsupportedVersion {
-            path: path.to_owned(),
-            found,
-            supported: FORMAT_VERSION,
-        },
-        HeaderError::Corrupt(offset, reason) => Error::corrupt(path, offset, reason),
-    })?;
+    let static_header = crate::log::file::check_header(path, &header)?;
     if (header.len() as u64) < HEADER_SIZE {
         return Err(Error::corrupt(
             path,

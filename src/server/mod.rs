@@ -338,3 +338,22 @@ mod tests {
         );
     }
 }
+
+/// A connection from an r2d2 pool, or an error naming the server.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) fn pooled<M: r2d2::ManageConnection>(
+    pool: &r2d2::Pool<M>,
+    backend: &'static str,
+    server: &str,
+    target: &str,
+    timeout: std::time::Duration,
+) -> Result<r2d2::PooledConnection<M>> {
+    pool.get().map_err(|e| {
+        backend_error(
+            backend,
+            target,
+            format!("no connection within {timeout:?}: {e}; check that {server} is running and reachable"),
+            Some(Box::new(e)),
+        )
+    })
+}

@@ -145,17 +145,13 @@ impl PostgresStore {
     }
 
     fn conn(&self) -> Result<PooledConnection<Manager>> {
-        self.pool.get().map_err(|e| {
-            backend_error(
-                BACKEND,
-                &self.target,
-                format!(
-                    "no connection within {:?}: {e}; check that PostgreSQL is running and reachable",
-                    self.common.connect_timeout
-                ),
-                Some(Box::new(e)),
-            )
-        })
+        super::pooled(
+            &self.pool,
+            BACKEND,
+            "PostgreSQL",
+            &self.target,
+            self.common.connect_timeout,
+        )
     }
 
     fn err(&self, what: &str) -> impl Fn(postgres::Error) -> Error + '_ {

@@ -287,17 +287,13 @@ impl RedisStore {
     }
 
     fn conn(&self) -> Result<PooledConnection<Manager>> {
-        self.pool.get().map_err(|e| {
-            backend_error(
-                BACKEND,
-                &self.target,
-                format!(
-                    "no connection within {:?}: {e}; check that Redis is running and reachable",
-                    self.common.connect_timeout
-                ),
-                Some(Box::new(e)),
-            )
-        })
+        super::pooled(
+            &self.pool,
+            BACKEND,
+            "Redis",
+            &self.target,
+            self.common.connect_timeout,
+        )
     }
 
     /// Runs `script` on the session `id` (or on the prefix for `None`)

@@ -345,12 +345,9 @@ fn memory(args: &Args, scratch: &Scratch) -> Result<()> {
     let mut value = vec![0u8; args.value_size];
     rng.fill_bytes(&mut value);
     let path = scratch.dir("memory")?.join("sessions.log");
-    let open = || {
-        LogStore::options()
-            .sync(SyncPolicy::Never)
-            .background(false)
-            .open(&path)
-    };
+    // As shipped (background thread on): a reopen hands the sync of what
+    // `SyncPolicy::Never` left unsynced to that thread.
+    let open = || LogStore::options().sync(SyncPolicy::Never).open(&path);
     {
         let store = open()?;
         for id in &ids {
@@ -361,16 +358,19 @@ fn memory(args: &Args, scratch: &Scratch) -> Result<()> {
         }
     }
     warm_page_cache(path.parent().ok_or("no parent")?)?;
-    // The reopen is timed with the allocation counter off. The first one
-    // also makes durable what `SyncPolicy::Never` left unsynced (recovery
-    // syncs the records it verified); the second finds them synced. A
-    // third open, counted, measures the heap.
+    // The reopen (until the store is usable) is timed with the allocation
+    // counter off. After the first, the background thread makes durable
+    // what `SyncPolicy::Never` left unsynced (dropping the store waits for
+    // it, outside the timer); the second finds the records synced. A third
+    // open, counted, measures the heap.
     let t = Instant::now();
-    drop(open()?);
+    let first = open()?;
     let reopen = t.elapsed().as_secs_f64();
+    drop(first);
     let t = Instant::now();
-    drop(open()?);
+    let second = open()?;
     let reopen2 = t.elapsed().as_secs_f64();
+    drop(second);
     alloc::start();
     let before = alloc::live();
     let store = open()?;
@@ -380,7 +380,7 @@ fn memory(args: &Args, scratch: &Scratch) -> Result<()> {
     // id, not the id, so nothing is subtracted for it.
     let per = heap as f64 / n as f64;
     let text = format!(
-        "| sessions | value | reopen (first, syncs) | reopen (again) | heap after open | heap bytes/session (no id kept) | stats().index_bytes/session |\n\
+        "| sessions | value | reopen (first) | reopen (again) | heap after open | heap bytes/session (no id kept) | stats().index_bytes/session |\n\
          |---:|---:|---:|---:|---:|---:|---:|\n\
          | {n} | {} B | {:.3} s | {reopen2:.3} s | {:.1} MiB | {per:.1} | {:.1} |\n",
         args.value_size,
