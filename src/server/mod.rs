@@ -310,6 +310,25 @@ impl<F: FnMut(Option<&SessionId>) -> Result<Page>> Iterator for Paged<F> {
     }
 }
 
+/// A connection from an r2d2 pool, or an error naming the server.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) fn pooled<M: r2d2::ManageConnection>(
+    pool: &r2d2::Pool<M>,
+    backend: &'static str,
+    server: &str,
+    target: &str,
+    timeout: std::time::Duration,
+) -> Result<r2d2::PooledConnection<M>> {
+    pool.get().map_err(|e| {
+        backend_error(
+            backend,
+            target,
+            format!("no connection within {timeout:?}: {e}; check that {server} is running and reachable"),
+            Some(Box::new(e)),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,23 +356,4 @@ mod tests {
             "mysql://root@127.0.0.1/test"
         );
     }
-}
-
-/// A connection from an r2d2 pool, or an error naming the server.
-#[cfg(any(feature = "postgres", feature = "redis"))]
-pub(crate) fn pooled<M: r2d2::ManageConnection>(
-    pool: &r2d2::Pool<M>,
-    backend: &'static str,
-    server: &str,
-    target: &str,
-    timeout: std::time::Duration,
-) -> Result<r2d2::PooledConnection<M>> {
-    pool.get().map_err(|e| {
-        backend_error(
-            backend,
-            target,
-            format!("no connection within {timeout:?}: {e}; check that {server} is running and reachable"),
-            Some(Box::new(e)),
-        )
-    })
 }
