@@ -17,9 +17,10 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::{Error, Result};
@@ -73,9 +74,9 @@ impl DirOptions {
     ///   place and the directory is fsynced after every rename or unlink,
     ///   before the call returns: a write that returned survives a crash.
     /// - `Interval(d)`: nothing is fsynced inline. The store remembers what
-    ///   it wrote and syncs it (the files, then the directory) during the
-    ///   first write that comes `d` or more after the previous sync, on
-    ///   [`DirStore::sync`], and when the store is dropped. A crash of the
+    ///   it wrote and syncs it (the files, then the directory) at most about
+    ///   `d` later, from a background thread (or during a write that comes
+    ///   first), on [`DirStore::sync`], and when the store is dropped. A crash of the
     ///   machine (not just the process) can lose writes not yet synced,
     ///   and a session file replaced shortly before it may read back as
     ///   [`Error::Corrupt`]; saving or deleting that session repairs it.
@@ -131,14 +132,20 @@ impl DirOptions {
             .mode(0o600)
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, "open", e))?;
+        let state = Arc::new(Mutex::new(WriteState {
+            pending: Pending::default(),
+            last_sync: Instant::now(),
+            poisoned: None,
+        }));
+        let flusher = match self.sync {
+            SyncPolicy::Interval(d) => Some(Flusher::spawn(dir.clone(), Arc::clone(&state), d)?),
+            _ => None,
+        };
         Ok(DirStore {
             dir,
             lock_file,
-            state: Mutex::new(WriteState {
-                pending: Pending::default(),
-                last_sync: Instant::now(),
-                poisoned: None,
-            }),
+            state,
+            flusher,
             sync: self.sync,
             clock: self.clock,
             max_idle_ms: self.max_idle.map(duration_millis),
@@ -174,11 +181,72 @@ pub struct DirStore {
     dir: PathBuf,
     /// Open for the store's life; writers `flock` it (one handle per store).
     lock_file: File,
-    state: Mutex<WriteState>,
+    state: Arc<Mutex<WriteState>>,
+    /// Makes `SyncPolicy::Interval` writes durable when no write comes.
+    flusher: Option<Flusher>,
     sync: SyncPolicy,
     clock: SharedClock,
     max_idle_ms: Option<u64>,
     max_session_size: usize,
+}
+
+/// The thread that syncs pending writes under `SyncPolicy::Interval`.
+#[derive(Debug)]
+struct Flusher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn spawn(dir: PathBuf, state: Arc<Mutex<WriteState>>, every: Duration) -> Result<Flusher> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("sessionlog-dir-sync".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let mut stopped = flag.0.lock();
+                        if *stopped {
+                            return;
+                        }
+                        flag.1.wait_for(&mut stopped, every);
+                        if *stopped {
+                            return;
+                        }
+                    }
+                    let mut st = state.lock();
+                    if st.poisoned.is_none()
+                        && !st.pending.is_empty()
+                        && st.last_sync.elapsed() >= every
+                    {
+                        // A failure poisons the store; writers then report it.
+                        let _ = flush(&dir, &mut st);
+                    }
+                }
+            })
+            .map_err(|e| {
+                Error::io(
+                    std::path::Path::new("sessionlog-dir-sync"),
+                    "spawn thread",
+                    e,
+                )
+            })?;
+        Ok(Flusher {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// What writers share, behind the in-process mutex.
@@ -283,6 +351,13 @@ impl DirStore {
     pub fn sync(&self) -> Result<()> {
         let mut state = self.state.lock();
         self.flush(&mut state)
+    }
+
+    /// Whether writes of this store value are waiting for an fsync. For
+    /// tests of the sync policies; not part of the stable API.
+    #[doc(hidden)]
+    pub fn has_unsynced_writes(&self) -> bool {
+        !self.state.lock().pending.is_empty()
     }
 
     fn now_ms(&self) -> u64 {
@@ -424,51 +499,11 @@ impl DirStore {
 
     /// Fsyncs pending files and the directory.
     fn flush(&self, state: &mut WriteState) -> Result<()> {
-        if let Some(cause) = &state.poisoned {
-            return Err(self.poisoned_error(cause));
-        }
-        if !state.pending.is_empty() {
-            self.sync_pending(&state.pending)
-                .map_err(|e| poison(state, e))?;
-            state.pending = Pending::default();
-        }
-        state.last_sync = Instant::now();
-        Ok(())
+        flush(&self.dir, state)
     }
 
-    fn sync_pending(&self, pending: &Pending) -> Result<()> {
-        let sync_file = |name: &str| {
-            let path = self.dir.join(name);
-            match File::open(&path) {
-                Ok(f) => f.sync_all().map_err(|e| Error::io(&path, "fsync", e)),
-                // Deleted since: nothing to make durable but the directory.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::io(&path, "open", e)),
-            }
-        };
-        if pending.all {
-            for entry in self.read_dir()? {
-                let name = entry?;
-                if name.starts_with(SESSION_PREFIX) {
-                    sync_file(&name)?;
-                }
-            }
-        } else {
-            for name in &pending.names {
-                sync_file(name)?;
-            }
-        }
-        fsync(&self.dir)
-    }
-
-    /// The names in the directory (names that are not UTF-8 are skipped:
-    /// this store never makes one).
     fn read_dir(&self) -> Result<impl Iterator<Item = Result<String>> + '_> {
-        let rd = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, "read directory", e))?;
-        Ok(rd.filter_map(|entry| match entry {
-            Ok(e) => e.file_name().into_string().ok().map(Ok),
-            Err(e) => Some(Err(Error::io(&self.dir, "read directory", e))),
-        }))
+        list(&self.dir)
     }
 
     /// Removes temporary files left by writers that died. Call with the
@@ -532,6 +567,58 @@ impl DirStore {
     }
 }
 
+/// Fsyncs the pending files of the store in `dir`, then `dir`.
+fn flush(dir: &Path, state: &mut WriteState) -> Result<()> {
+    if let Some(cause) = &state.poisoned {
+        return Err(Error::Poisoned {
+            path: dir.to_owned(),
+            cause: cause.clone(),
+        });
+    }
+    if !state.pending.is_empty() {
+        sync_pending(dir, &state.pending).map_err(|e| poison(state, e))?;
+        state.pending = Pending::default();
+    }
+    state.last_sync = Instant::now();
+    Ok(())
+}
+
+fn sync_pending(dir: &Path, pending: &Pending) -> Result<()> {
+    let sync_file = |name: &str| {
+        let path = dir.join(name);
+        match File::open(&path) {
+            Ok(f) => f.sync_all().map_err(|e| Error::io(&path, "fsync", e)),
+            // Deleted since: nothing to make durable but the directory.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, "open", e)),
+        }
+    };
+    if pending.all {
+        for entry in list(dir)? {
+            let name = entry?;
+            if name.starts_with(SESSION_PREFIX) {
+                sync_file(&name)?;
+            }
+        }
+    } else {
+        for name in &pending.names {
+            sync_file(name)?;
+        }
+    }
+    fsync(dir)
+}
+
+/// The names in the directory (names that are not UTF-8 are skipped:
+/// this store never makes one).
+/// The names in `dir`.
+fn list(dir: &Path) -> Result<impl Iterator<Item = Result<String>> + '_> {
+    let rd = fs::read_dir(dir).map_err(|e| Error::io(dir, "read directory", e))?;
+    Ok(rd.filter_map(move |entry| match entry {
+        Ok(e) => e.file_name().into_string().ok().map(Ok),
+        Err(e) => Some(Err(Error::io(dir, "read directory", e))),
+    }))
+}
+
 fn poison(state: &mut WriteState, e: Error) -> Error {
     state.poisoned = Some(e.to_string());
     e
@@ -539,6 +626,7 @@ fn poison(state: &mut WriteState, e: Error) -> Error {
 
 impl Drop for DirStore {
     fn drop(&mut self) {
+        drop(self.flusher.take());
         let mut state = self.state.lock();
         if state.poisoned.is_none() && !state.pending.is_empty() {
             // Nowhere to report a failure; `sync` is the way to see it.

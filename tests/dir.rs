@@ -396,3 +396,37 @@ fn processes_increment_one_counter_without_lost_updates() {
     assert_eq!(c.version(), CHILDREN * INCREMENTS);
     assert_eq!(names(&dir).len(), 2, ".lock and the counter only");
 }
+
+/// Under `SyncPolicy::Interval` a write is made durable by the background
+/// thread even when no further write comes (bounded wait on an observable
+/// state, no fixed sleep).
+#[test]
+fn interval_policy_syncs_without_another_write() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = DirStore::options()
+        .sync(SyncPolicy::Interval(std::time::Duration::from_millis(20)))
+        .open(tmp.path().join("s"))
+        .expect("open");
+    let mut s = Session::new(SessionId::new("lazy").expect("id"), b"x".to_vec());
+    store.save_session(&mut s).expect("save");
+    assert!(
+        store.has_unsynced_writes(),
+        "nothing synced inline under Interval"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.has_unsynced_writes() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background thread never synced"
+        );
+        std::thread::yield_now();
+    }
+    let never = DirStore::options()
+        .sync(SyncPolicy::Never)
+        .open(tmp.path().join("n"))
+        .expect("open");
+    never.save_session(&mut s).expect("save");
+    assert!(never.has_unsynced_writes());
+    never.sync().expect("sync");
+    assert!(!never.has_unsynced_writes());
+}
