@@ -302,7 +302,13 @@ fn check_reports_a_torn_tail_without_failing() {
 #[test]
 fn export_import_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (from, _) = populated(dir.path());
+    let (from, ids) = populated(dir.path());
+    {
+        // A second save: version 2 must survive the move too.
+        let store = LogStore::open(&from).expect("open");
+        let mut again = store.load_session(&ids[0]).expect("load").expect("present");
+        store.save_session(&mut again).expect("save");
+    }
     let to = dir.path().join("copy.db");
     let o = sessionlog(&["export", s(&from)]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -318,7 +324,13 @@ fn export_import_round_trip() {
             .expect("iter")
             .map(|s| {
                 let s = s.expect("session");
-                (s.id.to_string(), s.modified(), s.expires, s.data)
+                (
+                    s.id.to_string(),
+                    s.modified(),
+                    s.expires,
+                    s.version(),
+                    s.data,
+                )
             })
             .collect();
         v.sort();

@@ -574,3 +574,34 @@ fn background_compaction_keeps_a_store_bounded() {
     }
     drop(store); // joins the background thread
 }
+
+/// `restore_session` writes a session exactly as given (for restoring a
+/// backup): version, modification time and deadline survive, and a
+/// conditional save against that version then succeeds.
+#[test]
+fn restore_session_keeps_version_and_times() {
+    let f = fixture();
+    let store = opts().open(&f.path).expect("open");
+    let modified = std::time::UNIX_EPOCH + Duration::from_millis(1_893_456_000_123);
+    let expires = std::time::UNIX_EPOCH + Duration::from_millis(1_993_456_000_000);
+    let s = Session::restore(
+        id("restored"),
+        b"backup".to_vec(),
+        Some(expires),
+        modified,
+        7,
+    );
+    store.restore_session(&s).expect("restore");
+    let back = store.load_session(&s.id).expect("load").expect("present");
+    assert_eq!(back, s);
+    let mut next = back;
+    store
+        .save_session_if_unchanged(&mut next)
+        .expect("the restored version is current");
+    assert_eq!(next.version(), 8);
+    let big = Session::restore(id("big"), vec![0; (16 << 20) + 1], None, modified, 1);
+    assert!(matches!(
+        store.restore_session(&big),
+        Err(Error::TooLarge { .. })
+    ));
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
-use sessionlog::{LogStore, ManualClock, Session, SessionId, SessionStore};
+use sessionlog::{LogStore, Session, SessionId, SessionStore};
 
 use super::{Outcome, fmt_time, open_existing, require_header, spinner};
 
@@ -38,16 +38,12 @@ pub fn export(path: &Path) -> Outcome {
 }
 
 pub fn import(path: &Path) -> Outcome {
-    // The store stamps each save with its clock's time: set it to the
-    // session's own `modified` so that idle times survive the move.
+    // Each session is restored as exported: its `modified` time (so that
+    // idle times survive the move) and its version.
     if path.exists() {
         require_header(path)?;
     }
-    let clock = ManualClock::new(SystemTime::now());
-    let store = LogStore::options()
-        .background(false)
-        .clock(clock.clone())
-        .open(path)?;
+    let store = LogStore::options().background(false).open(path)?;
     let bar = spinner("importing");
     let mut input = io::stdin().lock();
     let mut buf = Vec::new();
@@ -63,10 +59,8 @@ pub fn import(path: &Path) -> Outcome {
         if line.is_empty() {
             continue;
         }
-        let saved = parse_line(line).and_then(|(mut session, modified)| {
-            clock.set(modified.unwrap_or_else(SystemTime::now));
-            store.save_session(&mut session).map_err(|e| e.to_string())
-        });
+        let saved = parse_line(line)
+            .and_then(|session| store.restore_session(&session).map_err(|e| e.to_string()));
         match saved {
             Ok(()) => imported += 1,
             Err(why) => {
@@ -90,9 +84,9 @@ pub fn import(path: &Path) -> Outcome {
     })
 }
 
-/// One exported session and its modification time, or why the line is not
-/// one. The version is not kept: the target store numbers its own saves.
-fn parse_line(line: &str) -> Result<(Session, Option<SystemTime>), String> {
+/// One exported session, or why the line is not one. A missing `modified`
+/// means now; a missing `version`, 1.
+fn parse_line(line: &str) -> Result<Session, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     let id = obj
@@ -109,9 +103,20 @@ fn parse_line(line: &str) -> Result<(Session, Option<SystemTime>), String> {
         .map_err(|e| format!("\"data\" is not base64: {e}"))?;
     let modified = parse_time(obj.get("modified"), "modified")?;
     let expires = parse_time(obj.get("expires"), "expires")?;
-    let mut session = Session::new(id, data);
-    session.expires = expires;
-    Ok((session, modified))
+    let version = match obj.get("version") {
+        None | Some(Value::Null) => 1,
+        Some(v) => v
+            .as_u64()
+            .filter(|&v| v > 0)
+            .ok_or("\"version\" must be a positive integer")?,
+    };
+    Ok(Session::restore(
+        id,
+        data,
+        expires,
+        modified.unwrap_or_else(SystemTime::now),
+        version,
+    ))
 }
 
 /// A time field: absent or null, an RFC 3339 string, or milliseconds.

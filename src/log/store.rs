@@ -230,6 +230,15 @@ impl LogStore {
         self.inner.sync_all()
     }
 
+    /// Writes `session` exactly as given (data, deadline, modification time
+    /// and version), replacing any stored session with this id. For admin
+    /// tools restoring a backup (`sessionlog import`); web servers save with
+    /// `save_session`. A session never saved (version 0, no modification
+    /// time) is written as version 1 at the store's time.
+    pub fn restore_session(&self, session: &Session) -> Result<()> {
+        self.inner.restore(session)
+    }
+
     /// Rewrites the live sessions into a new file and swaps it in, dropping
     /// expired and idle sessions (see DESIGN.md). Waits for a compaction
     /// running in another process to finish first.
@@ -558,6 +567,41 @@ impl Inner {
             Ok((version, now))
         })?;
         session.mark_saved(from_millis(now), version);
+        self.after_write(generation, end)
+    }
+
+    fn restore(&self, session: &Session) -> Result<()> {
+        if session.data.len() > self.opts.max_session_size {
+            return Err(Error::TooLarge {
+                size: session.data.len(),
+                limit: self.opts.max_session_size,
+            });
+        }
+        let id = session.id.as_str().as_bytes();
+        let ((), generation, end) = self.write(|inner, st, buf, now| {
+            format::encode_record_salted(
+                buf,
+                &RecordFields {
+                    kind: Kind::Put,
+                    id,
+                    data: &session.data,
+                    version: session.version().max(1),
+                    modified_ms: session.modified().map_or(now, to_millis),
+                    expires_ms: expires_millis(session.expires),
+                },
+                st.file.header.salt,
+            );
+            let offset = inner.append(st, buf)?;
+            st.index.insert(
+                &View {
+                    file: &st.file,
+                    end: st.applied,
+                },
+                id,
+                offset,
+            );
+            Ok(())
+        })?;
         self.after_write(generation, end)
     }
 
