@@ -29,8 +29,8 @@ use crate::log::SyncPolicy;
 use crate::log::format::MAX_RECORD_DATA;
 use crate::memory::DEFAULT_MAX_SESSION_SIZE;
 use crate::session::{
-    Session, duration_millis, expires_from_millis, expires_millis, from_millis, is_expired,
-    to_millis,
+    Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
+    is_expired, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
 
@@ -533,12 +533,7 @@ impl DirStore {
     }
 
     fn save(&self, session: &mut Session, check: bool) -> Result<()> {
-        if session.data.len() > self.max_session_size {
-            return Err(Error::TooLarge {
-                size: session.data.len(),
-                limit: self.max_session_size,
-            });
-        }
+        check_size(session, self.max_session_size)?;
         let mut guard = self.write_lock()?;
         let now = self.now_ms();
         let found = match self.read(&session.id) {

@@ -9,8 +9,8 @@ use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::session::{
-    Session, duration_millis, expires_from_millis, expires_millis, from_millis, is_expired,
-    to_millis,
+    Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
+    is_expired, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
 
@@ -88,12 +88,7 @@ impl MemoryStore {
     }
 
     fn save(&self, session: &mut Session, check: bool) -> Result<()> {
-        if session.data.len() > self.max_session_size {
-            return Err(Error::TooLarge {
-                size: session.data.len(),
-                limit: self.max_session_size,
-            });
-        }
+        check_size(session, self.max_session_size)?;
         let mut map = self.map.write();
         let now = self.now_ms();
         let found = map

@@ -77,6 +77,18 @@ impl Session {
     }
 }
 
+/// `Error::TooLarge` if `session`'s data is over `limit` bytes: every
+/// backend checks this before writing anything.
+pub(crate) fn check_size(session: &Session, limit: usize) -> crate::Result<()> {
+    if session.data.len() > limit {
+        return Err(crate::Error::TooLarge {
+            size: session.data.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch, saturating; times before the epoch
 /// become 1 ms so that 0 can mean "none" in the file formats.
 pub(crate) fn to_millis(t: SystemTime) -> u64 {

@@ -26,8 +26,8 @@ use crate::log::recovery::{self, Opened, State, SyncAfterReplay};
 use crate::log::stats::{CompactStats, RecoveryReport, Stats};
 use crate::log::sync::{self, SyncState};
 use crate::session::{
-    Session, duration_millis, expires_from_millis, expires_millis, from_millis, is_expired,
-    to_millis,
+    Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
+    is_expired, to_millis,
 };
 
 /// The lock around a process's `State`.
@@ -446,7 +446,6 @@ impl Inner {
         let mut st = self.state.write();
         self.refresh(&mut st)?;
         let now = self.now_ms();
-        buf.clear();
         let r = f(self, &mut st, &mut buf, now)?;
         Ok((r, st.file.header.generation, st.applied))
     }
@@ -498,6 +497,32 @@ impl Inner {
         Ok(off)
     }
 
+    /// Encodes a record for the current file, appends it, publishes it and
+    /// applies it to the index: the one way a write reaches the log.
+    fn append_record(
+        &self,
+        st: &mut State,
+        buf: &mut Vec<u8>,
+        fields: &RecordFields<'_>,
+    ) -> Result<u64> {
+        buf.clear();
+        format::encode_record_salted(buf, fields, st.file.header.salt);
+        let offset = self.append(st, buf)?;
+        let view = View {
+            file: &st.file,
+            end: st.applied,
+        };
+        match fields.kind {
+            Kind::Put | Kind::Touch => {
+                st.index.insert(&view, fields.id, offset);
+            }
+            Kind::Delete => {
+                st.index.remove(&view, fields.id);
+            }
+        }
+        Ok(offset)
+    }
+
     /// Reports `event` to the I/O hook, if one is installed.
     pub fn hook(&self, event: IoEvent<'_>) -> io::Result<()> {
         match &self.opts.hook {
@@ -523,12 +548,7 @@ impl Inner {
     }
 
     fn save(&self, session: &mut Session, check: bool) -> Result<()> {
-        if session.data.len() > self.opts.max_session_size {
-            return Err(Error::TooLarge {
-                size: session.data.len(),
-                limit: self.opts.max_session_size,
-            });
-        }
+        check_size(session, self.opts.max_session_size)?;
         let expires_ms = expires_millis(session.expires);
         let id = session.id.as_str().as_bytes();
         let ((version, now), generation, end) = self.write(|inner, st, buf, now| {
@@ -543,7 +563,8 @@ impl Inner {
                 });
             }
             let version = found + 1;
-            format::encode_record_salted(
+            inner.append_record(
+                st,
                 buf,
                 &RecordFields {
                     kind: Kind::Put,
@@ -553,17 +574,7 @@ impl Inner {
                     modified_ms: now,
                     expires_ms,
                 },
-                st.file.header.salt,
-            );
-            let offset = inner.append(st, buf)?;
-            st.index.insert(
-                &View {
-                    file: &st.file,
-                    end: st.applied,
-                },
-                id,
-                offset,
-            );
+            )?;
             Ok((version, now))
         })?;
         session.mark_saved(from_millis(now), version);
@@ -571,15 +582,11 @@ impl Inner {
     }
 
     fn restore(&self, session: &Session) -> Result<()> {
-        if session.data.len() > self.opts.max_session_size {
-            return Err(Error::TooLarge {
-                size: session.data.len(),
-                limit: self.opts.max_session_size,
-            });
-        }
+        check_size(session, self.opts.max_session_size)?;
         let id = session.id.as_str().as_bytes();
         let ((), generation, end) = self.write(|inner, st, buf, now| {
-            format::encode_record_salted(
+            inner.append_record(
+                st,
                 buf,
                 &RecordFields {
                     kind: Kind::Put,
@@ -589,17 +596,7 @@ impl Inner {
                     modified_ms: session.modified().map_or(now, to_millis),
                     expires_ms: expires_millis(session.expires),
                 },
-                st.file.header.salt,
-            );
-            let offset = inner.append(st, buf)?;
-            st.index.insert(
-                &View {
-                    file: &st.file,
-                    end: st.applied,
-                },
-                id,
-                offset,
-            );
+            )?;
             Ok(())
         })?;
         self.after_write(generation, end)
@@ -611,7 +608,8 @@ impl Inner {
                 return Ok(false);
             };
             let target = l.put_offset.to_le_bytes();
-            format::encode_record_salted(
+            inner.append_record(
+                st,
                 buf,
                 &RecordFields {
                     kind: Kind::Touch,
@@ -621,17 +619,7 @@ impl Inner {
                     modified_ms: now,
                     expires_ms: l.rec.expires_ms,
                 },
-                st.file.header.salt,
-            );
-            let offset = inner.append(st, buf)?;
-            st.index.insert(
-                &View {
-                    file: &st.file,
-                    end: st.applied,
-                },
-                id.as_str().as_bytes(),
-                offset,
-            );
+            )?;
             Ok(true)
         })?;
         if touched {
@@ -652,7 +640,8 @@ impl Inner {
             else {
                 return Ok(None);
             };
-            format::encode_record_salted(
+            inner.append_record(
+                st,
                 buf,
                 &RecordFields {
                     kind: Kind::Delete,
@@ -662,16 +651,7 @@ impl Inner {
                     modified_ms: now,
                     expires_ms: 0,
                 },
-                st.file.header.salt,
-            );
-            inner.append(st, buf)?;
-            st.index.remove(
-                &View {
-                    file: &st.file,
-                    end: st.applied,
-                },
-                id.as_str().as_bytes(),
-            );
+            )?;
             Ok(Some(live))
         })?;
         match existed {

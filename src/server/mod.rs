@@ -121,13 +121,7 @@ impl Common {
     }
 
     pub fn check_size(&self, session: &Session) -> Result<()> {
-        if session.data.len() > self.max_session_size {
-            return Err(Error::TooLarge {
-                size: session.data.len(),
-                limit: self.max_session_size,
-            });
-        }
-        Ok(())
+        crate::session::check_size(session, self.max_session_size)
     }
 }
 
