@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::log::file::{self, LockFile, LogFile, View};
+use crate::log::file::{self, LogFile, View};
 use crate::log::format::{self, HEADER_SIZE, Kind, RecordFields, RecordRef, StaticHeader};
 use crate::log::hook::{IoEvent, IoHook};
 use crate::log::index::{Index, Records};
+use crate::log::lock::LockFile;
 use crate::log::recovery::{self, State};
 use crate::log::stats::{CompactStats, RecoveryReport};
 use crate::log::store::{Inner, Latest, decode_at, put_data};
@@ -358,7 +359,7 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
 
     // Phase 2: under the write lock, copy what was appended meanwhile.
     let _writer = inner.writer.lock();
-    let _flock = inner.lock.lock()?;
+    let _lock = inner.lock.lock()?;
     let mut st = inner.state.write();
     inner.refresh(&mut st)?;
     if st.file.ino != src.ino {
@@ -466,7 +467,7 @@ pub(crate) fn repair(
     report: &mut RecoveryReport,
     now_ms: u64,
 ) -> Result<State> {
-    let _flock = lock.lock()?;
+    let _lock = lock.lock()?;
     let damaged = LogFile::open(path)?;
     let copy = file::sibling(path, &format!(".damaged-{now_ms}"));
     fs::copy(path, &copy).map_err(|e| Error::io(&copy, "copy damaged file", e))?;

@@ -1,6 +1,5 @@
-//! The files of a log store: the log itself (read through a shared memory
-//! map, appended with positioned writes, preallocated in chunks) and the
-//! lock file beside it, which compaction never replaces.
+//! The log file: read through a shared memory map, appended with positioned
+//! writes (or copies into the map), preallocated in chunks.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -43,50 +42,6 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
-}
-
-/// The lock file `<log>.lock`. One handle per store per process: flock
-/// locks belong to the open file description, so a second handle in the
-/// same process would contend with the first.
-#[derive(Debug)]
-pub(crate) struct LockFile {
-    file: File,
-    path: PathBuf,
-}
-
-/// Holds the exclusive lock until dropped.
-#[must_use]
-pub(crate) struct LockGuard<'a>(&'a LockFile);
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        // Unlock can only fail on a bad descriptor; closing would unlock too.
-        let _ = self.0.file.unlock();
-    }
-}
-
-impl LockFile {
-    pub fn open(path: PathBuf) -> Result<LockFile> {
-        let file = open_rw(&path, true)?;
-        Ok(LockFile { file, path })
-    }
-
-    /// Blocks until this process holds the exclusive lock.
-    pub fn lock(&self) -> Result<LockGuard<'_>> {
-        self.file
-            .lock()
-            .map_err(|e| Error::io(&self.path, "lock", e))?;
-        Ok(LockGuard(self))
-    }
-
-    /// Takes the exclusive lock if nobody holds it.
-    pub fn try_lock(&self) -> Result<Option<LockGuard<'_>>> {
-        match self.file.try_lock() {
-            Ok(()) => Ok(Some(LockGuard(self))),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(Error::io(&self.path, "lock", e)),
-        }
-    }
 }
 
 /// One open log file and its shared mapping. Immutable once built: when

@@ -2,7 +2,8 @@
 //!
 //! - `format`: bytes of the header and the records (depends on nothing);
 //! - `index`: the in-memory map from id to record;
-//! - `file`: the log file, its memory map, appends, and the lock file;
+//! - `file`: the log file, its memory map and appends;
+//! - `lock`: the lock file, which processes share to take turns writing;
 //! - `recovery`: replaying the log on open and following other processes;
 //! - `compact`: rewriting live sessions into a new file (and expiry);
 //! - `sync`: group commit and the background thread;
@@ -15,6 +16,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod hook;
 mod index;
+mod lock;
 mod options;
 mod recovery;
 mod stats;

@@ -9,9 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::log::file::{self, LockFile, LogFile, View};
+use crate::log::file::{self, LogFile, View};
 use crate::log::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
 use crate::log::index::Index;
+use crate::log::lock::LockFile;
 use crate::log::stats::RecoveryReport;
 
 /// This process's view of the log: the file, and the index built from it

@@ -17,10 +17,11 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::log::compact;
-use crate::log::file::{self, LockFile, LogFile, View};
+use crate::log::file::{self, LogFile, View};
 use crate::log::format::{self, HEADER_SIZE, Kind, MAX_OFFSET, RecordFields, RecordRef};
 use crate::log::hook::IoEvent;
 use crate::log::index::Records;
+use crate::log::lock::LockFile;
 use crate::log::options::{LogOptions, SyncPolicy};
 use crate::log::recovery::{self, Opened, State, SyncAfterReplay};
 use crate::log::stats::{CompactStats, RecoveryReport, Stats};
@@ -252,7 +253,7 @@ impl LogStore {
     #[doc(hidden)]
     pub fn with_write_lock<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
         let _writer = self.inner.writer.lock();
-        let _flock = self.inner.lock.lock()?;
+        let _lock = self.inner.lock.lock()?;
         Ok(f())
     }
 
@@ -442,7 +443,7 @@ impl Inner {
     ) -> Result<(R, u64, u64)> {
         self.check_poison()?;
         let mut buf = self.writer.lock();
-        let _flock = self.lock.lock()?;
+        let _lock = self.lock.lock()?;
         let mut st = self.state.write();
         self.refresh(&mut st)?;
         let now = self.now_ms();
