@@ -61,7 +61,11 @@ impl IoHook for FailAt {
             return Ok(());
         }
         let kind = match e {
-            IoEvent::Write { path, .. } | IoEvent::Sync { path } if *path == self.log => {
+            IoEvent::Write { path, .. }
+            | IoEvent::Sync { path }
+            | IoEvent::SyncRange { path, .. }
+                if *path == self.log =>
+            {
                 Failed::Poisoning
             }
             IoEvent::SyncDir { .. } => Failed::Poisoning,
@@ -252,7 +256,11 @@ fn every_failed_io_operation_is_reported_and_loses_nothing() {
 #[derive(Debug, Clone)]
 enum Ev {
     Write(u64, Vec<u8>),
+    /// `fdatasync`: every earlier write is durable.
     Sync,
+    /// A range written back with `RWF_DSYNC`: the earlier writes inside it
+    /// are durable, nothing else (not the header's words).
+    SyncRange(u64, u64),
     /// The workload acknowledged operation `n`.
     Ack(usize),
 }
@@ -274,6 +282,9 @@ impl IoHook for Recorder {
                 self.events.lock().push(Ev::Write(*offset, bytes.to_vec()));
             }
             IoEvent::Sync { path } if *path == self.log => self.events.lock().push(Ev::Sync),
+            IoEvent::SyncRange { path, start, end } if *path == self.log => {
+                self.events.lock().push(Ev::SyncRange(*start, *end));
+            }
             _ => {}
         }
         Ok(())
@@ -340,13 +351,20 @@ fn power_loss_images_keep_every_acknowledged_save_under_always() {
     let img_path = dir.path().join("image.db");
     let mut images = 0;
     for k in 0..=events.len() {
-        // Durable: every write before the last sync before k.
+        // Durable: every write before the last full sync before k, and
+        // every write inside a range synced after it and before k.
         let last_sync = events[..k].iter().rposition(|e| matches!(e, Ev::Sync));
+        let durable = |j: usize, off: u64, len: u64| {
+            last_sync.is_some_and(|s| j < s)
+                || events[j..k]
+                    .iter()
+                    .any(|e| matches!(e, Ev::SyncRange(a, b) if *a <= off && off + len <= *b))
+        };
         let mut img = base.clone();
         let mut pending = Vec::new();
         for (j, e) in events[..k].iter().enumerate() {
             if let Ev::Write(off, b) = e {
-                if last_sync.is_some_and(|s| j < s) {
+                if durable(j, *off, b.len() as u64) {
                     apply(&mut img, *off, b);
                 } else {
                     pending.push((*off, b.clone()));

@@ -128,6 +128,86 @@ fn torn_tail_is_cut_at_every_byte_offset_of_the_last_record() {
     }
 }
 
+fn set_word(bytes: &mut [u8], off: usize, offset: u64) {
+    bytes[off..off + 8].copy_from_slice(&format::encode_offset(offset).to_le_bytes());
+}
+
+/// Under `SyncPolicy::Always` a save is made durable by writing back its
+/// record's range only, not the header page, so after a power loss the
+/// committed word on disk may lag behind acknowledged saves. Recovery
+/// keeps every complete record past it; a gap (a record that never reached
+/// the disk) ends them, and what follows the gap is erased so that it can
+/// never come back.
+#[test]
+fn records_past_a_stale_committed_word_are_kept_up_to_a_gap() {
+    let f = fixture();
+    let committed = |path: &Path| word_at(&fs::read(path).expect("read"), H_COMMITTED);
+    let mut ends = Vec::new();
+    {
+        let store = LogStore::options()
+            .background(false)
+            .sync(SyncPolicy::Always)
+            .open(&f.path)
+            .expect("open");
+        ends.push(committed(&f.path));
+        for i in 0..5 {
+            store
+                .save_session(&mut Session::new(id(&format!("s{i}")), data(i)))
+                .expect("save");
+            ends.push(committed(&f.path));
+        }
+    }
+    // Record s{i} spans ends[i]..ends[i + 1].
+    let original = fs::read(&f.path).expect("read");
+    let load_all = |store: &LogStore| -> Vec<bool> {
+        (0..5)
+            .map(|i| {
+                let s = store.load_session(&id(&format!("s{i}"))).expect("load");
+                if let Some(s) = &s {
+                    assert_eq!(s.data, data(i), "s{i} unaltered");
+                }
+                s.is_some()
+            })
+            .collect()
+    };
+
+    // The header as it was on disk after s1: s2, s3 and s4 lie past it.
+    let mut img = original.clone();
+    set_word(&mut img, H_COMMITTED, ends[2]);
+    set_word(&mut img, H_SYNCED, ends[2]);
+    fs::write(&f.path, &img).expect("write image");
+    let store = opts().open(&f.path).expect("open");
+    assert_eq!(load_all(&store), [true; 5]);
+    let report = store.stats().expect("stats").recovery;
+    assert_eq!(report.records_past_committed, 3);
+    assert_eq!(report.torn_tail_offset, None);
+    drop(store);
+
+    // And s3 never reached the disk: s4 lies after a gap.
+    let mut img = original.clone();
+    set_word(&mut img, H_COMMITTED, ends[2]);
+    set_word(&mut img, H_SYNCED, ends[2]);
+    img[ends[3] as usize..ends[4] as usize].fill(0);
+    fs::write(&f.path, &img).expect("write image");
+    let store = opts().open(&f.path).expect("open");
+    assert_eq!(load_all(&store), [true, true, true, false, false]);
+    let report = store.stats().expect("stats").recovery;
+    assert_eq!(report.records_past_committed, 1);
+    assert_eq!(report.torn_tail_offset, Some(ends[3]));
+    drop(store);
+    let after = fs::read(&f.path).expect("read");
+    assert!(
+        after[ends[3] as usize..].iter().all(|&b| b == 0),
+        "the record after the gap is erased"
+    );
+    let store = opts().open(&f.path).expect("reopen");
+    assert_eq!(load_all(&store), [true, true, true, false, false]);
+    assert_eq!(
+        store.stats().expect("stats").recovery.torn_tail_offset,
+        None
+    );
+}
+
 #[test]
 fn a_foreign_file_is_not_a_store_and_is_left_untouched() {
     let f = fixture();

@@ -33,6 +33,17 @@ pub enum IoEvent<'a> {
         /// The file.
         path: &'a Path,
     },
+    /// The committed bytes `[start, end)` of `path` are about to be
+    /// written again, unchanged, with `RWF_DSYNC`: they (and nothing else
+    /// of the file, the header page in particular) become durable.
+    SyncRange {
+        /// The file.
+        path: &'a Path,
+        /// First byte.
+        start: u64,
+        /// End of the range.
+        end: u64,
+    },
     /// `from` is about to be renamed over `to`.
     Rename {
         /// The new file.

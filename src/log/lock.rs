@@ -13,11 +13,12 @@
 //! initialised afresh by the first process to open the store. Who is first
 //! is decided with `flock` on the same file, taken once per handle: every
 //! open handle holds it shared for its whole life; an opener that gets it
-//! exclusively (non-blocking) knows nobody else has the store open, writes
-//! the page anew, and converts its lock to shared. Nobody touches the mutex
-//! without holding the shared lock, so re-initialising under the exclusive
-//! lock can never pull it from under a holder. Compaction never replaces
-//! this file.
+//! exclusively (non-blocking) knows nobody else has the store open. It
+//! writes the page anew, recovers the log alone (only it can see what a
+//! power loss left, and nobody may append before it has looked), and then
+//! converts its lock to shared. Nobody touches the mutex without holding
+//! the shared lock, so re-initialising under the exclusive lock can never
+//! pull it from under a holder. Compaction never replaces this file.
 
 use std::fs::{self, File};
 use std::io;
@@ -46,10 +47,15 @@ const _: () = assert!(MUTEX_OFFSET + size_of::<libc::pthread_mutex_t>() <= LOCK_
 /// to the open file description.
 #[derive(Debug)]
 pub(crate) struct LockFile {
-    /// Holds the shared `flock` while the handle lives (never read).
-    _file: File,
+    /// Holds the `flock`: exclusive from the first open until
+    /// [`LockFile::share`], then shared while the handle lives.
+    file: File,
     path: PathBuf,
     map: MmapRaw,
+    /// No other handle had the store open when this one was opened: the
+    /// lock file was initialised afresh, and this handle holds the
+    /// exclusive `flock` (nobody else can open the store) until `share`.
+    pub first: bool,
 }
 
 /// Holds the writer lock until dropped. Not `Send`: a robust mutex must be
@@ -74,34 +80,50 @@ impl Drop for LockGuard<'_> {
 }
 
 impl LockFile {
-    /// Opens (creating, mode 0600) and maps the lock file, initialising it
-    /// if this is the only handle on the store.
+    /// Opens (creating, mode 0600) and maps the lock file. If this is the
+    /// only handle on the store, initialises it and keeps the exclusive
+    /// `flock` (`first`): the caller recovers the log alone, then calls
+    /// [`LockFile::share`].
     pub fn open(path: PathBuf) -> Result<LockFile> {
         let file = open_rw(&path, true)?;
-        match file.try_lock() {
+        let first = match file.try_lock() {
             Ok(()) => {
                 init(&path, &file)?;
-                // Converting may drop the lock for a moment; another opener
-                // then initialises again, which is harmless: nobody holds
-                // the mutex without the shared lock, which we do not have yet.
+                true
+            }
+            Err(fs::TryLockError::WouldBlock) => {
                 file.lock_shared()
                     .map_err(|e| Error::io(&path, "lock shared", e))?;
+                false
             }
-            Err(fs::TryLockError::WouldBlock) => file
-                .lock_shared()
-                .map_err(|e| Error::io(&path, "lock shared", e))?,
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
-        }
+        };
         check(&path, &file)?;
         let map = MmapOptions::new()
             .len(LOCK_FILE_SIZE as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(&path, "mmap", e))?;
         Ok(LockFile {
-            _file: file,
+            file,
             path,
             map,
+            first,
         })
+    }
+
+    /// Lets other handles open the store: converts the first opener's
+    /// exclusive `flock` to shared. Converting may drop the lock for an
+    /// instant, in which another opener may find itself first and
+    /// initialise the page again: harmless, since this handle has released
+    /// the mutex (nobody uses it without the shared lock, which this handle
+    /// does not hold in that instant) and left the log consistent.
+    pub fn share(&self) -> Result<()> {
+        if self.first {
+            self.file
+                .lock_shared()
+                .map_err(|e| Error::io(&self.path, "lock shared", e))?;
+        }
+        Ok(())
     }
 
     fn mutex(&self) -> *mut libc::pthread_mutex_t {

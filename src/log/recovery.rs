@@ -255,6 +255,9 @@ pub(crate) fn open_log(
         );
         if stop == end {
             report.records = records;
+            if lock.first {
+                return first_open_tail(file, index, word, synced, report, sync).map(Opened::Ready);
+            }
             if synced < end {
                 // Every record up to `end` just passed its CRC: make them
                 // durable and say so, so that later damage among them is
@@ -290,8 +293,10 @@ pub(crate) fn open_log(
             continue;
         }
         let new_word = file.set_committed(stop);
+        erase_after(&file, stop, file_len)?;
         file.sync_data()
             .map_err(|e| Error::io(path, "fsync after cutting a torn tail", e))?;
+        file.set_synced(stop, false);
         report.records = records;
         report.torn_tail_offset = Some(stop);
         report.torn_tail_bytes = end - stop;
@@ -303,6 +308,102 @@ pub(crate) fn open_log(
             file_len,
         }));
     }
+}
+
+/// The first opener's look past the committed end, alone (no other handle
+/// exists, none can open meanwhile). `SyncPolicy::Always` makes a save
+/// durable by writing back its record's range only, not the header page,
+/// so after a power loss the committed word on disk may lag behind saves
+/// that were acknowledged: every complete record that follows the committed
+/// end is replayed and kept. Then whatever lies past the last complete
+/// record (a torn append, or records written after a gap a power loss
+/// left) is overwritten with zeros, so that no stale record can ever be
+/// found there once new appends reach it.
+fn first_open_tail(
+    file: Arc<LogFile>,
+    mut index: Index,
+    word: u64,
+    synced: u64,
+    report: &mut RecoveryReport,
+    sync: SyncAfterReplay,
+) -> Result<State> {
+    let end = format::decode_offset(word).unwrap_or(HEADER_SIZE);
+    let file_len = file.mapped_file_len;
+    let mut adopted = 0;
+    let (stop, _) = replay(&file, end, file_len, &mut index, &mut adopted);
+    let erased = erase_after(&file, stop, file_len)?;
+    report.records += adopted;
+    report.records_past_committed = adopted;
+    if erased > 0 {
+        report.torn_tail_offset.get_or_insert(stop);
+        report.torn_tail_bytes += erased;
+    }
+    let applied_word = if stop != end {
+        file.set_committed(stop)
+    } else {
+        word
+    };
+    if erased > 0 {
+        // The erasure must reach the disk before any append can.
+        file.sync_data()
+            .map_err(|e| Error::io(&file.path, "fsync after erasing a torn tail", e))?;
+        file.set_synced(stop, false);
+    } else if stop > synced {
+        // Every record up to `stop` passed its CRC: make them durable and
+        // say so, so that later damage among them is reported as damage,
+        // not cut as the tail of a crash.
+        match sync {
+            SyncAfterReplay::Now => {
+                file.sync_data()
+                    .map_err(|e| Error::io(&file.path, "fsync after recovery", e))?;
+                file.set_synced(stop, false);
+            }
+            SyncAfterReplay::Later(pending) => *pending = true,
+        }
+    }
+    Ok(State {
+        file,
+        index,
+        applied: stop,
+        applied_word,
+        file_len,
+    })
+}
+
+/// Overwrites with zeros every non-zero byte in `[from, to)` of `file`
+/// (past its committed end, where nobody reads). Returns how many bytes
+/// were zeroed (from `from` up to the last non-zero byte).
+fn erase_after(file: &LogFile, from: u64, to: u64) -> Result<u64> {
+    let Some(last) = last_nonzero(file.bytes(from, to)) else {
+        return Ok(0);
+    };
+    let len = last as u64 + 1;
+    let zeros = vec![0u8; len.min(1 << 20) as usize];
+    let mut at = from;
+    while at < from + len {
+        let n = ((from + len - at) as usize).min(zeros.len());
+        file.write_at(&zeros[..n], at)
+            .map_err(|e| Error::io(&file.path, "erase a torn tail", e))?;
+        at += n as u64;
+    }
+    Ok(len)
+}
+
+/// The index of the last non-zero byte of `b`.
+fn last_nonzero(b: &[u8]) -> Option<usize> {
+    let words = b.len() / 8;
+    let tail = b[words * 8..].iter().rposition(|&x| x != 0);
+    if let Some(i) = tail {
+        return Some(words * 8 + i);
+    }
+    let w = b[..words * 8]
+        .chunks_exact(8)
+        .rposition(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) != 0)?;
+    let base = w * 8;
+    b[base..base + 8]
+        .iter()
+        .rposition(|&x| x != 0)
+        .map(|i| base + i)
 }
 
 /// If `path` exists, checks its static header without modifying anything,

@@ -32,6 +32,10 @@ pub struct Stats {
 pub struct RecoveryReport {
     /// Records replayed.
     pub records: u64,
+    /// Of those, records found complete past the committed end and kept
+    /// (durable saves whose header update did not reach the disk before a
+    /// power loss, or the append of a writer killed before it published).
+    pub records_past_committed: u64,
     /// Offset of a torn tail that was cut off (the trace of a crash during
     /// an unsynced append), if any.
     pub torn_tail_offset: Option<u64>,

@@ -25,7 +25,7 @@ use crate::log::lock::LockFile;
 use crate::log::options::{LogOptions, SyncPolicy};
 use crate::log::recovery::{self, Opened, State, SyncAfterReplay};
 use crate::log::stats::{CompactStats, RecoveryReport, Stats};
-use crate::log::sync::{self, SyncState};
+use crate::log::sync::{self, SyncKind, SyncState};
 use crate::session::{
     Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
     is_expired, to_millis,
@@ -49,6 +49,22 @@ impl StateLock {
         self.0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Counts a thread as in flight while it lives.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> InFlight<'a> {
+        inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -149,6 +165,9 @@ pub(crate) struct Inner {
     pub compacting: Mutex<()>,
     pub sync: Mutex<SyncState>,
     pub sync_done: Condvar,
+    /// Threads between entering a write and finishing its append: a sync
+    /// leader gives them a moment to join its group.
+    pub in_flight: std::sync::atomic::AtomicUsize,
     /// Set when something was appended since the last sync.
     pub dirty: AtomicBool,
     /// Records replayed on open were never synced: the background thread
@@ -191,10 +210,12 @@ impl LogStore {
             }
             Opened::Damaged(..) => compact::repair(path, &lock, &mut report, now)?,
         };
+        lock.share()?;
         let sync = SyncState {
             generation: state.file.header.generation,
             synced: state.file.synced().unwrap_or(HEADER_SIZE),
             running: false,
+            header_behind: false,
         };
         let inner = Arc::new(Inner {
             path: path.to_owned(),
@@ -204,6 +225,7 @@ impl LogStore {
             compacting: Mutex::new(()),
             sync: Mutex::new(sync),
             sync_done: Condvar::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             dirty: AtomicBool::new(sync_pending),
             open_sync_pending: AtomicBool::new(sync_pending),
             poisoned: AtomicBool::new(false),
@@ -442,6 +464,7 @@ impl Inner {
         f: impl FnOnce(&Self, &mut State, &mut Vec<u8>, u64) -> Result<R>,
     ) -> Result<(R, u64, u64)> {
         self.check_poison()?;
+        let _busy = InFlight::enter(self);
         let mut buf = self.writer.lock();
         let _lock = self.lock.lock()?;
         let mut st = self.state.write();
@@ -543,7 +566,7 @@ impl Inner {
 
     fn after_write(&self, generation: u64, end: u64) -> Result<()> {
         if self.opts.sync == SyncPolicy::Always {
-            self.sync_to(generation, end)?;
+            self.sync_to(generation, end, SyncKind::Range)?;
         }
         Ok(())
     }

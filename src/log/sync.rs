@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::log::compact;
@@ -23,16 +23,41 @@ pub(crate) struct SyncState {
     pub synced: u64,
     /// A thread is in `fdatasync` now; others wait for it.
     pub running: bool,
+    /// The header's words on disk are behind: range syncs made records
+    /// durable without writing the header page. The next full sync (the
+    /// background thread's, `sync()`, close) writes it.
+    pub header_behind: bool,
 }
 
+/// How a sync makes records durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SyncKind {
+    /// Writes back only the records' range (`RWF_DSYNC`): one I/O per
+    /// durable save. The header page (committed and synced words) stays in
+    /// the page cache; recovery finds records past a stale committed word.
+    Range,
+    /// `fdatasync`: everything, the header page included.
+    Full,
+}
+
+/// How often, at most, the background thread writes the header page
+/// behind durable saves' range syncs.
+const HEADER_SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest a sync leader waits for writers in flight to join its group.
+const GATHER_FOR: Duration = Duration::from_micros(200);
+
 impl Inner {
-    /// Returns once `end` in file `generation` is on stable storage. One
-    /// thread runs `fdatasync` at a time; threads that arrive meanwhile wait
-    /// and are usually covered by the next one (group commit).
-    pub fn sync_to(&self, generation: u64, end: u64) -> Result<()> {
+    /// Returns once `end` in file `generation` is on stable storage (and,
+    /// for [`SyncKind::Full`], the header too). One thread syncs at a time;
+    /// threads that arrive meanwhile wait and are usually covered by the
+    /// next one (group commit).
+    pub fn sync_to(&self, generation: u64, end: u64, kind: SyncKind) -> Result<()> {
         let mut s = self.sync.lock();
         loop {
-            if s.generation > generation || (s.generation == generation && s.synced >= end) {
+            let covered =
+                s.generation > generation || (s.generation == generation && s.synced >= end);
+            if covered && (kind == SyncKind::Range || !s.header_behind) {
                 return Ok(());
             }
             if self.is_poisoned() {
@@ -44,15 +69,34 @@ impl Inner {
                 continue;
             }
             s.running = true;
+            if kind == SyncKind::Full {
+                s.header_behind = false;
+            }
             drop(s);
+            if kind == SyncKind::Range {
+                self.gather();
+            }
             let (file, upto) = {
                 let st = self.state.read();
                 (Arc::clone(&st.file), st.applied)
             };
             self.dirty.store(false, Ordering::Release);
-            let result = self
-                .hook(IoEvent::Sync { path: &file.path })
-                .and_then(|()| file.sync_data());
+            let result = match kind {
+                SyncKind::Full => self
+                    .hook(IoEvent::Sync { path: &file.path })
+                    .and_then(|()| file.sync_data()),
+                SyncKind::Range => {
+                    // Everything below the synced word is durable already
+                    // (whichever process synced it).
+                    let from = file.synced().unwrap_or(HEADER_SIZE).min(upto);
+                    self.hook(IoEvent::SyncRange {
+                        path: &file.path,
+                        start: from,
+                        end: upto,
+                    })
+                    .and_then(|()| file.sync_range(from, upto))
+                }
+            };
             if result.is_ok() {
                 file.set_synced(upto, false);
                 if let Some(w) = file.synced() {
@@ -64,6 +108,9 @@ impl Inner {
             self.sync_done.notify_all();
             match result {
                 Ok(()) => {
+                    if kind == SyncKind::Range {
+                        s.header_behind = true;
+                    }
                     let g = file.header.generation;
                     if g > s.generation {
                         s.generation = g;
@@ -94,7 +141,21 @@ impl Inner {
             let st = self.state.read();
             (st.file.header.generation, st.applied)
         };
-        self.sync_to(generation, end.max(HEADER_SIZE))
+        self.sync_to(generation, end.max(HEADER_SIZE), SyncKind::Full)
+    }
+
+    /// Before a durable save's sync: gives the threads that are inside a
+    /// write (between entering it and finishing its append) a moment to
+    /// finish, so that one sync covers them too. Without it, on a busy
+    /// store the groups alternate: the threads a sync releases come back
+    /// just after the next one started, and wait a whole sync more. The
+    /// first yield lets threads that the last sync woke get to their write.
+    fn gather(&self) {
+        let start = Instant::now();
+        thread::yield_now();
+        while self.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < GATHER_FOR {
+            thread::yield_now();
+        }
     }
 }
 
@@ -111,7 +172,8 @@ fn background(inner: &Inner) {
     let check = inner.opts.compact_check_interval;
     let tick = match inner.opts.sync {
         SyncPolicy::Interval(d) => d.min(check),
-        _ => check,
+        SyncPolicy::Always => HEADER_SYNC_EVERY.min(check),
+        SyncPolicy::Never => check,
     };
     let mut next_check = Instant::now() + check;
     if inner.open_sync_pending.swap(false, Ordering::AcqRel) {
@@ -134,6 +196,14 @@ fn background(inner: &Inner) {
             && !inner.is_poisoned()
         {
             // A failure poisons the store; writers then report it.
+            let _ = inner.sync_all();
+        }
+        if inner.opts.sync == SyncPolicy::Always
+            && inner.sync.lock().header_behind
+            && !inner.is_poisoned()
+        {
+            // Durable saves leave the header page to this: one full sync a
+            // second at most brings the synced word on disk up to date.
             let _ = inner.sync_all();
         }
         if Instant::now() >= next_check {
