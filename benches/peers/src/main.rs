@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --manifest-path benches/peers/Cargo.toml -- \
-//!     [--sessions N] [--value-size B] [--out DIR] [--engines a,b] [--memory]
+//!     [--sessions N] [--value-size B] [--out DIR] [--engines a,b] [--rounds R] [--memory]
 //! ```
 
 mod alloc;
@@ -36,6 +36,8 @@ struct Args {
     engines: Option<Vec<String>>,
     memory: bool,
     tmp: PathBuf,
+    /// Rounds of the whole comparison; the table shows medians.
+    rounds: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -46,6 +48,7 @@ fn parse_args() -> Result<Args> {
         engines: None,
         memory: false,
         tmp: std::env::temp_dir(),
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,10 +60,11 @@ fn parse_args() -> Result<Args> {
             "--engines" => a.engines = Some(value()?.split(',').map(str::to_owned).collect()),
             "--tmp" => a.tmp = value()?.into(),
             "--memory" => a.memory = true,
+            "--rounds" => a.rounds = value()?.parse()?,
             "-h" | "--help" => {
                 println!(
                     "usage: sessionlog-peers [--sessions N] [--value-size B] [--out DIR] \
-                     [--engines a,b,..] [--tmp DIR] [--memory]\nengines: {}",
+                     [--engines a,b,..] [--rounds R] [--tmp DIR] [--memory]\nengines: {}",
                     engines::all()
                         .iter()
                         .map(|s| s.name)
@@ -74,6 +78,9 @@ fn parse_args() -> Result<Args> {
     }
     if a.sessions < 4 {
         return Err("--sessions must be at least 4".into());
+    }
+    if a.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
     }
     Ok(a)
 }
@@ -426,16 +433,22 @@ fn main() -> Result<()> {
     };
 
     let mut res = Results::new(specs.iter().map(|s| s.name).collect());
-    for spec in &specs {
-        eprintln!("running {} ...", spec.name);
-        if let Err(err) = run_engine(spec, &w, &scratch, &mut res) {
-            eprintln!("{}: {err}", spec.name);
-            res.fail(spec.name, &err.to_string());
+    // Rounds run every engine in turn, so that a slow spell of the machine
+    // (a shared disk, a busy neighbour) falls on all of them alike; the
+    // table shows each figure's median over the rounds.
+    for round in 1..=args.rounds {
+        for spec in &specs {
+            eprintln!("round {round}/{}: running {} ...", args.rounds, spec.name);
+            if let Err(err) = run_engine(spec, &w, &scratch, &mut res) {
+                eprintln!("{}: {err}", spec.name);
+                res.fail(spec.name, &err.to_string());
+            }
         }
     }
     let title = format!(
-        "{n} sessions of {} B, ids of 32 hex characters; {}",
+        "{n} sessions of {} B, ids of 32 hex characters, median of {} round(s); {}",
         args.value_size,
+        args.rounds,
         report::machine()
     );
     let md = res.markdown(&title);

@@ -75,17 +75,21 @@ impl Phase {
 
 pub struct Results {
     engines: Vec<&'static str>,
-    /// `values[phase][engine]`.
+    /// `values[phase][engine]`: the median of the samples.
     values: Vec<Vec<Option<f64>>>,
+    /// `samples[phase][engine]`: one per round.
+    samples: Vec<Vec<Vec<f64>>>,
     failures: Vec<(&'static str, String)>,
 }
 
 impl Results {
     pub fn new(engines: Vec<&'static str>) -> Results {
         let values = vec![vec![None; engines.len()]; Phase::ALL.len()];
+        let samples = vec![vec![Vec::new(); engines.len()]; Phase::ALL.len()];
         Results {
             engines,
             values,
+            samples,
             failures: Vec::new(),
         }
     }
@@ -97,9 +101,20 @@ impl Results {
             .expect("a known engine")
     }
 
+    /// Records one round's figure; the table shows the median of them.
     pub fn set(&mut self, phase: Phase, engine: &'static str, v: f64) {
         let c = self.col(engine);
-        self.values[phase as usize][c] = Some(v);
+        let all = &mut self.samples[phase as usize][c];
+        all.push(v);
+        let mut sorted = all.clone();
+        sorted.sort_by(f64::total_cmp);
+        let m = sorted.len() / 2;
+        let median = if sorted.len() % 2 == 1 {
+            sorted[m]
+        } else {
+            (sorted[m - 1] + sorted[m]) / 2.0
+        };
+        self.values[phase as usize][c] = Some(median);
     }
 
     pub fn fail(&mut self, engine: &'static str, why: &str) {
