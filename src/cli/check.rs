@@ -111,6 +111,13 @@ fn print_report(out: &mut impl Write, r: &CheckReport) -> io::Result<()> {
         r.records.touch,
         r.records.delete
     )?;
+    if r.records_past_committed > 0 || r.torn_bytes_past_committed > 0 {
+        writeln!(
+            out,
+            "past the committed end: {} complete record(s), kept by the next open; {} torn byte(s) after them, erased by the next open",
+            r.records_past_committed, r.torn_bytes_past_committed
+        )?;
+    }
     writeln!(
         out,
         "sessions: {} ({} expired), {} live, {} garbage",

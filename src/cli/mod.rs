@@ -124,7 +124,7 @@ enum Command {
 /// When saves reach the disk, for `bench`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SyncArg {
-    /// fdatasync before every save returns.
+    /// On stable storage before every save returns (group commit).
     Always,
     /// fdatasync once a second in a background thread (the library default).
     Interval,

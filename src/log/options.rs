@@ -17,7 +17,9 @@ use crate::memory::DEFAULT_MAX_SESSION_SIZE;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncPolicy {
     /// Every save, touch and delete is on stable storage when it returns.
-    /// Concurrent savers share one `fdatasync` (group commit).
+    /// Concurrent savers share one flush (group commit). `LogStore` writes
+    /// back only the new records' range (`RWF_DSYNC`), one I/O per flush.
+    /// `DirStore` syncs the session's file and its directory.
     Always,
     /// A background thread calls `fdatasync` this often when something was
     /// written: a power loss can take at most about this much recent work.

@@ -374,10 +374,15 @@ fn first_open_tail(
 /// (past its committed end, where nobody reads). Returns how many bytes
 /// were zeroed (from `from` up to the last non-zero byte).
 fn erase_after(file: &LogFile, from: u64, to: u64) -> Result<u64> {
-    let Some(last) = last_nonzero(file.bytes(from, to)) else {
+    let Some(last) = file
+        .data_ranges(from, to)
+        .into_iter()
+        .filter_map(|(a, b)| last_nonzero(file.bytes(a, b)).map(|i| a + i as u64))
+        .max()
+    else {
         return Ok(0);
     };
-    let len = last as u64 + 1;
+    let len = last + 1 - from;
     let zeros = vec![0u8; len.min(1 << 20) as usize];
     let mut at = from;
     while at < from + len {
