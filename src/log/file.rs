@@ -216,6 +216,11 @@ impl LogFile {
         }
     }
 
+    /// Writes zeros over `[offset, offset + len)` (past the committed end).
+    pub fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
+        write_zeros(&self.file, offset, len)
+    }
+
     /// Writes `buf` at `offset` (past the committed end).
     pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
@@ -275,7 +280,9 @@ impl LogFile {
         let step = (current / 16).clamp(1 << 20, max_step);
         let target = (end + step).next_multiple_of(1 << 16);
         let reserved = if zero_fill {
-            write_zeros(&self.file, current, target - current).map(|()| true)
+            write_zeros(&self.file, current, target - current)
+                .and_then(|()| self.file.sync_data())
+                .map(|()| true)
         } else {
             allocate(&self.file, current, target - current)
         }
@@ -393,7 +400,7 @@ pub(crate) fn check_header(path: &Path, head: &[u8]) -> Result<StaticHeader> {
     })
 }
 
-/// Writes zeros over `[offset, offset + len)` and syncs them.
+/// Writes zeros over `[offset, offset + len)`.
 fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let zeros = vec![0u8; len.min(1 << 20) as usize];
     let mut at = offset;
@@ -404,7 +411,7 @@ fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
         file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
     }
-    file.sync_data()
+    Ok(())
 }
 
 /// Reserves `[offset, offset + len)`, extending the file. Returns false if

@@ -383,14 +383,8 @@ fn erase_after(file: &LogFile, from: u64, to: u64) -> Result<u64> {
         return Ok(0);
     };
     let len = last + 1 - from;
-    let zeros = vec![0u8; len.min(1 << 20) as usize];
-    let mut at = from;
-    while at < from + len {
-        let n = ((from + len - at) as usize).min(zeros.len());
-        file.write_at(&zeros[..n], at)
-            .map_err(|e| Error::io(&file.path, "erase a torn tail", e))?;
-        at += n as u64;
-    }
+    file.write_zeros(from, len)
+        .map_err(|e| Error::io(&file.path, "erase a torn tail", e))?;
     Ok(len)
 }
 

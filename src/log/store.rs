@@ -52,13 +52,18 @@ impl StateLock {
     }
 }
 
-/// Counts a thread as in flight while it lives.
+/// Counts a writing thread as in flight while it lives, for the group
+/// commit of `SyncPolicy::Always` (other policies have no sync to gather
+/// for, and skip the shared counter).
 struct InFlight<'a>(&'a Inner);
 
 impl<'a> InFlight<'a> {
-    fn enter(inner: &'a Inner) -> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> Option<InFlight<'a>> {
+        if inner.opts.sync != SyncPolicy::Always {
+            return None;
+        }
         inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(inner)
+        Some(InFlight(inner))
     }
 }
 
