@@ -30,7 +30,7 @@ use crate::log::format::MAX_RECORD_DATA;
 use crate::memory::DEFAULT_MAX_SESSION_SIZE;
 use crate::session::{
     Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
-    is_expired, to_millis,
+    is_expired, next_version, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
 
@@ -544,15 +544,8 @@ impl DirStore {
             Err(Error::Corrupt { .. }) if !check => 0,
             Err(e) => return Err(e),
         };
-        if check && found != session.version() {
-            return Err(Error::Conflict {
-                id: session.id.clone(),
-                expected: session.version(),
-                found,
-            });
-        }
         let stamp = Stamp {
-            version: found + 1,
+            version: next_version(session, found, check)?,
             modified_ms: now,
             expires_ms: expires_millis(session.expires),
         };

@@ -6,11 +6,11 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::clock::{Clock, SharedClock, system_clock};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::SessionId;
 use crate::session::{
     Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
-    is_expired, to_millis,
+    is_expired, next_version, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
 
@@ -95,14 +95,7 @@ impl MemoryStore {
             .get(&session.id)
             .and_then(|s| self.live(s, now))
             .map_or(0, |s| s.version);
-        if check && found != session.version() {
-            return Err(Error::Conflict {
-                id: session.id.clone(),
-                expected: session.version(),
-                found,
-            });
-        }
-        let version = found + 1;
+        let version = next_version(session, found, check)?;
         map.insert(
             session.id.clone(),
             Stored {

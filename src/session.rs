@@ -89,6 +89,22 @@ pub(crate) fn check_size(session: &Session, limit: usize) -> crate::Result<()> {
     Ok(())
 }
 
+/// The version a save of `session` writes over a stored `found` (0 when
+/// none is live): `found + 1`. For a conditional save (`check`),
+/// `Error::Conflict` unless `found` is the version the caller loaded. The
+/// local backends decide this under their write lock; the server backends
+/// in one statement.
+pub(crate) fn next_version(session: &Session, found: u64, check: bool) -> crate::Result<u64> {
+    if check && found != session.version() {
+        return Err(crate::Error::Conflict {
+            id: session.id.clone(),
+            expected: session.version(),
+            found,
+        });
+    }
+    Ok(found + 1)
+}
+
 /// Milliseconds since the Unix epoch, saturating; times before the epoch
 /// become 1 ms so that 0 can mean "none" in the file formats.
 pub(crate) fn to_millis(t: SystemTime) -> u64 {

@@ -28,7 +28,7 @@ use crate::log::stats::{CompactStats, RecoveryReport, Stats};
 use crate::log::sync::{self, SyncKind, SyncState};
 use crate::session::{
     Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
-    is_expired, to_millis,
+    is_expired, next_version, to_millis,
 };
 
 /// The lock around a process's `State`.
@@ -604,14 +604,7 @@ impl Inner {
             let found = inner
                 .live(st, &session.id, now)?
                 .map_or(0, |l| l.rec.version);
-            if check && found != session.version() {
-                return Err(Error::Conflict {
-                    id: session.id.clone(),
-                    expected: session.version(),
-                    found,
-                });
-            }
-            let version = found + 1;
+            let version = next_version(session, found, check)?;
             inner.append_record(
                 st,
                 buf,
