@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Bounded fuzzing: runs every cargo-fuzz target in fuzz/ for FUZZ_SECONDS
-# (default 45) each and fails if one crashes, hangs or leaks. Fuzzing needs
+# (default 30) each and fails if one crashes, hangs or leaks. Fuzzing needs
 # nightly-only compiler flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain
 # accept them. A crash input lands in fuzz/artifacts/<target>/: copy it to
 # tests/fuzz-regressions/<target>/ so that `cargo test` replays it.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
-seconds="${FUZZ_SECONDS:-45}"
+seconds="${FUZZ_SECONDS:-30}"
 export RUSTC_BOOTSTRAP=1
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
+# Pinned, so that a new cargo-fuzz release cannot change CI by itself.
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
 targets=$(cargo fuzz list)

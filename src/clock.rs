@@ -64,3 +64,23 @@ pub(crate) type SharedClock = Arc<dyn Clock>;
 pub(crate) fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
 }
+
+/// When a store's sessions expire: its clock and idle limit.
+#[derive(Clone, Debug)]
+pub(crate) struct Expiry {
+    pub clock: SharedClock,
+    /// Sessions not saved or touched for this long are gone.
+    pub max_idle_ms: Option<u64>,
+}
+
+impl Expiry {
+    /// The store's time, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        to_millis(self.clock.now())
+    }
+
+    /// Whether a session with these times is gone at `now_ms`.
+    pub fn expired(&self, modified_ms: u64, expires_ms: u64, now_ms: u64) -> bool {
+        crate::session::is_expired(modified_ms, expires_ms, self.max_idle_ms, now_ms)
+    }
+}

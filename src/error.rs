@@ -74,7 +74,7 @@ pub enum Error {
     /// Damage in the middle of a file: a record or header fails its
     /// checksum or is malformed where valid data was expected.
     #[error(
-        "{path}: corrupt data at byte offset {offset}: {reason} (run `sessionlog check --repair` to salvage the rest)", path = .path.display()
+        "{path}: corrupt data at byte offset {offset}: {reason} ({remedy})", path = .path.display()
     )]
     Corrupt {
         /// The file.
@@ -83,6 +83,8 @@ pub enum Error {
         offset: u64,
         /// What is wrong there.
         reason: String,
+        /// What to do about it, for this kind of file.
+        remedy: Remedy,
     },
 
     /// An I/O error from the operating system.
@@ -113,6 +115,21 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// Another holder of a store's resource (a compaction, the write lock)
+    /// is in the way; nothing was changed. Try again later.
+    #[error("{path}: busy: {what}; nothing was changed, try again later", path = .path.display())]
+    Busy {
+        /// The store.
+        path: PathBuf,
+        /// What is busy.
+        what: &'static str,
+    },
+
+    /// The operating system's random source failed (no session id or
+    /// temporary name can be drawn without it).
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+
     /// A database or cache server failed or could not be reached.
     #[error("{backend} at {target}: {message}")]
     Backend {
@@ -128,6 +145,35 @@ pub enum Error {
     },
 }
 
+/// What to do about damage, which depends on the file that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// A `LogStore`'s log: `sessionlog check --repair` salvages every other
+    /// record (or open it with `LogOptions::repair(true)`).
+    RepairLog,
+    /// A `DirStore` session file: only that session is affected; saving or
+    /// deleting the session replaces the file.
+    ReplaceSessionFile,
+    /// A `LogStore`'s lock file: it holds no session; remove it while no
+    /// process has the store open, and the next open makes a new one.
+    RemoveLockFile,
+}
+
+impl std::fmt::Display for Remedy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Remedy::RepairLog => "run `sessionlog check --repair` to salvage the rest",
+            Remedy::ReplaceSessionFile => {
+                "only this session is affected; saving or deleting it replaces the file"
+            }
+            Remedy::RemoveLockFile => {
+                "the lock file holds no session: remove it while no process has the store open"
+            }
+        })
+    }
+}
+
 impl Error {
     /// Builds an [`Error::Io`].
     pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Self {
@@ -138,17 +184,33 @@ impl Error {
         }
     }
 
-    /// Builds an [`Error::Corrupt`].
+    /// Builds an [`Error::Corrupt`] in a store's log file.
     pub(crate) fn corrupt(
         path: impl Into<PathBuf>,
         offset: u64,
         reason: impl Into<String>,
     ) -> Self {
+        Self::corrupt_in(path, offset, reason, Remedy::RepairLog)
+    }
+
+    /// Builds an [`Error::Corrupt`] with the remedy for that file.
+    pub(crate) fn corrupt_in(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+        remedy: Remedy,
+    ) -> Self {
         Error::Corrupt {
             path: path.into(),
             offset,
             reason: reason.into(),
+            remedy,
         }
+    }
+
+    /// Builds an [`Error::Random`].
+    pub(crate) fn random(e: impl std::fmt::Display) -> Self {
+        Error::Random(e.to_string())
     }
 
     /// True for [`Error::Conflict`].

@@ -75,11 +75,7 @@ impl SessionId {
     /// panicking when the random source fails.
     pub fn try_generate() -> Result<SessionId> {
         let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw).map_err(|e| Error::Io {
-            path: "getrandom".into(),
-            op: "read random bytes",
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        getrandom::fill(&mut raw).map_err(Error::random)?;
         Ok(SessionId(base64url(&raw).into_boxed_str()))
     }
 

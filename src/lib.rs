@@ -21,12 +21,21 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "sessionlog builds only on Linux: LogStore relies on Linux's memory maps, \
+     robust process-shared mutexes, RWF_DSYNC and SEEK_DATA"
+);
+
 mod clock;
 mod dir;
+mod engine;
 mod error;
 mod id;
-pub mod log;
 mod memory;
+mod options;
+mod poison;
+mod record;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 mod server;
 mod session;
@@ -34,12 +43,14 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dir::{DirOptions, DirStore};
-pub use error::{Error, Result};
-pub use id::{MAX_ID_LEN, SessionId};
-pub use log::{
-    CheckReport, CompactStats, LogOptions, LogStore, RecoveryReport, Stats, SyncPolicy, check,
+pub use engine::{
+    CheckReport, CompactStats, Damage, LogOptions, LogStore, RecordCounts, RecoveryReport, Stats,
+    TornTail, check, check_with,
 };
-pub use memory::{DEFAULT_MAX_SESSION_SIZE, MemoryStore};
+pub use error::{Error, Remedy, Result};
+pub use id::{MAX_ID_LEN, SessionId};
+pub use memory::{MemoryOptions, MemoryStore};
+pub use options::{DEFAULT_MAX_SESSION_SIZE, SyncPolicy};
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 pub use server::ClockOffset;
 #[cfg(feature = "mysql")]
@@ -50,3 +61,13 @@ pub use server::postgres::{PostgresOptions, PostgresStore};
 pub use server::redis::{RedisOptions, RedisStore};
 pub use session::Session;
 pub use store::{SessionIter, SessionStore};
+
+/// The engine's on-disk format and I/O hook, for this project's own tests,
+/// fuzzing and benchmarks (feature `unstable-internals`). Not part of the
+/// public API: anything here may change in any release.
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::engine::format;
+    pub use crate::engine::hook;
+}

@@ -8,14 +8,12 @@ use parking_lot::RwLock;
 use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::Result;
 use crate::id::SessionId;
+use crate::options::{DEFAULT_MAX_SESSION_SIZE, Validate};
 use crate::session::{
-    Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
-    is_expired, next_version, to_millis,
+    SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
+    from_millis, is_expired, next_version, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
-
-/// Default limit on session data, shared by every backend: 16 MiB.
-pub const DEFAULT_MAX_SESSION_SIZE: usize = 16 << 20;
 
 #[derive(Clone)]
 struct Stored {
@@ -27,12 +25,23 @@ struct Stored {
 
 /// A volatile, in-process store (session2's `VolatileSessionStore`):
 /// thread-safe, not shared between processes, lost on exit.
-#[derive(Debug)]
 pub struct MemoryStore {
     map: RwLock<HashMap<SessionId, Stored>>,
     clock: SharedClock,
     max_idle_ms: Option<u64>,
     max_session_size: usize,
+}
+
+/// Shows the settings and how many sessions are held, never an id (ids
+/// are credentials).
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.map.read().len())
+            .field("max_idle_ms", &self.max_idle_ms)
+            .field("max_session_size", &self.max_session_size)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Stored {
@@ -41,6 +50,60 @@ impl std::fmt::Debug for Stored {
             .field("len", &self.data.len())
             .field("version", &self.version)
             .finish()
+    }
+}
+
+/// Settings for [`MemoryStore`], built with [`MemoryStore::options`].
+#[derive(Clone, Debug)]
+pub struct MemoryOptions {
+    max_idle: Option<Duration>,
+    max_session_size: usize,
+    clock: SharedClock,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions {
+            max_idle: None,
+            max_session_size: DEFAULT_MAX_SESSION_SIZE,
+            clock: system_clock(),
+        }
+    }
+}
+
+impl MemoryOptions {
+    /// Sessions not saved or touched for this long are treated as absent.
+    /// Default: no limit.
+    pub fn max_idle(mut self, max_idle: Duration) -> MemoryOptions {
+        self.max_idle = Some(max_idle);
+        self
+    }
+
+    /// Largest accepted session data in bytes. Default:
+    /// [`DEFAULT_MAX_SESSION_SIZE`] (16 MiB); `open` rejects 0 and anything
+    /// above 1 GiB.
+    pub fn max_session_size(mut self, bytes: usize) -> MemoryOptions {
+        self.max_session_size = bytes;
+        self
+    }
+
+    /// The clock used to stamp and expire sessions. Default: the system
+    /// clock.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> MemoryOptions {
+        self.clock = std::sync::Arc::new(clock);
+        self
+    }
+
+    /// An empty store with these settings.
+    pub fn open(self) -> Result<MemoryStore> {
+        Validate::max_session_size(self.max_session_size)?;
+        Validate::max_idle(self.max_idle)?;
+        Ok(MemoryStore {
+            map: RwLock::new(HashMap::new()),
+            clock: self.clock,
+            max_idle_ms: self.max_idle.map(duration_millis),
+            max_session_size: self.max_session_size,
+        })
     }
 }
 
@@ -61,19 +124,37 @@ impl MemoryStore {
         }
     }
 
+    /// A builder for a store with an idle limit, a size limit or a clock
+    /// of its own.
+    pub fn options() -> MemoryOptions {
+        MemoryOptions::default()
+    }
+
     /// Sessions idle this long are treated as absent (default: no limit).
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `MemoryStore::options().max_idle(..).open()`"
+    )]
     pub fn with_max_idle(mut self, max_idle: Duration) -> MemoryStore {
         self.max_idle_ms = Some(duration_millis(max_idle));
         self
     }
 
     /// Largest accepted session data in bytes (default 16 MiB).
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `MemoryStore::options().max_session_size(..).open()`"
+    )]
     pub fn with_max_session_size(mut self, bytes: usize) -> MemoryStore {
         self.max_session_size = bytes;
         self
     }
 
     /// Uses `clock` instead of the system clock (for tests).
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `MemoryStore::options().clock(..).open()`"
+    )]
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> MemoryStore {
         self.clock = std::sync::Arc::new(clock);
         self
@@ -87,7 +168,7 @@ impl MemoryStore {
         (!is_expired(s.modified_ms, s.expires_ms, self.max_idle_ms, now)).then_some(s)
     }
 
-    fn save(&self, session: &mut Session, check: bool) -> Result<()> {
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         check_size(session, self.max_session_size)?;
         let mut map = self.map.write();
         let now = self.now_ms();
@@ -95,7 +176,7 @@ impl MemoryStore {
             .get(&session.id)
             .and_then(|s| self.live(s, now))
             .map_or(0, |s| s.version);
-        let version = next_version(session, found, check)?;
+        let version = next_version(session, found, mode)?;
         map.insert(
             session.id.clone(),
             Stored {
@@ -135,11 +216,11 @@ impl SessionStore for MemoryStore {
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, false)
+        self.save(session, SaveMode::Overwrite)
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, true)
+        self.save(session, SaveMode::IfUnchanged)
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {

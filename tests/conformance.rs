@@ -16,13 +16,13 @@ impl Backend for Memory {
         Memory
     }
     fn open(&self, cfg: &Config) -> MemoryStore {
-        let mut s = MemoryStore::new()
-            .with_clock(cfg.clock.clone())
-            .with_max_session_size(cfg.max_session_size);
+        let mut o = MemoryStore::options()
+            .clock(cfg.clock.clone())
+            .max_session_size(cfg.max_session_size);
         if let Some(idle) = cfg.max_idle {
-            s = s.with_max_idle(idle);
+            o = o.max_idle(idle);
         }
-        s
+        o.open().expect("valid options")
     }
 }
 

@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod common;
+use common::id;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,11 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::child::{self, Reader, Rng};
-use sessionlog::{Error, LogStore, Session, SessionId, SessionStore, SyncPolicy};
-
-fn id(s: &str) -> SessionId {
-    SessionId::new(s).expect("valid id")
-}
+use sessionlog::{Error, LogStore, Session, SessionStore, SyncPolicy};
 
 fn store_path() -> PathBuf {
     PathBuf::from(std::env::var("STORE").expect("STORE set for children"))
@@ -210,8 +207,9 @@ fn kill_9_during_recovery_loses_nothing() {
         }
         // tear the unsynced last record as a power cut might
         let bytes = std::fs::read(&path).expect("read");
-        let end = sessionlog::log::format::decode_offset(u64::from_le_bytes(
-            bytes[sessionlog::log::format::H_COMMITTED..sessionlog::log::format::H_COMMITTED + 8]
+        let end = sessionlog::internals::format::decode_offset(u64::from_le_bytes(
+            bytes[sessionlog::internals::format::H_COMMITTED
+                ..sessionlog::internals::format::H_COMMITTED + 8]
                 .try_into()
                 .expect("8"),
         ))

@@ -7,6 +7,9 @@
 //! sync policy; and no lost update when several processes increment one
 //! session through conditional saves (the test re-runs its own binary).
 
+mod common;
+use common::id;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -15,10 +18,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use sessionlog::{DirStore, Error, Session, SessionId, SessionStore, SyncPolicy};
-
-fn id(s: &str) -> SessionId {
-    SessionId::new(s).expect("valid id")
-}
 
 fn names(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
@@ -294,11 +293,35 @@ fn options_are_validated_in_open() {
         .expect("1 GiB is allowed");
 }
 
+/// Regression: `Interval(0)` used to be accepted, and the flusher thread
+/// then spun a core. DirStore refuses what LogStore refuses, before
+/// creating anything.
+#[test]
+fn options_are_validated_as_for_every_backend() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("s");
+    for o in [
+        DirStore::options().sync(SyncPolicy::Interval(Duration::ZERO)),
+        DirStore::options().max_session_size(0),
+        DirStore::options().max_session_size(usize::MAX),
+        DirStore::options().max_idle(Duration::ZERO),
+    ] {
+        assert!(matches!(o.open(&dir), Err(Error::InvalidOption(_))));
+    }
+    assert!(!dir.exists(), "nothing created for bad options");
+    for o in [
+        sessionlog::MemoryStore::options().max_session_size(0),
+        sessionlog::MemoryStore::options().max_idle(Duration::ZERO),
+    ] {
+        assert!(matches!(o.open(), Err(Error::InvalidOption(_))));
+    }
+}
+
 #[test]
 fn every_sync_policy_saves_touches_deletes_and_syncs() {
     for policy in [
         SyncPolicy::Always,
-        SyncPolicy::Interval(Duration::ZERO),
+        SyncPolicy::Interval(Duration::from_millis(1)),
         SyncPolicy::Interval(Duration::from_secs(3600)),
         SyncPolicy::Never,
     ] {
@@ -419,7 +442,7 @@ fn interval_policy_syncs_without_another_write() {
             std::time::Instant::now() < deadline,
             "the background thread never synced"
         );
-        std::thread::yield_now();
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let never = DirStore::options()
         .sync(SyncPolicy::Never)

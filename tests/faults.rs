@@ -12,6 +12,7 @@
 
 #[macro_use]
 mod common;
+use common::id;
 
 use std::collections::HashMap;
 use std::io;
@@ -21,12 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::child::{Rng, versioned_data};
 use parking_lot::Mutex;
-use sessionlog::log::hook::{IoEvent, IoHook};
-use sessionlog::{Error, LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy};
-
-fn id(s: &str) -> SessionId {
-    SessionId::new(s).expect("valid id")
-}
+use sessionlog::internals::hook::{IoEvent, IoHook};
+use sessionlog::{Error, LogStore, ManualClock, Session, SessionStore, SyncPolicy};
 
 /// Header words (8-byte writes) are stores to memory: never counted.
 fn is_word(e: &IoEvent<'_>) -> bool {

@@ -6,17 +6,14 @@
 
 #[macro_use]
 mod common;
+use common::id;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::child::{self, Reader};
-use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
-
-fn id(s: &str) -> SessionId {
-    SessionId::new(s).expect("valid id")
-}
+use sessionlog::{LogStore, Session, SessionStore, SyncPolicy};
 
 fn store_path() -> PathBuf {
     PathBuf::from(std::env::var("STORE").expect("STORE set for children"))

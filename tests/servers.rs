@@ -15,6 +15,7 @@
 
 #[macro_use]
 mod common;
+use common::id;
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -22,16 +23,12 @@ use std::time::{Duration, Instant};
 
 use common::conformance::{Backend, Config};
 use common::servers::Named;
-use sessionlog::{Error, Session, SessionId, SessionStore};
+use sessionlog::{Error, Session, SessionStore};
 
 /// Set in the children of a multi-process test: the location to open.
 const CHILD_ENV: &str = "SESSIONLOG_TEST_CHILD_LOCATION";
 const CHILDREN: u64 = 4;
 const INCREMENTS: u64 = 50;
-
-fn id(s: &str) -> SessionId {
-    SessionId::new(s).expect("valid id")
-}
 
 fn read_counter(s: &Session) -> u64 {
     u64::from_le_bytes(s.data[..8].try_into().expect("8 bytes"))

@@ -10,7 +10,7 @@
 //! file header  := magic (8) | format version (u32) | reserved (4, zero)
 //! ```
 //!
-//! The record is the log's record (`log::format`), so it carries its own
+//! The record is the log's record (`crate::record`, unsalted), so it carries its own
 //! length fields and CRC. All integers are little-endian. Nothing follows
 //! the record's padding.
 //!
@@ -22,10 +22,11 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Remedy, Result};
 use crate::id::{MAX_ID_LEN, SessionId};
-use crate::log::format::{
-    self, DecodeError, Kind, MAX_RECORD_DATA, R_KIND, R_VERSION, RECORD_HEADER, RecordFields,
+use crate::record::{
+    self as format, DecodeError, Kind, MAX_RECORD_DATA, R_KIND, R_VERSION, RECORD_HEADER,
+    RecordFields,
 };
 
 /// First bytes of every session file: distinct from the log's magic; the
@@ -111,11 +112,7 @@ pub(crate) fn id_from_file_name(name: &str) -> Option<SessionId> {
 /// A temporary file name with 64 random bits.
 pub(crate) fn temp_name() -> Result<String> {
     let mut raw = [0u8; 8];
-    getrandom::fill(&mut raw).map_err(|e| Error::Io {
-        path: "getrandom".into(),
-        op: "read random bytes",
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    getrandom::fill(&mut raw).map_err(Error::random)?;
     Ok(format!("{TEMP_PREFIX}{:016x}", u64::from_le_bytes(raw)))
 }
 
@@ -160,7 +157,9 @@ pub(crate) fn encode_file(id: &SessionId, data: &[u8], s: Stamp) -> Vec<u8> {
 
 /// Decodes the contents of the file `path`, which must hold session `id`.
 pub(crate) fn decode_file(path: &Path, id: &SessionId, mut buf: Vec<u8>) -> Result<Stored> {
-    let corrupt = |offset: usize, reason: &str| Error::corrupt(path, offset as u64, reason);
+    let corrupt = |offset: usize, reason: &str| {
+        Error::corrupt_in(path, offset as u64, reason, Remedy::ReplaceSessionFile)
+    };
     let m = buf.len().min(MAGIC.len());
     if buf[..m] != MAGIC[..m] {
         return Err(corrupt(

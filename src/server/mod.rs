@@ -89,7 +89,7 @@ impl Common {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             max_idle: None,
-            max_session_size: crate::memory::DEFAULT_MAX_SESSION_SIZE,
+            max_session_size: crate::options::DEFAULT_MAX_SESSION_SIZE,
             max_session_size_set: false,
             clock_offset: ClockOffset::new(),
         }

@@ -47,9 +47,7 @@ pub trait Backend: Sized {
     }
 }
 
-fn id(s: &str) -> SessionId {
-    SessionId::new(s).expect("valid id")
-}
+pub use super::id;
 
 fn open<B: Backend>(cfg: &Config) -> (B, B::Store) {
     let loc = B::new_location();
@@ -82,7 +80,7 @@ fn check_pattern(data: &[u8]) -> u64 {
     seed
 }
 
-pub fn round_trip<B: Backend>() {
+pub fn a_saved_session_loads_back_byte_for_byte<B: Backend>() {
     let cfg = Config::default();
     let (_loc, store) = open::<B>(&cfg);
     let all_bytes: Vec<u8> = (0..=255u8).collect();
@@ -101,7 +99,7 @@ pub fn round_trip<B: Backend>() {
     assert_eq!(store.load_session(&id("missing")).expect("load"), None);
 }
 
-pub fn overwrite_and_version_counting<B: Backend>() {
+pub fn every_save_replaces_the_data_and_increments_the_version<B: Backend>() {
     let cfg = Config::default();
     let (_loc, store) = open::<B>(&cfg);
     let mut s = Session::new(id("abc"), b"one".to_vec());
@@ -127,7 +125,7 @@ pub fn overwrite_and_version_counting<B: Backend>() {
     );
 }
 
-pub fn conflict_on_stale_version<B: Backend>() {
+pub fn a_save_over_a_stale_version_conflicts_and_writes_nothing<B: Backend>() {
     let cfg = Config::default();
     let (_loc, store) = open::<B>(&cfg);
     let mut a = Session::new(id("k"), b"base".to_vec());
@@ -159,7 +157,7 @@ pub fn conflict_on_stale_version<B: Backend>() {
     );
 }
 
-pub fn conflict_on_creating_an_existing_id<B: Backend>() {
+pub fn creating_an_id_that_is_live_conflicts<B: Backend>() {
     let cfg = Config::default();
     let (_loc, store) = open::<B>(&cfg);
     let mut first = Session::new(id("dup"), b"first".to_vec());
@@ -195,7 +193,7 @@ pub fn conflict_on_creating_an_existing_id<B: Backend>() {
     assert_eq!(second.version(), 1);
 }
 
-pub fn touch<B: Backend>() {
+pub fn touch_refreshes_idle_time_without_a_new_version<B: Backend>() {
     let cfg = Config::default();
     let (loc, store) = open::<B>(&cfg);
     let mut s = Session::new(id("t"), b"data".to_vec());
@@ -209,6 +207,11 @@ pub fn touch<B: Backend>() {
         loaded.modified().expect("stamped") > first,
         "touch moves modified forward"
     );
+    assert_eq!(
+        loaded.version(),
+        s.version(),
+        "a touch is not a new version"
+    );
     assert!(!store.touch_session(&id("absent")).expect("touch"));
     assert!(
         !store.has_session(&id("absent")).expect("has"),
@@ -216,7 +219,7 @@ pub fn touch<B: Backend>() {
     );
 }
 
-pub fn delete_and_has<B: Backend>() {
+pub fn delete_removes_the_session_and_says_whether_it_was_live<B: Backend>() {
     let cfg = Config::default();
     let (_loc, store) = open::<B>(&cfg);
     let mut s = Session::new(id("d"), b"x".to_vec());
@@ -229,7 +232,7 @@ pub fn delete_and_has<B: Backend>() {
     assert_eq!(store.load_session(&s.id).expect("load"), None);
 }
 
-pub fn iter_sessions<B: Backend>() {
+pub fn iter_sessions_lists_every_live_session_once<B: Backend>() {
     let cfg = Config::default();
     let (_loc, store) = open::<B>(&cfg);
     let mut want = HashMap::new();
@@ -252,7 +255,7 @@ pub fn iter_sessions<B: Backend>() {
     assert_eq!(got, want);
 }
 
-pub fn expires_is_honoured_on_read<B: Backend>() {
+pub fn a_session_past_its_deadline_is_absent_before_any_cleanup<B: Backend>() {
     let cfg = Config::default();
     let (loc, store) = open::<B>(&cfg);
     let mut s = Session::new(id("exp"), b"x".to_vec());
@@ -281,7 +284,7 @@ pub fn expires_is_honoured_on_read<B: Backend>() {
     );
 }
 
-pub fn max_idle_is_honoured_on_read<B: Backend>() {
+pub fn an_idle_session_is_absent_before_any_cleanup<B: Backend>() {
     let cfg = Config {
         max_idle: Some(Duration::from_secs(30 * 60)),
         ..Config::default()
@@ -303,7 +306,7 @@ pub fn max_idle_is_honoured_on_read<B: Backend>() {
     assert_eq!(store.iter_sessions().expect("iter").count(), 0);
 }
 
-pub fn delete_old_sessions<B: Backend>() {
+pub fn delete_old_sessions_removes_only_idle_sessions<B: Backend>() {
     let cfg = Config::default();
     let (loc, store) = open::<B>(&cfg);
     for name in ["old1", "old2", "touched"] {
@@ -372,7 +375,7 @@ pub fn invalid_ids_are_rejected() {
     }
 }
 
-pub fn setup_is_idempotent<B: Backend>() {
+pub fn setup_is_idempotent_and_keeps_sessions<B: Backend>() {
     let cfg = Config::default();
     let (loc, store) = open::<B>(&cfg);
     store
@@ -460,7 +463,7 @@ pub fn threads_save_and_load_without_loss_or_tearing<B: Backend>() {
     assert_eq!(c.version(), THREADS * ROUNDS);
 }
 
-pub fn everything_survives_reopen<B: Backend>() {
+pub fn every_session_survives_a_reopen_with_its_version<B: Backend>() {
     if !B::PERSISTENT {
         return;
     }
@@ -514,47 +517,47 @@ macro_rules! conformance {
         mod $modname {
             use super::*;
             #[test]
-            fn round_trip() {
-                conformance::round_trip::<$backend>()
+            fn a_saved_session_loads_back_byte_for_byte() {
+                conformance::a_saved_session_loads_back_byte_for_byte::<$backend>()
             }
             #[test]
-            fn overwrite_and_version_counting() {
-                conformance::overwrite_and_version_counting::<$backend>()
+            fn every_save_replaces_the_data_and_increments_the_version() {
+                conformance::every_save_replaces_the_data_and_increments_the_version::<$backend>()
             }
             #[test]
-            fn conflict_on_stale_version() {
-                conformance::conflict_on_stale_version::<$backend>()
+            fn a_save_over_a_stale_version_conflicts_and_writes_nothing() {
+                conformance::a_save_over_a_stale_version_conflicts_and_writes_nothing::<$backend>()
             }
             #[test]
-            fn conflict_on_creating_an_existing_id() {
-                conformance::conflict_on_creating_an_existing_id::<$backend>()
+            fn creating_an_id_that_is_live_conflicts() {
+                conformance::creating_an_id_that_is_live_conflicts::<$backend>()
             }
             #[test]
-            fn touch() {
-                conformance::touch::<$backend>()
+            fn touch_refreshes_idle_time_without_a_new_version() {
+                conformance::touch_refreshes_idle_time_without_a_new_version::<$backend>()
             }
             #[test]
-            fn delete_and_has() {
-                conformance::delete_and_has::<$backend>()
+            fn delete_removes_the_session_and_says_whether_it_was_live() {
+                conformance::delete_removes_the_session_and_says_whether_it_was_live::<$backend>()
             }
             #[test]
-            fn iter_sessions() {
-                conformance::iter_sessions::<$backend>()
+            fn iter_sessions_lists_every_live_session_once() {
+                conformance::iter_sessions_lists_every_live_session_once::<$backend>()
             }
             #[test]
-            fn expires_is_honoured_on_read() {
-                conformance::expires_is_honoured_on_read::<$backend>()
+            fn a_session_past_its_deadline_is_absent_before_any_cleanup() {
+                conformance::a_session_past_its_deadline_is_absent_before_any_cleanup::<$backend>()
             }
             #[test]
-            fn max_idle_is_honoured_on_read() {
-                conformance::max_idle_is_honoured_on_read::<$backend>()
+            fn an_idle_session_is_absent_before_any_cleanup() {
+                conformance::an_idle_session_is_absent_before_any_cleanup::<$backend>()
             }
             #[test]
-            fn delete_old_sessions() {
-                conformance::delete_old_sessions::<$backend>()
+            fn delete_old_sessions_removes_only_idle_sessions() {
+                conformance::delete_old_sessions_removes_only_idle_sessions::<$backend>()
             }
             #[test]
-            fn oversized_data_is_rejected() {
+            fn oversized_data_is_rejected_and_nothing_written() {
                 conformance::oversized_data_is_rejected_and_nothing_written::<$backend>()
             }
             #[test]
@@ -562,16 +565,16 @@ macro_rules! conformance {
                 conformance::invalid_ids_are_rejected()
             }
             #[test]
-            fn setup_is_idempotent() {
-                conformance::setup_is_idempotent::<$backend>()
+            fn setup_is_idempotent_and_keeps_sessions() {
+                conformance::setup_is_idempotent_and_keeps_sessions::<$backend>()
             }
             #[test]
-            fn threads_save_and_load() {
+            fn threads_save_and_load_without_loss_or_tearing() {
                 conformance::threads_save_and_load_without_loss_or_tearing::<$backend>()
             }
             #[test]
-            fn everything_survives_reopen() {
-                conformance::everything_survives_reopen::<$backend>()
+            fn every_session_survives_a_reopen_with_its_version() {
+                conformance::every_session_survives_a_reopen_with_its_version::<$backend>()
             }
         }
     };

@@ -5,3 +5,10 @@
 pub mod conformance;
 pub mod child;
 pub mod servers;
+
+use sessionlog::SessionId;
+
+/// A session id from a string the test knows to be valid.
+pub fn id(s: &str) -> SessionId {
+    SessionId::new(s).expect("valid id")
+}

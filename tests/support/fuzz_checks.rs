@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use arbitrary::{Result, Unstructured};
-use sessionlog::log::format::{
+use sessionlog::internals::format::{
     DecodeError, Kind, RECORD_HEADER, RecordFields, decode_record, encode_record,
 };
 use sessionlog::{LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy};
@@ -48,7 +48,7 @@ pub fn record(data: &[u8]) {
     let _ = structured(&mut u);
 }
 
-fn fields<'a>(r: &sessionlog::log::format::RecordRef<'a>) -> RecordFields<'a> {
+fn fields<'a>(r: &sessionlog::internals::format::RecordRef<'a>) -> RecordFields<'a> {
     RecordFields {
         kind: r.kind,
         id: r.id,

@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use sessionlog::log::format::{H_COMMITTED, H_SYNCED, decode_offset, encode_offset};
+use sessionlog::internals::format::{H_COMMITTED, H_SYNCED, decode_offset, encode_offset};
 use sessionlog::{
     DirStore, Error, LogStore, ManualClock, MemoryStore, Session, SessionId, SessionStore,
     SyncPolicy,
@@ -430,13 +430,13 @@ impl Runner {
         let idle = self.cfg.max_idle_ms.map(Duration::from_millis);
         match self.cfg.backend {
             Backend::Memory => {
-                let mut s = MemoryStore::new()
-                    .with_clock(self.clock.clone())
-                    .with_max_session_size(MAX_SIZE);
+                let mut o = MemoryStore::options()
+                    .clock(self.clock.clone())
+                    .max_session_size(MAX_SIZE);
                 if let Some(d) = idle {
-                    s = s.with_max_idle(d);
+                    o = o.max_idle(d);
                 }
-                Ok(Store::Memory(s))
+                Ok(Store::Memory(o.open().map_err(|e| e.to_string())?))
             }
             Backend::Dir => {
                 let mut o = DirStore::options()

@@ -4,10 +4,10 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use sessionlog::log::check::{CheckReport, check_with};
+use sessionlog::{CheckReport, check_with};
 use sessionlog::{LogStore, SessionStore};
 
-use super::{Outcome, fmt_bytes, progress, require_store};
+use crate::{Outcome, fmt_bytes, progress, require_store};
 
 pub fn check(path: &Path, repair: bool) -> Outcome {
     require_store(path)?;

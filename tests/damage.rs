@@ -1,12 +1,14 @@
-//! Deterministic reproducers for recovery behaviour that the model and
-//! fuzz runs pointed at: what `LogStore` does with damage that it can see
-//! on open. Each test states the behaviour DESIGN.md promises.
+//! Guards what `LogStore` does with damage it can see on open: a damaged
+//! committed word, damage far before the end, records forged inside session
+//! data, and what repair mode salvages. Each test started as a reproducer
+//! that the model or fuzz runs pointed at, and states the behaviour
+//! DESIGN.md promises.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use sessionlog::log::format::{H_COMMITTED, HEADER_SIZE};
+use sessionlog::internals::format::{H_COMMITTED, HEADER_SIZE};
 use sessionlog::{Error, LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy};
 
 fn open(path: &Path, sync: SyncPolicy, repair: bool) -> sessionlog::Result<LogStore> {
@@ -103,7 +105,7 @@ fn damage_far_before_the_end_is_not_silently_cut_after_a_clean_reopen() {
 /// with an id of their choice, to appear whenever repair mode runs.
 #[test]
 fn repair_does_not_resurrect_records_embedded_in_session_data() {
-    use sessionlog::log::format::{Kind, RecordFields, encode_record};
+    use sessionlog::internals::format::{Kind, RecordFields, encode_record};
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("sessions.db");
     let mut planted = Vec::new();

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use sessionlog::{LogStore, Session, SessionId, SessionStore};
 
-use super::{Outcome, fmt_time, open_existing, require_header, spinner};
+use crate::{Outcome, fmt_time, open_existing, spinner};
 
 pub fn export(path: &Path) -> Outcome {
     let store = open_existing(path)?;
@@ -40,9 +40,6 @@ pub fn export(path: &Path) -> Outcome {
 pub fn import(path: &Path) -> Outcome {
     // Each session is restored as exported: its `modified` time (so that
     // idle times survive the move) and its version.
-    if path.exists() {
-        require_header(path)?;
-    }
     let store = LogStore::options().background(false).open(path)?;
     let bar = spinner("importing");
     let mut input = io::stdin().lock();

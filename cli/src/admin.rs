@@ -9,13 +9,10 @@ use std::time::Duration;
 use serde_json::json;
 use sessionlog::{LogStore, Session, SessionId, SessionStore};
 
-use super::{Outcome, fmt_bytes, fmt_time, millis, open_existing, require_header, spinner};
+use crate::{Outcome, fmt_bytes, fmt_time, millis, open_existing, spinner};
 
 pub fn setup(path: &Path) -> Outcome {
     let existed = path.exists();
-    if existed {
-        require_header(path)?;
-    }
     let store = LogStore::options().background(false).open(path)?;
     store.setup()?;
     let stats = store.stats()?;

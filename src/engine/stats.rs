@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 /// A snapshot of a store's size and health, from [`LogStore::stats`](crate::LogStore::stats).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Sessions in the index, including expired ones not yet compacted away.
     pub sessions: u64,
@@ -29,6 +30,7 @@ pub struct Stats {
 
 /// What recovery did when a store was opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Records replayed.
     pub records: u64,
@@ -51,6 +53,7 @@ pub struct RecoveryReport {
 
 /// The result of a compaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompactStats {
     /// Sessions copied into the new file.
     pub kept: u64,

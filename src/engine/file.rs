@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::error::{Error, Result};
-use crate::log::format::{
+use crate::engine::format::{
     self, H_COMMITTED, H_STATIC_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, StaticHeader,
 };
+use crate::error::{Error, Result};
 
 /// Opens (creating if needed, mode 0600) a file for reading and writing.
 pub(crate) fn open_rw(path: &Path, create: bool) -> Result<File> {
@@ -52,9 +52,8 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
 pub(crate) struct LogFile {
     pub path: PathBuf,
     pub file: File,
-    /// A shared mapping that may reach past the end of the file (address
-    /// space reserved for growth); only bytes below the file's length are
-    /// ever touched.
+    /// A shared mapping of the whole file as long as it was when mapped
+    /// (`mapped_file_len`); a file that outgrows it gets a new `LogFile`.
     map: MmapRaw,
     /// The file's length when it was mapped.
     pub mapped_file_len: u64,
@@ -127,7 +126,7 @@ impl LogFile {
         })
     }
 
-    /// Bytes of address space mapped (may pass the end of the file).
+    /// Bytes mapped: the file's length when it was mapped.
     pub fn map_len(&self) -> u64 {
         self.map.len() as u64
     }
@@ -168,13 +167,13 @@ impl LogFile {
         format::decode_offset(self.word(H_SYNCED).load(Ordering::Acquire))
     }
 
-    /// Raises the synced end to `offset` (never lowers it) unless `force`.
-    pub fn set_synced(&self, offset: u64, force: bool) {
+    /// Raises the synced end to `offset` (never lowers it).
+    pub fn set_synced(&self, offset: u64) {
         let word = self.word(H_SYNCED);
         let new = format::encode_offset(offset);
         let mut cur = word.load(Ordering::Acquire);
         loop {
-            if !force && format::decode_offset(cur).is_some_and(|c| c >= offset) {
+            if format::decode_offset(cur).is_some_and(|c| c >= offset) {
                 return;
             }
             match word.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
@@ -194,20 +193,23 @@ impl LogFile {
         self.word(H_SUPERSEDED).store(v, Ordering::Release);
     }
 
-    /// The committed bytes `[start, end)`.
+    /// The bytes `[start, end)` of the mapping (clamped to it).
     ///
-    /// Callers pass `end <= committed` and `end <=` the file's length (the
-    /// mapping may reach past the end of the file, where a touch would
-    /// fault); records below the committed end are never rewritten while
-    /// anyone may read them.
-    pub fn bytes(&self, start: u64, end: u64) -> &[u8] {
+    /// # Safety
+    ///
+    /// While the returned slice lives, no process may modify those bytes,
+    /// and `end` must not pass the file's length (if something shortened
+    /// the file, a touch of a page past its end raises SIGBUS). Both hold
+    /// for committed records, which are never rewritten while anyone may
+    /// read them (appends go past the committed end, compaction writes a
+    /// new file, a torn tail is cut only where no complete record was, and
+    /// files never shrink); [`View`] carries that promise for a range.
+    pub unsafe fn bytes(&self, start: u64, end: u64) -> &[u8] {
         let end = end.min(self.map_len());
         let start = start.min(end);
         // SAFETY: `start <= end <= map_len`, so the range lies inside the
-        // mapping, which lives as long as `self`. The bytes below the
-        // committed end are complete records that no process modifies
-        // (appends go past the committed end; compaction writes a new file;
-        // a torn tail is cut only where no complete record was).
+        // mapping, which lives as long as `self`; the caller promises that
+        // nobody writes the bytes meanwhile and that they lie in the file.
         unsafe {
             std::slice::from_raw_parts(
                 self.map.as_ptr().add(start as usize),
@@ -353,7 +355,9 @@ impl LogFile {
         }
         // A copy: the source of a write must not be a mapping of the pages
         // it writes to.
-        let bytes = self.bytes(start, end).to_vec();
+        // SAFETY: callers sync committed bytes, which nobody rewrites, and
+        // the committed end lies inside the file.
+        let bytes = unsafe { self.bytes(start, end) }.to_vec();
         let mut done = 0usize;
         while done < bytes.len() {
             let rest = &bytes[done..];
@@ -445,17 +449,48 @@ pub(crate) fn new_salt() -> u32 {
     })
 }
 
-/// Committed records of a log file up to a known end, as the index reads
-/// them.
+/// Records of a log file up to a known end that nobody modifies while the
+/// view lives: the only safe way to read the mapping.
+#[derive(Clone, Copy)]
 pub(crate) struct View<'a> {
     pub file: &'a LogFile,
-    /// At most the committed end and the file's length.
-    pub end: u64,
+    end: u64,
 }
 
-impl crate::log::index::Records for View<'_> {
+impl<'a> View<'a> {
+    /// A view of `file` up to `end`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`LogFile::bytes`]: no process modifies the bytes below `end`
+    /// while the view lives, and `end` is within the file's length. A
+    /// committed end read from the file, capped at its known length, is
+    /// such an end.
+    pub unsafe fn new(file: &'a LogFile, end: u64) -> View<'a> {
+        View { file, end }
+    }
+
+    /// The end of the viewed range.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The bytes from `offset` to the end of the view.
+    pub fn tail(&self, offset: u64) -> &'a [u8] {
+        // SAFETY: the promise made to `View::new` covers `[.., end)`.
+        unsafe { self.file.bytes(offset, self.end) }
+    }
+
+    /// The bytes `[start, end)`, cut at the end of the view.
+    pub fn range(&self, start: u64, end: u64) -> &'a [u8] {
+        // SAFETY: the promise made to `View::new` covers `[.., self.end)`.
+        unsafe { self.file.bytes(start, end.min(self.end)) }
+    }
+}
+
+impl crate::engine::index::Records for View<'_> {
     fn from(&self, offset: u64) -> &[u8] {
-        self.file.bytes(offset, self.end)
+        self.tail(offset)
     }
 }
 

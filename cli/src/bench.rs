@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use indicatif::ProgressBar;
 use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
 
-use super::{Failure, Outcome, SyncArg, fmt_bytes, progress};
+use crate::{Failure, Outcome, SyncArg, fmt_bytes, progress};
 
 /// Arguments of `sessionlog bench`.
 #[derive(Debug, clap::Args)]

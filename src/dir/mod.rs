@@ -23,14 +23,14 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::{Clock, SharedClock, system_clock};
-use crate::error::{Error, Result};
+use crate::error::{Error, Remedy, Result};
 use crate::id::SessionId;
-use crate::log::SyncPolicy;
-use crate::log::format::MAX_RECORD_DATA;
-use crate::memory::DEFAULT_MAX_SESSION_SIZE;
+use crate::options::DEFAULT_MAX_SESSION_SIZE;
+use crate::options::{SyncPolicy, Validate};
+use crate::poison::Poison;
 use crate::session::{
-    Session, check_size, duration_millis, expires_from_millis, expires_millis, from_millis,
-    is_expired, next_version, to_millis,
+    SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
+    from_millis, is_expired, next_version, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
 
@@ -115,12 +115,9 @@ impl DirOptions {
     /// Opens the store in `dir`, creating the directory (mode 0700) if it
     /// is missing.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<DirStore> {
-        if self.max_session_size == 0 || self.max_session_size > MAX_RECORD_DATA {
-            return Err(Error::InvalidOption(format!(
-                "max_session_size must be between 1 and {MAX_RECORD_DATA} bytes, not {}",
-                self.max_session_size
-            )));
-        }
+        Validate::max_session_size(self.max_session_size)?;
+        Validate::sync(self.sync)?;
+        Validate::max_idle(self.max_idle)?;
         let dir = dir.as_ref().to_path_buf();
         create_dir(&dir)?;
         let lock_path = dir.join(LOCK_NAME);
@@ -135,7 +132,7 @@ impl DirOptions {
         let state = Arc::new(Mutex::new(WriteState {
             pending: Pending::default(),
             last_sync: Instant::now(),
-            poisoned: None,
+            poison: Poison::default(),
         }));
         let flusher = match self.sync {
             SyncPolicy::Interval(d) => Some(Flusher::spawn(dir.clone(), Arc::clone(&state), d)?),
@@ -216,7 +213,7 @@ impl Flusher {
                         }
                     }
                     let mut st = state.lock();
-                    if st.poisoned.is_none()
+                    if !st.poison.is_set()
                         && !st.pending.is_empty()
                         && st.last_sync.elapsed() >= every
                     {
@@ -258,7 +255,7 @@ struct WriteState {
     last_sync: Instant,
     /// Set when an fsync after a rename or unlink failed: the kernel may
     /// have dropped the pages, so the store refuses writes.
-    poisoned: Option<String>,
+    poison: Poison,
 }
 
 /// Changes not yet known to be on stable storage.
@@ -373,19 +370,10 @@ impl DirStore {
         )
     }
 
-    fn poisoned_error(&self, cause: &str) -> Error {
-        Error::Poisoned {
-            path: self.dir.clone(),
-            cause: cause.to_owned(),
-        }
-    }
-
     /// Takes the in-process mutex, then the directory's file lock.
     fn write_lock(&self) -> Result<WriteGuard<'_>> {
         let state = self.state.lock();
-        if let Some(cause) = &state.poisoned {
-            return Err(self.poisoned_error(cause));
-        }
+        state.poison.check(&self.dir)?;
         self.lock_file
             .lock()
             .map_err(|e| Error::io(self.dir.join(LOCK_NAME), "lock", e))?;
@@ -405,10 +393,11 @@ impl DirStore {
         };
         let len = f.metadata().map_err(|e| Error::io(&path, "stat", e))?.len();
         if len > MAX_FILE_LEN {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_in(
                 &path,
                 MAX_FILE_LEN,
                 "the file is longer than any session file can be",
+                Remedy::ReplaceSessionFile,
             ));
         }
         let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
@@ -532,7 +521,7 @@ impl DirStore {
         Ok(())
     }
 
-    fn save(&self, session: &mut Session, check: bool) -> Result<()> {
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         check_size(session, self.max_session_size)?;
         let mut guard = self.write_lock()?;
         let now = self.now_ms();
@@ -541,11 +530,11 @@ impl DirStore {
                 .filter(|s| self.live(s, now))
                 .map_or(0, |s| s.stamp.version),
             // An unconditional save replaces a damaged file.
-            Err(Error::Corrupt { .. }) if !check => 0,
+            Err(Error::Corrupt { .. }) if mode == SaveMode::Overwrite => 0,
             Err(e) => return Err(e),
         };
         let stamp = Stamp {
-            version: next_version(session, found, check)?,
+            version: next_version(session, found, mode)?,
             modified_ms: now,
             expires_ms: expires_millis(session.expires),
         };
@@ -557,12 +546,7 @@ impl DirStore {
 
 /// Fsyncs the pending files of the store in `dir`, then `dir`.
 fn flush(dir: &Path, state: &mut WriteState) -> Result<()> {
-    if let Some(cause) = &state.poisoned {
-        return Err(Error::Poisoned {
-            path: dir.to_owned(),
-            cause: cause.clone(),
-        });
-    }
+    state.poison.check(dir)?;
     if !state.pending.is_empty() {
         sync_pending(dir, &state.pending).map_err(|e| poison(state, e))?;
         state.pending = Pending::default();
@@ -608,7 +592,7 @@ fn list(dir: &Path) -> Result<impl Iterator<Item = Result<String>> + '_> {
 }
 
 fn poison(state: &mut WriteState, e: Error) -> Error {
-    state.poisoned = Some(e.to_string());
+    state.poison.set_cause(e.to_string());
     e
 }
 
@@ -616,7 +600,7 @@ impl Drop for DirStore {
     fn drop(&mut self) {
         drop(self.flusher.take());
         let mut state = self.state.lock();
-        if state.poisoned.is_none() && !state.pending.is_empty() {
+        if !state.poison.is_set() && !state.pending.is_empty() {
             // Nowhere to report a failure; `sync` is the way to see it.
             let _ = self.flush(&mut state);
         }
@@ -643,13 +627,13 @@ impl SessionStore for DirStore {
     /// Replaces the stored session. A file that fails to decode as
     /// [`Error::Corrupt`] is overwritten (the version restarts at 1).
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, false)
+        self.save(session, SaveMode::Overwrite)
     }
 
     /// Like the trait says; a damaged stored file gives [`Error::Corrupt`]
     /// and is left as it is.
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, true)
+        self.save(session, SaveMode::IfUnchanged)
     }
 
     /// Rewrites the file with a new modification time, same data and

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::error::{Error, Result};
-use crate::log::file::open_rw;
+use crate::engine::file::open_rw;
+use crate::error::{Error, Remedy, Result};
 
 /// Bytes of the lock file: one page.
 const LOCK_FILE_SIZE: u64 = 4096;
@@ -240,12 +240,22 @@ fn check(path: &Path, file: &File) -> Result<()> {
         .map_err(|e| Error::io(path, "stat", e))?
         .len();
     if len < LOCK_FILE_SIZE {
-        return Err(Error::corrupt(path, len, "the lock file is too short"));
+        return Err(Error::corrupt_in(
+            path,
+            len,
+            "the lock file is too short",
+            Remedy::RemoveLockFile,
+        ));
     }
     file.read_exact_at(&mut head, 0)
         .map_err(|e| Error::io(path, "read", e))?;
     if head[..8] != LOCK_MAGIC {
-        return Err(Error::corrupt(path, 0, "not a sessionlog lock file"));
+        return Err(Error::corrupt_in(
+            path,
+            0,
+            "not a sessionlog lock file",
+            Remedy::RemoveLockFile,
+        ));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     if version != LOCK_VERSION {

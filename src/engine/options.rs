@@ -1,42 +1,17 @@
-//! `LogOptions`, the builder that opens a `LogStore`, and `SyncPolicy`.
+//! `LogOptions`, the builder that opens a `LogStore` (its `open` is with
+//! the facade, which this module does not know).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SharedClock, system_clock};
+use crate::engine::hook::Hooks;
 use crate::error::{Error, Result};
-use crate::log::LogStore;
-use crate::log::format::MAX_RECORD_DATA;
-use crate::log::hook::IoHook;
-use crate::memory::DEFAULT_MAX_SESSION_SIZE;
+use crate::options::{DEFAULT_MAX_SESSION_SIZE, SyncPolicy, Validate};
 
-/// When saves reach stable storage. A process crash never loses an
-/// acknowledged save under any policy (written data is in the kernel); the
-/// policy decides what a power loss or kernel crash may take. See DESIGN.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// Every save, touch and delete is on stable storage when it returns.
-    /// Concurrent savers share one flush (group commit). `LogStore` writes
-    /// back only the new records' range (`RWF_DSYNC`), one I/O per flush.
-    /// `DirStore` syncs the session's file and its directory.
-    Always,
-    /// A background thread calls `fdatasync` this often when something was
-    /// written: a power loss can take at most about this much recent work.
-    Interval(Duration),
-    /// Never `fdatasync` on its own: the operating system writes back when
-    /// it likes (within about 30 s on Linux). `LogStore::sync` still works.
-    Never,
-}
-
-impl Default for SyncPolicy {
-    /// `Interval(1 s)`.
-    fn default() -> Self {
-        SyncPolicy::Interval(Duration::from_secs(1))
-    }
-}
-
-/// Options for opening a [`LogStore`]; start from [`LogStore::options`].
+/// Options for opening a [`LogStore`](crate::LogStore); start from
+/// [`LogStore::options`](crate::LogStore::options), finish with
+/// [`open`](LogOptions::open).
 #[derive(Clone, Debug)]
 pub struct LogOptions {
     pub(crate) sync: SyncPolicy,
@@ -48,7 +23,7 @@ pub struct LogOptions {
     pub(crate) compact_min_bytes: u64,
     pub(crate) compact_check_interval: Duration,
     pub(crate) repair: bool,
-    pub(crate) hook: Option<Arc<dyn IoHook>>,
+    pub(crate) hooks: Hooks,
 }
 
 impl Default for LogOptions {
@@ -63,7 +38,7 @@ impl Default for LogOptions {
             compact_min_bytes: 4 << 20,
             compact_check_interval: Duration::from_secs(10),
             repair: false,
-            hook: None,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -133,44 +108,24 @@ impl LogOptions {
 
     /// Installs an I/O hook that sees (and may fail) every write, sync and
     /// rename after opening. For fault-injection tests.
+    #[cfg(feature = "unstable-internals")]
     #[doc(hidden)]
-    pub fn io_hook(mut self, hook: Arc<dyn IoHook>) -> Self {
-        self.hook = Some(hook);
+    pub fn io_hook(mut self, hook: Arc<dyn crate::engine::hook::IoHook>) -> Self {
+        self.hooks = Hooks(Some(hook));
         self
     }
 
-    /// Opens (or creates) the store at `path`.
-    pub fn open(self, path: impl AsRef<Path>) -> Result<LogStore> {
-        self.validate()?;
-        LogStore::open_with(path.as_ref(), self)
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.max_session_size == 0 || self.max_session_size > MAX_RECORD_DATA {
-            return Err(Error::InvalidOption(format!(
-                "max_session_size must be between 1 and {MAX_RECORD_DATA} bytes, not {}",
-                self.max_session_size
-            )));
-        }
-        if let SyncPolicy::Interval(d) = self.sync
-            && d.is_zero()
-        {
-            return Err(Error::InvalidOption(
-                "SyncPolicy::Interval needs a non-zero interval (use Always to sync every save)"
-                    .into(),
-            ));
-        }
+    /// Checks every option; `open` calls this first.
+    pub(crate) fn validate(&self) -> Result<()> {
+        Validate::max_session_size(self.max_session_size)?;
+        Validate::sync(self.sync)?;
+        Validate::max_idle(self.max_idle)?;
         if !(self.compact_garbage_ratio > 0.0 && self.compact_garbage_ratio <= 1.0) {
             return Err(Error::InvalidOption(format!(
                 "compact_garbage_ratio must be in (0, 1], not {}",
                 self.compact_garbage_ratio
             )));
         }
-        if self.compact_check_interval.is_zero() {
-            return Err(Error::InvalidOption(
-                "compact_check_interval must be non-zero".into(),
-            ));
-        }
-        Ok(())
+        Validate::period("compact_check_interval", self.compact_check_interval)
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use sessionlog::log::format::{HEADER_SIZE, record_len};
+use sessionlog::internals::format::{HEADER_SIZE, record_len};
 use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
 
 fn sessionlog(args: &[&str]) -> Output {

@@ -14,16 +14,37 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
+use crate::clock::Expiry;
+use crate::engine::file::{self, LogFile, View};
+use crate::engine::follow::Follow;
+use crate::engine::format::{self, HEADER_SIZE, Kind, RecordFields, RecordRef, StaticHeader};
+use crate::engine::hook::{Hooks, IoEvent};
+use crate::engine::index::{Index, Records};
+use crate::engine::lock::LockFile;
+use crate::engine::read::{decode_at, session_at};
+use crate::engine::recovery;
+use crate::engine::state::{State, StateLock};
+use crate::engine::stats::{CompactStats, RecoveryReport};
 use crate::error::{Error, Result};
-use crate::log::file::{self, LogFile, View};
-use crate::log::format::{self, HEADER_SIZE, Kind, RecordFields, RecordRef, StaticHeader};
-use crate::log::hook::{IoEvent, IoHook};
-use crate::log::index::{Index, Records};
-use crate::log::lock::LockFile;
-use crate::log::recovery::{self, State};
-use crate::log::stats::{CompactStats, RecoveryReport};
-use crate::log::store::{Inner, Latest, decode_at, put_data};
+use crate::poison::Poison;
 use crate::session::{from_millis, is_expired};
+
+/// What a compaction works with: the store's file, locks and view, and
+/// nothing else of the handle.
+pub(crate) struct Handles<'a> {
+    pub path: &'a Path,
+    /// Catching up with the file (and the lock file, the writer mutex and
+    /// group commit that the swap needs).
+    pub follow: Follow<'a>,
+    pub state: &'a StateLock,
+    /// Serializes this process's compactions.
+    pub compacting: &'a Mutex<()>,
+    pub expiry: &'a Expiry,
+    pub hooks: &'a Hooks,
+    pub poison: &'a Poison,
+}
 
 /// The temporary file a compaction writes, locked by its compactor.
 struct TempFile {
@@ -32,34 +53,57 @@ struct TempFile {
 }
 
 impl TempFile {
-    /// Opens and locks `<log>.compact`. With `wait` false, returns `None`
-    /// if another compaction holds it.
-    fn acquire(log: &Path, wait: bool) -> Result<Option<TempFile>> {
-        let path = file::sibling(log, ".compact");
+    /// Opens and locks `<log>.compact`, waiting for a compaction in another
+    /// process to finish with it.
+    fn wait(log: &Path) -> Result<TempFile> {
         loop {
-            let file = file::open_rw(&path, true)?;
-            if wait {
-                file.lock().map_err(|e| Error::io(&path, "lock", e))?;
-            } else {
-                match file.try_lock() {
-                    Ok(()) => {}
-                    Err(fs::TryLockError::WouldBlock) => return Ok(None),
-                    Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
-                }
+            if let Some(t) = Self::open_locked(log, true)? {
+                return Ok(t);
             }
-            // The previous holder may have renamed this inode into place or
-            // another opener removed it: only the file still at the path counts.
-            let mine = file.metadata().map_err(|e| Error::io(&path, "stat", e))?;
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => {
-                    file.set_len(0)
-                        .map_err(|e| Error::io(&path, "truncate", e))?;
-                    return Ok(Some(TempFile { path, file }));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, "stat", e)),
+        }
+    }
+
+    /// Opens and locks `<log>.compact`, or `None` if another compaction
+    /// holds it.
+    fn try_acquire(log: &Path) -> Result<Option<TempFile>> {
+        loop {
+            match Self::open_locked(log, false) {
+                Ok(None) => continue,
+                Err(Error::Busy { .. }) => return Ok(None),
+                other => return other,
             }
+        }
+    }
+
+    /// One attempt: `None` if the file locked was not the one at the path
+    /// any more (the previous holder renamed or removed it): try again.
+    fn open_locked(log: &Path, wait: bool) -> Result<Option<TempFile>> {
+        let path = file::sibling(log, ".compact");
+        let file = file::open_rw(&path, true)?;
+        if wait {
+            file.lock().map_err(|e| Error::io(&path, "lock", e))?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Busy {
+                        path,
+                        what: "another compaction holds the temporary file",
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
+            }
+        }
+        let mine = file.metadata().map_err(|e| Error::io(&path, "stat", e))?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => {
+                file.set_len(0)
+                    .map_err(|e| Error::io(&path, "truncate", e))?;
+                Ok(Some(TempFile { path, file }))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, "stat", e)),
         }
     }
 }
@@ -69,7 +113,7 @@ impl TempFile {
 /// compares ids against records it already holds).
 struct Out {
     log: LogFile,
-    hook: Option<Arc<dyn IoHook>>,
+    hooks: Hooks,
     /// Bytes `[HEADER_SIZE, flushed)` are in the file.
     flushed: u64,
     /// Bytes `[flushed, pos)`.
@@ -85,7 +129,11 @@ impl Records for Out {
             let start = usize::try_from(offset - self.flushed).unwrap_or(usize::MAX);
             self.buf.get(start..).unwrap_or(&[])
         } else {
-            self.log.bytes(offset, self.flushed)
+            // SAFETY: the new file is this compaction's alone (it holds the
+            // temporary file's lock; nobody else maps it), bytes below
+            // `flushed` were written and are never written again (`finish`
+            // writes only the header), and `flushed` is within its length.
+            unsafe { self.log.bytes(offset, self.flushed) }
         }
     }
 }
@@ -101,18 +149,15 @@ impl Out {
         Ok(off)
     }
 
-    fn hook(&self, event: IoEvent<'_>) -> io::Result<()> {
-        self.hook.as_ref().map_or(Ok(()), |h| h.before(&event))
-    }
-
     fn flush(&mut self) -> Result<()> {
-        self.hook(IoEvent::Write {
-            path: &tmp_path(&self.log),
-            offset: self.flushed,
-            bytes: &self.buf,
-        })
-        .and_then(|()| self.log.write_at(&self.buf, self.flushed))
-        .map_err(|e| Error::io(&self.log.path, "write", e))?;
+        self.hooks
+            .before(IoEvent::Write {
+                path: &tmp_path(&self.log),
+                offset: self.flushed,
+                bytes: &self.buf,
+            })
+            .and_then(|()| self.log.write_at(&self.buf, self.flushed))
+            .map_err(|e| Error::io(&self.log.path, "write", e))?;
         self.flushed = self.pos;
         self.buf.clear();
         if self.flushed > self.log.map_len() {
@@ -133,7 +178,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(tmp: &TempFile, path: &Path, hook: Option<Arc<dyn IoHook>>) -> Result<Writer> {
+    fn new(tmp: &TempFile, path: &Path, hooks: Hooks) -> Result<Writer> {
         let f = tmp
             .file
             .try_clone()
@@ -153,7 +198,7 @@ impl Writer {
         Ok(Writer {
             out: Out {
                 log,
-                hook,
+                hooks,
                 flushed: HEADER_SIZE,
                 buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
                 pos: HEADER_SIZE,
@@ -248,19 +293,20 @@ impl Writer {
         );
         let out = self.out;
         let log = &out.log;
-        out.hook(IoEvent::Write {
-            path: &tmp_path(log),
-            offset: 0,
-            bytes: &head,
-        })
-        .and_then(|()| log.write_at(&head, 0))
-        .and_then(|()| {
-            out.hook(IoEvent::Sync {
+        out.hooks
+            .before(IoEvent::Write {
                 path: &tmp_path(log),
+                offset: 0,
+                bytes: &head,
             })
-        })
-        .and_then(|()| log.file.sync_all())
-        .map_err(|e| Error::io(&log.path, "write and fsync", e))?;
+            .and_then(|()| log.write_at(&head, 0))
+            .and_then(|()| {
+                out.hooks.before(IoEvent::Sync {
+                    path: &tmp_path(log),
+                })
+            })
+            .and_then(|()| log.file.sync_all())
+            .map_err(|e| Error::io(&log.path, "write and fsync", e))?;
         Ok((out.log.file, self.index, end))
     }
 }
@@ -271,52 +317,26 @@ fn tmp_path(log: &LogFile) -> PathBuf {
     file::sibling(&log.path, ".compact")
 }
 
-/// A session's state and data, read from its latest record in `view`.
-fn session_at<'a>(view: &View<'a>, offset: u64) -> Result<(RecordRef<'a>, &'a [u8])> {
-    let rec = decode_at(view, offset)?;
-    let put_offset = rec.touch_target().unwrap_or(offset);
-    let l = Latest {
-        offset,
-        rec,
-        put_offset,
-    };
-    if rec.kind == Kind::Delete || put_offset > offset {
-        return Err(Error::corrupt(
-            &view.file.path,
-            offset,
-            "the index points at a bad record",
-        ));
-    }
-    let data = put_data(view, &l)?;
-    Ok((rec, data))
-}
-
 /// Compacts, waiting for any other compaction to finish first.
-pub(crate) fn compact(inner: &Inner, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
-    let _local = inner.compacting.lock();
-    let tmp = TempFile::acquire(&inner.path, true)?.ok_or_else(|| {
-        Error::io(
-            &inner.path,
-            "compact",
-            io::Error::other("temporary file busy"),
-        )
-    })?;
-    run(inner, tmp, idle_cutoff_ms)
+pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
+    let _local = h.compacting.lock();
+    let tmp = TempFile::wait(h.path)?;
+    run(h, tmp, idle_cutoff_ms)
 }
 
 /// Compacts unless a compaction is already running somewhere.
-pub(crate) fn try_compact(inner: &Inner) -> Result<Option<CompactStats>> {
-    let Some(_local) = inner.compacting.try_lock() else {
+pub(crate) fn try_compact(h: &Handles<'_>) -> Result<Option<CompactStats>> {
+    let Some(_local) = h.compacting.try_lock() else {
         return Ok(None);
     };
-    match TempFile::acquire(&inner.path, false)? {
-        Some(tmp) => run(inner, tmp, None).map(Some),
+    match TempFile::try_acquire(h.path)? {
+        Some(tmp) => run(h, tmp, None).map(Some),
         None => Ok(None),
     }
 }
 
-fn run(inner: &Inner, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
-    let result = run_locked(inner, &tmp, idle_cutoff_ms);
+fn run(h: &Handles<'_>, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
+    let result = run_locked(h, &tmp, idle_cutoff_ms);
     if result.is_err() {
         // Leave no half-written file behind; the lock dies with `tmp`.
         let _ = fs::remove_file(&tmp.path);
@@ -324,29 +344,32 @@ fn run(inner: &Inner, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<Comp
     result
 }
 
-fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
+fn run_locked(
+    h: &Handles<'_>,
+    tmp: &TempFile,
+    idle_cutoff_ms: Option<u64>,
+) -> Result<CompactStats> {
     // Phase 1: snapshot the index and copy without the write lock.
     let (src, snapshot_end, mut offsets) = {
-        let mut st = inner.state.write();
-        inner.refresh(&mut st)?;
+        let mut st = h.state.write();
+        h.follow.refresh(&mut st)?;
         let offsets: Vec<u64> = st.index.offsets().collect();
         (Arc::clone(&st.file), st.applied, offsets)
     };
     offsets.sort_unstable();
-    let now = inner.now_ms();
+    let now = h.expiry.now_ms();
     let dead = |modified: u64, expires: u64| {
-        inner.expired(modified, expires, now)
+        h.expiry.expired(modified, expires, now)
             || idle_cutoff_ms.is_some_and(|idle| is_expired(modified, 0, Some(idle), now))
     };
-    let mut w = Writer::new(tmp, &inner.path, inner.opts.hook.clone())?;
+    let mut w = Writer::new(tmp, h.path, h.hooks.clone())?;
     w.index.reserve(offsets.len());
     // Sessions not copied, by id, with their latest offset in the old file.
     let mut dropped: HashMap<Vec<u8>, u64> = HashMap::new();
     {
-        let view = View {
-            file: &src,
-            end: snapshot_end,
-        };
+        // SAFETY: `snapshot_end` was this process's applied end of `src`:
+        // committed records, never rewritten, within the file.
+        let view = unsafe { View::new(&src, snapshot_end) };
         for off in offsets {
             let (rec, data) = session_at(&view, off)?;
             if dead(rec.modified_ms, rec.expires_ms) {
@@ -358,16 +381,15 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
     }
 
     // Phase 2: under the write lock, copy what was appended meanwhile.
-    let _writer = inner.writer.lock();
-    let _lock = inner.lock.lock()?;
-    let mut st = inner.state.write();
-    inner.refresh(&mut st)?;
+    let _writer = h.follow.writer.lock();
+    let _lock = h.follow.lock.lock()?;
+    let mut st = h.state.write();
+    h.follow.refresh(&mut st)?;
     if st.file.ino != src.ino {
-        return Err(Error::io(
-            &inner.path,
-            "compact",
-            io::Error::other("the log was replaced during compaction"),
-        ));
+        return Err(Error::Busy {
+            path: h.path.to_owned(),
+            what: "another process compacted the log meanwhile",
+        });
     }
     let end = st.applied;
     let view = st.view();
@@ -413,21 +435,23 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
     // finds the new file at the path or (while we hold the lock) keeps
     // reading the old one, which no one can change meanwhile.
     st.file.set_superseded(true);
-    let renamed = inner
-        .hook(IoEvent::Rename {
+    let renamed = h
+        .hooks
+        .before(IoEvent::Rename {
             from: &tmp.path,
-            to: &inner.path,
+            to: h.path,
         })
-        .and_then(|()| fs::rename(&tmp.path, &inner.path));
+        .and_then(|()| fs::rename(&tmp.path, h.path));
     if let Err(e) = renamed {
         st.file.set_superseded(false);
-        return Err(Error::io(&inner.path, "rename compacted file", e));
+        return Err(Error::io(h.path, "rename compacted file", e));
     }
-    let dir_synced = inner
-        .hook(IoEvent::SyncDir { path: &inner.path })
-        .map_err(|e| Error::io(&inner.path, "fsync directory", e))
-        .and_then(|()| file::sync_parent_dir(&inner.path));
-    let new_log = Arc::new(LogFile::from_file(&inner.path, new_file)?);
+    let dir_synced = h
+        .hooks
+        .before(IoEvent::SyncDir { path: h.path })
+        .map_err(|e| Error::io(h.path, "fsync directory", e))
+        .and_then(|()| file::sync_parent_dir(h.path));
+    let new_log = Arc::new(LogFile::from_file(h.path, new_file)?);
     let word = new_log.committed_word();
     *st = State {
         file: new_log,
@@ -436,14 +460,11 @@ fn run_locked(inner: &Inner, tmp: &TempFile, idle_cutoff_ms: Option<u64>) -> Res
         applied_word: word,
         file_len: new_end,
     };
-    {
-        let mut s = inner.sync.lock();
-        s.generation = header.generation;
-        s.synced = new_end;
-    }
+    h.follow.commit.switch_file(header.generation, new_end);
     if let Err(e) = dir_synced {
         if let Error::Io { source, .. } = &e {
-            inner.poison("fsync of the directory after compaction", source);
+            h.poison
+                .set("fsync of the directory after compaction", source);
         }
         return Err(e);
     }
@@ -475,16 +496,17 @@ pub(crate) fn repair(
         .unwrap_or(damaged.map_len())
         .min(damaged.map_len());
     let end = end.min(damaged.mapped_file_len);
-    let view = View {
-        file: &damaged,
-        end,
-    };
+    // SAFETY: under the write lock and before any reader of this handle
+    // exists; `end` is capped at the file's length. Other processes read
+    // only below their applied ends, which no repair rewrites (the file is
+    // replaced, not changed).
+    let view = unsafe { View::new(&damaged, end) };
     let mut index = Index::default();
     let mut off = HEADER_SIZE;
     let mut bad_from: Option<u64> = None;
     let mut records = 0u64;
     while off < end {
-        match format::decode_record_salted(damaged.bytes(off, end), damaged.header.salt) {
+        match format::decode_record_salted(view.tail(off), damaged.header.salt) {
             Ok(rec) => {
                 if let Some(start) = bad_from.take() {
                     report.repaired_ranges.push((start, off - start));
@@ -502,13 +524,12 @@ pub(crate) fn repair(
     if let Some(start) = bad_from {
         // Zeros after the last record are space reserved for appends (when
         // the committed word was lost, the scan runs to the end of the file).
-        if damaged.bytes(start, end).iter().any(|&b| b != 0) {
+        if view.range(start, end).iter().any(|&b| b != 0) {
             report.repaired_ranges.push((start, end - start));
         }
     }
-    let tmp = TempFile::acquire(path, true)?
-        .ok_or_else(|| Error::io(path, "repair", io::Error::other("temporary file busy")))?;
-    let mut w = Writer::new(&tmp, path, None)?;
+    let tmp = TempFile::wait(path)?;
+    let mut w = Writer::new(&tmp, path, Hooks::default())?;
     let mut offsets: Vec<u64> = index.offsets().collect();
     offsets.sort_unstable();
     for off in offsets {

@@ -1,6 +1,6 @@
-//! Opening a log: replaying its records into an index, cutting a torn tail
-//! left by a crash, and following what other processes appended or
-//! swapped in since this process last looked.
+//! Opening a log: replaying its records into an index and cutting a torn
+//! tail left by a crash. Following what other processes append or swap in
+//! later is `follow`'s job, with the same replay.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -8,65 +8,50 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::engine::file::{self, LogFile, View};
+use crate::engine::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
+use crate::engine::index::Index;
+use crate::engine::lock::LockFile;
+use crate::engine::state::State;
+use crate::engine::stats::RecoveryReport;
 use crate::error::{Error, Result};
-use crate::log::file::{self, LogFile, View};
-use crate::log::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
-use crate::log::index::Index;
-use crate::log::lock::LockFile;
-use crate::log::stats::RecoveryReport;
 
-/// This process's view of the log: the file, and the index built from it
-/// up to `applied`.
+/// What a replay did.
 #[derive(Debug)]
-pub(crate) struct State {
-    pub file: Arc<LogFile>,
-    pub index: Index,
-    /// Offset up to which `index` reflects the file.
-    pub applied: u64,
-    /// The committed word that `applied` was read from: comparing it with
-    /// the file's current word is the no-syscall freshness check.
-    pub applied_word: u64,
-    /// File length last seen (it only grows).
-    pub file_len: u64,
+pub(crate) struct Replayed {
+    /// Where replay stopped: the end asked for, unless `error`.
+    pub stop: u64,
+    /// Records applied to the index.
+    pub records: u64,
+    /// Why replay stopped before the end, if it did.
+    pub error: Option<DecodeError>,
 }
 
-impl State {
-    /// True if nothing changed in the file since this view was built.
-    pub fn is_fresh(&self) -> bool {
-        self.file.committed_word() == self.applied_word && !self.file.superseded()
-    }
-
-    /// The records this view has applied.
-    pub fn view(&self) -> View<'_> {
-        View {
-            file: &self.file,
-            end: self.applied,
-        }
-    }
-}
-
-/// Replays the records in `[from, to)` into `index`. Returns where replay
-/// stopped and, if before `to`, why.
-pub(crate) fn replay(
-    file: &LogFile,
-    from: u64,
-    to: u64,
-    index: &mut Index,
-    records: &mut u64,
-) -> (u64, Option<DecodeError>) {
-    let mut off = from;
-    let view = View { file, end: to };
+/// Replays the records of `view` from `from` to its end into `index`.
+pub(crate) fn replay(view: &View<'_>, from: u64, index: &mut Index) -> Replayed {
+    let (mut off, to) = (from, view.end());
+    let mut records = 0;
     while off < to {
-        match format::decode_record_salted(file.bytes(off, to), file.header.salt) {
+        match format::decode_record_salted(view.tail(off), view.file.header.salt) {
             Ok(rec) => {
-                index.apply(&view, off, &rec);
-                *records += 1;
+                index.apply(view, off, &rec);
+                records += 1;
                 off += rec.padded_len as u64;
             }
-            Err(e) => return (off, Some(e)),
+            Err(e) => {
+                return Replayed {
+                    stop: off,
+                    records,
+                    error: Some(e),
+                };
+            }
         }
     }
-    (off, None)
+    Replayed {
+        stop: off,
+        records,
+        error: None,
+    }
 }
 
 /// Logs shorter than this are replayed on one thread.
@@ -77,21 +62,16 @@ const PARALLEL_REPLAY_FROM: u64 = 32 << 20;
 /// records decoded without it. If the verifier finds damage, the index is
 /// thrown away and the range replayed again on one thread, which stops at
 /// the damage and says why.
-pub(crate) fn replay_fast(
-    file: &LogFile,
-    from: u64,
-    to: u64,
-    index: &mut Index,
-    records: &mut u64,
-) -> (u64, Option<DecodeError>) {
+pub(crate) fn replay_fast(view: &View<'_>, from: u64, index: &mut Index) -> Replayed {
+    let to = view.end();
     if to.saturating_sub(from) < PARALLEL_REPLAY_FROM {
-        return replay(file, from, to, index, records);
+        return replay(view, from, index);
     }
-    let salt = file.header.salt;
+    let salt = view.file.header.salt;
     let verify = || {
         let mut off = from;
         while off < to {
-            match format::decode_record_salted(file.bytes(off, to), salt) {
+            match format::decode_record_salted(view.tail(off), salt) {
                 Ok(rec) => off += rec.padded_len as u64,
                 Err(_) => return false,
             }
@@ -103,13 +83,12 @@ pub(crate) fn replay_fast(
             .name("sessionlog-verify".into())
             .spawn_scoped(s, verify)
             .ok()?;
-        let view = View { file, end: to };
         let (mut off, mut n) = (from, 0u64);
         while off < to {
-            let Ok(rec) = format::decode_record_unchecked(file.bytes(off, to)) else {
+            let Ok(rec) = format::decode_record_unchecked(view.tail(off)) else {
                 break;
             };
-            index.apply(&view, off, &rec);
+            index.apply(view, off, &rec);
             n += 1;
             off += rec.padded_len as u64;
         }
@@ -117,13 +96,14 @@ pub(crate) fn replay_fast(
         clean.then_some(n)
     });
     match fast {
-        Some(n) => {
-            *records += n;
-            (to, None)
-        }
+        Some(records) => Replayed {
+            stop: to,
+            records,
+            error: None,
+        },
         None => {
             *index = Index::default();
-            replay(file, from, to, index, records)
+            replay(view, from, index)
         }
     }
 }
@@ -167,9 +147,10 @@ pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
         }
     }
     let mut index = Index::default();
-    let mut records = 0;
-    let (stop, err) = replay_fast(&file, HEADER_SIZE, end, &mut index, &mut records);
-    if let Some(e) = err {
+    // SAFETY: `end` is the committed end, checked against the file's length.
+    let view = unsafe { View::new(&file, end) };
+    let Replayed { stop, error, .. } = replay_fast(&view, HEADER_SIZE, &mut index);
+    if let Some(e) = error {
         return Err(Error::corrupt(&file.path, stop, e.to_string()));
     }
     if stop < end {
@@ -189,17 +170,20 @@ pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
 }
 
 /// When to sync records that replay verified but that were never synced.
-pub(crate) enum SyncAfterReplay<'a> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SyncAfterReplay {
     /// Before returning from open.
     Now,
-    /// Soon, in the background thread: the flag is set for it.
-    Later(&'a mut bool),
+    /// Soon, in the background thread: [`Opened::Ready`] says whether it
+    /// has to.
+    Later,
 }
 
 /// What opening found, before the caller decides what to do about damage.
 pub(crate) enum Opened {
-    /// A consistent view.
-    Ready(State),
+    /// A consistent view; with `sync_pending`, records that replay verified
+    /// are not yet synced ([`SyncAfterReplay::Later`]).
+    Ready { state: State, sync_pending: bool },
     /// Damage before the synced end, or with valid records after it: the
     /// offset and reason. Only repair mode goes on from here.
     Damaged(u64, String),
@@ -245,19 +229,19 @@ pub(crate) fn open_log(
         let file_len = file.mapped_file_len;
         let mut index = Index::default();
         index.reserve((end.min(file_len) / 1024) as usize);
-        let mut records = 0;
-        let (stop, err) = replay_fast(
-            &file,
-            HEADER_SIZE,
-            end.min(file_len),
-            &mut index,
-            &mut records,
-        );
+        // SAFETY: `end` is the committed end, capped at the file's length.
+        let view = unsafe { View::new(&file, end.min(file_len)) };
+        let Replayed {
+            stop,
+            records,
+            error,
+        } = replay_fast(&view, HEADER_SIZE, &mut index);
         if stop == end {
             report.records = records;
             if lock.first {
-                return first_open_tail(file, index, word, synced, report, sync).map(Opened::Ready);
+                return first_open_tail(file, index, word, synced, report, sync);
             }
+            let mut sync_pending = false;
             if synced < end {
                 // Every record up to `end` just passed its CRC: make them
                 // durable and say so, so that later damage among them is
@@ -265,20 +249,23 @@ pub(crate) fn open_log(
                 match sync {
                     SyncAfterReplay::Now => {
                         file.sync_data().map_err(|e| Error::io(path, "fsync", e))?;
-                        file.set_synced(end, false);
+                        file.set_synced(end);
                     }
-                    SyncAfterReplay::Later(pending) => *pending = true,
+                    SyncAfterReplay::Later => sync_pending = true,
                 }
             }
-            return Ok(Opened::Ready(State {
-                file,
-                index,
-                applied: end,
-                applied_word: word,
-                file_len,
-            }));
+            return Ok(Opened::Ready {
+                state: State {
+                    file,
+                    index,
+                    applied: end,
+                    applied_word: word,
+                    file_len,
+                },
+                sync_pending,
+            });
         }
-        let reason = err.map_or_else(
+        let reason = error.map_or_else(
             || "the file ends before its committed length".to_owned(),
             |e| e.to_string(),
         );
@@ -293,20 +280,27 @@ pub(crate) fn open_log(
             continue;
         }
         let new_word = file.set_committed(stop);
-        erase_after(&file, stop, file_len)?;
+        // SAFETY: past the committed end, but under the write lock: only
+        // this thread writes there, and no reader reads past its applied
+        // end, which is at most `stop` (the records after it are torn).
+        // `file_len` is the file's length.
+        erase_after(&unsafe { View::new(&file, file_len) }, stop)?;
         file.sync_data()
             .map_err(|e| Error::io(path, "fsync after cutting a torn tail", e))?;
-        file.set_synced(stop, false);
+        file.set_synced(stop);
         report.records = records;
         report.torn_tail_offset = Some(stop);
         report.torn_tail_bytes = end - stop;
-        return Ok(Opened::Ready(State {
-            file,
-            index,
-            applied: stop,
-            applied_word: new_word,
-            file_len,
-        }));
+        return Ok(Opened::Ready {
+            state: State {
+                file,
+                index,
+                applied: stop,
+                applied_word: new_word,
+                file_len,
+            },
+            sync_pending: false,
+        });
     }
 }
 
@@ -326,12 +320,19 @@ fn first_open_tail(
     synced: u64,
     report: &mut RecoveryReport,
     sync: SyncAfterReplay,
-) -> Result<State> {
+) -> Result<Opened> {
     let end = format::decode_offset(word).unwrap_or(HEADER_SIZE);
     let file_len = file.mapped_file_len;
-    let mut adopted = 0;
-    let (stop, _) = replay(&file, end, file_len, &mut index, &mut adopted);
-    let erased = erase_after(&file, stop, file_len)?;
+    // SAFETY: past the committed end, but this handle is the store's only
+    // one (it holds the exclusive flock: nobody else can open the store,
+    // so nobody writes), and `file_len` is the file's length.
+    let view = unsafe { View::new(&file, file_len) };
+    let Replayed {
+        stop,
+        records: adopted,
+        ..
+    } = replay(&view, end, &mut index);
+    let erased = erase_after(&view, stop)?;
     report.records += adopted;
     report.records_past_committed = adopted;
     if erased > 0 {
@@ -347,8 +348,10 @@ fn first_open_tail(
         // The erasure must reach the disk before any append can.
         file.sync_data()
             .map_err(|e| Error::io(&file.path, "fsync after erasing a torn tail", e))?;
-        file.set_synced(stop, false);
-    } else if stop > synced {
+        file.set_synced(stop);
+    }
+    let mut sync_pending = false;
+    if erased == 0 && stop > synced {
         // Every record up to `stop` passed its CRC: make them durable and
         // say so, so that later damage among them is reported as damage,
         // not cut as the tail of a crash.
@@ -356,28 +359,32 @@ fn first_open_tail(
             SyncAfterReplay::Now => {
                 file.sync_data()
                     .map_err(|e| Error::io(&file.path, "fsync after recovery", e))?;
-                file.set_synced(stop, false);
+                file.set_synced(stop);
             }
-            SyncAfterReplay::Later(pending) => *pending = true,
+            SyncAfterReplay::Later => sync_pending = true,
         }
     }
-    Ok(State {
-        file,
-        index,
-        applied: stop,
-        applied_word,
-        file_len,
+    Ok(Opened::Ready {
+        state: State {
+            file,
+            index,
+            applied: stop,
+            applied_word,
+            file_len,
+        },
+        sync_pending,
     })
 }
 
-/// Overwrites with zeros every non-zero byte in `[from, to)` of `file`
+/// Overwrites with zeros every non-zero byte of `view` from `from` on
 /// (past its committed end, where nobody reads). Returns how many bytes
 /// were zeroed (from `from` up to the last non-zero byte).
-fn erase_after(file: &LogFile, from: u64, to: u64) -> Result<u64> {
+fn erase_after(view: &View<'_>, from: u64) -> Result<u64> {
+    let file = view.file;
     let Some(last) = file
-        .data_ranges(from, to)
+        .data_ranges(from, view.end())
         .into_iter()
-        .filter_map(|(a, b)| last_nonzero(file.bytes(a, b)).map(|i| a + i as u64))
+        .filter_map(|(a, b)| last_nonzero(view.range(a, b)).map(|i| a + i as u64))
         .max()
     else {
         return Ok(0);

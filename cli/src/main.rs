@@ -1,18 +1,17 @@
-//! The command line: arguments, dispatch, and helpers the commands share.
+//! `sessionlog`: the admin command for sessionlog stores. See CLI.md.
 
 mod admin;
 mod bench;
 mod check;
 mod transfer;
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sessionlog::log::format;
 use sessionlog::{LogStore, SessionId};
 
 /// The error type of the commands: anything displayable as one sentence.
@@ -177,27 +176,7 @@ fn require_store(path: &Path) -> Result<(), Failure> {
 /// thread, so nothing runs behind the command's back.
 fn open_existing(path: &Path) -> Result<LogStore, Failure> {
     require_store(path)?;
-    require_header(path)?;
     Ok(LogStore::options().background(false).open(path)?)
-}
-
-/// Fails unless `path` starts with a valid store header, before opening
-/// it: opening creates `<path>.lock`, which a non-store should not get.
-fn require_header(path: &Path) -> Result<(), Failure> {
-    use std::io::Read;
-    let mut head = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(format::H_STATIC_END as u64).read_to_end(&mut head))
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    match format::decode_static_header(&head) {
-        Err(format::HeaderError::NotAStore(reason)) => Err(sessionlog::Error::NotAStore {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-        }
-        .into()),
-        // Opening reports every other problem in its own words.
-        _ => Ok(()),
-    }
 }
 
 /// A progress bar on stderr when it is a terminal, a hidden one otherwise.
@@ -257,5 +236,22 @@ fn fmt_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed pipe (`sessionlog list | head`) is not a failure.
+            if let Some(io) = e.downcast_ref::<io::Error>()
+                && io.kind() == io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(io::stderr(), "sessionlog: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -14,7 +14,7 @@
 
 use std::hash::BuildHasher;
 
-use crate::log::format::{self, Kind, RecordRef};
+use crate::engine::format::{self, Kind, RecordRef};
 
 /// The bytes of the records at and after an offset: a mapped log file, or
 /// a file being written by compaction.
@@ -237,7 +237,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::format::{RecordFields, encode_record};
+    use crate::engine::format::{RecordFields, encode_record};
 
     struct Buf(Vec<u8>);
     impl Records for Buf {

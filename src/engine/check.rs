@@ -13,14 +13,15 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::log::format::{
+use crate::engine::format::{
     self, DecodeError, H_COMMITTED, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, Kind, RECORD_ALIGN,
     SUPERSEDED,
 };
+use crate::error::{Error, Result};
 
 /// Records counted by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordCounts {
     /// `Put` records: full session states.
     pub put: u64,
@@ -39,6 +40,7 @@ impl RecordCounts {
 
 /// A range of bytes before the synced end that holds no valid record.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Damage {
     /// Offset of the first bad record.
     pub offset: u64,
@@ -53,6 +55,7 @@ pub struct Damage {
 
 /// Bad bytes at or after the synced end: records a crash left unfinished.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TornTail {
     /// Offset of the first bad record.
     pub offset: u64,
@@ -64,6 +67,7 @@ pub struct TornTail {
 
 /// What [`check`] found in a log file.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CheckReport {
     /// The file checked.
     pub path: PathBuf,
@@ -150,7 +154,7 @@ pub fn check_with(
         .take(HEADER_SIZE)
         .read_to_end(&mut header)
         .map_err(|e| Error::io(path, "read header", e))?;
-    let static_header = crate::log::file::check_header(path, &header)?;
+    let static_header = crate::engine::file::check_header(path, &header)?;
     if (header.len() as u64) < HEADER_SIZE {
         return Err(Error::corrupt(
             path,
@@ -376,7 +380,7 @@ fn shared_word(path: &Path, header: &[u8], at: usize, name: &str) -> Result<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::format::{RecordFields, StaticHeader, encode_header, encode_record};
+    use crate::engine::format::{RecordFields, StaticHeader, encode_header, encode_record};
 
     fn header(committed: u64, synced: u64) -> Vec<u8> {
         let mut b = encode_header(

@@ -66,3 +66,28 @@ pub trait IoHook: Send + Sync + fmt::Debug {
     /// Called before each operation.
     fn before(&self, event: &IoEvent<'_>) -> io::Result<()>;
 }
+
+/// The hook a store was opened with, if any: every I/O site reports
+/// through this.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Hooks(pub Option<std::sync::Arc<dyn IoHook>>);
+
+impl Hooks {
+    /// Reports `event`; an error means the operation must not be done.
+    pub fn before(&self, event: IoEvent<'_>) -> io::Result<()> {
+        match &self.0 {
+            Some(h) => h.before(&event),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports a store to a shared header word of `path` (which cannot
+    /// fail, so an error from the hook is ignored).
+    pub fn word(&self, path: &Path, offset: usize, word: u64) {
+        let _ = self.before(IoEvent::Write {
+            path,
+            offset: offset as u64,
+            bytes: &word.to_le_bytes(),
+        });
+    }
+}

@@ -1,0 +1,99 @@
+//! The background thread of a store handle: syncs on the policy's interval,
+//! writes the header page behind durable saves' range syncs, and compacts
+//! when dead and expired records are a large enough share of the log.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::engine::compact;
+use crate::engine::format::{self, HEADER_SIZE};
+use crate::engine::shared::Inner;
+use crate::error::{Error, Result};
+use crate::options::SyncPolicy;
+
+/// How often, at most, the background thread writes the header page
+/// behind durable saves' range syncs.
+const HEADER_SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the thread that syncs (`SyncPolicy::Interval`) and compacts.
+pub(crate) fn spawn(inner: Arc<Inner>) -> Result<JoinHandle<()>> {
+    let path = inner.path.clone();
+    thread::Builder::new()
+        .name("sessionlog-bg".into())
+        .spawn(move || run(&inner))
+        .map_err(|e| Error::io(path, "spawn background thread", e))
+}
+
+fn run(inner: &Inner) {
+    let check = inner.opts.compact_check_interval;
+    let tick = match inner.opts.sync {
+        SyncPolicy::Interval(d) => d.min(check),
+        SyncPolicy::Always => HEADER_SYNC_EVERY.min(check),
+        SyncPolicy::Never => check,
+    };
+    let mut next_check = Instant::now() + check;
+    if inner.open_sync_pending.swap(false, Ordering::AcqRel) {
+        // A failure poisons the store; writers then report it.
+        let _ = inner.sync_all();
+    }
+    loop {
+        {
+            let mut stop = inner.stop.lock();
+            if *stop {
+                return;
+            }
+            inner.wake.wait_for(&mut stop, tick);
+            if *stop {
+                return;
+            }
+        }
+        if matches!(inner.opts.sync, SyncPolicy::Interval(_))
+            && inner.commit.is_dirty()
+            && !inner.poison.is_set()
+        {
+            // A failure poisons the store; writers then report it.
+            let _ = inner.sync_all();
+        }
+        if inner.opts.sync == SyncPolicy::Always
+            && inner.commit.header_behind()
+            && !inner.poison.is_set()
+        {
+            // Durable saves leave the header page to this: one full sync a
+            // second at most brings the synced word on disk up to date.
+            let _ = inner.sync_all();
+        }
+        if Instant::now() >= next_check {
+            next_check = Instant::now() + check;
+            if worth_compacting(inner) {
+                let _ = compact::try_compact(&inner.compaction());
+            }
+        }
+    }
+}
+
+/// Whether dead and expired records are a large enough share of the log.
+fn worth_compacting(inner: &Inner) -> bool {
+    let st = inner.state.read();
+    let log_bytes = st.applied - HEADER_SIZE;
+    if log_bytes < inner.opts.compact_min_bytes {
+        return false;
+    }
+    let now = inner.now_ms();
+    let view = st.view();
+    let expired: u64 = st
+        .index
+        .offsets()
+        .filter_map(|off| {
+            let b = view.tail(off);
+            let (modified, expires) = format::peek_times(b)?;
+            inner
+                .expiry
+                .expired(modified, expires, now)
+                .then(|| format::peek_len(b).unwrap_or(0) as u64)
+        })
+        .sum();
+    let garbage = log_bytes.saturating_sub(st.index.live_bytes()) + expired;
+    garbage as f64 >= inner.opts.compact_garbage_ratio * log_bytes as f64
+}

@@ -1,0 +1,45 @@
+//! The log-structured engine, [`LogStore`], in layers. Data flows one way,
+//! down this list; no module imports one above it.
+//!
+//! - `store`: the `LogStore` facade and its `SessionStore` implementation;
+//! - `write`: the write path (save, restore, touch, delete);
+//! - `background`: the thread that syncs on an interval and compacts;
+//! - `compact`: rewriting live sessions into a new file (and expiry),
+//!   and repair;
+//! - `shared`: what a handle's threads share (`Inner`);
+//! - `follow`: catching up with other processes' appends and swaps;
+//! - `commit`: group commit (making appends durable);
+//! - `recovery`: replaying the log on open, cutting a torn tail;
+//! - `read`: decoding a session's latest record from the map;
+//! - `state`: a process's view (the mapped file and its index);
+//! - `index`: the in-memory map from id to record;
+//! - `lock`: the lock file, which processes share to take turns writing;
+//! - `file`: the log file, its memory map and appends;
+//! - `format`: bytes of the header, and records (depends on nothing);
+//!
+//! beside them `options`, `stats`, `hook` (the I/O seam) and `check` (the
+//! offline verifier, which reads the file with `format` alone).
+
+mod background;
+mod check;
+mod commit;
+mod compact;
+mod file;
+mod follow;
+pub mod format;
+pub mod hook;
+mod index;
+mod lock;
+mod options;
+mod read;
+mod recovery;
+mod shared;
+mod state;
+mod stats;
+mod store;
+mod write;
+
+pub use check::{CheckReport, Damage, RecordCounts, TornTail, check, check_with};
+pub use options::LogOptions;
+pub use stats::{CompactStats, RecoveryReport, Stats};
+pub use store::LogStore;

@@ -1,0 +1,124 @@
+//! The read path: decoding a record at an offset of the map, and finding a
+//! session's latest record and data. Every record is checked (CRC, id,
+//! kind) before anything of it is trusted.
+
+use crate::clock::Expiry;
+use crate::engine::file::{LogFile, View};
+use crate::engine::format::{self, HEADER_SIZE, Kind, RecordRef};
+use crate::engine::index::Index;
+use crate::engine::state::State;
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+
+/// A session's latest record (a put, or a touch of one) and its put.
+pub(crate) struct Latest<'a> {
+    /// Offset of the latest record.
+    pub offset: u64,
+    /// The latest record: its version, modified and expires are current.
+    pub rec: RecordRef<'a>,
+    /// Offset of the put holding the data.
+    pub put_offset: u64,
+}
+
+/// Finds and checks the latest record of `id` in `view`.
+pub(crate) fn latest<'a>(index: &Index, view: &View<'a>, id: &[u8]) -> Result<Option<Latest<'a>>> {
+    let Some(offset) = index.get(view, id) else {
+        return Ok(None);
+    };
+    let rec = decode_at(view, offset)?;
+    if rec.id != id || rec.kind == Kind::Delete {
+        return Err(Error::corrupt(
+            &view.file.path,
+            offset,
+            "the index points at another record",
+        ));
+    }
+    let put_offset = rec.touch_target().unwrap_or(offset);
+    if put_offset > offset || put_offset < HEADER_SIZE {
+        return Err(Error::corrupt(
+            &view.file.path,
+            offset,
+            "a touch points at no put",
+        ));
+    }
+    Ok(Some(Latest {
+        offset,
+        rec,
+        put_offset,
+    }))
+}
+
+/// The latest record of `id` if the session is live at `now`.
+pub(crate) fn live<'a>(
+    st: &'a State,
+    expiry: &Expiry,
+    id: &SessionId,
+    now: u64,
+) -> Result<Option<Latest<'a>>> {
+    Ok(latest(&st.index, &st.view(), id.as_str().as_bytes())?
+        .filter(|l| !expiry.expired(l.rec.modified_ms, l.rec.expires_ms, now)))
+}
+
+/// Decodes the record at `offset` of `view`, as a typed error if damaged.
+pub(crate) fn decode_at<'a>(view: &View<'a>, offset: u64) -> Result<RecordRef<'a>> {
+    let file: &'a LogFile = view.file;
+    let bytes = view.tail(offset);
+    warm(bytes);
+    format::decode_record_salted(bytes, file.header.salt)
+        .map_err(|e| Error::corrupt(&file.path, offset, e.to_string()))
+}
+
+/// Reads one byte of every cache line of the record at the start of
+/// `bytes`, so that the memory system fetches them all at once (the loads
+/// are independent) rather than one after another as the CRC walks them.
+fn warm(bytes: &[u8]) {
+    let Some(len) = format::peek_len(bytes) else {
+        return;
+    };
+    let rec = &bytes[..len.min(bytes.len())];
+    // Every 64-byte window of the record holds one of these points, so
+    // every cache line inside it is read; the last byte covers the line
+    // the record ends in.
+    let mut x = rec.last().copied().unwrap_or(0);
+    for i in (64..rec.len()).step_by(64) {
+        x ^= rec[i];
+    }
+    std::hint::black_box(x);
+}
+
+/// The data of a session from its put (checked to be the right one).
+pub(crate) fn put_data<'a>(view: &View<'a>, l: &Latest<'a>) -> Result<&'a [u8]> {
+    if l.put_offset == l.offset {
+        return Ok(l.rec.data);
+    }
+    let put = decode_at(view, l.put_offset)?;
+    if put.kind != Kind::Put || put.id != l.rec.id {
+        return Err(Error::corrupt(
+            &view.file.path,
+            l.put_offset,
+            "a touch points at another record",
+        ));
+    }
+    Ok(put.data)
+}
+
+/// A session's latest record and its data, from the index's `offset` in
+/// `view` (for compaction, which walks the index's offsets).
+pub(crate) fn session_at<'a>(view: &View<'a>, offset: u64) -> Result<(RecordRef<'a>, &'a [u8])> {
+    let rec = decode_at(view, offset)?;
+    let put_offset = rec.touch_target().unwrap_or(offset);
+    let l = Latest {
+        offset,
+        rec,
+        put_offset,
+    };
+    if rec.kind == Kind::Delete || put_offset > offset {
+        return Err(Error::corrupt(
+            &view.file.path,
+            offset,
+            "the index points at a bad record",
+        ));
+    }
+    let data = put_data(view, &l)?;
+    Ok((rec, data))
+}

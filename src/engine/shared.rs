@@ -1,0 +1,114 @@
+//! What the threads of one `LogStore` handle share: the lock file, this
+//! process's view of the log, its writer mutex, group commit, poisoning
+//! and the options. The facade, the write path, compaction and the
+//! background thread all work through it; it knows none of them.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::clock::Expiry;
+use crate::engine::commit::{GroupCommit, Log};
+use crate::engine::compact::Handles;
+use crate::engine::follow::Follow;
+use crate::engine::hook::Hooks;
+use crate::engine::lock::LockFile;
+use crate::engine::options::LogOptions;
+use crate::engine::state::{State, StateLock};
+use crate::engine::stats::RecoveryReport;
+use crate::error::Result;
+use crate::poison::Poison;
+
+/// Everything the store's threads share.
+///
+/// Lock order, always: `writer` (in-process) → the file lock (between
+/// processes) → `state`. Readers take only `state`, shared.
+pub(crate) struct Inner {
+    pub path: PathBuf,
+    pub opts: LogOptions,
+    pub expiry: Expiry,
+    pub hooks: Hooks,
+    pub lock: LockFile,
+    /// This process's view.
+    pub state: StateLock,
+    /// Serializes this process's writers (before the file lock) and holds
+    /// the buffer records are encoded into.
+    pub writer: Mutex<Vec<u8>>,
+    /// Serializes this process's compactions.
+    pub compacting: Mutex<()>,
+    pub commit: GroupCommit,
+    pub poison: Poison,
+    /// Records replayed on open were never synced: the background thread
+    /// syncs them once, whatever the policy.
+    pub open_sync_pending: AtomicBool,
+    /// Set to stop the background thread, which `wake` wakes.
+    pub stop: Mutex<bool>,
+    pub wake: Condvar,
+    pub recovery: Mutex<RecoveryReport>,
+}
+
+impl Inner {
+    /// The store's time in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.expiry.now_ms()
+    }
+
+    /// How this handle follows other processes.
+    pub fn follow(&self) -> Follow<'_> {
+        Follow {
+            path: &self.path,
+            lock: &self.lock,
+            writer: &self.writer,
+            commit: &self.commit,
+        }
+    }
+
+    /// What group commit works on.
+    pub fn log(&self) -> Log<'_> {
+        Log {
+            path: &self.path,
+            state: &self.state,
+            poison: &self.poison,
+            hooks: &self.hooks,
+        }
+    }
+
+    /// What a compaction works with.
+    pub fn compaction(&self) -> Handles<'_> {
+        Handles {
+            path: &self.path,
+            follow: self.follow(),
+            state: &self.state,
+            compacting: &self.compacting,
+            expiry: &self.expiry,
+            hooks: &self.hooks,
+            poison: &self.poison,
+        }
+    }
+
+    /// Brings `st` up to date with the file.
+    pub fn refresh(&self, st: &mut State) -> Result<()> {
+        self.follow().refresh(st)
+    }
+
+    /// Syncs everything appended so far and records that in the header.
+    pub fn sync_all(&self) -> Result<()> {
+        self.commit.sync_all(&self.log())
+    }
+
+    /// Runs `f` on a view that includes every save completed before the
+    /// call: the shared lock when nothing changed (no system call), else
+    /// the exclusive lock after catching up.
+    pub fn with_fresh<R>(&self, f: impl Fn(&State) -> Result<R>) -> Result<R> {
+        {
+            let st = self.state.read();
+            if st.is_fresh() {
+                return f(&st);
+            }
+        }
+        let mut st = self.state.write();
+        self.refresh(&mut st)?;
+        f(&st)
+    }
+}

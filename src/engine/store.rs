@@ -1,0 +1,302 @@
+//! `LogStore`: the facade. It opens a store (recovery, repair, the
+//! background thread) and turns the `SessionStore` calls into the read
+//! path, the write path and compaction; it holds no mechanism of its own.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::clock::Expiry;
+use crate::engine::commit::GroupCommit;
+use crate::engine::format::{self, HEADER_SIZE};
+use crate::engine::lock::LockFile;
+use crate::engine::options::LogOptions;
+use crate::engine::read::{decode_at, live, put_data};
+use crate::engine::recovery::{self, Opened, SyncAfterReplay};
+use crate::engine::shared::Inner;
+use crate::engine::state::{State, StateLock};
+use crate::engine::stats::{CompactStats, RecoveryReport, Stats};
+use crate::engine::{background, compact, file, write};
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::options::SyncPolicy;
+use crate::poison::Poison;
+use crate::session::{
+    SaveMode, Session, duration_millis, expires_from_millis, from_millis, to_millis,
+};
+use crate::store::{SessionIter, SessionStore};
+
+/// The log-structured session store: one append-only, checksummed log file
+/// shared by every process that opens it, an in-memory index, and reads
+/// served from a memory map. See DESIGN.md.
+pub struct LogStore {
+    inner: Arc<Inner>,
+    background: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl LogOptions {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<LogStore> {
+        self.validate()?;
+        LogStore::open_with(path.as_ref(), self)
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) the store at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<LogStore> {
+        LogOptions::default().open(path)
+    }
+
+    /// A builder for the options of a store.
+    pub fn options() -> LogOptions {
+        LogOptions::default()
+    }
+
+    fn open_with(path: &Path, opts: LogOptions) -> Result<LogStore> {
+        // Reject a file that is not a store before creating anything beside it.
+        recovery::precheck(path)?;
+        let lock = LockFile::open(file::sibling(path, ".lock"))?;
+        let mut report = RecoveryReport::default();
+        let now = to_millis(opts.clock.now());
+        let when = if opts.background {
+            SyncAfterReplay::Later
+        } else {
+            SyncAfterReplay::Now
+        };
+        let (state, sync_pending) = match recovery::open_log(path, &lock, &mut report, now, when)? {
+            Opened::Ready {
+                state,
+                sync_pending,
+            } => (state, sync_pending),
+            Opened::Damaged(offset, reason) if !opts.repair => {
+                return Err(Error::corrupt(path, offset, reason));
+            }
+            Opened::Damaged(..) => (compact::repair(path, &lock, &mut report, now)?, false),
+        };
+        lock.share()?;
+        let commit = GroupCommit::new(
+            opts.sync,
+            state.file.header.generation,
+            state.file.synced().unwrap_or(HEADER_SIZE),
+            sync_pending,
+        );
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            expiry: Expiry {
+                clock: Arc::clone(&opts.clock),
+                max_idle_ms: opts.max_idle.map(duration_millis),
+            },
+            hooks: opts.hooks.clone(),
+            lock,
+            state: StateLock::new(state),
+            writer: Mutex::new(Vec::new()),
+            compacting: Mutex::new(()),
+            commit,
+            poison: Poison::default(),
+            open_sync_pending: AtomicBool::new(sync_pending),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            recovery: Mutex::new(report),
+            opts,
+        });
+        let background = if inner.opts.background {
+            Some(background::spawn(Arc::clone(&inner))?)
+        } else {
+            None
+        };
+        Ok(LogStore { inner, background })
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Makes every save acknowledged so far durable (one `fdatasync`).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync_all()
+    }
+
+    /// Writes `session` exactly as given (data, deadline, modification time
+    /// and version), replacing any stored session with this id. For admin
+    /// tools restoring a backup (`sessionlog import`); web servers save with
+    /// `save_session`. A session never saved (version 0, no modification
+    /// time) is written as version 1 at the store's time.
+    pub fn restore_session(&self, session: &Session) -> Result<()> {
+        write::restore(&self.inner, session)
+    }
+
+    /// Rewrites the live sessions into a new file and swaps it in, dropping
+    /// expired and idle sessions (see DESIGN.md). Waits for a compaction
+    /// running in another process to finish first.
+    pub fn compact(&self) -> Result<CompactStats> {
+        compact::compact(&self.inner.compaction(), None)
+    }
+
+    /// Runs `f` while this handle holds the store's write lock (the
+    /// in-process mutex and the file lock): every other writer, in any
+    /// process, waits. For crash tests; not part of the stable API.
+    #[doc(hidden)]
+    pub fn with_write_lock<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        let _writer = self.inner.writer.lock();
+        let _lock = self.inner.lock.lock()?;
+        Ok(f())
+    }
+
+    /// Size and health figures of the store, as this process sees it.
+    pub fn stats(&self) -> Result<Stats> {
+        let inner = &self.inner;
+        let mut st = inner.state.write();
+        inner.refresh(&mut st)?;
+        let now = inner.now_ms();
+        let view = st.view();
+        let mut expired = 0u64;
+        for off in st.index.offsets() {
+            if let Some((modified, expires)) = format::peek_times(view.tail(off))
+                && inner.expiry.expired(modified, expires, now)
+            {
+                expired += 1;
+            }
+        }
+        let log_bytes = st.applied - HEADER_SIZE;
+        let live = st.index.live_bytes();
+        let h = st.file.header;
+        Ok(Stats {
+            sessions: st.index.len() as u64,
+            expired,
+            live_bytes: live,
+            log_bytes,
+            file_bytes: st.file.file_len()?,
+            garbage_ratio: if log_bytes == 0 {
+                0.0
+            } else {
+                log_bytes.saturating_sub(live) as f64 / log_bytes as f64
+            },
+            generation: h.generation,
+            index_bytes: st.index.heap_bytes(),
+            recovery: inner.recovery.lock().clone(),
+            last_compaction: (h.generation > 1).then(|| CompactStats {
+                kept: h.compact_kept,
+                dropped: h.compact_dropped,
+                bytes_before: h.compact_source_bytes,
+                bytes_after: h.compact_result_bytes,
+                generation: h.generation,
+                finished: from_millis(h.created_ms),
+            }),
+        })
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        *self.inner.stop.lock() = true;
+        self.inner.wake.notify_all();
+        if let Some(h) = self.background.take() {
+            let _ = h.join();
+        }
+        if self.inner.opts.sync != SyncPolicy::Never && !self.inner.poison.is_set() {
+            // Errors cannot be reported from drop; a failed sync poisons
+            // nothing that outlives this handle.
+            let _ = self.inner.sync_all();
+        }
+    }
+}
+
+/// Reads a live session from a fresh view.
+fn read_session(inner: &Inner, st: &State, id: &SessionId, now: u64) -> Result<Option<Session>> {
+    let Some(l) = live(st, &inner.expiry, id, now)? else {
+        return Ok(None);
+    };
+    let data = put_data(&st.view(), &l)?;
+    Ok(Some(Session::restore(
+        id.clone(),
+        data.to_vec(),
+        expires_from_millis(l.rec.expires_ms),
+        from_millis(l.rec.modified_ms),
+        l.rec.version,
+    )))
+}
+
+impl SessionStore for LogStore {
+    fn setup(&self) -> Result<()> {
+        self.inner.with_fresh(|_| Ok(()))
+    }
+
+    fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
+        let now = self.inner.now_ms();
+        self.inner
+            .with_fresh(|st| read_session(&self.inner, st, id, now))
+    }
+
+    fn save_session(&self, session: &mut Session) -> Result<()> {
+        write::save(&self.inner, session, SaveMode::Overwrite)
+    }
+
+    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        write::save(&self.inner, session, SaveMode::IfUnchanged)
+    }
+
+    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+        write::touch(&self.inner, id)
+    }
+
+    fn delete_session(&self, id: &SessionId) -> Result<bool> {
+        write::delete(&self.inner, id)
+    }
+
+    fn has_session(&self, id: &SessionId) -> Result<bool> {
+        let now = self.inner.now_ms();
+        self.inner
+            .with_fresh(|st| Ok(live(st, &self.inner.expiry, id, now)?.is_some()))
+    }
+
+    fn iter_sessions(&self) -> Result<SessionIter<'_>> {
+        let now = self.inner.now_ms();
+        let ids: Vec<SessionId> = self.inner.with_fresh(|st| {
+            let view = st.view();
+            let mut ids = Vec::with_capacity(st.index.len());
+            for off in st.index.offsets() {
+                let rec = decode_at(&view, off)?;
+                if !self
+                    .inner
+                    .expiry
+                    .expired(rec.modified_ms, rec.expires_ms, now)
+                    && let Some(id) = SessionId::from_stored(rec.id)
+                {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
+        })?;
+        Ok(Box::new(
+            ids.into_iter()
+                .filter_map(move |id| self.load_session(&id).transpose()),
+        ))
+    }
+
+    fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
+        let stats = compact::compact(&self.inner.compaction(), Some(duration_millis(max_idle)))?;
+        Ok(usize::try_from(stats.dropped).unwrap_or(usize::MAX))
+    }
+
+    fn is_thread_safe(&self) -> bool {
+        true
+    }
+
+    fn is_multiprocess_safe(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,292 @@
+//! The record codec: how one session change is framed as bytes. Shared by
+//! the log (`engine::format`, which salts every record's CRC with its
+//! file's salt) and by `DirStore`'s session files (unsalted).
+//!
+//! ```text
+//! record := 40-byte record header, id, data, zero padding to 8 bytes
+//! ```
+//!
+//! All integers are little-endian. This module depends on nothing but the
+//! id rules.
+
+use crate::id::{MAX_ID_LEN, check_id_bytes};
+
+/// XORed into record CRCs so that a run of zeros never checks out.
+pub const RECORD_CRC_XOR: u32 = 0xA5E5_5105;
+
+/// Offset of the record CRC: CRC32 of bytes `[4, unpadded length)`.
+pub const R_CRC: usize = 0;
+/// Offset of the data length (u32).
+pub const R_DATA_LEN: usize = R_CRC + 4;
+/// Offset of the kind byte.
+pub const R_KIND: usize = R_DATA_LEN + 4;
+/// Offset of the id length byte (1 to 128).
+pub const R_ID_LEN: usize = R_KIND + 1;
+/// Offset of six reserved bytes, zero in version 1.
+pub const R_RESERVED: usize = R_ID_LEN + 1;
+/// Offset of the session version (u64).
+pub const R_VERSION: usize = R_RESERVED + 6;
+/// Offset of the modification time (u64 ms since the epoch).
+pub const R_MODIFIED: usize = R_VERSION + 8;
+/// Offset of the deadline (u64 ms since the epoch, 0 for none).
+pub const R_EXPIRES: usize = R_MODIFIED + 8;
+/// Size of the record header; the id follows, then the data.
+pub const RECORD_HEADER: usize = R_EXPIRES + 8;
+/// Records start at multiples of this.
+pub const RECORD_ALIGN: usize = 8;
+/// Largest data length any record may declare (1 GiB); a larger length is
+/// damage, rejected before anything is read or allocated.
+pub const MAX_RECORD_DATA: usize = 1 << 30;
+
+/// What a record does to its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The session's full state: data, times and version.
+    Put = 1,
+    /// A new modification time for the session; data and version unchanged.
+    Touch = 2,
+    /// The session is gone.
+    Delete = 3,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Put),
+            2 => Some(Kind::Touch),
+            3 => Some(Kind::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded record, borrowing its id and data from the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// What the record does.
+    pub kind: Kind,
+    /// The session id (validated).
+    pub id: &'a [u8],
+    /// The session data (for a touch, the offset of its put, 8 bytes;
+    /// empty for a delete).
+    pub data: &'a [u8],
+    /// The session version.
+    pub version: u64,
+    /// Modification time, ms since the epoch.
+    pub modified_ms: u64,
+    /// Deadline, ms since the epoch, 0 for none.
+    pub expires_ms: u64,
+    /// Bytes the record occupies including padding.
+    pub padded_len: usize,
+}
+
+/// Why bytes are not a valid record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The buffer ends before the record does.
+    Truncated,
+    /// The checksum does not match: a torn or damaged record.
+    Checksum,
+    /// The checksum matches but a field is impossible.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("record is cut short"),
+            DecodeError::Checksum => f.write_str("record checksum mismatch"),
+            DecodeError::Malformed(why) => write!(f, "malformed record: {why}"),
+        }
+    }
+}
+
+/// Data length of a `Touch` record: the offset (u64) of the `Put` record
+/// whose session it refreshes, so that an index entry pointing at a touch
+/// still reaches the data.
+pub const TOUCH_DATA_LEN: usize = 8;
+
+impl RecordRef<'_> {
+    /// For a `Touch` record, the offset of the `Put` it refreshes.
+    pub fn touch_target(&self) -> Option<u64> {
+        if self.kind != Kind::Touch {
+            return None;
+        }
+        let b: [u8; 8] = self.data.try_into().ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+}
+
+/// The id of the record at the start of `buf`, read without checking the
+/// CRC (for comparing ids in the index; the record is verified when used).
+pub fn peek_id(buf: &[u8]) -> Option<&[u8]> {
+    let id_len = *buf.get(R_ID_LEN)? as usize;
+    buf.get(RECORD_HEADER..RECORD_HEADER + id_len)
+}
+
+/// The modification time and deadline of the record at the start of
+/// `buf`, read without checking the CRC (for estimates such as whether to
+/// compact; decisions about a session decode it fully).
+pub fn peek_times(buf: &[u8]) -> Option<(u64, u64)> {
+    if buf.len() < RECORD_HEADER {
+        return None;
+    }
+    Some((u64_at(buf, R_MODIFIED), u64_at(buf, R_EXPIRES)))
+}
+
+/// The padded length of the record at the start of `buf`, unchecked.
+pub fn peek_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < RECORD_HEADER {
+        return None;
+    }
+    let data_len = (u32_at(buf, R_DATA_LEN) as usize).min(MAX_RECORD_DATA);
+    Some(record_len(buf[R_ID_LEN] as usize, data_len))
+}
+
+/// For a touch record at the start of `buf`, the offset of its put, read
+/// without checking the CRC.
+pub fn peek_touch_target(buf: &[u8]) -> Option<u64> {
+    if buf.len() < RECORD_HEADER + TOUCH_DATA_LEN || buf[R_KIND] != Kind::Touch as u8 {
+        return None;
+    }
+    let at = RECORD_HEADER + buf[R_ID_LEN] as usize;
+    Some(u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Bytes a record with this id and data occupies, padding included.
+pub const fn record_len(id_len: usize, data_len: usize) -> usize {
+    (RECORD_HEADER + id_len + data_len).next_multiple_of(RECORD_ALIGN)
+}
+
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(a)
+}
+
+pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The fields of a record to encode.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordFields<'a> {
+    /// What the record does.
+    pub kind: Kind,
+    /// The session id (already validated).
+    pub id: &'a [u8],
+    /// The data (for a touch, the put's offset; empty for a delete).
+    pub data: &'a [u8],
+    /// The session version.
+    pub version: u64,
+    /// Modification time, ms.
+    pub modified_ms: u64,
+    /// Deadline, ms, 0 for none.
+    pub expires_ms: u64,
+}
+
+/// Appends the encoded record to `out` with salt 0 (the salt of DirStore
+/// files), returning its padded length.
+pub fn encode_record(out: &mut Vec<u8>, r: &RecordFields<'_>) -> usize {
+    encode_record_salted(out, r, 0)
+}
+
+/// Decodes a record written with salt 0. See [`decode_record_salted`].
+pub fn decode_record(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+    decode_record_salted(buf, 0)
+}
+
+/// Appends the encoded record to `out`, its CRC XORed with `salt`,
+/// returning its padded length.
+///
+/// The caller guarantees `1 <= id.len() <= 128` and
+/// `data.len() <= MAX_RECORD_DATA`.
+pub fn encode_record_salted(out: &mut Vec<u8>, r: &RecordFields<'_>, salt: u32) -> usize {
+    debug_assert!(!r.id.is_empty() && r.id.len() <= MAX_ID_LEN);
+    debug_assert!(r.data.len() <= MAX_RECORD_DATA);
+    let start = out.len();
+    let padded = record_len(r.id.len(), r.data.len());
+    out.reserve(padded);
+    out.extend_from_slice(&[0u8; 4]);
+    // Lossless: data.len() <= MAX_RECORD_DATA < u32::MAX, id.len() <= 128.
+    out.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+    out.push(r.kind as u8);
+    out.push(r.id.len() as u8);
+    out.extend_from_slice(&[0u8; 6]);
+    out.extend_from_slice(&r.version.to_le_bytes());
+    out.extend_from_slice(&r.modified_ms.to_le_bytes());
+    out.extend_from_slice(&r.expires_ms.to_le_bytes());
+    out.extend_from_slice(r.id);
+    out.extend_from_slice(r.data);
+    let crc = crc32fast::hash(&out[start + R_DATA_LEN..]) ^ RECORD_CRC_XOR ^ salt;
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    out.resize(start + padded, 0);
+    padded
+}
+
+/// Decodes the record at the start of `buf`, which must extend at least to
+/// the end of the record (the rest is ignored), written with `salt`.
+/// Checks the length fields before anything else, then the CRC, then
+/// every field.
+pub fn decode_record_salted(buf: &[u8], salt: u32) -> Result<RecordRef<'_>, DecodeError> {
+    decode_inner(buf, Some(salt))
+}
+
+/// Like [`decode_record_salted`] but without the CRC check: every length
+/// and field is still checked. Only for bytes whose CRC another thread is
+/// verifying at the same time (parallel replay on open).
+pub fn decode_record_unchecked(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
+    decode_inner(buf, None)
+}
+
+fn decode_inner(buf: &[u8], salt: Option<u32>) -> Result<RecordRef<'_>, DecodeError> {
+    if buf.len() < RECORD_HEADER {
+        return Err(DecodeError::Truncated);
+    }
+    let data_len = u32_at(buf, R_DATA_LEN) as usize;
+    let id_len = buf[R_ID_LEN] as usize;
+    if data_len > MAX_RECORD_DATA {
+        // A length this large is never written: treat like a bad checksum.
+        return Err(DecodeError::Checksum);
+    }
+    let unpadded = RECORD_HEADER + id_len + data_len;
+    let padded = record_len(id_len, data_len);
+    if buf.len() < padded {
+        return Err(DecodeError::Truncated);
+    }
+    if let Some(salt) = salt {
+        let stored = u32_at(buf, R_CRC);
+        if crc32fast::hash(&buf[R_DATA_LEN..unpadded]) ^ RECORD_CRC_XOR ^ salt != stored {
+            return Err(DecodeError::Checksum);
+        }
+    }
+    let kind = Kind::from_byte(buf[R_KIND]).ok_or(DecodeError::Malformed("unknown kind"))?;
+    if buf[R_RESERVED..R_VERSION].iter().any(|&b| b != 0) {
+        return Err(DecodeError::Malformed("reserved bytes are not zero"));
+    }
+    let id = &buf[RECORD_HEADER..RECORD_HEADER + id_len];
+    check_id_bytes(id).map_err(|_| DecodeError::Malformed("invalid session id"))?;
+    match kind {
+        Kind::Put => {}
+        Kind::Touch if data_len != TOUCH_DATA_LEN => {
+            return Err(DecodeError::Malformed(
+                "touch record without its put offset",
+            ));
+        }
+        Kind::Delete if data_len != 0 => {
+            return Err(DecodeError::Malformed("delete record carries data"));
+        }
+        Kind::Touch | Kind::Delete => {}
+    }
+    Ok(RecordRef {
+        kind,
+        id,
+        data: &buf[RECORD_HEADER + id_len..unpadded],
+        version: u64_at(buf, R_VERSION),
+        modified_ms: u64_at(buf, R_MODIFIED),
+        expires_ms: u64_at(buf, R_EXPIRES),
+        padded_len: padded,
+    })
+}
