@@ -149,7 +149,11 @@ fn sync_policy(py: Python<'_>, sync: &str, interval: f64) -> PyResult<SyncPolicy
     match sync {
         "always" => Ok(SyncPolicy::Always),
         "never" => Ok(SyncPolicy::Never),
-        "interval" => Ok(SyncPolicy::Interval(seconds(py, "sync_interval", interval)?)),
+        "interval" => Ok(SyncPolicy::Interval(seconds(
+            py,
+            "sync_interval",
+            interval,
+        )?)),
         other => Err(invalid_option(
             py,
             format!("sync must be \"always\", \"interval\" or \"never\", not {other:?}"),
@@ -429,7 +433,13 @@ impl Store {
                 let modified = s.modified().map(millis);
                 let expires = s.expires.map(millis);
                 let data = PyBytes::new(py, &s.data);
-                (s.id.as_str().to_owned(), data, s.version(), expires, modified)
+                (
+                    s.id.as_str().to_owned(),
+                    data,
+                    s.version(),
+                    expires,
+                    modified,
+                )
             })
             .collect())
     }
@@ -484,7 +494,9 @@ impl Store {
 /// A new random session id: 128 bits from the OS, 22 base64url characters.
 #[pyfunction]
 fn generate_id(py: Python<'_>) -> PyResult<String> {
-    run(py, || SessionId::try_generate().map(|id| id.as_str().to_owned()))
+    run(py, || {
+        SessionId::try_generate().map(|id| id.as_str().to_owned())
+    })
 }
 
 /// Whether `id` is a valid session id (1 to 128 of `A-Z a-z 0-9 - _ ,`).
@@ -500,6 +512,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate_id, m)?)?;
     m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;
     m.add("MAX_ID_LEN", sessionlog::MAX_ID_LEN)?;
-    m.add("DEFAULT_MAX_SESSION_SIZE", sessionlog::DEFAULT_MAX_SESSION_SIZE)?;
+    m.add(
+        "DEFAULT_MAX_SESSION_SIZE",
+        sessionlog::DEFAULT_MAX_SESSION_SIZE,
+    )?;
     Ok(())
 }
