@@ -45,5 +45,6 @@ if os.environ.get("DJAPP_REDIS"):
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": os.environ["DJAPP_REDIS"],
+            "KEY_PREFIX": os.environ.get("DJAPP_REDIS_PREFIX", ""),
         }
     }
