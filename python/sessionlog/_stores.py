@@ -44,6 +44,8 @@ _open_lock = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()  # another thread may have held it at fork()
     for store in list(_open_stores):
         store._forget_after_fork()
 

@@ -3,7 +3,9 @@ helpers to run and always stop child processes."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ sys.path.insert(0, str(HERE / "apps"))
 # module imports Django models. Tests that need their own store use
 # django.test.override_settings(SESSIONLOG_PATH=...).
 _DJANGO_DIR = tempfile.mkdtemp(prefix="sessionlog-django-")
+atexit.register(shutil.rmtree, _DJANGO_DIR, ignore_errors=True)
 
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402

@@ -74,7 +74,7 @@ def test_save_of_a_session_deleted_meanwhile_raises_update_error():
     assert not SessionStore().exists(s.session_key)  # not resurrected
 
 
-def test_save_of_a_key_that_never_existed_raises_update_error():
+def test_changing_a_missing_key_starts_a_new_session():
     s = SessionStore("abcdefgh12345678abcdefgh12345678")
     s["x"] = 1  # load finds nothing, so the key is dropped...
     assert s.session_key is None

@@ -226,7 +226,6 @@ def test_expires_deadline(store):
 def test_max_idle(tmp_path):
     store = sessionlog.LogSessionStore(tmp_path / "s.db", max_idle=dt.timedelta(milliseconds=200))
     store.save_session(Session("idle"))
-    assert store.has_session("idle") or True  # may already be idle on a slow machine
     wait_for(lambda: not store.has_session("idle"), timeout=10, what="the idle session to vanish")
     assert store.load_session("idle") is None
 
