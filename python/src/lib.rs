@@ -483,6 +483,7 @@ impl Store {
         Ok(d)
     }
 
+    /// The kind and path; never a session id.
     fn __repr__(&self) -> String {
         match self.path() {
             Some(p) => format!("<sessionlog._native.Store {} {:?}>", self.kind, p),

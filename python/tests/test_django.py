@@ -215,6 +215,22 @@ def test_async_variants():
     asyncio.run(scenario())
 
 
+def test_async_variants_under_sync_always(tmp_path):
+    async def scenario():
+        s = SessionStore()
+        await s.aset("user", "erin")
+        await s.asave()  # from a worker thread: the save waits for the disk
+        assert await SessionStore().aexists(s.session_key)
+        again = SessionStore(s.session_key)
+        assert await again.aget("user") == "erin"
+        await again.adelete()
+        assert not await SessionStore().aexists(s.session_key)
+
+    with override_settings(SESSIONLOG_PATH=str(tmp_path / "always.db"), SESSIONLOG_OPTIONS={"sync": "always"}):
+        assert backend.get_store()._options["sync"] == "always"
+        asyncio.run(scenario())
+
+
 def test_missing_path_setting_is_improperly_configured():
     from django.core.exceptions import ImproperlyConfigured
 
