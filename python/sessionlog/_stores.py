@@ -234,14 +234,20 @@ class SessionStore:
         try:
             return pickle.dumps(session, self.pickle_protocol)
         except Exception as e:  # pickling raises many types
-            raise SerializationError(f"the session could not be pickled: {type(e).__name__}: {e}") from e
+            # The pickling error's own text may quote session data: only its
+            # type goes into the message; the error itself is __cause__.
+            raise SerializationError(
+                f"the session could not be pickled ({type(e).__name__}; see __cause__)"
+            ) from e
 
     @staticmethod
     def _unpickle(data: bytes) -> Any:
         try:
             return pickle.loads(data)
         except Exception as e:
-            raise SerializationError(f"stored session data could not be unpickled: {type(e).__name__}") from e
+            raise SerializationError(
+                f"stored session data could not be unpickled ({type(e).__name__}; see __cause__)"
+            ) from e
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.native!r}>"

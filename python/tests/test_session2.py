@@ -266,10 +266,11 @@ def test_corrupt_store_and_repair(tmp_path):
 
 def test_unpicklable_session(store):
     store.save_session(Session("u", ok=True))
-    bad = Session("u", lock=threading.Lock())
+    bad = Session("u", lock=threading.Lock(), secret="hunter2")
     with pytest.raises(sessionlog.SerializationError) as info:
         store.save_session(bad)
     assert isinstance(info.value, TypeError)
+    assert "hunter2" not in str(info.value) and "could not be pickled" in str(info.value)
     assert isinstance(info.value.__cause__, Exception)
     assert store.load_session("u").ok is True  # unchanged
 
