@@ -1,0 +1,57 @@
+"""sessionlog for Python: an embedded, log-structured session store.
+
+session2's store interface (``LogSessionStore``, ``DirSessionStore``,
+``MemorySessionStore``), a Django session backend
+(``SESSION_ENGINE = "sessionlog.django"``) and a Flask session interface
+(``sessionlog.flask.SessionlogSessionInterface``), all over the Rust engine,
+which releases the GIL during every store call.
+"""
+
+from ._errors import (
+    BackendError,
+    ConflictError,
+    CorruptError,
+    Error,
+    InvalidIdError,
+    InvalidOptionError,
+    IoError,
+    NotAStoreError,
+    PoisonedError,
+    SerializationError,
+    TooLargeError,
+    UnsupportedVersionError,
+)
+from ._native import DEFAULT_MAX_SESSION_SIZE, MAX_ID_LEN, generate_id, is_valid_id
+from ._stores import (
+    DirSessionStore,
+    LogSessionStore,
+    MemorySessionStore,
+    SessionStore,
+    session_version,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SessionStore",
+    "LogSessionStore",
+    "DirSessionStore",
+    "MemorySessionStore",
+    "session_version",
+    "generate_id",
+    "is_valid_id",
+    "MAX_ID_LEN",
+    "DEFAULT_MAX_SESSION_SIZE",
+    "Error",
+    "InvalidIdError",
+    "TooLargeError",
+    "ConflictError",
+    "NotAStoreError",
+    "UnsupportedVersionError",
+    "CorruptError",
+    "IoError",
+    "PoisonedError",
+    "InvalidOptionError",
+    "BackendError",
+    "SerializationError",
+]

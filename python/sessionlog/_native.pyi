@@ -1,0 +1,69 @@
+"""Type stubs for the Rust half of sessionlog (``sessionlog._native``)."""
+
+from os import PathLike
+from typing import Optional, Tuple, List, Dict, Union
+
+MAX_ID_LEN: int
+DEFAULT_MAX_SESSION_SIZE: int
+
+def generate_id() -> str:
+    """A new random session id: 128 bits, 22 base64url characters."""
+
+def is_valid_id(id: str) -> bool:
+    """Whether ``id`` is 1 to 128 of ``A-Z a-z 0-9 - _ ,``."""
+
+class Store:
+    """A LogStore, DirStore or MemoryStore: bytes in, bytes out, times in
+    milliseconds since the Unix epoch. Every call releases the GIL."""
+
+    @staticmethod
+    def log(
+        path: Union[str, PathLike[str]],
+        *,
+        sync: str = "interval",
+        sync_interval: float = 1.0,
+        max_idle: Optional[float] = None,
+        max_session_size: Optional[int] = None,
+        repair: bool = False,
+        background: bool = True,
+    ) -> Store: ...
+    @staticmethod
+    def dir(
+        path: Union[str, PathLike[str]],
+        *,
+        sync: str = "interval",
+        sync_interval: float = 1.0,
+        max_idle: Optional[float] = None,
+        max_session_size: Optional[int] = None,
+    ) -> Store: ...
+    @staticmethod
+    def memory(*, max_idle: Optional[float] = None, max_session_size: Optional[int] = None) -> Store: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def path(self) -> Optional[str]: ...
+    @property
+    def is_thread_safe(self) -> bool: ...
+    @property
+    def is_multiprocess_safe(self) -> bool: ...
+    def setup(self) -> None: ...
+    def load(self, id: str) -> Optional[Tuple[bytes, int, Optional[int], Optional[int]]]:
+        """``(data, version, expires_ms, modified_ms)`` or None."""
+    def save(
+        self,
+        id: str,
+        data: bytes,
+        expires_ms: Optional[int] = None,
+        version: int = 0,
+        if_unchanged: bool = False,
+    ) -> Tuple[int, Optional[int]]:
+        """Returns ``(new_version, modified_ms)``; ``ConflictError`` if
+        ``if_unchanged`` and the stored version is not ``version``."""
+    def delete(self, id: str) -> bool: ...
+    def has(self, id: str) -> bool: ...
+    def touch(self, id: str) -> bool: ...
+    def sessions(self) -> List[Tuple[str, bytes, int, Optional[int], Optional[int]]]: ...
+    def delete_old(self, max_idle: float) -> int: ...
+    def delete_expired(self) -> int: ...
+    def sync(self) -> None: ...
+    def compact(self) -> Dict[str, int]: ...

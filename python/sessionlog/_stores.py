@@ -1,0 +1,387 @@
+"""session2's store interface over the sessionlog engine.
+
+``LogSessionStore``, ``DirSessionStore`` and ``MemorySessionStore`` keep
+pickled session objects (anything with an ``id`` attribute), as session2's
+stores do, and add what the engine brings: expiry, a size limit, and
+conditional saves that refuse to overwrite a session another request or
+process saved in the meantime.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import pickle
+import threading
+import time
+import weakref
+from typing import Any, Iterator, Optional, Tuple, Union
+
+from . import _native
+from ._errors import SerializationError
+
+__all__ = [
+    "SessionStore",
+    "LogSessionStore",
+    "DirSessionStore",
+    "MemorySessionStore",
+    "session_version",
+]
+
+Seconds = Union[int, float, _dt.timedelta]
+Deadline = Union[int, float, _dt.datetime, _dt.timedelta]
+
+#: Attribute on a loaded or saved session holding the stored version.
+VERSION_ATTR = "_sessionlog_version"
+#: Attribute on a loaded or saved session holding its deadline (ms) or None.
+EXPIRES_ATTR = "_sessionlog_expires"
+
+# Stores opened by this process, reopened lazily in a child after fork():
+# the engine's handle (its background thread, its locks) belongs to the
+# process that opened it.
+_open_stores: "weakref.WeakSet[SessionStore]" = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()  # another thread may have held it at fork()
+    for store in list(_open_stores):
+        store._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _seconds(name: str, value: Optional[Seconds]) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
+    return float(value)
+
+
+def _deadline_ms(expires: Deadline) -> int:
+    """Milliseconds since the epoch for a deadline given as a datetime, a
+    Unix timestamp in seconds, or a timedelta from now."""
+    if isinstance(expires, _dt.datetime):
+        ts = expires.timestamp()
+    elif isinstance(expires, _dt.timedelta):
+        ts = time.time() + expires.total_seconds()
+    elif isinstance(expires, (int, float)) and not isinstance(expires, bool):
+        ts = float(expires)
+    else:
+        raise TypeError(
+            f"expires must be a datetime, a timedelta or a Unix timestamp, not {type(expires).__name__}"
+        )
+    if ts != ts or ts in (float("inf"), float("-inf")):
+        raise ValueError("expires must be finite")
+    return max(1, int(ts * 1000))
+
+
+def session_version(session: Any) -> int:
+    """The stored version this session object was loaded or last saved at
+    (0 for a session never saved or loaded)."""
+    return getattr(session, VERSION_ATTR, 0)
+
+
+def _session_id(session: Any) -> str:
+    try:
+        sid = session.id
+    except AttributeError:
+        raise TypeError("a session must have an 'id' attribute") from None
+    if not isinstance(sid, str):
+        raise TypeError(f"session.id must be a str, not {type(sid).__name__}")
+    return sid
+
+
+class SessionStore:
+    """Base of the sessionlog stores: session2's ``SessionStore`` API.
+
+    Subclasses open a native engine in ``_open()``. Every method is safe to
+    call from many threads at once; the engine releases the GIL.
+    """
+
+    #: Several processes may use one store at once (tested).
+    is_multiprocess_safe = False
+    #: One store object may be shared by many threads (tested).
+    is_thread_safe = True
+
+    def __init__(self, *, pickle_protocol: int = pickle.HIGHEST_PROTOCOL, conditional: bool = False) -> None:
+        self.pickle_protocol = pickle_protocol
+        #: Whether ``save_session`` is conditional unless told otherwise.
+        self.conditional = conditional
+        self._native: Optional[_native.Store] = self._open()
+        with _open_lock:
+            _open_stores.add(self)
+
+    # -- engine handle -------------------------------------------------
+
+    def _open(self) -> _native.Store:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _forget_after_fork(self) -> None:
+        # The native value refuses to tear down the parent's engine in the
+        # child; drop our reference and open our own on first use.
+        self._native = None
+
+    @property
+    def native(self) -> _native.Store:
+        """The engine handle (``sessionlog._native.Store``), opened again
+        after a fork."""
+        n = self._native
+        if n is None:
+            n = self._native = self._open()
+        return n
+
+    # -- session2's API ---------------------------------------------------
+
+    def setup(self) -> None:
+        """Create what the store needs. Idempotent: never destroys sessions."""
+        self.native.setup()
+
+    def load_session(self, id: str, default: Any = None) -> Any:
+        """The session with this id, or ``default`` if there is none (or it
+        expired). The returned object remembers the stored version, for a
+        later conditional save."""
+        found = self.native.load(id)
+        if found is None:
+            return default
+        data, version, expires, _modified = found
+        session = self._unpickle(data)
+        _set_meta(session, version, expires)
+        return session
+
+    def save_session(
+        self,
+        session: Any,
+        if_unchanged: Optional[bool] = None,
+        expires: Optional[Deadline] = None,
+    ) -> None:
+        """Pickle and store ``session`` under ``session.id``.
+
+        ``if_unchanged`` (default: the store's ``conditional`` option) makes
+        the save conditional: it only happens if the stored session is still
+        the version this object was loaded (or last saved) at, or, for a
+        session never saved, only if no session has this id; otherwise
+        :class:`sessionlog.ConflictError` is raised and nothing is written.
+
+        ``expires`` sets an absolute deadline (a datetime, a Unix timestamp,
+        or a timedelta from now) after which the session no longer exists;
+        it sticks to the object for later saves. Without it, the deadline
+        the object was loaded with (if any) is kept.
+        """
+        sid = _session_id(session)
+        conditional = self.conditional if if_unchanged is None else bool(if_unchanged)
+        expires_ms = _deadline_ms(expires) if expires is not None else getattr(session, EXPIRES_ATTR, None)
+        version = getattr(session, VERSION_ATTR, 0) if conditional else 0
+        data = self._pickle(session)
+        new_version, _modified = self.native.save(sid, data, expires_ms, version, conditional)
+        _set_meta(session, new_version, expires_ms)
+
+    def delete_session(self, session: Any) -> bool:
+        """Delete the session (an object with ``id``, or the id itself);
+        true if a live session existed."""
+        sid = session if isinstance(session, str) else _session_id(session)
+        return self.native.delete(sid)
+
+    def has_session(self, id: str) -> bool:
+        """Whether a live session with this id exists."""
+        return self.native.has(id)
+
+    def iter_sessions(self) -> Iterator[Tuple[str, Any]]:
+        """Every live session as ``(id, session)`` pairs (for admin tools).
+        A snapshot taken when called; sessions are unpickled as you go."""
+        snapshot = self.native.sessions()
+
+        def gen() -> Iterator[Tuple[str, Any]]:
+            for sid, data, version, expires, _modified in snapshot:
+                session = self._unpickle(data)
+                _set_meta(session, version, expires)
+                yield sid, session
+
+        return gen()
+
+    def delete_old_sessions(self, minutes: Union[int, float]) -> int:
+        """Delete every session not saved or touched for ``minutes`` minutes
+        (and every expired one); returns how many were deleted."""
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+            raise TypeError(f"minutes must be a number, not {type(minutes).__name__}")
+        return self.native.delete_old(float(minutes) * 60.0)
+
+    # -- beyond session2 ----------------------------------------------------
+
+    def touch_session(self, id: str) -> bool:
+        """Refresh the session's idle timer without rewriting it; false if
+        it does not exist."""
+        return self.native.touch(id)
+
+    def delete_expired_sessions(self) -> int:
+        """Delete only sessions past their deadline or the store's
+        ``max_idle``; returns how many."""
+        return self.native.delete_expired()
+
+    def sync(self) -> None:
+        """Make every acknowledged save durable now, whatever the policy."""
+        self.native.sync()
+
+    # -- pickling -------------------------------------------------------------
+
+    def _pickle(self, session: Any) -> bytes:
+        try:
+            return pickle.dumps(session, self.pickle_protocol)
+        except Exception as e:  # pickling raises many types
+            # The pickling error's own text may quote session data: only its
+            # type goes into the message; the error itself is __cause__.
+            raise SerializationError(
+                f"the session could not be pickled ({type(e).__name__}; see __cause__)"
+            ) from e
+
+    @staticmethod
+    def _unpickle(data: bytes) -> Any:
+        try:
+            return pickle.loads(data)
+        except Exception as e:
+            raise SerializationError(
+                f"stored session data could not be unpickled ({type(e).__name__}; see __cause__)"
+            ) from e
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.native!r}>"
+
+
+def _set_meta(session: Any, version: int, expires_ms: Optional[int]) -> None:
+    try:
+        setattr(session, VERSION_ATTR, version)
+        setattr(session, EXPIRES_ATTR, expires_ms)
+    except (AttributeError, TypeError):
+        # Objects without a __dict__ cannot carry a version: their saves
+        # can only be unconditional (or create-only).
+        pass
+
+
+class LogSessionStore(SessionStore):
+    """Sessions in one sessionlog ``LogStore`` file, shared by every process
+    that opens it (pre-fork workers included).
+
+    Options (all keyword-only):
+
+    - ``sync``: ``"interval"`` (default), ``"always"`` or ``"never"``: when
+      saves reach stable storage. A process crash loses no acknowledged save
+      under any policy; the policy decides what a power loss may take.
+    - ``sync_interval``: seconds (or a timedelta) between background syncs
+      under ``"interval"``; default 1.
+    - ``max_idle``: sessions not saved or touched for this long (seconds or
+      a timedelta) no longer exist; default none.
+    - ``max_session_size``: largest pickled session in bytes; default 16 MiB.
+    - ``repair``: salvage a store damaged in the middle (a copy of the
+      damaged file is kept); default off.
+    - ``background``: the background sync and compaction thread; default on.
+    - ``pickle_protocol``: default ``pickle.HIGHEST_PROTOCOL``.
+    - ``conditional``: make every ``save_session`` conditional by default.
+    """
+
+    is_multiprocess_safe = True
+    is_thread_safe = True
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        sync: str = "interval",
+        sync_interval: Seconds = 1.0,
+        max_idle: Optional[Seconds] = None,
+        max_session_size: Optional[int] = None,
+        repair: bool = False,
+        background: bool = True,
+        pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
+        conditional: bool = False,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._options = dict(
+            sync=sync,
+            sync_interval=_seconds("sync_interval", sync_interval),
+            max_idle=_seconds("max_idle", max_idle),
+            max_session_size=max_session_size,
+            repair=repair,
+            background=background,
+        )
+        super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
+
+    def _open(self) -> _native.Store:
+        return _native.Store.log(self.path, **self._options)
+
+    def compact(self) -> dict:
+        """Rewrite the live sessions into a new file now (the background
+        thread does this when worthwhile); returns what it did."""
+        return self.native.compact()
+
+
+class DirSessionStore(SessionStore):
+    """One file per session in a directory (session2's
+    ``DirectorySessionStore``), created mode 0700 if missing. Options:
+    ``sync``, ``sync_interval``, ``max_idle``, ``max_session_size``,
+    ``pickle_protocol``, ``conditional`` as for :class:`LogSessionStore`.
+    """
+
+    is_multiprocess_safe = True
+    is_thread_safe = True
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        sync: str = "interval",
+        sync_interval: Seconds = 1.0,
+        max_idle: Optional[Seconds] = None,
+        max_session_size: Optional[int] = None,
+        pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
+        conditional: bool = False,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._options = dict(
+            sync=sync,
+            sync_interval=_seconds("sync_interval", sync_interval),
+            max_idle=_seconds("max_idle", max_idle),
+            max_session_size=max_session_size,
+        )
+        super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
+
+    def _open(self) -> _native.Store:
+        return _native.Store.dir(self.path, **self._options)
+
+    def delete_old_sessions(self, minutes: Union[int, float]) -> Tuple[int, int]:  # type: ignore[override]
+        """As session2's ``DirectorySessionStore``: deletes sessions idle for
+        ``minutes`` minutes and returns ``(n_deleted, n_remaining)``."""
+        deleted = super().delete_old_sessions(minutes)
+        return deleted, len(self.native.sessions())
+
+
+class MemorySessionStore(SessionStore):
+    """Sessions in this process's memory (lost when it exits; a forked child
+    gets a copy). Options: ``max_idle``, ``max_session_size``,
+    ``pickle_protocol``, ``conditional``."""
+
+    is_multiprocess_safe = False
+    is_thread_safe = True
+
+    def __init__(
+        self,
+        *,
+        max_idle: Optional[Seconds] = None,
+        max_session_size: Optional[int] = None,
+        pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
+        conditional: bool = False,
+    ) -> None:
+        self._options = dict(max_idle=_seconds("max_idle", max_idle), max_session_size=max_session_size)
+        super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
+
+    def _open(self) -> _native.Store:
+        return _native.Store.memory(**self._options)
+
+    def _forget_after_fork(self) -> None:
+        # The child keeps its copy of the parent's sessions, like a dict.
+        pass

@@ -1,0 +1,223 @@
+"""A Django session backend over a sessionlog store.
+
+Settings::
+
+    SESSION_ENGINE = "sessionlog.django"
+    SESSIONLOG_PATH = BASE_DIR / "sessions.db"     # required: the store file
+    SESSIONLOG_OPTIONS = {"sync": "interval"}       # optional, as LogSessionStore
+    SESSIONLOG_CONDITIONAL = False                  # optional, see below
+
+Every worker process opens the one store file; a session saved by one is
+seen by all. Session data is serialised with ``SESSION_SERIALIZER`` (JSON by
+default) and stored with its deadline from ``get_expiry_age()``, so the
+engine never returns an expired session. ``manage.py clearsessions``
+removes expired sessions from the file (a compaction).
+
+Saves follow Django's database backend: ``save(must_create=True)`` raises
+``CreateError`` if the key exists; ``save()`` raises ``UpdateError`` if the
+session was deleted since it was loaded (a logout in one request is not
+undone by a concurrent one; the middleware turns it into
+``SessionInterrupted``). Between two concurrent requests that both change
+a live session, the last save wins, as in every Django backend, unless
+``SESSIONLOG_CONDITIONAL = True``: then the later save raises
+:class:`SessionConflict` (an ``UpdateError``, so the request gets a 400 and
+nothing is lost silently), and the client can retry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+from . import _native
+from ._errors import ConflictError
+from ._stores import LogSessionStore
+
+__all__ = ["SessionStore", "SessionConflict", "get_store"]
+
+
+class SessionConflict(UpdateError):
+    """With ``SESSIONLOG_CONDITIONAL``: another request saved this session
+    after this one loaded it; this request's changes were not saved."""
+
+
+_lock = threading.Lock()
+_stores: Dict[Tuple[Any, ...], LogSessionStore] = {}
+_config: Optional[Tuple[Tuple[Any, ...], LogSessionStore, bool]] = None
+
+
+def _reset(*, setting: str = "", **kwargs: Any) -> None:
+    global _config
+    if setting.startswith("SESSIONLOG_"):
+        _config = None
+
+
+setting_changed.connect(_reset)
+
+
+def get_store() -> LogSessionStore:
+    """The process's store for the current settings (opened once, and again
+    in a forked child)."""
+    return _configured()[1]
+
+
+def _configured() -> Tuple[Tuple[Any, ...], LogSessionStore, bool]:
+    global _config
+    cfg = _config
+    if cfg is not None:
+        return cfg
+    path = getattr(settings, "SESSIONLOG_PATH", None)
+    if not path:
+        raise ImproperlyConfigured("SESSION_ENGINE 'sessionlog.django' needs SESSIONLOG_PATH (the store file)")
+    options = dict(getattr(settings, "SESSIONLOG_OPTIONS", {}) or {})
+    conditional = bool(getattr(settings, "SESSIONLOG_CONDITIONAL", False))
+    key = (str(path), tuple(sorted(options.items())))
+    with _lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = LogSessionStore(path, **options)
+        cfg = _config = (key, store, conditional)
+    return cfg
+
+
+class SessionStore(SessionBase):
+    """Django's ``SessionBase`` over a sessionlog ``LogStore``."""
+
+    def __init__(self, session_key: Optional[str] = None) -> None:
+        # The stored version this object loaded or last saved (0: none).
+        self._sessionlog_version = 0
+        super().__init__(session_key)
+
+    @staticmethod
+    def _engine() -> _native.Store:
+        return _configured()[1].native
+
+    def _validate_session_key(self, key: Any) -> bool:
+        # Cookie values are untrusted: anything the engine would reject as
+        # an id is no key at all.
+        return bool(super()._validate_session_key(key)) and isinstance(key, str) and _native.is_valid_id(key)
+
+    # -- the SessionBase contract -------------------------------------------
+
+    def load(self) -> Dict[str, Any]:
+        found = self._engine().load(self.session_key) if self.session_key else None
+        if found is None:
+            self._session_key = None
+            self._sessionlog_version = 0
+            return {}
+        data, version, _expires, _modified = found
+        self._sessionlog_version = version
+        try:
+            return self.serializer().loads(data)
+        except Exception:
+            # As Django's own decode(): unreadable data is an empty session.
+            return {}
+
+    def exists(self, session_key: Optional[str]) -> bool:
+        if not session_key or not _native.is_valid_id(session_key):
+            return False
+        return self._engine().has(session_key)
+
+    def create(self) -> None:
+        while True:
+            self._session_key = self._get_new_session_key()
+            try:
+                self.save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            return self.create()
+        data = self._get_session(no_load=must_create)
+        payload = self.serializer().dumps(data)
+        expires_ms = int((time.time() + self.get_expiry_age()) * 1000)
+        key = self._get_or_create_session_key()
+        engine = self._engine()
+        if must_create:
+            try:
+                version, _ = engine.save(key, payload, expires_ms, 0, True)
+            except ConflictError:
+                raise CreateError from None
+            self._sessionlog_version = version
+            return
+        conditional = _configured()[2]
+        version = self._sessionlog_version
+        for _attempt in range(16):
+            if version == 0:
+                # Nothing loaded under this key: update only what exists.
+                found = engine.load(key)
+                if found is None:
+                    raise UpdateError
+                version = found[1]
+            try:
+                new_version, _ = engine.save(key, payload, expires_ms, version, True)
+            except ConflictError as e:
+                if not e.found:
+                    raise UpdateError from None
+                if conditional:
+                    raise SessionConflict(
+                        "the session was saved by another request after this one loaded it"
+                    ) from None
+                version = e.found  # last write wins, but never resurrects
+                continue
+            self._sessionlog_version = new_version
+            return
+        raise UpdateError
+
+    def delete(self, session_key: Optional[str] = None) -> None:
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        if _native.is_valid_id(session_key):
+            self._engine().delete(session_key)
+        if session_key == self.session_key:
+            self._sessionlog_version = 0
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        cls._engine().delete_expired()
+
+    # -- async variants -------------------------------------------------------
+    # The engine answers in microseconds with the GIL released, so the
+    # coroutines call it directly, except under sync="always", where a save
+    # waits for the disk and runs in a worker thread instead.
+
+    @staticmethod
+    def _blocking() -> bool:
+        return _configured()[1]._options.get("sync") == "always"
+
+    async def aload(self) -> Dict[str, Any]:
+        return self.load()
+
+    async def aexists(self, session_key: Optional[str]) -> bool:
+        return self.exists(session_key)
+
+    async def acreate(self) -> None:
+        if self._blocking():
+            return await sync_to_async(self.create, thread_sensitive=False)()
+        return self.create()
+
+    async def asave(self, must_create: bool = False) -> None:
+        if self._blocking():
+            return await sync_to_async(self.save, thread_sensitive=False)(must_create)
+        return self.save(must_create)
+
+    async def adelete(self, session_key: Optional[str] = None) -> None:
+        if self._blocking():
+            return await sync_to_async(self.delete, thread_sensitive=False)(session_key)
+        return self.delete(session_key)
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        await sync_to_async(cls.clear_expired, thread_sensitive=False)()

@@ -1,0 +1,521 @@
+//! `sessionlog._native`: the Rust half of the `sessionlog` Python package.
+//!
+//! One class, [`Store`], wraps a `LogStore`, `DirStore` or `MemoryStore`
+//! behind bytes-in, bytes-out methods. The pure-Python half (`sessionlog`)
+//! builds session2's store interface, the Django backend and the Flask
+//! session interface on top of it; pickling and serialising happen there.
+//!
+//! Every store call runs with the GIL released, so threads of one process
+//! use a store in parallel, and inside `catch_unwind`, so a panic in the
+//! engine becomes a `sessionlog.Error` rather than an abort. Rust errors
+//! become the exceptions defined in `sessionlog._errors`, with the Rust
+//! error's message unchanged.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use sessionlog::{
+    DirOptions, DirStore, Error, LogStore, MemoryStore, Session, SessionId, SessionStore,
+    SyncPolicy,
+};
+
+/// A store's result for Python: the engine's error, or a panic message.
+enum Failure {
+    /// An error returned by the engine.
+    Store(Error),
+    /// A panic caught at the boundary (a bug in sessionlog, never bad input).
+    Panic(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Store(e)
+    }
+}
+
+/// Runs `f` with the GIL released and panics caught, mapping failures to
+/// Python exceptions.
+fn run<T, F>(py: Python<'_>, f: F) -> PyResult<T>
+where
+    F: FnOnce() -> Result<T, Error> + Send,
+    T: Send,
+{
+    let outcome = py.detach(move || match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::Store(e)),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(Failure::Panic(msg))
+        }
+    });
+    outcome.map_err(|f| failure_to_py(py, f))
+}
+
+/// Builds the `sessionlog._errors` exception for `f`.
+fn failure_to_py(py: Python<'_>, f: Failure) -> PyErr {
+    match f {
+        Failure::Store(e) => error_to_py(py, &e),
+        Failure::Panic(msg) => make_error(
+            py,
+            "Error",
+            format!("internal error in sessionlog (please report it): {msg}"),
+            &[],
+        ),
+    }
+}
+
+/// An integer attribute to set on a raised exception.
+type Attr = (&'static str, Option<u64>);
+
+/// The Python exception for a Rust error: same message, class by variant,
+/// a few numeric fields as attributes. Never adds ids or data.
+fn error_to_py(py: Python<'_>, e: &Error) -> PyErr {
+    let msg = e.to_string();
+    let (class, attrs): (&str, Vec<Attr>) = match e {
+        Error::InvalidId { .. } => ("InvalidIdError", vec![]),
+        Error::TooLarge { size, limit } => (
+            "TooLargeError",
+            vec![("size", Some(*size as u64)), ("limit", Some(*limit as u64))],
+        ),
+        Error::Conflict {
+            expected, found, ..
+        } => (
+            "ConflictError",
+            vec![("expected", Some(*expected)), ("found", Some(*found))],
+        ),
+        Error::NotAStore { .. } => ("NotAStoreError", vec![]),
+        Error::UnsupportedVersion { found, .. } => (
+            "UnsupportedVersionError",
+            vec![("found", Some(u64::from(*found)))],
+        ),
+        Error::Corrupt { offset, .. } => ("CorruptError", vec![("offset", Some(*offset))]),
+        Error::Io { source, .. } => (
+            "IoError",
+            vec![(
+                "errno",
+                source.raw_os_error().and_then(|n| u64::try_from(n).ok()),
+            )],
+        ),
+        Error::Poisoned { .. } => ("PoisonedError", vec![]),
+        Error::InvalidOption(_) => ("InvalidOptionError", vec![]),
+        Error::Backend { .. } => ("BackendError", vec![]),
+        _ => ("Error", vec![]),
+    };
+    make_error(py, class, msg, &attrs)
+}
+
+/// Instantiates `sessionlog._errors.<class>(msg)` and sets `attrs` on it.
+/// If even that fails (the module cannot be imported), that failure is
+/// what the caller sees: still a Python exception, never a crash.
+fn make_error(py: Python<'_>, class: &str, msg: String, attrs: &[Attr]) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let cls = py.import("sessionlog._errors")?.getattr(class)?;
+        let exc = cls.call1((msg,))?;
+        for (name, value) in attrs {
+            exc.setattr(*name, *value)?;
+        }
+        Ok(PyErr::from_value(exc))
+    };
+    match build() {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+/// An `InvalidOptionError` raised before reaching the engine.
+fn invalid_option(py: Python<'_>, msg: String) -> PyErr {
+    error_to_py(py, &Error::InvalidOption(msg))
+}
+
+/// A duration from seconds given by Python; rejects negative, NaN and
+/// infinite values.
+fn seconds(py: Python<'_>, name: &str, secs: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        invalid_option(
+            py,
+            format!("{name} must be a finite, non-negative number of seconds, not {secs}"),
+        )
+    })
+}
+
+/// The sync policy named `sync` (`"always"`, `"interval"`, `"never"`).
+fn sync_policy(py: Python<'_>, sync: &str, interval: f64) -> PyResult<SyncPolicy> {
+    match sync {
+        "always" => Ok(SyncPolicy::Always),
+        "never" => Ok(SyncPolicy::Never),
+        "interval" => Ok(SyncPolicy::Interval(seconds(
+            py,
+            "sync_interval",
+            interval,
+        )?)),
+        other => Err(invalid_option(
+            py,
+            format!("sync must be \"always\", \"interval\" or \"never\", not {other:?}"),
+        )),
+    }
+}
+
+/// Validates a session id (the engine's message on failure).
+fn session_id(py: Python<'_>, id: &str) -> PyResult<SessionId> {
+    SessionId::new(id).map_err(|e| error_to_py(py, &e))
+}
+
+/// Milliseconds since the epoch of `t` (times before it become 0).
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The time `ms` milliseconds after the epoch, if representable.
+fn from_millis(py: Python<'_>, ms: u64) -> PyResult<SystemTime> {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .ok_or_else(|| invalid_option(py, format!("expires_ms {ms} is out of range")))
+}
+
+/// A loaded session as Python sees it: `(data, version, expires_ms,
+/// modified_ms)`.
+type Loaded<'py> = (Bound<'py, PyBytes>, u64, Option<u64>, Option<u64>);
+
+/// One session of `Store.sessions()`: `(id, data, version, expires_ms,
+/// modified_ms)`.
+type Listed<'py> = (String, Bound<'py, PyBytes>, u64, Option<u64>, Option<u64>);
+
+/// The engine behind a [`Store`].
+enum Backend {
+    /// A `LogStore` file.
+    Log(LogStore),
+    /// A `DirStore` directory.
+    Dir(DirStore),
+    /// An in-process `MemoryStore`.
+    Memory(MemoryStore),
+}
+
+/// A session store opened from Python: `LogStore`, `DirStore` or
+/// `MemoryStore`. Bytes in, bytes out; times in milliseconds since the
+/// Unix epoch. Safe to share between threads; every call releases the GIL.
+///
+/// A store value belongs to the process that opened it: after `fork()` the
+/// child must open its own (the Python wrappers do this by themselves). A
+/// value inherited through `fork()` is never torn down in the child, whose
+/// copy of the engine's background thread does not exist.
+#[pyclass(frozen, module = "sessionlog._native", name = "Store")]
+struct Store {
+    /// The engine; `None` only while being dropped.
+    backend: Option<Backend>,
+    /// The process that opened it.
+    pid: u32,
+    /// `"log"`, `"dir"` or `"memory"`.
+    kind: &'static str,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(backend) = self.backend.take()
+            && std::process::id() != self.pid
+        {
+            // Inherited through fork(): joining the parent's background
+            // thread here would wait for a thread that does not exist.
+            std::mem::forget(backend);
+        }
+    }
+}
+
+impl Store {
+    fn new(backend: Backend, kind: &'static str) -> Store {
+        Store {
+            backend: Some(backend),
+            pid: std::process::id(),
+            kind,
+        }
+    }
+
+    /// The engine as the trait object every operation uses.
+    fn engine(&self) -> Result<&dyn SessionStore, Error> {
+        match &self.backend {
+            Some(Backend::Log(s)) => Ok(s),
+            Some(Backend::Dir(s)) => Ok(s),
+            Some(Backend::Memory(s)) => Ok(s),
+            None => Err(Error::InvalidOption("the store is closed".into())),
+        }
+    }
+}
+
+#[pymethods]
+impl Store {
+    /// Opens (creating if missing) the `LogStore` file at `path`.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
+        max_session_size=None, repair=false, background=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        py: Python<'_>,
+        path: PathBuf,
+        sync: &str,
+        sync_interval: f64,
+        max_idle: Option<f64>,
+        max_session_size: Option<usize>,
+        repair: bool,
+        background: bool,
+    ) -> PyResult<Store> {
+        let mut opts = LogStore::options()
+            .sync(sync_policy(py, sync, sync_interval)?)
+            .repair(repair)
+            .background(background);
+        if let Some(idle) = max_idle {
+            opts = opts.max_idle(seconds(py, "max_idle", idle)?);
+        }
+        if let Some(size) = max_session_size {
+            opts = opts.max_session_size(size);
+        }
+        let store = run(py, move || opts.open(path))?;
+        Ok(Store::new(Backend::Log(store), "log"))
+    }
+
+    /// Opens (creating if missing) the `DirStore` directory at `path`.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
+        max_session_size=None))]
+    fn dir(
+        py: Python<'_>,
+        path: PathBuf,
+        sync: &str,
+        sync_interval: f64,
+        max_idle: Option<f64>,
+        max_session_size: Option<usize>,
+    ) -> PyResult<Store> {
+        let mut opts: DirOptions = DirStore::options().sync(sync_policy(py, sync, sync_interval)?);
+        if let Some(idle) = max_idle {
+            opts = opts.max_idle(seconds(py, "max_idle", idle)?);
+        }
+        if let Some(size) = max_session_size {
+            opts = opts.max_session_size(size);
+        }
+        let store = run(py, move || opts.open(path))?;
+        Ok(Store::new(Backend::Dir(store), "dir"))
+    }
+
+    /// A new, empty in-process `MemoryStore`.
+    #[staticmethod]
+    #[pyo3(signature = (*, max_idle=None, max_session_size=None))]
+    fn memory(
+        py: Python<'_>,
+        max_idle: Option<f64>,
+        max_session_size: Option<usize>,
+    ) -> PyResult<Store> {
+        let mut store = MemoryStore::new();
+        if let Some(idle) = max_idle {
+            store = store.with_max_idle(seconds(py, "max_idle", idle)?);
+        }
+        if let Some(size) = max_session_size {
+            if size == 0 {
+                return Err(invalid_option(
+                    py,
+                    "max_session_size must be at least 1 byte".into(),
+                ));
+            }
+            store = store.with_max_session_size(size);
+        }
+        Ok(Store::new(Backend::Memory(store), "memory"))
+    }
+
+    /// `"log"`, `"dir"` or `"memory"`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The store's file or directory (`None` for a memory store).
+    #[getter]
+    fn path(&self) -> Option<PathBuf> {
+        match &self.backend {
+            Some(Backend::Log(s)) => Some(s.path().to_path_buf()),
+            Some(Backend::Dir(s)) => Some(s.path().to_path_buf()),
+            _ => None,
+        }
+    }
+
+    /// True if one store value may be used by many threads at once.
+    #[getter]
+    fn is_thread_safe(&self) -> bool {
+        self.engine().map(|e| e.is_thread_safe()).unwrap_or(false)
+    }
+
+    /// True if several processes may open the same store at once.
+    #[getter]
+    fn is_multiprocess_safe(&self) -> bool {
+        self.engine()
+            .map(|e| e.is_multiprocess_safe())
+            .unwrap_or(false)
+    }
+
+    /// Creates what the store needs; idempotent, never destroys sessions.
+    fn setup(&self, py: Python<'_>) -> PyResult<()> {
+        run(py, || self.engine()?.setup())
+    }
+
+    /// The session `id` as `(data, version, expires_ms, modified_ms)`, or
+    /// `None` if it does not exist or expired.
+    fn load<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Option<Loaded<'py>>> {
+        let id = session_id(py, id)?;
+        let found = run(py, || self.engine()?.load_session(&id))?;
+        Ok(found.map(|s| {
+            let modified = s.modified().map(millis);
+            let expires = s.expires.map(millis);
+            (PyBytes::new(py, &s.data), s.version(), expires, modified)
+        }))
+    }
+
+    /// Saves `data` as session `id`, returning `(version, modified_ms)`.
+    ///
+    /// With `if_unchanged`, saves only if the stored version is still
+    /// `version` (0: only if no live session has this id), else raises
+    /// `ConflictError` and writes nothing. Without it, last write wins.
+    #[pyo3(signature = (id, data, expires_ms=None, version=0, if_unchanged=false))]
+    fn save(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        data: &[u8],
+        expires_ms: Option<u64>,
+        version: u64,
+        if_unchanged: bool,
+    ) -> PyResult<(u64, Option<u64>)> {
+        let id = session_id(py, id)?;
+        let expires = expires_ms.map(|ms| from_millis(py, ms)).transpose()?;
+        let mut session = Session::restore(id, data.to_vec(), expires, UNIX_EPOCH, version);
+        run(py, move || {
+            let engine = self.engine()?;
+            if if_unchanged {
+                engine.save_session_if_unchanged(&mut session)?;
+            } else {
+                engine.save_session(&mut session)?;
+            }
+            Ok((session.version(), session.modified().map(millis)))
+        })
+    }
+
+    /// Deletes session `id`; true if a live session existed.
+    fn delete(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        let id = session_id(py, id)?;
+        run(py, || self.engine()?.delete_session(&id))
+    }
+
+    /// Whether a live session `id` exists.
+    fn has(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        let id = session_id(py, id)?;
+        run(py, || self.engine()?.has_session(&id))
+    }
+
+    /// Refreshes session `id`'s modified time; false if it is absent.
+    fn touch(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        let id = session_id(py, id)?;
+        run(py, || self.engine()?.touch_session(&id))
+    }
+
+    /// Every live session as `(id, data, version, expires_ms, modified_ms)`.
+    fn sessions<'py>(&self, py: Python<'py>) -> PyResult<Vec<Listed<'py>>> {
+        let all = run(py, || {
+            self.engine()?
+                .iter_sessions()?
+                .collect::<Result<Vec<Session>, Error>>()
+        })?;
+        Ok(all
+            .into_iter()
+            .map(|s| {
+                let modified = s.modified().map(millis);
+                let expires = s.expires.map(millis);
+                let data = PyBytes::new(py, &s.data);
+                (
+                    s.id.as_str().to_owned(),
+                    data,
+                    s.version(),
+                    expires,
+                    modified,
+                )
+            })
+            .collect())
+    }
+
+    /// Removes sessions idle for `max_idle` seconds or more (and expired
+    /// ones); returns how many.
+    fn delete_old(&self, py: Python<'_>, max_idle: f64) -> PyResult<usize> {
+        let idle = seconds(py, "max_idle", max_idle)?;
+        run(py, || self.engine()?.delete_old_sessions(idle))
+    }
+
+    /// Removes only sessions past their deadline (or the store's
+    /// `max_idle`); returns how many.
+    fn delete_expired(&self, py: Python<'_>) -> PyResult<usize> {
+        run(py, || self.engine()?.delete_old_sessions(Duration::MAX))
+    }
+
+    /// Makes every acknowledged write durable now, whatever the policy.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        run(py, || match &self.backend {
+            Some(Backend::Log(s)) => s.sync(),
+            Some(Backend::Dir(s)) => s.sync(),
+            _ => Ok(()),
+        })
+    }
+
+    /// Compacts a log store; a dict of what it did (`{}` for others).
+    fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = run(py, || match &self.backend {
+            Some(Backend::Log(s)) => s.compact().map(Some),
+            _ => Ok(None),
+        })?;
+        let d = PyDict::new(py);
+        if let Some(st) = stats {
+            d.set_item("kept", st.kept)?;
+            d.set_item("dropped", st.dropped)?;
+            d.set_item("bytes_before", st.bytes_before)?;
+            d.set_item("bytes_after", st.bytes_after)?;
+            d.set_item("generation", st.generation)?;
+        }
+        Ok(d)
+    }
+
+    /// The kind and path; never a session id.
+    fn __repr__(&self) -> String {
+        match self.path() {
+            Some(p) => format!("<sessionlog._native.Store {} {:?}>", self.kind, p),
+            None => format!("<sessionlog._native.Store {}>", self.kind),
+        }
+    }
+}
+
+/// A new random session id: 128 bits from the OS, 22 base64url characters.
+#[pyfunction]
+fn generate_id(py: Python<'_>) -> PyResult<String> {
+    run(py, || {
+        SessionId::try_generate().map(|id| id.as_str().to_owned())
+    })
+}
+
+/// Whether `id` is a valid session id (1 to 128 of `A-Z a-z 0-9 - _ ,`).
+#[pyfunction]
+fn is_valid_id(id: &str) -> bool {
+    SessionId::new(id).is_ok()
+}
+
+/// The native module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Store>()?;
+    m.add_function(wrap_pyfunction!(generate_id, m)?)?;
+    m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;
+    m.add("MAX_ID_LEN", sessionlog::MAX_ID_LEN)?;
+    m.add(
+        "DEFAULT_MAX_SESSION_SIZE",
+        sessionlog::DEFAULT_MAX_SESSION_SIZE,
+    )?;
+    Ok(())
+}

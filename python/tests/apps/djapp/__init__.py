@@ -1,0 +1,1 @@
+"""A small Django app (login, counter, logout) for the tests and benchmarks."""

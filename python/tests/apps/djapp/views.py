@@ -1,0 +1,50 @@
+"""Views: login (a new session key, as django.contrib.auth does), a counter
+in the session, whoami, logout (flush)."""
+
+import json
+import os
+
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+
+def _reply(request, **extra):
+    body = {"pid": os.getpid(), "user": request.session.get("user"), "count": request.session.get("count", 0)}
+    body.update(extra)
+    return JsonResponse(body)
+
+
+@csrf_exempt
+def login(request):
+    user = request.GET.get("user") or request.POST.get("user") or "alice"
+    request.session.cycle_key()  # against session fixation
+    request.session["user"] = user
+    return _reply(request)
+
+
+def count(request):
+    request.session["count"] = request.session.get("count", 0) + 1
+    return _reply(request)
+
+
+def whoami(request):
+    return _reply(request)
+
+
+def logout(request):
+    request.session.flush()
+    return _reply(request)
+
+
+def delete_then_touch(request):
+    """Deletes this session through another SessionStore (a logout in a
+    concurrent request), then changes it: the save must not resurrect it."""
+    from importlib import import_module
+
+    from django.conf import settings
+
+    engine = import_module(settings.SESSION_ENGINE)
+    request.session.get("user")  # load it first, as a view would
+    engine.SessionStore().delete(request.session.session_key)
+    request.session["count"] = request.session.get("count", 0) + 1
+    return HttpResponse(json.dumps({"pid": os.getpid()}), content_type="application/json")

@@ -1,0 +1,49 @@
+"""A small Flask app (login, counter, logout) on sessionlog sessions, for
+the tests. The store path comes from FLASKAPP_SESSIONLOG_PATH."""
+
+import os
+
+from flask import Flask, jsonify, request, session
+
+import sessionlog.flask
+
+
+def create_app(path=None, conditional=None):
+    app = Flask(__name__)
+    app.secret_key = os.environ.get("FLASKAPP_SECRET_KEY", "flaskapp-test-secret-key-0123456789")
+    app.config["SESSIONLOG_PATH"] = path or os.environ.get("FLASKAPP_SESSIONLOG_PATH", "/tmp/flaskapp.db")
+    if conditional is None:
+        conditional = os.environ.get("FLASKAPP_CONDITIONAL", "") == "1"
+    app.config["SESSIONLOG_CONDITIONAL"] = conditional
+    sessionlog.flask.init_app(app)
+
+    def reply(**extra):
+        body = {"pid": os.getpid(), "user": session.get("user"), "count": session.get("count", 0)}
+        body.update(extra)
+        return jsonify(body)
+
+    @app.route("/login/")
+    def login():
+        session.regenerate()  # against session fixation
+        session["user"] = request.args.get("user", "alice")
+        session.permanent = request.args.get("permanent") == "1"
+        return reply()
+
+    @app.route("/count/")
+    def count():
+        session["count"] = session.get("count", 0) + 1
+        return reply()
+
+    @app.route("/whoami/")
+    def whoami():
+        return reply()
+
+    @app.route("/logout/")
+    def logout():
+        session.clear()
+        return reply()
+
+    return app
+
+
+app = create_app()
