@@ -125,6 +125,18 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A file or directory of the store is not one it can trust: a
+    /// directory other users can write, a symbolic or hard link, a file of
+    /// another owner or readable by others (DESIGN.md, the threat model).
+    /// Nothing was read from it or written to it.
+    #[error("{path}: refused: {reason}", path = .path.display())]
+    Unsafe {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        reason: String,
+    },
+
     /// The operating system's random source failed (no session id or
     /// temporary name can be drawn without it).
     #[error("the operating system's random source failed: {0}")]

@@ -40,6 +40,7 @@ mod record;
 mod server;
 mod session;
 mod store;
+mod trust;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dir::{DirOptions, DirStore};

@@ -388,6 +388,12 @@ fn power_loss_images_keep_every_acknowledged_save_under_always() {
             .max()
             .unwrap_or(0);
         std::fs::write(&img_path, &img).expect("write image");
+        // As a store's own files are: nobody else may read them.
+        std::fs::set_permissions(
+            &img_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod image");
         let _ = std::fs::remove_file(dir.path().join("image.db.lock"));
         let store = LogStore::options()
             .background(false)

@@ -8,6 +8,7 @@
 //! that only for a deliberate format change, with a new format version.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -182,6 +183,8 @@ fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let copy = tmp.path().join("v1.log");
     fs::copy(&path, &copy).expect("copy");
+    // A checkout's mode is git's (0644); a store refuses a log others can read.
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o600)).expect("chmod");
     let store = LogStore::options()
         .clock(ManualClock::new(at(3)))
         .background(false)
@@ -264,6 +267,7 @@ fn the_v1_dirstore_session_file_decodes_to_its_exact_contents_and_re_encodes_byt
     let copy = tmp.path().join("d");
     fs::create_dir(&copy).expect("mkdir");
     fs::copy(dir.join(&names[0]), copy.join(&names[0])).expect("copy");
+    fs::set_permissions(copy.join(&names[0]), fs::Permissions::from_mode(0o600)).expect("chmod");
     let store = DirStore::options()
         .clock(ManualClock::new(at(10)))
         .open(&copy)

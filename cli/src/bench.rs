@@ -44,23 +44,30 @@ struct Phase {
     latencies: Vec<u64>,
 }
 
-/// Removes a temporary store and its side files when dropped.
+/// A private directory (mode 0700) for a temporary store, removed with
+/// everything in it when dropped. A store refuses a directory that other
+/// users can write, such as `/tmp` itself.
 struct TempStore(PathBuf);
+
+impl TempStore {
+    fn new() -> Result<TempStore, Failure> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("sessionlog-bench-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        Ok(TempStore(dir))
+    }
+}
 
 impl Drop for TempStore {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        let (Some(dir), Some(name)) = (self.0.parent(), self.0.file_name()) else {
-            return;
-        };
-        let prefix = format!("{}.", name.to_string_lossy());
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -121,14 +128,8 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     let (path, _temp) = match &args.path {
         Some(p) => (p.clone(), None),
         None => {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let p = std::env::temp_dir().join(format!(
-                "sessionlog-bench-{}-{nanos}.db",
-                std::process::id()
-            ));
-            (p.clone(), Some(TempStore(p)))
+            let dir = TempStore::new()?;
+            (dir.0.join("bench.db"), Some(dir))
         }
     };
     let ids = random_ids(n)?;

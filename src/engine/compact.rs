@@ -30,6 +30,7 @@ use crate::engine::stats::{CompactStats, RecoveryReport};
 use crate::error::{Error, Result};
 use crate::poison::Poison;
 use crate::session::{from_millis, is_expired};
+use crate::trust::{self, Create, Owner};
 
 /// What a compaction works with: the store's file, locks and view, and
 /// nothing else of the handle.
@@ -55,9 +56,9 @@ struct TempFile {
 impl TempFile {
     /// Opens and locks `<log>.compact`, waiting for a compaction in another
     /// process to finish with it.
-    fn wait(log: &Path) -> Result<TempFile> {
+    fn wait(log: &Path, owner: Owner) -> Result<TempFile> {
         loop {
-            if let Some(t) = Self::open_locked(log, true)? {
+            if let Some(t) = Self::open_locked(log, owner, true)? {
                 return Ok(t);
             }
         }
@@ -65,9 +66,9 @@ impl TempFile {
 
     /// Opens and locks `<log>.compact`, or `None` if another compaction
     /// holds it.
-    fn try_acquire(log: &Path) -> Result<Option<TempFile>> {
+    fn try_acquire(log: &Path, owner: Owner) -> Result<Option<TempFile>> {
         loop {
-            match Self::open_locked(log, false) {
+            match Self::open_locked(log, owner, false) {
                 Ok(None) => continue,
                 Err(Error::Busy { .. }) => return Ok(None),
                 other => return other,
@@ -77,9 +78,14 @@ impl TempFile {
 
     /// One attempt: `None` if the file locked was not the one at the path
     /// any more (the previous holder renamed or removed it): try again.
-    fn open_locked(log: &Path, wait: bool) -> Result<Option<TempFile>> {
+    ///
+    /// The name is fixed, since its `flock` is what serializes compactions
+    /// between processes; it is opened without following a link and must
+    /// be a regular file of one link owned by the store's owner, so that a
+    /// planted link or file is refused, never truncated or looped on.
+    fn open_locked(log: &Path, owner: Owner, wait: bool) -> Result<Option<TempFile>> {
         let path = file::sibling(log, ".compact");
-        let file = file::open_rw(&path, true)?;
+        let file = trust::open(&path, Create::IfMissing, owner)?;
         if wait {
             file.lock().map_err(|e| Error::io(&path, "lock", e))?;
         } else {
@@ -320,7 +326,7 @@ fn tmp_path(log: &LogFile) -> PathBuf {
 /// Compacts, waiting for any other compaction to finish first.
 pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
     let _local = h.compacting.lock();
-    let tmp = TempFile::wait(h.path)?;
+    let tmp = TempFile::wait(h.path, h.follow.lock.owner)?;
     run(h, tmp, idle_cutoff_ms)
 }
 
@@ -329,7 +335,7 @@ pub(crate) fn try_compact(h: &Handles<'_>) -> Result<Option<CompactStats>> {
     let Some(_local) = h.compacting.try_lock() else {
         return Ok(None);
     };
-    match TempFile::try_acquire(h.path)? {
+    match TempFile::try_acquire(h.path, h.follow.lock.owner)? {
         Some(tmp) => run(h, tmp, None).map(Some),
         None => Ok(None),
     }
@@ -489,9 +495,9 @@ pub(crate) fn repair(
     now_ms: u64,
 ) -> Result<State> {
     let _lock = lock.lock()?;
-    let damaged = LogFile::open(path)?;
+    let damaged = LogFile::open(path, lock.owner)?;
     let copy = file::sibling(path, &format!(".damaged-{now_ms}"));
-    fs::copy(path, &copy).map_err(|e| Error::io(&copy, "copy damaged file", e))?;
+    keep_copy(path, &copy, lock.owner)?;
     let end = format::decode_offset(damaged.committed_word())
         .unwrap_or(damaged.map_len())
         .min(damaged.map_len());
@@ -528,7 +534,7 @@ pub(crate) fn repair(
             report.repaired_ranges.push((start, end - start));
         }
     }
-    let tmp = TempFile::wait(path)?;
+    let tmp = TempFile::wait(path, lock.owner)?;
     let mut w = Writer::new(&tmp, path, Hooks::default())?;
     let mut offsets: Vec<u64> = index.offsets().collect();
     offsets.sort_unstable();
@@ -554,4 +560,18 @@ pub(crate) fn repair(
     report.records = records;
     report.damaged_copy = Some(copy);
     recovery::load_complete(Arc::new(LogFile::from_file(path, new_file)?))
+}
+
+/// Keeps a copy of the damaged log at `copy` (a new file, created with
+/// `O_EXCL` and never through a link), durable before the log is replaced.
+fn keep_copy(path: &Path, copy: &Path, owner: Owner) -> Result<()> {
+    let mut out = trust::open(copy, Create::New, owner)?;
+    let copied = File::open(path)
+        .and_then(|mut src| io::copy(&mut src, &mut out))
+        .and_then(|_| out.sync_all());
+    if let Err(e) = copied {
+        let _ = fs::remove_file(copy);
+        return Err(Error::io(copy, "copy damaged file", e));
+    }
+    file::sync_parent_dir(copy)
 }

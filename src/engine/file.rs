@@ -1,9 +1,9 @@
 //! The log file: read through a shared memory map, appended with positioned
 //! writes (or copies into the map), preallocated in chunks.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -13,17 +13,7 @@ use crate::engine::format::{
     self, H_COMMITTED, H_STATIC_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, StaticHeader,
 };
 use crate::error::{Error, Result};
-
-/// Opens (creating if needed, mode 0600) a file for reading and writing.
-pub(crate) fn open_rw(path: &Path, create: bool) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(path, "open", e))
-}
+use crate::trust::{self, Create, Owner};
 
 /// fsyncs the directory holding `path`, making a rename or create in it
 /// durable.
@@ -66,9 +56,9 @@ pub(crate) struct LogFile {
 }
 
 impl LogFile {
-    /// Opens and validates an existing log file.
-    pub fn open(path: &Path) -> Result<LogFile> {
-        let file = open_rw(path, false)?;
+    /// Opens and validates an existing log file of `owner`'s store.
+    pub fn open(path: &Path, owner: Owner) -> Result<LogFile> {
+        let file = trust::open(path, Create::No, owner)?;
         Self::from_file(path, file)
     }
 
@@ -495,22 +485,21 @@ impl crate::engine::index::Records for View<'_> {
 }
 
 /// Writes a brand-new log file at `path` atomically: header into a
-/// temporary file, fsync, rename, fsync the directory. Caller holds the
-/// write lock.
-pub(crate) fn create_log(path: &Path, header: &StaticHeader) -> Result<()> {
-    let tmp = sibling(path, ".init");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, "create", e))?;
+/// temporary file of a random name (`<log>.init-<hex>`, created with
+/// `O_EXCL`), fsync, rename, fsync the directory. Caller holds the write
+/// lock.
+pub(crate) fn create_log(path: &Path, header: &StaticHeader, owner: Owner) -> Result<()> {
+    let tmp = sibling(path, &format!(".init-{}", trust::random_suffix()?));
+    let file = trust::open(&tmp, Create::New, owner)?;
     let bytes = format::encode_header(header, HEADER_SIZE);
-    file.write_all_at(&bytes, 0)
+    let written = file
+        .write_all_at(&bytes, 0)
         .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(&tmp, "write", e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, "rename", e))?;
+        .map_err(|e| Error::io(&tmp, "write", e))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, "rename", e)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     sync_parent_dir(path)
 }

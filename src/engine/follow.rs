@@ -79,7 +79,7 @@ impl Follow<'_> {
     /// if a compaction renamed one there; clear the mark if its compactor
     /// died before the rename.
     fn follow_swap(&self, st: &mut State) -> Result<()> {
-        let current = LogFile::open(self.path)?;
+        let current = LogFile::open(self.path, self.lock.owner)?;
         if current.ino != st.file.ino {
             self.switch(st, current)?;
             return Ok(());
@@ -91,7 +91,7 @@ impl Follow<'_> {
         if let Some(_w) = self.writer.try_lock()
             && let Some(_g) = self.lock.try_lock()?
         {
-            let again = LogFile::open(self.path)?;
+            let again = LogFile::open(self.path, self.lock.owner)?;
             if again.ino == st.file.ino {
                 st.file.set_superseded(false);
             } else {

@@ -10,6 +10,8 @@ use std::path::Path;
 
 /// One I/O operation, reported before it is performed.
 #[derive(Debug, Clone, Copy)]
+// Only hooks read the fields, and only tests install hooks.
+#[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))]
 pub enum IoEvent<'a> {
     /// `bytes` are about to be written at `offset` of `path` (a record, or
     /// one of the header's shared words).

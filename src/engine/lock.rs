@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::engine::file::open_rw;
 use crate::error::{Error, Remedy, Result};
+use crate::trust::{self, Create, Owner};
 
 /// Bytes of the lock file: one page.
 const LOCK_FILE_SIZE: u64 = 4096;
@@ -56,6 +56,8 @@ pub(crate) struct LockFile {
     /// lock file was initialised afresh, and this handle holds the
     /// exclusive `flock` (nobody else can open the store) until `share`.
     pub first: bool,
+    /// The store's owner: every file of the store must be theirs.
+    pub owner: Owner,
 }
 
 /// Holds the writer lock until dropped. Not `Send`: a robust mutex must be
@@ -84,8 +86,8 @@ impl LockFile {
     /// only handle on the store, initialises it and keeps the exclusive
     /// `flock` (`first`): the caller recovers the log alone, then calls
     /// [`LockFile::share`].
-    pub fn open(path: PathBuf) -> Result<LockFile> {
-        let file = open_rw(&path, true)?;
+    pub fn open(path: PathBuf, owner: Owner) -> Result<LockFile> {
+        let file = trust::open(&path, Create::IfMissing, owner)?;
         let first = match file.try_lock() {
             Ok(()) => {
                 init(&path, &file)?;
@@ -108,6 +110,7 @@ impl LockFile {
             path,
             map,
             first,
+            owner,
         })
     }
 

@@ -23,6 +23,7 @@ pub struct LogOptions {
     pub(crate) compact_min_bytes: u64,
     pub(crate) compact_check_interval: Duration,
     pub(crate) repair: bool,
+    pub(crate) allow_others_to_write_directory: bool,
     pub(crate) hooks: Hooks,
 }
 
@@ -38,6 +39,7 @@ impl Default for LogOptions {
             compact_min_bytes: 4 << 20,
             compact_check_interval: Duration::from_secs(10),
             repair: false,
+            allow_others_to_write_directory: false,
             hooks: Hooks::default(),
         }
     }
@@ -103,6 +105,16 @@ impl LogOptions {
     /// dropped. Default: off (damage is an `Error::Corrupt`).
     pub fn repair(mut self, on: bool) -> Self {
         self.repair = on;
+        self
+    }
+
+    /// Opens a store whose directory other users may write (group- or
+    /// world-writable, like `/tmp`), giving up the protection against
+    /// them: such a user can plant, replace or link the store's files
+    /// (DESIGN.md, the threat model). Default: off, and such a directory is
+    /// refused with [`Error::Unsafe`](crate::Error::Unsafe).
+    pub fn allow_others_to_write_directory(mut self, on: bool) -> Self {
+        self.allow_others_to_write_directory = on;
         self
     }
 

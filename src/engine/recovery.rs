@@ -201,13 +201,13 @@ pub(crate) fn open_log(
     create_if_missing(path, lock, now_ms)?;
     report.removed_temp_files += remove_stale_temp(path)?;
     loop {
-        let file = Arc::new(LogFile::open(path)?);
+        let file = Arc::new(LogFile::open(path, lock.owner)?);
         if file.superseded() {
             // A compaction is swapping files (it holds the lock until the
             // rename is done) or died before its rename: wait for the lock,
             // and clear the mark if the file is still the current one.
             let _g = lock.lock()?;
-            let again = LogFile::open(path)?;
+            let again = LogFile::open(path, lock.owner)?;
             if again.ino == file.ino {
                 again.set_superseded(false);
             }
@@ -447,6 +447,7 @@ fn create_if_missing(path: &Path, lock: &LockFile, now_ms: u64) -> Result<()> {
                 compact_result_bytes: 0,
                 salt: file::new_salt(),
             },
+            lock.owner,
         ),
         Err(e) => Err(Error::io(path, "stat", e)),
     }

@@ -29,6 +29,7 @@ use crate::session::{
     SaveMode, Session, duration_millis, expires_from_millis, from_millis, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
+use crate::trust::{self, Owner};
 
 /// The log-structured session store: one append-only, checksummed log file
 /// shared by every process that opens it, an in-memory index, and reads
@@ -66,9 +67,14 @@ impl LogStore {
     }
 
     fn open_with(path: &Path, opts: LogOptions) -> Result<LogStore> {
+        // The lock, the temporary files and compaction's rename follow the
+        // file, not the name it was opened by.
+        let path = &trust::resolve(path)?;
+        trust::check_dir(trust::parent(path), opts.allow_others_to_write_directory)?;
         // Reject a file that is not a store before creating anything beside it.
         recovery::precheck(path)?;
-        let lock = LockFile::open(file::sibling(path, ".lock"))?;
+        let owner = Owner::of(path)?;
+        let lock = LockFile::open(file::sibling(path, ".lock"), owner)?;
         let mut report = RecoveryReport::default();
         let now = to_millis(opts.clock.now());
         let when = if opts.background {

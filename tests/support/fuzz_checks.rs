@@ -113,6 +113,9 @@ pub fn open(data: &[u8]) {
     let dir = scratch();
     let path = dir.path().join("sessions.db");
     std::fs::write(&path, file).expect("write store file");
+    // The mode a store's files have: the input, not the mode, is fuzzed.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod store file");
     let clock = ManualClock::fixed();
     let mut o = LogStore::options()
         .background(false)
