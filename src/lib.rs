@@ -31,6 +31,12 @@ mod memory;
 mod server;
 mod session;
 mod store;
+#[cfg(any(
+    feature = "tower-sessions",
+    feature = "tower-sessions-014",
+    feature = "actix-session"
+))]
+pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dir::{DirOptions, DirStore};
