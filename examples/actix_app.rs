@@ -49,15 +49,16 @@ async fn login(session: Session, form: web::Form<Login>) -> HttpResponse {
     HttpResponse::Ok().body(format!("logged in as {}\n", form.user))
 }
 
-fn count(session: &Session) -> Result<Option<u64>, HttpResponse> {
+/// The count of a logged-in session, `None` without one.
+fn count(session: &Session) -> Result<Option<u64>, Box<HttpResponse>> {
     match session.get::<String>("user") {
         Ok(Some(_)) => {}
         Ok(None) => return Ok(None),
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(Box::new(internal(e))),
     }
     match session.get::<u64>("count") {
         Ok(n) => Ok(Some(n.unwrap_or(0))),
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(Box::new(internal(e))),
     }
 }
 
@@ -65,7 +66,7 @@ async fn read_counter(session: Session) -> HttpResponse {
     match count(&session) {
         Ok(Some(n)) => HttpResponse::Ok().body(format!("{n}\n")),
         Ok(None) => HttpResponse::Unauthorized().body("not logged in"),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -76,7 +77,7 @@ async fn increment(session: Session) -> HttpResponse {
             Err(e) => internal(e),
         },
         Ok(None) => HttpResponse::Unauthorized().body("not logged in"),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

@@ -192,11 +192,7 @@ fn parse_flags() -> Flags {
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--store" => f.store = value,
-            "--addr" => {
-                f.addr = value
-                    .parse()
-                    .unwrap_or_else(|_| usage("--addr: HOST:PORT"))
-            }
+            "--addr" => f.addr = value.parse().unwrap_or_else(|_| usage("--addr: HOST:PORT")),
             "--sync" => {
                 f.sync = match value.as_str() {
                     "always" => SyncPolicy::Always,

@@ -230,10 +230,17 @@ pub fn touch_until<B: Backend>() {
     loc.advance(&cfg, Duration::from_secs(50));
 
     let later = start + Duration::from_secs(3600);
-    assert!(store.touch_session_until(&s.id, Some(later)).expect("touch"));
+    assert!(
+        store
+            .touch_session_until(&s.id, Some(later))
+            .expect("touch")
+    );
     let loaded = store.load_session(&s.id).expect("load").expect("present");
     assert_eq!(loaded.data, b"data", "the data is untouched");
-    assert!(loaded.modified().expect("stamped") > first, "modified moves");
+    assert!(
+        loaded.modified().expect("stamped") > first,
+        "modified moves"
+    );
     let ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .expect("after epoch")
