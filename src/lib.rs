@@ -41,6 +41,12 @@ mod server;
 mod session;
 mod store;
 mod trust;
+#[cfg(any(
+    feature = "tower-sessions",
+    feature = "tower-sessions-014",
+    feature = "actix-session"
+))]
+pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dir::{DirOptions, DirStore};

@@ -233,6 +233,25 @@ impl SessionStore for MemoryStore {
         Ok(live)
     }
 
+    fn touch_session_until(
+        &self,
+        id: &SessionId,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<bool> {
+        let now = self.now_ms();
+        let mut map = self.map.write();
+        let live = map.get(id).and_then(|s| self.live(s, now)).is_some();
+        if live && let Some(s) = map.get_mut(id) {
+            s.modified_ms = now;
+            s.expires_ms = expires_millis(expires);
+        }
+        Ok(live)
+    }
+
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         let now = self.now_ms();
         let removed = self.map.write().remove(id);

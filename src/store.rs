@@ -1,6 +1,6 @@
 //! The trait every backend implements.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
 use crate::id::SessionId;
@@ -52,6 +52,43 @@ pub trait SessionStore: Send + Sync {
         }
     }
 
+    /// Sets the session's absolute deadline to `expires` and refreshes its
+    /// `modified` time, without changing its data. Returns false (and
+    /// writes nothing) if no live session has this id: it never creates
+    /// one. This is the sliding expiry of a web framework that re-sends
+    /// the cookie with a later deadline on every request (tower-sessions'
+    /// always-save, actix-session's `update_ttl`).
+    ///
+    /// The default loads the session and re-saves it conditionally with
+    /// the new deadline (which rewrites the data and increments the
+    /// version), reloading and retrying if a concurrent save got in
+    /// between; backends override it with an expiry-only write.
+    fn touch_session_until(&self, id: &SessionId, expires: Option<SystemTime>) -> Result<bool> {
+        // Each retry follows a save that another writer completed, so a
+        // bounded number only gives up under extreme contention, and then
+        // the concurrent save has refreshed the session anyway.
+        for _ in 0..16 {
+            let Some(mut s) = self.load_session(id)? else {
+                return Ok(false);
+            };
+            s.expires = expires;
+            match self.save_session_if_unchanged(&mut s) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.has_session(id)
+    }
+
+    /// True if a call may wait on slow I/O (a server round trip, a disk
+    /// flush, many small files), so that an async runtime should run it on
+    /// a blocking thread pool rather than on one of its workers. False for
+    /// backends whose calls take microseconds. The default is true.
+    fn may_block(&self) -> bool {
+        true
+    }
+
     /// Deletes the session; true if a live session existed.
     fn delete_session(&self, id: &SessionId) -> Result<bool>;
 
@@ -90,6 +127,12 @@ impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
     }
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
         (**self).touch_session(id)
+    }
+    fn touch_session_until(&self, id: &SessionId, expires: Option<SystemTime>) -> Result<bool> {
+        (**self).touch_session_until(id, expires)
+    }
+    fn may_block(&self) -> bool {
+        (**self).may_block()
     }
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         (**self).delete_session(id)

@@ -263,6 +263,11 @@ impl SessionStore for LogStore {
         write::delete(&self.inner, id)
     }
 
+    /// Only under `SyncPolicy::Always`, where a write waits for the flush.
+    fn may_block(&self) -> bool {
+        self.inner.opts.sync == SyncPolicy::Always
+    }
+
     fn has_session(&self, id: &SessionId) -> Result<bool> {
         let now = self.inner.now_ms();
         self.inner

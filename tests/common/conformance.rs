@@ -219,6 +219,67 @@ pub fn touch_refreshes_idle_time_without_a_new_version<B: Backend>() {
     );
 }
 
+/// `touch_session_until` moves the deadline (later, earlier, or away)
+/// and refreshes `modified`, keeps the data, never creates, and a
+/// deadline in the past makes the session absent.
+pub fn touch_until_moves_only_the_deadline_and_never_creates<B: Backend>() {
+    let cfg = Config::default();
+    let (loc, store) = open::<B>(&cfg);
+    let start = cfg.clock.now();
+    let mut s =
+        Session::new(id("tu"), b"data".to_vec()).with_expires(start + Duration::from_secs(60));
+    store.save_session(&mut s).expect("save");
+    let first = s.modified().expect("stamped");
+    loc.advance(&cfg, Duration::from_secs(50));
+
+    let later = start + Duration::from_secs(3600);
+    assert!(
+        store
+            .touch_session_until(&s.id, Some(later))
+            .expect("touch")
+    );
+    let loaded = store.load_session(&s.id).expect("load").expect("present");
+    assert_eq!(loaded.data, b"data", "the data is untouched");
+    assert!(
+        loaded.modified().expect("stamped") > first,
+        "modified moves"
+    );
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_millis()
+    };
+    assert_eq!(loaded.expires.map(ms), Some(ms(later)));
+    // the old deadline has passed, the new one holds
+    loc.advance(&cfg, Duration::from_secs(60));
+    assert!(store.has_session(&s.id).expect("has"), "extended");
+
+    // no deadline at all
+    assert!(store.touch_session_until(&s.id, None).expect("touch"));
+    let loaded = store.load_session(&s.id).expect("load").expect("present");
+    assert_eq!(loaded.expires, None);
+    assert_eq!(loaded.data, b"data");
+
+    // a deadline already passed ends the session
+    let past = cfg.clock.now() - Duration::from_secs(1);
+    assert!(store.touch_session_until(&s.id, Some(past)).expect("touch"));
+    assert_eq!(store.load_session(&s.id).expect("load"), None);
+    assert!(
+        !store
+            .touch_session_until(&s.id, Some(later + Duration::from_secs(60)))
+            .expect("touch"),
+        "an expired session stays gone"
+    );
+
+    // never creates
+    assert!(
+        !store
+            .touch_session_until(&id("absent"), Some(later))
+            .expect("touch")
+    );
+    assert!(!store.has_session(&id("absent")).expect("has"));
+}
+
 pub fn delete_removes_the_session_and_says_whether_it_was_live<B: Backend>() {
     let cfg = Config::default();
     let (_loc, store) = open::<B>(&cfg);
@@ -535,6 +596,10 @@ macro_rules! conformance {
             #[test]
             fn touch_refreshes_idle_time_without_a_new_version() {
                 conformance::touch_refreshes_idle_time_without_a_new_version::<$backend>()
+            }
+            #[test]
+            fn touch_until_moves_only_the_deadline_and_never_creates() {
+                conformance::touch_until_moves_only_the_deadline_and_never_creates::<$backend>()
             }
             #[test]
             fn delete_removes_the_session_and_says_whether_it_was_live() {

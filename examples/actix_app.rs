@@ -1,0 +1,188 @@
+//! The login / counter / logout app of `axum_app`, on actix-web with
+//! actix-session and a sessionlog `LogStore` (`ActixStore`).
+//!
+//! ```text
+//! cargo run --example actix_app --features actix-session -- \
+//!     --store sessions.db --addr 127.0.0.1:8080 --key-file cookie.key
+//! ```
+//!
+//! Routes: `POST /login` (form `user=NAME`), `GET /counter`, `POST
+//! /counter` (last writer wins, as actix-session is), `POST /logout`,
+//! `GET /health`. Flags: `--store PATH`, `--addr HOST:PORT` (port 0 picks
+//! a free one), `--sync always|never|interval:MS`, `--idle-secs N`,
+//! `--key-file PATH` (64 bytes signing the cookies, shared by every
+//! process; created if missing). Prints `LISTENING <addr>` when ready.
+
+use std::time::Duration;
+
+use actix_session::config::{PersistentSession, SessionLifecycle, TtlExtensionPolicy};
+use actix_session::{Session, SessionMiddleware};
+use actix_web::cookie::Key;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde::Deserialize;
+use sessionlog::web::ActixStore;
+use sessionlog::{LogStore, SyncPolicy};
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+fn internal(e: impl std::fmt::Display) -> HttpResponse {
+    eprintln!("actix_app: session error: {e}");
+    HttpResponse::InternalServerError().body("session storage failed")
+}
+
+async fn login(session: Session, form: web::Form<Login>) -> HttpResponse {
+    if form.user.is_empty() || form.user.len() > 64 {
+        return HttpResponse::BadRequest().body("user: 1 to 64 bytes");
+    }
+    // A new key at login (actix-session: delete the old, save the new).
+    session.renew();
+    session.clear();
+    if let Err(e) = session.insert("user", &form.user) {
+        return internal(e);
+    }
+    if let Err(e) = session.insert("count", 0u64) {
+        return internal(e);
+    }
+    HttpResponse::Ok().body(format!("logged in as {}\n", form.user))
+}
+
+/// The count of a logged-in session, `None` without one.
+fn count(session: &Session) -> Result<Option<u64>, Box<HttpResponse>> {
+    match session.get::<String>("user") {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(Box::new(internal(e))),
+    }
+    match session.get::<u64>("count") {
+        Ok(n) => Ok(Some(n.unwrap_or(0))),
+        Err(e) => Err(Box::new(internal(e))),
+    }
+}
+
+async fn read_counter(session: Session) -> HttpResponse {
+    match count(&session) {
+        Ok(Some(n)) => HttpResponse::Ok().body(format!("{n}\n")),
+        Ok(None) => HttpResponse::Unauthorized().body("not logged in"),
+        Err(r) => *r,
+    }
+}
+
+async fn increment(session: Session) -> HttpResponse {
+    match count(&session) {
+        Ok(Some(n)) => match session.insert("count", n + 1) {
+            Ok(()) => HttpResponse::Ok().body(format!("{}\n", n + 1)),
+            Err(e) => internal(e),
+        },
+        Ok(None) => HttpResponse::Unauthorized().body("not logged in"),
+        Err(r) => *r,
+    }
+}
+
+async fn logout(session: Session) -> HttpResponse {
+    session.purge();
+    HttpResponse::Ok().body("logged out\n")
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().body(format!("ok {}\n", std::process::id()))
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!(
+        "actix_app: {msg}\nusage: actix_app [--store PATH] [--addr HOST:PORT] \
+         [--sync always|never|interval:MS] [--idle-secs N] [--key-file PATH]"
+    );
+    std::process::exit(2)
+}
+
+/// The cookie signing key from `path`, created (64 random bytes) if absent.
+fn load_key(path: &str) -> std::io::Result<Key> {
+    match std::fs::read(path) {
+        Ok(bytes) => Key::try_from(bytes.as_slice())
+            .map_err(|_| std::io::Error::other(format!("{path}: not a 64-byte key"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Key::generate();
+            let tmp = format!("{path}.{}", std::process::id());
+            std::fs::write(&tmp, key.master())?;
+            // Another process may have won the race: use whichever is there.
+            if std::fs::hard_link(&tmp, path).is_err() && !std::path::Path::new(path).exists() {
+                std::fs::rename(&tmp, path)?;
+            }
+            let _ = std::fs::remove_file(&tmp);
+            load_key(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let mut store_path = "sessions.db".to_owned();
+    let mut addr = "127.0.0.1:8080".to_owned();
+    let mut sync = SyncPolicy::Interval(Duration::from_secs(1));
+    let mut idle = 3600i64;
+    let mut key_file = "cookie.key".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--store" => store_path = value,
+            "--addr" => addr = value,
+            "--key-file" => key_file = value,
+            "--sync" => {
+                sync = match value.as_str() {
+                    "always" => SyncPolicy::Always,
+                    "never" => SyncPolicy::Never,
+                    v => match v.strip_prefix("interval:").map(str::parse::<u64>) {
+                        Some(Ok(ms)) => SyncPolicy::Interval(Duration::from_millis(ms)),
+                        _ => usage("--sync: always, never or interval:MS"),
+                    },
+                }
+            }
+            "--idle-secs" => {
+                idle = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| usage("--idle-secs: a positive number"))
+            }
+            other => usage(&format!("unknown flag {other}")),
+        }
+    }
+    let log = LogStore::options()
+        .sync(sync)
+        .open(&store_path)
+        .map_err(std::io::Error::other)?;
+    let store = ActixStore::new(log);
+    let key = load_key(&key_file)?;
+    let server = HttpServer::new(move || {
+        let lifecycle = SessionLifecycle::PersistentSession(
+            PersistentSession::default()
+                .session_ttl(actix_web::cookie::time::Duration::seconds(idle))
+                .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+        );
+        App::new()
+            .wrap(
+                SessionMiddleware::builder(store.clone(), key.clone())
+                    .cookie_secure(false)
+                    .session_lifecycle(lifecycle)
+                    .build(),
+            )
+            .route("/login", web::post().to(login))
+            .route("/counter", web::get().to(read_counter))
+            .route("/counter", web::post().to(increment))
+            .route("/logout", web::post().to(logout))
+            .route("/health", web::get().to(health))
+    })
+    .workers(2)
+    .bind(&addr)?;
+    for a in server.addrs() {
+        println!("LISTENING {a}");
+    }
+    server.run().await
+}

@@ -1,0 +1,243 @@
+//! `ActixStore`: an actix-session session store over any backend.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, UpdateError};
+use actix_web::cookie::time::Duration as TtlDuration;
+
+use super::{Blocking, Failure, Runner, deadline, decode_map, encode_map};
+use crate::{Session, SessionId, SessionStore};
+
+/// How many fresh ids `save` draws before giving up (a collision of
+/// 128-bit random ids does not happen by chance).
+const CREATE_ATTEMPTS: usize = 8;
+
+/// How many times `update` reloads after a concurrent save got in between
+/// its load and its save.
+const UPDATE_ATTEMPTS: usize = 32;
+
+/// The session state actix-session hands to its stores.
+type State = HashMap<String, String>;
+
+/// An [actix-session](https://docs.rs/actix-session) session store over
+/// any sessionlog backend `S`, for actix-web.
+///
+/// - `save` draws a random 128-bit id ([`SessionId::generate`], 22
+///   characters) and saves only if no live session has it: it never
+///   overwrites another session.
+/// - `load` of a key that is not a valid [`SessionId`] (actix-session
+///   hands any cookie value up to 4064 bytes to the store), or of an
+///   expired or absent session, is `None`: actix-session starts a fresh
+///   session, never an error page.
+/// - `update` replaces the state of a live session (last writer wins, as
+///   actix-session's own stores); if the session expired or was deleted
+///   meanwhile it saves the state under a new key, as actix-session's
+///   Redis store does, instead of reviving the old one.
+/// - `update_ttl` moves only the deadline
+///   ([`SessionStore::touch_session_until`]).
+///
+/// The state is stored as MessagePack (keys sorted). Clones share the
+/// backend.
+pub struct ActixStore<S> {
+    runner: Runner<S>,
+}
+
+impl<S> Clone for ActixStore<S> {
+    fn clone(&self) -> Self {
+        ActixStore {
+            runner: self.runner.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for ActixStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActixStore")
+            .field("backend", &std::any::type_name::<S>())
+            .field("blocking_pool", &self.runner.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SessionStore + 'static> ActixStore<S> {
+    /// Wraps `store`. Its calls run where [`Blocking::Auto`] says.
+    pub fn new(store: S) -> ActixStore<S> {
+        ActixStore {
+            runner: Runner::new(store),
+        }
+    }
+
+    /// Chooses where the backend's calls run (default [`Blocking::Auto`]).
+    pub fn with_blocking(mut self, blocking: Blocking) -> ActixStore<S> {
+        self.runner.set_blocking(blocking);
+        self
+    }
+
+    /// Whether calls run on the blocking pool (true) or inline (false).
+    pub fn uses_blocking_pool(&self) -> bool {
+        self.runner.pool
+    }
+
+    /// The backend.
+    pub fn store(&self) -> &S {
+        &self.runner.store
+    }
+
+    async fn create(&self, state: &State, ttl: &TtlDuration) -> Result<SessionKey, Failure> {
+        let bytes = encode_map(state)?;
+        let expires = deadline(ttl_duration(ttl));
+        for _ in 0..CREATE_ATTEMPTS {
+            let id = SessionId::try_generate()?;
+            let data = bytes.clone();
+            let sid = id.clone();
+            let r = self
+                .runner
+                .run(move |s| {
+                    let mut session = Session::new(sid, data).with_expires(expires);
+                    s.save_session_if_unchanged(&mut session)
+                })
+                .await;
+            match r {
+                Ok(()) => return key(id),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Failure::Task(
+            "no free session id after several random draws: the random source is broken".into(),
+        ))
+    }
+
+    /// `Some(key)` once saved, `None` if the session is not live.
+    async fn replace(
+        &self,
+        id: SessionId,
+        state: &State,
+        ttl: &TtlDuration,
+    ) -> Result<Option<SessionKey>, Failure> {
+        let bytes = encode_map(state)?;
+        let expires = deadline(ttl_duration(ttl));
+        for _ in 0..UPDATE_ATTEMPTS {
+            let sid = id.clone();
+            let data = bytes.clone();
+            let r = self
+                .runner
+                .run(move |s| {
+                    let Some(mut session) = s.load_session(&sid)? else {
+                        return Ok(false);
+                    };
+                    session.data = data;
+                    session.expires = Some(expires);
+                    s.save_session_if_unchanged(&mut session).map(|()| true)
+                })
+                .await;
+            match r {
+                Ok(true) => return key(id).map(Some),
+                Ok(false) => return Ok(None),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        // Others kept saving: last writer wins, and this is the last.
+        let sid = id.clone();
+        self.runner
+            .run(move |s| {
+                let mut session = Session::new(sid, bytes).with_expires(expires);
+                s.save_session(&mut session)
+            })
+            .await?;
+        key(id).map(Some)
+    }
+}
+
+/// A cookie value as a session id, or `None` if it cannot be one.
+fn parse(key: &SessionKey) -> Option<SessionId> {
+    SessionId::new(key.as_ref()).ok()
+}
+
+fn key(id: SessionId) -> Result<SessionKey, Failure> {
+    SessionKey::try_from(id.as_str().to_owned())
+        .map_err(|_| Failure::Task("a session id was refused as a session key".into()))
+}
+
+/// actix-session's TTL as a std duration; a negative one is zero.
+fn ttl_duration(ttl: &TtlDuration) -> Duration {
+    let ms = u64::try_from(ttl.whole_milliseconds()).unwrap_or(if ttl.is_negative() {
+        0
+    } else {
+        u64::MAX
+    });
+    Duration::from_millis(ms)
+}
+
+fn other(f: Failure) -> anyhow::Error {
+    anyhow::Error::msg(f.to_string())
+}
+
+impl<S: SessionStore + 'static> actix_session::storage::SessionStore for ActixStore<S> {
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
+        let Some(id) = parse(session_key) else {
+            return Ok(None);
+        };
+        let loaded = self
+            .runner
+            .run(move |s| s.load_session(&id))
+            .await
+            .map_err(|f| LoadError::Other(other(f)))?;
+        match loaded {
+            None => Ok(None),
+            Some(session) => decode_map(&session.data)
+                .map(Some)
+                .map_err(|f| LoadError::Deserialization(other(f))),
+        }
+    }
+
+    async fn save(&self, state: State, ttl: &TtlDuration) -> Result<SessionKey, SaveError> {
+        self.create(&state, ttl).await.map_err(|f| match f {
+            Failure::Encode(_) => SaveError::Serialization(other(f)),
+            _ => SaveError::Other(other(f)),
+        })
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        state: State,
+        ttl: &TtlDuration,
+    ) -> Result<SessionKey, UpdateError> {
+        let to_update = |f: Failure| match f {
+            Failure::Encode(_) => UpdateError::Serialization(other(f)),
+            _ => UpdateError::Other(other(f)),
+        };
+        if let Some(id) = parse(&session_key)
+            && let Some(key) = self.replace(id, &state, ttl).await.map_err(to_update)?
+        {
+            return Ok(key);
+        }
+        self.create(&state, ttl).await.map_err(to_update)
+    }
+
+    async fn update_ttl(&self, session_key: &SessionKey, ttl: &TtlDuration) -> anyhow::Result<()> {
+        let Some(id) = parse(session_key) else {
+            return Ok(());
+        };
+        let expires = deadline(ttl_duration(ttl));
+        self.runner
+            .run(move |s| s.touch_session_until(&id, Some(expires)))
+            .await
+            .map(|_| ())
+            .map_err(other)
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
+        let Some(id) = parse(session_key) else {
+            return Ok(());
+        };
+        self.runner
+            .run(move |s| s.delete_session(&id))
+            .await
+            .map(|_| ())
+            .map_err(other)
+    }
+}

@@ -1,0 +1,750 @@
+//! The web adapters (issue 13).
+//!
+//! - `TowerStore` and `ActixStore` called through the frameworks' own store
+//!   traits, against every backend: LogStore, DirStore, MemoryStore and,
+//!   under their features, PostgreSQL, MariaDB and Redis (which must be
+//!   running: `bash .ci/servers.sh`; an unreachable one fails the test).
+//! - The real example binaries (`examples/axum_app.rs`,
+//!   `examples/actix_app.rs`) started as 2-4 processes on one LogStore and
+//!   driven over loopback HTTP by reqwest with a cookie jar. Every child is
+//!   killed when its guard drops; every wait is a bounded poll.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::conformance::{Backend, Config};
+use sessionlog::web::{ActixStore, TowerStore};
+use sessionlog::{DirStore, ManualClock, MemoryStore, SessionId, SessionStore};
+
+// ---------------------------------------------------------------------
+// Backends
+
+struct Memory;
+impl Backend for Memory {
+    type Store = MemoryStore;
+    const PERSISTENT: bool = false;
+    fn new_location() -> Self {
+        Memory
+    }
+    fn open(&self, cfg: &Config) -> MemoryStore {
+        MemoryStore::options()
+            .clock(cfg.clock.clone())
+            .open()
+            .expect("valid options")
+    }
+}
+
+struct Log(tempfile::TempDir);
+impl Backend for Log {
+    type Store = sessionlog::LogStore;
+    const PERSISTENT: bool = true;
+    fn new_location() -> Self {
+        Log(tempfile::tempdir().expect("temp dir"))
+    }
+    fn open(&self, cfg: &Config) -> sessionlog::LogStore {
+        sessionlog::LogStore::options()
+            .clock(cfg.clock.clone())
+            .open(self.0.path().join("sessions.db"))
+            .expect("open log store")
+    }
+}
+
+struct Dir(tempfile::TempDir);
+impl Backend for Dir {
+    type Store = DirStore;
+    const PERSISTENT: bool = true;
+    fn new_location() -> Self {
+        Dir(tempfile::tempdir().expect("temp dir"))
+    }
+    fn open(&self, cfg: &Config) -> DirStore {
+        DirStore::options()
+            .clock(cfg.clock.clone())
+            .open(self.0.path().join("sessions"))
+            .expect("open DirStore")
+    }
+}
+
+/// A store on a clock that starts at the real time (the frameworks compute
+/// deadlines from the real clock), moved forward by `loc.advance`.
+fn open<B: Backend>() -> (B, Config, B::Store) {
+    let cfg = Config {
+        clock: ManualClock::new(SystemTime::now()),
+        ..Config::default()
+    };
+    let loc = B::new_location();
+    let store = loc.open(&cfg);
+    store.setup().expect("setup");
+    (loc, cfg, store)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+// ---------------------------------------------------------------------
+// TowerStore through tower-sessions' traits
+
+fn tower_data(pairs: &[(&str, serde_json::Value)]) -> HashMap<String, serde_json::Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+fn tower_store<B: Backend>() {
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::{ExpiredDeletion as _, SessionStore as _};
+
+    let (loc, cfg, backend) = open::<B>();
+    let store = TowerStore::new(backend);
+    let hour = SystemTime::now() + Duration::from_secs(3600);
+    runtime().block_on(async {
+        let mut rec = Record {
+            id: Id::default(),
+            data: tower_data(&[("user", "ada".into()), ("n", 1.into())]),
+            expiry_date: hour.into(),
+        };
+        store.create(&mut rec).await.expect("create");
+        let loaded = store.load(&rec.id).await.expect("load").expect("present");
+        assert_eq!(loaded.id, rec.id);
+        assert_eq!(loaded.data, rec.data, "data round-trips");
+
+        // The id is the session's 22-character text in the backend.
+        let sid = SessionId::new(rec.id.to_string()).expect("valid id");
+        assert_eq!(sid.as_str().len(), 22);
+        // (The backend is called from a blocking thread: the sync
+        // PostgreSQL client refuses to run on a runtime's worker.)
+        let backend = store.clone();
+        let has = tokio::task::spawn_blocking(move || backend.store().has_session(&sid))
+            .await
+            .expect("task")
+            .expect("has");
+        assert!(has);
+
+        // create never overwrites a live session: a colliding id is redrawn.
+        let mut other = Record {
+            id: rec.id,
+            data: tower_data(&[("user", "eve".into())]),
+            expiry_date: hour.into(),
+        };
+        store.create(&mut other).await.expect("create colliding");
+        assert_ne!(other.id, rec.id, "a new id was drawn");
+        let first = store.load(&rec.id).await.expect("load").expect("present");
+        assert_eq!(first.data["user"], "ada", "the live session is intact");
+        let second = store.load(&other.id).await.expect("load").expect("present");
+        assert_eq!(second.data["user"], "eve");
+
+        // A changed save replaces the data.
+        rec.data.insert("n".into(), 2.into());
+        store.save(&rec).await.expect("save");
+        let loaded = store.load(&rec.id).await.expect("load").expect("present");
+        assert_eq!(loaded.data["n"], 2);
+
+        // An unchanged save (always-save) moves only the deadline: after
+        // the old deadline passed, the session is there with its data.
+        let short = SystemTime::now() + Duration::from_secs(30);
+        let mut rec2 = Record {
+            id: Id::default(),
+            data: tower_data(&[("k", "v".into())]),
+            expiry_date: short.into(),
+        };
+        store.create(&mut rec2).await.expect("create");
+        let loaded = store.load(&rec2.id).await.expect("load").expect("present");
+        let later = SystemTime::now() + Duration::from_secs(600);
+        let touched = Record {
+            expiry_date: later.into(),
+            ..loaded
+        };
+        store.save(&touched).await.expect("unchanged save");
+        loc.advance(&cfg, Duration::from_secs(60));
+        let loaded = store.load(&rec2.id).await.expect("load").expect("extended");
+        assert_eq!(loaded.data["k"], "v");
+
+        // An expired session is never returned.
+        loc.advance(&cfg, Duration::from_secs(600));
+        assert!(store.load(&rec2.id).await.expect("load").is_none());
+        // An unchanged save of a session that expired does not revive it.
+        store.save(&touched).await.expect("save");
+        assert!(store.load(&rec2.id).await.expect("load").is_none());
+
+        // delete, and absent/forged ids are simply None.
+        store.delete(&other.id).await.expect("delete");
+        assert!(store.load(&other.id).await.expect("load").is_none());
+        assert!(store.load(&Id::default()).await.expect("load").is_none());
+        store.delete(&Id::default()).await.expect("delete absent");
+
+        // delete_expired runs the backend's cleanup and keeps live ones.
+        store.delete_expired().await.expect("delete_expired");
+        assert!(store.load(&rec.id).await.expect("load").is_some());
+    });
+    assert_eq!(
+        store.store().iter_sessions().expect("iter").count(),
+        1,
+        "only the live session is left"
+    );
+
+    // Another writer's change survives this store's unchanged save.
+    if B::PERSISTENT {
+        let a = TowerStore::new(loc.open(&cfg));
+        let b = TowerStore::new(loc.open(&cfg));
+        runtime().block_on(async {
+            let mut rec = Record {
+                id: Id::default(),
+                data: tower_data(&[("n", 1.into())]),
+                expiry_date: hour.into(),
+            };
+            a.create(&mut rec).await.expect("create");
+            let seen_by_a = a.load(&rec.id).await.expect("load").expect("present");
+            let mut by_b = b.load(&rec.id).await.expect("load").expect("present");
+            by_b.data.insert("n".into(), 2.into());
+            b.save(&by_b).await.expect("save by b");
+            a.save(&seen_by_a).await.expect("unchanged save by a");
+            let now = a.load(&rec.id).await.expect("load").expect("present");
+            assert_eq!(now.data["n"], 2, "b's change was not undone");
+        });
+    }
+}
+
+#[cfg(feature = "tower-sessions-014")]
+fn tower_store_014<B: Backend>() {
+    use tower_sessions_core_014::SessionStore as _;
+    use tower_sessions_core_014::session::{Id, Record};
+
+    let (_loc, _cfg, backend) = open::<B>();
+    let store = TowerStore::new(backend);
+    runtime().block_on(async {
+        let mut rec = Record {
+            id: Id::default(),
+            data: tower_data(&[("user", "ada".into())]),
+            expiry_date: (SystemTime::now() + Duration::from_secs(60)).into(),
+        };
+        store.create(&mut rec).await.expect("create");
+        let loaded = store.load(&rec.id).await.expect("load").expect("present");
+        assert_eq!(loaded.data, rec.data);
+        store.delete(&rec.id).await.expect("delete");
+        assert!(store.load(&rec.id).await.expect("load").is_none());
+    });
+}
+
+// ---------------------------------------------------------------------
+// ActixStore through actix-session's trait
+
+fn actix_state(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn actix_store<B: Backend>() {
+    use actix_session::storage::{SessionKey, SessionStore as _};
+    use actix_web::cookie::time::Duration as Ttl;
+
+    let (loc, cfg, backend) = open::<B>();
+    let store = ActixStore::new(backend);
+    let key_of = |s: &str| SessionKey::try_from(s.to_owned()).expect("a session key");
+    runtime().block_on(async {
+        let state = actix_state(&[("user", "\"ada\"")]);
+        let key = store
+            .save(state.clone(), &Ttl::seconds(60))
+            .await
+            .expect("save");
+        let text: String = key_of(key.as_ref()).into();
+        assert_eq!(text.len(), 22, "a 128-bit id");
+        assert_eq!(store.load(&key).await.expect("load"), Some(state.clone()));
+        let other = store
+            .save(state.clone(), &Ttl::seconds(60))
+            .await
+            .expect("save");
+        assert_ne!(other.as_ref(), key.as_ref(), "every save draws a new id");
+
+        // Any cookie value up to 4064 bytes reaches load: not an id of
+        // this store means no session, never an error.
+        let long = "x".repeat(4064);
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a b",
+            "é",
+            "a.b",
+            &long,
+            "AAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let k = key_of(bad);
+            assert_eq!(store.load(&k).await.expect("load"), None, "{bad:.20}");
+            store.update_ttl(&k, &Ttl::seconds(60)).await.expect("ttl");
+            store.delete(&k).await.expect("delete");
+        }
+
+        // update of a live session: same key, new state.
+        let new_state = actix_state(&[("user", "\"ada\""), ("count", "3")]);
+        let same = store
+            .update(key_of(key.as_ref()), new_state.clone(), &Ttl::seconds(60))
+            .await
+            .expect("update");
+        assert_eq!(same.as_ref(), key.as_ref());
+        assert_eq!(
+            store.load(&key).await.expect("load"),
+            Some(new_state.clone())
+        );
+
+        // update_ttl moves only the deadline.
+        store
+            .update_ttl(&key, &Ttl::seconds(3600))
+            .await
+            .expect("update_ttl");
+        loc.advance(&cfg, Duration::from_secs(120));
+        assert_eq!(
+            store.load(&key).await.expect("load"),
+            Some(new_state.clone()),
+            "extended past the first ttl, data unchanged"
+        );
+        assert_eq!(store.load(&other).await.expect("load"), None, "expired");
+
+        // update of an expired session: saved under a new key, the old
+        // one stays gone (as actix-session's Redis store does).
+        let renewed = store
+            .update(key_of(other.as_ref()), state.clone(), &Ttl::seconds(3600))
+            .await
+            .expect("update expired");
+        assert_ne!(renewed.as_ref(), other.as_ref());
+        assert_eq!(store.load(&other).await.expect("load"), None);
+        assert_eq!(
+            store.load(&renewed).await.expect("load"),
+            Some(state.clone())
+        );
+
+        // delete, then update of the deleted key: a new key too.
+        store.delete(&key).await.expect("delete");
+        assert_eq!(store.load(&key).await.expect("load"), None);
+        let after = store
+            .update(key_of(key.as_ref()), state.clone(), &Ttl::seconds(3600))
+            .await
+            .expect("update deleted");
+        assert_ne!(after.as_ref(), key.as_ref());
+        assert_eq!(store.load(&key).await.expect("load"), None);
+    });
+}
+
+macro_rules! web_store_tests {
+    ($name:ident, $backend:ty) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn tower_store() {
+                super::tower_store::<$backend>()
+            }
+            #[cfg(feature = "tower-sessions-014")]
+            #[test]
+            fn tower_store_014() {
+                super::tower_store_014::<$backend>()
+            }
+            #[test]
+            fn actix_store() {
+                super::actix_store::<$backend>()
+            }
+        }
+    };
+}
+
+web_store_tests!(memory, Memory);
+web_store_tests!(log, Log);
+web_store_tests!(dir, Dir);
+#[cfg(feature = "postgres")]
+web_store_tests!(postgres, common::servers::Postgres);
+#[cfg(feature = "mysql")]
+web_store_tests!(mysql, common::servers::MySql);
+#[cfg(feature = "redis")]
+web_store_tests!(redis, common::servers::Redis);
+
+#[test]
+fn debug_shows_no_secrets() {
+    let store = TowerStore::new(MemoryStore::new());
+    let text = format!("{store:?}");
+    assert!(text.contains("MemoryStore"), "{text}");
+    assert!(!store.uses_blocking_pool(), "MemoryStore runs inline");
+    let log = tempfile::tempdir().expect("temp dir");
+    let always = sessionlog::LogStore::options()
+        .sync(sessionlog::SyncPolicy::Always)
+        .open(log.path().join("a.db"))
+        .expect("open");
+    assert!(TowerStore::new(always).uses_blocking_pool());
+    let interval = sessionlog::LogStore::open(log.path().join("b.db")).expect("open");
+    assert!(!ActixStore::new(interval).uses_blocking_pool());
+}
+
+// ---------------------------------------------------------------------
+// The example apps over HTTP
+
+/// The example binary `name`, built by `cargo test` next to the tests.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --features tower-sessions,actix-session` \
+         (cargo test builds the examples)",
+        path.display()
+    );
+    path
+}
+
+/// One running example process, killed (SIGKILL) and reaped on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `bin` with `args` plus `--addr 127.0.0.1:0` and waits (at
+    /// most 30 s) for its `LISTENING <addr>` line.
+    fn start(bin: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(bin)
+            .args(args)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the example");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            base: String::new(),
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => server.base = format!("http://{addr}"),
+            Err(_) => panic!("{} did not start listening in 30 s", bin.display()),
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// A client with its own cookie jar (or a shared one).
+fn client(jar: &Arc<reqwest::cookie::Jar>) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .cookie_provider(Arc::clone(jar))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
+}
+
+fn jar() -> Arc<reqwest::cookie::Jar> {
+    Arc::new(reqwest::cookie::Jar::default())
+}
+
+/// (status, body) of a request.
+fn send(req: reqwest::blocking::RequestBuilder) -> (u16, String) {
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().expect("body").trim().to_owned())
+}
+
+fn login(c: &reqwest::blocking::Client, s: &Server, user: &str) {
+    let (status, body) = send(c.post(s.url("/login")).form(&[("user", user)]));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, &*format!("logged in as {user}"))
+    );
+}
+
+fn start_all(bin: &Path, n: usize, store: &Path, extra: &[&str]) -> Vec<Server> {
+    let store = store.to_str().expect("utf-8 path");
+    (0..n)
+        .map(|_| {
+            let mut args = vec!["--store", store];
+            args.extend_from_slice(extra);
+            Server::start(bin, &args)
+        })
+        .collect()
+}
+
+fn login_counter_logout_everywhere(servers: &[Server]) {
+    let jar = jar();
+    let c = client(&jar);
+    let (a, b, last) = (&servers[0], &servers[1], &servers[servers.len() - 1]);
+    assert_eq!(send(c.get(a.url("/counter"))).0, 401, "no session yet");
+    login(&c, a, "ada");
+    assert_eq!(send(c.post(b.url("/counter"))), (200, "1".into()));
+    assert_eq!(send(c.post(last.url("/counter"))), (200, "2".into()));
+    for s in servers {
+        assert_eq!(send(c.get(s.url("/counter"))), (200, "2".into()));
+    }
+    use reqwest::cookie::CookieStore as _;
+    let url = a.url("/").parse().expect("url");
+    let cookie = jar.cookies(&url).expect("a session cookie");
+    assert_eq!(send(c.post(last.url("/logout"))).0, 200);
+    for s in servers {
+        assert_eq!(
+            send(c.get(s.url("/counter"))).0,
+            401,
+            "logged out everywhere"
+        );
+        // Replaying the old cookie by hand does not bring it back either.
+        let replay = reqwest::blocking::Client::new();
+        let (status, _) = send(
+            replay
+                .get(s.url("/counter"))
+                .header("cookie", cookie.clone()),
+        );
+        assert_eq!(status, 401, "the old session is gone on every process");
+    }
+}
+
+#[test]
+fn axum_app_login_counter_logout_across_processes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers = start_all(&example("axum_app"), 3, &dir.path().join("s.db"), &[]);
+    login_counter_logout_everywhere(&servers);
+}
+
+#[test]
+fn actix_app_login_counter_logout_across_processes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("cookie.key");
+    let key = key.to_str().expect("utf-8");
+    let servers = start_all(
+        &example("actix_app"),
+        2,
+        &dir.path().join("s.db"),
+        &["--key-file", key],
+    );
+    login_counter_logout_everywhere(&servers);
+}
+
+#[test]
+fn axum_app_refuses_an_expired_session() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers = start_all(
+        &example("axum_app"),
+        2,
+        &dir.path().join("s.db"),
+        &["--idle-secs", "3"],
+    );
+    let jar = jar();
+    let c = client(&jar);
+    login(&c, &servers[0], "ada");
+    assert_eq!(send(c.get(servers[1].url("/counter"))), (200, "0".into()));
+    // Reading does not save (no always-save): the deadline stays. Poll
+    // until the server refuses the session, bounded.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if send(c.get(servers[1].url("/counter"))).0 == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session never expired");
+        std::thread::yield_now();
+    }
+    assert_eq!(send(c.post(servers[0].url("/counter"))).0, 401);
+}
+
+#[test]
+fn axum_app_gives_bad_cookies_a_fresh_session() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers = start_all(&example("axum_app"), 2, &dir.path().join("s.db"), &[]);
+    let s = &servers[1];
+    let forged = "A".repeat(22);
+    let oversized = "B".repeat(4000);
+    for cookie in [
+        format!("id={forged}"),
+        "id=not-an-id!%%".to_owned(),
+        "id=../../etc/passwd".to_owned(),
+        "id=".to_owned(),
+        format!("id={oversized}"),
+    ] {
+        let c = reqwest::blocking::Client::new();
+        let (status, body) = send(c.get(s.url("/counter")).header("cookie", &cookie));
+        assert_eq!(
+            (status, body.as_str()),
+            (401, "not logged in"),
+            "{cookie:.30}"
+        );
+        let resp = c
+            .post(s.url("/login"))
+            .header("cookie", &cookie)
+            .form(&[("user", "eve")])
+            .send()
+            .expect("login");
+        assert_eq!(resp.status().as_u16(), 200, "{cookie:.30}");
+        let set = resp
+            .headers()
+            .get("set-cookie")
+            .expect("a fresh session cookie")
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(!set.contains(&forged) && !set.contains(&oversized[..100]));
+    }
+}
+
+/// Two clients sharing one session increment it `n` times each on
+/// different processes at once; returns the final count.
+fn race(servers: &[Server], path: &'static str, n: usize) -> u64 {
+    let jar = jar();
+    login(&client(&jar), &servers[0], "ada");
+    std::thread::scope(|scope| {
+        for (i, s) in servers.iter().take(2).enumerate() {
+            let jar = Arc::clone(&jar);
+            scope.spawn(move || {
+                let c = client(&jar);
+                for _ in 0..n {
+                    let (status, _) = send(c.post(s.url(path)));
+                    assert_eq!(status, 200, "client {i}");
+                }
+            });
+        }
+    });
+    let (status, body) = send(client(&jar).get(servers[2].url("/counter")));
+    assert_eq!(status, 200);
+    body.parse().expect("a count")
+}
+
+#[test]
+fn axum_app_racing_increments_lose_nothing_on_the_conflict_safe_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers = start_all(&example("axum_app"), 3, &dir.path().join("s.db"), &[]);
+    let n = 150;
+    let safe = race(&servers, "/counter", n);
+    let plain = race(&servers, "/counter/plain", n);
+    println!(
+        "2 clients x {n} increments of one session on 2 processes: conflict-safe {safe}, \
+         plain (last writer wins) {plain} ({} lost)",
+        2 * n as u64 - plain
+    );
+    assert_eq!(safe, 2 * n as u64, "the conflict-safe path loses none");
+    assert!(plain <= 2 * n as u64);
+}
+
+#[test]
+fn axum_app_sigkill_mid_load_loses_no_acknowledged_session() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut servers = start_all(
+        &example("axum_app"),
+        3,
+        &dir.path().join("s.db"),
+        &["--sync", "never"],
+    );
+    let victim = servers.remove(0);
+    let victim_url = victim.base.clone();
+    let victim = std::sync::Mutex::new(Some(victim));
+    let bases: Vec<String> = std::iter::once(victim_url.clone())
+        .chain(servers.iter().map(|s| s.base.clone()))
+        .collect();
+
+    // Four clients log in and increment, spread over every process (the
+    // victim included); client 0 kills the victim after some requests.
+    // Acknowledged = a 200 answer: (jar, the count it acknowledged).
+    let acked: Vec<(Arc<reqwest::cookie::Jar>, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let bases = &bases;
+                let victim = &victim;
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    for round in 0..12 {
+                        if t == 0 && round == 4 {
+                            drop(victim.lock().expect("lock").take()); // SIGKILL
+                        }
+                        let jar = jar();
+                        let c = client(&jar);
+                        let base = &bases[(t + round) % bases.len()];
+                        let Ok(r) = c
+                            .post(format!("{base}/login"))
+                            .form(&[("user", "u")])
+                            .send()
+                        else {
+                            continue;
+                        };
+                        if r.status().as_u16() != 200 {
+                            continue;
+                        }
+                        let mut count = 0;
+                        for k in 0..5 {
+                            let base = &bases[(t + round + k + 1) % bases.len()];
+                            match c.post(format!("{base}/counter")).send() {
+                                Ok(r) if r.status().as_u16() == 200 => {
+                                    count = r.text().expect("body").trim().parse().expect("n");
+                                }
+                                _ => {}
+                            }
+                        }
+                        out.push((jar, count));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    assert!(
+        victim.lock().expect("lock").is_none(),
+        "the victim was killed"
+    );
+    assert!(
+        acked.len() >= 20,
+        "most logins were acknowledged: {}",
+        acked.len()
+    );
+    // Every acknowledged session and count is there on every survivor.
+    for (jar, count) in &acked {
+        let c = client(jar);
+        for s in &servers {
+            let (status, body) = send(c.get(s.url("/counter")));
+            assert_eq!(status, 200, "an acknowledged session is gone");
+            let n: u64 = body.parse().expect("a count");
+            assert!(n >= *count, "acknowledged count {count}, found {n}");
+        }
+    }
+    // The victim is gone, the others keep serving.
+    assert!(
+        reqwest::blocking::Client::new()
+            .get(format!("{victim_url}/health"))
+            .send()
+            .is_err()
+    );
+    for s in &servers {
+        assert_eq!(
+            send(reqwest::blocking::Client::new().get(s.url("/health"))).0,
+            200
+        );
+    }
+}
