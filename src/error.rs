@@ -122,7 +122,7 @@ pub enum Error {
         /// The store.
         path: PathBuf,
         /// What is busy.
-        what: &'static str,
+        what: String,
     },
 
     /// A file or directory of the store is not one it can trust: a

@@ -51,8 +51,8 @@ pub mod web;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dir::{DirOptions, DirStore};
 pub use engine::{
-    CheckReport, CompactStats, Damage, LogOptions, LogStore, RecordCounts, RecoveryReport, Stats,
-    TornTail, check, check_with,
+    BackgroundError, CheckReport, CompactStats, Damage, LogOptions, LogStore, RecordCounts,
+    RecoveryReport, Stats, TornTail, check, check_with,
 };
 pub use error::{Error, Remedy, Result};
 pub use id::{MAX_ID_LEN, SessionId};

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 pub(crate) struct Poison {
     set: AtomicBool,
+    /// Reads are refused too: the file under the map is no longer whole
+    /// (a read of a page past its end would raise SIGBUS).
+    fatal: AtomicBool,
     cause: Mutex<String>,
 }
 
@@ -37,6 +40,20 @@ impl Poison {
             *kept = cause;
             self.set.store(true, Ordering::Release);
         }
+    }
+
+    /// Refuses reads as well as writes from now on.
+    pub fn set_fatal(&self, cause: String) {
+        self.set_cause(cause);
+        self.fatal.store(true, Ordering::Release);
+    }
+
+    /// `Error::Poisoned` if reads are refused too ([`Poison::set_fatal`]).
+    pub fn check_read(&self, path: &Path) -> Result<()> {
+        if self.fatal.load(Ordering::Acquire) {
+            return self.check(path);
+        }
+        Ok(())
     }
 
     /// `Error::Poisoned` naming `path` and the recorded cause, if set.

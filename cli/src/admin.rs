@@ -224,6 +224,10 @@ pub fn stats(path: &Path, as_json: bool) -> Outcome {
             "garbage_ratio": s.garbage_ratio,
             "generation": s.generation,
             "last_compaction": last,
+            "last_background_error": s.last_background_error.as_ref().map(|e| json!({
+                "at": fmt_time(e.at),
+                "message": e.message,
+            })),
         });
         writeln!(out, "{v}")?;
         return Ok(ExitCode::SUCCESS);
@@ -250,6 +254,14 @@ pub fn stats(path: &Path, as_json: bool) -> Outcome {
             fmt_bytes(c.bytes_before)
         )?,
         None => writeln!(out, "last compaction: never")?,
+    }
+    if let Some(e) = &s.last_background_error {
+        writeln!(
+            out,
+            "last background error: {} {}",
+            fmt_time(e.at),
+            e.message
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

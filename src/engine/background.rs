@@ -17,6 +17,14 @@ use crate::options::SyncPolicy;
 /// behind durable saves' range syncs.
 const HEADER_SYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// How often, at least, the thread checks that the lock file is still the
+/// store's and that the log was not truncated under the map.
+const CHECK_FILES_EVERY: Duration = Duration::from_secs(1);
+
+/// After `n` failed compactions in a row the next try waits
+/// `compact_check_interval * 2^min(n, MAX_BACKOFF_DOUBLINGS)`.
+const MAX_BACKOFF_DOUBLINGS: u32 = 6;
+
 /// Starts the thread that syncs (`SyncPolicy::Interval`) and compacts.
 pub(crate) fn spawn(inner: Arc<Inner>) -> Result<JoinHandle<()>> {
     let path = inner.path.clone();
@@ -32,8 +40,10 @@ fn run(inner: &Inner) {
         SyncPolicy::Interval(d) => d.min(check),
         SyncPolicy::Always => HEADER_SYNC_EVERY.min(check),
         SyncPolicy::Never => check,
-    };
+    }
+    .min(CHECK_FILES_EVERY);
     let mut next_check = Instant::now() + check;
+    let mut failures = 0u32;
     if inner.open_sync_pending.swap(false, Ordering::AcqRel) {
         // A failure poisons the store; writers then report it.
         let _ = inner.sync_all();
@@ -49,6 +59,11 @@ fn run(inner: &Inner) {
                 return;
             }
         }
+        // A failure poisons the handle; writers (and, for a truncated
+        // file, readers) then report it.
+        let _ = inner
+            .check_lock_file()
+            .and_then(|()| inner.check_file_len());
         if matches!(inner.opts.sync, SyncPolicy::Interval(_))
             && inner.commit.is_dirty()
             && !inner.poison.is_set()
@@ -64,11 +79,25 @@ fn run(inner: &Inner) {
             // second at most brings the synced word on disk up to date.
             let _ = inner.sync_all();
         }
-        if Instant::now() >= next_check {
-            next_check = Instant::now() + check;
+        if Instant::now() >= next_check && !inner.poison.is_set() {
+            let mut wait = check;
             if worth_compacting(inner) {
-                let _ = compact::try_compact(&inner.compaction());
+                match compact::try_compact(&inner.compaction()) {
+                    Ok(_) => failures = 0,
+                    Err(e) => {
+                        // Visible to every process (`stats`), and retried
+                        // later and later: a directory that cannot be
+                        // written or a full disk must not make the thread
+                        // rewrite the log in a loop.
+                        inner
+                            .lock
+                            .set_status(inner.now_ms(), &format!("background compaction: {e}"));
+                        failures += 1;
+                        wait = check.saturating_mul(1 << failures.min(MAX_BACKOFF_DOUBLINGS));
+                    }
+                }
             }
+            next_check = Instant::now() + wait;
         }
     }
 }

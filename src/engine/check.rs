@@ -167,12 +167,11 @@ pub fn check_with(
     let superseded = word_at(&header, H_SUPERSEDED) == SUPERSEDED;
 
     // Records: [HEADER_SIZE, end). Past the file's end is handled below.
+    // The file is mapped, not read into memory: a log of any size costs
+    // page cache, which the kernel can take back, not heap.
     let end = committed.min(file_bytes);
-    let mut log = Vec::new();
-    (&mut file)
-        .take(end - HEADER_SIZE)
-        .read_to_end(&mut log)
-        .map_err(|e| Error::io(path, "read", e))?;
+    let map = map_file(path, &file, file_bytes)?;
+    let log = &map[HEADER_SIZE as usize..end as usize];
 
     let mut report = CheckReport {
         path: path.to_owned(),
@@ -192,10 +191,10 @@ pub fn check_with(
         records_past_committed: 0,
         torn_bytes_past_committed: 0,
     };
-    let walked = walk(&log, static_header.salt, &mut report, &mut progress);
+    let walked = walk(log, static_header.salt, &mut report, &mut progress);
     progress(walked, log.len() as u64);
     if committed <= file_bytes && report.torn_tail.is_none() && report.corruption.is_empty() {
-        past_committed(&mut file, path, static_header.salt, &mut report)?;
+        past_committed(&file, &map, end, static_header.salt, &mut report);
     }
     if committed > file_bytes {
         // The committed records run past the end of the file: the range
@@ -230,19 +229,39 @@ pub fn check_with(
 /// Looks past the committed end, as the first opener does: counts the
 /// complete records that follow it, and the bytes up to the last non-zero
 /// one after them (the next open erases those).
-fn past_committed(file: &mut File, path: &Path, salt: u32, report: &mut CheckReport) -> Result<()> {
-    let mut rest = Vec::new();
-    file.read_to_end(&mut rest)
-        .map_err(|e| Error::io(path, "read", e))?;
-    let mut pos = 0usize;
-    while let Ok(rec) = format::decode_record_salted(&rest[pos..], salt) {
+/// Only the parts of the file that hold data are scanned for the last
+/// non-zero byte (a sparse file of any apparent size costs a few calls).
+fn past_committed(file: &File, map: &[u8], end: u64, salt: u32, report: &mut CheckReport) {
+    let mut pos = end as usize;
+    while let Ok(rec) = format::decode_record_salted(&map[pos..], salt) {
         report.records_past_committed += 1;
         pos += rec.padded_len;
     }
-    if let Some(last) = rest[pos..].iter().rposition(|&b| b != 0) {
-        report.torn_bytes_past_committed = last as u64 + 1;
+    let last = crate::engine::file::data_ranges(file, pos as u64, map.len() as u64)
+        .into_iter()
+        .filter_map(|(a, b)| {
+            map[a as usize..b as usize]
+                .iter()
+                .rposition(|&x| x != 0)
+                .map(|i| a as usize + i)
+        })
+        .max();
+    if let Some(last) = last {
+        report.torn_bytes_past_committed = (last + 1 - pos) as u64;
     }
-    Ok(())
+}
+
+/// The whole file, mapped read-only (an empty slice for an empty file).
+fn map_file(path: &Path, file: &File, len: u64) -> Result<memmap2::Mmap> {
+    usize::try_from(len).map_err(|_| Error::corrupt(path, len, "file too large to map"))?;
+    // SAFETY: the mapping is read-only and private to this function's
+    // caller, which reads it as plain bytes and never trusts them (every
+    // record is checked). Another process appending to the file changes
+    // only bytes past what the check looks at, or bytes it then reports as
+    // damaged; a process that truncated the file under the check would
+    // make it fault, which no sessionlog process does (DESIGN.md §10).
+    unsafe { memmap2::MmapOptions::new().len(len as usize).map(file) }
+        .map_err(|e| Error::io(path, "mmap", e))
 }
 
 /// Walks the records in `log` (which starts at `HEADER_SIZE`), filling in

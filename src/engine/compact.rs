@@ -94,7 +94,7 @@ impl TempFile {
                 Err(fs::TryLockError::WouldBlock) => {
                     return Err(Error::Busy {
                         path,
-                        what: "another compaction holds the temporary file",
+                        what: "another compaction holds the temporary file".into(),
                     });
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
@@ -356,13 +356,19 @@ fn run_locked(
     idle_cutoff_ms: Option<u64>,
 ) -> Result<CompactStats> {
     // Phase 1: snapshot the index and copy without the write lock.
-    let (src, snapshot_end, mut offsets) = {
+    let (src, snapshot_end, mut offsets, live) = {
         let mut st = h.state.write();
         h.follow.refresh(&mut st)?;
         let offsets: Vec<u64> = st.index.offsets().collect();
-        (Arc::clone(&st.file), st.applied, offsets)
+        (
+            Arc::clone(&st.file),
+            st.applied,
+            offsets,
+            st.index.live_bytes(),
+        )
     };
     offsets.sort_unstable();
+    check_free_space(h.path, HEADER_SIZE + live)?;
     let now = h.expiry.now_ms();
     let dead = |modified: u64, expires: u64| {
         h.expiry.expired(modified, expires, now)
@@ -394,7 +400,7 @@ fn run_locked(
     if st.file.ino != src.ino {
         return Err(Error::Busy {
             path: h.path.to_owned(),
-            what: "another process compacted the log meanwhile",
+            what: "another process compacted the log meanwhile".into(),
         });
     }
     let end = st.applied;
@@ -574,4 +580,39 @@ fn keep_copy(path: &Path, copy: &Path, owner: Owner) -> Result<()> {
         return Err(Error::io(copy, "copy damaged file", e));
     }
     file::sync_parent_dir(copy)
+}
+
+/// Refuses to start a compaction that would fill the disk: the new file
+/// needs about `estimate` bytes (what is live), and a tenth more plus
+/// 16 MiB is left free besides. `statvfs` is one system call.
+fn check_free_space(log: &Path, estimate: u64) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = trust::parent(log);
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return Ok(());
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs
+    // that the call fills in; it is read only if the call succeeded.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Ok(()); // no figure: let the writes report a full disk
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let need = estimate
+        .saturating_add(estimate / 10)
+        .saturating_add(16 << 20);
+    if free < need {
+        return Err(Error::io(
+            dir,
+            "compact",
+            io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("{free} bytes free, a compaction needs about {need}; not started"),
+            ),
+        ));
+    }
+    Ok(())
 }

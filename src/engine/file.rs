@@ -291,43 +291,7 @@ impl LogFile {
     /// of the log costs a few system calls, not a read of up to 64 MiB.
     /// Where the filesystem cannot tell, all of it.
     pub fn data_ranges(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
-        use std::os::fd::AsRawFd;
-        let fd = self.file.as_raw_fd();
-        let seek = |pos: u64, whence| -> Option<io::Result<u64>> {
-            let p = libc::off_t::try_from(pos).ok()?;
-            // SAFETY: lseek only reads its integer arguments; the
-            // descriptor is owned by `self.file`. The file offset it moves
-            // is used by nothing: every read and write here is positioned.
-            let r = unsafe { libc::lseek(fd, p, whence) };
-            Some(if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(r as u64)
-            })
-        };
-        let mut out = Vec::new();
-        let mut pos = from;
-        while pos < to {
-            let data = match seek(pos, libc::SEEK_DATA) {
-                Some(Ok(d)) => d,
-                // No data at or after `pos`.
-                Some(Err(e)) if e.raw_os_error() == Some(libc::ENXIO) => break,
-                _ => {
-                    out.push((pos, to));
-                    break;
-                }
-            };
-            if data >= to {
-                break;
-            }
-            let hole = match seek(data, libc::SEEK_HOLE) {
-                Some(Ok(h)) => h.min(to),
-                _ => to,
-            };
-            out.push((data, hole));
-            pos = hole.max(data + 1);
-        }
-        out
+        data_ranges(&self.file, from, to)
     }
 
     pub fn sync_data(&self) -> io::Result<()> {
@@ -376,6 +340,50 @@ impl LogFile {
         }
         Ok(())
     }
+}
+
+/// The parts of `[from, to)` of `file` that may hold data (see
+/// [`LogFile::data_ranges`]).
+pub(crate) fn data_ranges(file: &File, from: u64, to: u64) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+
+    let seek = |pos: u64, whence| -> Option<io::Result<u64>> {
+        let p = libc::off_t::try_from(pos).ok()?;
+        // SAFETY: lseek only reads its integer arguments; the
+        // descriptor is owned by `file`. It moves the file offset, which
+        // callers do not use: every read and write of theirs is
+        // positioned or through a mapping.
+        let r = unsafe { libc::lseek(fd, p, whence) };
+        Some(if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as u64)
+        })
+    };
+    let mut out = Vec::new();
+    let mut pos = from;
+    while pos < to {
+        let data = match seek(pos, libc::SEEK_DATA) {
+            Some(Ok(d)) => d,
+            // No data at or after `pos`.
+            Some(Err(e)) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            _ => {
+                out.push((pos, to));
+                break;
+            }
+        };
+        if data >= to {
+            break;
+        }
+        let hole = match seek(data, libc::SEEK_HOLE) {
+            Some(Ok(h)) => h.min(to),
+            _ => to,
+        };
+        out.push((data, hole));
+        pos = hole.max(data + 1);
+    }
+    out
 }
 
 /// Decodes a static header into the crate's error types.

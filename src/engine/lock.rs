@@ -23,8 +23,9 @@
 use std::fs::{self, File};
 use std::io;
 use std::marker::PhantomData;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -36,12 +37,41 @@ const LOCK_FILE_SIZE: u64 = 4096;
 /// The lock file's first bytes.
 const LOCK_MAGIC: [u8; 8] = *b"SLOGLOCK";
 /// The lock protocol. A process finding another value refuses the store:
-/// two protocols cannot share one.
-const LOCK_VERSION: u32 = 1;
+/// two protocols cannot share one. Version 2 records who wrote the mutex.
+const LOCK_VERSION: u32 = 2;
+/// Offset of the mutex layout record: the C library's name (16 bytes,
+/// zero-padded) and `size_of::<pthread_mutex_t>()` (u32). A process built
+/// against another C library, or another layout, refuses the store rather
+/// than share a mutex it cannot read.
+const LAYOUT_OFFSET: usize = 16;
+const LAYOUT_LEN: usize = 20;
 /// Where the mutex lives (64-byte aligned).
 const MUTEX_OFFSET: usize = 64;
+/// The last background failure of any process on the store (for `stats`
+/// and `sessionlog stats`): time in ms (u64, 0 for none, written last),
+/// message length (u32), message (UTF-8, at most `STATUS_MESSAGE` bytes).
+const STATUS_OFFSET: usize = 512;
+const STATUS_MESSAGE: usize = 480;
 
-const _: () = assert!(MUTEX_OFFSET + size_of::<libc::pthread_mutex_t>() <= LOCK_FILE_SIZE as usize);
+/// This build's C library, as recorded in the lock page.
+const LIBC: &[u8] = if cfg!(target_env = "musl") {
+    b"musl"
+} else if cfg!(target_env = "gnu") {
+    b"glibc"
+} else {
+    b"other"
+};
+
+fn layout_record() -> [u8; LAYOUT_LEN] {
+    let mut r = [0u8; LAYOUT_LEN];
+    r[..LIBC.len()].copy_from_slice(LIBC);
+    r[16..].copy_from_slice(&(size_of::<libc::pthread_mutex_t>() as u32).to_le_bytes());
+    r
+}
+
+const _: () = assert!(MUTEX_OFFSET + size_of::<libc::pthread_mutex_t>() <= STATUS_OFFSET);
+const _: () = assert!(LAYOUT_OFFSET + LAYOUT_LEN <= MUTEX_OFFSET);
+const _: () = assert!(STATUS_OFFSET + 12 + STATUS_MESSAGE <= LOCK_FILE_SIZE as usize);
 
 /// The lock file, mapped. One handle per store handle: `flock` locks belong
 /// to the open file description.
@@ -58,6 +88,10 @@ pub(crate) struct LockFile {
     pub first: bool,
     /// The store's owner: every file of the store must be theirs.
     pub owner: Owner,
+    /// Longest wait for the writer lock before `Error::Busy`.
+    timeout: Duration,
+    /// Device and inode of the lock file this handle locks with.
+    ino: (u64, u64),
 }
 
 /// Holds the writer lock until dropped. Not `Send`: a robust mutex must be
@@ -86,8 +120,10 @@ impl LockFile {
     /// only handle on the store, initialises it and keeps the exclusive
     /// `flock` (`first`): the caller recovers the log alone, then calls
     /// [`LockFile::share`].
-    pub fn open(path: PathBuf, owner: Owner) -> Result<LockFile> {
+    pub fn open(path: PathBuf, owner: Owner, timeout: Duration) -> Result<LockFile> {
         let file = trust::open(&path, Create::IfMissing, owner)?;
+        let meta = file.metadata().map_err(|e| Error::io(&path, "stat", e))?;
+        let ino = (meta.dev(), meta.ino());
         let first = match file.try_lock() {
             Ok(()) => {
                 init(&path, &file)?;
@@ -111,6 +147,8 @@ impl LockFile {
             map,
             first,
             owner,
+            timeout,
+            ino,
         })
     }
 
@@ -136,14 +174,88 @@ impl LockFile {
         unsafe { self.map.as_mut_ptr().add(MUTEX_OFFSET).cast() }
     }
 
-    /// Blocks until this thread holds the writer lock (against every other
-    /// thread and process).
+    /// Waits until this thread holds the writer lock (against every other
+    /// thread and process), at most the handle's timeout: a holder that is
+    /// stopped (`SIGSTOP`) or hung gives `Error::Busy` naming the store,
+    /// not a frozen caller.
     pub fn lock(&self) -> Result<LockGuard<'_>> {
+        let deadline = deadline(self.timeout);
         // SAFETY: see `LockGuard::drop`: the mutex is initialised, shared
-        // and robust, and mapped while `self` lives.
-        let rc = unsafe { libc::pthread_mutex_lock(self.mutex()) };
+        // and robust, and mapped while `self` lives; `deadline` is a valid
+        // timespec on the stack for the whole call.
+        let rc = unsafe { libc::pthread_mutex_timedlock(self.mutex(), &deadline) };
+        if rc == libc::ETIMEDOUT {
+            return Err(Error::Busy {
+                path: self.path.clone(),
+                what: format!(
+                    "another process has held the store's write lock for more than {:?} \
+                     (stopped or hung?)",
+                    self.timeout
+                ),
+            });
+        }
         self.locked(rc)?
             .ok_or_else(|| Error::io(&self.path, "lock", io::Error::from_raw_os_error(rc)))
+    }
+
+    /// Whether the lock file at the path is still the one this handle
+    /// locks with. If someone removed or replaced it (a `/tmp` cleaner, an
+    /// admin clearing a "stale lock"), the next opener makes a new mutex
+    /// and writes through this handle would no longer exclude it.
+    pub fn is_current(&self) -> Result<bool> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) => Ok((m.dev(), m.ino()) == self.ino),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(&self.path, "stat", e)),
+        }
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn status_word(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: STATUS_OFFSET is 8-aligned and in bounds of the mapped
+        // page (checked above); the word is only accessed atomically.
+        unsafe { &*self.map.as_mut_ptr().add(STATUS_OFFSET).cast() }
+    }
+
+    /// Records a background failure for every process to see (`stats`).
+    /// Several processes may write at once; the message is diagnostic and
+    /// read back as lossy UTF-8 of a bounded length, never trusted.
+    pub fn set_status(&self, at_ms: u64, message: &str) {
+        use std::sync::atomic::Ordering;
+        let msg = &message.as_bytes()[..message.len().min(STATUS_MESSAGE)];
+        let word = self.status_word();
+        word.store(0, Ordering::Release);
+        // SAFETY: the range lies in the mapped page after the status word
+        // (checked above); other processes read it only as plain bytes.
+        unsafe {
+            let base = self.map.as_mut_ptr().add(STATUS_OFFSET + 8);
+            std::ptr::copy_nonoverlapping((msg.len() as u32).to_le_bytes().as_ptr(), base, 4);
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), base.add(4), msg.len());
+        }
+        word.store(at_ms.max(1), Ordering::Release);
+    }
+
+    /// The last recorded background failure: (time in ms, message).
+    pub fn status(&self) -> Option<(u64, String)> {
+        use std::sync::atomic::Ordering;
+        let at = self.status_word().load(Ordering::Acquire);
+        if at == 0 {
+            return None;
+        }
+        let mut len = [0u8; 4];
+        let mut msg = vec![0u8; STATUS_MESSAGE];
+        // SAFETY: as in `set_status`; the copies are of plain bytes.
+        unsafe {
+            let base = self.map.as_ptr().add(STATUS_OFFSET + 8);
+            std::ptr::copy_nonoverlapping(base, len.as_mut_ptr(), 4);
+            std::ptr::copy_nonoverlapping(base.add(4), msg.as_mut_ptr(), STATUS_MESSAGE);
+        }
+        msg.truncate((u32::from_le_bytes(len) as usize).min(STATUS_MESSAGE));
+        Some((at, String::from_utf8_lossy(&msg).into_owned()))
     }
 
     /// Takes the writer lock if nobody holds it.
@@ -229,15 +341,16 @@ fn init(path: &Path, file: &File) -> Result<()> {
     if rc != 0 {
         return Err(io("initialise the lock", io::Error::from_raw_os_error(rc)));
     }
-    let mut head = [0u8; 12];
+    let mut head = [0u8; LAYOUT_OFFSET + LAYOUT_LEN];
     head[..8].copy_from_slice(&LOCK_MAGIC);
-    head[8..].copy_from_slice(&LOCK_VERSION.to_le_bytes());
+    head[8..12].copy_from_slice(&LOCK_VERSION.to_le_bytes());
+    head[LAYOUT_OFFSET..].copy_from_slice(&layout_record());
     file.write_all_at(&head, 0).map_err(|e| io("write", e))
 }
 
 /// Checks that the page was written by this protocol.
 fn check(path: &Path, file: &File) -> Result<()> {
-    let mut head = [0u8; 12];
+    let mut head = [0u8; LAYOUT_OFFSET + LAYOUT_LEN];
     let len = file
         .metadata()
         .map_err(|e| Error::io(path, "stat", e))?
@@ -268,5 +381,33 @@ fn check(path: &Path, file: &File) -> Result<()> {
             supported: LOCK_VERSION,
         });
     }
+    if head[LAYOUT_OFFSET..] != layout_record() {
+        let name_end = head[LAYOUT_OFFSET..LAYOUT_OFFSET + 16]
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(16);
+        let theirs = String::from_utf8_lossy(&head[LAYOUT_OFFSET..LAYOUT_OFFSET + name_end]);
+        return Err(Error::Unsafe {
+            path: path.to_owned(),
+            reason: format!(
+                "the store is open in a process whose C library ({theirs}) lays out its \
+                 mutex differently from this one's ({}): the two cannot share a lock",
+                String::from_utf8_lossy(LIBC)
+            ),
+        });
+    }
     Ok(())
+}
+
+/// The absolute `CLOCK_REALTIME` time `timeout` from now, which
+/// `pthread_mutex_timedlock` takes.
+fn deadline(timeout: Duration) -> libc::timespec {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = now.saturating_add(timeout);
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(at.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(at.subsec_nanos() as i32),
+    }
 }

@@ -41,5 +41,5 @@ mod write;
 
 pub use check::{CheckReport, Damage, RecordCounts, TornTail, check, check_with};
 pub use options::LogOptions;
-pub use stats::{CompactStats, RecoveryReport, Stats};
+pub use stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
 pub use store::LogStore;

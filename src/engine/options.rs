@@ -24,6 +24,7 @@ pub struct LogOptions {
     pub(crate) compact_check_interval: Duration,
     pub(crate) repair: bool,
     pub(crate) allow_others_to_write_directory: bool,
+    pub(crate) lock_timeout: Duration,
     pub(crate) hooks: Hooks,
 }
 
@@ -40,6 +41,7 @@ impl Default for LogOptions {
             compact_check_interval: Duration::from_secs(10),
             repair: false,
             allow_others_to_write_directory: false,
+            lock_timeout: Duration::from_secs(5),
             hooks: Hooks::default(),
         }
     }
@@ -118,6 +120,15 @@ impl LogOptions {
         self
     }
 
+    /// Longest a write (or a compaction) waits for the store's write lock
+    /// before it fails with [`Error::Busy`](crate::Error::Busy) naming the
+    /// store: a holder that is stopped or hung must not freeze every
+    /// process. Default: 5 s.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
     /// Installs an I/O hook that sees (and may fail) every write, sync and
     /// rename after opening. For fault-injection tests.
     #[cfg(feature = "unstable-internals")]
@@ -138,6 +149,7 @@ impl LogOptions {
                 self.compact_garbage_ratio
             )));
         }
+        Validate::period("lock_timeout", self.lock_timeout)?;
         Validate::period("compact_check_interval", self.compact_check_interval)
     }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub stop: Mutex<bool>,
     pub wake: Condvar,
     pub recovery: Mutex<RecoveryReport>,
+    /// Writes through this handle, for the periodic lock-file check.
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -92,6 +94,38 @@ impl Inner {
         self.follow().refresh(st)
     }
 
+    /// Poisons the handle unless its lock file is still the store's (see
+    /// `LockFile::is_current`).
+    pub fn check_lock_file(&self) -> Result<()> {
+        if !self.lock.is_current()? {
+            self.poison.set_cause(format!(
+                "check of the lock file: {} was removed or replaced while the store was open, \
+                 so writes through this handle would no longer exclude other processes; \
+                 reopen the store",
+                self.lock.path().display()
+            ));
+        }
+        self.poison.check(&self.path)
+    }
+
+    /// Poisons the handle for reads too if the log file is shorter than
+    /// what this process has read of it: something truncated it under the
+    /// map, and touching the lost pages would raise SIGBUS.
+    pub fn check_file_len(&self) -> Result<()> {
+        let (file, applied) = {
+            let st = self.state.read();
+            (std::sync::Arc::clone(&st.file), st.applied)
+        };
+        let len = file.file_len()?;
+        if len < applied {
+            self.poison.set_fatal(format!(
+                "check of the file's length: the log was truncated to {len} bytes under the \
+                 store (it holds {applied}); reopen the store, and find what truncated it"
+            ));
+        }
+        self.poison.check_read(&self.path)
+    }
+
     /// Syncs everything appended so far and records that in the header.
     pub fn sync_all(&self) -> Result<()> {
         self.commit.sync_all(&self.log())
@@ -101,6 +135,7 @@ impl Inner {
     /// call: the shared lock when nothing changed (no system call), else
     /// the exclusive lock after catching up.
     pub fn with_fresh<R>(&self, f: impl Fn(&State) -> Result<R>) -> Result<R> {
+        self.poison.check_read(&self.path)?;
         {
             let st = self.state.read();
             if st.is_fresh() {

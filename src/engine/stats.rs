@@ -26,6 +26,19 @@ pub struct Stats {
     pub recovery: RecoveryReport,
     /// The compaction that wrote the current file, if any.
     pub last_compaction: Option<CompactStats>,
+    /// The last failure of a background compaction in any process that has
+    /// the store open (recorded in the lock file), if any.
+    pub last_background_error: Option<BackgroundError>,
+}
+
+/// A background compaction that failed (it is retried later and later).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackgroundError {
+    /// When it failed.
+    pub at: SystemTime,
+    /// The error, as it would have been reported.
+    pub message: String,
 }
 
 /// What recovery did when a store was opened.

@@ -19,7 +19,7 @@ use crate::engine::read::{decode_at, live, put_data};
 use crate::engine::recovery::{self, Opened, SyncAfterReplay};
 use crate::engine::shared::Inner;
 use crate::engine::state::{State, StateLock};
-use crate::engine::stats::{CompactStats, RecoveryReport, Stats};
+use crate::engine::stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
 use crate::engine::{background, compact, file, write};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -74,7 +74,7 @@ impl LogStore {
         // Reject a file that is not a store before creating anything beside it.
         recovery::precheck(path)?;
         let owner = Owner::of(path)?;
-        let lock = LockFile::open(file::sibling(path, ".lock"), owner)?;
+        let lock = LockFile::open(file::sibling(path, ".lock"), owner, opts.lock_timeout)?;
         let mut report = RecoveryReport::default();
         let now = to_millis(opts.clock.now());
         let when = if opts.background {
@@ -116,6 +116,7 @@ impl LogStore {
             stop: Mutex::new(false),
             wake: Condvar::new(),
             recovery: Mutex::new(report),
+            writes: std::sync::atomic::AtomicU64::new(0),
             opts,
         });
         let background = if inner.opts.background {
@@ -149,6 +150,7 @@ impl LogStore {
     /// expired and idle sessions (see DESIGN.md). Waits for a compaction
     /// running in another process to finish first.
     pub fn compact(&self) -> Result<CompactStats> {
+        self.inner.check_lock_file()?;
         compact::compact(&self.inner.compaction(), None)
     }
 
@@ -201,6 +203,10 @@ impl LogStore {
                 bytes_after: h.compact_result_bytes,
                 generation: h.generation,
                 finished: from_millis(h.created_ms),
+            }),
+            last_background_error: inner.lock.status().map(|(at, message)| BackgroundError {
+                at: from_millis(at),
+                message,
             }),
         })
     }

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::engine::commit::SyncKind;
 use crate::engine::format::{self, Kind, MAX_OFFSET, RecordFields};
@@ -18,6 +19,10 @@ use crate::options::SyncPolicy;
 use crate::session::{
     SaveMode, Session, check_size, expires_millis, from_millis, next_version, to_millis,
 };
+
+/// How many writes may pass between two checks that the lock file is
+/// still the store's (a `stat`, about 1 µs).
+const LOCK_CHECK_EVERY: u64 = 256;
 
 /// Where an append left the log: what group commit must make durable.
 struct Appended {
@@ -34,6 +39,15 @@ fn write<R>(
     let _busy = inner.commit.enter();
     let mut buf = inner.writer.lock();
     let _lock = inner.lock.lock()?;
+    // One `stat` every LOCK_CHECK_EVERY writes (and the background thread's
+    // every tick) notices a lock file that was removed or replaced.
+    if inner
+        .writes
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(LOCK_CHECK_EVERY)
+    {
+        inner.check_lock_file()?;
+    }
     let mut st = inner.state.write();
     inner.refresh(&mut st)?;
     let now = inner.now_ms();
