@@ -545,7 +545,15 @@ impl DirStore {
             Err(e) => return Err(e),
         };
         let stamp = Stamp {
-            version: next_version(session, found, check)?,
+            version: next_version(
+                session,
+                found,
+                if check {
+                    crate::session::SaveMode::IfUnchanged
+                } else {
+                    crate::session::SaveMode::Overwrite
+                },
+            )?,
             modified_ms: now,
             expires_ms: expires_millis(session.expires),
         };

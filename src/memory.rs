@@ -95,7 +95,15 @@ impl MemoryStore {
             .get(&session.id)
             .and_then(|s| self.live(s, now))
             .map_or(0, |s| s.version);
-        let version = next_version(session, found, check)?;
+        let version = next_version(
+            session,
+            found,
+            if check {
+                crate::session::SaveMode::IfUnchanged
+            } else {
+                crate::session::SaveMode::Overwrite
+            },
+        )?;
         map.insert(
             session.id.clone(),
             Stored {

@@ -89,13 +89,24 @@ pub(crate) fn check_size(session: &Session, limit: usize) -> crate::Result<()> {
     Ok(())
 }
 
+/// How a save treats the version already stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SaveMode {
+    /// `save_session`: replace whatever is stored.
+    Overwrite,
+    /// `save_session_if_unchanged`: only if the stored version is the one
+    /// the caller loaded (none for a new session), else `Error::Conflict`.
+    IfUnchanged,
+}
+
 /// The version a save of `session` writes over a stored `found` (0 when
-/// none is live): `found + 1`. For a conditional save (`check`),
+/// none is live): `found + 1`. For a conditional save
+/// ([`SaveMode::IfUnchanged`]),
 /// `Error::Conflict` unless `found` is the version the caller loaded. The
 /// local backends decide this under their write lock; the server backends
 /// in one statement.
-pub(crate) fn next_version(session: &Session, found: u64, check: bool) -> crate::Result<u64> {
-    if check && found != session.version() {
+pub(crate) fn next_version(session: &Session, found: u64, mode: SaveMode) -> crate::Result<u64> {
+    if mode == SaveMode::IfUnchanged && found != session.version() {
         return Err(crate::Error::Conflict {
             id: session.id.clone(),
             expected: session.version(),

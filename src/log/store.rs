@@ -604,7 +604,15 @@ impl Inner {
             let found = inner
                 .live(st, &session.id, now)?
                 .map_or(0, |l| l.rec.version);
-            let version = next_version(session, found, check)?;
+            let version = next_version(
+                session,
+                found,
+                if check {
+                    crate::session::SaveMode::IfUnchanged
+                } else {
+                    crate::session::SaveMode::Overwrite
+                },
+            )?;
             inner.append_record(
                 st,
                 buf,

@@ -24,10 +24,10 @@ use mysql::consts::CapabilityFlags;
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn, params};
 
-use super::{Common, Page, Paged, backend_error, common_setters, ms_i64, restore};
+use super::{Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore};
 use crate::error::{Error, Result};
 use crate::id::{MAX_ID_LEN, SessionId};
-use crate::session::{Session, duration_millis, expires_millis, from_millis};
+use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
 
 const BACKEND: &str = "mysql";
@@ -43,10 +43,45 @@ const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// Options for [`MySqlStore`]; start with [`MySqlStore::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MySqlOptions {
     common: Common,
     table: String,
+}
+
+/// Prints the server from the parsed URL, never the password.
+impl std::fmt::Debug for MySqlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target =
+            Opts::from_url(&self.common.url).map_or_else(|_| UNPARSED.to_owned(), |o| describe(&o));
+        f.debug_struct("MySqlOptions")
+            .field("target", &target)
+            .field("table", &self.table)
+            .field("common", &self.common)
+            .finish()
+    }
+}
+
+/// The target shown for a URL the driver cannot parse.
+const UNPARSED: &str = "(unparsable connection URL)";
+
+/// `mysql://user@host:port/db` from the parsed options: never the password,
+/// whether it came in the authority or as `?password=`.
+fn describe(opts: &Opts) -> String {
+    let user = opts.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let db = opts.get_db_name().unwrap_or("");
+    match opts.get_socket() {
+        Some(socket) => format!("mysql://{user}localhost/{db} (socket {socket})"),
+        None => {
+            let host = opts.get_ip_or_hostname();
+            let port = opts.get_tcp_port();
+            if host.contains(':') {
+                format!("mysql://{user}[{host}]:{port}/{db}")
+            } else {
+                format!("mysql://{user}{host}:{port}/{db}")
+            }
+        }
+    }
 }
 
 impl MySqlOptions {
@@ -68,21 +103,30 @@ impl MySqlOptions {
     pub fn open(self) -> Result<MySqlStore> {
         self.common.check()?;
         super::check_table_name(&self.table)?;
-        let target = super::redact_url(&self.common.url);
         let opts = Opts::from_url(&self.common.url).map_err(|e| {
             backend_error(
                 BACKEND,
-                &target,
+                UNPARSED,
                 format!(
-                    "invalid connection URL: {e}; expected mysql://user:password@host:port/database"
+                    "invalid connection URL: {}; expected mysql://user:password@host:port/database",
+                    url_error_text(&e)
                 ),
-                Some(Box::new(e)),
+                None,
             )
         })?;
+        let target = describe(&opts);
+        let host = if opts.get_socket().is_some() {
+            Host::Unix
+        } else {
+            Host::Tcp(&opts.get_ip_or_hostname())
+        };
+        self.common
+            .check_plaintext(BACKEND, &target, host, "mysql-tls", "require_ssl=true")?;
         let max = usize::try_from(self.common.pool_size).unwrap_or(usize::MAX);
         let constraints = PoolConstraints::new(0, max)
             .ok_or_else(|| Error::InvalidOption("pool_size must be at least 1".into()))?;
-        let io = Some(self.common.statement_timeout);
+        // The read and write timeouts cover the handshake too.
+        let io = Some(self.common.io_timeout());
         let opts = OptsBuilder::from_opts(opts)
             .prefer_socket(false)
             .tcp_connect_timeout(Some(self.common.connect_timeout))
@@ -92,7 +136,9 @@ impl MySqlOptions {
             // millisecond still reports the session as present
             .additional_capabilities(CapabilityFlags::CLIENT_FOUND_ROWS)
             .pool_opts(PoolOpts::default().with_constraints(constraints));
-        let pool = Pool::new(opts).map_err(|e| my_error(&target, "could not connect", e))?;
+        let limits = (self.common.connect_timeout, self.common.io_timeout());
+        let pool =
+            Pool::new(opts).map_err(|e| my_error(&target, limits, "could not connect", e))?;
         let mut store = MySqlStore {
             sql: Sql::new(&self.table),
             pool,
@@ -185,12 +231,16 @@ impl MySqlStore {
     fn conn(&self) -> Result<PooledConn> {
         self.pool
             .try_get_conn(self.common.connect_timeout)
-            .map_err(|e| my_error(&self.target, "could not get a connection", e))
+            .map_err(|e| my_error(&self.target, self.limits(), "could not get a connection", e))
     }
 
     fn err(&self, what: &str) -> impl Fn(mysql::Error) -> Error + '_ {
         let what = what.to_owned();
-        move |e| my_error(&self.target, &what, e)
+        move |e| my_error(&self.target, self.limits(), &what, e)
+    }
+
+    fn limits(&self) -> (Duration, Duration) {
+        (self.common.connect_timeout, self.common.io_timeout())
     }
 
     /// The server's time plus the test offset.
@@ -224,7 +274,7 @@ impl MySqlStore {
         }
     }
 
-    fn save(&self, session: &mut Session, check: bool) -> Result<()> {
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let mut conn = self.conn()?;
         let now = self.now(&mut conn)?;
@@ -234,7 +284,7 @@ impl MySqlStore {
         let expires = ms_i64(expires_millis(session.expires));
         let expected = session.version();
         let failed = self.err("save failed");
-        let version = if !check {
+        let version = if mode == SaveMode::Overwrite {
             let n = self
                 .write(
                     &mut conn,
@@ -330,11 +380,11 @@ impl SessionStore for MySqlStore {
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, false)
+        self.save(session, SaveMode::Overwrite)
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, true)
+        self.save(session, SaveMode::IfUnchanged)
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
@@ -478,8 +528,41 @@ impl Sql {
     }
 }
 
-/// Turns a client error into an [`Error::Backend`] that says what to do.
-fn my_error(target: &str, what: &str, e: mysql::Error) -> Error {
+/// The text of a URL error, without the values it may quote.
+fn url_error_text(e: &mysql::UrlError) -> String {
+    match e {
+        mysql::UrlError::InvalidValue(param, _) => {
+            format!("invalid value for URL parameter `{param}'")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether `e` is the client giving up waiting for the server.
+fn is_timeout(e: &mysql::Error) -> bool {
+    match e {
+        mysql::Error::DriverError(
+            mysql::DriverError::ConnectTimeout | mysql::DriverError::Timeout,
+        ) => true,
+        mysql::Error::IoError(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ),
+        _ => false,
+    }
+}
+
+/// Turns a client error into an [`Error::Timeout`] or an [`Error::Backend`]
+/// that says what to do.
+/// `limits` are the connect and io deadlines, to say which one passed.
+fn my_error(target: &str, limits: (Duration, Duration), what: &str, e: mysql::Error) -> Error {
+    if is_timeout(&e) {
+        let after = match e {
+            mysql::Error::IoError(_) => limits.1,
+            _ => limits.0,
+        };
+        return super::timeout_error(BACKEND, target, what.trim_end_matches(" failed"), after);
+    }
     let hint = match &e {
         mysql::Error::MySqlError(m) => match m.code {
             1044 | 1045 | 1698 => "authentication failed: check the user and password in the URL",

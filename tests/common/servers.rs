@@ -84,7 +84,8 @@ impl Clock {
 }
 
 #[cfg(feature = "postgres")]
-pub use self::postgres::Postgres;
+#[allow(unused_imports)]
+pub use self::postgres::{Postgres, pg_batch};
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
@@ -123,10 +124,29 @@ mod postgres {
 
     impl Drop for Postgres {
         fn drop(&mut self) {
-            if let Ok(mut c) = ::postgres::Client::connect(&postgres_url(), ::postgres::NoTls) {
-                let _ = c.batch_execute(&format!("DROP TABLE IF EXISTS {}", self.table));
-            }
+            let _ = pg_batch(&format!("DROP TABLE IF EXISTS {}", self.table));
         }
+    }
+
+    /// Runs `sql` on the test server with a client of its own (the store
+    /// offers no DDL), within 10 s.
+    pub fn pg_batch(sql: &str) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let (client, conn) =
+                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                client.batch_execute(sql).await.map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|_| "timed out".to_owned())?
+        })
     }
 }
 
