@@ -544,12 +544,21 @@ fn is_timeout(e: &mysql::Error) -> bool {
         mysql::Error::DriverError(
             mysql::DriverError::ConnectTimeout | mysql::DriverError::Timeout,
         ) => true,
-        mysql::Error::IoError(io) => matches!(
-            io.kind(),
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-        ),
+        mysql::Error::IoError(io) => io_timed_out(io),
+        // The packet codec wraps the socket's error as its source.
+        mysql::Error::CodecError(c) => std::error::Error::source(c)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(io_timed_out),
         _ => false,
     }
+}
+
+/// A socket read or write that ran into its timeout.
+fn io_timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
 }
 
 /// Turns a client error into an [`Error::Timeout`] or an [`Error::Backend`]
@@ -558,8 +567,8 @@ fn is_timeout(e: &mysql::Error) -> bool {
 fn my_error(target: &str, limits: (Duration, Duration), what: &str, e: mysql::Error) -> Error {
     if is_timeout(&e) {
         let after = match e {
-            mysql::Error::IoError(_) => limits.1,
-            _ => limits.0,
+            mysql::Error::DriverError(_) => limits.0,
+            _ => limits.1,
         };
         return super::timeout_error(BACKEND, target, what.trim_end_matches(" failed"), after);
     }

@@ -304,3 +304,169 @@ impl Named for Redis {
             .unwrap_or_else(|e| unreachable("Redis", "SESSIONLOG_REDIS_URL", &e))
     }
 }
+
+/// A TCP proxy on 127.0.0.1 in front of a real server that can be told to
+/// stall: while stalled it accepts connections and reads what either side
+/// sends, but forwards nothing, like a hung server or a black-holed route.
+/// Dropping it closes every connection it carries.
+pub struct Proxy {
+    port: u16,
+    shared: std::sync::Arc<ProxyShared>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+pub struct ProxyShared {
+    open: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+    stop: AtomicBool,
+    conns: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl ProxyShared {
+    /// Waits until data may pass; false when the proxy is stopping.
+    fn pass(&self) -> bool {
+        let mut open = self.open.lock().expect("gate");
+        while !*open && !self.stop.load(Ordering::SeqCst) {
+            open = self.changed.wait(open).expect("gate");
+        }
+        !self.stop.load(Ordering::SeqCst)
+    }
+}
+
+impl Proxy {
+    /// A proxy to `upstream`, passing data from the start.
+    pub fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let shared = Arc::new(ProxyShared {
+            open: std::sync::Mutex::new(true),
+            changed: std::sync::Condvar::new(),
+            stop: AtomicBool::new(false),
+            conns: std::sync::Mutex::new(Vec::new()),
+        });
+        let sh = Arc::clone(&shared);
+        let accept = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if sh.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                {
+                    let mut conns = sh.conns.lock().expect("conns");
+                    for s in [&client, &server] {
+                        if let Ok(c) = s.try_clone() {
+                            conns.push(c);
+                        }
+                    }
+                }
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    let sh = Arc::clone(&sh);
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || !sh.pass() || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy {
+            port,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// From now on, nothing passes in either direction.
+    pub fn stall(&self) {
+        *self.shared.open.lock().expect("gate") = false;
+    }
+
+    /// Data passes again (held data first).
+    pub fn resume(&self) {
+        *self.shared.open.lock().expect("gate") = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.changed.notify_all();
+        for c in self.shared.conns.lock().expect("conns").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `url` (`scheme://[user@]host[:port]/rest`) split into the upstream
+/// address and the same URL pointed at 127.0.0.1:`port` instead.
+pub fn upstream_of(url: &str, default_port: u16) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let (_, rest) = url.split_once("://").expect("a URL");
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let hostport = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{default_port}")
+    };
+    hostport
+        .to_socket_addrs()
+        .expect("resolve")
+        .next()
+        .expect("an address")
+}
+
+/// `url` with its host and port replaced by 127.0.0.1:`port`.
+pub fn via_port(url: &str, port: u16) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user = authority
+        .rsplit_once('@')
+        .map_or(String::new(), |(u, _)| format!("{u}@"));
+    format!("{scheme}://{user}127.0.0.1:{port}{tail}")
+}
+
+/// Runs `f` on a thread of its own and waits at most `limit` for it: an
+/// outer bound that keeps a hanging call from hanging the test.
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
+
+/// Threads of this process now.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .count()
+}
