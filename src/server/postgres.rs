@@ -91,7 +91,7 @@ impl PostgresOptions {
         config
             .tcp_user_timeout(self.common.io_timeout())
             .keepalives(true)
-            .options(&format!("-c statement_timeout={statement_ms}"));
+            .options(format!("-c statement_timeout={statement_ms}"));
         let tls = tls_for(&mut config, &self.common, &target)?;
         let connector = Connector {
             config,
