@@ -434,8 +434,9 @@ macro_rules! server_tests {
                 super::conflict_message_hides_the_id::<$backend>();
             }
 
-            /// Issue 12, item 15: plaintext to a host that is not loopback
-            /// is refused before anything is sent, unless allowed by name.
+            /// Issue 12, item 15: plaintext (or TLS without verification)
+            /// to a host that is not loopback is refused before anything is
+            /// sent, unless allowed by name.
             #[test]
             fn plaintext_to_a_remote_host_is_refused() {
                 let err = $store::builder($remote).open().expect_err("refused");
@@ -521,7 +522,7 @@ server_tests!(
         "postgres://u:Pw1s#EcReT@127.0.0.1:1/db".to_owned(),
         "postgres://u:Pw1s/EcReT?x@127.0.0.1:1/db".to_owned(),
     ],
-    remote: "postgres://u@192.0.2.1/db"
+    remote: "postgres://u@192.0.2.1/db?sslmode=disable"
 );
 
 server_tests!(
@@ -544,7 +545,7 @@ server_tests!(
         "mysql://u:Pw1s?EcReT@127.0.0.1:1/db".to_owned(),
         "mysql://u:Pw1s#EcReT@127.0.0.1:1/db".to_owned(),
     ],
-    remote: "mysql://u@192.0.2.1/db"
+    remote: "mysql://u@192.0.2.1/db?danger_accept_invalid_certs=true"
 );
 
 server_tests!(

@@ -87,6 +87,10 @@ pub(crate) struct Common {
     pub clock_offset: ClockOffset,
     /// Whether plaintext to a host other than loopback is allowed.
     pub allow_plaintext_to_remote: bool,
+    /// TLS even to loopback.
+    pub require_tls: bool,
+    /// CA certificates (PEM) to trust instead of the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// How much longer than `statement_timeout` the client waits by default, so
@@ -105,6 +109,8 @@ impl std::fmt::Debug for Common {
             .field("max_idle", &self.max_idle)
             .field("max_session_size", &self.max_session_size)
             .field("allow_plaintext_to_remote", &self.allow_plaintext_to_remote)
+            .field("require_tls", &self.require_tls)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -122,7 +128,14 @@ impl Common {
             max_session_size_set: false,
             clock_offset: ClockOffset::new(),
             allow_plaintext_to_remote: false,
+            require_tls: false,
+            tls_ca_file: None,
         }
+    }
+
+    /// Whether the caller asked for TLS by option.
+    pub fn tls_asked(&self) -> bool {
+        self.require_tls || self.tls_ca_file.is_some()
     }
 
     pub fn check(&self) -> Result<()> {
@@ -216,6 +229,54 @@ impl Host<'_> {
     }
 }
 
+/// A rustls client configuration (ring provider) that trusts the CA
+/// certificates in `ca_file`, or the system's roots.
+#[cfg(feature = "postgres-tls")]
+pub(crate) fn rustls_config(
+    ca_file: Option<&std::path::Path>,
+) -> std::result::Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read tls_ca_file {}: {e}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| {
+                    format!("tls_ca_file {}: not PEM certificates: {e}", path.display())
+                })?;
+                roots.add(cert).map_err(|e| {
+                    format!("tls_ca_file {}: unusable certificate: {e}", path.display())
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "tls_ca_file {} holds no certificate",
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(
+                    "no CA certificates found on this system: give the server's CA with tls_ca_file"
+                        .into(),
+                );
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Refuses a URL with an `@` after its authority: a password with a raw
 /// `/`, `?` or `#` (which must be percent-encoded), that the drivers would
 /// otherwise split into host, database or query, and print.
@@ -284,6 +345,24 @@ macro_rules! common_setters {
         /// discarded (default: `statement_timeout` plus 1 s, so 6 s).
         pub fn io_timeout(mut self, d: std::time::Duration) -> $t {
             self.common.io_timeout = Some(d);
+            self
+        }
+
+        /// Connects with TLS, the server's certificate and host name
+        /// verified, even to loopback (default: TLS for hosts that are not
+        /// loopback, see [`allow_plaintext_to_remote`](Self::allow_plaintext_to_remote)).
+        /// Needs the backend's `*-tls` feature.
+        pub fn require_tls(mut self, require: bool) -> $t {
+            self.common.require_tls = require;
+            self
+        }
+
+        /// Trusts the CA certificates in this PEM file, instead of the
+        /// system's, to verify the server; implies
+        /// [`require_tls`](Self::require_tls). Needs the backend's `*-tls`
+        /// feature.
+        pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> $t {
+            self.common.tls_ca_file = Some(path.into());
             self
         }
 

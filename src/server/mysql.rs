@@ -115,13 +115,9 @@ impl MySqlOptions {
             )
         })?;
         let target = describe(&opts);
-        let host = if opts.get_socket().is_some() {
-            Host::Unix
-        } else {
-            Host::Tcp(&opts.get_ip_or_hostname())
-        };
-        self.common
-            .check_plaintext(BACKEND, &target, host, "mysql-tls", "require_ssl=true")?;
+        let ssl = tls_for(&opts, &self.common, &target)?;
+        let opts = OptsBuilder::from_opts(opts).ssl_opts(ssl);
+        let opts = Opts::from(opts);
         let max = usize::try_from(self.common.pool_size).unwrap_or(usize::MAX);
         let constraints = PoolConstraints::new(0, max)
             .ok_or_else(|| Error::InvalidOption("pool_size must be at least 1".into()))?;
@@ -528,6 +524,50 @@ impl Sql {
     }
 }
 
+/// Decides TLS: on when the URL configures it (`root_cert_path=...`),
+/// when asked by option, or (with the `mysql-tls` feature) for a host that
+/// is not loopback; plaintext, or TLS without verification, to a remote
+/// host is refused unless allowed by name.
+fn tls_for(opts: &Opts, common: &Common, target: &str) -> Result<Option<mysql::SslOpts>> {
+    let name = opts.get_ip_or_hostname();
+    let host = if opts.get_socket().is_some() {
+        Host::Unix
+    } else {
+        Host::Tcp(&name)
+    };
+    #[cfg_attr(not(feature = "mysql-tls"), allow(unused_mut))]
+    let mut ssl = opts.get_ssl_opts().cloned();
+    let wanted = common.tls_asked() || (!host.is_local() && !common.allow_plaintext_to_remote);
+    if wanted {
+        #[cfg(feature = "mysql-tls")]
+        {
+            let mut o = ssl.unwrap_or_default();
+            if let Some(path) = &common.tls_ca_file {
+                o = o.with_root_cert_path(Some(path.clone()));
+            }
+            ssl = Some(o);
+        }
+        #[cfg(not(feature = "mysql-tls"))]
+        if ssl.is_none() {
+            return Err(backend_error(
+                BACKEND,
+                target,
+                "TLS is needed (require_tls, tls_ca_file, or a host that is not loopback) but \
+                 this build has no TLS support: enable the `mysql-tls` feature, or, for a remote \
+                 host on a network you trust, call allow_plaintext_to_remote(true)",
+                None,
+            ));
+        }
+    }
+    let verified = ssl
+        .as_ref()
+        .is_some_and(|o| !o.accept_invalid_certs() && !o.skip_domain_validation());
+    if !verified {
+        common.check_plaintext(BACKEND, target, host, "mysql-tls", "require_tls(true)")?;
+    }
+    Ok(ssl)
+}
+
 /// The text of a URL error, without the values it may quote.
 fn url_error_text(e: &mysql::UrlError) -> String {
     match e {
@@ -601,4 +641,50 @@ fn my_error(target: &str, limits: (Duration, Duration), what: &str, e: mysql::Er
         format!("{what}: {hint} ({e})"),
         Some(Box::new(e)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(url: &str, common: &Common) -> Result<Option<mysql::SslOpts>> {
+        let opts = Opts::from_url(url).expect("url");
+        tls_for(&opts, common, "t")
+    }
+
+    #[test]
+    fn plaintext_to_loopback_is_fine_to_remote_refused_or_tls() {
+        let common = Common::new("");
+        assert_eq!(
+            decide("mysql://u@127.0.0.1/db", &common).expect("loopback"),
+            None
+        );
+        let remote = decide("mysql://u@db.internal/db", &common);
+        #[cfg(feature = "mysql-tls")]
+        assert!(remote.expect("TLS").is_some(), "a remote host gets TLS");
+        #[cfg(not(feature = "mysql-tls"))]
+        assert!(
+            remote
+                .expect_err("refused")
+                .to_string()
+                .contains("allow_plaintext_to_remote")
+        );
+        let allowed = Common {
+            allow_plaintext_to_remote: true,
+            ..Common::new("")
+        };
+        assert_eq!(
+            decide("mysql://u@db.internal/db", &allowed).expect("allowed"),
+            None
+        );
+        let err = decide(
+            "mysql://u@db.internal/db?danger_accept_invalid_certs=true",
+            &common,
+        )
+        .expect_err("unverified TLS to a remote host");
+        assert!(
+            err.to_string().contains("allow_plaintext_to_remote"),
+            "{err}"
+        );
+    }
 }

@@ -161,44 +161,90 @@ fn describe_url(url: &str) -> String {
 /// How connections are encrypted.
 #[derive(Clone)]
 enum Tls {
-    /// No TLS: `sslmode=disable`, or `prefer` without the `postgres-tls`
-    /// feature, to loopback (or where plaintext is allowed).
+    /// Plaintext: loopback, `sslmode=disable`, or allowed by name.
     Off,
+    /// rustls, the server's certificate and host name verified.
+    #[cfg(feature = "postgres-tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
 }
 
-/// Decides TLS for `config` and refuses plaintext to a remote host.
+/// Decides TLS for `config`: TLS when `sslmode=require`, when asked by
+/// option, or (for `sslmode=prefer`, the default) when a host is not
+/// loopback; plaintext otherwise, refused to a remote host unless allowed.
+/// `prefer` never falls back to plaintext silently where it matters: to a
+/// remote host it means `require`.
 fn tls_for(config: &mut Config, common: &Common, target: &str) -> Result<Tls> {
-    let mode = config.get_ssl_mode();
-    if mode == SslMode::Require {
-        return Err(backend_error(
-            BACKEND,
-            target,
-            "sslmode=require needs TLS support: build with the `postgres-tls` feature",
-            None,
-        ));
-    }
-    // Without TLS support, `prefer` is plaintext: say so rather than fall
-    // back silently where it matters (a remote host).
-    config.ssl_mode(SslMode::Disable);
+    let mut hosts: Vec<String> = Vec::new();
+    let mut remote = false;
     for h in config.get_hosts() {
         let host = match h {
             PgHost::Tcp(h) => Host::Tcp(h),
             #[cfg(unix)]
             PgHost::Unix(_) => Host::Unix,
         };
-        common.check_plaintext(BACKEND, target, host, "postgres-tls", "sslmode=require")?;
+        remote |= !host.is_local();
+        if let PgHost::Tcp(h) = h {
+            hosts.push(h.clone());
+        }
     }
     for a in config.get_hostaddrs() {
-        let a = a.to_string();
-        common.check_plaintext(
+        remote |= !Host::Tcp(&a.to_string()).is_local();
+    }
+    let tls = match config.get_ssl_mode() {
+        SslMode::Disable => {
+            if common.tls_asked() {
+                return Err(Error::InvalidOption(
+                    "sslmode=disable contradicts require_tls / tls_ca_file".into(),
+                ));
+            }
+            false
+        }
+        SslMode::Require => true,
+        _ => common.tls_asked() || (remote && !common.allow_plaintext_to_remote),
+    };
+    if !tls {
+        for h in &hosts {
+            common.check_plaintext(
+                BACKEND,
+                target,
+                Host::Tcp(h),
+                "postgres-tls",
+                "sslmode=require",
+            )?;
+        }
+        for a in config.get_hostaddrs() {
+            let a = a.to_string();
+            common.check_plaintext(
+                BACKEND,
+                target,
+                Host::Tcp(&a),
+                "postgres-tls",
+                "sslmode=require",
+            )?;
+        }
+        config.ssl_mode(SslMode::Disable);
+        return Ok(Tls::Off);
+    }
+    #[cfg(feature = "postgres-tls")]
+    {
+        config.ssl_mode(SslMode::Require);
+        let rustls = super::rustls_config(common.tls_ca_file.as_deref())
+            .map_err(|m| backend_error(BACKEND, target, m, None))?;
+        Ok(Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(
+            rustls,
+        )))
+    }
+    #[cfg(not(feature = "postgres-tls"))]
+    {
+        Err(backend_error(
             BACKEND,
             target,
-            Host::Tcp(&a),
-            "postgres-tls",
-            "sslmode=require",
-        )?;
+            "TLS is needed (sslmode=require, require_tls, tls_ca_file, or a host that is not \
+             loopback) but this build has no TLS support: enable the `postgres-tls` feature, \
+             or, for a remote host on a network you trust, call allow_plaintext_to_remote(true)",
+            None,
+        ))
     }
-    Ok(Tls::Off)
 }
 
 /// One connection: a tokio-postgres client and the current-thread runtime
@@ -248,7 +294,6 @@ impl PgConn {
 /// Opens [`PgConn`]s.
 struct Connector {
     config: Config,
-    #[allow(dead_code)]
     tls: Tls,
     target: String,
     connect_timeout: Duration,
@@ -281,6 +326,12 @@ impl Connect for Connector {
                             self.config.connect(tokio_postgres::NoTls).await?;
                         tokio::spawn(connection);
                         Ok::<_, tokio_postgres::Error>(client)
+                    }
+                    #[cfg(feature = "postgres-tls")]
+                    Tls::Rustls(tls) => {
+                        let (client, connection) = self.config.connect(tls.clone()).await?;
+                        tokio::spawn(connection);
+                        Ok(client)
                     }
                 }
             })

@@ -248,17 +248,7 @@ impl RedisOptions {
                 )
             })?;
         let target = describe(&info);
-        let host = match info.addr() {
-            ConnectionAddr::Tcp(host, _) => Some(Host::Tcp(host)),
-            ConnectionAddr::Unix(_) => Some(Host::Unix),
-            _ => None, // TLS
-        };
-        if let Some(host) = host {
-            self.common
-                .check_plaintext(BACKEND, &target, host, "redis-tls", "a rediss:// URL")?;
-        }
-        let client = Client::open(info)
-            .map_err(|e| redis_error(&target, self.common.connect_timeout, "open", e))?;
+        let client = client_for(info, &self.common, &target)?;
         let connector = Connector {
             client,
             target: target.clone(),
@@ -593,6 +583,63 @@ impl SessionStore for RedisStore {
     fn is_multiprocess_safe(&self) -> bool {
         true
     }
+}
+
+/// The client for `info`: TLS for `rediss://` URLs (with `tls_ca_file`'s
+/// CAs when given); plaintext, or TLS without verification (`#insecure`),
+/// to a host that is not loopback is refused unless allowed by name.
+fn client_for(info: ConnectionInfo, common: &Common, target: &str) -> Result<Client> {
+    let open_error = |e| redis_error(target, common.connect_timeout, "open", e);
+    match info.addr() {
+        ConnectionAddr::Tcp(host, _) => {
+            if common.tls_asked() {
+                return Err(Error::InvalidOption(
+                    "require_tls / tls_ca_file need a rediss:// URL".into(),
+                ));
+            }
+            common.check_plaintext(
+                BACKEND,
+                target,
+                Host::Tcp(host),
+                "redis-tls",
+                "a rediss:// URL",
+            )?;
+        }
+        ConnectionAddr::Unix(_) => {
+            if common.tls_asked() {
+                return Err(Error::InvalidOption(
+                    "require_tls / tls_ca_file need a rediss:// URL, not a Unix socket".into(),
+                ));
+            }
+        }
+        ConnectionAddr::TcpTls { host, insecure, .. } => {
+            if *insecure {
+                common.check_plaintext(
+                    BACKEND,
+                    target,
+                    Host::Tcp(host),
+                    "redis-tls",
+                    "a rediss:// URL without #insecure",
+                )?;
+            }
+            #[cfg(feature = "redis-tls")]
+            if let Some(path) = &common.tls_ca_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Error::InvalidOption(format!("cannot read tls_ca_file {}: {e}", path.display()))
+                })?;
+                return Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+                .map_err(open_error);
+            }
+        }
+        _ => {}
+    }
+    Client::open(info).map_err(open_error)
 }
 
 /// Opens connections with a connect deadline (which covers the handshake
