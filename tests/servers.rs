@@ -700,3 +700,272 @@ fn redis_bad_reply_shows_no_session_data() {
     assert!(!text.contains(victim), "{text}");
     assert!(text.contains("unexpected reply"), "{text}");
 }
+
+/// Issue 12, item 15: TLS against the local servers, with a CA and server
+/// certificate the test makes (openssl command). Each test shows that the
+/// store's connection really is TLS (the server refuses plaintext, or
+/// reports the connection as TLS) and that the certificate is verified (a
+/// CA the server's certificate does not chain to is refused).
+#[cfg(any(feature = "postgres-tls", feature = "mysql-tls", feature = "redis-tls"))]
+mod tls {
+    use super::*;
+    #[allow(unused_imports)]
+    use common::servers::{ChildServer, free_port, make_certs, poll};
+
+    /// A directory other users (the servers) can read.
+    fn shared_tempdir() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        dir
+    }
+
+    /// A CA that did not sign the server's certificate.
+    fn other_ca() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = shared_tempdir();
+        make_certs(dir.path(), "sessionlog unrelated test CA");
+        let ca = dir.path().join("ca.pem");
+        (dir, ca)
+    }
+
+    #[cfg(feature = "postgres-tls")]
+    mod postgres {
+        use super::*;
+        use common::servers::{pg_batch, pg_query_i64};
+        use sessionlog::PostgresStore;
+
+        /// Restores the cluster's certificate settings (the Debian
+        /// defaults from postgresql.conf) on drop, even when the test fails.
+        struct RestoreSslConfig;
+
+        impl Drop for RestoreSslConfig {
+            fn drop(&mut self) {
+                for sql in [
+                    "ALTER SYSTEM RESET ssl_cert_file",
+                    "ALTER SYSTEM RESET ssl_key_file",
+                    "SELECT pg_reload_conf()",
+                ] {
+                    if let Err(e) = pg_batch(sql) {
+                        eprintln!("restoring PostgreSQL's TLS settings: {sql}: {e}");
+                    }
+                }
+            }
+        }
+
+        fn uid_of(user: &str) -> u32 {
+            let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+            passwd
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.first() == Some(&user)).then(|| f[2].parse().expect("uid"))
+                })
+                .unwrap_or_else(|| panic!("no user {user}"))
+        }
+
+        /// The running cluster is switched to the test's certificate with
+        /// ALTER SYSTEM and a reload (plaintext keeps working for everyone
+        /// else), and switched back on drop.
+        #[test]
+        fn postgres_store_speaks_verified_tls() {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = shared_tempdir();
+            make_certs(dir.path(), "sessionlog test CA");
+            let key = dir.path().join("server.key");
+            std::os::unix::fs::chown(&key, Some(uid_of("postgres")), None).expect("chown key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod key");
+            let cert = dir.path().join("server.pem");
+            std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod cert");
+            let ca = dir.path().join("ca.pem");
+            let (_other_dir, wrong_ca) = other_ca();
+
+            let _restore = RestoreSslConfig;
+            pg_batch(&format!(
+                "ALTER SYSTEM SET ssl_cert_file = '{}'",
+                cert.display()
+            ))
+            .expect("set ssl_cert_file");
+            pg_batch(&format!(
+                "ALTER SYSTEM SET ssl_key_file = '{}'",
+                key.display()
+            ))
+            .expect("set ssl_key_file");
+            pg_batch("SELECT pg_reload_conf()").expect("reload");
+
+            let app = common::servers::unique("sltls");
+            let url = format!(
+                "postgres://postgres@127.0.0.1/test?sslmode=require&application_name={app}"
+            );
+            let loc = <common::servers::Postgres as Backend>::new_location();
+            // The reload is asynchronous: until it is done the server shows
+            // its old certificate, which the test CA does not verify.
+            let store = poll(Duration::from_secs(30), "TLS with the test CA", || {
+                PostgresStore::builder(&url)
+                    .table(&loc.table)
+                    .tls_ca_file(&ca)
+                    .open()
+            });
+            store.setup().expect("setup over TLS");
+            let mut s = Session::new(id("tls"), b"over tls".to_vec());
+            store.save_session(&mut s).expect("save over TLS");
+            let back = store.load_session(&s.id).expect("load").expect("present");
+            assert_eq!(back.data, b"over tls");
+            let tls_conns = pg_query_i64(&format!(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE s.ssl AND a.application_name = '{app}'"
+            ))
+            .expect("pg_stat_ssl");
+            assert!(
+                tls_conns >= 1,
+                "the server sees the store's connection as TLS"
+            );
+
+            let err = PostgresStore::builder(&url)
+                .table(&loc.table)
+                .tls_ca_file(&wrong_ca)
+                .connect_timeout(Duration::from_secs(5))
+                .open()
+                .expect_err("a certificate from another CA");
+            eprintln!("another CA: {err}");
+            assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+            assert!(err.to_string().contains("TLS handshake failed"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "mysql-tls")]
+    mod mysql {
+        use super::*;
+        use sessionlog::MySqlStore;
+
+        /// A MariaDB of the test's own (mariadb-install-db into a temporary
+        /// directory, mariadbd on a free port, TLS only:
+        /// require_secure_transport), stopped on drop; the shared server is
+        /// not touched (enabling TLS there would need a restart).
+        #[test]
+        fn mysql_store_speaks_verified_tls() {
+            let dir = shared_tempdir();
+            let d = dir.path();
+            make_certs(d, "sessionlog test CA");
+            let out = Command::new("mariadb-install-db")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", d.join("data").display()))
+                .args(["--user=root", "--auth-root-authentication-method=normal"])
+                .arg("--skip-test-db")
+                .output()
+                .unwrap_or_else(|e| panic!("mariadb-install-db is needed (see SERVERS.md): {e}"));
+            assert!(
+                out.status.success(),
+                "mariadb-install-db: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let port = free_port();
+            let file = |name: &str| d.join(name).display().to_string();
+            let _server = ChildServer(
+                Command::new("/usr/sbin/mariadbd")
+                    .arg("--no-defaults")
+                    .arg(format!("--datadir={}", file("data")))
+                    .arg(format!("--port={port}"))
+                    .arg("--bind-address=127.0.0.1")
+                    .arg(format!("--socket={}", file("sock")))
+                    .arg(format!("--pid-file={}", file("pid")))
+                    .arg(format!("--log-error={}", file("err.log")))
+                    .arg("--user=root")
+                    .arg(format!("--ssl-cert={}", file("server.pem")))
+                    .arg(format!("--ssl-key={}", file("server.key")))
+                    .arg(format!("--ssl-ca={}", file("ca.pem")))
+                    .arg("--require-secure-transport=ON")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start mariadbd"),
+            );
+            let url = format!("mysql://root@127.0.0.1:{port}/mysql");
+            let ca = d.join("ca.pem");
+            let store = poll(Duration::from_secs(60), "TLS to our MariaDB", || {
+                MySqlStore::builder(&url)
+                    .table("sl_tls")
+                    .tls_ca_file(&ca)
+                    .open()
+            });
+            store.setup().expect("setup over TLS");
+            let mut s = Session::new(id("tls"), b"over tls".to_vec());
+            store.save_session(&mut s).expect("save over TLS");
+            let back = store.load_session(&s.id).expect("load").expect("present");
+            assert_eq!(back.data, b"over tls");
+
+            let err = MySqlStore::builder(&url)
+                .open()
+                .expect_err("the server refuses plaintext");
+            eprintln!("plaintext: {err}");
+            assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+            let (_other_dir, wrong_ca) = other_ca();
+            let err = MySqlStore::builder(&url)
+                .tls_ca_file(&wrong_ca)
+                .open()
+                .expect_err("a certificate from another CA");
+            eprintln!("another CA: {err}");
+            assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+            assert!(err.to_string().contains("TLS handshake failed"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "redis-tls")]
+    mod redis {
+        use super::*;
+        use sessionlog::RedisStore;
+
+        /// A redis-server of the test's own, TLS only (`--port 0
+        /// --tls-port N`), stopped on drop; the shared server is not touched.
+        #[test]
+        fn redis_store_speaks_verified_tls() {
+            let dir = shared_tempdir();
+            let d = dir.path();
+            make_certs(d, "sessionlog test CA");
+            let port = free_port();
+            let file = |name: &str| d.join(name).display().to_string();
+            let _server = ChildServer(
+                Command::new("redis-server")
+                    .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args(["--tls-cert-file", &file("server.pem")])
+                    .args(["--tls-key-file", &file("server.key")])
+                    .args(["--tls-ca-cert-file", &file("ca.pem")])
+                    .args(["--tls-auth-clients", "no"])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("redis-server is needed (see SERVERS.md): {e}")),
+            );
+            let url = format!("rediss://127.0.0.1:{port}/");
+            let ca = d.join("ca.pem");
+            let store = poll(Duration::from_secs(30), "TLS to our redis-server", || {
+                RedisStore::builder(&url).tls_ca_file(&ca).open()
+            });
+            let mut s = Session::new(id("tls"), b"over tls".to_vec());
+            store.save_session(&mut s).expect("save over TLS");
+            let back = store.load_session(&s.id).expect("load").expect("present");
+            assert_eq!(back.data, b"over tls");
+
+            let plain = format!("redis://127.0.0.1:{port}/");
+            let err = RedisStore::builder(&plain)
+                .connect_timeout(Duration::from_secs(2))
+                .open()
+                .expect_err("the port speaks TLS only");
+            eprintln!("plaintext: {err}");
+            assert!(
+                matches!(err, Error::Backend { .. } | Error::Timeout { .. }),
+                "{err:?}"
+            );
+            let (_other_dir, wrong_ca) = other_ca();
+            let err = RedisStore::builder(&url)
+                .tls_ca_file(&wrong_ca)
+                .open()
+                .expect_err("a certificate from another CA");
+            eprintln!("another CA: {err}");
+            assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+            assert!(err.to_string().contains("TLS handshake failed"), "{err}");
+        }
+    }
+}

@@ -296,6 +296,30 @@ pub(crate) fn check_url_shape(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// `e` and its sources, as one line.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The hint for a failure whose text (`error_chain`) shows a TLS problem.
+pub(crate) fn tls_hint(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    (t.contains("certificate") || t.contains("tls handshake") || t.contains("tls error")).then_some(
+        "the TLS handshake failed: the server's certificate is not trusted (give its CA with \
+         tls_ca_file) or does not name the host in the URL",
+    )
+}
+
 /// Builds an [`Error::Timeout`].
 pub(crate) fn timeout_error(
     backend: &'static str,

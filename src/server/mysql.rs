@@ -635,10 +635,12 @@ fn my_error(target: &str, limits: (Duration, Duration), what: &str, e: mysql::Er
         mysql::Error::UrlError(_) => "invalid connection URL",
         _ => "unexpected error",
     };
+    let text = e.to_string();
+    let hint = super::tls_hint(&text).unwrap_or(hint);
     backend_error(
         BACKEND,
         target,
-        format!("{what}: {hint} ({e})"),
+        format!("{what}: {hint} ({text})"),
         Some(Box::new(e)),
     )
 }

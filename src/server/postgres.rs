@@ -755,7 +755,11 @@ fn pg_error(target: &str, what: &str, e: tokio_postgres::Error) -> Error {
     };
     let message = match e.as_db_error() {
         Some(db) => format!("{what}: {hint} ({}: {})", db.code().code(), db.message()),
-        None => format!("{what}: {hint} ({e})"),
+        None => {
+            let text = super::error_chain(&e);
+            let hint = super::tls_hint(&text).unwrap_or(hint);
+            format!("{what}: {hint} ({text})")
+        }
     };
     backend_error(BACKEND, target, message, Some(Box::new(e)))
 }

@@ -767,10 +767,12 @@ fn redis_error(target: &str, after: Duration, what: &str, e: RedisError) -> Erro
             _ => "the server rejected the command",
         }
     };
+    let text = e.to_string();
+    let hint = super::tls_hint(&text).unwrap_or(hint);
     backend_error(
         BACKEND,
         target,
-        format!("{what}: {hint} ({e})"),
+        format!("{what}: {hint} ({text})"),
         Some(Box::new(e)),
     )
 }

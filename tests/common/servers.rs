@@ -85,7 +85,7 @@ impl Clock {
 
 #[cfg(feature = "postgres")]
 #[allow(unused_imports)]
-pub use self::postgres::{Postgres, pg_batch};
+pub use self::postgres::{Postgres, pg_batch, pg_query_i64};
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
@@ -126,6 +126,31 @@ mod postgres {
         fn drop(&mut self) {
             let _ = pg_batch(&format!("DROP TABLE IF EXISTS {}", self.table));
         }
+    }
+
+    /// The first column of the first row of `sql` (an integer), on the
+    /// test server with a client of its own, within 10 s.
+    pub fn pg_query_i64(sql: &str) -> Result<i64, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let (client, conn) =
+                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                let row = client
+                    .query_one(sql, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                row.try_get::<_, i64>(0).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|_| "timed out".to_owned())?
+        })
     }
 
     /// Runs `sql` on the test server with a client of its own (the store
@@ -469,4 +494,108 @@ pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .count()
+}
+
+/// A test CA and a server certificate it signed for `localhost` and
+/// 127.0.0.1 (EC P-256, valid 2 days), made with the `openssl` command in
+/// `dir`. Files: `ca.pem`, `server.pem`, `server.key`.
+#[cfg(any(feature = "postgres-tls", feature = "mysql-tls", feature = "redis-tls"))]
+pub fn make_certs(dir: &std::path::Path, ca_name: &str) {
+    use std::process::Command;
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("the openssl command is needed for the TLS tests: {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subj = format!("/CN={ca_name}");
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subj,
+    ]);
+    run(&a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&a);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: a server started on
+/// it right after may still lose a race, which then fails its start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A server process this test started; killed and reaped on drop, so it
+/// never outlives the test, even when the test fails.
+pub struct ChildServer(pub std::process::Child);
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` until it returns `Ok` or `limit` passes (then its last error).
+pub fn poll<T, E: std::fmt::Display>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
