@@ -207,10 +207,7 @@ pub(crate) enum Host<'a> {
     /// A TCP host name or address literal.
     Tcp(&'a str),
     /// A Unix-domain socket: local by construction.
-    #[cfg_attr(
-        not(any(feature = "postgres", feature = "mysql", feature = "redis")),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
     Unix,
 }
 
@@ -297,6 +294,7 @@ pub(crate) fn check_url_shape(url: &str) -> Result<()> {
 }
 
 /// `e` and its sources, as one line.
+#[cfg(feature = "postgres")]
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
