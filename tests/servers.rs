@@ -313,6 +313,27 @@ fn conflict_message_hides_the_id<B: Backend>() {
     );
 }
 
+/// More old sessions than one delete statement removes: all go, and the
+/// count is right (each statement stays small enough for the deadlines).
+fn delete_old_sessions_in_batches<B: Backend>() {
+    let cfg = Config::default();
+    let loc = B::new_location();
+    let store = loc.open(&cfg);
+    store.setup().expect("setup");
+    let deadline = sessionlog::Clock::now(&cfg.clock) + Duration::from_secs(1);
+    for i in 0..2_500u32 {
+        let mut s = Session::new(id(&format!("old{i:05}")), b"x".to_vec());
+        s.expires = Some(deadline);
+        store.save_session(&mut s).expect("save");
+    }
+    loc.advance(&cfg, Duration::from_secs(2));
+    let removed = store
+        .delete_old_sessions(Duration::from_secs(3600))
+        .expect("delete old");
+    assert_eq!(removed, 2_500);
+    assert_eq!(store.iter_sessions().expect("iter").count(), 0);
+}
+
 macro_rules! server_tests {
     ($feature:literal, $m:ident, $backend:ty, $store:ident, $dead_url:literal, $missing_db:expr, $words:literal,
      url: $url:expr, port: $port:literal, secrets: $secrets:expr, remote: $remote:literal) => {
@@ -427,6 +448,11 @@ macro_rules! server_tests {
                     |u| $store::builder(u).connect_timeout(Duration::from_secs(2)),
                     |b| b.open(),
                 );
+            }
+
+            #[test]
+            fn delete_old_sessions_in_batches() {
+                super::delete_old_sessions_in_batches::<$backend>();
             }
 
             #[test]

@@ -28,6 +28,12 @@ pub(crate) mod redis;
 /// Sessions fetched per round trip by `iter_sessions`.
 pub(crate) const PAGE_SIZE: usize = 100;
 
+/// Sessions removed per statement by `delete_old_sessions` on the SQL
+/// servers, so that each statement stays well inside the statement and io
+/// deadlines however many sessions are old.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) const SQL_DELETE_BATCH: u64 = 1000;
+
 /// A shared offset, in milliseconds, added to the server's clock in every
 /// query and script of the stores it is given to. **A testing aid**: it lets
 /// a test move a server store's time forward without sleeping. Leave it

@@ -435,10 +435,16 @@ impl SessionStore for MySqlStore {
             .unwrap_or(i64::MAX)
             .min(self.common.idle_ms());
         let cutoff = now.saturating_sub(limit);
-        let n = self
-            .write(&mut conn, &self.sql.delete_old, || params! {now, cutoff})
-            .map_err(self.err("deleting old sessions failed"))?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        let mut total = 0u64;
+        loop {
+            let n = self
+                .write(&mut conn, &self.sql.delete_old, || params! {now, cutoff})
+                .map_err(self.err("deleting old sessions failed"))?;
+            total += n;
+            if n < super::SQL_DELETE_BATCH {
+                return Ok(usize::try_from(total).unwrap_or(usize::MAX));
+            }
+        }
     }
 
     fn is_thread_safe(&self) -> bool {
@@ -518,7 +524,9 @@ impl Sql {
                 super::PAGE_SIZE
             ),
             delete_old: format!(
-                "DELETE FROM {t} WHERE modified <= :cutoff OR (expires <> 0 AND expires <= :now)"
+                "DELETE FROM {t} WHERE modified <= :cutoff OR (expires <> 0 AND expires <= :now) \
+                 LIMIT {}",
+                super::SQL_DELETE_BATCH
             ),
         }
     }
@@ -652,6 +660,20 @@ mod tests {
     fn decide(url: &str, common: &Common) -> Result<Option<mysql::SslOpts>> {
         let opts = Opts::from_url(url).expect("url");
         tls_for(&opts, common, "t")
+    }
+
+    #[test]
+    fn targets_come_from_the_parsed_url_without_the_password() {
+        let d = |url: &str| describe(&Opts::from_url(url).expect("parses"));
+        assert_eq!(
+            d("mysql://u:pw@db.internal:3307/app"),
+            "mysql://u@db.internal:3307/app"
+        );
+        assert_eq!(
+            d("mysql://u@db.internal/app?password=pw"),
+            "mysql://u@db.internal:3306/app"
+        );
+        assert_eq!(d("mysql://u:p%2Fw@h/app"), "mysql://u@h:3306/app");
     }
 
     #[test]

@@ -599,20 +599,26 @@ impl SessionStore for PostgresStore {
         let (off, idle) = self.base();
         let limit = i64::try_from(duration_millis(max_idle)).unwrap_or(i64::MAX);
         let conn = self.conn()?;
-        let n = conn
-            .block(
-                self.common.io_timeout(),
-                conn.client.execute_typed(
-                    &self.sql.delete_old,
-                    &[
-                        (&off, Type::INT8),
-                        (&idle, Type::INT8),
-                        (&limit, Type::INT8),
-                    ],
-                ),
-            )
-            .map_err(|f| self.fail("deleting old sessions", f))?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        let mut total = 0u64;
+        loop {
+            let n = conn
+                .block(
+                    self.common.io_timeout(),
+                    conn.client.execute_typed(
+                        &self.sql.delete_old,
+                        &[
+                            (&off, Type::INT8),
+                            (&idle, Type::INT8),
+                            (&limit, Type::INT8),
+                        ],
+                    ),
+                )
+                .map_err(|f| self.fail("deleting old sessions", f))?;
+            total += n;
+            if n < super::SQL_DELETE_BATCH {
+                return Ok(usize::try_from(total).unwrap_or(usize::MAX));
+            }
+        }
     }
 
     fn is_thread_safe(&self) -> bool {
@@ -694,8 +700,10 @@ impl Sql {
                  WHERE s.id > $3 AND {live_s} ORDER BY s.id LIMIT $4"
             ),
             delete_old: format!(
-                "DELETE FROM {t} WHERE modified <= {NOW} - LEAST($3::bigint, $2::bigint) \
-                 OR (expires <> 0 AND expires <= {NOW})"
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
+                 WHERE modified <= {NOW} - LEAST($3::bigint, $2::bigint) \
+                 OR (expires <> 0 AND expires <= {NOW}) LIMIT {})",
+                super::SQL_DELETE_BATCH
             ),
         }
     }
@@ -767,6 +775,32 @@ fn pg_error(target: &str, what: &str, e: tokio_postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_come_from_the_parsed_config_without_the_password() {
+        for (url, want) in [
+            (
+                "postgres://u:pw@db.internal:6000/app",
+                "postgres://u@db.internal:6000/app",
+            ),
+            (
+                "host=db.internal user=u password=pw dbname=app",
+                "postgres://u@db.internal:5432/app",
+            ),
+            (
+                "host=h1,h2 port=1,2 user=u password='p w' dbname=app",
+                "postgres://u@h1:1,h2:2/app",
+            ),
+            (
+                "postgres://u@[::1]/app?password=pw",
+                "postgres://u@[::1]:5432/app",
+            ),
+            ("postgres://u:p%2Fw@h/app", "postgres://u@h:5432/app"),
+        ] {
+            assert_eq!(describe_url(url), want, "{url}");
+        }
+        assert_eq!(describe_url("host=h password=pw bogus=1"), UNPARSED);
+    }
 
     #[test]
     fn long_table_names_get_distinct_short_index_names() {

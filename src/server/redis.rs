@@ -784,6 +784,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn targets_come_from_the_parsed_url_without_the_password() {
+        let d = |url: &str| {
+            describe(&redis::IntoConnectionInfo::into_connection_info(url).expect("parses"))
+        };
+        assert_eq!(
+            d("redis://:pw@cache.internal:6380/2"),
+            "redis://cache.internal:6380/2"
+        );
+        assert_eq!(
+            d("redis://u:pw@cache.internal/0"),
+            "redis://u@cache.internal:6379/0"
+        );
+        assert_eq!(d("redis://[::1]:7000/"), "redis://[::1]:7000/0");
+    }
+
+    #[test]
+    fn replies_are_described_by_shape_only() {
+        let v = Value::Array(vec![
+            Value::BulkString(b"secret-data".to_vec()),
+            Value::Int(3),
+            Value::Nil,
+        ]);
+        let text = shape(&v);
+        assert!(!text.contains("secret"), "{text}");
+        assert_eq!(
+            text,
+            "an array of 3: [a string of 11 bytes, an integer, nil]"
+        );
+    }
+
+    #[test]
     fn prefixes() {
         assert!(check_prefix("app:sessions-1.x").is_ok());
         for bad in ["", "a b", "{x}", "a*", &"p".repeat(65)] {
