@@ -386,7 +386,8 @@ macro_rules! common_setters {
         }
 
         /// Trusts the CA certificates in this PEM file, instead of the
-        /// system's, to verify the server; implies
+        /// system's, to verify the server (MySQL: in addition to the
+        /// Mozilla roots built into the `mysql` crate); implies
         /// [`require_tls`](Self::require_tls). Needs the backend's `*-tls`
         /// feature.
         pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> $t {
