@@ -324,6 +324,16 @@ pub(crate) fn tls_hint(text: &str) -> Option<&'static str> {
     )
 }
 
+/// The target an options builder's `Debug` shows: `describe(url)`, or a
+/// placeholder for a URL that [`check_url_shape`] refuses (the driver would
+/// split its password into host or database).
+pub(crate) fn shown_target(url: &str, describe: impl FnOnce(&str) -> String) -> String {
+    match check_url_shape(url) {
+        Ok(()) => describe(url),
+        Err(_) => "(malformed connection URL)".to_owned(),
+    }
+}
+
 /// Builds an [`Error::Timeout`].
 pub(crate) fn timeout_error(
     backend: &'static str,

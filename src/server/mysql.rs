@@ -52,8 +52,9 @@ pub struct MySqlOptions {
 /// Prints the server from the parsed URL, never the password.
 impl std::fmt::Debug for MySqlOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let target =
-            Opts::from_url(&self.common.url).map_or_else(|_| UNPARSED.to_owned(), |o| describe(&o));
+        let target = super::shown_target(&self.common.url, |url| {
+            Opts::from_url(url).map_or_else(|_| UNPARSED.to_owned(), |o| describe(&o))
+        });
         f.debug_struct("MySqlOptions")
             .field("target", &target)
             .field("table", &self.table)
@@ -618,7 +619,11 @@ fn my_error(target: &str, limits: (Duration, Duration), what: &str, e: mysql::Er
             mysql::Error::DriverError(_) => limits.0,
             _ => limits.1,
         };
-        return super::timeout_error(BACKEND, target, what.trim_end_matches(" failed"), after);
+        let operation = match what {
+            "could not connect" | "could not get a connection" => "connecting",
+            w => w.trim_end_matches(" failed"),
+        };
+        return super::timeout_error(BACKEND, target, operation, after);
     }
     let hint = match &e {
         mysql::Error::MySqlError(m) => match m.code {

@@ -50,7 +50,10 @@ pub struct PostgresOptions {
 impl std::fmt::Debug for PostgresOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresOptions")
-            .field("target", &describe_url(&self.common.url))
+            .field(
+                "target",
+                &super::shown_target(&self.common.url, describe_url),
+            )
             .field("table", &self.table)
             .field("common", &self.common)
             .finish()

@@ -182,8 +182,10 @@ pub struct RedisOptions {
 /// Prints the server from the parsed URL, never the password.
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let target = redis::IntoConnectionInfo::into_connection_info(self.common.url.as_str())
-            .map_or_else(|_| UNPARSED.to_owned(), |i| describe(&i));
+        let target = super::shown_target(&self.common.url, |url| {
+            redis::IntoConnectionInfo::into_connection_info(url)
+                .map_or_else(|_| UNPARSED.to_owned(), |i| describe(&i))
+        });
         f.debug_struct("RedisOptions")
             .field("target", &target)
             .field("prefix", &self.prefix)
