@@ -36,11 +36,16 @@ pub enum Error {
 
     /// `save_session_if_unchanged` found another version stored (or, for a
     /// new session, an existing one). Nothing was written: reload and retry.
+    ///
+    /// The message names the session by [`SessionId::digest_hint`], never by
+    /// the id itself: an id is a login credential, and messages end up in
+    /// logs.
     #[error(
-        "session {id} was changed concurrently (expected version {expected}, found {found}); reload it and try again"
+        "session {hint} was changed concurrently (expected version {expected}, found {found}); reload it and try again",
+        hint = .id.digest_hint()
     )]
     Conflict {
-        /// The session id.
+        /// The session id (kept for the caller; not printed by `Display`).
         id: SessionId,
         /// The version the caller expected to replace (0: none).
         expected: u64,
@@ -155,6 +160,24 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
+
+    /// A database or cache server did not answer within the client-side
+    /// deadline (`connect_timeout` for a new connection, `io_timeout` for a
+    /// request). The connection was discarded; whether a write that timed
+    /// out took effect on the server is unknown.
+    #[error(
+        "{backend} at {target}: {operation} timed out after {after:?}: check that the server is running, reachable and not overloaded"
+    )]
+    Timeout {
+        /// Which kind of server (`postgres`, `mysql`, `redis`).
+        backend: &'static str,
+        /// The server, without credentials.
+        target: String,
+        /// What was being done (`connect`, `load`, `save`, ...).
+        operation: String,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
 }
 
 /// What to do about damage, which depends on the file that holds it.
@@ -228,5 +251,10 @@ impl Error {
     /// True for [`Error::Conflict`].
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+
+    /// True for [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
     }
 }

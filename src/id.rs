@@ -84,6 +84,19 @@ impl SessionId {
         &self.0
     }
 
+    /// A short, stable digest of the id for messages and logs: the first 8
+    /// hex digits of a SHA-256 of the id. It tells two ids apart in a log
+    /// without revealing anything usable about either (32 bits of a one-way
+    /// hash of a 128-bit random value).
+    pub fn digest_hint(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"sessionlog id hint\0");
+        h.update(self.0.as_bytes());
+        let d = h.finalize();
+        d[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Builds an id from bytes read from disk, re-validating them.
     pub(crate) fn from_stored(bytes: &[u8]) -> Option<SessionId> {
         check_id_bytes(bytes).ok()?;
@@ -195,6 +208,22 @@ mod tests {
         assert_eq!(a.as_str().len(), 22);
         assert!(SessionId::new(a.as_str()).is_ok());
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn digest_hints_are_short_stable_and_reveal_no_id() {
+        let a = id_of("secret-session-id-AAAA");
+        let b = id_of("secret-session-id-AAAB");
+        let (ha, hb) = (a.digest_hint(), b.digest_hint());
+        assert_eq!(ha.len(), 8);
+        assert!(ha.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(ha, a.digest_hint(), "stable");
+        assert_ne!(ha, hb, "tells ids apart");
+        assert!(!a.as_str().contains(&ha) && !ha.contains("secret"));
+    }
+
+    fn id_of(s: &str) -> SessionId {
+        SessionId::new(s).expect("valid")
     }
 
     #[test]

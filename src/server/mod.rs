@@ -18,6 +18,8 @@ use crate::session::{Session, duration_millis, expires_from_millis, from_millis}
 
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) mod pool;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "redis")]
@@ -25,6 +27,12 @@ pub(crate) mod redis;
 
 /// Sessions fetched per round trip by `iter_sessions`.
 pub(crate) const PAGE_SIZE: usize = 100;
+
+/// Sessions removed per statement by `delete_old_sessions` on the SQL
+/// servers, so that each statement stays well inside the statement and io
+/// deadlines however many sessions are old.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) const SQL_DELETE_BATCH: u64 = 1000;
 
 /// A shared offset, in milliseconds, added to the server's clock in every
 /// query and script of the stores it is given to. **A testing aid**: it lets
@@ -68,17 +76,49 @@ fn signed_millis(t: SystemTime) -> i64 {
 }
 
 /// Settings every server store shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Common {
+    /// The connection URL as given, password and all: never printed.
     pub url: String,
     pub pool_size: u32,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
+    /// The client-side deadline per request; `None`: `statement_timeout`
+    /// plus [`IO_MARGIN`].
+    pub io_timeout: Option<Duration>,
     pub max_idle: Option<Duration>,
     pub max_session_size: usize,
     /// Whether `max_session_size` was set rather than left at its default.
     pub max_session_size_set: bool,
     pub clock_offset: ClockOffset,
+    /// Whether plaintext to a host other than loopback is allowed.
+    pub allow_plaintext_to_remote: bool,
+    /// TLS even to loopback.
+    pub require_tls: bool,
+    /// CA certificates (PEM) to trust instead of the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+/// How much longer than `statement_timeout` the client waits by default, so
+/// that the server's own cancellation arrives first when the server is up.
+pub(crate) const IO_MARGIN: Duration = Duration::from_secs(1);
+
+/// Leaves out the URL (it may hold a password); the options builders print
+/// the target from the driver's parsed configuration instead.
+impl std::fmt::Debug for Common {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Common")
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("io_timeout", &self.io_timeout())
+            .field("max_idle", &self.max_idle)
+            .field("max_session_size", &self.max_session_size)
+            .field("allow_plaintext_to_remote", &self.allow_plaintext_to_remote)
+            .field("require_tls", &self.require_tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Common {
@@ -87,12 +127,21 @@ impl Common {
             url: url.to_owned(),
             pool_size: 10,
             connect_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(5),
+            io_timeout: None,
             max_idle: None,
             max_session_size: crate::options::DEFAULT_MAX_SESSION_SIZE,
             max_session_size_set: false,
             clock_offset: ClockOffset::new(),
+            allow_plaintext_to_remote: false,
+            require_tls: false,
+            tls_ca_file: None,
         }
+    }
+
+    /// Whether the caller asked for TLS by option.
+    pub fn tls_asked(&self) -> bool {
+        self.require_tls || self.tls_ca_file.is_some()
     }
 
     pub fn check(&self) -> Result<()> {
@@ -102,6 +151,7 @@ impl Common {
         for (name, d) in [
             ("connect_timeout", self.connect_timeout),
             ("statement_timeout", self.statement_timeout),
+            ("io_timeout", self.io_timeout()),
         ] {
             if d < Duration::from_millis(1) {
                 return Err(Error::InvalidOption(format!(
@@ -109,11 +159,18 @@ impl Common {
                 )));
             }
         }
-        Ok(())
+        check_url_shape(&self.url)
+    }
+
+    /// The client-side deadline for one request.
+    pub fn io_timeout(&self) -> Duration {
+        self.io_timeout
+            .unwrap_or_else(|| self.statement_timeout.saturating_add(IO_MARGIN))
     }
 
     /// The store's idle limit in ms; `i64::MAX` for none, so that
     /// `modified > now - idle` holds for every session.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     pub fn idle_ms(&self) -> i64 {
         self.max_idle.map_or(i64::MAX, |d| {
             i64::try_from(duration_millis(d)).unwrap_or(i64::MAX)
@@ -122,6 +179,173 @@ impl Common {
 
     pub fn check_size(&self, session: &Session) -> Result<()> {
         crate::session::check_size(session, self.max_session_size)
+    }
+
+    /// Refuses a plaintext connection to `host` unless it is loopback or
+    /// the caller allowed it by name.
+    pub fn check_plaintext(
+        &self,
+        backend: &'static str,
+        target: &str,
+        host: Host<'_>,
+        tls_feature: &str,
+        how_to_enable: &str,
+    ) -> Result<()> {
+        if self.allow_plaintext_to_remote || host.is_local() {
+            return Ok(());
+        }
+        Err(backend_error(
+            backend,
+            target,
+            format!(
+                "refusing to send credentials and sessions in plaintext to a host that is not loopback: \
+                 use TLS ({how_to_enable}, with the `{tls_feature}` feature), or, on a network you \
+                 trust, call allow_plaintext_to_remote(true)"
+            ),
+            None,
+        ))
+    }
+}
+
+/// Where a server store connects, as far as plaintext policy cares.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Host<'a> {
+    /// A TCP host name or address literal.
+    Tcp(&'a str),
+    /// A Unix-domain socket: local by construction.
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+    Unix,
+}
+
+impl Host<'_> {
+    /// Loopback: `localhost`, 127.0.0.0/8, `::1`, or a Unix socket.
+    pub fn is_local(self) -> bool {
+        match self {
+            Host::Unix => true,
+            Host::Tcp(h) => {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                h.eq_ignore_ascii_case("localhost")
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
+}
+
+/// A rustls client configuration (ring provider) that trusts the CA
+/// certificates in `ca_file`, or the system's roots.
+#[cfg(feature = "postgres-tls")]
+pub(crate) fn rustls_config(
+    ca_file: Option<&std::path::Path>,
+) -> std::result::Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read tls_ca_file {}: {e}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| {
+                    format!("tls_ca_file {}: not PEM certificates: {e}", path.display())
+                })?;
+                roots.add(cert).map_err(|e| {
+                    format!("tls_ca_file {}: unusable certificate: {e}", path.display())
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "tls_ca_file {} holds no certificate",
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(
+                    "no CA certificates found on this system: give the server's CA with tls_ca_file"
+                        .into(),
+                );
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Refuses a URL with an `@` after its authority: a password with a raw
+/// `/`, `?` or `#` (which must be percent-encoded), that the drivers would
+/// otherwise split into host, database or query, and print.
+pub(crate) fn check_url_shape(url: &str) -> Result<()> {
+    let Some(scheme_end) = url.find("://") else {
+        return Ok(()); // key=value form: no authority to split
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[authority_end..].contains('@') {
+        return Err(Error::InvalidOption(
+            "the connection URL has an '@' after the host part: percent-encode the \
+             characters / ? # @ : in the user name and password (e.g. / as %2F)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `e` and its sources, as one line.
+#[cfg(feature = "postgres")]
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The hint for a failure whose text (`error_chain`) shows a TLS problem.
+pub(crate) fn tls_hint(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    (t.contains("certificate") || t.contains("tls handshake") || t.contains("tls error")).then_some(
+        "the TLS handshake failed: the server's certificate is not trusted (give its CA with \
+         tls_ca_file) or does not name the host in the URL",
+    )
+}
+
+/// The target an options builder's `Debug` shows: `describe(url)`, or a
+/// placeholder for a URL that [`check_url_shape`] refuses (the driver would
+/// split its password into host or database).
+pub(crate) fn shown_target(url: &str, describe: impl FnOnce(&str) -> String) -> String {
+    match check_url_shape(url) {
+        Ok(()) => describe(url),
+        Err(_) => "(malformed connection URL)".to_owned(),
+    }
+}
+
+/// Builds an [`Error::Timeout`].
+pub(crate) fn timeout_error(
+    backend: &'static str,
+    target: &str,
+    operation: &str,
+    after: Duration,
+) -> Error {
+    Error::Timeout {
+        backend,
+        target: target.to_owned(),
+        operation: operation.to_owned(),
+        after,
     }
 }
 
@@ -135,18 +359,57 @@ macro_rules! common_setters {
             self
         }
 
-        /// How long to wait for a connection, new or from the pool, before
-        /// failing with [`Error::Backend`](crate::Error::Backend)
-        /// (default 5 s).
+        /// How long opening a connection may take in all (TCP connect, TLS
+        /// handshake, authentication), and how long to wait for a free
+        /// connection when all are in use, before failing with
+        /// [`Error::Timeout`](crate::Error::Timeout) (default 5 s).
         pub fn connect_timeout(mut self, d: std::time::Duration) -> $t {
             self.common.connect_timeout = d;
             self
         }
 
-        /// How long one statement or script may take before it fails
-        /// (default 30 s).
+        /// How long one statement or script may run on the server
+        /// (default 5 s). PostgreSQL enforces it itself
+        /// (`statement_timeout`); for MySQL and Redis it is the client-side
+        /// deadline's default.
         pub fn statement_timeout(mut self, d: std::time::Duration) -> $t {
             self.common.statement_timeout = d;
+            self
+        }
+
+        /// The client-side deadline for each request: a server, proxy or
+        /// network that takes longer to answer fails the call with
+        /// [`Error::Timeout`](crate::Error::Timeout), and the connection is
+        /// discarded (default: `statement_timeout` plus 1 s, so 6 s).
+        pub fn io_timeout(mut self, d: std::time::Duration) -> $t {
+            self.common.io_timeout = Some(d);
+            self
+        }
+
+        /// Connects with TLS, the server's certificate and host name
+        /// verified, even to loopback (default: TLS for hosts that are not
+        /// loopback, see [`allow_plaintext_to_remote`](Self::allow_plaintext_to_remote)).
+        /// Needs the backend's `*-tls` feature.
+        pub fn require_tls(mut self, require: bool) -> $t {
+            self.common.require_tls = require;
+            self
+        }
+
+        /// Trusts the CA certificates in this PEM file, instead of the
+        /// system's, to verify the server (MySQL: in addition to the
+        /// Mozilla roots built into the `mysql` crate); implies
+        /// [`require_tls`](Self::require_tls). Needs the backend's `*-tls`
+        /// feature.
+        pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> $t {
+            self.common.tls_ca_file = Some(path.into());
+            self
+        }
+
+        /// Allows connecting without TLS to a host that is not loopback
+        /// (default: refused). Credentials and every session then cross the
+        /// network in the clear: only for a network you trust.
+        pub fn allow_plaintext_to_remote(mut self, allow: bool) -> $t {
+            self.common.allow_plaintext_to_remote = allow;
             self
         }
 
@@ -193,25 +456,6 @@ pub(crate) fn check_table_name(name: &str) -> Result<()> {
             "table name {name:?} must match [A-Za-z_][A-Za-z0-9_]{{0,62}}"
         )))
     }
-}
-
-/// `url` with any password replaced by `***`, for error messages.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let user = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => userinfo.to_owned(),
-    };
-    format!("{}{}@{}", &url[..scheme_end + 3], user, &rest[at + 1..])
 }
 
 /// Builds an [`Error::Backend`].
@@ -304,25 +548,6 @@ impl<F: FnMut(Option<&SessionId>) -> Result<Page>> Iterator for Paged<F> {
     }
 }
 
-/// A connection from an r2d2 pool, or an error naming the server.
-#[cfg(any(feature = "postgres", feature = "redis"))]
-pub(crate) fn pooled<M: r2d2::ManageConnection>(
-    pool: &r2d2::Pool<M>,
-    backend: &'static str,
-    server: &str,
-    target: &str,
-    timeout: std::time::Duration,
-) -> Result<r2d2::PooledConnection<M>> {
-    pool.get().map_err(|e| {
-        backend_error(
-            backend,
-            target,
-            format!("no connection within {timeout:?}: {e}; check that {server} is running and reachable"),
-            Some(Box::new(e)),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,16 +563,45 @@ mod tests {
     }
 
     #[test]
-    fn urls_lose_their_password() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db?x=1"),
-            "postgres://u:***@h:5432/db?x=1"
-        );
-        assert_eq!(redact_url("redis://:pw@h/0"), "redis://:***@h/0");
-        assert_eq!(redact_url("redis://127.0.0.1/"), "redis://127.0.0.1/");
-        assert_eq!(
-            redact_url("mysql://root@127.0.0.1/test"),
-            "mysql://root@127.0.0.1/test"
-        );
+    fn passwords_with_raw_reserved_characters_are_refused() {
+        for bad in [
+            "postgres://u:se/cret@h/db",
+            "mysql://u:se?cret@h/db",
+            "redis://:se#cret@h/0",
+        ] {
+            let err = check_url_shape(bad).expect_err(bad);
+            assert!(!err.to_string().contains("cret"), "{err}");
+        }
+        for ok in [
+            "postgres://u:se%2Fcret@h/db?x=1",
+            "host=h password=x/y@z",
+            "redis://h/0",
+        ] {
+            assert!(check_url_shape(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for local in [
+            "localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "LOCALHOST",
+        ] {
+            assert!(Host::Tcp(local).is_local(), "{local}");
+        }
+        for remote in [
+            "db.internal",
+            "10.0.0.1",
+            "192.168.1.1",
+            "::ffff:10.0.0.1",
+            "localhost.evil",
+        ] {
+            assert!(!Host::Tcp(remote).is_local(), "{remote}");
+        }
+        assert!(Host::Unix.is_local());
     }
 }

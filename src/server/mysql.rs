@@ -24,10 +24,10 @@ use mysql::consts::CapabilityFlags;
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn, params};
 
-use super::{Common, Page, Paged, backend_error, common_setters, ms_i64, restore};
+use super::{Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore};
 use crate::error::{Error, Result};
 use crate::id::{MAX_ID_LEN, SessionId};
-use crate::session::{Session, duration_millis, expires_millis, from_millis};
+use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
 
 const BACKEND: &str = "mysql";
@@ -43,10 +43,46 @@ const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// Options for [`MySqlStore`]; start with [`MySqlStore::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MySqlOptions {
     common: Common,
     table: String,
+}
+
+/// Prints the server from the parsed URL, never the password.
+impl std::fmt::Debug for MySqlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = super::shown_target(&self.common.url, |url| {
+            Opts::from_url(url).map_or_else(|_| UNPARSED.to_owned(), |o| describe(&o))
+        });
+        f.debug_struct("MySqlOptions")
+            .field("target", &target)
+            .field("table", &self.table)
+            .field("common", &self.common)
+            .finish()
+    }
+}
+
+/// The target shown for a URL the driver cannot parse.
+const UNPARSED: &str = "(unparsable connection URL)";
+
+/// `mysql://user@host:port/db` from the parsed options: never the password,
+/// whether it came in the authority or as `?password=`.
+fn describe(opts: &Opts) -> String {
+    let user = opts.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let db = opts.get_db_name().unwrap_or("");
+    match opts.get_socket() {
+        Some(socket) => format!("mysql://{user}localhost/{db} (socket {socket})"),
+        None => {
+            let host = opts.get_ip_or_hostname();
+            let port = opts.get_tcp_port();
+            if host.contains(':') {
+                format!("mysql://{user}[{host}]:{port}/{db}")
+            } else {
+                format!("mysql://{user}{host}:{port}/{db}")
+            }
+        }
+    }
 }
 
 impl MySqlOptions {
@@ -68,21 +104,26 @@ impl MySqlOptions {
     pub fn open(self) -> Result<MySqlStore> {
         self.common.check()?;
         super::check_table_name(&self.table)?;
-        let target = super::redact_url(&self.common.url);
         let opts = Opts::from_url(&self.common.url).map_err(|e| {
             backend_error(
                 BACKEND,
-                &target,
+                UNPARSED,
                 format!(
-                    "invalid connection URL: {e}; expected mysql://user:password@host:port/database"
+                    "invalid connection URL: {}; expected mysql://user:password@host:port/database",
+                    url_error_text(&e)
                 ),
-                Some(Box::new(e)),
+                None,
             )
         })?;
+        let target = describe(&opts);
+        let ssl = tls_for(&opts, &self.common, &target)?;
+        let opts = OptsBuilder::from_opts(opts).ssl_opts(ssl);
+        let opts = Opts::from(opts);
         let max = usize::try_from(self.common.pool_size).unwrap_or(usize::MAX);
         let constraints = PoolConstraints::new(0, max)
             .ok_or_else(|| Error::InvalidOption("pool_size must be at least 1".into()))?;
-        let io = Some(self.common.statement_timeout);
+        // The read and write timeouts cover the handshake too.
+        let io = Some(self.common.io_timeout());
         let opts = OptsBuilder::from_opts(opts)
             .prefer_socket(false)
             .tcp_connect_timeout(Some(self.common.connect_timeout))
@@ -92,7 +133,9 @@ impl MySqlOptions {
             // millisecond still reports the session as present
             .additional_capabilities(CapabilityFlags::CLIENT_FOUND_ROWS)
             .pool_opts(PoolOpts::default().with_constraints(constraints));
-        let pool = Pool::new(opts).map_err(|e| my_error(&target, "could not connect", e))?;
+        let limits = (self.common.connect_timeout, self.common.io_timeout());
+        let pool =
+            Pool::new(opts).map_err(|e| my_error(&target, limits, "could not connect", e))?;
         let mut store = MySqlStore {
             sql: Sql::new(&self.table),
             pool,
@@ -185,12 +228,16 @@ impl MySqlStore {
     fn conn(&self) -> Result<PooledConn> {
         self.pool
             .try_get_conn(self.common.connect_timeout)
-            .map_err(|e| my_error(&self.target, "could not get a connection", e))
+            .map_err(|e| my_error(&self.target, self.limits(), "could not get a connection", e))
     }
 
     fn err(&self, what: &str) -> impl Fn(mysql::Error) -> Error + '_ {
         let what = what.to_owned();
-        move |e| my_error(&self.target, &what, e)
+        move |e| my_error(&self.target, self.limits(), &what, e)
+    }
+
+    fn limits(&self) -> (Duration, Duration) {
+        (self.common.connect_timeout, self.common.io_timeout())
     }
 
     /// The server's time plus the test offset.
@@ -224,7 +271,7 @@ impl MySqlStore {
         }
     }
 
-    fn save(&self, session: &mut Session, check: bool) -> Result<()> {
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let mut conn = self.conn()?;
         let now = self.now(&mut conn)?;
@@ -234,7 +281,7 @@ impl MySqlStore {
         let expires = ms_i64(expires_millis(session.expires));
         let expected = session.version();
         let failed = self.err("save failed");
-        let version = if !check {
+        let version = if mode == SaveMode::Overwrite {
             let n = self
                 .write(
                     &mut conn,
@@ -330,11 +377,11 @@ impl SessionStore for MySqlStore {
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, false)
+        self.save(session, SaveMode::Overwrite)
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, true)
+        self.save(session, SaveMode::IfUnchanged)
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
@@ -389,10 +436,16 @@ impl SessionStore for MySqlStore {
             .unwrap_or(i64::MAX)
             .min(self.common.idle_ms());
         let cutoff = now.saturating_sub(limit);
-        let n = self
-            .write(&mut conn, &self.sql.delete_old, || params! {now, cutoff})
-            .map_err(self.err("deleting old sessions failed"))?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        let mut total = 0u64;
+        loop {
+            let n = self
+                .write(&mut conn, &self.sql.delete_old, || params! {now, cutoff})
+                .map_err(self.err("deleting old sessions failed"))?;
+            total += n;
+            if n < super::SQL_DELETE_BATCH {
+                return Ok(usize::try_from(total).unwrap_or(usize::MAX));
+            }
+        }
     }
 
     fn is_thread_safe(&self) -> bool {
@@ -472,14 +525,106 @@ impl Sql {
                 super::PAGE_SIZE
             ),
             delete_old: format!(
-                "DELETE FROM {t} WHERE modified <= :cutoff OR (expires <> 0 AND expires <= :now)"
+                "DELETE FROM {t} WHERE modified <= :cutoff OR (expires <> 0 AND expires <= :now) \
+                 LIMIT {}",
+                super::SQL_DELETE_BATCH
             ),
         }
     }
 }
 
-/// Turns a client error into an [`Error::Backend`] that says what to do.
-fn my_error(target: &str, what: &str, e: mysql::Error) -> Error {
+/// Decides TLS: on when the URL configures it (`root_cert_path=...`),
+/// when asked by option, or (with the `mysql-tls` feature) for a host that
+/// is not loopback; plaintext, or TLS without verification, to a remote
+/// host is refused unless allowed by name.
+fn tls_for(opts: &Opts, common: &Common, target: &str) -> Result<Option<mysql::SslOpts>> {
+    let name = opts.get_ip_or_hostname();
+    let host = if opts.get_socket().is_some() {
+        Host::Unix
+    } else {
+        Host::Tcp(&name)
+    };
+    #[cfg_attr(not(feature = "mysql-tls"), allow(unused_mut))]
+    let mut ssl = opts.get_ssl_opts().cloned();
+    let wanted = common.tls_asked() || (!host.is_local() && !common.allow_plaintext_to_remote);
+    if wanted {
+        #[cfg(feature = "mysql-tls")]
+        {
+            let mut o = ssl.unwrap_or_default();
+            if let Some(path) = &common.tls_ca_file {
+                o = o.with_root_cert_path(Some(path.clone()));
+            }
+            ssl = Some(o);
+        }
+        #[cfg(not(feature = "mysql-tls"))]
+        if ssl.is_none() {
+            return Err(backend_error(
+                BACKEND,
+                target,
+                "TLS is needed (require_tls, tls_ca_file, or a host that is not loopback) but \
+                 this build has no TLS support: enable the `mysql-tls` feature, or, for a remote \
+                 host on a network you trust, call allow_plaintext_to_remote(true)",
+                None,
+            ));
+        }
+    }
+    let verified = ssl
+        .as_ref()
+        .is_some_and(|o| !o.accept_invalid_certs() && !o.skip_domain_validation());
+    if !verified {
+        common.check_plaintext(BACKEND, target, host, "mysql-tls", "require_tls(true)")?;
+    }
+    Ok(ssl)
+}
+
+/// The text of a URL error, without the values it may quote.
+fn url_error_text(e: &mysql::UrlError) -> String {
+    match e {
+        mysql::UrlError::InvalidValue(param, _) => {
+            format!("invalid value for URL parameter `{param}'")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether `e` is the client giving up waiting for the server.
+fn is_timeout(e: &mysql::Error) -> bool {
+    match e {
+        mysql::Error::DriverError(
+            mysql::DriverError::ConnectTimeout | mysql::DriverError::Timeout,
+        ) => true,
+        mysql::Error::IoError(io) => io_timed_out(io),
+        // The packet codec wraps the socket's error as its source.
+        mysql::Error::CodecError(c) => std::error::Error::source(c)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(io_timed_out),
+        _ => false,
+    }
+}
+
+/// A socket read or write that ran into its timeout.
+fn io_timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// Turns a client error into an [`Error::Timeout`] or an [`Error::Backend`]
+/// that says what to do.
+/// `limits` are the connect and io deadlines, to say which one passed.
+fn my_error(target: &str, limits: (Duration, Duration), what: &str, e: mysql::Error) -> Error {
+    if is_timeout(&e) {
+        let after = match e {
+            mysql::Error::DriverError(_) => limits.0,
+            _ => limits.1,
+        };
+        let operation = match what {
+            "could not connect" | "could not get a connection" => "connecting",
+            w => w.trim_end_matches(" failed"),
+        };
+        return super::timeout_error(BACKEND, target, operation, after);
+    }
     let hint = match &e {
         mysql::Error::MySqlError(m) => match m.code {
             1044 | 1045 | 1698 => "authentication failed: check the user and password in the URL",
@@ -503,10 +648,72 @@ fn my_error(target: &str, what: &str, e: mysql::Error) -> Error {
         mysql::Error::UrlError(_) => "invalid connection URL",
         _ => "unexpected error",
     };
+    let text = e.to_string();
+    let hint = super::tls_hint(&text).unwrap_or(hint);
     backend_error(
         BACKEND,
         target,
-        format!("{what}: {hint} ({e})"),
+        format!("{what}: {hint} ({text})"),
         Some(Box::new(e)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(url: &str, common: &Common) -> Result<Option<mysql::SslOpts>> {
+        let opts = Opts::from_url(url).expect("url");
+        tls_for(&opts, common, "t")
+    }
+
+    #[test]
+    fn targets_come_from_the_parsed_url_without_the_password() {
+        let d = |url: &str| describe(&Opts::from_url(url).expect("parses"));
+        assert_eq!(
+            d("mysql://u:pw@db.internal:3307/app"),
+            "mysql://u@db.internal:3307/app"
+        );
+        assert_eq!(
+            d("mysql://u@db.internal/app?password=pw"),
+            "mysql://u@db.internal:3306/app"
+        );
+        assert_eq!(d("mysql://u:p%2Fw@h/app"), "mysql://u@h:3306/app");
+    }
+
+    #[test]
+    fn plaintext_to_loopback_is_fine_to_remote_refused_or_tls() {
+        let common = Common::new("");
+        assert_eq!(
+            decide("mysql://u@127.0.0.1/db", &common).expect("loopback"),
+            None
+        );
+        let remote = decide("mysql://u@db.internal/db", &common);
+        #[cfg(feature = "mysql-tls")]
+        assert!(remote.expect("TLS").is_some(), "a remote host gets TLS");
+        #[cfg(not(feature = "mysql-tls"))]
+        assert!(
+            remote
+                .expect_err("refused")
+                .to_string()
+                .contains("allow_plaintext_to_remote")
+        );
+        let allowed = Common {
+            allow_plaintext_to_remote: true,
+            ..Common::new("")
+        };
+        assert_eq!(
+            decide("mysql://u@db.internal/db", &allowed).expect("allowed"),
+            None
+        );
+        let err = decide(
+            "mysql://u@db.internal/db?danger_accept_invalid_certs=true",
+            &common,
+        )
+        .expect_err("unverified TLS to a remote host");
+        assert!(
+            err.to_string().contains("allow_plaintext_to_remote"),
+            "{err}"
+        );
+    }
 }

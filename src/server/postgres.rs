@@ -16,18 +16,22 @@
 //! test offset (`$1`), and takes the store's idle limit as `$2`; liveness
 //! is decided in the statement itself.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::time::Duration;
 
-use postgres::error::SqlState;
-use postgres::types::{ToSql, Type};
-use postgres::{Config, NoTls, Row};
-use r2d2::{Pool, PooledConnection};
-use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres::config::{Host as PgHost, SslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Config, Row};
 
-use super::{Common, Page, Paged, backend_error, common_setters, ms_i64, restore};
+use super::pool::{Connect, Pool, Pooled};
+use super::{
+    Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore, timeout_error,
+};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::session::{Session, duration_millis, expires_millis, from_millis};
+use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
 
 const BACKEND: &str = "postgres";
@@ -35,13 +39,25 @@ const BACKEND: &str = "postgres";
 /// The server's time in ms plus the test offset `$1`.
 const NOW: &str = "(floor(extract(epoch from statement_timestamp()) * 1000)::bigint + $1::bigint)";
 
-type Manager = PostgresConnectionManager<NoTls>;
-
 /// Options for [`PostgresStore`]; start with [`PostgresStore::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostgresOptions {
     common: Common,
     table: String,
+}
+
+/// Prints the server from the parsed URL, never the password.
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field(
+                "target",
+                &super::shown_target(&self.common.url, describe_url),
+            )
+            .field("table", &self.table)
+            .field("common", &self.common)
+            .finish()
+    }
 }
 
 impl PostgresOptions {
@@ -57,45 +73,291 @@ impl PostgresOptions {
     /// Connects (one connection, to report a wrong URL, password or
     /// database at once) and builds the pool. Call
     /// [`setup`](SessionStore::setup) before first use.
+    ///
+    /// The URL is a `postgres://` URL or a `key=value` string, as
+    /// `libpq` takes. A plaintext connection to a host that is not
+    /// loopback is refused unless allowed with
+    /// [`allow_plaintext_to_remote`](PostgresOptions::allow_plaintext_to_remote).
     pub fn open(self) -> Result<PostgresStore> {
         self.common.check()?;
         super::check_table_name(&self.table)?;
-        let target = super::redact_url(&self.common.url);
-        let mut config: Config = self.common.url.parse().map_err(|e: postgres::Error| {
+        let mut config: Config = self.common.url.parse().map_err(|e: tokio_postgres::Error| {
             backend_error(
                 BACKEND,
-                &target,
-                format!("invalid connection URL: {e}; expected postgres://user:password@host:port/database"),
+                UNPARSED,
+                format!("invalid connection URL: {e}; expected postgres://user:password@host:port/database or host=... user=... dbname=..."),
                 Some(Box::new(e)),
             )
         })?;
+        let target = describe(&config);
         let statement_ms = duration_millis(self.common.statement_timeout);
         config
-            .connect_timeout(self.common.connect_timeout)
-            .tcp_user_timeout(self.common.statement_timeout)
+            .tcp_user_timeout(self.common.io_timeout())
             .keepalives(true)
-            .options(&format!("-c statement_timeout={statement_ms}"));
-        let manager = Manager::new(config, NoTls);
-        let first = r2d2::ManageConnection::connect(&manager)
-            .map_err(|e| pg_error(&target, "could not connect", e))?;
-        drop(first);
-        // No test query on every checkout (a round trip per operation): a
-        // connection that broke is dropped by the pool when it is returned,
-        // so the call that met the failure reports it and the next one
-        // reconnects.
-        let pool = Pool::builder()
-            .max_size(self.common.pool_size)
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .connection_timeout(self.common.connect_timeout)
-            .build_unchecked(manager);
+            .options(format!("-c statement_timeout={statement_ms}"));
+        let tls = tls_for(&mut config, &self.common, &target)?;
+        let connector = Connector {
+            config,
+            tls,
+            target: target.clone(),
+            connect_timeout: self.common.connect_timeout,
+        };
+        let first = connector.connect()?;
+        let pool = Pool::new(
+            connector,
+            usize::try_from(self.common.pool_size).unwrap_or(usize::MAX),
+            self.common.connect_timeout,
+            BACKEND,
+            &target,
+        );
+        pool.put(first);
         Ok(PostgresStore {
             sql: Sql::new(&self.table),
+            lock_key: lock_key(&self.table),
             pool,
             target,
             table: self.table,
             common: self.common,
         })
+    }
+}
+
+/// The target shown for a connection string the driver cannot parse.
+const UNPARSED: &str = "(unparsable connection string)";
+
+/// `postgres://user@host:port/db` from the parsed configuration: never the
+/// password, whatever form the string had.
+fn describe(config: &Config) -> String {
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = ports
+                .get(i)
+                .or_else(|| ports.first())
+                .copied()
+                .unwrap_or(5432);
+            match h {
+                PgHost::Tcp(h) if h.contains(':') => format!("[{h}]:{port}"),
+                PgHost::Tcp(h) => format!("{h}:{port}"),
+                #[cfg(unix)]
+                PgHost::Unix(dir) => format!("{}:{port}", dir.display()),
+            }
+        })
+        .collect();
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres://{user}{}/{db}", hosts.join(","))
+}
+
+/// [`describe`] for a string, or [`UNPARSED`].
+fn describe_url(url: &str) -> String {
+    url.parse::<Config>()
+        .map_or_else(|_| UNPARSED.to_owned(), |c| describe(&c))
+}
+
+/// How connections are encrypted.
+#[derive(Clone)]
+enum Tls {
+    /// Plaintext: loopback, `sslmode=disable`, or allowed by name.
+    Off,
+    /// rustls, the server's certificate and host name verified.
+    #[cfg(feature = "postgres-tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// Decides TLS for `config`: TLS when `sslmode=require`, when asked by
+/// option, or (for `sslmode=prefer`, the default) when a host is not
+/// loopback; plaintext otherwise, refused to a remote host unless allowed.
+/// `prefer` never falls back to plaintext silently where it matters: to a
+/// remote host it means `require`.
+fn tls_for(config: &mut Config, common: &Common, target: &str) -> Result<Tls> {
+    let mut hosts: Vec<String> = Vec::new();
+    let mut remote = false;
+    for h in config.get_hosts() {
+        let host = match h {
+            PgHost::Tcp(h) => Host::Tcp(h),
+            #[cfg(unix)]
+            PgHost::Unix(_) => Host::Unix,
+        };
+        remote |= !host.is_local();
+        if let PgHost::Tcp(h) = h {
+            hosts.push(h.clone());
+        }
+    }
+    for a in config.get_hostaddrs() {
+        remote |= !Host::Tcp(&a.to_string()).is_local();
+    }
+    let tls = match config.get_ssl_mode() {
+        SslMode::Disable => {
+            if common.tls_asked() {
+                return Err(Error::InvalidOption(
+                    "sslmode=disable contradicts require_tls / tls_ca_file".into(),
+                ));
+            }
+            false
+        }
+        SslMode::Require => true,
+        _ => common.tls_asked() || (remote && !common.allow_plaintext_to_remote),
+    };
+    if !tls {
+        for h in &hosts {
+            common.check_plaintext(
+                BACKEND,
+                target,
+                Host::Tcp(h),
+                "postgres-tls",
+                "sslmode=require",
+            )?;
+        }
+        for a in config.get_hostaddrs() {
+            let a = a.to_string();
+            common.check_plaintext(
+                BACKEND,
+                target,
+                Host::Tcp(&a),
+                "postgres-tls",
+                "sslmode=require",
+            )?;
+        }
+        config.ssl_mode(SslMode::Disable);
+        return Ok(Tls::Off);
+    }
+    #[cfg(feature = "postgres-tls")]
+    {
+        config.ssl_mode(SslMode::Require);
+        let rustls = super::rustls_config(common.tls_ca_file.as_deref())
+            .map_err(|m| backend_error(BACKEND, target, m, None))?;
+        Ok(Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(
+            rustls,
+        )))
+    }
+    #[cfg(not(feature = "postgres-tls"))]
+    {
+        Err(backend_error(
+            BACKEND,
+            target,
+            "TLS is needed (sslmode=require, require_tls, tls_ca_file, or a host that is not \
+             loopback) but this build has no TLS support: enable the `postgres-tls` feature, \
+             or, for a remote host on a network you trust, call allow_plaintext_to_remote(true)",
+            None,
+        ))
+    }
+}
+
+/// One connection: a tokio-postgres client and the current-thread runtime
+/// that drives it (no threads of its own), as the sync `postgres` crate
+/// does, but with a deadline on every call.
+struct PgConn {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    /// Set when a call timed out or the connection failed: it is closed
+    /// instead of returned to the pool.
+    broken: Cell<bool>,
+}
+
+/// Why a call failed.
+enum Failure {
+    Timeout(Duration),
+    Pg(tokio_postgres::Error),
+}
+
+impl PgConn {
+    /// Runs `fut` (a call on `self.client`) with the deadline `io`.
+    fn block<T>(
+        &self,
+        io: Duration,
+        fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> std::result::Result<T, Failure> {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(io, fut).await })
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.as_db_error().is_none() {
+                    self.broken.set(true);
+                }
+                Err(Failure::Pg(e))
+            }
+            Err(_) => {
+                // The request is in flight: the connection's state is unknown.
+                self.broken.set(true);
+                Err(Failure::Timeout(io))
+            }
+        }
+    }
+}
+
+/// Opens [`PgConn`]s.
+struct Connector {
+    config: Config,
+    tls: Tls,
+    target: String,
+    connect_timeout: Duration,
+}
+
+impl Connect for Connector {
+    type Conn = PgConn;
+
+    fn connect(&self) -> Result<PgConn> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            // Host names are resolved on the runtime's blocking pool: one
+            // thread at most, gone soon after.
+            .max_blocking_threads(1)
+            .thread_keep_alive(Duration::from_secs(1))
+            .build()
+            .map_err(|e| {
+                backend_error(
+                    BACKEND,
+                    &self.target,
+                    format!("could not start the client runtime: {e}"),
+                    Some(Box::new(e)),
+                )
+            })?;
+        let connected = rt.block_on(async {
+            tokio::time::timeout(self.connect_timeout, async {
+                match &self.tls {
+                    Tls::Off => {
+                        let (client, connection) =
+                            self.config.connect(tokio_postgres::NoTls).await?;
+                        tokio::spawn(connection);
+                        Ok::<_, tokio_postgres::Error>(client)
+                    }
+                    #[cfg(feature = "postgres-tls")]
+                    Tls::Rustls(tls) => {
+                        let (client, connection) = self.config.connect(tls.clone()).await?;
+                        tokio::spawn(connection);
+                        Ok(client)
+                    }
+                }
+            })
+            .await
+        });
+        match connected {
+            Ok(Ok(client)) => Ok(PgConn {
+                rt,
+                client,
+                broken: Cell::new(false),
+            }),
+            Ok(Err(e)) => Err(pg_error(&self.target, "could not connect", e)),
+            Err(_) => Err(timeout_error(
+                BACKEND,
+                &self.target,
+                "connecting (TCP, TLS and authentication)",
+                self.connect_timeout,
+            )),
+        }
+    }
+
+    fn is_broken(&self, conn: &mut PgConn) -> bool {
+        conn.broken.get() || conn.client.is_closed()
     }
 }
 
@@ -113,10 +375,11 @@ impl PostgresOptions {
 /// # Ok(()) }
 /// ```
 pub struct PostgresStore {
-    pool: Pool<Manager>,
+    pool: Pool<Connector>,
     target: String,
     table: String,
     sql: Sql,
+    lock_key: i64,
     common: Common,
 }
 
@@ -144,32 +407,48 @@ impl PostgresStore {
         }
     }
 
-    fn conn(&self) -> Result<PooledConnection<Manager>> {
-        super::pooled(
-            &self.pool,
-            BACKEND,
-            "PostgreSQL",
-            &self.target,
-            self.common.connect_timeout,
-        )
+    fn conn(&self) -> Result<Pooled<'_, Connector>> {
+        self.pool.get()
     }
 
-    fn err(&self, what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
-        let what = what.to_owned();
+    fn fail(&self, what: &str, f: Failure) -> Error {
+        match f {
+            Failure::Timeout(after) => timeout_error(BACKEND, &self.target, what, after),
+            Failure::Pg(e) => pg_error(&self.target, &format!("{what} failed"), e),
+        }
+    }
+
+    fn err(&self, what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+        let what = format!("{what} failed");
         move |e| pg_error(&self.target, &what, e)
+    }
+
+    /// Runs one statement on a pooled connection, with the io deadline.
+    fn query(
+        &self,
+        conn: &Pooled<'_, Connector>,
+        what: &str,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>> {
+        conn.block(
+            self.common.io_timeout(),
+            conn.client.query_typed(sql, params),
+        )
+        .map_err(|f| self.fail(what, f))
     }
 
     fn base(&self) -> (i64, i64) {
         (self.common.clock_offset.millis(), self.common.idle_ms())
     }
 
-    fn save(&self, session: &mut Session, expected: Option<u64>) -> Result<()> {
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let (off, idle) = self.base();
         let id = session.id.as_str();
         let data = session.data.as_slice();
         let expires = ms_i64(expires_millis(session.expires));
-        let mut conn = self.conn()?;
+        let conn = self.conn()?;
         let args: [(&(dyn ToSql + Sync), Type); 5] = [
             (&off, Type::INT8),
             (&idle, Type::INT8),
@@ -177,29 +456,35 @@ impl PostgresStore {
             (&data, Type::BYTEA),
             (&expires, Type::INT8),
         ];
-        let row = match expected {
-            None => first(conn.query_typed(&self.sql.upsert, &args)),
-            Some(0) => first(conn.query_typed(&self.sql.create, &args)),
-            Some(v) => {
-                let v = ms_i64(v);
+        let expected = ms_i64(session.version());
+        let rows = match (mode, session.version()) {
+            (SaveMode::Overwrite, _) => self.query(&conn, "save", &self.sql.upsert, &args)?,
+            (SaveMode::IfUnchanged, 0) => self.query(&conn, "save", &self.sql.create, &args)?,
+            (SaveMode::IfUnchanged, _) => {
                 let [a, b, c, d, e] = args;
-                first(conn.query_typed(&self.sql.update, &[a, b, c, d, e, (&v, Type::INT8)]))
+                self.query(
+                    &conn,
+                    "save",
+                    &self.sql.update,
+                    &[a, b, c, d, e, (&expected, Type::INT8)],
+                )?
             }
-        }
-        .map_err(self.err("save failed"))?;
-        match row {
+        };
+        match rows.into_iter().next() {
             Some(row) => {
-                let modified: i64 = row.try_get(0).map_err(self.err("save failed"))?;
-                let version: i64 = row.try_get(1).map_err(self.err("save failed"))?;
+                let modified: i64 = row.try_get(0).map_err(self.err("save"))?;
+                let version: i64 = row.try_get(1).map_err(self.err("save"))?;
                 session.mark_saved(from_millis(super::ms_u64(modified)), super::ms_u64(version));
                 Ok(())
             }
             None => {
-                let found = first(conn.query_typed(&self.sql.version, &by_id(&off, &idle, &id)))
-                    .map_err(self.err("save failed"))?
+                let found = self
+                    .query(&conn, "save", &self.sql.version, &by_id(&off, &idle, &id))?
+                    .into_iter()
+                    .next()
                     .map(|r| r.try_get::<_, i64>(0))
                     .transpose()
-                    .map_err(self.err("save failed"))?
+                    .map_err(self.err("save"))?
                     .map_or(0, super::ms_u64);
                 Err(Error::Conflict {
                     id: session.id.clone(),
@@ -214,35 +499,31 @@ impl PostgresStore {
         let (off, idle) = self.base();
         let after = after.map_or("", SessionId::as_str);
         let limit = i64::try_from(super::PAGE_SIZE).unwrap_or(100);
-        let rows = self
-            .conn()?
-            .query_typed(
-                &self.sql.page,
-                &[
-                    (&off, Type::INT8),
-                    (&idle, Type::INT8),
-                    (&after, Type::TEXT),
-                    (&limit, Type::INT8),
-                ],
-            )
-            .map_err(self.err("listing sessions failed"))?;
+        let conn = self.conn()?;
+        let rows = self.query(
+            &conn,
+            "listing sessions",
+            &self.sql.page,
+            &[
+                (&off, Type::INT8),
+                (&idle, Type::INT8),
+                (&after, Type::TEXT),
+                (&limit, Type::INT8),
+            ],
+        )?;
+        drop(conn);
         let more = rows.len() == super::PAGE_SIZE;
+        let get = self.err("listing sessions");
         let mut sessions = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: &str = row
-                .try_get(0)
-                .map_err(self.err("listing sessions failed"))?;
+            let id: &str = row.try_get(0).map_err(&get)?;
             let id = SessionId::new(id)?;
             sessions.push(restore(
                 id,
-                row.try_get(1)
-                    .map_err(self.err("listing sessions failed"))?,
-                row.try_get(2)
-                    .map_err(self.err("listing sessions failed"))?,
-                row.try_get(3)
-                    .map_err(self.err("listing sessions failed"))?,
-                row.try_get(4)
-                    .map_err(self.err("listing sessions failed"))?,
+                row.try_get(1).map_err(&get)?,
+                row.try_get(2).map_err(&get)?,
+                row.try_get(3).map_err(&get)?,
+                row.try_get(4).map_err(&get)?,
             ));
         }
         let last = if more {
@@ -252,33 +533,35 @@ impl PostgresStore {
         };
         Ok((sessions, last))
     }
+
+    /// One statement by id (`$1` offset, `$2` idle limit, `$3` id).
+    fn by_id(&self, what: &str, sql: &str, id: &SessionId) -> Result<Option<Row>> {
+        let (off, idle) = self.base();
+        let conn = self.conn()?;
+        let rows = self.query(&conn, what, sql, &by_id(&off, &idle, &id.as_str()))?;
+        Ok(rows.into_iter().next())
+    }
 }
 
 impl SessionStore for PostgresStore {
     fn setup(&self) -> Result<()> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(self.err("setup failed"))?;
-        // Serialises concurrent setups: CREATE ... IF NOT EXISTS alone can
-        // race on the catalog.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&lock_key(&self.table)],
-        )
-        .map_err(self.err("setup failed"))?;
-        tx.batch_execute(&self.sql.setup)
-            .map_err(self.err("setup failed (creating the table needs the CREATE privilege)"))?;
-        tx.commit().map_err(self.err("setup failed"))
+        let conn = self.conn()?;
+        // One simple query is one implicit transaction: the advisory lock
+        // serialises concurrent setups (CREATE ... IF NOT EXISTS alone can
+        // race on the catalog) and is released at its end.
+        let batch = format!(
+            "SELECT pg_advisory_xact_lock({}); {}",
+            self.lock_key, self.sql.setup
+        );
+        conn.block(self.common.io_timeout(), conn.client.batch_execute(&batch))
+            .map_err(|f| self.fail("setup (creating the table needs the CREATE privilege)", f))
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        let (off, idle) = self.base();
-        let row = first(
-            self.conn()?
-                .query_typed(&self.sql.load, &by_id(&off, &idle, &id.as_str())),
-        )
-        .map_err(self.err("load failed"))?;
-        let Some(row) = row else { return Ok(None) };
-        let get = self.err("load failed");
+        let Some(row) = self.by_id("load", &self.sql.load, id)? else {
+            return Ok(None);
+        };
+        let get = self.err("load");
         Ok(Some(restore(
             id.clone(),
             row.try_get(0).map_err(&get)?,
@@ -289,44 +572,26 @@ impl SessionStore for PostgresStore {
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, None)
+        self.save(session, SaveMode::Overwrite)
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        let v = session.version();
-        self.save(session, Some(v))
+        self.save(session, SaveMode::IfUnchanged)
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        let (off, idle) = self.base();
-        let rows = self
-            .conn()?
-            .query_typed(&self.sql.touch, &by_id(&off, &idle, &id.as_str()))
-            .map_err(self.err("touch failed"))?;
-        Ok(!rows.is_empty())
+        Ok(self.by_id("touch", &self.sql.touch, id)?.is_some())
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
-        let (off, idle) = self.base();
-        let row = first(
-            self.conn()?
-                .query_typed(&self.sql.delete, &by_id(&off, &idle, &id.as_str())),
-        )
-        .map_err(self.err("delete failed"))?;
-        match row {
-            Some(row) => row.try_get(0).map_err(self.err("delete failed")),
+        match self.by_id("delete", &self.sql.delete, id)? {
+            Some(row) => row.try_get(0).map_err(self.err("delete")),
             None => Ok(false),
         }
     }
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
-        let (off, idle) = self.base();
-        let row = first(
-            self.conn()?
-                .query_typed(&self.sql.version, &by_id(&off, &idle, &id.as_str())),
-        )
-        .map_err(self.err("lookup failed"))?;
-        Ok(row.is_some())
+        Ok(self.by_id("lookup", &self.sql.version, id)?.is_some())
     }
 
     fn iter_sessions(&self) -> Result<SessionIter<'_>> {
@@ -336,11 +601,27 @@ impl SessionStore for PostgresStore {
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
         let (off, idle) = self.base();
         let limit = i64::try_from(duration_millis(max_idle)).unwrap_or(i64::MAX);
-        let n = self
-            .conn()?
-            .execute(&self.sql.delete_old, &[&off, &idle, &limit])
-            .map_err(self.err("deleting old sessions failed"))?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        let conn = self.conn()?;
+        let mut total = 0u64;
+        loop {
+            let n = conn
+                .block(
+                    self.common.io_timeout(),
+                    conn.client.execute_typed(
+                        &self.sql.delete_old,
+                        &[
+                            (&off, Type::INT8),
+                            (&idle, Type::INT8),
+                            (&limit, Type::INT8),
+                        ],
+                    ),
+                )
+                .map_err(|f| self.fail("deleting old sessions", f))?;
+            total += n;
+            if n < super::SQL_DELETE_BATCH {
+                return Ok(usize::try_from(total).unwrap_or(usize::MAX));
+            }
+        }
     }
 
     fn is_thread_safe(&self) -> bool {
@@ -422,20 +703,13 @@ impl Sql {
                  WHERE s.id > $3 AND {live_s} ORDER BY s.id LIMIT $4"
             ),
             delete_old: format!(
-                "DELETE FROM {t} WHERE modified <= {NOW} - LEAST($3::bigint, $2::bigint) \
-                 OR (expires <> 0 AND expires <= {NOW})"
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
+                 WHERE modified <= {NOW} - LEAST($3::bigint, $2::bigint) \
+                 OR (expires <> 0 AND expires <= {NOW}) LIMIT {})",
+                super::SQL_DELETE_BATCH
             ),
         }
     }
-}
-
-/// The first row of a result, if any. Statements run with `query_typed`:
-/// the parameter types are given, so a statement costs one round trip
-/// (no separate prepare).
-fn first(
-    rows: std::result::Result<Vec<Row>, postgres::Error>,
-) -> std::result::Result<Option<Row>, postgres::Error> {
-    rows.map(|r| r.into_iter().next())
 }
 
 /// Parameters `$1` (clock offset), `$2` (idle limit), `$3` (id).
@@ -466,7 +740,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Turns a client error into an [`Error::Backend`] that says what to do.
-fn pg_error(target: &str, what: &str, e: postgres::Error) -> Error {
+fn pg_error(target: &str, what: &str, e: tokio_postgres::Error) -> Error {
     let hint = match e.code() {
         Some(c)
             if *c == SqlState::INVALID_PASSWORD
@@ -492,7 +766,11 @@ fn pg_error(target: &str, what: &str, e: postgres::Error) -> Error {
     };
     let message = match e.as_db_error() {
         Some(db) => format!("{what}: {hint} ({}: {})", db.code().code(), db.message()),
-        None => format!("{what}: {hint} ({e})"),
+        None => {
+            let text = super::error_chain(&e);
+            let hint = super::tls_hint(&text).unwrap_or(hint);
+            format!("{what}: {hint} ({text})")
+        }
     };
     backend_error(BACKEND, target, message, Some(Box::new(e)))
 }
@@ -500,6 +778,32 @@ fn pg_error(target: &str, what: &str, e: postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_come_from_the_parsed_config_without_the_password() {
+        for (url, want) in [
+            (
+                "postgres://u:pw@db.internal:6000/app",
+                "postgres://u@db.internal:6000/app",
+            ),
+            (
+                "host=db.internal user=u password=pw dbname=app",
+                "postgres://u@db.internal:5432/app",
+            ),
+            (
+                "host=h1,h2 port=1,2 user=u password='p w' dbname=app",
+                "postgres://u@h1:1,h2:2/app",
+            ),
+            (
+                "postgres://u@[::1]/app?password=pw",
+                "postgres://u@[::1]:5432/app",
+            ),
+            ("postgres://u:p%2Fw@h/app", "postgres://u@h:5432/app"),
+        ] {
+            assert_eq!(describe_url(url), want, "{url}");
+        }
+        assert_eq!(describe_url("host=h password=pw bogus=1"), UNPARSED);
+    }
 
     #[test]
     fn long_table_names_get_distinct_short_index_names() {

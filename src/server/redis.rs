@@ -14,18 +14,20 @@
 //! Scripts read the time with `TIME` (plus the test offset) and decide
 //! liveness themselves. Each session key also carries a server-side expiry
 //! (`PEXPIREAT`, at its deadline or after the store's idle limit,
-//! whichever comes first), so Redis drops it by itself; the index entries
-//! of such a key stay until `delete_old_sessions` removes them.
+//! whichever comes first), so Redis drops it by itself. Its index entries
+//! go on the way: every save also removes up to [`TRIM_BATCH`] entries
+//! whose deadline or idle limit has passed, and `delete_old_sessions`
+//! removes the rest.
 
 use std::time::Duration;
 
-use r2d2::{Pool, PooledConnection};
-use redis::{Client, Connection, ConnectionLike, RedisError, Script, Value};
+use redis::{Client, ConnectionAddr, ConnectionInfo, ConnectionLike, RedisError, Script, Value};
 
-use super::{Common, Page, Paged, backend_error, common_setters, ms_i64, restore};
+use super::pool::{Connect, Pool, Pooled};
+use super::{Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::session::{Session, duration_millis, expires_millis, from_millis};
+use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
 
 const BACKEND: &str = "redis";
@@ -36,6 +38,10 @@ const MAX_PREFIX_LEN: usize = 64;
 /// Sessions removed per `delete_old_sessions` script run, so that one run
 /// never blocks the server for long.
 const DELETE_BATCH: usize = 1000;
+
+/// Index entries of dead sessions that one save removes at most: bounded
+/// work per call, more than the sessions a save can make dead.
+const TRIM_BATCH: usize = 16;
 
 /// Data returned per `iter_sessions` page at most (at least one session).
 const PAGE_BYTES: usize = 8 << 20;
@@ -67,9 +73,25 @@ end
 ";
 
 /// ARGV[3] = '1' to check the version, ARGV[4] = expected version,
-/// ARGV[5] = data, ARGV[6] = expires, ARGV[7] = id.
+/// ARGV[5] = data, ARGV[6] = expires, ARGV[7] = id, ARGV[8] = the session
+/// key prefix, ARGV[9] = how many dead index entries to remove.
 /// Returns {1, version, modified} or {0, found}.
 const SAVE: &str = r"
+-- drop index entries of sessions whose deadline or idle limit passed
+local trim = tonumber(ARGV[9])
+local dead = redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, trim)
+if idle >= 0 then
+  local idled = redis.call('ZRANGE', KEYS[2], '-inf', now - idle, 'BYSCORE', 'LIMIT', 0, trim)
+  for _, id in ipairs(idled) do table.insert(dead, id) end
+end
+for _, id in ipairs(dead) do
+  if id ~= ARGV[7] and not live(ARGV[8] .. id) then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('DEL', ARGV[8] .. id)
+  end
+end
 local found = live(KEYS[1]) or 0
 if ARGV[3] == '1' and found ~= tonumber(ARGV[4]) then return {0, found} end
 local e = tonumber(ARGV[6])
@@ -151,10 +173,52 @@ return {last, done, out}
 ";
 
 /// Options for [`RedisStore`]; start with [`RedisStore::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RedisOptions {
     common: Common,
     prefix: String,
+}
+
+/// Prints the server from the parsed URL, never the password.
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = super::shown_target(&self.common.url, |url| {
+            redis::IntoConnectionInfo::into_connection_info(url)
+                .map_or_else(|_| UNPARSED.to_owned(), |i| describe(&i))
+        });
+        f.debug_struct("RedisOptions")
+            .field("target", &target)
+            .field("prefix", &self.prefix)
+            .field("common", &self.common)
+            .finish()
+    }
+}
+
+/// The target shown for a URL the client cannot parse.
+const UNPARSED: &str = "(unparsable connection URL)";
+
+/// `redis://user@host:port/db` from the parsed connection info: never the
+/// password.
+fn describe(info: &ConnectionInfo) -> String {
+    let r = info.redis_settings();
+    let user = r.username().map(|u| format!("{u}@")).unwrap_or_default();
+    let db = r.db();
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) => format!("redis://{user}{}/{db}", hostport(host, *port)),
+        ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("rediss://{user}{}/{db}", hostport(host, *port))
+        }
+        ConnectionAddr::Unix(path) => format!("redis+unix://{user}{}?db={db}", path.display()),
+        _ => format!("redis://{user}(unknown address)/{db}"),
+    }
+}
+
+fn hostport(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 impl RedisOptions {
@@ -172,35 +236,39 @@ impl RedisOptions {
     pub fn open(self) -> Result<RedisStore> {
         self.common.check()?;
         check_prefix(&self.prefix)?;
-        let target = super::redact_url(&self.common.url);
-        let client = Client::open(self.common.url.as_str()).map_err(|e| {
-            backend_error(
-                BACKEND,
-                &target,
-                format!("invalid connection URL: {e}; expected redis://:password@host:port/db"),
-                Some(Box::new(e)),
-            )
-        })?;
-        let manager = Manager {
+        let info = redis::IntoConnectionInfo::into_connection_info(self.common.url.as_str())
+            .map_err(|e| {
+                // The client's detail may quote parts of the URL: only its kind.
+                backend_error(
+                    BACKEND,
+                    UNPARSED,
+                    format!(
+                        "invalid connection URL ({:?}); expected redis://:password@host:port/db",
+                        e.kind()
+                    ),
+                    None,
+                )
+            })?;
+        let target = describe(&info);
+        let client = client_for(info, &self.common, &target)?;
+        let connector = Connector {
             client,
+            target: target.clone(),
             connect_timeout: self.common.connect_timeout,
-            io_timeout: self.common.statement_timeout,
+            io_timeout: self.common.io_timeout(),
         };
-        let mut first = r2d2::ManageConnection::connect(&manager)
-            .map_err(|e| redis_error(&target, "could not connect", e))?;
-        r2d2::ManageConnection::is_valid(&manager, &mut first)
-            .map_err(|e| redis_error(&target, "could not connect", e))?;
-        drop(first);
-        // No test query on every checkout (a round trip per operation): a
-        // connection that broke is dropped by the pool when it is returned,
-        // so the call that met the failure reports it and the next one
-        // reconnects.
-        let pool = Pool::builder()
-            .max_size(self.common.pool_size)
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .connection_timeout(self.common.connect_timeout)
-            .build_unchecked(manager);
+        let mut first = connector.connect()?;
+        redis::cmd("PING")
+            .query::<()>(&mut first)
+            .map_err(|e| connector.error("connect", e))?;
+        let pool = Pool::new(
+            connector,
+            usize::try_from(self.common.pool_size).unwrap_or(usize::MAX),
+            self.common.connect_timeout,
+            BACKEND,
+            &target,
+        );
+        pool.put(first);
         let p = &self.prefix;
         Ok(RedisStore {
             pool,
@@ -238,7 +306,7 @@ impl RedisOptions {
 /// # Ok(()) }
 /// ```
 pub struct RedisStore {
-    pool: Pool<Manager>,
+    pool: Pool<Connector>,
     target: String,
     prefix: String,
     keys: Keys,
@@ -286,14 +354,8 @@ impl RedisStore {
         }
     }
 
-    fn conn(&self) -> Result<PooledConnection<Manager>> {
-        super::pooled(
-            &self.pool,
-            BACKEND,
-            "Redis",
-            &self.target,
-            self.common.connect_timeout,
-        )
+    fn conn(&self) -> Result<Pooled<'_, Connector>> {
+        self.pool.get()
     }
 
     /// Runs `script` on the session `id` (or on the prefix for `None`)
@@ -325,23 +387,32 @@ impl RedisStore {
         }
         let mut conn = self.conn()?;
         inv.invoke::<Value>(&mut *conn)
-            .map_err(|e| redis_error(&self.target, what, e))
+            .map_err(|e| fail(&mut conn, what, e))
     }
 
+    /// An error for a reply of the wrong shape. It describes the shape
+    /// only: the reply holds session ids and data.
     fn bad_reply(&self, what: &str, v: &Value) -> Error {
         backend_error(
             BACKEND,
             &self.target,
-            format!("{what}: unexpected reply {v:?} (is another program using these keys?)"),
+            format!(
+                "{what}: unexpected reply ({}) (is another program using these keys?)",
+                shape(v)
+            ),
             None,
         )
     }
 
-    fn save(&self, session: &mut Session, check: bool) -> Result<()> {
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let expected = session.version().to_string();
         let expires = ms_i64(expires_millis(session.expires)).to_string();
-        let check = if check { "1" } else { "0" };
+        let check = match mode {
+            SaveMode::IfUnchanged => "1",
+            SaveMode::Overwrite => "0",
+        };
+        let trim = TRIM_BATCH.to_string();
         let reply = self.run(
             "save failed",
             &self.scripts.save,
@@ -352,6 +423,8 @@ impl RedisStore {
                 &session.data,
                 expires.as_bytes(),
                 session.id.as_str().as_bytes(),
+                self.keys.session.as_bytes(),
+                trim.as_bytes(),
             ],
         )?;
         match ints(&reply).as_deref() {
@@ -418,7 +491,7 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn()?;
         redis::cmd("PING")
             .query::<()>(&mut *conn)
-            .map_err(|e| redis_error(&self.target, "setup failed", e))
+            .map_err(|e| fail(&mut conn, "setup failed", e))
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
@@ -440,11 +513,11 @@ impl SessionStore for RedisStore {
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, false)
+        self.save(session, SaveMode::Overwrite)
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, true)
+        self.save(session, SaveMode::IfUnchanged)
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
@@ -514,32 +587,129 @@ impl SessionStore for RedisStore {
     }
 }
 
-/// Opens pooled connections with a connect timeout and read/write timeouts.
-struct Manager {
+/// The client for `info`: TLS for `rediss://` URLs (with `tls_ca_file`'s
+/// CAs when given); plaintext, or TLS without verification (`#insecure`),
+/// to a host that is not loopback is refused unless allowed by name.
+// The TLS arm does more with the `redis-tls` feature: not one `if`.
+#[allow(clippy::collapsible_match)]
+fn client_for(info: ConnectionInfo, common: &Common, target: &str) -> Result<Client> {
+    let open_error = |e| redis_error(target, common.connect_timeout, "open", e);
+    match info.addr() {
+        ConnectionAddr::Tcp(host, _) => {
+            if common.tls_asked() {
+                return Err(Error::InvalidOption(
+                    "require_tls / tls_ca_file need a rediss:// URL".into(),
+                ));
+            }
+            common.check_plaintext(
+                BACKEND,
+                target,
+                Host::Tcp(host),
+                "redis-tls",
+                "a rediss:// URL",
+            )?;
+        }
+        ConnectionAddr::Unix(_) if common.tls_asked() => {
+            return Err(Error::InvalidOption(
+                "require_tls / tls_ca_file need a rediss:// URL, not a Unix socket".into(),
+            ));
+        }
+        ConnectionAddr::TcpTls { host, insecure, .. } => {
+            // TLS without verification is no better than plaintext against
+            // someone on the path.
+            if *insecure {
+                common.check_plaintext(
+                    BACKEND,
+                    target,
+                    Host::Tcp(host),
+                    "redis-tls",
+                    "a rediss:// URL without #insecure",
+                )?;
+            }
+            #[cfg(feature = "redis-tls")]
+            if let Some(path) = &common.tls_ca_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Error::InvalidOption(format!("cannot read tls_ca_file {}: {e}", path.display()))
+                })?;
+                return Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+                .map_err(open_error);
+            }
+        }
+        _ => {}
+    }
+    Client::open(info).map_err(open_error)
+}
+
+/// Opens connections with a connect deadline (which covers the handshake
+/// too) and read/write deadlines.
+struct Connector {
     client: Client,
+    target: String,
     connect_timeout: Duration,
     io_timeout: Duration,
 }
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = Connection;
-    type Error = RedisError;
+impl Connector {
+    fn error(&self, what: &str, e: RedisError) -> Error {
+        let after = if what == "connect" {
+            self.connect_timeout
+        } else {
+            self.io_timeout
+        };
+        redis_error(&self.target, after, what, e)
+    }
+}
 
-    fn connect(&self) -> std::result::Result<Connection, RedisError> {
+impl Connect for Connector {
+    type Conn = redis::Connection;
+
+    fn connect(&self) -> Result<redis::Connection> {
         let conn = self
             .client
-            .get_connection_with_timeout(self.connect_timeout)?;
-        conn.set_read_timeout(Some(self.io_timeout))?;
-        conn.set_write_timeout(Some(self.io_timeout))?;
+            .get_connection_with_timeout(self.connect_timeout)
+            .map_err(|e| self.error("connect", e))?;
+        conn.set_read_timeout(Some(self.io_timeout))
+            .map_err(|e| self.error("connect", e))?;
+        conn.set_write_timeout(Some(self.io_timeout))
+            .map_err(|e| self.error("connect", e))?;
         Ok(conn)
     }
 
-    fn is_valid(&self, conn: &mut Connection) -> std::result::Result<(), RedisError> {
-        redis::cmd("PING").query(conn)
-    }
-
-    fn has_broken(&self, conn: &mut Connection) -> bool {
+    fn is_broken(&self, conn: &mut redis::Connection) -> bool {
         !conn.is_open()
+    }
+}
+
+/// Turns a failed request into an error, and discards the connection when
+/// the failure leaves its state unknown (a timeout mid-reply, an I/O error).
+fn fail(conn: &mut Pooled<'_, Connector>, what: &str, e: RedisError) -> Error {
+    if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+    {
+        conn.discard();
+    }
+    conn.pool_connector().error(what, e)
+}
+
+/// A reply's shape, without its content.
+fn shape(v: &Value) -> String {
+    match v {
+        Value::Nil => "nil".into(),
+        Value::Int(_) => "an integer".into(),
+        Value::BulkString(b) => format!("a string of {} bytes", b.len()),
+        Value::SimpleString(s) => format!("a status of {} bytes", s.len()),
+        Value::Okay => "OK".into(),
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().take(8).map(shape).collect();
+            let more = if items.len() > 8 { ", ..." } else { "" };
+            format!("an array of {}: [{}{more}]", items.len(), inner.join(", "))
+        }
+        _ => "a value of another type".into(),
     }
 }
 
@@ -582,7 +752,10 @@ fn ints(v: &Value) -> Option<Vec<i64>> {
 }
 
 /// Turns a client error into an [`Error::Backend`] that says what to do.
-fn redis_error(target: &str, what: &str, e: RedisError) -> Error {
+fn redis_error(target: &str, after: Duration, what: &str, e: RedisError) -> Error {
+    if e.is_timeout() {
+        return super::timeout_error(BACKEND, target, what.trim_end_matches(" failed"), after);
+    }
     let hint = if e.is_connection_refusal() {
         "connection refused: check that Redis is running and listening at this address"
     } else if e.is_timeout() {
@@ -598,10 +771,12 @@ fn redis_error(target: &str, what: &str, e: RedisError) -> Error {
             _ => "the server rejected the command",
         }
     };
+    let text = e.to_string();
+    let hint = super::tls_hint(&text).unwrap_or(hint);
     backend_error(
         BACKEND,
         target,
-        format!("{what}: {hint} ({e})"),
+        format!("{what}: {hint} ({text})"),
         Some(Box::new(e)),
     )
 }
@@ -609,6 +784,37 @@ fn redis_error(target: &str, what: &str, e: RedisError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_come_from_the_parsed_url_without_the_password() {
+        let d = |url: &str| {
+            describe(&redis::IntoConnectionInfo::into_connection_info(url).expect("parses"))
+        };
+        assert_eq!(
+            d("redis://:pw@cache.internal:6380/2"),
+            "redis://cache.internal:6380/2"
+        );
+        assert_eq!(
+            d("redis://u:pw@cache.internal/0"),
+            "redis://u@cache.internal:6379/0"
+        );
+        assert_eq!(d("redis://[::1]:7000/"), "redis://[::1]:7000/0");
+    }
+
+    #[test]
+    fn replies_are_described_by_shape_only() {
+        let v = Value::Array(vec![
+            Value::BulkString(b"secret-data".to_vec()),
+            Value::Int(3),
+            Value::Nil,
+        ]);
+        let text = shape(&v);
+        assert!(!text.contains("secret"), "{text}");
+        assert_eq!(
+            text,
+            "an array of 3: [a string of 11 bytes, an integer, nil]"
+        );
+    }
 
     #[test]
     fn prefixes() {
