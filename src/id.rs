@@ -152,9 +152,12 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// Shows a short digest, never the id: an id is a credential, and `Debug`
+/// output ends up in logs. `Display` (and [`SessionId::as_str`]) give the
+/// id itself, for cookies and admin tools.
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({:?})", &*self.0)
+        write!(f, "SessionId(#{})", self.digest_hint())
     }
 }
 

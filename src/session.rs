@@ -6,7 +6,7 @@ use crate::id::SessionId;
 
 /// One web session: an id, the application's opaque data, an optional
 /// absolute deadline, and the metadata a store stamps on every save.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     /// The session's id.
     pub id: SessionId,
@@ -17,6 +17,20 @@ pub struct Session {
     pub expires: Option<SystemTime>,
     modified: Option<SystemTime>,
     version: u64,
+}
+
+/// Shows the id as a digest and the data's length, never the data: both
+/// are secrets, and `Debug` output ends up in logs.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("data_len", &self.data.len())
+            .field("expires", &self.expires)
+            .field("modified", &self.modified)
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 impl Session {
@@ -111,7 +125,13 @@ pub(crate) fn next_version(session: &Session, found: u64, mode: SaveMode) -> cra
             found,
         });
     }
-    Ok(found + 1)
+    found.checked_add(1).ok_or_else(|| {
+        crate::Error::InvalidOption(format!(
+            "session {} is at the largest version ({found}) and cannot be saved again; \
+             delete it and save it anew",
+            session.id.digest_hint()
+        ))
+    })
 }
 
 /// Milliseconds since the Unix epoch, saturating; times before the epoch

@@ -216,6 +216,28 @@ fn open_raw(path: &Path, create: Create) -> Result<File> {
     })
 }
 
+/// Opens a file of the store for reading only, never through a symbolic
+/// link, and checks it as [`open`] does; `None` if it does not exist.
+pub(crate) fn open_read(path: &Path, owner: Owner) -> Result<Option<File>> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(unsafe_file(
+                path,
+                "a symbolic link where the store keeps a file of its own",
+            ));
+        }
+        Err(e) => return Err(Error::io(path, "open", e)),
+    };
+    check_file(path, &file, owner.uid)?;
+    Ok(Some(file))
+}
+
 /// Checks an open file of the store (see [`open`]).
 pub(crate) fn check_file(path: &Path, file: &File, owner: u32) -> Result<()> {
     let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;

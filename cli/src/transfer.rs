@@ -7,7 +7,7 @@
 //! Times are RFC 3339 UTC, or milliseconds since the epoch outside years
 //! 1970 to 9999; `expires` is null for none.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,6 +37,10 @@ pub fn export(path: &Path) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Longest accepted import line: base64 of the largest session data
+/// (`DEFAULT_MAX_SESSION_SIZE`) plus 64 KiB for the id and the times.
+const MAX_LINE: u64 = (sessionlog::DEFAULT_MAX_SESSION_SIZE as u64).div_ceil(3) * 4 + (64 << 10);
+
 pub fn import(path: &Path) -> Outcome {
     // Each session is restored as exported: its `modified` time (so that
     // idle times survive the move) and its version.
@@ -47,10 +51,34 @@ pub fn import(path: &Path) -> Outcome {
     let (mut line_no, mut imported, mut bad) = (0u64, 0u64, 0u64);
     loop {
         buf.clear();
-        if input.read_until(b'\n', &mut buf)? == 0 {
+        // A line is read up to the longest a session can need (its data in
+        // base64 plus the other fields): a line of any length costs no more.
+        if (&mut input)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut buf)?
+            == 0
+        {
             break;
         }
         line_no += 1;
+        if buf.len() as u64 > MAX_LINE && !buf.ends_with(b"\n") {
+            bad += 1;
+            bar.suspend(|| {
+                eprintln!(
+                    "sessionlog: line {line_no}: longer than {MAX_LINE} bytes, more than any \
+                     session of the largest size needs; line skipped"
+                )
+            });
+            // Skip the rest of the line, a bounded chunk at a time.
+            loop {
+                buf.clear();
+                let n = (&mut input).take(1 << 20).read_until(b'\n', &mut buf)?;
+                if n == 0 || buf.ends_with(b"\n") {
+                    break;
+                }
+            }
+            continue;
+        }
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim();
         if line.is_empty() {

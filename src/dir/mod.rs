@@ -12,9 +12,9 @@
 mod file;
 
 use std::collections::HashSet;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +33,7 @@ use crate::session::{
     from_millis, is_expired, next_version, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
+use crate::trust::{self, Create, Owner};
 
 use file::{
     LOCK_NAME, MAX_FILE_LEN, SESSION_PREFIX, Stamp, Stored, TEMP_PREFIX, decode_file, encode_file,
@@ -53,6 +54,7 @@ pub struct DirOptions {
     max_idle: Option<Duration>,
     max_session_size: usize,
     clock: SharedClock,
+    allow_others_to_write_directory: bool,
 }
 
 impl Default for DirOptions {
@@ -62,6 +64,7 @@ impl Default for DirOptions {
             max_idle: None,
             max_session_size: DEFAULT_MAX_SESSION_SIZE,
             clock: system_clock(),
+            allow_others_to_write_directory: false,
         }
     }
 }
@@ -112,6 +115,16 @@ impl DirOptions {
         self
     }
 
+    /// Opens a store whose directory other users may write (group- or
+    /// world-writable), giving up the protection against them: such a user
+    /// can plant, replace or link session files (DESIGN.md, the threat
+    /// model). Default: off, and such a directory is refused with
+    /// [`Error::Unsafe`].
+    pub fn allow_others_to_write_directory(mut self, on: bool) -> DirOptions {
+        self.allow_others_to_write_directory = on;
+        self
+    }
+
     /// Opens the store in `dir`, creating the directory (mode 0700) if it
     /// is missing.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<DirStore> {
@@ -120,15 +133,10 @@ impl DirOptions {
         Validate::max_idle(self.max_idle)?;
         let dir = dir.as_ref().to_path_buf();
         create_dir(&dir)?;
+        trust::check_dir(&dir, self.allow_others_to_write_directory)?;
+        let owner = Owner::of(&dir)?;
         let lock_path = dir.join(LOCK_NAME);
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, "open", e))?;
+        let lock_file = trust::open(&lock_path, Create::IfMissing, owner)?;
         let state = Arc::new(Mutex::new(WriteState {
             pending: Pending::default(),
             last_sync: Instant::now(),
@@ -141,6 +149,7 @@ impl DirOptions {
         Ok(DirStore {
             dir,
             lock_file,
+            owner,
             state,
             flusher,
             sync: self.sync,
@@ -178,6 +187,8 @@ pub struct DirStore {
     dir: PathBuf,
     /// Open for the store's life; writers `flock` it (one handle per store).
     lock_file: File,
+    /// The directory's owner: every file of the store must be theirs.
+    owner: Owner,
     state: Arc<Mutex<WriteState>>,
     /// Makes `SyncPolicy::Interval` writes durable when no write comes.
     flusher: Option<Flusher>,
@@ -302,12 +313,18 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
+/// Creates the store's directory (mode 0700) if it is missing, and makes
+/// the new entry durable in its parent.
 fn create_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| Error::io(dir, "create directory", e))
+        .map_err(|e| Error::io(dir, "create directory", e))?;
+    fsync(trust::parent(dir))
 }
 
 fn fsync(path: &Path) -> Result<()> {
@@ -386,10 +403,8 @@ impl DirStore {
     /// The session's file as stored, expired or not; `None` if absent.
     fn read(&self, id: &SessionId) -> Result<Option<Stored>> {
         let path = self.dir.join(file_name(id));
-        let mut f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&path, "open", e)),
+        let Some(mut f) = trust::open_read(&path, self.owner)? else {
+            return Ok(None);
         };
         let len = f.metadata().map_err(|e| Error::io(&path, "stat", e))?.len();
         if len > MAX_FILE_LEN {
@@ -411,17 +426,14 @@ impl DirStore {
         let mut attempts = 0;
         let (path, mut f) = loop {
             let path = self.dir.join(temp_name()?);
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
+            match trust::open(&path, Create::New, self.owner) {
                 Ok(f) => break (path, f),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 3 => {
+                Err(Error::Io { source, .. })
+                    if source.kind() == io::ErrorKind::AlreadyExists && attempts < 3 =>
+                {
                     attempts += 1;
                 }
-                Err(e) => return Err(Error::io(&path, "create", e)),
+                Err(e) => return Err(e),
             }
         };
         let written = f.write_all(bytes).map_err(|e| Error::io(&path, "write", e));
@@ -519,6 +531,23 @@ impl DirStore {
             }
         }
         Ok(())
+    }
+
+    /// A new modification time (and, if given, deadline in ms, 0 for none)
+    /// for a live session; data and version unchanged.
+    fn touch(&self, id: &SessionId, expires_ms: Option<u64>) -> Result<bool> {
+        let mut guard = self.write_lock()?;
+        let now = self.now_ms();
+        let Some(s) = self.read(id)?.filter(|s| self.live(s, now)) else {
+            return Ok(false);
+        };
+        let stamp = Stamp {
+            modified_ms: now,
+            expires_ms: expires_ms.unwrap_or(s.stamp.expires_ms),
+            ..s.stamp
+        };
+        self.replace(&mut guard.state, id, &s.data, stamp)?;
+        Ok(true)
     }
 
     fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
@@ -639,17 +668,15 @@ impl SessionStore for DirStore {
     /// Rewrites the file with a new modification time, same data and
     /// version.
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        let mut guard = self.write_lock()?;
-        let now = self.now_ms();
-        let Some(s) = self.read(id)?.filter(|s| self.live(s, now)) else {
-            return Ok(false);
-        };
-        let stamp = Stamp {
-            modified_ms: now,
-            ..s.stamp
-        };
-        self.replace(&mut guard.state, id, &s.data, stamp)?;
-        Ok(true)
+        self.touch(id, None)
+    }
+
+    fn touch_session_until(
+        &self,
+        id: &SessionId,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<bool> {
+        self.touch(id, Some(expires_millis(expires)))
     }
 
     /// Removes the session's file. A damaged file is removed too, and

@@ -54,6 +54,9 @@ pub(crate) fn replay(view: &View<'_>, from: u64, index: &mut Index) -> Replayed 
     }
 }
 
+/// Most index entries reserved before replay finds them.
+const MAX_RESERVE: usize = 4 << 20;
+
 /// Logs shorter than this are replayed on one thread.
 const PARALLEL_REPLAY_FROM: u64 = 32 << 20;
 
@@ -228,7 +231,11 @@ pub(crate) fn open_log(
         };
         let file_len = file.mapped_file_len;
         let mut index = Index::default();
-        index.reserve((end.min(file_len) / 1024) as usize);
+        // Sized from what the file holds, at most 4M entries (64 MiB) up
+        // front: a sparse file of 1 TiB with a forged committed word must
+        // not make open allocate for a billion sessions. The index grows
+        // as records are really found.
+        index.reserve(((end.min(file_len) / 1024) as usize).min(MAX_RESERVE));
         // SAFETY: `end` is the committed end, capped at the file's length.
         let view = unsafe { View::new(&file, end.min(file_len)) };
         let Replayed {

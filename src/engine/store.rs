@@ -26,7 +26,7 @@ use crate::id::SessionId;
 use crate::options::SyncPolicy;
 use crate::poison::Poison;
 use crate::session::{
-    SaveMode, Session, duration_millis, expires_from_millis, from_millis, to_millis,
+    SaveMode, Session, duration_millis, expires_from_millis, expires_millis, from_millis, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
 use crate::trust::{self, Owner};
@@ -262,7 +262,15 @@ impl SessionStore for LogStore {
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        write::touch(&self.inner, id)
+        write::touch(&self.inner, id, None)
+    }
+
+    fn touch_session_until(
+        &self,
+        id: &SessionId,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<bool> {
+        write::touch(&self.inner, id, Some(expires_millis(expires)))
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {

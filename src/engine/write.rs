@@ -169,6 +169,15 @@ pub(crate) fn save(inner: &Inner, session: &mut Session, mode: SaveMode) -> Resu
 /// `LogStore::restore_session`: the session exactly as given.
 pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
     check_size(session, inner.opts.max_session_size)?;
+    if session.version() == u64::MAX {
+        // The next save could not write a larger version.
+        return Err(Error::InvalidOption(format!(
+            "session {}: version {} is out of range (at most {})",
+            session.id.digest_hint(),
+            u64::MAX,
+            u64::MAX - 1
+        )));
+    }
     let id = session.id.as_str().as_bytes();
     let ((), at) = write(inner, |st, buf, now| {
         append_record(
@@ -189,14 +198,17 @@ pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
     after_write(inner, at)
 }
 
-/// `touch_session`: a touch record pointing at the session's put.
-pub(crate) fn touch(inner: &Inner, id: &SessionId) -> Result<bool> {
+/// `touch_session` (`expires` `None`: the deadline stays) and
+/// `touch_session_until` (`Some(ms)`, 0 for none): a touch record pointing
+/// at the session's put, carrying the session's deadline. No data is
+/// written again.
+pub(crate) fn touch(inner: &Inner, id: &SessionId, expires: Option<u64>) -> Result<bool> {
     let (touched, at) = write(inner, |st, buf, now| {
         let Some(l) = live(st, &inner.expiry, id, now)? else {
             return Ok(false);
         };
         let target = l.put_offset.to_le_bytes();
-        let (version, expires_ms) = (l.rec.version, l.rec.expires_ms);
+        let (version, expires_ms) = (l.rec.version, expires.unwrap_or(l.rec.expires_ms));
         append_record(
             inner,
             st,
