@@ -339,6 +339,28 @@ fn export_import_round_trip() {
     assert_eq!(all(&from), all(&to));
 }
 
+/// Regression: a 300 MB line used to take 809 MB. A line longer than the
+/// largest session needs is refused by number, in bounded memory, and the
+/// lines after it are imported.
+#[test]
+fn import_skips_a_line_longer_than_any_session_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("i.db");
+    let mut input = b"{\"id\":\"long\",\"data\":\"".to_vec();
+    input.resize(input.len() + (24 << 20), b'A');
+    input.extend_from_slice(b"\"}\n{\"id\":\"after\",\"data\":\"aGk=\"}\n");
+    let o = run(&["import", s(&path)], Some(&input));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("line 1: longer than"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("imported 1 sessions"), "{}", stdout(&o));
+    let store = LogStore::open(&path).expect("open");
+    assert!(
+        store
+            .has_session(&SessionId::new("after").expect("id"))
+            .expect("has")
+    );
+}
+
 #[test]
 fn import_reports_bad_lines_by_number() {
     let dir = tempfile::tempdir().expect("tempdir");

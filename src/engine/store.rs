@@ -157,6 +157,7 @@ impl LogStore {
     /// Runs `f` while this handle holds the store's write lock (the
     /// in-process mutex and the file lock): every other writer, in any
     /// process, waits. For crash tests; not part of the stable API.
+    #[cfg(feature = "unstable-internals")]
     #[doc(hidden)]
     pub fn with_write_lock<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
         let _writer = self.inner.writer.lock();
@@ -167,6 +168,7 @@ impl LogStore {
     /// Size and health figures of the store, as this process sees it.
     pub fn stats(&self) -> Result<Stats> {
         let inner = &self.inner;
+        inner.check_file_len()?;
         let mut st = inner.state.write();
         inner.refresh(&mut st)?;
         let now = inner.now_ms();
