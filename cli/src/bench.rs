@@ -327,7 +327,11 @@ impl Stalls {
                     let mut lat = win.lat.clone();
                     lat.sort_unstable();
                     let secs = win.elapsed.as_secs_f64();
-                    let rate = if secs > 0.0 { lat.len() as f64 / secs } else { 0.0 };
+                    let rate = if secs > 0.0 {
+                        lat.len() as f64 / secs
+                    } else {
+                        0.0
+                    };
                     writeln!(
                         out,
                         "{:<11} {:<5} {:<11} {:>9} {:>10.0} {:>10} {:>10} {:>10}",
@@ -373,7 +377,11 @@ fn load_and_save(
         let i = w.random();
         let save = w.rng.below(10) == 0;
         let t0 = Instant::now();
-        if save { w.save(i)? } else { w.load(i)? }
+        if save {
+            w.save(i)?
+        } else {
+            w.load(i)?
+        }
         out[usize::from(save)].push(nanos(t0.elapsed()));
     }
     Ok(out)
@@ -412,8 +420,8 @@ fn compaction_under_load(
             let stop = AtomicBool::new(false);
             let start = Instant::now();
             let (results, took) = std::thread::scope(|s| {
-                let workers = [store, follower]
-                    .map(|h| s.spawn(|| load_and_save(h, ids, data, &stop)));
+                let workers =
+                    [store, follower].map(|h| s.spawn(|| load_and_save(h, ids, data, &stop)));
                 let took = if window == 0 {
                     std::thread::sleep(IDLE_WINDOW);
                     None

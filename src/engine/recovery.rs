@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::engine::file::{self, LogFile, View};
 use crate::engine::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
+use crate::engine::hint;
 use crate::engine::index::Index;
 use crate::engine::lock::LockFile;
 use crate::engine::state::State;
@@ -169,6 +170,43 @@ pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
     })
 }
 
+/// Builds a fresh view of `file` like [`load_complete`], from the file's
+/// hint when it has a valid one (then only the records after the hint's
+/// end are replayed), else by a replay of every record. Called without the
+/// state lock: this is the slow part of following a swap.
+pub(crate) fn load_indexed(file: Arc<LogFile>) -> Result<State> {
+    let (word, end) = committed_of(&file)?;
+    let Ok((mut index, from)) = hint::load(&file, end) else {
+        return load_complete(file);
+    };
+    let mut file = file;
+    let mut file_len = file.mapped_file_len;
+    if end > file_len {
+        file_len = file.file_len()?;
+        if end > file_len {
+            return load_complete(file);
+        }
+        if end > file.map_len() {
+            file = Arc::new(file.remapped()?);
+        }
+    }
+    // SAFETY: `end` is the committed end, checked against the file's length.
+    let view = unsafe { View::new(&file, end) };
+    let Replayed { stop, error, .. } = replay_fast(&view, from, &mut index);
+    if error.is_some() || stop < end {
+        // The hint's end is not where records continue: replay it all,
+        // which reports any damage precisely.
+        return load_complete(file);
+    }
+    Ok(State {
+        file,
+        index,
+        applied: end,
+        applied_word: word,
+        file_len,
+    })
+}
+
 /// When to sync records that replay verified but that were never synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SyncAfterReplay {
@@ -200,6 +238,9 @@ pub(crate) fn open_log(
 ) -> Result<Opened> {
     create_if_missing(path, lock, now_ms)?;
     report.removed_temp_files += remove_stale_temp(path)?;
+    // Cleared if a replay that started at the hint's end found damage:
+    // the next round replays every record, and reports the damage exactly.
+    let mut use_hint = true;
     loop {
         let file = Arc::new(LogFile::open(path)?);
         if file.superseded() {
@@ -227,15 +268,33 @@ pub(crate) fn open_log(
             ));
         };
         let file_len = file.mapped_file_len;
-        let mut index = Index::default();
-        index.reserve((end.min(file_len) / 1024) as usize);
+        // A hint may stand for records up to the synced end only: those
+        // can never be cut as a torn tail.
+        let hinted = if use_hint {
+            hint::load(&file, synced.min(end).min(file_len)).ok()
+        } else {
+            None
+        };
+        let (mut index, from) = match hinted {
+            Some((index, from)) => (index, from),
+            None => {
+                let mut index = Index::default();
+                index.reserve((end.min(file_len) / 1024) as usize);
+                (index, HEADER_SIZE)
+            }
+        };
         // SAFETY: `end` is the committed end, capped at the file's length.
         let view = unsafe { View::new(&file, end.min(file_len)) };
         let Replayed {
             stop,
             records,
             error,
-        } = replay_fast(&view, HEADER_SIZE, &mut index);
+        } = replay_fast(&view, from, &mut index);
+        if stop != end && from != HEADER_SIZE {
+            use_hint = false;
+            continue;
+        }
+        report.hint_end = (from != HEADER_SIZE).then_some(from);
         if stop == end {
             report.records = records;
             if lock.first {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use crossbeam_utils::sync::ShardedLockWriteGuard;
 use parking_lot::{Condvar, Mutex};
 
 use crate::clock::Expiry;
@@ -37,6 +38,9 @@ pub(crate) struct Inner {
     pub writer: Mutex<Vec<u8>>,
     /// Serializes this process's compactions.
     pub compacting: Mutex<()>,
+    /// One thread at a time builds the index of a file a compaction
+    /// swapped in (see `Follow::fresh`).
+    pub switching: Mutex<()>,
     pub commit: GroupCommit,
     pub poison: Poison,
     /// Records replayed on open were never synced: the background thread
@@ -61,6 +65,8 @@ impl Inner {
             lock: &self.lock,
             writer: &self.writer,
             commit: &self.commit,
+            state: &self.state,
+            switching: &self.switching,
         }
     }
 
@@ -87,9 +93,10 @@ impl Inner {
         }
     }
 
-    /// Brings `st` up to date with the file.
-    pub fn refresh(&self, st: &mut State) -> Result<()> {
-        self.follow().refresh(st)
+    /// The state, locked for writing and up to date with the file (a new
+    /// file's index built without the lock: see `Follow::fresh`).
+    pub fn fresh(&self) -> Result<ShardedLockWriteGuard<'_, State>> {
+        self.follow().fresh()
     }
 
     /// Syncs everything appended so far and records that in the header.
@@ -107,8 +114,7 @@ impl Inner {
                 return f(&st);
             }
         }
-        let mut st = self.state.write();
-        self.refresh(&mut st)?;
+        let st = self.fresh()?;
         f(&st)
     }
 }

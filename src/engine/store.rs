@@ -104,6 +104,7 @@ impl LogStore {
             state: StateLock::new(state),
             writer: Mutex::new(Vec::new()),
             compacting: Mutex::new(()),
+            switching: Mutex::new(()),
             commit,
             poison: Poison::default(),
             open_sync_pending: AtomicBool::new(sync_pending),
@@ -159,8 +160,7 @@ impl LogStore {
     /// Size and health figures of the store, as this process sees it.
     pub fn stats(&self) -> Result<Stats> {
         let inner = &self.inner;
-        let mut st = inner.state.write();
-        inner.refresh(&mut st)?;
+        let st = inner.fresh()?;
         let now = inner.now_ms();
         let view = st.view();
         let mut expired = 0u64;

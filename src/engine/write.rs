@@ -34,8 +34,7 @@ fn write<R>(
     let _busy = inner.commit.enter();
     let mut buf = inner.writer.lock();
     let _lock = inner.lock.lock()?;
-    let mut st = inner.state.write();
-    inner.refresh(&mut st)?;
+    let mut st = inner.fresh()?;
     let now = inner.now_ms();
     let r = f(&mut st, &mut buf, now)?;
     let at = Appended {

@@ -1,0 +1,225 @@
+//! Hint files: a snapshot of a log file's index, written by the compaction
+//! that wrote the file, so that a process moving to the new file (and an
+//! open of the store) rebuilds its index by reading one file instead of
+//! replaying every record.
+//!
+//! A hint only ever saves time. It names the log file it describes (its
+//! generation, creation time and salt) and the offset up to which it
+//! reflects it; it is checksummed, written to a temporary file, synced and
+//! renamed into place. A hint that is missing, damaged, of another file or
+//! past what the file holds is ignored, and the index is rebuilt by a
+//! replay. DESIGN.md §2.3 has the byte layout.
+//!
+//! ```text
+//! hint := head (80 bytes) slot* crc (4 bytes) zero (4 bytes)
+//! slot := hash (u64) offset (u64), offset 0 for an empty slot
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::engine::file::{self, LogFile};
+use crate::engine::format::{HEADER_SIZE, RECORD_ALIGN, StaticHeader};
+use crate::engine::hook::{Hooks, IoEvent};
+use crate::engine::index::{Index, RawIndex};
+use crate::error::{Error, Result};
+
+/// First bytes of a hint file.
+pub const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'H', b'I', b'N', b'T', b'\n'];
+/// The hint format this build reads and writes.
+pub const VERSION: u32 = 1;
+/// Bytes before the slots.
+pub const HEAD: usize = 80;
+/// Bytes after the slots: the CRC and 4 zero bytes.
+pub const TAIL: usize = 8;
+/// XORed into the CRC so that a zeroed file never checks out.
+pub const CRC_XOR: u32 = 0x4849_4E54;
+
+// Offsets of the head's fields (all little-endian).
+pub const O_VERSION: usize = 8;
+pub const O_FLAGS: usize = 12;
+pub const O_GENERATION: usize = 16;
+pub const O_CREATED: usize = 24;
+pub const O_SALT: usize = 32;
+pub const O_END: usize = 40;
+pub const O_SEED: usize = 48;
+pub const O_LEN: usize = 56;
+pub const O_LIVE: usize = 64;
+pub const O_SLOTS: usize = 72;
+
+/// `<log>.hint`.
+pub fn path(log: &Path) -> PathBuf {
+    file::sibling(log, ".hint")
+}
+
+/// `<log>.hint.tmp`, where a hint is written before its rename.
+pub fn tmp_path(log: &Path) -> PathBuf {
+    file::sibling(log, ".hint.tmp")
+}
+
+/// The bytes of a hint for the file with header `header`, whose `index`
+/// reflects its records up to `end`.
+pub fn encode(header: &StaticHeader, end: u64, index: &Index) -> Vec<u8> {
+    let slots = index.raw_slots();
+    let n = slots.len();
+    let mut b = Vec::with_capacity(HEAD + n * 16 + TAIL);
+    let (seed, len, live) = index.raw_header();
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&header.generation.to_le_bytes());
+    b.extend_from_slice(&header.created_ms.to_le_bytes());
+    b.extend_from_slice(&header.salt.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&end.to_le_bytes());
+    b.extend_from_slice(&seed.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(&live.to_le_bytes());
+    b.extend_from_slice(&(n as u64).to_le_bytes());
+    debug_assert_eq!(b.len(), HEAD);
+    for (hash, offset) in slots {
+        b.extend_from_slice(&hash.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b) ^ CRC_XOR;
+    b.extend_from_slice(&crc.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b
+}
+
+/// Writes the hint for `log`'s next file (header `header`) crash-safely:
+/// to the temporary file, synced, then renamed over `<log>.hint`. The
+/// caller fsyncs the directory (the log's own rename needs it too). Only a
+/// holder of the compaction's temporary-file lock calls this.
+pub fn write(
+    log: &Path,
+    header: &StaticHeader,
+    end: u64,
+    index: &Index,
+    hooks: &Hooks,
+) -> Result<()> {
+    let bytes = encode(header, end, index);
+    let tmp = tmp_path(log);
+    let f = file::open_rw(&tmp, true)?;
+    f.set_len(0).map_err(|e| Error::io(&tmp, "truncate", e))?;
+    hooks
+        .before(IoEvent::Write {
+            path: &tmp,
+            offset: 0,
+            bytes: &bytes,
+        })
+        .and_then(|()| f.write_all_at(&bytes, 0))
+        .and_then(|()| hooks.before(IoEvent::Sync { path: &tmp }))
+        .and_then(|()| f.sync_data())
+        .map_err(|e| Error::io(&tmp, "write hint", e))?;
+    let to = path(log);
+    hooks
+        .before(IoEvent::Rename {
+            from: &tmp,
+            to: &to,
+        })
+        .and_then(|()| fs::rename(&tmp, &to))
+        .map_err(|e| Error::io(&to, "rename hint", e))
+}
+
+/// Removes `<log>.hint` (best effort: a hint that stays is checked
+/// against its file before any use).
+pub fn remove(log: &Path) {
+    let _ = fs::remove_file(path(log));
+}
+
+/// Why a hint was not used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unused {
+    /// No hint file (or it could not be read).
+    Missing,
+    /// Not a hint, another version, or the wrong length.
+    Malformed,
+    /// The CRC does not match.
+    Damaged,
+    /// A hint of another file (generation, creation time or salt differ).
+    Stale,
+    /// It reflects the file past `limit` (what the file is known to hold).
+    Ahead,
+    /// The table is not one a lookup can trust.
+    BadTable,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+/// Checks the bytes of a hint against `header` (of the log file it must
+/// describe) and `limit` (the hint may reflect the file up to there, no
+/// further), and rebuilds its index. Returns the index and the offset it
+/// reflects the file up to. Never panics, whatever the bytes.
+pub fn decode(
+    b: &[u8],
+    header: &StaticHeader,
+    limit: u64,
+) -> std::result::Result<(Index, u64), Unused> {
+    if b.len() < HEAD + TAIL || b[..8] != MAGIC || u32_at(b, O_VERSION) != VERSION {
+        return Err(Unused::Malformed);
+    }
+    let n = u64_at(b, O_SLOTS);
+    let body = (b.len() - HEAD - TAIL) as u64;
+    if n.checked_mul(16) != Some(body) {
+        return Err(Unused::Malformed);
+    }
+    let crc_at = b.len() - TAIL;
+    let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
+    if crc != u32_at(b, crc_at) || u32_at(b, crc_at + 4) != 0 || u32_at(b, O_FLAGS) != 0 {
+        return Err(Unused::Damaged);
+    }
+    if u64_at(b, O_GENERATION) != header.generation
+        || u64_at(b, O_CREATED) != header.created_ms
+        || u32_at(b, O_SALT) != header.salt
+    {
+        return Err(Unused::Stale);
+    }
+    let end = u64_at(b, O_END);
+    if end > limit {
+        return Err(Unused::Ahead);
+    }
+    if end < HEADER_SIZE {
+        return Err(Unused::Malformed);
+    }
+    let slots = b[HEAD..crc_at]
+        .chunks_exact(16)
+        .map(|c| (u64_at(c, 0), u64_at(c, 8)))
+        .collect();
+    let raw = RawIndex {
+        seed: u64_at(b, O_SEED),
+        len: u64_at(b, O_LEN),
+        live_bytes: u64_at(b, O_LIVE),
+        slots,
+    };
+    let index = Index::from_raw(raw, HEADER_SIZE, end, RECORD_ALIGN as u64)
+        .map_err(|_| Unused::BadTable)?;
+    Ok((index, end))
+}
+
+/// Reads and checks `<log>.hint` for `file`, which holds valid records up
+/// to `limit`.
+pub fn load(file: &LogFile, limit: u64) -> std::result::Result<(Index, u64), Unused> {
+    let p = path(&file.path);
+    let mut f: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&p)
+        .map_err(|_| Unused::Missing)?;
+    let size = f.metadata().map_or(0, |m| m.len());
+    let mut b = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    f.read_to_end(&mut b).map_err(|_| Unused::Missing)?;
+    decode(&b, &file.header, limit)
+}
