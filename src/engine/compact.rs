@@ -127,6 +127,8 @@ struct Out {
 }
 
 const FLUSH_AT: usize = 1 << 20;
+/// How far behind the writing the writeback of the new file may lag.
+const WRITE_BEHIND: u64 = 8 << 20;
 
 impl Records for Out {
     fn from(&self, offset: u64) -> &[u8] {
@@ -144,6 +146,48 @@ impl Records for Out {
 }
 
 impl Out {
+    /// Starts writeback of `[from, to)` (just written) and waits for the
+    /// writeback of what was written `WRITE_BEHIND` bytes before it: the
+    /// new file reaches the disk as it is written, a few MiB in flight at
+    /// a time, instead of in one burst at the final fsync that would queue
+    /// the foreground's writes behind hundreds of MiB. Only a hint to the
+    /// kernel: durability still comes from the fsync.
+    fn write_behind(&self, from: u64, to: u64) {
+        use std::os::fd::AsRawFd;
+        let fd = self.log.file.as_raw_fd();
+        let (Ok(start), Ok(len)) = (
+            libc::off64_t::try_from(from),
+            libc::off64_t::try_from(to - from),
+        ) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the
+        // descriptor is owned by `self.log.file`. Errors only mean the
+        // hint was not taken.
+        unsafe {
+            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        let back = from.saturating_sub(WRITE_BEHIND);
+        if back > HEADER_SIZE
+            && let (Ok(start), Ok(len)) = (
+                libc::off64_t::try_from(back),
+                libc::off64_t::try_from(to - from),
+            )
+        {
+            // SAFETY: as above.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    start,
+                    len,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+    }
+
     fn push(&mut self, bytes: &[u8]) -> Result<u64> {
         if !self.buf.is_empty() && self.buf.len() + bytes.len() > FLUSH_AT {
             self.flush()?;
@@ -163,6 +207,7 @@ impl Out {
             })
             .and_then(|()| self.log.write_at(&self.buf, self.flushed))
             .map_err(|e| Error::io(&self.log.path, "write", e))?;
+        self.write_behind(self.flushed, self.pos);
         self.flushed = self.pos;
         self.buf.clear();
         if self.flushed > self.log.map_len() {
@@ -450,6 +495,33 @@ fn copy_range(
     Ok(())
 }
 
+/// Copies what was appended to `src` since `copied`, in passes, until a
+/// pass finds less than `CATCH_UP_UNTIL` bytes new. Returns the end copied.
+fn catch_up(
+    h: &Handles<'_>,
+    w: &mut Writer,
+    src: &mut Arc<LogFile>,
+    mut copied: u64,
+    dropped: &mut HashMap<Vec<u8>, u64>,
+) -> Result<u64> {
+    for _ in 0..CATCH_UP_PASSES {
+        let end = committed_now(h.path, src)?;
+        if end < copied {
+            break; // a torn tail was cut: phase 2 finds out under the lock
+        }
+        // SAFETY: `end` is the committed end of `src`, within its mapping
+        // and the file (checked by `committed_now`).
+        let view = unsafe { View::new(src, end) };
+        copy_range(w, &view, copied, end, dropped)?;
+        let appended = end - copied;
+        copied = end;
+        if appended < CATCH_UP_UNTIL {
+            break;
+        }
+    }
+    Ok(copied)
+}
+
 /// The committed end of `src` as any process may read it now, with a
 /// mapping of `src` that covers it.
 fn committed_now(path: &Path, src: &mut Arc<LogFile>) -> Result<u64> {
@@ -507,49 +579,43 @@ fn run_locked(
     }
 
     // Catch up without the lock: copy what was appended since `from`, in
-    // passes, until a pass finds little new. Records below the committed
-    // end are never rewritten, so they can be read without any lock.
+    // passes, until a pass finds little new; make it durable; write the
+    // hint; catch up once more. Records below the committed end are never
+    // rewritten, so they can be read without any lock. Under the lock
+    // only the records appended during the last pass remain to be copied
+    // and synced.
     let mut copied = from;
-    for _ in 0..CATCH_UP_PASSES {
-        let end = committed_now(h.path, &mut src)?;
-        if end < copied {
-            break; // a torn tail was cut: phase 2 finds out under the lock
-        }
-        // SAFETY: `end` is the committed end of `src`, within its mapping
-        // and the file (checked by `committed_now`).
-        let view = unsafe { View::new(&src, end) };
-        copy_range(&mut w, &view, copied, end, &mut dropped)?;
-        let appended = end - copied;
-        copied = end;
-        if appended < CATCH_UP_UNTIL {
+    let mut hint_written = false;
+    for round in 0..3 {
+        copied = catch_up(h, &mut w, &mut src, copied, &mut dropped)?;
+        if round == 2 {
             break;
         }
+        w.out.flush()?;
+        h.hooks
+            .before(IoEvent::Sync {
+                path: &tmp_path(&w.out.log),
+            })
+            .and_then(|()| w.out.log.file.sync_data())
+            .map_err(|e| Error::io(&tmp.path, "fsync", e))?;
+        if !hint_written {
+            hint_written = true;
+            let header = StaticHeader {
+                generation: src.header.generation + 1,
+                created_ms: now,
+                compact_kept: 0,
+                compact_dropped: 0,
+                compact_source_bytes: 0,
+                compact_result_bytes: 0,
+                salt: w.salt,
+            };
+            if hint::write(h.path, &header, w.out.pos, &w.index, h.hooks).is_err() {
+                // A compaction does not need a hint: without one, others replay.
+                hint::remove(h.path);
+            }
+        }
     }
-    // Make what is written so far durable before taking any lock, and
-    // write the hint for it: under the lock only the last records and the
-    // header remain to be synced.
-    w.out.flush()?;
-    h.hooks
-        .before(IoEvent::Sync {
-            path: &tmp_path(&w.out.log),
-        })
-        .and_then(|()| w.out.log.file.sync_data())
-        .map_err(|e| Error::io(&tmp.path, "fsync", e))?;
     let generation = src.header.generation + 1;
-    let new_header = StaticHeader {
-        generation,
-        created_ms: now,
-        compact_kept: 0,
-        compact_dropped: 0,
-        compact_source_bytes: 0,
-        compact_result_bytes: 0,
-        salt: w.salt,
-    };
-    let hint_end = w.out.pos;
-    if hint::write(h.path, &new_header, hint_end, &w.index, h.hooks).is_err() {
-        // A compaction does not need a hint: without one, others replay.
-        hint::remove(h.path);
-    }
 
     // Phase 2: under the write lock (no process appends), copy what was
     // appended since the catch-up. The state lock is taken only to catch
@@ -636,7 +702,7 @@ fn run_locked(
     let _ = tmp.file.unlock();
     drop(_lock);
     drop(_writer);
-    drop(previous);
+    crate::engine::state::retire(previous);
     Ok(CompactStats {
         kept: header.compact_kept,
         dropped: header.compact_dropped,

@@ -31,6 +31,13 @@ pub(crate) struct Follow<'a> {
     pub switching: &'a Mutex<()>,
 }
 
+/// A move to a new file that a writer left for after it let go of the
+/// write lock.
+pub(crate) struct Switch {
+    old: (u64, u64),
+    next: LogFile,
+}
+
 /// What a refresh under the state lock found.
 enum Found {
     /// The view is up to date.
@@ -59,6 +66,30 @@ impl<'a> Follow<'a> {
                 }
             }
         }
+    }
+
+    /// Like [`Follow::fresh`] for a caller that holds the write lock: if a
+    /// compaction swapped in a new file, returns it instead of building its
+    /// index, so that the caller can let go of the write lock (other
+    /// processes' writers would wait for the build) and call
+    /// [`Follow::switch_to`].
+    pub fn fresh_or_switch(
+        &self,
+    ) -> Result<std::result::Result<ShardedLockWriteGuard<'a, State>, Switch>> {
+        let state: &'a StateLock = self.state;
+        let mut st = state.write();
+        Ok(match self.refresh_found(&mut st)? {
+            Found::Fresh => Ok(st),
+            Found::NewFile(next) => Err(Switch {
+                old: st.file.ino,
+                next,
+            }),
+        })
+    }
+
+    /// Moves the view to the new file found by [`Follow::fresh_or_switch`].
+    pub fn switch_to(&self, s: Switch) -> Result<()> {
+        self.switch(s.old, s.next)
     }
 
     fn refresh_found(&self, st: &mut State) -> Result<Found> {
@@ -137,7 +168,8 @@ impl<'a> Follow<'a> {
     /// Moves the view from the file `old` to `next`, the store's new file:
     /// builds `next`'s view (from its hint, or by a replay) holding only
     /// the `switching` mutex, then swaps it in under the state lock. The
-    /// old view is dropped after the lock is released.
+    /// old view is dropped on a thread of its own (the caller may hold the
+    /// write lock, and unmapping a large file takes long).
     fn switch(&self, old: (u64, u64), next: LogFile) -> Result<()> {
         let _one = self.switching.lock();
         if self.state.read().file.ino != old {
@@ -154,7 +186,7 @@ impl<'a> Follow<'a> {
             self.switched(&st);
             previous
         };
-        drop(previous);
+        crate::engine::state::retire(previous);
         Ok(())
     }
 

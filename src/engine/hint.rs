@@ -223,3 +223,126 @@ pub fn load(file: &LogFile, limit: u64) -> std::result::Result<(Index, u64), Unu
     f.read_to_end(&mut b).map_err(|_| Unused::Missing)?;
     decode(&b, &file.header, limit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> StaticHeader {
+        StaticHeader {
+            generation: 7,
+            created_ms: 1234,
+            compact_kept: 0,
+            compact_dropped: 0,
+            compact_source_bytes: 0,
+            compact_result_bytes: 0,
+            salt: 0xABCD,
+        }
+    }
+
+    /// An index of `n` sessions whose records (never read here) would lie
+    /// at 8-aligned offsets past the header.
+    fn index(n: u64) -> Index {
+        struct Ids;
+        impl crate::engine::index::Records for Ids {
+            fn from(&self, _offset: u64) -> &[u8] {
+                &[]
+            }
+        }
+        // A fixed key: the tests that move slots know where they are.
+        let mut ix = Index::with_seed(42);
+        for i in 0..n {
+            // Distinct ids cannot be compared (no records): every insert
+            // is new because `find` reads no id and finds nothing.
+            ix.insert(&Ids, format!("id{i}").as_bytes(), HEADER_SIZE + 64 * i);
+        }
+        ix
+    }
+
+    #[test]
+    fn a_hint_round_trips() {
+        let ix = index(1000);
+        let end = HEADER_SIZE + 64 * 1000;
+        let b = encode(&header(), end, &ix);
+        let (got, got_end) = decode(&b, &header(), end).expect("valid hint");
+        assert_eq!(got_end, end);
+        assert_eq!(got.len(), 1000);
+        let mut a: Vec<u64> = ix.offsets().collect();
+        let mut g: Vec<u64> = got.offsets().collect();
+        a.sort_unstable();
+        g.sort_unstable();
+        assert_eq!(a, g);
+    }
+
+    #[test]
+    fn every_damaged_byte_is_refused() {
+        let ix = index(20);
+        let end = HEADER_SIZE + 64 * 20;
+        let b = encode(&header(), end, &ix);
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x40;
+            assert!(decode(&d, &header(), end).is_err(), "byte {i}");
+        }
+        for cut in 0..b.len() {
+            assert!(decode(&b[..cut], &header(), end).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_hint_of_another_file_or_past_the_end_is_refused() {
+        let ix = index(5);
+        let end = HEADER_SIZE + 64 * 5;
+        let b = encode(&header(), end, &ix);
+        for other in [
+            StaticHeader {
+                generation: 8,
+                ..header()
+            },
+            StaticHeader {
+                salt: 1,
+                ..header()
+            },
+            StaticHeader {
+                created_ms: 1,
+                ..header()
+            },
+        ] {
+            assert_eq!(decode(&b, &other, end).err(), Some(Unused::Stale));
+        }
+        assert_eq!(decode(&b, &header(), end - 8).err(), Some(Unused::Ahead));
+    }
+
+    #[test]
+    fn a_table_with_an_unreachable_slot_is_refused() {
+        // A valid CRC over a table whose slot sits past an empty slot from
+        // its home: a lookup would miss it, so the hint must not be used.
+        let ix = index(3);
+        let end = HEADER_SIZE + 64 * 3;
+        let mut b = encode(&header(), end, &ix);
+        let slots = (b.len() - HEAD - TAIL) / 16;
+        let occupied: Vec<usize> = (0..slots)
+            .filter(|i| u64_at(&b, HEAD + i * 16 + 8) != 0)
+            .collect();
+        // Move a slot one place back from its home (cyclically), to where
+        // a lookup starting at the home never looks.
+        let before_home = |i: usize| {
+            let hash = u64_at(&b, HEAD + i * 16);
+            ((hash.rotate_left(32) as usize & (slots - 1)) + slots - 1) & (slots - 1)
+        };
+        let from = *occupied
+            .iter()
+            .find(|&&i| u64_at(&b, HEAD + before_home(i) * 16 + 8) == 0)
+            .expect("with this key, some slot has a free one before its home");
+        let to = before_home(from);
+        {
+            let entry: Vec<u8> = b[HEAD + from * 16..HEAD + from * 16 + 16].to_vec();
+            b[HEAD + from * 16..HEAD + from * 16 + 16].fill(0);
+            b[HEAD + to * 16..HEAD + to * 16 + 16].copy_from_slice(&entry);
+            let crc_at = b.len() - TAIL;
+            let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
+            b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(decode(&b, &header(), end).err(), Some(Unused::BadTable));
+        }
+    }
+}

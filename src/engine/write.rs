@@ -32,9 +32,20 @@ fn write<R>(
 ) -> Result<(R, Appended)> {
     inner.poison.check(&inner.path)?;
     let _busy = inner.commit.enter();
-    let mut buf = inner.writer.lock();
-    let _lock = inner.lock.lock()?;
-    let mut st = inner.fresh()?;
+    let (mut buf, _lock, mut st) = loop {
+        let buf = inner.writer.lock();
+        let lock = inner.lock.lock()?;
+        match inner.follow().fresh_or_switch()? {
+            Ok(st) => break (buf, lock, st),
+            Err(switch) => {
+                // A compaction swapped files: build the new file's index
+                // without holding the write lock, then start over.
+                drop(lock);
+                drop(buf);
+                inner.follow().switch_to(switch)?;
+            }
+        }
+    };
     let now = inner.now_ms();
     let r = f(&mut st, &mut buf, now)?;
     let at = Appended {
