@@ -137,3 +137,86 @@ fn repair_does_not_resurrect_records_embedded_in_session_data() {
         "repair invented a session that was never saved"
     );
 }
+
+/// The hint a compaction writes beside its file (`<log>.hint`) only saves
+/// time: a store reopens with every session whether the hint is used,
+/// missing, damaged, or another file's.
+#[test]
+fn a_missing_damaged_or_stale_hint_is_ignored_and_the_log_replayed() {
+    let dir = tempfile::tempdir().expect("test step");
+    let path = dir.path().join("s.db");
+    let hint = dir.path().join("s.db.hint");
+    let ids: Vec<String> = (0..300).map(|i| format!("{i:032x}")).collect();
+    {
+        let store = open(&path, SyncPolicy::Never, false).expect("test step");
+        for (i, id) in ids.iter().enumerate() {
+            save(&store, id, format!("old {i}").as_bytes());
+        }
+        for (i, id) in ids.iter().enumerate().step_by(2) {
+            save(&store, id, format!("new {i}").as_bytes());
+        }
+        store.compact().expect("test step");
+        // Saves after the compaction: past the hint's end.
+        for (i, id) in ids.iter().enumerate().step_by(3) {
+            save(&store, id, format!("late {i}").as_bytes());
+        }
+    }
+    let expect = |i: usize| {
+        if i.is_multiple_of(3) {
+            format!("late {i}")
+        } else if i.is_multiple_of(2) {
+            format!("new {i}")
+        } else {
+            format!("old {i}")
+        }
+    };
+    let check = |store: &LogStore| {
+        for (i, id) in ids.iter().enumerate() {
+            let s = store
+                .load_session(&SessionId::new(id.as_str()).expect("test step"))
+                .expect("test step")
+                .unwrap_or_else(|| panic!("session {i} lost"));
+            assert_eq!(s.data, expect(i).as_bytes(), "session {i}");
+        }
+    };
+    let good = std::fs::read(&hint).expect("the compaction wrote a hint");
+    {
+        let store = open(&path, SyncPolicy::Never, false).expect("test step");
+        assert!(
+            store
+                .stats()
+                .expect("test step")
+                .recovery
+                .hint_end
+                .is_some(),
+            "hint used"
+        );
+        check(&store);
+    }
+    // Damaged: one bit in the middle of the table.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&hint, &bad).expect("test step");
+    {
+        let store = open(&path, SyncPolicy::Never, false).expect("test step");
+        assert_eq!(store.stats().expect("test step").recovery.hint_end, None);
+        check(&store);
+    }
+    // Stale: the hint of the file before another compaction.
+    {
+        std::fs::write(&hint, &good).expect("test step");
+        let store = open(&path, SyncPolicy::Never, false).expect("test step");
+        store.compact().expect("test step");
+        drop(store);
+        std::fs::write(&hint, &good).expect("test step");
+        let store = open(&path, SyncPolicy::Never, false).expect("test step");
+        assert_eq!(store.stats().expect("test step").recovery.hint_end, None);
+        check(&store);
+    }
+    // Missing.
+    std::fs::remove_file(&hint).expect("test step");
+    let store = open(&path, SyncPolicy::Never, false).expect("test step");
+    assert_eq!(store.stats().expect("test step").recovery.hint_end, None);
+    check(&store);
+}

@@ -30,6 +30,12 @@ pub struct BenchArgs {
     /// When saves reach the disk.
     #[arg(long, value_enum, default_value_t = SyncArg::Interval)]
     sync: SyncArg,
+    /// Rounds of the compaction-under-load phase (0: skip it). Each round
+    /// overwrites every session (50 % garbage), runs loads and saves for a
+    /// second with no compaction, then again while the store compacts.
+    #[arg(long, value_name = "R", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(0..=100))]
+    compaction_rounds: u64,
     /// The store to use (kept afterwards); default: a temporary store,
     /// removed afterwards.
     path: Option<PathBuf>,
@@ -139,9 +145,12 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             SyncArg::Interval => (SyncPolicy::Interval(Duration::from_secs(1)), true),
             SyncArg::Never => (SyncPolicy::Never, false),
         };
+        // The background thread syncs, but does not compact: the bench
+        // compacts when it measures a compaction, and only then.
         LogStore::options()
             .sync(sync)
             .background(background)
+            .compact_check_interval(Duration::from_secs(86_400))
             .open(&path)
     };
     const REOPENS: u64 = 5;
@@ -186,9 +195,28 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             Ok(())
         }),
     ];
-    for (name, op) in steps {
+    let mut stalls = None;
+    for (k, (name, op)) in steps.into_iter().enumerate() {
         bar.set_message(name);
         phases.push(run_phase(name, &store, &ids, threads, &data, &bar, op)?);
+        if k == 3 && args.compaction_rounds > 0 {
+            bar.set_message("compaction");
+            let follower = LogStore::options()
+                .sync(match args.sync {
+                    SyncArg::Always => SyncPolicy::Always,
+                    SyncArg::Interval => SyncPolicy::Interval(Duration::from_secs(1)),
+                    SyncArg::Never => SyncPolicy::Never,
+                })
+                .background(false)
+                .open(&path)?;
+            stalls = Some(compaction_under_load(
+                &store,
+                &follower,
+                &ids,
+                &data,
+                args.compaction_rounds,
+            )?);
+        }
     }
     drop(store);
 
@@ -244,6 +272,9 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             fmt_nanos(percentile(&p.latencies, 99)),
         )?;
     }
+    if let Some(s) = &stalls {
+        s.print(&mut out)?;
+    }
     writeln!(
         out,
         "final file: {} on disk, {} of log, generation {}",
@@ -252,6 +283,177 @@ pub fn bench(args: &BenchArgs) -> Outcome {
         stats.generation
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Latencies of one kind of operation on one handle, with and without a
+/// compaction running.
+#[derive(Default)]
+struct Window {
+    /// Nanoseconds, one per operation.
+    lat: Vec<u64>,
+    /// Time the workers ran, summed over rounds.
+    elapsed: Duration,
+}
+
+/// What the compaction-under-load phase measured: `[handle][op][window]`,
+/// handle 0 the compacting one, 1 the follower; op 0 load, 1 save; window
+/// 0 idle, 1 compacting.
+struct Stalls {
+    rounds: u64,
+    windows: [[[Window; 2]; 2]; 2],
+    /// Wall time of each `compact()`.
+    compactions: Vec<u64>,
+}
+
+impl Stalls {
+    fn print(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut c = self.compactions.clone();
+        c.sort_unstable();
+        writeln!(
+            out,
+            "compaction under load: {} round(s), compact() took {} (median); \
+             one loader/saver thread (1 save in 10) per handle",
+            self.rounds,
+            fmt_nanos(percentile(&c, 50)),
+        )?;
+        writeln!(
+            out,
+            "{:<11} {:<5} {:<11} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            "handle", "op", "window", "ops", "ops/s", "p99", "p99.9", "worst"
+        )?;
+        for (h, handle) in ["compacting", "follower"].iter().enumerate() {
+            for (o, op) in ["load", "save"].iter().enumerate() {
+                for (w, window) in ["idle", "compacting"].iter().enumerate() {
+                    let win = &self.windows[h][o][w];
+                    let mut lat = win.lat.clone();
+                    lat.sort_unstable();
+                    let secs = win.elapsed.as_secs_f64();
+                    let rate = if secs > 0.0 {
+                        lat.len() as f64 / secs
+                    } else {
+                        0.0
+                    };
+                    writeln!(
+                        out,
+                        "{:<11} {:<5} {:<11} {:>9} {:>10.0} {:>10} {:>10} {:>10}",
+                        handle,
+                        op,
+                        window,
+                        lat.len(),
+                        rate,
+                        fmt_nanos(percentile_milli(&lat, 990)),
+                        fmt_nanos(percentile_milli(&lat, 999)),
+                        fmt_nanos(lat.last().copied().unwrap_or(0)),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long the idle window runs, and how long the compacting window goes
+/// on after `compact()` returns (so that the follower's move to the new
+/// file is inside it).
+const IDLE_WINDOW: Duration = Duration::from_secs(1);
+const AFTER_COMPACTION: Duration = Duration::from_millis(200);
+
+/// Loads and saves on `store` (1 in 10 a save) until `stop`, as
+/// `[load, save]` latencies.
+fn load_and_save(
+    store: &LogStore,
+    ids: &[SessionId],
+    data: &[u8],
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<[Vec<u64>; 2], Failure> {
+    use std::sync::atomic::Ordering;
+    let mut w = Worker {
+        store,
+        ids,
+        rng: Rng::seeded(),
+        data: data.to_vec(),
+    };
+    let mut out = [Vec::new(), Vec::new()];
+    while !stop.load(Ordering::Relaxed) {
+        let i = w.random();
+        let save = w.rng.below(10) == 0;
+        let t0 = Instant::now();
+        if save {
+            w.save(i)?
+        } else {
+            w.load(i)?
+        }
+        out[usize::from(save)].push(nanos(t0.elapsed()));
+    }
+    Ok(out)
+}
+
+/// The compaction-under-load phase: each round makes the store half
+/// garbage, then measures loads and saves on both handles for a second
+/// with no compaction, then while `store` compacts (and for a moment
+/// after, while `follower` moves to the new file).
+fn compaction_under_load(
+    store: &LogStore,
+    follower: &LogStore,
+    ids: &[SessionId],
+    data: &[u8],
+    rounds: u64,
+) -> Result<Stalls, Failure> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut stalls = Stalls {
+        rounds,
+        windows: Default::default(),
+        compactions: Vec::new(),
+    };
+    for _ in 0..rounds {
+        let mut w = Worker {
+            store,
+            ids,
+            rng: Rng::seeded(),
+            data: data.to_vec(),
+        };
+        for i in 0..ids.len() {
+            w.save(i)?;
+        }
+        // The follower catches up with those saves untimed.
+        follower.load_session(&ids[0])?;
+        for window in 0..2 {
+            let stop = AtomicBool::new(false);
+            let start = Instant::now();
+            let (results, took) = std::thread::scope(|s| {
+                let workers =
+                    [store, follower].map(|h| s.spawn(|| load_and_save(h, ids, data, &stop)));
+                let took = if window == 0 {
+                    std::thread::sleep(IDLE_WINDOW);
+                    None
+                } else {
+                    // Let both workers get going first.
+                    std::thread::sleep(Duration::from_millis(100));
+                    let t = Instant::now();
+                    let r = store.compact();
+                    let took = t.elapsed();
+                    std::thread::sleep(AFTER_COMPACTION);
+                    Some(r.map(|_| took))
+                };
+                stop.store(true, Ordering::Relaxed);
+                let results = workers.map(|h| h.join().expect("a bench thread panicked"));
+                (results, took)
+            });
+            let elapsed = start.elapsed();
+            if let Some(took) = took {
+                stalls.compactions.push(nanos(took?));
+            }
+            for (h, r) in results.into_iter().enumerate() {
+                let [loads, saves] = r?;
+                for (o, lat) in [loads, saves].into_iter().enumerate() {
+                    let win = &mut stalls.windows[h][o][window];
+                    win.lat.extend(lat);
+                    win.elapsed += elapsed;
+                }
+            }
+        }
+    }
+    Ok(stalls)
 }
 
 /// `n` distinct ids of 32 hex characters from the system's random source.
@@ -333,6 +535,14 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
         return 0;
     }
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// The `p`-th of 1000 (`percentile_milli(s, 999)` is the p99.9).
+fn percentile_milli(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 1000).min(sorted.len() - 1)]
 }
 
 fn fmt_nanos(ns: u64) -> String {

@@ -3,9 +3,13 @@
 //! Repair mode reuses the same writer to salvage a damaged log.
 //!
 //! Phase 1 copies the log up to a known offset without the write lock
-//! (loads and saves go on). Phase 2 takes the write lock, copies what was
-//! appended meanwhile, fsyncs, marks the old file superseded, renames the
-//! new file over it and fsyncs the directory.
+//! (loads and saves go on), catches up with what was appended meanwhile,
+//! fsyncs what it wrote and writes the hint (the new file's index). Phase
+//! 2 takes the write lock, copies the few records appended since, fsyncs
+//! them and the header, publishes this process's new view with a pointer
+//! swap, marks the old file superseded, renames the new file over it and
+//! fsyncs the directory. No step holds the state lock for longer than a
+//! catch-up of a few records or a pointer swap.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -20,6 +24,7 @@ use crate::clock::Expiry;
 use crate::engine::file::{self, LogFile, View};
 use crate::engine::follow::Follow;
 use crate::engine::format::{self, HEADER_SIZE, Kind, RecordFields, RecordRef, StaticHeader};
+use crate::engine::hint;
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::index::{Index, Records};
 use crate::engine::lock::LockFile;
@@ -128,6 +133,8 @@ struct Out {
 }
 
 const FLUSH_AT: usize = 1 << 20;
+/// How far behind the writing the writeback of the new file may lag.
+const WRITE_BEHIND: u64 = 8 << 20;
 
 impl Records for Out {
     fn from(&self, offset: u64) -> &[u8] {
@@ -145,6 +152,48 @@ impl Records for Out {
 }
 
 impl Out {
+    /// Starts writeback of `[from, to)` (just written) and waits for the
+    /// writeback of what was written `WRITE_BEHIND` bytes before it: the
+    /// new file reaches the disk as it is written, a few MiB in flight at
+    /// a time, instead of in one burst at the final fsync that would queue
+    /// the foreground's writes behind hundreds of MiB. Only a hint to the
+    /// kernel: durability still comes from the fsync.
+    fn write_behind(&self, from: u64, to: u64) {
+        use std::os::fd::AsRawFd;
+        let fd = self.log.file.as_raw_fd();
+        let (Ok(start), Ok(len)) = (
+            libc::off64_t::try_from(from),
+            libc::off64_t::try_from(to - from),
+        ) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the
+        // descriptor is owned by `self.log.file`. Errors only mean the
+        // hint was not taken.
+        unsafe {
+            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        let back = from.saturating_sub(WRITE_BEHIND);
+        if back > HEADER_SIZE
+            && let (Ok(start), Ok(len)) = (
+                libc::off64_t::try_from(back),
+                libc::off64_t::try_from(to - from),
+            )
+        {
+            // SAFETY: as above.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    start,
+                    len,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+    }
+
     fn push(&mut self, bytes: &[u8]) -> Result<u64> {
         if !self.buf.is_empty() && self.buf.len() + bytes.len() > FLUSH_AT {
             self.flush()?;
@@ -164,6 +213,7 @@ impl Out {
             })
             .and_then(|()| self.log.write_at(&self.buf, self.flushed))
             .map_err(|e| Error::io(&self.log.path, "write", e))?;
+        self.write_behind(self.flushed, self.pos);
         self.flushed = self.pos;
         self.buf.clear();
         if self.flushed > self.log.map_len() {
@@ -350,64 +400,80 @@ fn run(h: &Handles<'_>, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<Co
     result
 }
 
-fn run_locked(
-    h: &Handles<'_>,
-    tmp: &TempFile,
-    idle_cutoff_ms: Option<u64>,
-) -> Result<CompactStats> {
-    // Phase 1: snapshot the index and copy without the write lock.
-    let (src, snapshot_end, mut offsets, live) = {
-        let mut st = h.state.write();
-        h.follow.refresh(&mut st)?;
-        let offsets: Vec<u64> = st.index.offsets().collect();
-        (
-            Arc::clone(&st.file),
-            st.applied,
-            offsets,
-            st.index.live_bytes(),
-        )
-    };
-    offsets.sort_unstable();
-    check_free_space(h.path, HEADER_SIZE + live)?;
-    let now = h.expiry.now_ms();
-    let dead = |modified: u64, expires: u64| {
-        h.expiry.expired(modified, expires, now)
-            || idle_cutoff_ms.is_some_and(|idle| is_expired(modified, 0, Some(idle), now))
-    };
-    let mut w = Writer::new(tmp, h.path, h.hooks.clone())?;
-    w.index.reserve(offsets.len());
-    // Sessions not copied, by id, with their latest offset in the old file.
-    let mut dropped: HashMap<Vec<u8>, u64> = HashMap::new();
-    {
-        // SAFETY: `snapshot_end` was this process's applied end of `src`:
-        // committed records, never rewritten, within the file.
-        let view = unsafe { View::new(&src, snapshot_end) };
-        for off in offsets {
-            let (rec, data) = session_at(&view, off)?;
-            if dead(rec.modified_ms, rec.expires_ms) {
-                dropped.insert(rec.id.to_vec(), off);
-                continue;
+/// Slots of the index copied per turn of the state lock in phase 1.
+const SNAPSHOT_SLOTS: usize = 1 << 15;
+/// Phase 1 takes the index in parts this many times before it takes it
+/// whole (a store removing sessions fast keeps moving slots).
+const SNAPSHOT_TRIES: usize = 8;
+/// Catch-up passes without the lock stop when fewer bytes than this were
+/// appended during the last one: the rest is copied under the lock.
+const CATCH_UP_UNTIL: u64 = 256 << 10;
+const CATCH_UP_PASSES: usize = 8;
+
+/// The offsets of every session's latest record, without holding the state
+/// lock for more than a few thousand slots at a time. Returns them with
+/// `from`, an applied end such that the offsets hold every session's
+/// latest record as of `from` or later, and `upto`, an applied end past
+/// every offset (both of the same file, `src`).
+///
+/// Why parts are enough: between two parts, writers only append (at or
+/// past `from`) and change the index accordingly. A slot that changes in
+/// place or is added holds a record at or past `from`, which the catch-up
+/// from `from` copies again anyway; only a change that moves slots
+/// (a removal's shift, a growth) can hide a session from the walk, and
+/// the index counts those: the walk starts over if one happened.
+fn snapshot(h: &Handles<'_>) -> (Arc<LogFile>, u64, u64, Vec<u64>) {
+    for _ in 0..SNAPSHOT_TRIES {
+        let (src, from, moves, slots) = {
+            let st = h.state.read();
+            (
+                Arc::clone(&st.file),
+                st.applied,
+                st.index.moves(),
+                st.index.slot_count(),
+            )
+        };
+        let mut offsets = Vec::with_capacity(slots / 2 + 16);
+        let mut at = 0;
+        let mut upto = from;
+        let complete = loop {
+            let st = h.state.read();
+            if st.file.ino != src.ino || st.index.moves() != moves {
+                break false;
             }
-            w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
+            if at >= slots {
+                upto = st.applied;
+                break true;
+            }
+            st.index.offsets_in(at..at + SNAPSHOT_SLOTS, &mut offsets);
+            at += SNAPSHOT_SLOTS;
+        };
+        if complete {
+            // `src` may map less than `upto` if the file grew meanwhile.
+            let st = h.state.read();
+            if st.file.ino == src.ino {
+                return (Arc::clone(&st.file), from, upto.max(from), offsets);
+            }
         }
     }
+    let st = h.state.read();
+    let offsets = st.index.offsets().collect();
+    (Arc::clone(&st.file), st.applied, st.applied, offsets)
+}
 
-    // Phase 2: under the write lock, copy what was appended meanwhile.
-    let _writer = h.follow.writer.lock();
-    let _lock = h.follow.lock.lock()?;
-    let mut st = h.state.write();
-    h.follow.refresh(&mut st)?;
-    if st.file.ino != src.ino {
-        return Err(Error::Busy {
-            path: h.path.to_owned(),
-            what: "another process compacted the log meanwhile".into(),
-        });
-    }
-    let end = st.applied;
-    let view = st.view();
-    let mut off = snapshot_end;
-    while off < end {
-        let rec = decode_at(&view, off)?;
+/// Copies the records of `view` in `[from, to)` into the new file: puts
+/// and deletes re-encoded, touches re-aimed at their session's put in the
+/// new file (a touch of a session that phase 1 judged idle brings it back).
+fn copy_range(
+    w: &mut Writer,
+    view: &View<'_>,
+    from: u64,
+    to: u64,
+    dropped: &mut HashMap<Vec<u8>, u64>,
+) -> Result<()> {
+    let mut off = from;
+    while off < to {
+        let rec = decode_at(view, off)?;
         match rec.kind {
             Kind::Put => {
                 dropped.remove(rec.id);
@@ -418,7 +484,7 @@ fn run_locked(
                 None => {
                     // Touched after phase 1 judged it idle: it lives after all.
                     if let Some(old) = dropped.remove(rec.id) {
-                        let (_, data) = session_at(&view, old)?;
+                        let (_, data) = session_at(view, old)?;
                         w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
                     }
                 }
@@ -432,8 +498,170 @@ fn run_locked(
         }
         off += rec.padded_len as u64;
     }
+    Ok(())
+}
+
+/// Copies what was appended to `src` since `copied`, in passes, until a
+/// pass finds less than `CATCH_UP_UNTIL` bytes new. Returns the end copied.
+fn catch_up(
+    h: &Handles<'_>,
+    w: &mut Writer,
+    src: &mut Arc<LogFile>,
+    mut copied: u64,
+    dropped: &mut HashMap<Vec<u8>, u64>,
+) -> Result<u64> {
+    for _ in 0..CATCH_UP_PASSES {
+        let end = committed_now(h.path, src)?;
+        if end < copied {
+            break; // a torn tail was cut: phase 2 finds out under the lock
+        }
+        // SAFETY: `end` is the committed end of `src`, within its mapping
+        // and the file (checked by `committed_now`).
+        let view = unsafe { View::new(src, end) };
+        copy_range(w, &view, copied, end, dropped)?;
+        let appended = end - copied;
+        copied = end;
+        if appended < CATCH_UP_UNTIL {
+            break;
+        }
+    }
+    Ok(copied)
+}
+
+/// The committed end of `src` as any process may read it now, with a
+/// mapping of `src` that covers it.
+fn committed_now(path: &Path, src: &mut Arc<LogFile>) -> Result<u64> {
+    let end = format::decode_offset(src.committed_word()).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            format::H_COMMITTED as u64,
+            "the committed-length word is damaged",
+        )
+    })?;
+    if end > src.map_len() {
+        let len = src.file_len()?;
+        if end > len {
+            return Err(Error::corrupt(
+                path,
+                end,
+                "committed length beyond the end of the file",
+            ));
+        }
+        *src = Arc::new(src.remapped()?);
+    }
+    Ok(end)
+}
+
+fn run_locked(
+    h: &Handles<'_>,
+    tmp: &TempFile,
+    idle_cutoff_ms: Option<u64>,
+) -> Result<CompactStats> {
+    // Phase 1: snapshot the index and copy, without the write lock and
+    // holding the state lock only in short turns (loads and saves go on).
+    let (mut src, from, upto, mut offsets) = snapshot(h);
+    offsets.sort_unstable();
+    check_free_space(h.path, HEADER_SIZE + h.state.read().index.live_bytes())?;
+    let now = h.expiry.now_ms();
+    let dead = |modified: u64, expires: u64| {
+        h.expiry.expired(modified, expires, now)
+            || idle_cutoff_ms.is_some_and(|idle| is_expired(modified, 0, Some(idle), now))
+    };
+    let mut w = Writer::new(tmp, h.path, h.hooks.clone())?;
+    w.index.reserve(offsets.len());
+    // Sessions not copied, by id, with their latest offset in the old file.
+    let mut dropped: HashMap<Vec<u8>, u64> = HashMap::new();
+    {
+        // SAFETY: `upto` was this process's applied end of `src`:
+        // committed records, never rewritten, within the file.
+        let view = unsafe { View::new(&src, upto) };
+        for off in offsets {
+            let (rec, data) = session_at(&view, off)?;
+            if dead(rec.modified_ms, rec.expires_ms) {
+                dropped.insert(rec.id.to_vec(), off);
+                continue;
+            }
+            w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
+        }
+    }
+
+    // Catch up without the lock: copy what was appended since `from`, in
+    // passes, until a pass finds little new; make it durable; write the
+    // hint; catch up once more. Records below the committed end are never
+    // rewritten, so they can be read without any lock. Under the lock
+    // only the records appended during the last pass remain to be copied
+    // and synced.
+    let mut copied = from;
+    let mut hint_written = false;
+    for round in 0..3 {
+        copied = catch_up(h, &mut w, &mut src, copied, &mut dropped)?;
+        if round == 2 {
+            break;
+        }
+        w.out.flush()?;
+        h.hooks
+            .before(IoEvent::Sync {
+                path: &tmp_path(&w.out.log),
+            })
+            .and_then(|()| w.out.log.file.sync_data())
+            .map_err(|e| Error::io(&tmp.path, "fsync", e))?;
+        if !hint_written {
+            hint_written = true;
+            let header = StaticHeader {
+                generation: src.header.generation + 1,
+                created_ms: now,
+                compact_kept: 0,
+                compact_dropped: 0,
+                compact_source_bytes: 0,
+                compact_result_bytes: 0,
+                salt: w.salt,
+            };
+            if hint::write(
+                h.path,
+                &header,
+                w.out.pos,
+                &w.index,
+                h.hooks,
+                h.follow.lock.owner,
+            )
+            .is_err()
+            {
+                // A compaction does not need a hint: without one, others replay.
+                hint::remove(h.path);
+            }
+        }
+    }
+    let generation = src.header.generation + 1;
+
+    // Phase 2: under the write lock (no process appends), copy what was
+    // appended since the catch-up. The state lock is taken only to catch
+    // up and, at the end, to publish the new view.
+    let _writer = h.follow.writer.lock();
+    let _lock = h.follow.lock.lock()?;
+    let (old_file, end) = {
+        let st = h.follow.fresh()?;
+        if st.file.ino != src.ino {
+            return Err(Error::Busy {
+                path: h.path.to_owned(),
+                what: "another process compacted the log meanwhile".into(),
+            });
+        }
+        (Arc::clone(&st.file), st.applied)
+    };
+    if end < copied {
+        return Err(Error::Busy {
+            path: h.path.to_owned(),
+            what: "the log was cut back during the compaction".into(),
+        });
+    }
+    {
+        // SAFETY: `end` is this process's applied end of the file, and
+        // under the write lock nobody appends or cuts.
+        let view = unsafe { View::new(&old_file, end) };
+        copy_range(&mut w, &view, copied, end, &mut dropped)?;
+    }
     let header = StaticHeader {
-        generation: st.file.header.generation + 1,
+        generation,
         created_ms: now,
         compact_kept: w.index.len() as u64,
         compact_dropped: dropped.len() as u64,
@@ -442,11 +670,26 @@ fn run_locked(
         salt: 0,
     };
     let (new_file, index, new_end) = w.finish(&header)?;
+    let new_log = Arc::new(LogFile::from_file(h.path, new_file)?);
+    let word = new_log.committed_word();
 
-    // The swap. Mark first, so that a process that sees the mark either
-    // finds the new file at the path or (while we hold the lock) keeps
-    // reading the old one, which no one can change meanwhile.
-    st.file.set_superseded(true);
+    // The swap. This process's view moves to the new file first (it is
+    // complete, and nobody can append meanwhile): its readers never see
+    // the mark below, so never wait for a switch. Then the mark, so that a
+    // process that sees it either finds the new file at the path or
+    // (while we hold the lock) keeps reading the old one, which no one can
+    // change meanwhile.
+    let previous = std::mem::replace(
+        &mut *h.state.write(),
+        State {
+            file: new_log,
+            index,
+            applied: new_end,
+            applied_word: word,
+            file_len: new_end,
+        },
+    );
+    old_file.set_superseded(true);
     let renamed = h
         .hooks
         .before(IoEvent::Rename {
@@ -455,7 +698,8 @@ fn run_locked(
         })
         .and_then(|()| fs::rename(&tmp.path, h.path));
     if let Err(e) = renamed {
-        st.file.set_superseded(false);
+        old_file.set_superseded(false);
+        *h.state.write() = previous;
         return Err(Error::io(h.path, "rename compacted file", e));
     }
     let dir_synced = h
@@ -463,15 +707,6 @@ fn run_locked(
         .before(IoEvent::SyncDir { path: h.path })
         .map_err(|e| Error::io(h.path, "fsync directory", e))
         .and_then(|()| file::sync_parent_dir(h.path));
-    let new_log = Arc::new(LogFile::from_file(h.path, new_file)?);
-    let word = new_log.committed_word();
-    *st = State {
-        file: new_log,
-        index,
-        applied: new_end,
-        applied_word: word,
-        file_len: new_end,
-    };
     h.follow.commit.switch_file(header.generation, new_end);
     if let Err(e) = dir_synced {
         if let Error::Io { source, .. } = &e {
@@ -481,6 +716,9 @@ fn run_locked(
         return Err(e);
     }
     let _ = tmp.file.unlock();
+    drop(_lock);
+    drop(_writer);
+    crate::engine::state::retire(previous);
     Ok(CompactStats {
         kept: header.compact_kept,
         dropped: header.compact_dropped,

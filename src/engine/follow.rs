@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crossbeam_utils::sync::ShardedLockWriteGuard;
 use parking_lot::Mutex;
 
 use crate::engine::commit::GroupCommit;
@@ -13,29 +14,93 @@ use crate::engine::file::LogFile;
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::lock::LockFile;
 use crate::engine::recovery::{self, Replayed};
-use crate::engine::state::State;
+use crate::engine::state::{State, StateLock};
 use crate::error::{Error, Result};
 
 /// What a view follows: the store's path, its lock file and this
 /// process's writer mutex (to tell a live swap from a dead compactor's
-/// mark), and group commit (which must learn of a new file).
+/// mark), group commit (which must learn of a new file), the state it
+/// keeps up to date, and the mutex that lets one thread at a time build
+/// the index of a new file.
 pub(crate) struct Follow<'a> {
     pub path: &'a Path,
     pub lock: &'a LockFile,
     pub writer: &'a Mutex<Vec<u8>>,
     pub commit: &'a GroupCommit,
+    pub state: &'a StateLock,
+    pub switching: &'a Mutex<()>,
 }
 
-impl Follow<'_> {
-    /// Brings `st` up to date with the file: follows a compaction's swap,
-    /// applies what other processes appended.
-    pub fn refresh(&self, st: &mut State) -> Result<()> {
-        if st.file.superseded() {
-            self.follow_swap(st)?;
+/// A move to a new file that a writer left for after it let go of the
+/// write lock.
+pub(crate) struct Switch {
+    old: (u64, u64),
+    next: LogFile,
+}
+
+/// What a refresh under the state lock found.
+enum Found {
+    /// The view is up to date.
+    Fresh,
+    /// A compaction swapped in this file: its index must be built (without
+    /// the state lock) before the view can be.
+    NewFile(LogFile),
+}
+
+impl<'a> Follow<'a> {
+    /// The state, locked for writing and up to date with the file. When a
+    /// compaction swapped in a new file, its index is built with the state
+    /// lock released (other threads go on reading the old view meanwhile,
+    /// or wait for the build if they need the new one), and published with
+    /// a pointer swap.
+    pub fn fresh(&self) -> Result<ShardedLockWriteGuard<'a, State>> {
+        let state: &'a StateLock = self.state;
+        loop {
+            let mut st = state.write();
+            match self.refresh_found(&mut st)? {
+                Found::Fresh => return Ok(st),
+                Found::NewFile(next) => {
+                    let old = st.file.ino;
+                    drop(st);
+                    self.switch(old, next)?;
+                }
+            }
+        }
+    }
+
+    /// Like [`Follow::fresh`] for a caller that holds the write lock: if a
+    /// compaction swapped in a new file, returns it instead of building its
+    /// index, so that the caller can let go of the write lock (other
+    /// processes' writers would wait for the build) and call
+    /// [`Follow::switch_to`].
+    pub fn fresh_or_switch(
+        &self,
+    ) -> Result<std::result::Result<ShardedLockWriteGuard<'a, State>, Switch>> {
+        let state: &'a StateLock = self.state;
+        let mut st = state.write();
+        Ok(match self.refresh_found(&mut st)? {
+            Found::Fresh => Ok(st),
+            Found::NewFile(next) => Err(Switch {
+                old: st.file.ino,
+                next,
+            }),
+        })
+    }
+
+    /// Moves the view to the new file found by [`Follow::fresh_or_switch`].
+    pub fn switch_to(&self, s: Switch) -> Result<()> {
+        self.switch(s.old, s.next)
+    }
+
+    fn refresh_found(&self, st: &mut State) -> Result<Found> {
+        if st.file.superseded()
+            && let Some(next) = self.follow_swap(st)?
+        {
+            return Ok(Found::NewFile(next));
         }
         let word = st.file.committed_word();
         if word == st.applied_word {
-            return Ok(());
+            return Ok(Found::Fresh);
         }
         let end = format::decode_offset(word).ok_or_else(|| {
             Error::corrupt(
@@ -47,7 +112,7 @@ impl Follow<'_> {
         if end < st.applied {
             // Another process cut a torn tail we had not read: start over.
             *st = recovery::load_complete(Arc::clone(&st.file))?;
-            return Ok(());
+            return Ok(Found::Fresh);
         }
         if end > st.file_len {
             st.file_len = st.file.file_len()?;
@@ -72,17 +137,16 @@ impl Follow<'_> {
         }
         st.applied = end;
         st.applied_word = word;
-        Ok(())
+        Ok(Found::Fresh)
     }
 
-    /// The file was marked superseded: switch to the file now at the path
-    /// if a compaction renamed one there; clear the mark if its compactor
+    /// The file was marked superseded: returns the file now at the path if
+    /// a compaction renamed one there; clears the mark if its compactor
     /// died before the rename.
-    fn follow_swap(&self, st: &mut State) -> Result<()> {
+    fn follow_swap(&self, st: &mut State) -> Result<Option<LogFile>> {
         let current = LogFile::open(self.path, self.lock.owner)?;
         if current.ino != st.file.ino {
-            self.switch(st, current)?;
-            return Ok(());
+            return Ok(Some(current));
         }
         // Still the current file: a compaction is between marking and
         // renaming (it holds the lock), or died there. Only a holder of the
@@ -95,19 +159,42 @@ impl Follow<'_> {
             if again.ino == st.file.ino {
                 st.file.set_superseded(false);
             } else {
-                self.switch(st, again)?;
+                return Ok(Some(again));
             }
         }
+        Ok(None)
+    }
+
+    /// Moves the view from the file `old` to `next`, the store's new file:
+    /// builds `next`'s view (from its hint, or by a replay) holding only
+    /// the `switching` mutex, then swaps it in under the state lock. The
+    /// old view is dropped on a thread of its own (the caller may hold the
+    /// write lock, and unmapping a large file takes long).
+    fn switch(&self, old: (u64, u64), next: LogFile) -> Result<()> {
+        let _one = self.switching.lock();
+        if self.state.read().file.ino != old {
+            // Another thread moved the view meanwhile.
+            return Ok(());
+        }
+        let built = recovery::load_indexed(Arc::new(next), self.lock.owner)?;
+        let previous = {
+            let mut st = self.state.write();
+            if st.file.ino != old {
+                return Ok(());
+            }
+            let previous = std::mem::replace(&mut *st, built);
+            self.switched(&st);
+            previous
+        };
+        crate::engine::state::retire(previous);
         Ok(())
     }
 
-    /// Replaces the view with one of `file`, the store's new file.
-    fn switch(&self, st: &mut State, file: LogFile) -> Result<()> {
-        *st = recovery::load_complete(Arc::new(file))?;
+    /// Tells group commit that the view moved to another file.
+    fn switched(&self, st: &State) {
         self.commit.switch_file(
             st.file.header.generation,
             st.file.synced().unwrap_or(HEADER_SIZE),
         );
-        Ok(())
     }
 }

@@ -38,16 +38,60 @@ impl Slot {
 }
 
 /// Id → offset of the session's latest record, plus live-byte accounting.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Index {
     /// A power of two long (or empty), at most three quarters full.
     slots: Vec<Slot>,
     len: usize,
-    keys: foldhash::fast::RandomState,
+    /// The hash key: random for each index built, and kept with the table
+    /// when it is written to a hint file (the table is only valid with the
+    /// key that placed its slots).
+    seed: u64,
+    keys: foldhash::fast::FixedState,
     live_bytes: u64,
+    /// Counts the changes that move slots (removals shift slots back,
+    /// growth rehashes): a walk of the slots in parts, with the lock
+    /// released between parts, is complete only if it did not change.
+    moves: u64,
     /// Tests only: every id hashes alike.
     #[cfg(test)]
     all_collide: bool,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        let mut b = [0u8; 8];
+        let seed = match getrandom::fill(&mut b) {
+            Ok(()) => u64::from_le_bytes(b),
+            // No random source: a per-process key is the best left.
+            Err(_) => {
+                std::hash::BuildHasher::hash_one(&foldhash::fast::RandomState::default(), 0u64)
+            }
+        };
+        Index::with_seed(seed)
+    }
+}
+
+/// An index's table as raw parts, to write into and read from a hint file.
+pub(crate) struct RawIndex {
+    pub seed: u64,
+    pub len: u64,
+    pub live_bytes: u64,
+    /// `(hash, offset)` per slot, offset 0 for an empty slot.
+    pub slots: Vec<(u64, u64)>,
+}
+
+/// Why raw parts are not a valid table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawError {
+    /// Not a power of two, or too full for its length.
+    Shape,
+    /// An offset outside `[min, end)` or not aligned.
+    Offset(usize),
+    /// A slot that a lookup from its hash's home slot would not reach.
+    Unreachable(usize),
+    /// The number of occupied slots is not `len`.
+    Count,
 }
 
 fn id_at(src: &dyn Records, offset: u64) -> Option<&[u8]> {
@@ -72,6 +116,112 @@ fn capacity_for(n: usize) -> usize {
 }
 
 impl Index {
+    /// An empty index keyed with `seed`.
+    pub fn with_seed(seed: u64) -> Index {
+        Index {
+            slots: Vec::new(),
+            len: 0,
+            seed,
+            keys: foldhash::fast::FixedState::with_seed(seed),
+            live_bytes: 0,
+            moves: 0,
+            #[cfg(test)]
+            all_collide: false,
+        }
+    }
+
+    /// The table, to write to a hint file.
+    pub fn raw_slots(&self) -> impl ExactSizeIterator<Item = (u64, u64)> + '_ {
+        self.slots.iter().map(|s| (s.hash, s.offset))
+    }
+
+    /// Seed, entries and live bytes, to write with the table.
+    pub fn raw_header(&self) -> (u64, u64, u64) {
+        (self.seed, self.len as u64, self.live_bytes)
+    }
+
+    /// Rebuilds an index from raw parts (a hint file's), checking that they
+    /// make a table every lookup can trust to be complete: a power of two
+    /// long and at most three quarters full, every offset in `[min, end)`
+    /// and a multiple of `align`, every occupied slot reachable from its
+    /// home slot without crossing an empty one, and `len` occupied slots.
+    /// Offsets are not checked against the file: a read checks the record
+    /// it finds, as it always does.
+    pub fn from_raw(raw: RawIndex, min: u64, end: u64, align: u64) -> Result<Index, RawError> {
+        let n = raw.slots.len();
+        let len = usize::try_from(raw.len).map_err(|_| RawError::Count)?;
+        if (n != 0 && !n.is_power_of_two()) || len.saturating_mul(4) > n.saturating_mul(3) {
+            return Err(RawError::Shape);
+        }
+        let mut ix = Index::with_seed(raw.seed);
+        ix.slots = raw
+            .slots
+            .into_iter()
+            .map(|(hash, offset)| Slot { hash, offset })
+            .collect();
+        let mut count = 0usize;
+        for (i, s) in ix.slots.iter().enumerate() {
+            if s.is_empty() {
+                continue;
+            }
+            if s.offset < min || s.offset >= end || !s.offset.is_multiple_of(align) {
+                return Err(RawError::Offset(i));
+            }
+            count += 1;
+        }
+        if count != len || (len > 0 && len == n) {
+            return Err(RawError::Count);
+        }
+        // Reachability: walking back from each occupied slot to its home
+        // must meet no empty slot. One pass: the distance back to the last
+        // empty slot, cyclically (there is one: the table is not full).
+        if n > 0 {
+            let mask = n - 1;
+            let last_empty = (0..n).rev().find(|&i| ix.slots[i].is_empty()).unwrap_or(0);
+            let mut run_start = (last_empty + 1) & mask;
+            for k in 0..n {
+                let i = (last_empty + 1 + k) & mask;
+                let s = ix.slots[i];
+                if s.is_empty() {
+                    run_start = (i + 1) & mask;
+                    continue;
+                }
+                let home = ix.home(s.hash);
+                // `home` must lie cyclically within [run_start, i].
+                let dist_home = i.wrapping_sub(home) & mask;
+                let dist_run = i.wrapping_sub(run_start) & mask;
+                if dist_home > dist_run {
+                    return Err(RawError::Unreachable(i));
+                }
+            }
+        }
+        ix.len = len;
+        ix.live_bytes = raw.live_bytes;
+        Ok(ix)
+    }
+
+    /// Slots in the table (occupied or not).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Changes so far that moved slots (see `moves`).
+    pub fn moves(&self) -> u64 {
+        self.moves
+    }
+
+    /// Offsets held by slots `range` of the table, into `out`.
+    pub fn offsets_in(&self, range: std::ops::Range<usize>, out: &mut Vec<u64>) {
+        let end = range.end.min(self.slots.len());
+        let start = range.start.min(end);
+        out.extend(
+            self.slots[start..end]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| s.offset),
+        );
+    }
+
     fn hash(&self, id: &[u8]) -> u64 {
         #[cfg(test)]
         if self.all_collide {
@@ -119,6 +269,7 @@ impl Index {
 
     /// Rebuilds the table with `cap` slots, from the stored hashes.
     fn resize(&mut self, cap: usize) {
+        self.moves += 1;
         let old = std::mem::replace(&mut self.slots, vec![Slot::default(); cap]);
         for s in old.into_iter().filter(|s| !s.is_empty()) {
             self.place(s);
@@ -183,6 +334,7 @@ impl Index {
     /// Removes `id`, returning the offset it pointed at.
     pub fn remove(&mut self, src: &dyn Records, id: &[u8]) -> Option<u64> {
         let mut i = self.find(src, id, self.hash(id))?;
+        self.moves += 1;
         let old = self.slots[i].offset;
         // Shift back the slots after the hole that may move into it: those
         // whose home is not cyclically within (hole, their place].

@@ -12,6 +12,7 @@
 //! - `recovery`: replaying the log on open, cutting a torn tail;
 //! - `read`: decoding a session's latest record from the map;
 //! - `state`: a process's view (the mapped file and its index);
+//! - `hint`: the index snapshot a compaction writes beside its file;
 //! - `index`: the in-memory map from id to record;
 //! - `lock`: the lock file, which processes share to take turns writing;
 //! - `file`: the log file, its memory map and appends;
@@ -27,6 +28,7 @@ mod compact;
 mod file;
 mod follow;
 pub mod format;
+mod hint;
 pub mod hook;
 mod index;
 mod lock;

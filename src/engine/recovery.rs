@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use crate::engine::file::{self, LogFile, View};
 use crate::engine::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
+use crate::engine::hint;
 use crate::engine::index::Index;
 use crate::engine::lock::LockFile;
 use crate::engine::state::State;
 use crate::engine::stats::RecoveryReport;
 use crate::error::{Error, Result};
+use crate::trust::Owner;
 
 /// What a replay did.
 #[derive(Debug)]
@@ -172,6 +174,43 @@ pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
     })
 }
 
+/// Builds a fresh view of `file` like [`load_complete`], from the file's
+/// hint when it has a valid one (then only the records after the hint's
+/// end are replayed), else by a replay of every record. Called without the
+/// state lock: this is the slow part of following a swap.
+pub(crate) fn load_indexed(file: Arc<LogFile>, owner: Owner) -> Result<State> {
+    let (word, end) = committed_of(&file)?;
+    let Ok((mut index, from)) = hint::load(&file, end, owner) else {
+        return load_complete(file);
+    };
+    let mut file = file;
+    let mut file_len = file.mapped_file_len;
+    if end > file_len {
+        file_len = file.file_len()?;
+        if end > file_len {
+            return load_complete(file);
+        }
+        if end > file.map_len() {
+            file = Arc::new(file.remapped()?);
+        }
+    }
+    // SAFETY: `end` is the committed end, checked against the file's length.
+    let view = unsafe { View::new(&file, end) };
+    let Replayed { stop, error, .. } = replay_fast(&view, from, &mut index);
+    if error.is_some() || stop < end {
+        // The hint's end is not where records continue: replay it all,
+        // which reports any damage precisely.
+        return load_complete(file);
+    }
+    Ok(State {
+        file,
+        index,
+        applied: end,
+        applied_word: word,
+        file_len,
+    })
+}
+
 /// When to sync records that replay verified but that were never synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SyncAfterReplay {
@@ -203,6 +242,9 @@ pub(crate) fn open_log(
 ) -> Result<Opened> {
     create_if_missing(path, lock, now_ms)?;
     report.removed_temp_files += remove_stale_temp(path)?;
+    // Cleared if a replay that started at the hint's end found damage:
+    // the next round replays every record, and reports the damage exactly.
+    let mut use_hint = true;
     loop {
         let file = Arc::new(LogFile::open(path, lock.owner)?);
         if file.superseded() {
@@ -230,19 +272,37 @@ pub(crate) fn open_log(
             ));
         };
         let file_len = file.mapped_file_len;
-        let mut index = Index::default();
-        // Sized from what the file holds, at most 4M entries (64 MiB) up
-        // front: a sparse file of 1 TiB with a forged committed word must
-        // not make open allocate for a billion sessions. The index grows
-        // as records are really found.
-        index.reserve(((end.min(file_len) / 1024) as usize).min(MAX_RESERVE));
+        // A hint may stand for records up to the synced end only: those
+        // can never be cut as a torn tail.
+        let hinted = if use_hint {
+            hint::load(&file, synced.min(end).min(file_len), lock.owner).ok()
+        } else {
+            None
+        };
+        let (mut index, from) = match hinted {
+            Some((index, from)) => (index, from),
+            None => {
+                let mut index = Index::default();
+                // Sized from what the file holds, at most 4M entries (64
+                // MiB) up front: a sparse file of 1 TiB with a forged
+                // committed word must not make open allocate for a billion
+                // sessions. The index grows as records are really found.
+                index.reserve(((end.min(file_len) / 1024) as usize).min(MAX_RESERVE));
+                (index, HEADER_SIZE)
+            }
+        };
         // SAFETY: `end` is the committed end, capped at the file's length.
         let view = unsafe { View::new(&file, end.min(file_len)) };
         let Replayed {
             stop,
             records,
             error,
-        } = replay_fast(&view, HEADER_SIZE, &mut index);
+        } = replay_fast(&view, from, &mut index);
+        if stop != end && from != HEADER_SIZE {
+            use_hint = false;
+            continue;
+        }
+        report.hint_end = (from != HEADER_SIZE).then_some(from);
         if stop == end {
             report.records = records;
             if lock.first {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use crossbeam_utils::sync::ShardedLockWriteGuard;
 use parking_lot::{Condvar, Mutex};
 
 use crate::clock::Expiry;
@@ -37,6 +38,9 @@ pub(crate) struct Inner {
     pub writer: Mutex<Vec<u8>>,
     /// Serializes this process's compactions.
     pub compacting: Mutex<()>,
+    /// One thread at a time builds the index of a file a compaction
+    /// swapped in (see `Follow::fresh`).
+    pub switching: Mutex<()>,
     pub commit: GroupCommit,
     pub poison: Poison,
     /// Records replayed on open were never synced: the background thread
@@ -63,6 +67,8 @@ impl Inner {
             lock: &self.lock,
             writer: &self.writer,
             commit: &self.commit,
+            state: &self.state,
+            switching: &self.switching,
         }
     }
 
@@ -89,9 +95,10 @@ impl Inner {
         }
     }
 
-    /// Brings `st` up to date with the file.
-    pub fn refresh(&self, st: &mut State) -> Result<()> {
-        self.follow().refresh(st)
+    /// The state, locked for writing and up to date with the file (a new
+    /// file's index built without the lock: see `Follow::fresh`).
+    pub fn fresh(&self) -> Result<ShardedLockWriteGuard<'_, State>> {
+        self.follow().fresh()
     }
 
     /// Poisons the handle unless its lock file is still the store's (see
@@ -142,8 +149,7 @@ impl Inner {
                 return f(&st);
             }
         }
-        let mut st = self.state.write();
-        self.refresh(&mut st)?;
+        let st = self.fresh()?;
         f(&st)
     }
 }

@@ -45,6 +45,19 @@ impl State {
     }
 }
 
+/// Drops a view that was replaced (a compaction's old file and its index)
+/// on a thread of its own: unmapping a file of a gigabyte takes most of a
+/// second here, and the thread that replaced the view may hold the write
+/// lock, or be serving a request. If no thread can be started, drops it
+/// here.
+pub(crate) fn retire(old: State) {
+    // If the thread cannot start, the closure (and the state in it) is
+    // dropped right here, with the error.
+    let _ = std::thread::Builder::new()
+        .name("sessionlog-retire".into())
+        .spawn(move || drop(old));
+}
+
 /// The lock around a process's `State`. Sharded: a reader locks one shard
 /// (no cache line shared between reading threads), a writer locks them all.
 pub(crate) struct StateLock(ShardedLock<State>);

@@ -58,6 +58,10 @@ pub struct RecoveryReport {
     pub torn_tail_bytes: u64,
     /// Leftover temporary files of an interrupted compaction, removed.
     pub removed_temp_files: u32,
+    /// When the index was read from the hint file that the last compaction
+    /// wrote: the offset it reflected the log up to (only the records after
+    /// it were replayed, and counted in `records`).
+    pub hint_end: Option<u64>,
     /// Damaged ranges skipped by repair mode, as (offset, length).
     pub repaired_ranges: Vec<(u64, u64)>,
     /// Where repair mode kept a copy of the damaged file.

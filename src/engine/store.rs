@@ -110,6 +110,7 @@ impl LogStore {
             state: StateLock::new(state),
             writer: Mutex::new(Vec::new()),
             compacting: Mutex::new(()),
+            switching: Mutex::new(()),
             commit,
             poison: Poison::default(),
             open_sync_pending: AtomicBool::new(sync_pending),
@@ -169,8 +170,7 @@ impl LogStore {
     pub fn stats(&self) -> Result<Stats> {
         let inner = &self.inner;
         inner.check_file_len()?;
-        let mut st = inner.state.write();
-        inner.refresh(&mut st)?;
+        let st = inner.fresh()?;
         let now = inner.now_ms();
         let view = st.view();
         let mut expired = 0u64;

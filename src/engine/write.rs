@@ -37,19 +37,29 @@ fn write<R>(
 ) -> Result<(R, Appended)> {
     inner.poison.check(&inner.path)?;
     let _busy = inner.commit.enter();
-    let mut buf = inner.writer.lock();
-    let _lock = inner.lock.lock()?;
-    // One `stat` every LOCK_CHECK_EVERY writes (and the background thread's
-    // every tick) notices a lock file that was removed or replaced.
-    if inner
-        .writes
-        .fetch_add(1, Ordering::Relaxed)
-        .is_multiple_of(LOCK_CHECK_EVERY)
-    {
-        inner.check_lock_file()?;
-    }
-    let mut st = inner.state.write();
-    inner.refresh(&mut st)?;
+    let (mut buf, _lock, mut st) = loop {
+        let buf = inner.writer.lock();
+        let lock = inner.lock.lock()?;
+        // One `stat` every LOCK_CHECK_EVERY writes (and the background
+        // thread's every tick) notices a lock file removed or replaced.
+        if inner
+            .writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(LOCK_CHECK_EVERY)
+        {
+            inner.check_lock_file()?;
+        }
+        match inner.follow().fresh_or_switch()? {
+            Ok(st) => break (buf, lock, st),
+            Err(switch) => {
+                // A compaction swapped files: build the new file's index
+                // without holding the write lock, then start over.
+                drop(lock);
+                drop(buf);
+                inner.follow().switch_to(switch)?;
+            }
+        }
+    };
     let now = inner.now_ms();
     let r = f(&mut st, &mut buf, now)?;
     let at = Appended {

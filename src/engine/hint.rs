@@ -1,0 +1,359 @@
+//! Hint files: a snapshot of a log file's index, written by the compaction
+//! that wrote the file, so that a process moving to the new file (and an
+//! open of the store) rebuilds its index by reading one file instead of
+//! replaying every record.
+//!
+//! A hint only ever saves time. It names the log file it describes (its
+//! generation, creation time and salt) and the offset up to which it
+//! reflects it; it is checksummed, written to a temporary file, synced and
+//! renamed into place. A hint that is missing, damaged, of another file or
+//! past what the file holds is ignored, and the index is rebuilt by a
+//! replay. DESIGN.md §2.3 has the byte layout.
+//!
+//! ```text
+//! hint := head (80 bytes) slot* crc (4 bytes) zero (4 bytes)
+//! slot := hash (u64) offset (u64), offset 0 for an empty slot
+//! ```
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::engine::file::{self, LogFile};
+use crate::engine::format::{HEADER_SIZE, RECORD_ALIGN, StaticHeader};
+use crate::engine::hook::{Hooks, IoEvent};
+use crate::engine::index::{Index, RawIndex};
+use crate::error::{Error, Result};
+use crate::trust::{self, Create, Owner};
+
+/// First bytes of a hint file.
+pub const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'H', b'I', b'N', b'T', b'\n'];
+/// The hint format this build reads and writes.
+pub const VERSION: u32 = 1;
+/// Bytes before the slots.
+pub const HEAD: usize = 80;
+/// Bytes after the slots: the CRC and 4 zero bytes.
+pub const TAIL: usize = 8;
+/// XORed into the CRC so that a zeroed file never checks out.
+pub const CRC_XOR: u32 = 0x4849_4E54;
+
+// Offsets of the head's fields (all little-endian).
+pub const O_VERSION: usize = 8;
+pub const O_FLAGS: usize = 12;
+pub const O_GENERATION: usize = 16;
+pub const O_CREATED: usize = 24;
+pub const O_SALT: usize = 32;
+pub const O_END: usize = 40;
+pub const O_SEED: usize = 48;
+pub const O_LEN: usize = 56;
+pub const O_LIVE: usize = 64;
+pub const O_SLOTS: usize = 72;
+
+/// `<log>.hint`.
+pub fn path(log: &Path) -> PathBuf {
+    file::sibling(log, ".hint")
+}
+
+/// `<log>.hint.tmp`, where a hint is written before its rename.
+pub fn tmp_path(log: &Path) -> PathBuf {
+    file::sibling(log, ".hint.tmp")
+}
+
+/// The bytes of a hint for the file with header `header`, whose `index`
+/// reflects its records up to `end`.
+pub fn encode(header: &StaticHeader, end: u64, index: &Index) -> Vec<u8> {
+    let slots = index.raw_slots();
+    let n = slots.len();
+    let mut b = Vec::with_capacity(HEAD + n * 16 + TAIL);
+    let (seed, len, live) = index.raw_header();
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&header.generation.to_le_bytes());
+    b.extend_from_slice(&header.created_ms.to_le_bytes());
+    b.extend_from_slice(&header.salt.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&end.to_le_bytes());
+    b.extend_from_slice(&seed.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(&live.to_le_bytes());
+    b.extend_from_slice(&(n as u64).to_le_bytes());
+    debug_assert_eq!(b.len(), HEAD);
+    for (hash, offset) in slots {
+        b.extend_from_slice(&hash.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b) ^ CRC_XOR;
+    b.extend_from_slice(&crc.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b
+}
+
+/// Writes the hint for `log`'s next file (header `header`) crash-safely:
+/// to the temporary file, synced, then renamed over `<log>.hint`. The
+/// caller fsyncs the directory (the log's own rename needs it too). Only a
+/// holder of the compaction's temporary-file lock calls this.
+pub fn write(
+    log: &Path,
+    header: &StaticHeader,
+    end: u64,
+    index: &Index,
+    hooks: &Hooks,
+    owner: Owner,
+) -> Result<()> {
+    let bytes = encode(header, end, index);
+    let tmp = tmp_path(log);
+    let f = trust::open(&tmp, Create::IfMissing, owner)?;
+    f.set_len(0).map_err(|e| Error::io(&tmp, "truncate", e))?;
+    hooks
+        .before(IoEvent::Write {
+            path: &tmp,
+            offset: 0,
+            bytes: &bytes,
+        })
+        .and_then(|()| f.write_all_at(&bytes, 0))
+        .and_then(|()| hooks.before(IoEvent::Sync { path: &tmp }))
+        .and_then(|()| f.sync_data())
+        .map_err(|e| Error::io(&tmp, "write hint", e))?;
+    let to = path(log);
+    hooks
+        .before(IoEvent::Rename {
+            from: &tmp,
+            to: &to,
+        })
+        .and_then(|()| fs::rename(&tmp, &to))
+        .map_err(|e| Error::io(&to, "rename hint", e))
+}
+
+/// Removes `<log>.hint` (best effort: a hint that stays is checked
+/// against its file before any use).
+pub fn remove(log: &Path) {
+    let _ = fs::remove_file(path(log));
+}
+
+/// Why a hint was not used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unused {
+    /// No hint file (or it could not be read).
+    Missing,
+    /// Not a hint, another version, or the wrong length.
+    Malformed,
+    /// The CRC does not match.
+    Damaged,
+    /// A hint of another file (generation, creation time or salt differ).
+    Stale,
+    /// It reflects the file past `limit` (what the file is known to hold).
+    Ahead,
+    /// The table is not one a lookup can trust.
+    BadTable,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+/// Checks the bytes of a hint against `header` (of the log file it must
+/// describe) and `limit` (the hint may reflect the file up to there, no
+/// further), and rebuilds its index. Returns the index and the offset it
+/// reflects the file up to. Never panics, whatever the bytes.
+pub fn decode(
+    b: &[u8],
+    header: &StaticHeader,
+    limit: u64,
+) -> std::result::Result<(Index, u64), Unused> {
+    if b.len() < HEAD + TAIL || b[..8] != MAGIC || u32_at(b, O_VERSION) != VERSION {
+        return Err(Unused::Malformed);
+    }
+    let n = u64_at(b, O_SLOTS);
+    let body = (b.len() - HEAD - TAIL) as u64;
+    if n.checked_mul(16) != Some(body) {
+        return Err(Unused::Malformed);
+    }
+    let crc_at = b.len() - TAIL;
+    let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
+    if crc != u32_at(b, crc_at) || u32_at(b, crc_at + 4) != 0 || u32_at(b, O_FLAGS) != 0 {
+        return Err(Unused::Damaged);
+    }
+    if u64_at(b, O_GENERATION) != header.generation
+        || u64_at(b, O_CREATED) != header.created_ms
+        || u32_at(b, O_SALT) != header.salt
+    {
+        return Err(Unused::Stale);
+    }
+    let end = u64_at(b, O_END);
+    if end > limit {
+        return Err(Unused::Ahead);
+    }
+    if end < HEADER_SIZE {
+        return Err(Unused::Malformed);
+    }
+    let slots = b[HEAD..crc_at]
+        .chunks_exact(16)
+        .map(|c| (u64_at(c, 0), u64_at(c, 8)))
+        .collect();
+    let raw = RawIndex {
+        seed: u64_at(b, O_SEED),
+        len: u64_at(b, O_LEN),
+        live_bytes: u64_at(b, O_LIVE),
+        slots,
+    };
+    let index = Index::from_raw(raw, HEADER_SIZE, end, RECORD_ALIGN as u64)
+        .map_err(|_| Unused::BadTable)?;
+    Ok((index, end))
+}
+
+/// Reads and checks `<log>.hint` for `file`, which holds valid records up
+/// to `limit`.
+///
+/// The file must pass the store's checks (no link, the owner's, 0600), and
+/// is read only up to the largest hint `limit` bytes of records can need
+/// (16 bytes a slot, at most four slots per 48-byte record, and a header):
+/// a planted or sparse file of any size costs no more memory than that.
+pub fn load(file: &LogFile, limit: u64, owner: Owner) -> std::result::Result<(Index, u64), Unused> {
+    let p = path(&file.path);
+    let f = match trust::open_read(&p, owner) {
+        Ok(Some(f)) => f,
+        _ => return Err(Unused::Missing),
+    };
+    let most = limit.saturating_mul(4 * 16) / 48 + 4096;
+    let mut b = Vec::new();
+    f.take(most + 1)
+        .read_to_end(&mut b)
+        .map_err(|_| Unused::Missing)?;
+    if b.len() as u64 > most {
+        return Err(Unused::Malformed);
+    }
+    decode(&b, &file.header, limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> StaticHeader {
+        StaticHeader {
+            generation: 7,
+            created_ms: 1234,
+            compact_kept: 0,
+            compact_dropped: 0,
+            compact_source_bytes: 0,
+            compact_result_bytes: 0,
+            salt: 0xABCD,
+        }
+    }
+
+    /// An index of `n` sessions whose records (never read here) would lie
+    /// at 8-aligned offsets past the header.
+    fn index(n: u64) -> Index {
+        struct Ids;
+        impl crate::engine::index::Records for Ids {
+            fn from(&self, _offset: u64) -> &[u8] {
+                &[]
+            }
+        }
+        // A fixed key: the tests that move slots know where they are.
+        let mut ix = Index::with_seed(42);
+        for i in 0..n {
+            // Distinct ids cannot be compared (no records): every insert
+            // is new because `find` reads no id and finds nothing.
+            ix.insert(&Ids, format!("id{i}").as_bytes(), HEADER_SIZE + 64 * i);
+        }
+        ix
+    }
+
+    #[test]
+    fn a_hint_round_trips() {
+        let ix = index(1000);
+        let end = HEADER_SIZE + 64 * 1000;
+        let b = encode(&header(), end, &ix);
+        let (got, got_end) = decode(&b, &header(), end).expect("valid hint");
+        assert_eq!(got_end, end);
+        assert_eq!(got.len(), 1000);
+        let mut a: Vec<u64> = ix.offsets().collect();
+        let mut g: Vec<u64> = got.offsets().collect();
+        a.sort_unstable();
+        g.sort_unstable();
+        assert_eq!(a, g);
+    }
+
+    #[test]
+    fn every_damaged_byte_is_refused() {
+        let ix = index(20);
+        let end = HEADER_SIZE + 64 * 20;
+        let b = encode(&header(), end, &ix);
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x40;
+            assert!(decode(&d, &header(), end).is_err(), "byte {i}");
+        }
+        for cut in 0..b.len() {
+            assert!(decode(&b[..cut], &header(), end).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_hint_of_another_file_or_past_the_end_is_refused() {
+        let ix = index(5);
+        let end = HEADER_SIZE + 64 * 5;
+        let b = encode(&header(), end, &ix);
+        for other in [
+            StaticHeader {
+                generation: 8,
+                ..header()
+            },
+            StaticHeader {
+                salt: 1,
+                ..header()
+            },
+            StaticHeader {
+                created_ms: 1,
+                ..header()
+            },
+        ] {
+            assert_eq!(decode(&b, &other, end).err(), Some(Unused::Stale));
+        }
+        assert_eq!(decode(&b, &header(), end - 8).err(), Some(Unused::Ahead));
+    }
+
+    #[test]
+    fn a_table_with_an_unreachable_slot_is_refused() {
+        // A valid CRC over a table whose slot sits past an empty slot from
+        // its home: a lookup would miss it, so the hint must not be used.
+        let ix = index(3);
+        let end = HEADER_SIZE + 64 * 3;
+        let mut b = encode(&header(), end, &ix);
+        let slots = (b.len() - HEAD - TAIL) / 16;
+        let occupied: Vec<usize> = (0..slots)
+            .filter(|i| u64_at(&b, HEAD + i * 16 + 8) != 0)
+            .collect();
+        // Move a slot one place back from its home (cyclically), to where
+        // a lookup starting at the home never looks.
+        let before_home = |i: usize| {
+            let hash = u64_at(&b, HEAD + i * 16);
+            ((hash.rotate_left(32) as usize & (slots - 1)) + slots - 1) & (slots - 1)
+        };
+        let from = *occupied
+            .iter()
+            .find(|&&i| u64_at(&b, HEAD + before_home(i) * 16 + 8) == 0)
+            .expect("with this key, some slot has a free one before its home");
+        let to = before_home(from);
+        {
+            let entry: Vec<u8> = b[HEAD + from * 16..HEAD + from * 16 + 16].to_vec();
+            b[HEAD + from * 16..HEAD + from * 16 + 16].fill(0);
+            b[HEAD + to * 16..HEAD + to * 16 + 16].copy_from_slice(&entry);
+            let crc_at = b.len() - TAIL;
+            let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
+            b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(decode(&b, &header(), end).err(), Some(Unused::BadTable));
+        }
+    }
+}
