@@ -78,3 +78,9 @@ pub mod internals {
     pub use crate::engine::format;
     pub use crate::engine::hook;
 }
+
+/// The README's examples, compiled as doctests (with the web features, which
+/// two of them need).
+#[cfg(all(doctest, feature = "tower-sessions", feature = "actix-session"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -310,19 +310,14 @@ impl Store {
         max_idle: Option<f64>,
         max_session_size: Option<usize>,
     ) -> PyResult<Store> {
-        let mut store = MemoryStore::new();
+        let mut options = MemoryStore::options();
         if let Some(idle) = max_idle {
-            store = store.with_max_idle(seconds(py, "max_idle", idle)?);
+            options = options.max_idle(seconds(py, "max_idle", idle)?);
         }
         if let Some(size) = max_session_size {
-            if size == 0 {
-                return Err(invalid_option(
-                    py,
-                    "max_session_size must be at least 1 byte".into(),
-                ));
-            }
-            store = store.with_max_session_size(size);
+            options = options.max_session_size(size);
         }
+        let store = options.open().map_err(|e| error_to_py(py, &e))?;
         Ok(Store::new(Backend::Memory(store), "memory"))
     }
 
