@@ -379,7 +379,7 @@ macro_rules! server_tests {
                 let proxy = Proxy::start(upstream_of(&url, $port));
                 let loc = <$backend>::new_location();
                 let store = std::sync::Arc::new(
-                    $store::builder(&via_port(&url, proxy.port()))
+                    $store::options(&via_port(&url, proxy.port()))
                         .pool_size(2)
                         .connect_timeout(Duration::from_secs(2))
                         .io_timeout(Duration::from_secs(1))
@@ -421,7 +421,7 @@ macro_rules! server_tests {
                 proxy.stall();
                 let proxied = via_port(&url, proxy.port());
                 let err = within(HANG, "open against a silent server", move || {
-                    $store::builder(&proxied)
+                    $store::options(&proxied)
                         .connect_timeout(Duration::from_secs(1))
                         .io_timeout(Duration::from_secs(1))
                         .open()
@@ -444,7 +444,7 @@ macro_rules! server_tests {
                 let urls: Vec<String> = $secrets;
                 super::no_password_in_debug_or_errors(
                     &urls,
-                    |u| $store::builder(u).connect_timeout(Duration::from_secs(2)),
+                    |u| $store::options(u).connect_timeout(Duration::from_secs(2)),
                     |b| b.open(),
                 );
             }
@@ -464,14 +464,14 @@ macro_rules! server_tests {
             /// sent, unless allowed by name.
             #[test]
             fn plaintext_to_a_remote_host_is_refused() {
-                let err = $store::builder($remote).open().expect_err("refused");
+                let err = $store::options($remote).open().expect_err("refused");
                 assert!(
                     err.to_string().contains("allow_plaintext_to_remote"),
                     "{err}"
                 );
                 // Allowed by name, it tries to connect (and fails: nothing
                 // listens on that reserved address).
-                let err = $store::builder($remote)
+                let err = $store::options($remote)
                     .allow_plaintext_to_remote(true)
                     .connect_timeout(Duration::from_millis(300))
                     .open()
@@ -484,7 +484,7 @@ macro_rules! server_tests {
 
             #[test]
             fn unsafe_names_are_refused() {
-                let err = $store::builder($dead_url)
+                let err = $store::options($dead_url)
                     .pool_size(1)
                     .open_with_name("x; DROP TABLE y")
                     .expect_err("refused");
@@ -828,7 +828,7 @@ mod tls {
             // The reload is asynchronous: until it is done the server shows
             // its old certificate, which the test CA does not verify.
             let store = poll(Duration::from_secs(30), "TLS with the test CA", || {
-                PostgresStore::builder(&url)
+                PostgresStore::options(&url)
                     .table(&loc.table)
                     .tls_ca_file(&ca)
                     .open()
@@ -848,7 +848,7 @@ mod tls {
                 "the server sees the store's connection as TLS"
             );
 
-            let err = PostgresStore::builder(&url)
+            let err = PostgresStore::options(&url)
                 .table(&loc.table)
                 .tls_ca_file(&wrong_ca)
                 .connect_timeout(Duration::from_secs(5))
@@ -910,7 +910,7 @@ mod tls {
             let url = format!("mysql://root@127.0.0.1:{port}/mysql");
             let ca = d.join("ca.pem");
             let store = poll(Duration::from_secs(60), "TLS to our MariaDB", || {
-                MySqlStore::builder(&url)
+                MySqlStore::options(&url)
                     .table("sl_tls")
                     .tls_ca_file(&ca)
                     .open()
@@ -921,13 +921,13 @@ mod tls {
             let back = store.load_session(&s.id).expect("load").expect("present");
             assert_eq!(back.data, b"over tls");
 
-            let err = MySqlStore::builder(&url)
+            let err = MySqlStore::options(&url)
                 .open()
                 .expect_err("the server refuses plaintext");
             eprintln!("plaintext: {err}");
             assert!(matches!(err, Error::Backend { .. }), "{err:?}");
             let (_other_dir, wrong_ca) = other_ca();
-            let err = MySqlStore::builder(&url)
+            let err = MySqlStore::options(&url)
                 .tls_ca_file(&wrong_ca)
                 .open()
                 .expect_err("a certificate from another CA");
@@ -966,7 +966,7 @@ mod tls {
             let url = format!("rediss://127.0.0.1:{port}/");
             let ca = d.join("ca.pem");
             let store = poll(Duration::from_secs(30), "TLS to our redis-server", || {
-                RedisStore::builder(&url).tls_ca_file(&ca).open()
+                RedisStore::options(&url).tls_ca_file(&ca).open()
             });
             let mut s = Session::new(id("tls"), b"over tls".to_vec());
             store.save_session(&mut s).expect("save over TLS");
@@ -974,7 +974,7 @@ mod tls {
             assert_eq!(back.data, b"over tls");
 
             let plain = format!("redis://127.0.0.1:{port}/");
-            let err = RedisStore::builder(&plain)
+            let err = RedisStore::options(&plain)
                 .connect_timeout(Duration::from_secs(2))
                 .open()
                 .expect_err("the port speaks TLS only");
@@ -984,7 +984,7 @@ mod tls {
                 "{err:?}"
             );
             let (_other_dir, wrong_ca) = other_ca();
-            let err = RedisStore::builder(&url)
+            let err = RedisStore::options(&url)
                 .tls_ca_file(&wrong_ca)
                 .open()
                 .expect_err("a certificate from another CA");

@@ -180,7 +180,7 @@ impl MySqlOptions {
 /// ```no_run
 /// use sessionlog::{MySqlStore, SessionStore};
 /// # fn main() -> sessionlog::Result<()> {
-/// let store = MySqlStore::builder("mysql://app:secret@db.internal/app")
+/// let store = MySqlStore::options("mysql://app:secret@db.internal/app")
 ///     .table("web_sessions")
 ///     .open()?;
 /// store.setup()?;
@@ -207,15 +207,22 @@ impl MySqlStore {
     /// Opens a store at `url` (`mysql://user:password@host:port/db`) with
     /// default options: table `sessions`, 10 connections.
     pub fn open(url: &str) -> Result<MySqlStore> {
-        MySqlStore::builder(url).open()
+        MySqlStore::options(url).open()
     }
 
-    /// Options for a store at `url`, to change before [`MySqlOptions::open`].
-    pub fn builder(url: &str) -> MySqlOptions {
+    /// Options for a store at `url`, to change before [`MySqlOptions::open`]
+    /// (the same shape as every backend's `options()`).
+    pub fn options(url: &str) -> MySqlOptions {
         MySqlOptions {
             common: Common::new(url),
             table: "sessions".to_owned(),
         }
+    }
+
+    /// The old name of [`MySqlStore::options`].
+    #[deprecated(since = "0.1.0", note = "use `MySqlStore::options(url)`")]
+    pub fn builder(url: &str) -> MySqlOptions {
+        Self::options(url)
     }
 
     /// The largest session data this store accepts: `max_session_size`,

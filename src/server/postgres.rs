@@ -367,7 +367,7 @@ impl Connect for Connector {
 /// ```no_run
 /// use sessionlog::{PostgresStore, SessionStore};
 /// # fn main() -> sessionlog::Result<()> {
-/// let store = PostgresStore::builder("postgres://app:secret@db.internal/app")
+/// let store = PostgresStore::options("postgres://app:secret@db.internal/app")
 ///     .table("web_sessions")
 ///     .pool_size(16)
 ///     .open()?;
@@ -396,15 +396,22 @@ impl PostgresStore {
     /// Opens a store at `url` (`postgres://user:password@host:port/db`)
     /// with default options: table `sessions`, 10 connections.
     pub fn open(url: &str) -> Result<PostgresStore> {
-        PostgresStore::builder(url).open()
+        PostgresStore::options(url).open()
     }
 
-    /// Options for a store at `url`, to change before [`PostgresOptions::open`].
-    pub fn builder(url: &str) -> PostgresOptions {
+    /// Options for a store at `url`, to change before [`PostgresOptions::open`]
+    /// (the same shape as every backend's `options()`).
+    pub fn options(url: &str) -> PostgresOptions {
         PostgresOptions {
             common: Common::new(url),
             table: "sessions".to_owned(),
         }
+    }
+
+    /// The old name of [`PostgresStore::options`].
+    #[deprecated(since = "0.1.0", note = "use `PostgresStore::options(url)`")]
+    pub fn builder(url: &str) -> PostgresOptions {
+        Self::options(url)
     }
 
     fn conn(&self) -> Result<Pooled<'_, Connector>> {

@@ -299,7 +299,7 @@ impl RedisOptions {
 /// ```no_run
 /// use sessionlog::{RedisStore, SessionStore};
 /// # fn main() -> sessionlog::Result<()> {
-/// let store = RedisStore::builder("redis://127.0.0.1/")
+/// let store = RedisStore::options("redis://127.0.0.1/")
 ///     .key_prefix("myapp")
 ///     .open()?;
 /// store.setup()?;
@@ -343,15 +343,22 @@ impl RedisStore {
     /// Opens a store at `url` (`redis://:password@host:port/db`) with
     /// default options: prefix `sessionlog`, 10 connections.
     pub fn open(url: &str) -> Result<RedisStore> {
-        RedisStore::builder(url).open()
+        RedisStore::options(url).open()
     }
 
-    /// Options for a store at `url`, to change before [`RedisOptions::open`].
-    pub fn builder(url: &str) -> RedisOptions {
+    /// Options for a store at `url`, to change before [`RedisOptions::open`]
+    /// (the same shape as every backend's `options()`).
+    pub fn options(url: &str) -> RedisOptions {
         RedisOptions {
             common: Common::new(url),
             prefix: "sessionlog".to_owned(),
         }
+    }
+
+    /// The old name of [`RedisStore::options`].
+    #[deprecated(since = "0.1.0", note = "use `RedisStore::options(url)`")]
+    pub fn builder(url: &str) -> RedisOptions {
+        Self::options(url)
     }
 
     fn conn(&self) -> Result<Pooled<'_, Connector>> {

@@ -106,7 +106,7 @@ mod postgres {
             }
         }
         fn open(&self, cfg: &Config) -> PostgresStore {
-            let mut b = PostgresStore::builder(&postgres_url())
+            let mut b = PostgresStore::options(&postgres_url())
                 .table(&self.table)
                 .pool_size(8)
                 .max_session_size(cfg.max_session_size)
@@ -198,7 +198,7 @@ mod mysql {
             }
         }
         fn open(&self, cfg: &Config) -> MySqlStore {
-            let mut b = MySqlStore::builder(&mysql_url())
+            let mut b = MySqlStore::options(&mysql_url())
                 .table(&self.table)
                 .pool_size(8)
                 .max_session_size(cfg.max_session_size)
@@ -247,7 +247,7 @@ mod redis {
             }
         }
         fn open(&self, cfg: &Config) -> RedisStore {
-            let mut b = RedisStore::builder(&redis_url())
+            let mut b = RedisStore::options(&redis_url())
                 .key_prefix(&self.prefix)
                 .pool_size(8)
                 .max_session_size(cfg.max_session_size)
@@ -297,7 +297,7 @@ impl Named for Postgres {
         &self.table
     }
     fn open_named(name: &str) -> sessionlog::PostgresStore {
-        sessionlog::PostgresStore::builder(&postgres_url())
+        sessionlog::PostgresStore::options(&postgres_url())
             .table(name)
             .open()
             .unwrap_or_else(|e| unreachable("PostgreSQL", "SESSIONLOG_POSTGRES_URL", &e))
@@ -310,7 +310,7 @@ impl Named for MySql {
         &self.table
     }
     fn open_named(name: &str) -> sessionlog::MySqlStore {
-        sessionlog::MySqlStore::builder(&mysql_url())
+        sessionlog::MySqlStore::options(&mysql_url())
             .table(name)
             .open()
             .unwrap_or_else(|e| unreachable("MariaDB/MySQL", "SESSIONLOG_MYSQL_URL", &e))
@@ -323,7 +323,7 @@ impl Named for Redis {
         &self.prefix
     }
     fn open_named(name: &str) -> sessionlog::RedisStore {
-        sessionlog::RedisStore::builder(&redis_url())
+        sessionlog::RedisStore::options(&redis_url())
             .key_prefix(name)
             .open()
             .unwrap_or_else(|e| unreachable("Redis", "SESSIONLOG_REDIS_URL", &e))

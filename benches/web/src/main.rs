@@ -129,7 +129,7 @@ fn main() {
                     serve(&f, TowerStore::new(log).with_blocking(b)).await
                 }
                 "redis" | "redis-inline" => {
-                    let r = RedisStore::builder("redis://127.0.0.1/")
+                    let r = RedisStore::options("redis://127.0.0.1/")
                         .key_prefix(&format!("bench{}", std::process::id() % 1))
                         .pool_size(16)
                         .open()

@@ -72,7 +72,7 @@ fn drop_table(program: &'static str, args: Vec<String>) -> Box<dyn Fn() + Send +
 
 pub fn open_postgres(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
     let table = unique("peers");
-    let store = PostgresStore::builder(&url(
+    let store = PostgresStore::options(&url(
         "SESSIONLOG_POSTGRES_URL",
         "postgres://postgres@127.0.0.1/test",
     ))
@@ -101,7 +101,7 @@ pub fn open_postgres(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
 
 pub fn open_mysql(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
     let table = unique("peers");
-    let store = MySqlStore::builder(&url("SESSIONLOG_MYSQL_URL", "mysql://root@127.0.0.1/test"))
+    let store = MySqlStore::options(&url("SESSIONLOG_MYSQL_URL", "mysql://root@127.0.0.1/test"))
         .table(&table)
         .pool_size(4)
         .open()?;
@@ -124,12 +124,12 @@ pub fn open_mysql(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
 
 pub fn open_redis(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
     let prefix = unique("peers");
-    let store = RedisStore::builder(&url("SESSIONLOG_REDIS_URL", "redis://127.0.0.1/"))
+    let store = RedisStore::options(&url("SESSIONLOG_REDIS_URL", "redis://127.0.0.1/"))
         .key_prefix(&prefix)
         .pool_size(4)
         .open()?;
     store.setup()?;
-    let cleanup_store = RedisStore::builder(&url("SESSIONLOG_REDIS_URL", "redis://127.0.0.1/"))
+    let cleanup_store = RedisStore::options(&url("SESSIONLOG_REDIS_URL", "redis://127.0.0.1/"))
         .key_prefix(&prefix)
         .pool_size(1)
         .open()?;
