@@ -179,6 +179,11 @@ impl LockFile {
     /// stopped (`SIGSTOP`) or hung gives `Error::Busy` naming the store,
     /// not a frozen caller.
     pub fn lock(&self) -> Result<LockGuard<'_>> {
+        // Uncontended, a trylock is the whole cost: no clock read, no
+        // timed wait.
+        if let Some(guard) = self.try_lock()? {
+            return Ok(guard);
+        }
         let deadline = deadline(self.timeout);
         // SAFETY: see `LockGuard::drop`: the mutex is initialised, shared
         // and robust, and mapped while `self` lives; `deadline` is a valid
