@@ -19,6 +19,10 @@ from ._errors import (
     PoisonedError,
     SerializationError,
     TooLargeError,
+    UnsafeError,
+    BusyError,
+    ServerTimeoutError,
+    RandomSourceError,
     UnsupportedVersionError,
 )
 from ._native import DEFAULT_MAX_SESSION_SIZE, MAX_ID_LEN, generate_id, is_valid_id
@@ -54,4 +58,8 @@ __all__ = [
     "InvalidOptionError",
     "BackendError",
     "SerializationError",
+    "UnsafeError",
+    "BusyError",
+    "ServerTimeoutError",
+    "RandomSourceError",
 ]

@@ -23,6 +23,10 @@ __all__ = [
     "InvalidOptionError",
     "BackendError",
     "SerializationError",
+    "UnsafeError",
+    "BusyError",
+    "ServerTimeoutError",
+    "RandomSourceError",
 ]
 
 
@@ -90,3 +94,22 @@ class BackendError(Error):
 class SerializationError(Error, TypeError):
     """A session could not be pickled (or serialised), or stored bytes could
     not be unpickled. The original exception is the ``__cause__``."""
+
+
+class UnsafeError(Error):
+    """A file or directory of the store is not one it can trust: a directory
+    other users can write, a symbolic or hard link, a file of another owner
+    or readable by others. Nothing was read from it or written to it."""
+
+
+class BusyError(Error):
+    """Another holder of the store's write lock (stopped or hung?) or another
+    compaction is in the way; nothing was changed. Try again later."""
+
+
+class ServerTimeoutError(Error, TimeoutError):
+    """A database or cache server did not answer within the deadline."""
+
+
+class RandomSourceError(Error):
+    """The operating system's random source failed."""

@@ -106,6 +106,10 @@ fn error_to_py(py: Python<'_>, e: &Error) -> PyErr {
         Error::Poisoned { .. } => ("PoisonedError", vec![]),
         Error::InvalidOption(_) => ("InvalidOptionError", vec![]),
         Error::Backend { .. } => ("BackendError", vec![]),
+        Error::Unsafe { .. } => ("UnsafeError", vec![]),
+        Error::Busy { .. } => ("BusyError", vec![]),
+        Error::Timeout { .. } => ("ServerTimeoutError", vec![]),
+        Error::Random(_) => ("RandomSourceError", vec![]),
         _ => ("Error", vec![]),
     };
     make_error(py, class, msg, &attrs)

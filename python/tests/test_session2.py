@@ -243,6 +243,18 @@ def test_not_a_store_file(tmp_path):
     assert path.read_bytes().startswith(b"this is a text file")  # untouched
 
 
+def test_a_directory_others_can_write_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(sessionlog.UnsafeError) as info:
+        sessionlog.LogSessionStore(shared / "s.db")
+    assert "writable by every user" in str(info.value)
+    assert not (shared / "s.db").exists()
+    with pytest.raises(sessionlog.UnsafeError):
+        sessionlog.DirSessionStore(shared)
+
+
 def test_corrupt_store_and_repair(tmp_path):
     path = tmp_path / "s.db"
     store = sessionlog.LogSessionStore(path, sync="always")

@@ -2,6 +2,7 @@
 the tests. The store path comes from FLASKAPP_SESSIONLOG_PATH."""
 
 import os
+import tempfile
 
 from flask import Flask, jsonify, request, session
 
@@ -11,7 +12,12 @@ import sessionlog.flask
 def create_app(path=None, conditional=None):
     app = Flask(__name__)
     app.secret_key = os.environ.get("FLASKAPP_SECRET_KEY", "flaskapp-test-secret-key-0123456789")
-    app.config["SESSIONLOG_PATH"] = path or os.environ.get("FLASKAPP_SESSIONLOG_PATH", "/tmp/flaskapp.db")
+    # A private directory by default: a store refuses one that other users
+    # can write, such as /tmp itself.
+    app.config["SESSIONLOG_PATH"] = path or os.environ.get(
+        "FLASKAPP_SESSIONLOG_PATH",
+        os.path.join(tempfile.mkdtemp(prefix="flaskapp-"), "sessions.db"),
+    )
     if conditional is None:
         conditional = os.environ.get("FLASKAPP_CONDITIONAL", "") == "1"
     app.config["SESSIONLOG_CONDITIONAL"] = conditional

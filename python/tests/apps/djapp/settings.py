@@ -3,6 +3,7 @@ store come from the environment, so tests and benchmarks can point every
 worker at one store (or at Django's own backends, for comparison)."""
 
 import os
+import tempfile
 
 SECRET_KEY = os.environ.get("DJAPP_SECRET_KEY", "djapp-test-secret-key-0123456789abcdef")
 DEBUG = False
@@ -14,7 +15,11 @@ USE_TZ = True
 WSGI_APPLICATION = "djapp.wsgi.application"
 
 SESSION_ENGINE = os.environ.get("DJAPP_SESSION_ENGINE", "sessionlog.django")
-SESSIONLOG_PATH = os.environ.get("DJAPP_SESSIONLOG_PATH", "/tmp/djapp-sessions.db")
+# A private directory by default: a store refuses one that other users can
+# write, such as /tmp itself.
+SESSIONLOG_PATH = os.environ.get(
+    "DJAPP_SESSIONLOG_PATH", os.path.join(tempfile.mkdtemp(prefix="djapp-"), "sessions.db")
+)
 SESSIONLOG_CONDITIONAL = os.environ.get("DJAPP_CONDITIONAL", "") == "1"
 SESSIONLOG_OPTIONS = {"sync": os.environ.get("DJAPP_SYNC", "interval")}
 SESSION_FILE_PATH = os.environ.get("DJAPP_SESSION_FILE_PATH") or None
