@@ -239,6 +239,17 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        // Creating: a live session under the clear id counts as existing.
+        if session.version() == 0
+            && may_be_clear(&session.id)
+            && let Some(clear) = self.inner.load_session(&session.id)?
+        {
+            return Err(Error::Conflict {
+                id: session.id.clone(),
+                expected: 0,
+                found: clear.version(),
+            });
+        }
         match self.as_stored(session, |inner, s| inner.save_session_if_unchanged(s)) {
             Ok(()) => self.drop_clear_copy(session),
             Err(Error::Conflict {
@@ -340,6 +351,37 @@ mod tests {
         assert!(!store.touch_session(&digest).expect("touch"));
         assert!(!store.delete_session(&digest).expect("delete"));
         assert!(store.has_session(&s.id).expect("still there"));
+    }
+
+    #[test]
+    fn creating_over_a_live_clear_session_conflicts() {
+        let raw = MemoryStore::new();
+        let mut old = Session::new(id("from-before"), b"old".to_vec());
+        raw.save_session(&mut old).expect("raw save");
+        let store = HashedIds::new(raw);
+        let mut new = Session::new(id("from-before"), b"new".to_vec());
+        let err = store
+            .save_session_if_unchanged(&mut new)
+            .expect_err("exists");
+        assert!(
+            matches!(
+                err,
+                Error::Conflict {
+                    expected: 0,
+                    found: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            store
+                .load_session(&old.id)
+                .expect("load")
+                .expect("kept")
+                .data,
+            b"old"
+        );
     }
 
     #[test]
