@@ -9,6 +9,10 @@
 //! - [`MemoryStore`]: volatile, in-process.
 //! - [`DirStore`]: one file per session in a directory.
 //!
+//! [`HashedIds`] wraps any of them (and the server stores) to keep a digest
+//! of each session id instead of the id, so that the store's files, rows
+//! and backups hold no usable login.
+//!
 //! ```no_run
 //! use sessionlog::{LogStore, Session, SessionId, SessionStore};
 //! # fn main() -> sessionlog::Result<()> {
@@ -31,6 +35,7 @@ mod clock;
 mod dir;
 mod engine;
 mod error;
+mod hashed;
 mod id;
 mod memory;
 mod options;
@@ -55,6 +60,7 @@ pub use engine::{
     RecoveryReport, Stats, TornTail, check, check_with,
 };
 pub use error::{Error, Remedy, Result};
+pub use hashed::HashedIds;
 pub use id::{MAX_ID_LEN, SessionId};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use options::{DEFAULT_MAX_SESSION_SIZE, SyncPolicy};

@@ -4,7 +4,7 @@
 #[macro_use]
 mod common;
 use common::conformance;
-use common::conformance::{Backend, Config};
+use common::conformance::{Backend, Config, Hashed};
 
 use sessionlog::{DirStore, MemoryStore};
 
@@ -78,3 +78,14 @@ conformance!(postgres, common::servers::Postgres);
 conformance!(mysql, common::servers::MySql);
 #[cfg(feature = "redis")]
 conformance!(redis, common::servers::Redis);
+
+// The same suite through `HashedIds` (ids stored as digests), every backend.
+conformance!(hashed_memory, Hashed<Memory>);
+conformance!(hashed_log, Hashed<Log>);
+conformance!(hashed_dir, Hashed<Dir>);
+#[cfg(feature = "postgres")]
+conformance!(hashed_postgres, Hashed<common::servers::Postgres>);
+#[cfg(feature = "mysql")]
+conformance!(hashed_mysql, Hashed<common::servers::MySql>);
+#[cfg(feature = "redis")]
+conformance!(hashed_redis, Hashed<common::servers::Redis>);

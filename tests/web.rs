@@ -367,6 +367,14 @@ web_store_tests!(postgres, common::servers::Postgres);
 web_store_tests!(mysql, common::servers::MySql);
 #[cfg(feature = "redis")]
 web_store_tests!(redis, common::servers::Redis);
+// The adapters over `HashedIds` (ids stored as digests).
+web_store_tests!(hashed_log, common::conformance::Hashed<Log>);
+web_store_tests!(hashed_dir, common::conformance::Hashed<Dir>);
+#[cfg(feature = "redis")]
+web_store_tests!(
+    hashed_redis,
+    common::conformance::Hashed<common::servers::Redis>
+);
 
 #[test]
 fn debug_shows_no_secrets() {

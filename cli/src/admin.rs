@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::json;
-use sessionlog::{LogStore, Session, SessionId, SessionStore};
+use sessionlog::{HashedIds, LogStore, Session, SessionId, SessionStore};
 
-use crate::{Outcome, fmt_bytes, fmt_time, millis, open_existing, spinner};
+use crate::{Failure, Outcome, fmt_bytes, fmt_time, millis, open_existing, spinner};
 
 pub fn setup(path: &Path) -> Outcome {
     let existed = path.exists();
@@ -74,9 +74,56 @@ pub fn list(path: &Path, limit: Option<usize>, json: bool) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Shortest prefix of a stored id that `show` and `delete` accept.
+const MIN_PREFIX: usize = 8;
+
+/// The stored id that `arg` names: the stored id itself; else, for a
+/// store kept through `HashedIds`, the digest stored for `arg` (a cookie's
+/// value); else the one stored id that `arg` (at least 8 characters) is a
+/// prefix of, with or without a digest's `h,` tag. `None` if there is no
+/// such session; an error if the prefix fits several. Messages name only
+/// `arg`, never a stored id.
+fn resolve(store: &LogStore, path: &Path, arg: &SessionId) -> Result<Option<SessionId>, Failure> {
+    if store.has_session(arg)? {
+        return Ok(Some(arg.clone()));
+    }
+    let digest = HashedIds::<()>::stored_id(arg);
+    if store.has_session(&digest)? {
+        return Ok(Some(digest));
+    }
+    let prefix = arg.as_str();
+    if prefix.len() < MIN_PREFIX {
+        return Ok(None);
+    }
+    let mut found = None;
+    for s in store.iter_sessions()? {
+        let id = s?.id;
+        let untagged = if HashedIds::<()>::is_digest(&id) {
+            id.as_str().get(2..).unwrap_or("")
+        } else {
+            id.as_str()
+        };
+        if id.as_str().starts_with(prefix) || untagged.starts_with(prefix) {
+            if found.is_some() {
+                return Err(format!(
+                    "{}: {prefix} is the start of more than one session id; give more characters",
+                    path.display()
+                )
+                .into());
+            }
+            found = Some(id);
+        }
+    }
+    Ok(found)
+}
+
 pub fn show(path: &Path, id: &SessionId, raw: bool) -> Outcome {
     let store = open_existing(path)?;
-    let Some(s) = store.load_session(id)? else {
+    let Some(s) = resolve(&store, path, id)?
+        .map(|stored| store.load_session(&stored))
+        .transpose()?
+        .flatten()
+    else {
         return Err(format!("{}: no session {id}", path.display()).into());
     };
     let mut out = io::stdout().lock();
@@ -150,7 +197,11 @@ pub fn delete(path: &Path, ids: &[SessionId]) -> Outcome {
     let mut out = io::stdout().lock();
     let mut missing = 0;
     for id in ids {
-        if store.delete_session(id)? {
+        let deleted = match resolve(&store, path, id)? {
+            Some(stored) => store.delete_session(&stored)?,
+            None => false,
+        };
+        if deleted {
             writeln!(out, "deleted {id}")?;
         } else {
             missing += 1;

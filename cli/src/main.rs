@@ -58,7 +58,9 @@ enum Command {
     Show {
         /// The store file.
         path: PathBuf,
-        /// The session id.
+        /// The session id as stored (for a store kept through `HashedIds`:
+        /// its digest, or the session's own id), or a unique prefix of at
+        /// least 8 characters of a stored id.
         #[arg(value_parser = parse_id)]
         id: SessionId,
         /// Write only the data bytes to stdout.
@@ -69,7 +71,8 @@ enum Command {
     Delete {
         /// The store file.
         path: PathBuf,
-        /// The session ids.
+        /// The session ids, each as `show` takes it (a stored id, a
+        /// session's own id, or a unique prefix of 8 or more characters).
         #[arg(required = true, value_parser = parse_id)]
         ids: Vec<SessionId>,
     },

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use sessionlog::internals::format::{HEADER_SIZE, record_len};
-use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
+use sessionlog::{HashedIds, LogStore, Session, SessionId, SessionStore, SyncPolicy};
 
 fn sessionlog(args: &[&str]) -> Output {
     run(args, None)
@@ -431,4 +431,104 @@ fn bench_runs_every_phase() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(path.exists(), "a store given by path is kept");
     assert_eq!(code(&sessionlog(&["bench", "--sync", "sometimes"])), 2);
+}
+
+/// A store kept through `HashedIds`: `list` shows digests and no id,
+/// `show` and `delete` take a digest, a unique prefix of 8 or more
+/// characters, or the session's own id; an ambiguous or unknown prefix is
+/// refused naming only what was typed; `export`/`import` carry the
+/// digests, and the copy serves the same cookies.
+#[test]
+fn a_hashed_store_by_digest_and_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let ids: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+    {
+        let raw = LogStore::options()
+            .sync(SyncPolicy::Always)
+            .background(false)
+            .open(&path)
+            .expect("open");
+        // two clear ids sharing a prefix, as in a store not yet moved
+        for id in ["sharedprefix-a", "sharedprefix-b"] {
+            let mut s = Session::new(SessionId::new(id).expect("id"), b"old".to_vec());
+            raw.save_session(&mut s).expect("save");
+        }
+        let store = HashedIds::new(raw);
+        for (i, id) in ids.iter().enumerate() {
+            let mut s = Session::new(id.clone(), format!("user={i}").into_bytes());
+            store.save_session(&mut s).expect("save");
+        }
+    }
+    let digest = |id: &SessionId| HashedIds::<()>::stored_id(id).to_string();
+
+    let o = sessionlog(&["list", s(&path)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for id in &ids {
+        assert!(stdout(&o).contains(&digest(id)));
+        assert!(!stdout(&o).contains(id.as_str()), "list shows no id");
+    }
+
+    for arg in [
+        digest(&ids[0]),
+        digest(&ids[0])[2..10].to_owned(),
+        ids[0].to_string(),
+    ] {
+        let o = sessionlog(&["show", s(&path), &arg]);
+        assert_eq!(code(&o), 0, "{arg}: {}", stderr(&o));
+        assert!(stdout(&o).contains("user=0"), "{arg}: {}", stdout(&o));
+    }
+
+    let o = sessionlog(&["show", s(&path), "sharedpr"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("sharedpr is the start of more than one"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("sharedprefix-"),
+        "names no id: {}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+    let o = sessionlog(&["show", s(&path), "zzzzzzzzzz"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("no session zzzzzzzzzz"),
+        "{}",
+        stderr(&o)
+    );
+    // a prefix shorter than 8 characters is not one
+    let o = sessionlog(&["show", s(&path), &digest(&ids[0])[..7]]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+
+    let o = sessionlog(&["delete", s(&path), &digest(&ids[1])[2..12]]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = sessionlog(&["delete", s(&path), ids[2].as_str()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    {
+        let store = HashedIds::new(LogStore::open(&path).expect("open"));
+        assert!(!store.has_session(&ids[1]).expect("has"));
+        assert!(!store.has_session(&ids[2]).expect("has"));
+        assert!(store.has_session(&ids[0]).expect("has"));
+    }
+
+    let o = sessionlog(&["export", s(&path)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let exported = stdout(&o);
+    assert!(exported.contains(&digest(&ids[0])));
+    assert!(
+        !exported.contains(ids[0].as_str()),
+        "the export holds no id"
+    );
+    let to = dir.path().join("copy.db");
+    let o = run(&["import", s(&to)], Some(exported.as_bytes()));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let copy = HashedIds::new(LogStore::open(&to).expect("open copy"));
+    let s0 = copy
+        .load_session(&ids[0])
+        .expect("load")
+        .expect("the cookie still works");
+    assert_eq!(s0.data, b"user=0");
 }
