@@ -72,7 +72,7 @@ pub use server::mysql::{MySqlOptions, MySqlStore};
 pub use server::postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "redis")]
 pub use server::redis::{RedisOptions, RedisStore};
-pub use session::Session;
+pub use session::{Session, SessionRef};
 pub use store::{SessionIter, SessionStore};
 
 /// The engine's on-disk format and I/O hook, for this project's own tests,

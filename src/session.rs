@@ -91,6 +91,100 @@ impl Session {
     }
 }
 
+/// A loaded session's bytes and metadata, borrowed from the store for the
+/// length of a call to
+/// [`SessionStore::load_session_with`](crate::SessionStore::load_session_with)
+/// or [`LogStore::load_with`](crate::LogStore::load_with). For the
+/// `LogStore` the data is a slice of the log's memory map, checked against
+/// its record's checksum before it is handed out: nothing is copied.
+#[derive(Clone, Copy)]
+pub struct SessionRef<'a> {
+    id: &'a SessionId,
+    data: &'a [u8],
+    expires: Option<SystemTime>,
+    modified: SystemTime,
+    version: u64,
+}
+
+/// Shows the id as a digest and the data's length, never the data.
+impl std::fmt::Debug for SessionRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRef")
+            .field("id", self.id)
+            .field("data_len", &self.data.len())
+            .field("expires", &self.expires)
+            .field("modified", &self.modified)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl<'a> SessionRef<'a> {
+    /// A view of a stored session's fields. For store implementations.
+    pub fn new(
+        id: &'a SessionId,
+        data: &'a [u8],
+        expires: Option<SystemTime>,
+        modified: SystemTime,
+        version: u64,
+    ) -> SessionRef<'a> {
+        SessionRef {
+            id,
+            data,
+            expires,
+            modified,
+            version,
+        }
+    }
+
+    /// A view of a saved `session` (`None` if it was never saved).
+    pub fn of(session: &'a Session) -> Option<SessionRef<'a>> {
+        Some(SessionRef::new(
+            &session.id,
+            &session.data,
+            session.expires,
+            session.modified?,
+            session.version,
+        ))
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> &'a SessionId {
+        self.id
+    }
+
+    /// The application's serialized state, as stored.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// The absolute deadline, if any.
+    pub fn expires(&self) -> Option<SystemTime> {
+        self.expires
+    }
+
+    /// Time of the last save or touch, at millisecond precision.
+    pub fn modified(&self) -> SystemTime {
+        self.modified
+    }
+
+    /// The stored version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// An owned copy (what `load_session` returns).
+    pub fn to_session(&self) -> Session {
+        Session::restore(
+            self.id.clone(),
+            self.data.to_vec(),
+            self.expires,
+            self.modified,
+            self.version,
+        )
+    }
+}
+
 /// `Error::TooLarge` if `session`'s data is over `limit` bytes: every
 /// backend checks this before writing anything.
 pub(crate) fn check_size(session: &Session, limit: usize) -> crate::Result<()> {

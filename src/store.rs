@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
 use crate::id::SessionId;
-use crate::session::Session;
+use crate::session::{Session, SessionRef};
 
 /// An iterator over the live sessions of a store, for admin tools.
 pub type SessionIter<'a> = Box<dyn Iterator<Item = Result<Session>> + 'a>;
@@ -23,6 +23,39 @@ pub trait SessionStore: Send + Sync {
 
     /// The session with this id, or `None` if it does not exist or expired.
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>>;
+
+    /// Calls `f` with the session with this id, borrowed, if it exists and
+    /// has not expired, and returns whether it did. The bytes are valid only
+    /// during the call: this is how to decode a session without first
+    /// copying it into a `Vec`.
+    ///
+    /// The default loads the session with `load_session` and lends it;
+    /// [`LogStore`](crate::LogStore) overrides it with a slice of its
+    /// memory map, checked against the record's checksum, copied nowhere.
+    /// `f` runs with no lock of the store held, so it may call the store.
+    fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
+        match self.load_session(id)? {
+            Some(s) => match SessionRef::of(&s) {
+                Some(view) => {
+                    f(view);
+                    Ok(true)
+                }
+                // A store returns saved sessions only; one that does not is
+                // lent with the time of the call as its modification time.
+                None => {
+                    f(SessionRef::new(
+                        &s.id,
+                        &s.data,
+                        s.expires,
+                        SystemTime::now(),
+                        s.version(),
+                    ));
+                    Ok(true)
+                }
+            },
+            None => Ok(false),
+        }
+    }
 
     /// Stores `session`, replacing any stored version (last write wins).
     /// On success stamps the store's `modified` time and the new version
@@ -118,6 +151,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
     }
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
         (**self).load_session(id)
+    }
+    fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
+        (**self).load_session_with(id, f)
     }
     fn save_session(&self, session: &mut Session) -> Result<()> {
         (**self).save_session(session)

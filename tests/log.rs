@@ -705,3 +705,113 @@ fn restore_session_keeps_version_and_times() {
         Err(Error::TooLarge { .. })
     ));
 }
+
+#[test]
+fn load_with_lends_what_load_session_returns_and_nothing_for_absent_or_expired() {
+    let f = fixture();
+    let clock = ManualClock::fixed();
+    let store = opts()
+        .clock(clock.clone())
+        .max_idle(Duration::from_secs(600))
+        .open(&f.path)
+        .expect("open");
+    let mut s = Session::new(id("lendXYZ"), data(7));
+    s.expires = Some(clock.now_plus(Duration::from_secs(60)));
+    store.save_session(&mut s).expect("save");
+    // A touch: the latest record is not the put that holds the data.
+    assert!(store.touch_session(&id("lendXYZ")).expect("touch"));
+    let loaded = store
+        .load_session(&id("lendXYZ"))
+        .expect("load")
+        .expect("present");
+    let lent = store
+        .load_with(&id("lendXYZ"), |v| v.to_session())
+        .expect("load_with")
+        .expect("present");
+    assert_eq!(lent, loaded);
+    assert_eq!(lent.data, data(7));
+    // The trait's object-safe form, through a `Box<dyn SessionStore>`.
+    let boxed: Box<dyn SessionStore> = Box::new(store);
+    let mut seen = None;
+    assert!(
+        boxed
+            .load_session_with(&id("lendXYZ"), &mut |v| seen =
+                Some((v.data().to_vec(), v.version())))
+            .expect("load_session_with")
+    );
+    assert_eq!(seen, Some((data(7), loaded.version())));
+    let mut called = false;
+    assert!(
+        !boxed
+            .load_session_with(&id("absentXYZ"), &mut |_| called = true)
+            .expect("absent")
+    );
+    clock.advance(Duration::from_secs(61));
+    assert!(
+        !boxed
+            .load_session_with(&id("lendXYZ"), &mut |_| called = true)
+            .expect("expired")
+    );
+    assert!(!called, "the closure ran for an absent or expired session");
+}
+
+#[test]
+fn load_with_holds_no_lock_and_its_bytes_outlive_a_compaction_that_replaces_the_file() {
+    let f = fixture();
+    let store = opts().open(&f.path).expect("open");
+    for i in 0..50 {
+        store
+            .save_session(&mut Session::new(id(&format!("keepXYZ{i}")), data(i)))
+            .expect("save");
+    }
+    let gen_before = store.stats().expect("stats").generation;
+    let out = store
+        .load_with(&id("keepXYZ3"), |v| {
+            // The store is free to write and to compact while the bytes are
+            // lent: this would deadlock if the call held a lock.
+            let mut s = Session::new(id("keepXYZ3"), b"replaced".to_vec());
+            store.save_session(&mut s).expect("save inside");
+            store.compact().expect("compact inside");
+            v.data().to_vec()
+        })
+        .expect("load_with")
+        .expect("present");
+    assert_eq!(out, data(3), "the lent bytes changed under the caller");
+    assert!(store.stats().expect("stats").generation > gen_before);
+    let now = store
+        .load_with(&id("keepXYZ3"), |v| v.data().to_vec())
+        .expect("load_with")
+        .expect("present");
+    assert_eq!(now, b"replaced");
+}
+
+#[test]
+fn load_with_reports_a_record_damaged_under_an_open_store_as_corrupt_and_lends_nothing() {
+    use std::os::unix::fs::FileExt;
+    let f = fixture();
+    let store = opts().open(&f.path).expect("open");
+    store
+        .save_session(&mut Session::new(id("flipXYZ"), vec![0x55; 300]))
+        .expect("save");
+    let bytes = fs::read(&f.path).expect("read");
+    let pos = bytes
+        .windows(300)
+        .position(|w| w.iter().all(|&b| b == 0x55))
+        .expect("data in file");
+    // Another writer of the file (a disk fault) flips one bit of the data
+    // the open store has mapped.
+    let raw = fs::OpenOptions::new()
+        .write(true)
+        .open(&f.path)
+        .expect("open raw");
+    raw.write_at(&[0x55 ^ 0x01], (pos + 150) as u64)
+        .expect("flip");
+    let mut called = false;
+    let r = store.load_session_with(&id("flipXYZ"), &mut |_| called = true);
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    assert!(!called, "damaged bytes were lent");
+    assert!(matches!(
+        store.load_session(&id("flipXYZ")),
+        Err(Error::Corrupt { .. })
+    ));
+}

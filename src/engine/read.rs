@@ -25,6 +25,12 @@ pub(crate) fn latest<'a>(index: &Index, view: &View<'a>, id: &[u8]) -> Result<Op
     let Some(offset) = index.get(view, id) else {
         return Ok(None);
     };
+    latest_at(view, offset, id).map(Some)
+}
+
+/// Checks that the record at `offset` of `view` (where an index found
+/// `id`) is a put or touch of `id`, and returns it.
+pub(crate) fn latest_at<'a>(view: &View<'a>, offset: u64, id: &[u8]) -> Result<Latest<'a>> {
     let rec = decode_at(view, offset)?;
     if rec.id != id || rec.kind == Kind::Delete {
         return Err(Error::corrupt(
@@ -41,11 +47,11 @@ pub(crate) fn latest<'a>(index: &Index, view: &View<'a>, id: &[u8]) -> Result<Op
             "a touch points at no put",
         ));
     }
-    Ok(Some(Latest {
+    Ok(Latest {
         offset,
         rec,
         put_offset,
-    }))
+    })
 }
 
 /// The latest record of `id` if the session is live at `now`.

@@ -12,10 +12,11 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::clock::Expiry;
 use crate::engine::commit::GroupCommit;
+use crate::engine::file::View;
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
-use crate::engine::read::{decode_at, live, put_data};
+use crate::engine::read::{decode_at, latest_at, live, put_data};
 use crate::engine::recovery::{self, Opened, SyncAfterReplay};
 use crate::engine::shared::Inner;
 use crate::engine::state::{State, StateLock};
@@ -26,7 +27,8 @@ use crate::id::SessionId;
 use crate::options::SyncPolicy;
 use crate::poison::Poison;
 use crate::session::{
-    SaveMode, Session, duration_millis, expires_from_millis, expires_millis, from_millis, to_millis,
+    SaveMode, Session, SessionRef, duration_millis, expires_from_millis, expires_millis,
+    from_millis, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
 use crate::trust::{self, Owner};
@@ -214,6 +216,61 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Calls `f` with the session with this id, if it exists and has not
+    /// expired, and returns what `f` returned. The data `f` sees is a slice
+    /// of the log's memory map, checked against its record's checksum:
+    /// nothing is copied, so a caller that decodes the session (a web
+    /// framework's map of values) needs no intermediate `Vec`.
+    ///
+    /// No lock of the store is held while `f` runs (the mapped file is kept
+    /// alive by a reference count, even if a compaction replaces it
+    /// meanwhile), so `f` may take its time and may call the store; what it
+    /// sees is the session as it was when the call looked it up.
+    /// [`load_session`](SessionStore::load_session) copies the data while
+    /// holding a read lock instead, and skips the reference count.
+    pub fn load_with<R>(
+        &self,
+        id: &SessionId,
+        f: impl FnOnce(SessionRef<'_>) -> R,
+    ) -> Result<Option<R>> {
+        let now = self.inner.now_ms();
+        let key = id.as_str().as_bytes();
+        // Under the read lock, only the index lookup; the record is decoded
+        // and checked after the lock is released.
+        let found = self.inner.with_fresh(|st| {
+            Ok(st
+                .index
+                .get(&st.view(), key)
+                .map(|offset| (Arc::clone(&st.file), st.applied, offset)))
+        })?;
+        let Some((file, end, offset)) = found else {
+            return Ok(None);
+        };
+        // SAFETY: `end` is the committed end the state this process read it
+        // with had applied, checked then against the file's length; records
+        // below a committed end are never rewritten, and `file` (with its
+        // map) lives as long as this view.
+        let view = unsafe { View::new(&file, end) };
+        let l = latest_at(&view, offset, key)?;
+        if self
+            .inner
+            .expiry
+            .expired(l.rec.modified_ms, l.rec.expires_ms, now)
+        {
+            return Ok(None);
+        }
+        let data = put_data(&view, &l)?;
+        Ok(Some(f(SessionRef::new(
+            id,
+            data,
+            expires_from_millis(l.rec.expires_ms),
+            from_millis(l.rec.modified_ms),
+            l.rec.version,
+        ))))
+    }
+}
+
 impl Drop for LogStore {
     fn drop(&mut self) {
         *self.inner.stop.lock() = true;
@@ -253,6 +310,10 @@ impl SessionStore for LogStore {
         let now = self.inner.now_ms();
         self.inner
             .with_fresh(|st| read_session(&self.inner, st, id, now))
+    }
+
+    fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
+        Ok(self.load_with(id, f)?.is_some())
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {

@@ -180,14 +180,20 @@ impl<S: SessionStore + 'static> actix_session::storage::SessionStore for ActixSt
         let Some(id) = parse(session_key) else {
             return Ok(None);
         };
+        // Decoded straight from the store's bytes (for the LogStore, its
+        // memory map), with no copy into a `Vec` first.
         let loaded = self
             .runner
-            .run(move |s| s.load_session(&id))
+            .run(move |s| {
+                let mut out = None;
+                s.load_session_with(&id, &mut |view| out = Some(decode_map(view.data())))?;
+                Ok(out)
+            })
             .await
             .map_err(|f| LoadError::Other(other(f)))?;
         match loaded {
             None => Ok(None),
-            Some(session) => decode_map(&session.data)
+            Some(decoded) => decoded
                 .map(Some)
                 .map_err(|f| LoadError::Deserialization(other(f))),
         }

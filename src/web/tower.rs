@@ -190,19 +190,34 @@ impl<S: SessionStore + 'static> TowerStore<S> {
         id: SessionId,
     ) -> Result<Option<(HashMap<String, serde_json::Value>, SystemTime)>, Failure> {
         let sid = id.clone();
-        let Some(session) = self.runner.run(move |s| s.load_session(&sid)).await? else {
+        let seen = Arc::clone(&self.seen);
+        // Decoded and hashed straight from the store's bytes (for the
+        // LogStore, its memory map), with no copy into a `Vec` first.
+        let loaded = self
+            .runner
+            .run(move |s| {
+                let mut out = None;
+                s.load_session_with(&sid, &mut |view| {
+                    out = Some((
+                        decode_map(view.data()),
+                        seen.hasher.hash_one(view.data()),
+                        view.expires(),
+                    ));
+                })?;
+                Ok(out)
+            })
+            .await?;
+        let Some((data, hash, expires)) = loaded else {
             self.forget(&id);
             return Ok(None);
         };
-        let data = decode_map(&session.data)?;
-        let hash = self.hash(&session.data);
+        let data = data?;
         self.remember(id, hash);
         // A session saved without a deadline (by another client of the
         // store) gets a nominal one: tower-sessions recomputes the
         // cookie's expiry from its own configuration anyway.
-        let expires = session
-            .expires
-            .unwrap_or_else(|| super::deadline(Duration::from_secs(365 * 24 * 3600)));
+        let expires =
+            expires.unwrap_or_else(|| super::deadline(Duration::from_secs(365 * 24 * 3600)));
         Ok(Some((data, clamp_time(expires))))
     }
 

@@ -179,6 +179,21 @@ impl Engine for AppendLog {
         self.file.read_exact_at(&mut buf, off)?;
         Ok(Some(buf))
     }
+    fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
+        let Some((off, len)) = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+        else {
+            buf.clear();
+            return Ok(false);
+        };
+        buf.resize(len as usize, 0);
+        self.file.read_exact_at(buf, off)?;
+        Ok(true)
+    }
     fn touch(&self, id: &str) -> Result<bool> {
         if !self
             .index
@@ -263,6 +278,11 @@ impl Engine for MemMap {
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .map(|v| v.1.clone()))
+    }
+    fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
+        buf.clear();
+        let m = self.map.read().unwrap_or_else(|e| e.into_inner());
+        Ok(m.get(id).map(|v| buf.extend_from_slice(&v.1)).is_some())
     }
     fn touch(&self, id: &str) -> Result<bool> {
         let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Engine, Mode, Result, decode_value, encode_value};
+use super::{Engine, Mode, Result, decode_value, decode_value_into, encode_value};
 
 /// Touch for stores without one: read, restamp, write back.
 fn touch_by_rewrite(e: &(impl Engine + ?Sized), id: &str) -> Result<bool> {
@@ -58,6 +58,15 @@ impl Engine for Redb {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(TABLE)?;
         Ok(t.get(id)?.map(|g| decode_value(g.value())))
+    }
+    fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(TABLE)?;
+        buf.clear();
+        Ok(t.get(id)?
+            .map(|g| decode_value_into(g.value(), buf))
+            .is_some())
     }
     fn touch(&self, id: &str) -> Result<bool> {
         touch_by_rewrite(self, id)
@@ -132,6 +141,15 @@ impl Engine for Lmdb {
         let r = self.env().read_txn()?;
         Ok(self.db.get(&r, id)?.map(decode_value))
     }
+    fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
+        let r = self.env().read_txn()?;
+        buf.clear();
+        Ok(self
+            .db
+            .get(&r, id)?
+            .map(|v| decode_value_into(v, buf))
+            .is_some())
+    }
     fn touch(&self, id: &str) -> Result<bool> {
         touch_by_rewrite(self, id)
     }
@@ -185,6 +203,14 @@ impl Engine for Sled {
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get(id)?.map(|v| decode_value(&v)))
     }
+    fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
+        buf.clear();
+        Ok(self
+            .db
+            .get(id)?
+            .map(|v| decode_value_into(&v, buf))
+            .is_some())
+    }
     fn touch(&self, id: &str) -> Result<bool> {
         touch_by_rewrite(self, id)
     }
@@ -232,6 +258,14 @@ impl Engine for Fjall {
     }
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.ks.get(id)?.map(|v| decode_value(&v)))
+    }
+    fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
+        buf.clear();
+        Ok(self
+            .ks
+            .get(id)?
+            .map(|v| decode_value_into(&v, buf))
+            .is_some())
     }
     fn touch(&self, id: &str) -> Result<bool> {
         touch_by_rewrite(self, id)

@@ -31,6 +31,25 @@ pub trait Engine: Send + Sync {
     fn save(&self, id: &str, data: &[u8]) -> Result<()>;
     /// The session's data, copied out (an application keeps it past the call).
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>>;
+    /// Copies the session's data into `buf` (cleared first, its allocation
+    /// reused); false if absent. This is what the load phases time: every
+    /// in-process engine overrides it to copy the bytes once, from where it
+    /// keeps them, into the caller's buffer (sessionlog from its map through
+    /// `load_session_with`, the HashMap from under its read lock, redb, LMDB,
+    /// fjall and sled from their borrowed or returned value), so that a
+    /// load compares lookup plus one copy, and no engine pays the allocator
+    /// while another does not. The default (SQLite and the servers) goes
+    /// through `load`.
+    fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
+        buf.clear();
+        match self.load(id)? {
+            Some(v) => {
+                buf.extend_from_slice(&v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
     /// Refreshes the session's modification time; false if absent.
     fn touch(&self, id: &str) -> Result<bool>;
     /// Removes the session.
@@ -213,4 +232,11 @@ pub fn encode_value(data: &[u8]) -> Vec<u8> {
 
 pub fn decode_value(v: &[u8]) -> Vec<u8> {
     v.get(8..).unwrap_or_default().to_vec()
+}
+
+/// Copies the data of a stored value (after its modification time) into
+/// `buf`, cleared first.
+pub fn decode_value_into(v: &[u8], buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(v.get(8..).unwrap_or_default());
 }

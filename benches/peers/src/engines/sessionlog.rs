@@ -37,6 +37,15 @@ impl<S: SessionStore> Engine for StoreEngine<S> {
             .map(|s| s.data))
     }
 
+    fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
+        buf.clear();
+        Ok(self
+            .store
+            .load_session_with(&SessionId::new(id)?, &mut |v| {
+                buf.extend_from_slice(v.data())
+            })?)
+    }
+
     fn touch(&self, id: &str) -> Result<bool> {
         Ok(self.store.touch_session(&SessionId::new(id)?)?)
     }
