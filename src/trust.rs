@@ -50,7 +50,7 @@ pub(crate) fn euid() -> u32 {
 }
 
 /// The refusal of `path` for `reason`.
-pub(crate) fn unsafe_file(path: &Path, reason: impl Into<String>) -> Error {
+pub(crate) fn refusal(path: &Path, reason: impl Into<String>) -> Error {
     Error::Unsafe {
         path: path.to_owned(),
         reason: reason.into(),
@@ -71,7 +71,7 @@ pub(crate) fn parent(path: &Path) -> &Path {
 pub(crate) fn check_dir(dir: &Path, allow_others: bool) -> Result<()> {
     let meta = fs::metadata(dir).map_err(|e| Error::io(dir, "stat directory", e))?;
     if !meta.is_dir() {
-        return Err(unsafe_file(dir, "not a directory"));
+        return Err(refusal(dir, "not a directory"));
     }
     if allow_others {
         return Ok(());
@@ -83,7 +83,7 @@ pub(crate) fn check_dir(dir: &Path, allow_others: bool) -> Result<()> {
         } else {
             "its group"
         };
-        return Err(unsafe_file(
+        return Err(refusal(
             dir,
             format!(
                 "the directory is writable by {who} (mode {mode:04o}): another user could \
@@ -95,7 +95,7 @@ pub(crate) fn check_dir(dir: &Path, allow_others: bool) -> Result<()> {
     let uid = meta.uid();
     // Root (maintenance) may open any user's store directory.
     if uid != euid() && uid != 0 && euid() != 0 {
-        return Err(unsafe_file(
+        return Err(refusal(
             dir,
             format!(
                 "the directory belongs to uid {uid}, neither this user (uid {}) nor root",
@@ -116,9 +116,9 @@ pub(crate) fn resolve(path: &Path) -> Result<PathBuf> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let name = path
                 .file_name()
-                .ok_or_else(|| unsafe_file(path, "not a file name"))?;
+                .ok_or_else(|| refusal(path, "not a file name"))?;
             if fs::symlink_metadata(path).is_ok() {
-                return Err(unsafe_file(
+                return Err(refusal(
                     path,
                     "a symbolic link to a file that does not exist",
                 ));
@@ -175,7 +175,7 @@ fn adopt(path: &Path, file: File, owner: Owner) -> Result<File> {
         if rc != 0 {
             let e = io::Error::last_os_error();
             let _ = fs::remove_file(path);
-            return Err(unsafe_file(
+            return Err(refusal(
                 path,
                 format!(
                     "this user (uid {}) cannot give a new file to the store's owner (uid {}): \
@@ -207,7 +207,7 @@ fn open_raw(path: &Path, create: Create) -> Result<File> {
     }
     o.open(path).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
-            unsafe_file(
+            refusal(
                 path,
                 "a symbolic link where the store keeps a file of its own",
             )
@@ -228,7 +228,7 @@ pub(crate) fn open_read(path: &Path, owner: Owner) -> Result<Option<File>> {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(unsafe_file(
+            return Err(refusal(
                 path,
                 "a symbolic link where the store keeps a file of its own",
             ));
@@ -243,10 +243,10 @@ pub(crate) fn open_read(path: &Path, owner: Owner) -> Result<Option<File>> {
 pub(crate) fn check_file(path: &Path, file: &File, owner: u32) -> Result<()> {
     let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
     if !meta.file_type().is_file() {
-        return Err(unsafe_file(path, "not a regular file"));
+        return Err(refusal(path, "not a regular file"));
     }
     if meta.nlink() > 1 {
-        return Err(unsafe_file(
+        return Err(refusal(
             path,
             format!(
                 "the file has {} hard links: another name would reach the store without its lock",
@@ -255,7 +255,7 @@ pub(crate) fn check_file(path: &Path, file: &File, owner: u32) -> Result<()> {
         ));
     }
     if meta.uid() != owner {
-        return Err(unsafe_file(
+        return Err(refusal(
             path,
             format!(
                 "the file belongs to uid {}, not to the store's owner (uid {owner})",
@@ -265,7 +265,7 @@ pub(crate) fn check_file(path: &Path, file: &File, owner: u32) -> Result<()> {
     }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(unsafe_file(
+        return Err(refusal(
             path,
             format!("mode {mode:04o} lets other users read or write sessions; `chmod 600` it"),
         ));
