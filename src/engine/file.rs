@@ -18,10 +18,7 @@ use crate::trust::{self, Create, Owner};
 /// fsyncs the directory holding `path`, making a rename or create in it
 /// durable.
 pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = trust::parent(path);
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, "fsync directory", e))
