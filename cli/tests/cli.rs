@@ -474,7 +474,7 @@ fn a_hashed_store_by_digest_and_prefix() {
         digest(&ids[0])[2..10].to_owned(),
         ids[0].to_string(),
     ] {
-        let o = sessionlog(&["show", s(&path), &arg]);
+        let o = sessionlog(&["show", "--", s(&path), &arg]);
         assert_eq!(code(&o), 0, "{arg}: {}", stderr(&o));
         assert!(stdout(&o).contains("user=0"), "{arg}: {}", stdout(&o));
     }
@@ -500,12 +500,12 @@ fn a_hashed_store_by_digest_and_prefix() {
         stderr(&o)
     );
     // a prefix shorter than 8 characters is not one
-    let o = sessionlog(&["show", s(&path), &digest(&ids[0])[..7]]);
+    let o = sessionlog(&["show", "--", s(&path), &digest(&ids[0])[..7]]);
     assert_eq!(code(&o), 1, "{}", stdout(&o));
 
-    let o = sessionlog(&["delete", s(&path), &digest(&ids[1])[2..12]]);
+    let o = sessionlog(&["delete", "--", s(&path), &digest(&ids[1])[2..12]]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = sessionlog(&["delete", s(&path), ids[2].as_str()]);
+    let o = sessionlog(&["delete", "--", s(&path), ids[2].as_str()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     {
         let store = HashedIds::new(LogStore::open(&path).expect("open"));
