@@ -83,6 +83,10 @@ pub use store::{SessionIter, SessionStore};
 pub mod internals {
     pub use crate::engine::format;
     pub use crate::engine::hook;
+    /// The hint file's decoder, for its fuzz target.
+    pub mod hint {
+        pub use crate::engine::hint::check_round_trip;
+    }
 }
 
 /// The README's examples, compiled as doctests (with the web features, which

@@ -53,6 +53,11 @@ fn record_inputs() {
 }
 
 #[test]
+fn hint_inputs() {
+    replay("hint", fuzz_checks::hint);
+}
+
+#[test]
 fn open_inputs() {
     replay("open", fuzz_checks::open);
 }

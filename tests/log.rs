@@ -815,3 +815,121 @@ fn load_with_reports_a_record_damaged_under_an_open_store_as_corrupt_and_lends_n
         Err(Error::Corrupt { .. })
     ));
 }
+
+/// Sends the name of the thread that reads a hint file.
+#[derive(Debug)]
+struct HintReads(std::sync::Mutex<std::sync::mpsc::Sender<String>>);
+
+impl sessionlog::internals::hook::IoHook for HintReads {
+    fn before(&self, e: &sessionlog::internals::hook::IoEvent<'_>) -> std::io::Result<()> {
+        if let sessionlog::internals::hook::IoEvent::ReadHint { .. } = e {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = self.0.lock().expect("lock").send(name);
+        }
+        Ok(())
+    }
+}
+
+/// At the compaction's rename: lets the other handle see the pending
+/// word, and waits until it has read the hint ahead.
+#[derive(Debug)]
+struct AtSwap {
+    log: PathBuf,
+    other: std::sync::Arc<LogStore>,
+    probe: sessionlog::SessionId,
+    reads: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<String>>>,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl sessionlog::internals::hook::IoHook for AtSwap {
+    fn before(&self, e: &sessionlog::internals::hook::IoEvent<'_>) -> std::io::Result<()> {
+        if let sessionlog::internals::hook::IoEvent::Rename { to, .. } = e
+            && *to == self.log
+        {
+            // From another thread: this one holds the write lock.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let got = self
+                        .other
+                        .load_session(&self.probe)
+                        .expect("load before the swap");
+                    assert!(got.is_some(), "the old file still serves loads");
+                });
+            });
+            let name = self
+                .reads
+                .lock()
+                .expect("lock")
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the other handle reads the announced hint before the swap");
+            self.seen.lock().expect("lock").push(name);
+        }
+        Ok(())
+    }
+}
+
+/// A compactor announces its hint before the swap (the pending word);
+/// another handle reads it ahead, on a thread of its own, and moves to the
+/// new file with it: it does not read the hint again after the swap, and
+/// sees every session, those saved after the swap included.
+#[test]
+fn a_follower_reads_the_hint_ahead_of_the_swap_and_not_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower = std::sync::Arc::new(
+        opts()
+            .io_hook(std::sync::Arc::new(HintReads(std::sync::Mutex::new(tx))))
+            .open(&path)
+            .expect("open follower"),
+    );
+    let reads = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let hook = std::sync::Arc::new(AtSwap {
+        log: std::fs::canonicalize(dir.path())
+            .expect("canonical")
+            .join("s.db"),
+        other: std::sync::Arc::clone(&follower),
+        probe: id("s0"),
+        reads: std::sync::Arc::clone(&reads),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let compactor = opts()
+        .io_hook(hook.clone())
+        .open(&path)
+        .expect("open compactor");
+    for round in 0..3 {
+        for i in 0..200 {
+            let mut s = Session::new(id(&format!("s{i}")), data(i + round));
+            compactor.save_session(&mut s).expect("save");
+        }
+    }
+    assert!(follower.load_session(&id("s0")).expect("load").is_some());
+    // The follower's open looked for a hint (there was none).
+    while reads.lock().expect("lock").try_recv().is_ok() {}
+    compactor.compact().expect("compact");
+    assert_eq!(
+        *hook.seen.lock().expect("lock"),
+        ["sessionlog-hint"],
+        "one read ahead, on the read-ahead thread"
+    );
+    let mut late = Session::new(id("late"), b"after the swap".to_vec());
+    compactor
+        .save_session(&mut late)
+        .expect("save after the swap");
+    let got = follower
+        .load_session(&id("late"))
+        .expect("load")
+        .expect("saved after the swap");
+    assert_eq!(got.data, b"after the swap");
+    for i in 0..200 {
+        let s = follower
+            .load_session(&id(&format!("s{i}")))
+            .expect("load")
+            .expect("kept by the compaction");
+        assert_eq!(s.data, data(i + 2));
+    }
+    assert!(
+        reads.lock().expect("lock").try_recv().is_err(),
+        "the move to the new file used the hint read ahead"
+    );
+}

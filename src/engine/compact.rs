@@ -396,6 +396,8 @@ fn run(h: &Handles<'_>, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<Co
     if result.is_err() {
         // Leave no half-written file behind; the lock dies with `tmp`.
         let _ = fs::remove_file(&tmp.path);
+        // Nor an invitation to read its hint (a file still current).
+        h.state.read().file.set_pending(0);
     }
     result
 }
@@ -538,7 +540,7 @@ fn committed_now(path: &Path, src: &mut Arc<LogFile>) -> Result<u64> {
             "the committed-length word is damaged",
         )
     })?;
-    if end > src.map_len() {
+    if end > src.mapped_file_len {
         let len = src.file_len()?;
         if end > len {
             return Err(Error::corrupt(
@@ -547,7 +549,9 @@ fn committed_now(path: &Path, src: &mut Arc<LogFile>) -> Result<u64> {
                 "committed length beyond the end of the file",
             ));
         }
-        *src = Arc::new(src.remapped()?);
+        if end > src.map_len() {
+            *src = Arc::new(src.remapped()?);
+        }
     }
     Ok(end)
 }
@@ -628,6 +632,12 @@ fn run_locked(
             {
                 // A compaction does not need a hint: without one, others replay.
                 hint::remove(h.path);
+            } else {
+                // Invite other processes to read the hint now, before the
+                // swap, rather than after it with a request waiting.
+                let token = format::pending_token(header.generation, header.salt);
+                h.follow.pending.mark_seen(token);
+                src.set_pending(token);
             }
         }
     }

@@ -40,7 +40,8 @@ pub(crate) struct LogFile {
     pub path: PathBuf,
     pub file: File,
     /// A shared mapping of the whole file as long as it was when mapped
-    /// (`mapped_file_len`); a file that outgrows it gets a new `LogFile`.
+    /// (`mapped_file_len`), and room past it; a file that outgrows that
+    /// gets a new `LogFile`.
     map: MmapRaw,
     /// The file's length when it was mapped.
     pub mapped_file_len: u64,
@@ -51,6 +52,10 @@ pub(crate) struct LogFile {
     /// Device and inode, to tell whether `path` still names this file.
     pub ino: (u64, u64),
 }
+
+/// The least and most room a mapping leaves for the file to grow.
+const MAP_ROOM_MIN: u64 = 64 << 20;
+const MAP_ROOM_MAX: u64 = 4 << 30;
 
 impl LogFile {
     /// Opens and validates an existing log file of `owner`'s store.
@@ -85,16 +90,27 @@ impl LogFile {
         })
     }
 
+    /// Maps `file`, whose length is `len`, with room to grow: the mapping
+    /// reaches as far again (at least 64 MiB more, at most 4 GiB), so that a
+    /// growing log is mapped again only each time it doubles. Replacing a
+    /// mapping unmaps the old one, which for a large file takes long
+    /// enough to stall every request waiting on the lock it is done
+    /// under. Bytes past the file's end are never touched: every read is
+    /// of committed records, below the file's length (see `bytes`).
     fn map(path: &Path, file: &File, len: u64) -> Result<MmapRaw> {
-        let len =
-            usize::try_from(len).map_err(|_| Error::corrupt(path, len, "file too large to map"))?;
+        let room = len.clamp(MAP_ROOM_MIN, MAP_ROOM_MAX);
+        let len = len
+            .checked_add(room)
+            .and_then(|l| usize::try_from(l.next_multiple_of(1 << 16)).ok())
+            .ok_or_else(|| Error::corrupt(path, len, "file too large to map"))?;
         MmapOptions::new()
             .len(len)
             .map_raw(file)
             .map_err(|e| Error::io(path, "mmap", e))
     }
 
-    /// A new `LogFile` for the same file, mapping its current length.
+    /// A new `LogFile` for the same file, mapping its current length (and
+    /// room past it).
     pub fn remapped(&self) -> Result<LogFile> {
         let file = self
             .file
@@ -113,7 +129,9 @@ impl LogFile {
         })
     }
 
-    /// Bytes mapped: the file's length when it was mapped.
+    /// Bytes mapped: more than the file's length when it was mapped (room
+    /// to grow), so never a bound on what may be read: that is the file's
+    /// length.
     pub fn map_len(&self) -> u64 {
         self.map.len() as u64
     }
@@ -178,6 +196,15 @@ impl LogFile {
     pub fn set_superseded(&self, on: bool) {
         let v = if on { format::SUPERSEDED } else { 0 };
         self.word(H_SUPERSEDED).store(v, Ordering::Release);
+    }
+
+    /// The pending word (see `format::H_PENDING`).
+    pub fn pending(&self) -> u64 {
+        self.word(format::H_PENDING).load(Ordering::Acquire)
+    }
+
+    pub fn set_pending(&self, token: u64) {
+        self.word(format::H_PENDING).store(token, Ordering::Release);
     }
 
     /// The bytes `[start, end)` of the mapping (clamped to it).

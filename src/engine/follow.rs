@@ -12,7 +12,9 @@ use parking_lot::Mutex;
 use crate::engine::commit::GroupCommit;
 use crate::engine::file::LogFile;
 use crate::engine::format::{self, HEADER_SIZE};
+use crate::engine::hook::Hooks;
 use crate::engine::lock::LockFile;
+use crate::engine::pending::Pending;
 use crate::engine::recovery::{self, Replayed};
 use crate::engine::state::{State, StateLock};
 use crate::error::{Error, Result};
@@ -29,6 +31,9 @@ pub(crate) struct Follow<'a> {
     pub commit: &'a GroupCommit,
     pub state: &'a StateLock,
     pub switching: &'a Mutex<()>,
+    /// The hint of a pending swap, read ahead.
+    pub pending: &'a Pending,
+    pub hooks: &'a Hooks,
 }
 
 /// A move to a new file that a writer left for after it let go of the
@@ -125,7 +130,10 @@ impl<'a> Follow<'a> {
             }
         }
         if end > st.file.map_len() {
-            st.file = Arc::new(st.file.remapped()?);
+            // Unmapping the old mapping takes long: not under the lock.
+            let bigger = Arc::new(st.file.remapped()?);
+            let old = std::mem::replace(&mut st.file, bigger);
+            crate::engine::state::retire(old);
         }
         // SAFETY: `end` is the committed end, checked against the length.
         let view = unsafe { crate::engine::file::View::new(&st.file, end) };
@@ -166,7 +174,8 @@ impl<'a> Follow<'a> {
     }
 
     /// Moves the view from the file `old` to `next`, the store's new file:
-    /// builds `next`'s view (from its hint, or by a replay) holding only
+    /// builds `next`'s view (from its hint, read ahead if the compactor
+    /// announced it, or by a replay) holding only
     /// the `switching` mutex, then swaps it in under the state lock. The
     /// old view is dropped on a thread of its own (the caller may hold the
     /// write lock, and unmapping a large file takes long).
@@ -176,7 +185,8 @@ impl<'a> Follow<'a> {
             // Another thread moved the view meanwhile.
             return Ok(());
         }
-        let built = recovery::load_indexed(Arc::new(next), self.lock.owner)?;
+        let ahead = self.pending.take(&next.header);
+        let built = recovery::load_indexed(Arc::new(next), self.lock.owner, self.hooks, ahead)?;
         let previous = {
             let mut st = self.state.write();
             if st.file.ino != old {

@@ -65,8 +65,21 @@ pub const H_SYNCED: usize = H_COMMITTED + 8;
 /// Offset of the superseded word: `SUPERSEDED` once a compaction has
 /// replaced this file, 0 before.
 pub const H_SUPERSEDED: usize = H_SYNCED + 8;
+/// Offset of the pending word: while a compaction runs, the identity of
+/// the file that will replace this one, once its hint is written (so that
+/// other processes can read the hint before the swap); 0 before. Only an
+/// invitation to read ahead: a reader checks the hint against the new
+/// file when it moves to it, so any value is harmless. Version 1 files
+/// written before this word existed hold 0 here (the bytes were reserved).
+pub const H_PENDING: usize = H_SUPERSEDED + 8;
 /// End of the shared words.
-pub const H_SHARED_END: usize = H_SUPERSEDED + 8;
+pub const H_SHARED_END: usize = H_PENDING + 8;
+
+/// The pending word's value for the file with this generation and salt:
+/// never 0 (generations start at 1).
+pub fn pending_token(generation: u64, salt: u32) -> u64 {
+    ((generation << 32) ^ u64::from(salt)) | (1 << 63)
+}
 
 const _: () = assert!(H_STATIC_END == 72);
 const _: () = assert!(H_COMMITTED.is_multiple_of(8) && H_SHARED_END as u64 <= HEADER_SIZE);

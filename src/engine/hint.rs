@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::engine::file::{self, LogFile};
-use crate::engine::format::{HEADER_SIZE, RECORD_ALIGN, StaticHeader};
+use crate::engine::format::{self, HEADER_SIZE, RECORD_ALIGN, StaticHeader};
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::index::{Index, RawIndex};
 use crate::error::{Error, Result};
@@ -161,15 +161,59 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
+/// A hint checked on its own: its CRC and its table, but not yet against
+/// the file it names (which may still be a compaction's temporary file).
+#[derive(Debug)]
+pub struct Checked {
+    generation: u64,
+    created_ms: u64,
+    salt: u32,
+    end: u64,
+    index: Index,
+}
+
+impl Checked {
+    /// The pending-word token of the file this hint describes.
+    pub fn token(&self) -> u64 {
+        format::pending_token(self.generation, self.salt)
+    }
+
+    /// The index and its end, if this is a hint of the file with header
+    /// `header`, which holds valid records up to `limit`.
+    pub fn into_index(
+        self,
+        header: &StaticHeader,
+        limit: u64,
+    ) -> std::result::Result<(Index, u64), Unused> {
+        if self.generation != header.generation
+            || self.created_ms != header.created_ms
+            || self.salt != header.salt
+        {
+            return Err(Unused::Stale);
+        }
+        if self.end > limit {
+            return Err(Unused::Ahead);
+        }
+        Ok((self.index, self.end))
+    }
+}
+
 /// Checks the bytes of a hint against `header` (of the log file it must
 /// describe) and `limit` (the hint may reflect the file up to there, no
 /// further), and rebuilds its index. Returns the index and the offset it
 /// reflects the file up to. Never panics, whatever the bytes.
+#[cfg(test)]
 pub fn decode(
     b: &[u8],
     header: &StaticHeader,
     limit: u64,
 ) -> std::result::Result<(Index, u64), Unused> {
+    check(b)?.into_index(header, limit)
+}
+
+/// Checks the bytes of a hint on their own and rebuilds its index. Never
+/// panics, whatever the bytes.
+pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
     if b.len() < HEAD + TAIL || b[..8] != MAGIC || u32_at(b, O_VERSION) != VERSION {
         return Err(Unused::Malformed);
     }
@@ -183,16 +227,7 @@ pub fn decode(
     if crc != u32_at(b, crc_at) || u32_at(b, crc_at + 4) != 0 || u32_at(b, O_FLAGS) != 0 {
         return Err(Unused::Damaged);
     }
-    if u64_at(b, O_GENERATION) != header.generation
-        || u64_at(b, O_CREATED) != header.created_ms
-        || u32_at(b, O_SALT) != header.salt
-    {
-        return Err(Unused::Stale);
-    }
     let end = u64_at(b, O_END);
-    if end > limit {
-        return Err(Unused::Ahead);
-    }
     if end < HEADER_SIZE {
         return Err(Unused::Malformed);
     }
@@ -208,31 +243,81 @@ pub fn decode(
     };
     let index = Index::from_raw(raw, HEADER_SIZE, end, RECORD_ALIGN as u64)
         .map_err(|_| Unused::BadTable)?;
-    Ok((index, end))
+    Ok(Checked {
+        generation: u64_at(b, O_GENERATION),
+        created_ms: u64_at(b, O_CREATED),
+        salt: u32_at(b, O_SALT),
+        end,
+        index,
+    })
+}
+
+/// For the fuzzer: checks `b` as a hint and, if it is accepted, whether
+/// encoding what was decoded gives back the same bytes (`None`: refused).
+/// A hint is accepted only as the exact encoding of a table a lookup can
+/// trust, so anything else is a bug in the check.
+#[cfg(feature = "unstable-internals")]
+pub fn check_round_trip(b: &[u8]) -> Option<bool> {
+    let c = check(b).ok()?;
+    let header = StaticHeader {
+        generation: c.generation,
+        created_ms: c.created_ms,
+        compact_kept: 0,
+        compact_dropped: 0,
+        compact_source_bytes: 0,
+        compact_result_bytes: 0,
+        salt: c.salt,
+    };
+    Some(encode(&header, c.end, &c.index) == b)
 }
 
 /// Reads and checks `<log>.hint` for `file`, which holds valid records up
 /// to `limit`.
+pub fn load(
+    file: &LogFile,
+    limit: u64,
+    owner: Owner,
+    hooks: &Hooks,
+) -> std::result::Result<(Index, u64), Unused> {
+    read(&file.path, limit, owner, hooks)?.into_index(&file.header, limit)
+}
+
+/// Reads and checks `<log>.hint` on its own, for a file that holds at
+/// most `limit` bytes of records.
 ///
 /// The file must pass the store's checks (no link, the owner's, 0600), and
 /// is read only up to the largest hint `limit` bytes of records can need
 /// (16 bytes a slot, at most four slots per 48-byte record, and a header):
 /// a planted or sparse file of any size costs no more memory than that.
-pub fn load(file: &LogFile, limit: u64, owner: Owner) -> std::result::Result<(Index, u64), Unused> {
-    let p = path(&file.path);
+pub fn read(
+    log: &Path,
+    limit: u64,
+    owner: Owner,
+    hooks: &Hooks,
+) -> std::result::Result<Checked, Unused> {
+    let p = path(log);
+    if hooks.before(IoEvent::ReadHint { path: &p }).is_err() {
+        return Err(Unused::Missing);
+    }
     let f = match trust::open_read(&p, owner) {
         Ok(Some(f)) => f,
         _ => return Err(Unused::Missing),
     };
     let most = limit.saturating_mul(4 * 16) / 48 + 4096;
-    let mut b = Vec::new();
+    let len = f.metadata().map_err(|_| Unused::Missing)?.len();
+    if len > most {
+        return Err(Unused::Malformed);
+    }
+    // One allocation of the right size: a hint of a million sessions is
+    // 32 MiB, and growing a buffer to that by doubling copies it again.
+    let mut b = Vec::with_capacity(usize::try_from(len).map_err(|_| Unused::Malformed)?);
     f.take(most + 1)
         .read_to_end(&mut b)
         .map_err(|_| Unused::Missing)?;
     if b.len() as u64 > most {
         return Err(Unused::Malformed);
     }
-    decode(&b, &file.header, limit)
+    check(&b)
 }
 
 #[cfg(test)]

@@ -58,6 +58,13 @@ pub enum IoEvent<'a> {
         /// A file in the directory.
         path: &'a Path,
     },
+    /// A hint file is about to be read (on open, ahead of another
+    /// process's swap, or on moving to a new file). A failure makes the
+    /// hint unusable, as a read error would.
+    ReadHint {
+        /// The hint file.
+        path: &'a Path,
+    },
 }
 
 /// Sees (and may fail) the engine's I/O. Returning an error makes the

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::engine::file::{self, LogFile, View};
 use crate::engine::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
 use crate::engine::hint;
+use crate::engine::hook::Hooks;
 use crate::engine::index::Index;
 use crate::engine::lock::LockFile;
 use crate::engine::state::State;
@@ -178,9 +179,21 @@ pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
 /// hint when it has a valid one (then only the records after the hint's
 /// end are replayed), else by a replay of every record. Called without the
 /// state lock: this is the slow part of following a swap.
-pub(crate) fn load_indexed(file: Arc<LogFile>, owner: Owner) -> Result<State> {
+///
+/// `ahead` is the file's hint if it was read ahead (see `pending`): it is
+/// checked against the file here, and read again if it does not match.
+pub(crate) fn load_indexed(
+    file: Arc<LogFile>,
+    owner: Owner,
+    hooks: &Hooks,
+    ahead: Option<hint::Checked>,
+) -> Result<State> {
     let (word, end) = committed_of(&file)?;
-    let Ok((mut index, from)) = hint::load(&file, end, owner) else {
+    let hinted = match ahead.map(|c| c.into_index(&file.header, end)) {
+        Some(Ok(found)) => Ok(found),
+        _ => hint::load(&file, end, owner, hooks),
+    };
+    let Ok((mut index, from)) = hinted else {
         return load_complete(file);
     };
     let mut file = file;
@@ -239,6 +252,7 @@ pub(crate) fn open_log(
     report: &mut RecoveryReport,
     now_ms: u64,
     sync: SyncAfterReplay,
+    hooks: &Hooks,
 ) -> Result<Opened> {
     create_if_missing(path, lock, now_ms)?;
     report.removed_temp_files += remove_stale_temp(path)?;
@@ -275,7 +289,7 @@ pub(crate) fn open_log(
         // A hint may stand for records up to the synced end only: those
         // can never be cut as a torn tail.
         let hinted = if use_hint {
-            hint::load(&file, synced.min(end).min(file_len), lock.owner).ok()
+            hint::load(&file, synced.min(end).min(file_len), lock.owner, hooks).ok()
         } else {
             None
         };

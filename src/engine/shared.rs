@@ -16,6 +16,7 @@ use crate::engine::follow::Follow;
 use crate::engine::hook::Hooks;
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
+use crate::engine::pending::Pending;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::RecoveryReport;
 use crate::error::Result;
@@ -41,6 +42,8 @@ pub(crate) struct Inner {
     /// One thread at a time builds the index of a file a compaction
     /// swapped in (see `Follow::fresh`).
     pub switching: Mutex<()>,
+    /// The read-ahead of another process's compaction hint.
+    pub pending: Pending,
     pub commit: GroupCommit,
     pub poison: Poison,
     /// Records replayed on open were never synced: the background thread
@@ -69,6 +72,8 @@ impl Inner {
             commit: &self.commit,
             state: &self.state,
             switching: &self.switching,
+            pending: &self.pending,
+            hooks: &self.hooks,
         }
     }
 
@@ -145,6 +150,7 @@ impl Inner {
         self.poison.check_read(&self.path)?;
         {
             let st = self.state.read();
+            self.pending.watch(&st.file, self.lock.owner, &self.hooks);
             if st.is_fresh() {
                 return f(&st);
             }

@@ -45,12 +45,13 @@ impl State {
     }
 }
 
-/// Drops a view that was replaced (a compaction's old file and its index)
-/// on a thread of its own: unmapping a file of a gigabyte takes most of a
+/// Drops what a view replaced (a compaction's old file and its index, or a
+/// mapping outgrown by its file) on a thread of its own: unmapping a file
+/// of a gigabyte takes most of a
 /// second here, and the thread that replaced the view may hold the write
 /// lock, or be serving a request. If no thread can be started, drops it
 /// here.
-pub(crate) fn retire(old: State) {
+pub(crate) fn retire<T: Send + 'static>(old: T) {
     // If the thread cannot start, the closure (and the state in it) is
     // dropped right here, with the error.
     let _ = std::thread::Builder::new()

@@ -16,6 +16,7 @@ use crate::engine::file::View;
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
+use crate::engine::pending::Pending;
 use crate::engine::read::{decode_at, latest_at, live, put_data};
 use crate::engine::recovery::{self, Opened, SyncAfterReplay};
 use crate::engine::shared::Inner;
@@ -84,16 +85,17 @@ impl LogStore {
         } else {
             SyncAfterReplay::Now
         };
-        let (state, sync_pending) = match recovery::open_log(path, &lock, &mut report, now, when)? {
-            Opened::Ready {
-                state,
-                sync_pending,
-            } => (state, sync_pending),
-            Opened::Damaged(offset, reason) if !opts.repair => {
-                return Err(Error::corrupt(path, offset, reason));
-            }
-            Opened::Damaged(..) => (compact::repair(path, &lock, &mut report, now)?, false),
-        };
+        let (state, sync_pending) =
+            match recovery::open_log(path, &lock, &mut report, now, when, &opts.hooks)? {
+                Opened::Ready {
+                    state,
+                    sync_pending,
+                } => (state, sync_pending),
+                Opened::Damaged(offset, reason) if !opts.repair => {
+                    return Err(Error::corrupt(path, offset, reason));
+                }
+                Opened::Damaged(..) => (compact::repair(path, &lock, &mut report, now)?, false),
+            };
         lock.share()?;
         let commit = GroupCommit::new(
             opts.sync,
@@ -113,6 +115,7 @@ impl LogStore {
             writer: Mutex::new(Vec::new()),
             compacting: Mutex::new(()),
             switching: Mutex::new(()),
+            pending: Pending::default(),
             commit,
             poison: Poison::default(),
             open_sync_pending: AtomicBool::new(sync_pending),

@@ -50,7 +50,12 @@ fn write<R>(
             inner.check_lock_file()?;
         }
         match inner.follow().fresh_or_switch()? {
-            Ok(st) => break (buf, lock, st),
+            Ok(st) => {
+                inner
+                    .pending
+                    .watch(&st.file, inner.lock.owner, &inner.hooks);
+                break (buf, lock, st);
+            }
             Err(switch) => {
                 // A compaction swapped files: build the new file's index
                 // without holding the write lock, then start over.
@@ -111,7 +116,10 @@ fn append(inner: &Inner, st: &mut State, buf: &[u8]) -> Result<u64> {
     st.applied = end;
     inner.commit.mark_dirty();
     if end > st.file.map_len() {
-        st.file = Arc::new(st.file.remapped()?);
+        // Unmapping the old mapping takes long: not under the lock.
+        let bigger = Arc::new(st.file.remapped()?);
+        let old = std::mem::replace(&mut st.file, bigger);
+        crate::engine::state::retire(old);
     }
     Ok(off)
 }

@@ -48,6 +48,15 @@ pub fn record(data: &[u8]) {
     let _ = structured(&mut u);
 }
 
+/// Fuzz target `hint`: arbitrary bytes into the hint decoder, which must
+/// not panic, and must accept only what re-encodes to the same bytes (a
+/// table it rebuilt from anything else could send a lookup astray).
+pub fn hint(data: &[u8]) {
+    if let Some(same) = sessionlog::internals::hint::check_round_trip(data) {
+        assert!(same, "an accepted hint does not re-encode to its bytes");
+    }
+}
+
 fn fields<'a>(r: &sessionlog::internals::format::RecordRef<'a>) -> RecordFields<'a> {
     RecordFields {
         kind: r.kind,
