@@ -933,3 +933,59 @@ fn a_follower_reads_the_hint_ahead_of_the_swap_and_not_again() {
         "the move to the new file used the hint read ahead"
     );
 }
+
+/// A log that grew well past its last hint gets a new hint when the last
+/// handle closes, so that the next open reads the hint and replays
+/// nothing: reopening costs what is live. A close after little growth
+/// writes none, and a hint that a failed write left half done is ignored.
+#[test]
+fn a_close_after_much_growth_writes_a_hint_that_the_next_open_uses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let store = LogStore::options()
+        .background(false)
+        .sync(SyncPolicy::Interval(Duration::from_secs(3600)))
+        .open(&path)
+        .expect("open");
+    let value = vec![7u8; 8 << 10];
+    // 100 sessions overwritten until the log holds 24 MiB.
+    for round in 0..30 {
+        for i in 0..100 {
+            let mut s = Session::new(id(&format!("s{i}")), value.clone());
+            s.data[0] = round;
+            store.save_session(&mut s).expect("save");
+        }
+    }
+    drop(store);
+    let hint = dir.path().join("s.db.hint");
+    assert!(hint.exists(), "the close wrote a hint");
+    let store = opts().open(&path).expect("reopen");
+    let st = store.stats().expect("stats");
+    assert_eq!(
+        st.recovery.hint_end,
+        Some(HEADER_SIZE + st.log_bytes),
+        "the hint covers the whole log"
+    );
+    for i in 0..100 {
+        let s = store
+            .load_session(&id(&format!("s{i}")))
+            .expect("load")
+            .expect("every session");
+        assert_eq!(s.data[0], 29);
+    }
+    // A little growth: the close leaves the hint as it was.
+    let mut s = Session::new(id("one-more"), b"x".to_vec());
+    store.save_session(&mut s).expect("save");
+    let before = fs::read(&hint).expect("read hint");
+    drop(store);
+    assert_eq!(fs::read(&hint).expect("read hint"), before);
+    // A damaged hint: the open replays, and loses nothing.
+    let mut bad = before;
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    fs::write(&hint, &bad).expect("damage the hint");
+    let store = opts().open(&path).expect("reopen");
+    assert_eq!(store.stats().expect("stats").recovery.hint_end, None);
+    assert!(store.load_session(&id("one-more")).expect("load").is_some());
+    assert_eq!(store.stats().expect("stats").sessions, 101);
+}

@@ -41,6 +41,9 @@ pub struct BenchArgs {
     path: Option<PathBuf>,
 }
 
+/// Opens timed per reopen phase.
+const REOPENS: u64 = 3;
+
 /// Times of one phase.
 struct Phase {
     name: &'static str,
@@ -153,15 +156,14 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             .compact_check_interval(Duration::from_secs(86_400))
             .open(&path)
     };
-    const REOPENS: u64 = 5;
-    let bar = progress(args.sessions * 6 + REOPENS, "bench");
+    let bar = progress(args.sessions * 6 + REOPENS * 4, "bench");
     let mut data = vec![0u8; value_size];
     let mut rng = Rng::seeded();
     for b in &mut data {
         *b = b'a' + (rng.next() % 26) as u8;
     }
 
-    let store = open()?;
+    let mut store = open()?;
     let mut phases = Vec::new();
     let steps: [(&'static str, Op); 6] = [
         ("save", |w, i| w.save(i)),
@@ -199,6 +201,44 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     for (k, (name, op)) in steps.into_iter().enumerate() {
         bar.set_message(name);
         phases.push(run_phase(name, &store, &ids, threads, &data, &bar, op)?);
+        if k == 3 {
+            // Every session live, in a log that holds several records of
+            // each (about four): reopen replaying it all (no hint), from the hint the
+            // close wrote, and after a compaction.
+            bar.set_message("reopen");
+            // Two more overwrites of every session: the log then holds
+            // about four records per live session.
+            let mut w = Worker {
+                store: &store,
+                ids: &ids,
+                rng: Rng::seeded(),
+                data: data.clone(),
+            };
+            for i in (0..n).chain(0..n) {
+                w.save(i)?;
+            }
+            drop(store);
+            let hint = hint_path(&path);
+            let _ = std::fs::remove_file(&hint);
+            phases.push(reopen_phase("reopen, replay", &open, &bar, || {
+                // Keep the next close from writing a hint for the next open.
+                std::fs::remove_file(&hint).or_else(|e| {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+            })?);
+            // This close writes the hint the next opens read.
+            drop(open()?);
+            phases.push(reopen_phase("reopen, hint", &open, &bar, || Ok(()))?);
+            let s = open()?;
+            s.compact()?;
+            drop(s);
+            phases.push(reopen_phase("reopen, compacted", &open, &bar, || Ok(()))?);
+            store = open()?;
+        }
         if k == 3 && args.compaction_rounds > 0 {
             bar.set_message("compaction");
             let follower = LogStore::options()
@@ -221,23 +261,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     drop(store);
 
     bar.set_message("reopen");
-    let mut reopen = Vec::new();
-    let start = Instant::now();
-    for _ in 0..REOPENS {
-        let t = Instant::now();
-        let s = open()?;
-        reopen.push(nanos(t.elapsed()));
-        drop(s);
-        bar.inc(1);
-    }
-    let elapsed = start.elapsed();
-    reopen.sort_unstable();
-    phases.push(Phase {
-        name: "reopen",
-        ops: REOPENS,
-        elapsed,
-        latencies: reopen,
-    });
+    phases.push(reopen_phase("reopen, empty", &open, &bar, || Ok(()))?);
     let store = open()?;
     let stats = store.stats()?;
     drop(store);
@@ -454,6 +478,41 @@ fn compaction_under_load(
         }
     }
     Ok(stalls)
+}
+
+/// Where the store keeps the hint of its file.
+fn hint_path(log: &std::path::Path) -> PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".hint");
+    PathBuf::from(p)
+}
+
+/// Opens and closes the store `REOPENS` times, running `between` after
+/// each close, and times the opens.
+fn reopen_phase(
+    name: &'static str,
+    open: &dyn Fn() -> sessionlog::Result<LogStore>,
+    bar: &ProgressBar,
+    between: impl Fn() -> io::Result<()>,
+) -> Result<Phase, Failure> {
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for _ in 0..REOPENS {
+        let t = Instant::now();
+        let s = open()?;
+        lat.push(nanos(t.elapsed()));
+        drop(s);
+        between()?;
+        bar.inc(1);
+    }
+    let elapsed = start.elapsed();
+    lat.sort_unstable();
+    Ok(Phase {
+        name,
+        ops: REOPENS,
+        elapsed,
+        latencies: lat,
+    })
 }
 
 /// `n` distinct ids of 32 hex characters from the system's random source.

@@ -380,6 +380,50 @@ pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<Co
     run(h, tmp, idle_cutoff_ms)
 }
 
+/// A hint written on close must save the next open the replay of at least
+/// this many bytes (and an eighth of the log).
+const CLOSE_HINT_MIN: u64 = 16 << 20;
+
+/// On close: writes a hint for the current file if the next open would
+/// otherwise replay much of it (a log that grew by overwrites since its
+/// compaction), so that reopening costs what is live, not what was
+/// written. Skipped, returning false, when a compaction runs (it writes
+/// its own), when records past the synced end exist (a hint may only
+/// stand for synced records), or when the existing hint covers nearly
+/// all of the file.
+pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
+    let Some(_local) = h.compacting.try_lock() else {
+        return Ok(false);
+    };
+    let owner = h.follow.lock.owner;
+    let Some(tmp) = TempFile::try_acquire(h.path, owner)? else {
+        return Ok(false);
+    };
+    // Holding the compaction's file: the view, followed to the current
+    // file, stays current while the hint is written.
+    let written = (|| {
+        let st = h.follow.fresh()?;
+        if st.file.synced() != Some(st.applied) {
+            return Ok(false);
+        }
+        let covered = hint::covered(h.path, &st.file.header, owner).unwrap_or(HEADER_SIZE);
+        if st.applied.saturating_sub(covered) < CLOSE_HINT_MIN.max(st.applied / 8) {
+            return Ok(false);
+        }
+        hint::write(
+            h.path,
+            &st.file.header,
+            st.applied,
+            &st.index,
+            h.hooks,
+            owner,
+        )?;
+        Ok(true)
+    })();
+    let _ = fs::remove_file(&tmp.path);
+    written
+}
+
 /// Compacts unless a compaction is already running somewhere.
 pub(crate) fn try_compact(h: &Handles<'_>) -> Result<Option<CompactStats>> {
     let Some(_local) = h.compacting.try_lock() else {

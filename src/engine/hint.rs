@@ -126,6 +126,21 @@ pub fn write(
         .map_err(|e| Error::io(&to, "rename hint", e))
 }
 
+/// The end of the hint beside `log` if its head names the file with
+/// `header` (the CRC is not checked: this only decides whether writing a
+/// new hint is worth it), else `None`.
+pub fn covered(log: &Path, header: &StaticHeader, owner: Owner) -> Option<u64> {
+    let f = trust::open_read(&path(log), owner).ok()??;
+    let mut b = [0u8; HEAD];
+    f.read_exact_at(&mut b, 0).ok()?;
+    (b[..8] == MAGIC
+        && u32_at(&b, O_VERSION) == VERSION
+        && u64_at(&b, O_GENERATION) == header.generation
+        && u64_at(&b, O_CREATED) == header.created_ms
+        && u32_at(&b, O_SALT) == header.salt)
+        .then(|| u64_at(&b, O_END))
+}
+
 /// Removes `<log>.hint` (best effort: a hint that stays is checked
 /// against its file before any use).
 pub fn remove(log: &Path) {

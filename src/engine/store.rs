@@ -285,6 +285,8 @@ impl Drop for LogStore {
             // Errors cannot be reported from drop; a failed sync poisons
             // nothing that outlives this handle.
             let _ = self.inner.sync_all();
+            // Likewise: without the hint, the next open replays the log.
+            let _ = compact::hint_on_close(&self.inner.compaction());
         }
     }
 }
