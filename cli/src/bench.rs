@@ -280,7 +280,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     )?;
     writeln!(
         out,
-        "{:<12} {:>9} {:>12} {:>10} {:>10}",
+        "{:<18} {:>9} {:>12} {:>10} {:>10}",
         "phase", "ops", "ops/s", "p50", "p99"
     )?;
     for p in &phases {
@@ -288,7 +288,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
         let rate = if secs > 0.0 { p.ops as f64 / secs } else { 0.0 };
         writeln!(
             out,
-            "{:<12} {:>9} {:>12.0} {:>10} {:>10}",
+            "{:<18} {:>9} {:>12.0} {:>10} {:>10}",
             p.name,
             p.ops,
             rate,
