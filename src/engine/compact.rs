@@ -392,10 +392,18 @@ const CLOSE_HINT_MIN: u64 = 16 << 20;
 /// stand for synced records), or when the existing hint covers nearly
 /// all of the file.
 pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
+    let owner = h.follow.lock.owner;
+    let worth = |st: &State| {
+        let covered = hint::covered(h.path, &st.file.header, owner).unwrap_or(HEADER_SIZE);
+        st.applied.saturating_sub(covered) >= CLOSE_HINT_MIN.max(st.applied / 8)
+    };
+    // Most closes stop here, touching no file.
+    if !worth(&h.state.read()) {
+        return Ok(false);
+    }
     let Some(_local) = h.compacting.try_lock() else {
         return Ok(false);
     };
-    let owner = h.follow.lock.owner;
     let Some(tmp) = TempFile::try_acquire(h.path, owner)? else {
         return Ok(false);
     };
@@ -403,11 +411,7 @@ pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
     // file, stays current while the hint is written.
     let written = (|| {
         let st = h.follow.fresh()?;
-        if st.file.synced() != Some(st.applied) {
-            return Ok(false);
-        }
-        let covered = hint::covered(h.path, &st.file.header, owner).unwrap_or(HEADER_SIZE);
-        if st.applied.saturating_sub(covered) < CLOSE_HINT_MIN.max(st.applied / 8) {
+        if st.file.synced() != Some(st.applied) || !worth(&st) {
             return Ok(false);
         }
         hint::write(
