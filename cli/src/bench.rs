@@ -36,6 +36,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "R", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=100))]
     compaction_rounds: u64,
+    /// Operations per second of each loader/saver thread in the
+    /// compaction-under-load phase (0: as fast as it can). A fixed rate
+    /// leaves the CPUs room, so that the worst operation shows waits in
+    /// the store rather than threads preempted on a saturated machine.
+    /// Either way each latency is that of the operation itself.
+    #[arg(long, value_name = "OPS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    load_rate: u64,
     /// The store to use (kept afterwards); default: a temporary store,
     /// removed afterwards.
     path: Option<PathBuf>,
@@ -255,6 +263,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
                 &ids,
                 &data,
                 args.compaction_rounds,
+                args.load_rate,
             )?);
         }
     }
@@ -324,6 +333,8 @@ struct Window {
 /// 0 idle, 1 compacting.
 struct Stalls {
     rounds: u64,
+    /// Operations per second per thread (0: flat out).
+    rate: u64,
     windows: [[[Window; 2]; 2]; 2],
     /// Wall time of each `compact()`.
     compactions: Vec<u64>,
@@ -336,9 +347,14 @@ impl Stalls {
         writeln!(
             out,
             "compaction under load: {} round(s), compact() took {} (median); \
-             one loader/saver thread (1 save in 10) per handle",
+             one loader/saver thread (1 save in 10) per handle, {}",
             self.rounds,
             fmt_nanos(percentile(&c, 50)),
+            if self.rate == 0 {
+                "flat out".to_owned()
+            } else {
+                format!("{} ops/s each", self.rate)
+            },
         )?;
         writeln!(
             out,
@@ -388,6 +404,7 @@ fn load_and_save(
     store: &LogStore,
     ids: &[SessionId],
     data: &[u8],
+    rate: u64,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<[Vec<u64>; 2], Failure> {
     use std::sync::atomic::Ordering;
@@ -398,9 +415,21 @@ fn load_and_save(
         data: data.to_vec(),
     };
     let mut out = [Vec::new(), Vec::new()];
+    let start = Instant::now();
+    let mut k = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let i = w.random();
         let save = w.rng.below(10) == 0;
+        // Operation k is due at k / rate (no rate: now): sleep when a
+        // millisecond ahead (a sleep is not finer than ~0.1 ms).
+        if let Some(at) = k.saturating_mul(1_000_000_000).checked_div(rate) {
+            let due = start + Duration::from_nanos(at);
+            k += 1;
+            let now = Instant::now();
+            if due > now + Duration::from_millis(1) {
+                std::thread::sleep(due - now);
+            }
+        }
         let t0 = Instant::now();
         if save {
             w.save(i)?
@@ -422,10 +451,12 @@ fn compaction_under_load(
     ids: &[SessionId],
     data: &[u8],
     rounds: u64,
+    rate: u64,
 ) -> Result<Stalls, Failure> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let mut stalls = Stalls {
         rounds,
+        rate,
         windows: Default::default(),
         compactions: Vec::new(),
     };
@@ -446,7 +477,7 @@ fn compaction_under_load(
             let start = Instant::now();
             let (results, took) = std::thread::scope(|s| {
                 let workers =
-                    [store, follower].map(|h| s.spawn(|| load_and_save(h, ids, data, &stop)));
+                    [store, follower].map(|h| s.spawn(|| load_and_save(h, ids, data, rate, &stop)));
                 let took = if window == 0 {
                     std::thread::sleep(IDLE_WINDOW);
                     None

@@ -17,6 +17,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -450,6 +451,16 @@ fn run(h: &Handles<'_>, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<Co
     result
 }
 
+/// How long, per byte of hint, a compaction waits after announcing its
+/// hint before it swaps, so that other processes read the hint ahead
+/// instead of with a request waiting (reading and checking it went at
+/// about 300 MB/s here): 4 ns a byte, 128 ms for a million sessions.
+/// It catches up meanwhile, so the swap's own work stays small.
+const READ_AHEAD_NS_PER_BYTE: u64 = 4;
+/// The wait is skipped when shorter than a step, and capped.
+const LEAD_STEP: Duration = Duration::from_millis(5);
+const LEAD_MAX: Duration = Duration::from_secs(2);
+
 /// Slots of the index copied per turn of the state lock in phase 1.
 const SNAPSHOT_SLOTS: usize = 1 << 15;
 /// Phase 1 takes the index in parts this many times before it takes it
@@ -645,7 +656,18 @@ fn run_locked(
     // and synced.
     let mut copied = from;
     let mut hint_written = false;
+    let mut announced = None;
     for round in 0..3 {
+        if round == 1
+            && let Some((at, lead)) = announced
+        {
+            // Give other processes the time to read the hint ahead (see
+            // `READ_AHEAD_NS_PER_BYTE`), catching up meanwhile.
+            while let Some(left) = Duration::checked_sub(lead, Instant::elapsed(&at)) {
+                std::thread::sleep(left.min(LEAD_STEP));
+                copied = catch_up(h, &mut w, &mut src, copied, &mut dropped)?;
+            }
+        }
         copied = catch_up(h, &mut w, &mut src, copied, &mut dropped)?;
         if round == 2 {
             break;
@@ -686,6 +708,12 @@ fn run_locked(
                 let token = format::pending_token(header.generation, header.salt);
                 h.follow.pending.mark_seen(token);
                 src.set_pending(token);
+                let bytes = (w.index.slot_count() as u64).saturating_mul(16);
+                let lead = Duration::from_nanos(bytes.saturating_mul(READ_AHEAD_NS_PER_BYTE))
+                    .min(LEAD_MAX);
+                if lead >= LEAD_STEP {
+                    announced = Some((Instant::now(), lead));
+                }
             }
         }
     }

@@ -1,13 +1,15 @@
 //! The write path: every save, restore, touch and delete holds the write
-//! locks, catches up with the file, appends one record, publishes it and
-//! applies it to the index; then, under `SyncPolicy::Always`, waits for
-//! group commit.
+//! locks, catches up with the file, decides and encodes one record under
+//! the shared state lock, appends it with no state lock held, then
+//! publishes it and applies it to the index under the exclusive one; then,
+//! under `SyncPolicy::Always`, waits for group commit.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::engine::commit::SyncKind;
+use crate::engine::file::LogFile;
 use crate::engine::format::{self, Kind, MAX_OFFSET, RecordFields};
 use crate::engine::hook::IoEvent;
 use crate::engine::read::{latest, live};
@@ -30,14 +32,21 @@ struct Appended {
     end: u64,
 }
 
-/// Runs `f` holding every write lock with a fresh view, for one append.
+/// Runs `f` holding every write lock with a fresh view, for at most one
+/// append: `f` decides from the view, and encodes the record to append
+/// into the buffer (for the view's file, `State::encode`) or leaves it
+/// empty. The record is written with only the write locks held, and
+/// published and applied under the state lock afterwards: this process's
+/// loads wait for a pointer's worth of work, never for the write, which
+/// can block in the kernel for tens of milliseconds (a page of the map
+/// whose extent the journal must convert, writeback of that page).
 fn write<R>(
     inner: &Inner,
-    f: impl FnOnce(&mut State, &mut Vec<u8>, u64) -> Result<R>,
+    f: impl FnOnce(&State, &mut Vec<u8>, u64) -> Result<R>,
 ) -> Result<(R, Appended)> {
     inner.poison.check(&inner.path)?;
     let _busy = inner.commit.enter();
-    let (mut buf, _lock, mut st) = loop {
+    let (mut buf, _lock) = loop {
         let buf = inner.writer.lock();
         let lock = inner.lock.lock()?;
         // One `stat` every LOCK_CHECK_EVERY writes (and the background
@@ -54,7 +63,7 @@ fn write<R>(
                 inner
                     .pending
                     .watch(&st.file, inner.lock.owner, &inner.hooks);
-                break (buf, lock, st);
+                break (buf, lock);
             }
             Err(switch) => {
                 // A compaction swapped files: build the new file's index
@@ -65,50 +74,27 @@ fn write<R>(
             }
         }
     };
+    // From here until the locks are let go, the view cannot change: other
+    // writers of this process wait for the mutex, other processes' for the
+    // file lock, so no record is appended and no compaction swaps; readers
+    // that refresh find it fresh.
     let now = inner.now_ms();
-    let r = f(&mut st, &mut buf, now)?;
-    let at = Appended {
-        generation: st.file.header.generation,
-        end: st.applied,
+    buf.clear();
+    let (r, file, off, file_len) = {
+        let st = inner.state.read();
+        let r = f(&st, &mut buf, now)?;
+        (r, Arc::clone(&st.file), st.applied, st.file_len)
     };
-    Ok((r, at))
-}
-
-/// Appends the encoded record in `buf` and publishes it.
-fn append(inner: &Inner, st: &mut State, buf: &[u8]) -> Result<u64> {
-    let path = &inner.path;
-    let off = st.applied;
-    let end = off + buf.len() as u64;
-    if end > MAX_OFFSET {
-        return Err(Error::io(
-            path,
-            "append",
-            io::Error::from(io::ErrorKind::FileTooLarge),
-        ));
+    if buf.is_empty() {
+        let at = Appended {
+            generation: file.header.generation,
+            end: off,
+        };
+        return Ok((r, at));
     }
-    let durable = inner.opts.sync == SyncPolicy::Always;
-    if end > st.file_len {
-        st.file_len = st.file.file_len()?;
-        if end > st.file_len {
-            inner
-                .hooks
-                .before(IoEvent::Grow { path, len: end })
-                .map_err(|e| Error::io(path, "grow file", e))?;
-        }
-        st.file_len = st.file.ensure_len(end, st.file_len, durable)?;
-    }
-    let written = inner
-        .hooks
-        .before(IoEvent::Write {
-            path,
-            offset: off,
-            bytes: buf,
-        })
-        .and_then(|()| st.file.write_record(buf, off, st.file_len, durable));
-    if let Err(e) = written {
-        inner.poison.set("write", &e);
-        return Err(Error::io(path, "write", e));
-    }
+    let (end, file_len) = append(inner, &file, off, file_len, &buf)?;
+    let mut st = inner.state.write();
+    st.file_len = file_len;
     st.applied_word = st.file.set_committed(end);
     inner
         .hooks
@@ -121,30 +107,74 @@ fn append(inner: &Inner, st: &mut State, buf: &[u8]) -> Result<u64> {
         let old = std::mem::replace(&mut st.file, bigger);
         crate::engine::state::retire(old);
     }
-    Ok(off)
-}
-
-/// Encodes a record for the current file, appends it, publishes it and
-/// applies it to the index: the one way a write reaches the log.
-fn append_record(
-    inner: &Inner,
-    st: &mut State,
-    buf: &mut Vec<u8>,
-    fields: &RecordFields<'_>,
-) -> Result<u64> {
-    buf.clear();
-    format::encode_record_salted(buf, fields, st.file.header.salt);
-    let offset = append(inner, st, buf)?;
+    let rec = format::decode_record_unchecked(&buf)
+        .map_err(|e| Error::corrupt(&inner.path, off, e.to_string()))?;
     let (index, view) = st.index_and_view();
-    match fields.kind {
+    match rec.kind {
         Kind::Put | Kind::Touch => {
-            index.insert(&view, fields.id, offset);
+            index.insert(&view, rec.id, off);
         }
         Kind::Delete => {
-            index.remove(&view, fields.id);
+            index.remove(&view, rec.id);
         }
     }
-    Ok(offset)
+    let at = Appended {
+        generation: st.file.header.generation,
+        end,
+    };
+    Ok((r, at))
+}
+
+/// Writes the encoded record in `buf` at `off` of `file` (growing the file
+/// first if it must), past the committed end where no reader looks.
+/// Returns the record's end and the file's length.
+fn append(
+    inner: &Inner,
+    file: &LogFile,
+    off: u64,
+    mut file_len: u64,
+    buf: &[u8],
+) -> Result<(u64, u64)> {
+    let path = &inner.path;
+    let end = off + buf.len() as u64;
+    if end > MAX_OFFSET {
+        return Err(Error::io(
+            path,
+            "append",
+            io::Error::from(io::ErrorKind::FileTooLarge),
+        ));
+    }
+    let durable = inner.opts.sync == SyncPolicy::Always;
+    if end > file_len {
+        file_len = file.file_len()?;
+        if end > file_len {
+            inner
+                .hooks
+                .before(IoEvent::Grow { path, len: end })
+                .map_err(|e| Error::io(path, "grow file", e))?;
+        }
+        file_len = file.ensure_len(end, file_len, durable)?;
+    }
+    let written = inner
+        .hooks
+        .before(IoEvent::Write {
+            path,
+            offset: off,
+            bytes: buf,
+        })
+        .and_then(|()| file.write_record(buf, off, file_len, durable));
+    if let Err(e) = written {
+        inner.poison.set("write", &e);
+        return Err(Error::io(path, "write", e));
+    }
+    Ok((end, file_len))
+}
+
+/// Encodes a record for `st`'s file into `buf`: the one way a write
+/// reaches the log (`write` appends it, publishes it and applies it).
+fn encode(st: &State, buf: &mut Vec<u8>, fields: &RecordFields<'_>) {
+    buf.clear();
+    format::encode_record_salted(buf, fields, st.file.header.salt);
 }
 
 /// Under `SyncPolicy::Always`, waits until the append is durable.
@@ -165,8 +195,7 @@ pub(crate) fn save(inner: &Inner, session: &mut Session, mode: SaveMode) -> Resu
     let ((version, now), at) = write(inner, |st, buf, now| {
         let found = live(st, &inner.expiry, &session.id, now)?.map_or(0, |l| l.rec.version);
         let version = next_version(session, found, mode)?;
-        append_record(
-            inner,
+        encode(
             st,
             buf,
             &RecordFields {
@@ -177,7 +206,7 @@ pub(crate) fn save(inner: &Inner, session: &mut Session, mode: SaveMode) -> Resu
                 modified_ms: now,
                 expires_ms,
             },
-        )?;
+        );
         Ok((version, now))
     })?;
     session.mark_saved(from_millis(now), version);
@@ -198,8 +227,7 @@ pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
     }
     let id = session.id.as_str().as_bytes();
     let ((), at) = write(inner, |st, buf, now| {
-        append_record(
-            inner,
+        encode(
             st,
             buf,
             &RecordFields {
@@ -210,7 +238,7 @@ pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
                 modified_ms: session.modified().map_or(now, to_millis),
                 expires_ms: expires_millis(session.expires),
             },
-        )?;
+        );
         Ok(())
     })?;
     after_write(inner, at)
@@ -227,8 +255,7 @@ pub(crate) fn touch(inner: &Inner, id: &SessionId, expires: Option<u64>) -> Resu
         };
         let target = l.put_offset.to_le_bytes();
         let (version, expires_ms) = (l.rec.version, expires.unwrap_or(l.rec.expires_ms));
-        append_record(
-            inner,
+        encode(
             st,
             buf,
             &RecordFields {
@@ -239,7 +266,7 @@ pub(crate) fn touch(inner: &Inner, id: &SessionId, expires: Option<u64>) -> Resu
                 modified_ms: now,
                 expires_ms,
             },
-        )?;
+        );
         Ok(true)
     })?;
     if touched {
@@ -263,8 +290,7 @@ pub(crate) fn delete(inner: &Inner, id: &SessionId) -> Result<bool> {
         else {
             return Ok(None);
         };
-        append_record(
-            inner,
+        encode(
             st,
             buf,
             &RecordFields {
@@ -275,7 +301,7 @@ pub(crate) fn delete(inner: &Inner, id: &SessionId) -> Result<bool> {
                 modified_ms: now,
                 expires_ms: 0,
             },
-        )?;
+        );
         Ok(Some(is_live))
     })?;
     match existed {
