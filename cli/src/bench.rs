@@ -210,12 +210,11 @@ pub fn bench(args: &BenchArgs) -> Outcome {
         bar.set_message(name);
         phases.push(run_phase(name, &store, &ids, threads, &data, &bar, op)?);
         if k == 3 {
-            // Every session live, in a log that holds several records of
-            // each (about four): reopen replaying it all (no hint), from the hint the
-            // close wrote, and after a compaction.
+            // Every session live, in a log of about four records each
+            // (two more overwrites of every session make it so): reopen
+            // replaying it all (no hint), from the hint the close wrote,
+            // and after a compaction.
             bar.set_message("reopen");
-            // Two more overwrites of every session: the log then holds
-            // about four records per live session.
             let mut w = Worker {
                 store: &store,
                 ids: &ids,

@@ -129,12 +129,7 @@ impl<'a> Follow<'a> {
                 ));
             }
         }
-        if end > st.file.map_len() {
-            // Unmapping the old mapping takes long: not under the lock.
-            let bigger = Arc::new(st.file.remapped()?);
-            let old = std::mem::replace(&mut st.file, bigger);
-            crate::engine::state::retire(old);
-        }
+        st.map_to(end)?;
         // SAFETY: `end` is the committed end, checked against the length.
         let view = unsafe { crate::engine::file::View::new(&st.file, end) };
         let Replayed { stop, error, .. } = recovery::replay(&view, st.applied, &mut st.index);
@@ -175,8 +170,8 @@ impl<'a> Follow<'a> {
 
     /// Moves the view from the file `old` to `next`, the store's new file:
     /// builds `next`'s view (from its hint, read ahead if the compactor
-    /// announced it, or by a replay) holding only
-    /// the `switching` mutex, then swaps it in under the state lock. The
+    /// announced it, or by a replay) holding only the `switching` mutex,
+    /// then swaps it in under the state lock. The
     /// old view is dropped on a thread of its own (the caller may hold the
     /// write lock, and unmapping a large file takes long).
     fn switch(&self, old: (u64, u64), next: LogFile) -> Result<()> {

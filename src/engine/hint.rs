@@ -135,10 +135,19 @@ pub fn covered(log: &Path, header: &StaticHeader, owner: Owner) -> Option<u64> {
     f.read_exact_at(&mut b, 0).ok()?;
     (b[..8] == MAGIC
         && u32_at(&b, O_VERSION) == VERSION
-        && u64_at(&b, O_GENERATION) == header.generation
-        && u64_at(&b, O_CREATED) == header.created_ms
-        && u32_at(&b, O_SALT) == header.salt)
-        .then(|| u64_at(&b, O_END))
+        && names(
+            header,
+            u64_at(&b, O_GENERATION),
+            u64_at(&b, O_CREATED),
+            u32_at(&b, O_SALT),
+        ))
+    .then(|| u64_at(&b, O_END))
+}
+
+/// Whether a hint naming the file of this generation, creation time and
+/// salt describes the file with `header`.
+fn names(header: &StaticHeader, generation: u64, created_ms: u64, salt: u32) -> bool {
+    generation == header.generation && created_ms == header.created_ms && salt == header.salt
 }
 
 /// Removes `<log>.hint` (best effort: a hint that stays is checked
@@ -200,10 +209,7 @@ impl Checked {
         header: &StaticHeader,
         limit: u64,
     ) -> std::result::Result<(Index, u64), Unused> {
-        if self.generation != header.generation
-            || self.created_ms != header.created_ms
-            || self.salt != header.salt
-        {
+        if !names(header, self.generation, self.created_ms, self.salt) {
             return Err(Unused::Stale);
         }
         if self.end > limit {

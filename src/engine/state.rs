@@ -7,6 +7,7 @@ use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteG
 
 use crate::engine::file::{LogFile, View};
 use crate::engine::index::Index;
+use crate::error::Result;
 
 /// This process's view of the log: the file, and the index built from it
 /// up to `applied`.
@@ -37,6 +38,17 @@ impl State {
         unsafe { View::new(&self.file, self.applied) }
     }
 
+    /// Maps the file again if `end` (within the file) lies past the
+    /// mapping, and drops the old mapping on a thread of its own (see
+    /// [`retire`]): the caller holds the state lock.
+    pub fn map_to(&mut self, end: u64) -> Result<()> {
+        if end > self.file.map_len() {
+            let bigger = Arc::new(self.file.remapped()?);
+            retire(std::mem::replace(&mut self.file, bigger));
+        }
+        Ok(())
+    }
+
     /// The index, to change, and the records it may compare ids against.
     pub fn index_and_view(&mut self) -> (&mut Index, View<'_>) {
         // SAFETY: as for `view`.
@@ -47,10 +59,9 @@ impl State {
 
 /// Drops what a view replaced (a compaction's old file and its index, or a
 /// mapping outgrown by its file) on a thread of its own: unmapping a file
-/// of a gigabyte takes most of a
-/// second here, and the thread that replaced the view may hold the write
-/// lock, or be serving a request. If no thread can be started, drops it
-/// here.
+/// of a gigabyte takes most of a second here, and the thread that replaced
+/// the view may hold the write lock, or be serving a request. If no thread
+/// can be started, drops it here.
 pub(crate) fn retire<T: Send + 'static>(old: T) {
     // If the thread cannot start, the closure (and the state in it) is
     // dropped right here, with the error.

@@ -101,12 +101,7 @@ fn write<R>(
         .word(&st.file.path, format::H_COMMITTED, st.applied_word);
     st.applied = end;
     inner.commit.mark_dirty();
-    if end > st.file.map_len() {
-        // Unmapping the old mapping takes long: not under the lock.
-        let bigger = Arc::new(st.file.remapped()?);
-        let old = std::mem::replace(&mut st.file, bigger);
-        crate::engine::state::retire(old);
-    }
+    st.map_to(end)?;
     let rec = format::decode_record_unchecked(&buf)
         .map_err(|e| Error::corrupt(&inner.path, off, e.to_string()))?;
     let (index, view) = st.index_and_view();
