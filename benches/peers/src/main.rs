@@ -8,7 +8,9 @@
 
 mod alloc;
 mod engines;
+mod flush;
 mod report;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +40,10 @@ struct Args {
     tmp: PathBuf,
     /// Rounds of the whole comparison; the table shows medians.
     rounds: usize,
+    /// `--flush-probe`: the disk's own flush concurrency, no engine.
+    flush_probe: bool,
+    /// `--scale`: the session counts of the scale comparison.
+    scale: Option<Vec<usize>>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -49,6 +55,8 @@ fn parse_args() -> Result<Args> {
         memory: false,
         tmp: std::env::temp_dir(),
         rounds: 3,
+        scale: None,
+        flush_probe: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,11 +68,21 @@ fn parse_args() -> Result<Args> {
             "--engines" => a.engines = Some(value()?.split(',').map(str::to_owned).collect()),
             "--tmp" => a.tmp = value()?.into(),
             "--memory" => a.memory = true,
+            "--flush-probe" => a.flush_probe = true,
             "--rounds" => a.rounds = value()?.parse()?,
+            "--scale" => {
+                a.scale = Some(
+                    value()?
+                        .split(',')
+                        .map(|n| n.replace('_', "").parse())
+                        .collect::<std::result::Result<_, _>>()?,
+                )
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: sessionlog-peers [--sessions N] [--value-size B] [--out DIR] \
-                     [--engines a,b,..] [--rounds R] [--tmp DIR] [--memory]\nengines: {}",
+                     [--engines a,b,..] [--rounds R] [--tmp DIR] [--memory] \
+                     [--scale N1,N2,..] [--flush-probe]\nengines: {}",
                     engines::all()
                         .iter()
                         .map(|s| s.name)
@@ -78,6 +96,9 @@ fn parse_args() -> Result<Args> {
     }
     if a.sessions < 4 {
         return Err("--sessions must be at least 4".into());
+    }
+    if a.scale.as_ref().is_some_and(|l| l.iter().any(|&n| n < 4)) {
+        return Err("--scale sizes must be at least 4".into());
     }
     if a.rounds == 0 {
         return Err("--rounds must be at least 1".into());
@@ -311,6 +332,20 @@ fn run_buffered(spec: &Spec, w: &Workload, scratch: &Scratch, res: &mut Results)
         let t = Instant::now();
         if e.compact()? {
             res.set(Phase::Compact, name, t.elapsed().as_secs_f64());
+            // Garbage again (each session three more times), then the worst
+            // operation with and without a compaction running.
+            for _ in 0..3 {
+                for id in &ids[..live] {
+                    e.save(id, &w.value)?;
+                }
+            }
+            let (shared, [idle, compacting]) = stall(e, &ids[..live], w)?;
+            e = shared;
+            res.set(Phase::StallIdle, name, idle);
+            res.set(Phase::StallCompacting, name, compacting);
+            // The stall phase's saves left garbage again: compact with
+            // nothing else running before the size is taken.
+            e.compact()?;
         }
         check_load(&*e, &ids[0], w.value.len())?;
         drop(e);
@@ -323,6 +358,78 @@ fn run_buffered(spec: &Spec, w: &Workload, scratch: &Scratch, res: &mut Results)
         std::fs::remove_dir_all(&dir)?;
     }
     Ok(())
+}
+
+/// How long the stall phase's idle window runs, and how long its
+/// compacting window goes on after the compaction returns.
+const STALL_IDLE: Duration = Duration::from_secs(1);
+const STALL_AFTER: Duration = Duration::from_millis(200);
+
+/// The worst single operation (in ms) of one thread that loads and saves
+/// (one in ten) random `ids` flat out: for `STALL_IDLE` with nothing else
+/// running, then while the engine compacts (and `STALL_AFTER` beyond).
+/// Every operation goes through a read lock of an `RwLock` around the
+/// engine; an engine whose compaction needs the handle to itself compacts
+/// under the write lock, so its operations wait for all of it, as they
+/// would in an application that shares one handle between threads.
+fn stall(e: Box<dyn Engine>, ids: &[String], w: &Workload) -> Result<(Box<dyn Engine>, [f64; 2])> {
+    use std::sync::RwLock;
+    use std::sync::atomic::AtomicBool;
+    let lock = RwLock::new(e);
+    let n = ids.len() as u64;
+    let worker = |stop: &AtomicBool| -> Result<f64> {
+        let mut worst = Duration::ZERO;
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let r = w.picks[i % w.picks.len()];
+            let id = &ids[(r % n) as usize];
+            i += 1;
+            let t = Instant::now();
+            {
+                let e = lock.read().unwrap_or_else(|p| p.into_inner());
+                if (r >> 32).is_multiple_of(10) {
+                    e.save(id, &w.value)?;
+                } else {
+                    load_reused(&**e, id)?;
+                }
+            }
+            worst = worst.max(t.elapsed());
+        }
+        Ok(worst.as_secs_f64() * 1e3)
+    };
+    let mut out = [0.0; 2];
+    for (window, worst) in out.iter_mut().enumerate() {
+        let stop = AtomicBool::new(false);
+        *worst = std::thread::scope(|s| -> Result<f64> {
+            let h = s.spawn(|| worker(&stop));
+            let r = if window == 0 {
+                std::thread::sleep(STALL_IDLE);
+                Ok(())
+            } else {
+                // Let the worker get going first.
+                std::thread::sleep(Duration::from_millis(100));
+                let concurrent = lock
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .compact_concurrent();
+                let r = match concurrent {
+                    Some(r) => r,
+                    None => lock
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .compact()
+                        .map(drop),
+                };
+                std::thread::sleep(STALL_AFTER);
+                r
+            };
+            stop.store(true, Ordering::Relaxed);
+            let worst = h.join().map_err(|_| "the stall worker panicked")?;
+            r?;
+            worst
+        })?;
+    }
+    Ok((lock.into_inner().unwrap_or_else(|p| p.into_inner()), out))
 }
 
 /// The durable saves, 1, 2 and 4 threads, in a fresh store.
@@ -426,14 +533,23 @@ fn main() -> Result<()> {
     if args.memory {
         return memory(&args, &scratch);
     }
+    if args.flush_probe {
+        return flush::run(&scratch.dir("flush")?, args.value_size, args.rounds);
+    }
+    // The scale comparison runs sessionlog, LMDB and redb unless told.
+    let default_scale = ["sessionlog", "lmdb", "redb"].map(str::to_owned).to_vec();
+    let chosen = match (&args.engines, &args.scale) {
+        (Some(l), _) => Some(l),
+        (None, Some(_)) => Some(&default_scale),
+        (None, None) => None,
+    };
     let specs: Vec<Spec> = engines::all()
         .into_iter()
-        .filter(|s| {
-            args.engines
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|n| n == s.name))
-        })
+        .filter(|s| chosen.is_none_or(|l| l.iter().any(|n| n == s.name)))
         .collect();
+    if let Some(sizes) = &args.scale {
+        return scale::run(sizes, args.value_size, &specs, &scratch, &args.out);
+    }
     let mut rng = StdRng::seed_from_u64(5);
     let n = args.sessions;
     let ids = session_ids(&mut rng, n);

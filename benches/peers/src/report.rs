@@ -16,6 +16,8 @@ pub enum Phase {
     Durable4,
     Reopen,
     Compact,
+    StallIdle,
+    StallCompacting,
     SizeAfterCompact,
 }
 
@@ -26,11 +28,13 @@ pub enum Unit {
     /// Lower is better.
     Seconds,
     /// Lower is better.
+    Millis,
+    /// Lower is better.
     TimesLive,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 13] = [
+    pub const ALL: [Phase; 15] = [
         Phase::SaveNew,
         Phase::Load1,
         Phase::Load2,
@@ -43,6 +47,8 @@ impl Phase {
         Phase::Durable4,
         Phase::Reopen,
         Phase::Compact,
+        Phase::StallIdle,
+        Phase::StallCompacting,
         Phase::SizeAfterCompact,
     ];
 
@@ -60,6 +66,8 @@ impl Phase {
             Phase::Durable4 => "durable save, 4 threads",
             Phase::Reopen => "close and reopen",
             Phase::Compact => "compact a 75 % garbage store",
+            Phase::StallIdle => "worst op, nothing compacting",
+            Phase::StallCompacting => "worst op while compacting",
             Phase::SizeAfterCompact => "disk after compaction",
         }
     }
@@ -67,6 +75,7 @@ impl Phase {
     fn unit(self) -> Unit {
         match self {
             Phase::Reopen | Phase::Compact => Unit::Seconds,
+            Phase::StallIdle | Phase::StallCompacting => Unit::Millis,
             Phase::SizeAfterCompact => Unit::TimesLive,
             _ => Unit::OpsPerSec,
         }
@@ -138,6 +147,7 @@ impl Results {
             let unit = match p.unit() {
                 Unit::OpsPerSec => "ops/s",
                 Unit::Seconds => "s",
+                Unit::Millis => "ms",
                 Unit::TimesLive => "× live",
             };
             let _ = write!(s, "| {} | {unit} |", p.label());
@@ -262,6 +272,7 @@ fn fmt(unit: Unit, v: f64) -> String {
         Unit::OpsPerSec if v >= 1e3 => format!("{:.1}k", v / 1e3),
         Unit::OpsPerSec => format!("{v:.0}"),
         Unit::Seconds => format!("{v:.3}"),
+        Unit::Millis => format!("{v:.2}"),
         Unit::TimesLive => format!("{v:.2}"),
     }
 }

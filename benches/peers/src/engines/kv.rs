@@ -13,6 +13,9 @@ fn touch_by_rewrite(e: &(impl Engine + ?Sized), id: &str) -> Result<bool> {
     }
 }
 
+/// Saves per transaction when the scale phase fills a store.
+const FILL_BATCH: usize = 10_000;
+
 // ---- redb: one write transaction per save, as its docs describe.
 
 const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("sessions");
@@ -67,6 +70,17 @@ impl Engine for Redb {
         Ok(t.get(id)?
             .map(|g| decode_value_into(g.value(), buf))
             .is_some())
+    }
+    fn fill(&self, ids: &[String], data: &[u8]) -> Result<()> {
+        let v = encode_value(data);
+        ids.chunks(FILL_BATCH).try_for_each(|chunk| {
+            self.write(|t| {
+                chunk
+                    .iter()
+                    .try_for_each(|id| t.insert(id.as_str(), v.as_slice()).map(drop))
+                    .map_err(Into::into)
+            })
+        })
     }
     fn touch(&self, id: &str) -> Result<bool> {
         touch_by_rewrite(self, id)
@@ -149,6 +163,17 @@ impl Engine for Lmdb {
             .get(&r, id)?
             .map(|v| decode_value_into(v, buf))
             .is_some())
+    }
+    fn fill(&self, ids: &[String], data: &[u8]) -> Result<()> {
+        let v = encode_value(data);
+        for chunk in ids.chunks(FILL_BATCH) {
+            let mut w = self.env().write_txn()?;
+            for id in chunk {
+                self.db.put(&mut w, id, &v)?;
+            }
+            w.commit()?;
+        }
+        Ok(())
     }
     fn touch(&self, id: &str) -> Result<bool> {
         touch_by_rewrite(self, id)
@@ -279,5 +304,8 @@ impl Engine for Fjall {
         // ask it for a full compaction now.
         self.ks.major_compact()?;
         Ok(true)
+    }
+    fn compact_concurrent(&self) -> Option<Result<()>> {
+        Some(self.ks.major_compact().map_err(Into::into))
     }
 }

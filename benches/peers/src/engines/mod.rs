@@ -50,6 +50,12 @@ pub trait Engine: Send + Sync {
             None => Ok(false),
         }
     }
+    /// Saves `data` under every id, untimed, in the engine's fastest way
+    /// (the key-value peers batch many saves in one transaction); the scale
+    /// phase builds its stores with it.
+    fn fill(&self, ids: &[String], data: &[u8]) -> Result<()> {
+        ids.iter().try_for_each(|id| self.save(id, data))
+    }
     /// Refreshes the session's modification time; false if absent.
     fn touch(&self, id: &str) -> Result<bool>;
     /// Removes the session.
@@ -58,6 +64,13 @@ pub trait Engine: Send + Sync {
     /// `Ok(false)` when the engine has no such operation.
     fn compact(&mut self) -> Result<bool> {
         Ok(false)
+    }
+    /// Compacts while other threads go on loading and saving through
+    /// `&self`; `None` when the engine's compaction needs the handle to
+    /// itself (`compact(&mut self)`), which the stall phase then runs
+    /// behind a write lock, as an application would have to.
+    fn compact_concurrent(&self) -> Option<Result<()>> {
+        None
     }
     /// Removes whatever the engine keeps outside its directory (Redis keys).
     fn cleanup(&self) -> Result<()> {

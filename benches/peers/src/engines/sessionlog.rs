@@ -61,6 +61,9 @@ impl<S: SessionStore> Engine for StoreEngine<S> {
             None => Ok(false),
         }
     }
+    fn compact_concurrent(&self) -> Option<Result<()>> {
+        self.compact.map(|f| f(&self.store))
+    }
 }
 
 fn policy(mode: Mode) -> SyncPolicy {
