@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -88,6 +88,29 @@ impl Drop for TempStore {
     }
 }
 
+/// Opens the store at `path` as the bench opens every handle of it.
+fn open_store(path: &Path, sync: SyncArg) -> sessionlog::Result<LogStore> {
+    let (sync, background) = match sync {
+        SyncArg::Always => (SyncPolicy::Always, false),
+        SyncArg::Interval => (SyncPolicy::Interval(Duration::from_secs(1)), true),
+        SyncArg::Never => (SyncPolicy::Never, false),
+    };
+    // The background thread syncs, but does not compact: the bench
+    // compacts when it measures a compaction, and only then.
+    LogStore::options()
+        .sync(sync)
+        .background(background)
+        .compact_check_interval(Duration::from_secs(86_400))
+        .open(path)
+}
+
+/// `size` random lowercase letters: the data of every session the bench
+/// saves.
+fn random_data(size: usize) -> Vec<u8> {
+    let mut rng = Rng::seeded();
+    (0..size).map(|_| b'a' + (rng.next() % 26) as u8).collect()
+}
+
 /// A small, fast generator (xorshift64*) for picking ids; not for secrets.
 struct Rng(u64);
 
@@ -150,26 +173,9 @@ pub fn bench(args: &BenchArgs) -> Outcome {
         }
     };
     let ids = random_ids(n)?;
-    let open = || -> sessionlog::Result<LogStore> {
-        let (sync, background) = match args.sync {
-            SyncArg::Always => (SyncPolicy::Always, false),
-            SyncArg::Interval => (SyncPolicy::Interval(Duration::from_secs(1)), true),
-            SyncArg::Never => (SyncPolicy::Never, false),
-        };
-        // The background thread syncs, but does not compact: the bench
-        // compacts when it measures a compaction, and only then.
-        LogStore::options()
-            .sync(sync)
-            .background(background)
-            .compact_check_interval(Duration::from_secs(86_400))
-            .open(&path)
-    };
+    let open = || open_store(&path, args.sync);
     let bar = progress(args.sessions * 6 + REOPENS * 4, "bench");
-    let mut data = vec![0u8; value_size];
-    let mut rng = Rng::seeded();
-    for b in &mut data {
-        *b = b'a' + (rng.next() % 26) as u8;
-    }
+    let data = random_data(value_size);
 
     let mut store = open()?;
     let mut phases = Vec::new();
