@@ -3,13 +3,14 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
 use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
 
+use crate::follower::OtherProcess;
 use crate::{Failure, Outcome, SyncArg, fmt_bytes, progress};
 
 /// Arguments of `sessionlog bench`.
@@ -32,15 +33,17 @@ pub struct BenchArgs {
     sync: SyncArg,
     /// Rounds of the compaction-under-load phase (0: skip it). Each round
     /// overwrites every session (50 % garbage), runs loads and saves for a
-    /// second with no compaction, then again while the store compacts.
+    /// second with no compaction, then again while the store compacts: in
+    /// the compacting process, and in another process on the same store
+    /// (the bench starts itself again for it).
     #[arg(long, value_name = "R", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=100))]
     compaction_rounds: u64,
-    /// Operations per second of each loader/saver thread in the
-    /// compaction-under-load phase (0: as fast as it can). A fixed rate
-    /// leaves the CPUs room, so that the worst operation shows waits in
-    /// the store rather than threads preempted on a saturated machine.
-    /// Either way each latency is that of the operation itself.
+    /// Operations per second of each loader/saver thread (one per
+    /// process) in the compaction-under-load phase (0: as fast as it can).
+    /// A fixed rate leaves the CPUs room, so that the worst operation shows
+    /// waits in the store rather than threads preempted on a saturated
+    /// machine. Either way each latency is that of the operation itself.
     #[arg(long, value_name = "OPS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     load_rate: u64,
@@ -86,6 +89,30 @@ impl Drop for TempStore {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Opens the store at `path` as the bench opens every handle of it, in
+/// this process and in the other one of the compaction-under-load phase.
+pub(crate) fn open_store(path: &Path, sync: SyncArg) -> sessionlog::Result<LogStore> {
+    let (sync, background) = match sync {
+        SyncArg::Always => (SyncPolicy::Always, false),
+        SyncArg::Interval => (SyncPolicy::Interval(Duration::from_secs(1)), true),
+        SyncArg::Never => (SyncPolicy::Never, false),
+    };
+    // The background thread syncs, but does not compact: the bench
+    // compacts when it measures a compaction, and only then.
+    LogStore::options()
+        .sync(sync)
+        .background(background)
+        .compact_check_interval(Duration::from_secs(86_400))
+        .open(path)
+}
+
+/// `size` random lowercase letters: the data of every session the bench
+/// saves.
+pub(crate) fn random_data(size: usize) -> Vec<u8> {
+    let mut rng = Rng::seeded();
+    (0..size).map(|_| b'a' + (rng.next() % 26) as u8).collect()
 }
 
 /// A small, fast generator (xorshift64*) for picking ids; not for secrets.
@@ -150,26 +177,9 @@ pub fn bench(args: &BenchArgs) -> Outcome {
         }
     };
     let ids = random_ids(n)?;
-    let open = || -> sessionlog::Result<LogStore> {
-        let (sync, background) = match args.sync {
-            SyncArg::Always => (SyncPolicy::Always, false),
-            SyncArg::Interval => (SyncPolicy::Interval(Duration::from_secs(1)), true),
-            SyncArg::Never => (SyncPolicy::Never, false),
-        };
-        // The background thread syncs, but does not compact: the bench
-        // compacts when it measures a compaction, and only then.
-        LogStore::options()
-            .sync(sync)
-            .background(background)
-            .compact_check_interval(Duration::from_secs(86_400))
-            .open(&path)
-    };
+    let open = || open_store(&path, args.sync);
     let bar = progress(args.sessions * 6 + REOPENS * 4, "bench");
-    let mut data = vec![0u8; value_size];
-    let mut rng = Rng::seeded();
-    for b in &mut data {
-        *b = b'a' + (rng.next() % 26) as u8;
-    }
+    let data = random_data(value_size);
 
     let mut store = open()?;
     let mut phases = Vec::new();
@@ -248,22 +258,17 @@ pub fn bench(args: &BenchArgs) -> Outcome {
         }
         if k == 3 && args.compaction_rounds > 0 {
             bar.set_message("compaction");
-            let follower = LogStore::options()
-                .sync(match args.sync {
-                    SyncArg::Always => SyncPolicy::Always,
-                    SyncArg::Interval => SyncPolicy::Interval(Duration::from_secs(1)),
-                    SyncArg::Never => SyncPolicy::Never,
-                })
-                .background(false)
-                .open(&path)?;
+            let mut other =
+                OtherProcess::spawn(&path, args.sync, value_size, args.load_rate, &ids)?;
             stalls = Some(compaction_under_load(
                 &store,
-                &follower,
+                &mut other,
                 &ids,
                 &data,
                 args.compaction_rounds,
                 args.load_rate,
             )?);
+            other.finish()?;
         }
     }
     drop(store);
@@ -328,8 +333,8 @@ struct Window {
 }
 
 /// What the compaction-under-load phase measured: `[handle][op][window]`,
-/// handle 0 the compacting one, 1 the follower; op 0 load, 1 save; window
-/// 0 idle, 1 compacting.
+/// handle 0 the compacting one (this process), 1 the other process's; op 0
+/// load, 1 save; window 0 idle, 1 compacting.
 struct Stalls {
     rounds: u64,
     /// Operations per second per thread (0: flat out).
@@ -346,7 +351,7 @@ impl Stalls {
         writeln!(
             out,
             "compaction under load: {} round(s), compact() took {} (median); \
-             one loader/saver thread (1 save in 10) per handle, {}",
+             one loader/saver thread (1 save in 10) in this process and one in another, {}",
             self.rounds,
             fmt_nanos(percentile(&c, 50)),
             if self.rate == 0 {
@@ -357,10 +362,10 @@ impl Stalls {
         )?;
         writeln!(
             out,
-            "{:<11} {:<5} {:<11} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            "{:<13} {:<5} {:<11} {:>9} {:>10} {:>10} {:>10} {:>10}",
             "handle", "op", "window", "ops", "ops/s", "p99", "p99.9", "worst"
         )?;
-        for (h, handle) in ["compacting", "follower"].iter().enumerate() {
+        for (h, handle) in ["compacting", "other process"].iter().enumerate() {
             for (o, op) in ["load", "save"].iter().enumerate() {
                 for (w, window) in ["idle", "compacting"].iter().enumerate() {
                     let win = &self.windows[h][o][w];
@@ -374,7 +379,7 @@ impl Stalls {
                     };
                     writeln!(
                         out,
-                        "{:<11} {:<5} {:<11} {:>9} {:>10.0} {:>10} {:>10} {:>10}",
+                        "{:<13} {:<5} {:<11} {:>9} {:>10.0} {:>10} {:>10} {:>10}",
                         handle,
                         op,
                         window,
@@ -392,14 +397,15 @@ impl Stalls {
 }
 
 /// How long the idle window runs, and how long the compacting window goes
-/// on after `compact()` returns (so that the follower's move to the new
-/// file is inside it).
+/// on after `compact()` returns (so that the other process's move to the
+/// new file is inside it).
 const IDLE_WINDOW: Duration = Duration::from_secs(1);
 const AFTER_COMPACTION: Duration = Duration::from_millis(200);
 
 /// Loads and saves on `store` (1 in 10 a save) until `stop`, as
-/// `[load, save]` latencies.
-fn load_and_save(
+/// `[load, save]` latencies; `rate` operations per second (0: flat out).
+/// The other process of the compaction-under-load phase runs it too.
+pub(crate) fn load_and_save(
     store: &LogStore,
     ids: &[SessionId],
     data: &[u8],
@@ -441,12 +447,12 @@ fn load_and_save(
 }
 
 /// The compaction-under-load phase: each round makes the store half
-/// garbage, then measures loads and saves on both handles for a second
-/// with no compaction, then while `store` compacts (and for a moment
-/// after, while `follower` moves to the new file).
+/// garbage, then measures loads and saves in this process (on `store`) and
+/// in `other` for a second with no compaction, then while `store` compacts
+/// (and for a moment after, while `other` moves to the new file).
 fn compaction_under_load(
     store: &LogStore,
-    follower: &LogStore,
+    other: &mut OtherProcess,
     ids: &[SessionId],
     data: &[u8],
     rounds: u64,
@@ -469,14 +475,14 @@ fn compaction_under_load(
         for i in 0..ids.len() {
             w.save(i)?;
         }
-        // The follower catches up with those saves untimed.
-        follower.load_session(&ids[0])?;
         for window in 0..2 {
+            // The other process catches up with those saves untimed, and
+            // answers when its loader/saver starts.
+            other.start()?;
             let stop = AtomicBool::new(false);
             let start = Instant::now();
-            let (results, took) = std::thread::scope(|s| {
-                let workers =
-                    [store, follower].map(|h| s.spawn(|| load_and_save(h, ids, data, rate, &stop)));
+            let (result, took, stopped) = std::thread::scope(|s| {
+                let worker = s.spawn(|| load_and_save(store, ids, data, rate, &stop));
                 let took = if window == 0 {
                     std::thread::sleep(IDLE_WINDOW);
                     None
@@ -490,16 +496,20 @@ fn compaction_under_load(
                     Some(r.map(|_| took))
                 };
                 stop.store(true, Ordering::Relaxed);
-                let results = workers.map(|h| h.join().expect("a bench thread panicked"));
-                (results, took)
+                let stopped = other.stop();
+                let result = worker.join().expect("a bench thread panicked");
+                (result, took, stopped)
             });
             let elapsed = start.elapsed();
+            stopped?;
+            let theirs = other.collect()?;
             if let Some(took) = took {
                 stalls.compactions.push(nanos(took?));
             }
-            for (h, r) in results.into_iter().enumerate() {
-                let [loads, saves] = r?;
-                for (o, lat) in [loads, saves].into_iter().enumerate() {
+            let ours = (result?, elapsed);
+            for (h, (lat, elapsed)) in [ours, (theirs.lat, theirs.elapsed)].into_iter().enumerate()
+            {
+                for (o, lat) in lat.into_iter().enumerate() {
                     let win = &mut stalls.windows[h][o][window];
                     win.lat.extend(lat);
                     win.elapsed += elapsed;
@@ -615,7 +625,8 @@ fn run_phase(
     })
 }
 
-fn nanos(d: Duration) -> u64 {
+/// `d` in nanoseconds, saturating.
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod check;
+mod follower;
 mod transfer;
 
 use std::io::{self, IsTerminal, Write};
@@ -121,6 +122,10 @@ enum Command {
     /// Benchmark the session workload on a store (a temporary one by
     /// default, removed afterwards).
     Bench(bench::BenchArgs),
+    /// The other process of `bench`'s compaction-under-load phase, started
+    /// and driven over stdin and stdout by `bench` itself.
+    #[command(hide = true)]
+    BenchFollower(follower::FollowerArgs),
 }
 
 /// When saves reach the disk, for `bench`.
@@ -148,6 +153,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Export { path } => transfer::export(&path),
         Command::Import { path } => transfer::import(&path),
         Command::Bench(args) => bench::bench(&args),
+        Command::BenchFollower(args) => follower::follower(&args),
     }
 }
 

@@ -415,6 +415,7 @@ fn bench_runs_every_phase() {
         assert!(out.contains(phase), "{phase}: {out}");
     }
     assert!(out.contains("p50") && out.contains("p99"), "{out}");
+    assert_other_process_rows(&out);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("b.db");
@@ -431,6 +432,57 @@ fn bench_runs_every_phase() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(path.exists(), "a store given by path is kept");
     assert_eq!(code(&sessionlog(&["bench", "--sync", "sometimes"])), 2);
+
+    // The paced compaction-under-load phase, on a store given by path.
+    let o = sessionlog(&[
+        "bench",
+        "--sessions",
+        "100",
+        "--value-size",
+        "16",
+        "--compaction-rounds",
+        "1",
+        "--load-rate",
+        "2000",
+        s(&path),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("2000 ops/s each"), "{out}");
+    assert_other_process_rows(&out);
+}
+
+/// The compaction-under-load table has the other process's four rows
+/// (load and save, idle and compacting), each load row with operations.
+fn assert_other_process_rows(out: &str) {
+    assert!(out.contains("compaction under load"), "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("other process "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let kinds: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("load", "idle"),
+            ("load", "compacting"),
+            ("save", "idle"),
+            ("save", "compacting")
+        ],
+        "{out}"
+    );
+    for r in &rows[..2] {
+        let ops: u64 = r[2].parse().expect("a count of operations");
+        assert!(ops > 0, "{out}");
+    }
+}
+
+#[test]
+fn bench_follower_is_hidden() {
+    let help = stdout(&sessionlog(&["--help"]));
+    assert!(help.contains("bench"), "{help}");
+    assert!(!help.contains("bench-follower"), "{help}");
 }
 
 /// A store kept through `HashedIds`: `list` shows digests and no id,
