@@ -91,6 +91,71 @@ impl Drop for TempStore {
     }
 }
 
+/// Bytes of log per session record: the header, a 32-character id and the
+/// data, aligned to 8, rounded up.
+fn record_bytes(value_size: u64) -> u64 {
+    (48 + 32 + value_size).next_multiple_of(8)
+}
+
+/// At its largest the bench's disk holds about five records per session:
+/// the log of four just before the reopen phases' compaction, and the new
+/// file of one it writes. The hints and the growth ahead add little.
+const RECORDS_AT_PEAK: u64 = 5;
+
+/// Heap the bench needs per session, in both of its processes together: the
+/// ids (64 bytes each, in both), the latencies of the six timed phases
+/// (kept for the table, 8 bytes an operation), the index and the second
+/// index of a compaction (up to 32 bytes each), and the other process's
+/// index.
+const HEAP_PER_SESSION: u64 = 2 * 64 + 6 * 8 + 3 * 32;
+
+/// Refuses, with what it needs and what there is, a bench that would fill
+/// the disk under `path` or the machine's memory before it ends.
+fn check_room(path: &Path, sessions: u64, value_size: u64) -> Result<(), Failure> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let disk = sessions
+        .saturating_mul(record_bytes(value_size))
+        .saturating_mul(RECORDS_AT_PEAK)
+        .saturating_add(64 << 20);
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| format!("{}: cannot read the free space: {e}", dir.display()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if disk > free {
+        return Err(format!(
+            "{sessions} sessions of {value_size} B need about {} free in {}, which has {}: \
+             use fewer --sessions or a store on a larger disk (PATH)",
+            fmt_bytes(disk),
+            dir.display(),
+            fmt_bytes(free),
+        )
+        .into());
+    }
+    let heap = sessions.saturating_mul(HEAP_PER_SESSION);
+    if let Some(avail) = mem_available() {
+        if heap > avail {
+            return Err(format!(
+                "{sessions} sessions need about {} of memory, and {} is available: \
+                 use fewer --sessions",
+                fmt_bytes(heap),
+                fmt_bytes(avail),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes; `None` where there is none.
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// Opens the store at `path` as the bench opens every handle of it, in
 /// this process and in the other one of the compaction-under-load phase.
 pub(crate) fn open_store(path: &Path, sync: SyncArg) -> sessionlog::Result<LogStore> {
@@ -176,6 +241,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             (dir.0.join("bench.db"), Some(dir))
         }
     };
+    check_room(&path, args.sessions, args.value_size)?;
     let ids = random_ids(n)?;
     let open = || open_store(&path, args.sync);
     let bar = progress(args.sessions * 6 + REOPENS * 4, "bench");

@@ -478,6 +478,27 @@ fn assert_other_process_rows(out: &str) {
     }
 }
 
+/// A bench whose store could not fit on the disk is refused before it
+/// writes anything, saying what it needs and where.
+#[test]
+fn bench_refuses_what_the_disk_cannot_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.db");
+    // 100M sessions of 16 MiB: about 8 PB, on no disk of this world.
+    let o = sessionlog(&[
+        "bench",
+        "--sessions",
+        "100000000",
+        "--value-size",
+        "16777216",
+        s(&path),
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("free in") && err.contains(s(dir.path())), "{err}");
+    assert!(!path.exists(), "nothing was created");
+}
+
 #[test]
 fn bench_follower_is_hidden() {
     let help = stdout(&sessionlog(&["--help"]));
