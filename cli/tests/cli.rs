@@ -495,7 +495,10 @@ fn bench_refuses_what_the_disk_cannot_hold() {
     ]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("free in") && err.contains(s(dir.path())), "{err}");
+    assert!(
+        err.contains("free in") && err.contains(s(dir.path())),
+        "{err}"
+    );
     assert!(!path.exists(), "nothing was created");
 }
 
