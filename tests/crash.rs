@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::child::{self, Reader, Rng};
+use sessionlog::internals::format::HEADER_SIZE;
+use sessionlog::internals::hook::{IoEvent, IoHook};
 use sessionlog::{Error, LogStore, Session, SessionStore, SyncPolicy};
+use std::os::unix::process::ExitStatusExt;
 
 fn store_path() -> PathBuf {
     PathBuf::from(std::env::var("STORE").expect("STORE set for children"))
@@ -30,14 +33,16 @@ fn policy(name: &str) -> SyncPolicy {
 
 /// Saves the next version of `name`, whose data encodes its version.
 fn bump(store: &LogStore, name: &str) -> u64 {
+    bump_with(store, name, |v| 64 + (v as usize * 97) % 1500)
+}
+
+/// Saves the next version of `name` with `len(current version)` bytes of
+/// data that encode the new version.
+fn bump_with(store: &LogStore, name: &str, len: impl Fn(u64) -> usize) -> u64 {
     let sid = id(name);
     let current = store.load_session(&sid).expect("load");
     let mut s = current.unwrap_or_else(|| Session::new(sid, Vec::new()));
-    s.data = child::versioned_data(
-        name,
-        s.version() + 1,
-        64 + (s.version() as usize * 97) % 1500,
-    );
+    s.data = child::versioned_data(name, s.version() + 1, len(s.version()));
     store.save_session_if_unchanged(&mut s).expect("save");
     s.version()
 }
@@ -392,4 +397,386 @@ fn a_full_disk_fails_saves_cleanly() {
     assert!(loads);
     assert!(acked.len() == 50);
     verify(&path, &acked);
+}
+
+// The hint a close writes (`compact::hint_on_close`), killed while it is
+// written.
+
+/// `<log><suffix>`, a file beside the log.
+fn beside(log: &Path, suffix: &str) -> PathBuf {
+    let mut s = log.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A close writes a hint when the log grew since it by this much and by an
+/// eighth of the log (`compact::CLOSE_HINT_MIN`).
+const CLOSE_HINT_MIN: u64 = 16 << 20;
+
+/// Whether closing a log applied up to `applied` (an offset), whose hint
+/// reflects it up to `covered`, writes a new hint.
+fn close_writes_hint(applied: u64, covered: u64) -> bool {
+    applied.saturating_sub(covered) >= CLOSE_HINT_MIN.max(applied / 8)
+}
+
+/// The offset up to which a hint file reflects its log (bytes 40..48,
+/// DESIGN.md §2.3).
+fn hint_end(hint: &[u8]) -> u64 {
+    let end = hint.get(40..48).expect("the hint in place is whole");
+    u64::from_le_bytes(end.try_into().expect("8 bytes"))
+}
+
+/// The log of the store `s.db` in `dir`, by the resolved path the engine
+/// reports its files with.
+fn log_in(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).expect("dir").join("s.db")
+}
+
+/// The steps of a close's hint at which the child kills itself, each just
+/// before it: the temporary hint's write (it exists, empty), its fsync
+/// (written), its rename over `<log>.hint` (synced), and the removal of
+/// `<log>.compact` after the rename.
+const HINT_STEPS: [&str; 4] = ["write", "sync", "rename", "remove"];
+
+/// Kills this process with SIGKILL just before one step of a close's hint.
+#[derive(Debug)]
+struct KillAt {
+    step: String,
+    tmp: PathBuf,
+    hint: PathBuf,
+    compact: PathBuf,
+}
+
+impl IoHook for KillAt {
+    fn before(&self, e: &IoEvent<'_>) -> std::io::Result<()> {
+        let here = match (self.step.as_str(), e) {
+            ("write", IoEvent::Write { path, .. }) | ("sync", IoEvent::Sync { path }) => {
+                *path == self.tmp
+            }
+            ("rename", IoEvent::Rename { from, to }) => *from == self.tmp && *to == self.hint,
+            ("remove", IoEvent::Remove { path }) => *path == self.compact,
+            _ => false,
+        };
+        if here {
+            // SAFETY: kill(2) only reads its integer arguments; signalling
+            // this process itself touches no memory of ours.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            // SIGKILL cannot be caught: not reached. Were it, the parent
+            // would see SIGABRT, not SIGKILL, and fail.
+            std::process::abort();
+        }
+        Ok(())
+    }
+}
+
+/// Sessions the closing child overwrites.
+const CLOSER_SESSIONS: u64 = 256;
+
+/// The closing child: opens the store (nothing compacts), overwrites
+/// sessions with 1-4 KiB values until its close will write a hint,
+/// acknowledging each save on stdout, then closes it when told to. With
+/// `KILL_AT`, it kills itself at that step of the close's hint; with
+/// `SYNC_FIRST`, it syncs before it closes.
+fn closer_child() {
+    let log = log_in(store_path().parent().expect("dir"));
+    let mut opts = LogStore::options()
+        .sync(SyncPolicy::Interval(std::time::Duration::from_millis(5)))
+        .background(false);
+    if let Ok(step) = std::env::var("KILL_AT") {
+        opts = opts.io_hook(Arc::new(KillAt {
+            step,
+            tmp: beside(&log, ".hint.tmp"),
+            hint: beside(&log, ".hint"),
+            compact: beside(&log, ".compact"),
+        }));
+    }
+    let store = opts.open(&log).expect("open");
+    let covered = store
+        .stats()
+        .expect("stats")
+        .recovery
+        .hint_end
+        .unwrap_or(HEADER_SIZE);
+    let mut out = std::io::stdout().lock();
+    for i in 0u64.. {
+        if i % 64 == 0 {
+            let applied = HEADER_SIZE + store.stats().expect("stats").log_bytes;
+            if close_writes_hint(applied, covered) {
+                break;
+            }
+        }
+        let name = format!("c{}", i % CLOSER_SESSIONS);
+        let salt = i % CLOSER_SESSIONS;
+        let v = bump_with(&store, &name, |v| {
+            1024 + ((v * 1931 + salt * 337) % 3072) as usize
+        });
+        // acknowledged: the save returned before this line
+        writeln!(out, "ACK {name} {v}").expect("stdout");
+    }
+    if std::env::var("SYNC_FIRST").is_ok() {
+        // The close then has (almost) nothing to sync: it is the hint.
+        store.sync().expect("sync");
+    }
+    writeln!(out, "CLOSING").expect("stdout");
+    // The parent has read every acknowledgement when it says go.
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).expect("stdin");
+    let t = std::time::Instant::now();
+    drop(store); // the close writes the hint
+    writeln!(out, "CLOSED {}", t.elapsed().as_micros()).expect("stdout");
+}
+
+/// How a closing child ended.
+struct CloserRun {
+    /// It had saved all it would and was told to close.
+    closing: bool,
+    /// Its close returned, after this long (as the child timed it).
+    closed: Option<std::time::Duration>,
+    status: std::process::ExitStatus,
+}
+
+/// Runs a closing child on `log` to its end, recording its acknowledged
+/// saves; with `kill_at` it kills itself at that step, else it syncs
+/// before its close, and with `kill_after` the parent SIGKILLs it that
+/// long after telling it to close.
+fn run_closer(
+    test: &str,
+    log: &Path,
+    kill_at: Option<&str>,
+    kill_after: Option<std::time::Duration>,
+    acked: &mut HashMap<String, u64>,
+) -> CloserRun {
+    let mut vars = vec![("STORE", log.display().to_string())];
+    if let Some(step) = kill_at {
+        vars.push(("KILL_AT", step.to_owned()));
+    } else {
+        vars.push(("SYNC_FIRST", "1".to_owned()));
+    }
+    let mut c = child::spawn(test, "closer", &vars);
+    let mut r = Reader::new(&mut c);
+    let (mut closing, mut closed) = (false, None);
+    while let Some(line) = r.next() {
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let (name, v) = rest.split_once(' ').expect("ACK name v");
+            let v: u64 = v.parse().expect("version");
+            let e = acked.entry(name.to_owned()).or_default();
+            *e = (*e).max(v);
+        } else if line == "CLOSING" {
+            closing = true;
+            let stdin = c.stdin.as_mut().expect("piped stdin");
+            stdin.write_all(b"go\n").expect("tell the child to close");
+            if let Some(d) = kill_after {
+                std::thread::sleep(d); // the random moment of the kill
+                child::kill9(&mut c);
+            }
+        } else if let Some(us) = line.strip_prefix("CLOSED ") {
+            let us = us.parse().expect("microseconds");
+            closed = Some(std::time::Duration::from_micros(us));
+        }
+    }
+    let status = c.wait().expect("wait");
+    CloserRun {
+        closing,
+        closed,
+        status,
+    }
+}
+
+/// What a close left beside the log, seen before any open.
+#[derive(Debug)]
+struct Left {
+    compact: bool,
+    /// The temporary hint's length, if it exists.
+    tmp: Option<u64>,
+    hint: Option<Vec<u8>>,
+}
+
+fn left(log: &Path) -> Left {
+    Left {
+        compact: beside(log, ".compact").exists(),
+        tmp: std::fs::metadata(beside(log, ".hint.tmp"))
+            .ok()
+            .map(|m| m.len()),
+        hint: std::fs::read(beside(log, ".hint")).ok(),
+    }
+}
+
+/// After a kill during a close: the store opens with every acknowledged
+/// save, removes a leftover `.compact` (its lock died with the child) and
+/// uses the hint in place if any (never the temporary one). A few saves
+/// and a close then write a hint if the log grew enough since the one in
+/// place (so whatever the kill left does not keep the store from writing
+/// hints), and the next open reads it and replays nothing. Returns whether
+/// that close wrote a hint.
+fn reopen_after_kill(log: &Path, acked: &mut HashMap<String, u64>, killed: &Left) -> bool {
+    let store = verify(log, acked);
+    let st = store.stats().expect("stats");
+    assert_eq!(
+        st.recovery.removed_temp_files,
+        u32::from(killed.compact),
+        "the open removes a leftover .compact, and nothing else"
+    );
+    assert!(!beside(log, ".compact").exists());
+    assert_eq!(
+        st.recovery.hint_end,
+        killed.hint.as_deref().map(hint_end),
+        "the open read the hint in place, if any"
+    );
+    for j in 0..3 {
+        let name = format!("after{j}");
+        let v = bump(&store, &name);
+        acked.insert(name, v);
+    }
+    let applied = HEADER_SIZE + store.stats().expect("stats").log_bytes;
+    let writes = close_writes_hint(applied, st.recovery.hint_end.unwrap_or(HEADER_SIZE));
+    drop(store);
+    let closed = left(log);
+    assert!(!closed.compact, "the close leaves no .compact");
+    if writes {
+        assert_eq!(closed.tmp, None, "the new hint was renamed into place");
+        assert!(
+            closed.hint.is_some() && closed.hint != killed.hint,
+            "the close wrote a new hint"
+        );
+    } else {
+        assert_eq!(closed.hint, killed.hint, "the close left the hint alone");
+    }
+    let store = verify(log, acked);
+    let again = store.stats().expect("stats");
+    if writes {
+        assert_eq!(
+            again.recovery.hint_end,
+            Some(HEADER_SIZE + again.log_bytes),
+            "the next open reads the new hint, which covers the whole log"
+        );
+        assert_eq!(again.recovery.records, 0, "and replays nothing");
+    } else {
+        assert_eq!(again.recovery.hint_end, st.recovery.hint_end);
+    }
+    writes
+}
+
+/// A process SIGKILLed by its own I/O hook just before each step of the
+/// hint its close writes, twice per step: on a store without a hint, then
+/// on one whose older hint is in place (the open must use the older hint
+/// and replay what came after it).
+#[test]
+fn kill_9_at_each_step_of_a_close_s_hint_loses_nothing() {
+    const TEST: &str = "kill_9_at_each_step_of_a_close_s_hint_loses_nothing";
+    if child::role().as_deref() == Some("closer") {
+        return closer_child();
+    }
+    for step in HINT_STEPS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = log_in(dir.path());
+        let mut acked = HashMap::new();
+        for round in 0..2 {
+            let before = left(&log);
+            let run = run_closer(TEST, &log, Some(step), None, &mut acked);
+            assert!(
+                run.closing && run.closed.is_none(),
+                "{step}/{round}: killed in its close"
+            );
+            assert_eq!(
+                run.status.signal(),
+                Some(libc::SIGKILL),
+                "{step}/{round}: killed by its hook ({:?})",
+                run.status
+            );
+            let l = left(&log);
+            assert!(l.compact, "{step}/{round}: killed holding .compact");
+            match step {
+                "write" => {
+                    assert_eq!(
+                        l.tmp,
+                        Some(0),
+                        "{step}/{round}: the temporary hint is empty"
+                    );
+                    assert_eq!(
+                        l.hint, before.hint,
+                        "{step}/{round}: the hint in place stays"
+                    );
+                }
+                "sync" | "rename" => {
+                    assert!(
+                        l.tmp.is_some_and(|n| n > 0),
+                        "{step}/{round}: the temporary hint is written"
+                    );
+                    assert_eq!(
+                        l.hint, before.hint,
+                        "{step}/{round}: the hint in place stays"
+                    );
+                }
+                _ => {
+                    assert_eq!(l.tmp, None, "{step}/{round}: the hint was renamed");
+                    assert!(
+                        l.hint.is_some() && l.hint != before.hint,
+                        "{step}/{round}: a new hint is in place"
+                    );
+                }
+            }
+            let wrote = reopen_after_kill(&log, &mut acked, &l);
+            assert_eq!(
+                wrote,
+                step != "remove",
+                "{step}/{round}: the next close writes the hint the killed one did not"
+            );
+        }
+    }
+}
+
+/// A process SIGKILLed at random moments of its close (which syncs, takes
+/// `.compact`, writes the hint and removes `.compact`; the child synced
+/// just before, so the hint is most of it), after one close that ran to
+/// its end set the time scale (and each later one that finishes before
+/// its kill sets it anew).
+#[test]
+fn kill_9_at_random_moments_of_a_close_loses_nothing() {
+    const TEST: &str = "kill_9_at_random_moments_of_a_close_loses_nothing";
+    if child::role().as_deref() == Some("closer") {
+        return closer_child();
+    }
+    let mut rng = Rng::from_env_or_time();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = log_in(dir.path());
+    let mut acked = HashMap::new();
+    let run = run_closer(TEST, &log, None, None, &mut acked);
+    assert!(run.status.success(), "{:?}", run.status);
+    // The time scale of the kills: the last close seen to its end (its
+    // fsyncs take 1 to 30 ms here, and vary as much from run to run).
+    let mut close = run.closed.expect("the close returned");
+    let l = left(&log);
+    assert!(
+        l.hint.is_some() && !l.compact && l.tmp.is_none(),
+        "a close that ran to its end wrote the hint: {l:?}"
+    );
+    assert!(!reopen_after_kill(&log, &mut acked, &l));
+    let mut landed: std::collections::BTreeMap<&str, u32> = Default::default();
+    for _ in 0..8 {
+        let before = left(&log);
+        let delay = close.mul_f64(rng.below(1500) as f64 / 1000.0);
+        let run = run_closer(TEST, &log, None, Some(delay), &mut acked);
+        assert!(run.closing);
+        let l = left(&log);
+        let new_hint = l.hint != before.hint;
+        let when = if let Some(took) = run.closed {
+            close = took;
+            "after the close"
+        } else if !l.compact && !new_hint {
+            "before taking .compact"
+        } else if l.tmp.is_none() && !new_hint {
+            "holding .compact"
+        } else if !new_hint {
+            "writing the temporary hint"
+        } else if l.compact {
+            "after the rename"
+        } else {
+            "after removing .compact"
+        };
+        *landed.entry(when).or_default() += 1;
+        reopen_after_kill(&log, &mut acked, &l);
+    }
+    eprintln!("last close {close:?}; kills landed: {landed:?}");
 }

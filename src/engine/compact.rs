@@ -425,8 +425,15 @@ pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
         )?;
         Ok(true)
     })();
-    let _ = fs::remove_file(&tmp.path);
+    let _ = remove_temp(h.hooks, &tmp.path);
     written
+}
+
+/// Removes the compaction's temporary file, which the caller has locked.
+fn remove_temp(hooks: &Hooks, path: &Path) -> io::Result<()> {
+    hooks
+        .before(IoEvent::Remove { path })
+        .and_then(|()| fs::remove_file(path))
 }
 
 /// Compacts unless a compaction is already running somewhere.
@@ -444,7 +451,7 @@ fn run(h: &Handles<'_>, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<Co
     let result = run_locked(h, &tmp, idle_cutoff_ms);
     if result.is_err() {
         // Leave no half-written file behind; the lock dies with `tmp`.
-        let _ = fs::remove_file(&tmp.path);
+        let _ = remove_temp(h.hooks, &tmp.path);
         // Nor an invitation to read its hint (a file still current).
         h.state.read().file.set_pending(0);
     }

@@ -1,8 +1,9 @@
 //! The I/O seam: a hook that sees every write, growth, sync and rename the
-//! engine makes to a store's files after opening, and may fail any of
-//! them. Tests use it to inject failures at the N-th operation and to
-//! record what a power loss would leave (what was synced, plus a prefix of
-//! what was not). Not part of the stable API.
+//! engine makes to a store's files after opening (and the removal of the
+//! compaction's temporary file), and may fail any of them. Tests use it to
+//! inject failures at the N-th operation, to record what a power loss
+//! would leave (what was synced, plus a prefix of what was not), and to
+//! kill a process at a chosen step. Not part of the stable API.
 
 use std::fmt;
 use std::io;
@@ -63,6 +64,14 @@ pub enum IoEvent<'a> {
     /// hint unusable, as a read error would.
     ReadHint {
         /// The hint file.
+        path: &'a Path,
+    },
+    /// The compaction's temporary file `<log>.compact` is about to be
+    /// removed by its lock holder: a close after its hint (written or
+    /// not), or a compaction that failed. A failure leaves the file, which
+    /// the next open removes or the next compaction reuses.
+    Remove {
+        /// The temporary file.
         path: &'a Path,
     },
 }
