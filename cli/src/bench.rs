@@ -134,16 +134,16 @@ fn check_room(path: &Path, sessions: u64, value_size: u64) -> Result<(), Failure
         .into());
     }
     let heap = sessions.saturating_mul(HEAP_PER_SESSION);
-    if let Some(avail) = mem_available() {
-        if heap > avail {
-            return Err(format!(
-                "{sessions} sessions need about {} of memory, and {} is available: \
-                 use fewer --sessions",
-                fmt_bytes(heap),
-                fmt_bytes(avail),
-            )
-            .into());
-        }
+    if let Some(avail) = mem_available()
+        && heap > avail
+    {
+        return Err(format!(
+            "{sessions} sessions need about {} of memory, and {} is available: \
+             use fewer --sessions",
+            fmt_bytes(heap),
+            fmt_bytes(avail),
+        )
+        .into());
     }
     Ok(())
 }
