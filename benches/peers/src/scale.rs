@@ -52,7 +52,8 @@ fn measure(spec: &Spec, n: usize, value_size: usize, scratch: &Scratch) -> Resul
     let ids = session_ids(&mut rng, n);
     let mut value = vec![0u8; value_size];
     rng.fill_bytes(&mut value);
-    let picks: Vec<u64> = (0..OPS.min(n.max(100_000))).map(|_| rng.random()).collect();
+    let ops = OPS.min(n.max(100_000));
+    let picks: Vec<u64> = (0..ops).map(|_| rng.random()).collect();
     let pick = |i: usize| &ids[(picks[i % picks.len()] % n as u64) as usize];
     let dir = scratch.dir(&format!("{}-scale", spec.name))?;
     let e = spec.open(&dir, Mode::Buffered)?;
@@ -63,7 +64,6 @@ fn measure(spec: &Spec, n: usize, value_size: usize, scratch: &Scratch) -> Resul
     for i in 0..n.min(10_000) {
         check_load(&*e, pick(i), value.len())?;
     }
-    let ops = OPS.min(n.max(100_000));
     let (load_rate, load_p99) = each(ops, |i| load_reused(&*e, pick(i)))?;
     let (save_rate, save_p99) = each(ops, |i| e.save(pick(i), &value))?;
     e.cleanup()?;
