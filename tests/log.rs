@@ -934,6 +934,140 @@ fn a_follower_reads_the_hint_ahead_of_the_swap_and_not_again() {
     );
 }
 
+/// Sends the path of each compaction file a handle maps ahead.
+#[derive(Debug)]
+struct Premaps(std::sync::Mutex<std::sync::mpsc::Sender<(String, PathBuf)>>);
+
+impl sessionlog::internals::hook::IoHook for Premaps {
+    fn before(&self, e: &sessionlog::internals::hook::IoEvent<'_>) -> std::io::Result<()> {
+        if let sessionlog::internals::hook::IoEvent::Premap { path } = e {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = self
+                .0
+                .lock()
+                .expect("lock")
+                .send((name, path.to_path_buf()));
+        }
+        Ok(())
+    }
+}
+
+/// At the compaction's rename: lets the other handle see the pending
+/// word, waits until it maps the new file ahead, then fails the rename if
+/// told to.
+#[derive(Debug)]
+struct PremapAtSwap {
+    log: PathBuf,
+    other: std::sync::Arc<LogStore>,
+    probe: sessionlog::SessionId,
+    premaps: std::sync::Mutex<std::sync::mpsc::Receiver<(String, PathBuf)>>,
+    seen: std::sync::Mutex<Vec<(String, PathBuf)>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl sessionlog::internals::hook::IoHook for PremapAtSwap {
+    fn before(&self, e: &sessionlog::internals::hook::IoEvent<'_>) -> std::io::Result<()> {
+        if let sessionlog::internals::hook::IoEvent::Rename { to, .. } = e
+            && *to == self.log
+        {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let got = self.other.load_session(&self.probe).expect("load");
+                    assert!(got.is_some(), "the old file still serves loads");
+                });
+            });
+            let seen = self
+                .premaps
+                .lock()
+                .expect("lock")
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the other handle maps the announced file before the swap");
+            self.seen.lock().expect("lock").push(seen);
+            if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected rename failure"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Another handle maps a compaction's new file ahead of the swap (on its
+/// read-ahead thread) and moves to it with that mapping; a compaction that
+/// fails after the other handle mapped its file leaves that handle on the
+/// old file, and the next compaction's file (a new one) is mapped afresh.
+/// Every session reads back exactly, before and after each swap.
+#[test]
+fn a_follower_maps_the_new_file_ahead_and_never_reads_a_failed_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower = std::sync::Arc::new(
+        opts()
+            .io_hook(std::sync::Arc::new(Premaps(std::sync::Mutex::new(tx))))
+            .open(&path)
+            .expect("open follower"),
+    );
+    let log = std::fs::canonicalize(dir.path())
+        .expect("canonical")
+        .join("s.db");
+    let hook = std::sync::Arc::new(PremapAtSwap {
+        log: log.clone(),
+        other: std::sync::Arc::clone(&follower),
+        probe: id("s0"),
+        premaps: std::sync::Mutex::new(rx),
+        seen: std::sync::Mutex::new(Vec::new()),
+        fail: std::sync::atomic::AtomicBool::new(true),
+    });
+    let compactor = opts()
+        .io_hook(hook.clone())
+        .open(&path)
+        .expect("open compactor");
+    let check = |round: usize| {
+        for i in 0..300 {
+            let s = follower
+                .load_session(&id(&format!("s{i}")))
+                .expect("load")
+                .expect("every session");
+            assert_eq!(s.data, data(i + round), "s{i}");
+        }
+    };
+    for round in 0..3 {
+        for i in 0..300 {
+            let mut s = Session::new(id(&format!("s{i}")), data(i + round));
+            compactor.save_session(&mut s).expect("save");
+        }
+    }
+    check(2);
+    let failed = compactor.compact();
+    assert!(failed.is_err(), "the injected rename failure: {failed:?}");
+    check(2);
+    for i in 0..300 {
+        let mut s = Session::new(id(&format!("s{i}")), data(i + 3));
+        compactor.save_session(&mut s).expect("save");
+    }
+    check(3);
+    compactor.compact().expect("compact");
+    let mut late = Session::new(id("late"), b"after the swap".to_vec());
+    compactor
+        .save_session(&mut late)
+        .expect("save after the swap");
+    check(3);
+    let got = follower
+        .load_session(&id("late"))
+        .expect("load")
+        .expect("saved after the swap");
+    assert_eq!(got.data, b"after the swap");
+    let compact = log.with_file_name("s.db.compact");
+    assert_eq!(
+        *hook.seen.lock().expect("lock"),
+        [
+            ("sessionlog-hint".to_owned(), compact.clone()),
+            ("sessionlog-hint".to_owned(), compact)
+        ],
+        "each compaction's file mapped ahead once, on the read-ahead thread"
+    );
+}
+
 /// A log that grew well past its last hint gets a new hint when the last
 /// handle closes, so that the next open reads the hint and replays
 /// nothing: reopening costs what is live. A close after little growth

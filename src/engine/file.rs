@@ -129,6 +129,19 @@ impl LogFile {
         })
     }
 
+    /// Takes `pre`'s mapping in place of this one's if `pre` maps this
+    /// very file (same device and inode) and covers it: the page tables
+    /// `pre` populated ahead then serve this file's first reads, which
+    /// would otherwise fault page by page. Returns the mapping that is no
+    /// longer used (this one's, or `pre`'s if it did not fit), for the
+    /// caller to drop off the request path if it is large.
+    pub fn adopt(&mut self, pre: Premapped) -> MmapRaw {
+        if pre.ino != self.ino || (pre.map.len() as u64) < self.mapped_file_len {
+            return pre.map;
+        }
+        std::mem::replace(&mut self.map, pre.map)
+    }
+
     /// Bytes mapped: more than the file's length when it was mapped (room
     /// to grow), so never a bound on what may be read: that is the file's
     /// length.
@@ -367,6 +380,73 @@ impl LogFile {
     }
 }
 
+/// A mapping of a file that a compaction is still writing, made by
+/// another process ahead of the swap so that the page tables of the file's
+/// first reads are in place when the swap comes ([`Premapped::populate`]
+/// on a thread of its own, [`LogFile::adopt`] at the switch).
+///
+/// Nothing is ever read through it before `adopt` has checked that the
+/// file it maps is the log's: until then the compactor may still cut its
+/// temporary file (a failed compaction's file is truncated by the next),
+/// and a read of a page past the end would raise SIGBUS. Populating
+/// cannot: `MADV_POPULATE_READ` reports such a page as an error instead.
+pub(crate) struct Premapped {
+    map: MmapRaw,
+    ino: (u64, u64),
+    /// The file, to learn how far it has grown.
+    file: File,
+}
+
+impl std::fmt::Debug for Premapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Premapped")
+            .field("ino", &self.ino)
+            .field("map_len", &self.map.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Premapped {
+    /// Maps the file at `path` (a compaction's temporary file) with the
+    /// same room to grow as a log's mapping, or `None` if it cannot be
+    /// opened as one of `owner`'s files.
+    pub fn open(path: &Path, owner: Owner) -> Option<Premapped> {
+        let file = trust::open(path, Create::No, owner).ok()?;
+        let meta = file.metadata().ok()?;
+        let map = LogFile::map(path, &file, meta.len()).ok()?;
+        Some(Premapped {
+            map,
+            ino: (meta.dev(), meta.ino()),
+            file,
+        })
+    }
+
+    /// The file's length now, capped at the mapping's (0 if unknown).
+    pub fn file_len(&self) -> u64 {
+        self.file
+            .metadata()
+            .map_or(0, |m| m.len())
+            .min(self.map.len() as u64)
+    }
+
+    /// Fills in the page tables of `[from, to)` from the page cache.
+    /// Returns false if the kernel would not (a page past the file's end,
+    /// no `MADV_POPULATE_READ` before Linux 5.14): the mapping stays good,
+    /// its pages then fault on first touch as any mapping's do.
+    pub fn populate(&self, from: u64, to: u64) -> bool {
+        let to = to.min(self.map.len() as u64);
+        if from >= to {
+            return true;
+        }
+        let (Ok(off), Ok(len)) = (usize::try_from(from), usize::try_from(to - from)) else {
+            return false;
+        };
+        self.map
+            .advise_range(memmap2::Advice::PopulateRead, off, len)
+            .is_ok()
+    }
+}
+
 /// The parts of `[from, to)` of `file` that may hold data (see
 /// [`LogFile::data_ranges`]).
 pub(crate) fn data_ranges(file: &File, from: u64, to: u64) -> Vec<(u64, u64)> {
@@ -535,4 +615,74 @@ pub(crate) fn create_log(path: &Path, header: &StaticHeader, owner: Owner) -> Re
     }
     written?;
     sync_parent_dir(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_log(dir: &Path, name: &str) -> (PathBuf, Owner) {
+        let path = dir.join(name);
+        let owner = Owner::of(&path).expect("owner");
+        let header = StaticHeader {
+            generation: 1,
+            created_ms: 0,
+            compact_kept: 0,
+            compact_dropped: 0,
+            compact_source_bytes: 0,
+            compact_result_bytes: 0,
+            salt: 7,
+        };
+        create_log(&path, &header, owner).expect("create log");
+        (path, owner)
+    }
+
+    /// A mapping made ahead replaces a log's own only if it maps that very
+    /// file and covers it; either way the log reads its file after.
+    #[test]
+    fn a_mapping_made_ahead_is_adopted_only_by_its_own_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, owner) = new_log(dir.path(), "a.db");
+        let (b, _) = new_log(dir.path(), "b.db");
+        let mut log = LogFile::open(&a, owner).expect("open a");
+        log.set_committed(HEADER_SIZE);
+        let own_map = log.map.as_ptr();
+
+        let other = Premapped::open(&b, owner).expect("map b ahead");
+        assert!(other.populate(0, other.file_len()));
+        drop(log.adopt(other));
+        assert_eq!(log.map.as_ptr(), own_map, "b's mapping refused");
+
+        let ahead = Premapped::open(&a, owner).expect("map a ahead");
+        assert!(ahead.populate(0, ahead.file_len()));
+        let ahead_map = ahead.map.as_ptr();
+        drop(log.adopt(ahead));
+        assert_eq!(log.map.as_ptr(), ahead_map, "a's own mapping taken");
+        assert_eq!(
+            format::decode_offset(log.committed_word()),
+            Some(HEADER_SIZE),
+            "the adopted mapping shows the file"
+        );
+    }
+
+    /// A file that outgrew the mapping made ahead keeps its own; and
+    /// populating past a file's end (a temporary file cut by the next
+    /// compaction) fails instead of raising SIGBUS.
+    #[test]
+    fn a_short_mapping_is_refused_and_populating_past_the_end_fails() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, owner) = new_log(dir.path(), "a.db");
+        let ahead = Premapped::open(&a, owner).expect("map a ahead");
+        assert!(
+            !ahead.populate(0, ahead.map.len() as u64),
+            "pages past the end are not populated"
+        );
+        let f = trust::open(&a, Create::No, owner).expect("open raw");
+        f.set_len(ahead.map.len() as u64 + (1 << 20))
+            .expect("grow past the mapping");
+        let mut log = LogFile::open(&a, owner).expect("open a");
+        let own_map = log.map.as_ptr();
+        drop(log.adopt(ahead));
+        assert_eq!(log.map.as_ptr(), own_map, "a mapping shorter than the file");
+    }
 }

@@ -174,13 +174,18 @@ impl<'a> Follow<'a> {
     /// then swaps it in under the state lock. The
     /// old view is dropped on a thread of its own (the caller may hold the
     /// write lock, and unmapping a large file takes long).
-    fn switch(&self, old: (u64, u64), next: LogFile) -> Result<()> {
+    fn switch(&self, old: (u64, u64), mut next: LogFile) -> Result<()> {
         let _one = self.switching.lock();
         if self.state.read().file.ino != old {
             // Another thread moved the view meanwhile.
             return Ok(());
         }
-        let ahead = self.pending.take(&next.header);
+        let (ahead, premapped) = self.pending.take(&next.header);
+        if let Some(pre) = premapped {
+            // The mapping not taken is dropped off the request path: if
+            // it was the one made ahead, its page tables are filled in.
+            crate::engine::state::retire(next.adopt(pre));
+        }
         let built = recovery::load_indexed(Arc::new(next), self.lock.owner, self.hooks, ahead)?;
         let previous = {
             let mut st = self.state.write();

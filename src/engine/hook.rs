@@ -66,6 +66,14 @@ pub enum IoEvent<'a> {
         /// The hint file.
         path: &'a Path,
     },
+    /// Another process's compaction announced its new file, still at its
+    /// temporary path `<log>.compact`, and this handle is about to map it
+    /// ahead of the swap (on its read-ahead thread). A failure means no
+    /// mapping is made: the switch maps the file itself.
+    Premap {
+        /// The compaction's temporary file.
+        path: &'a Path,
+    },
     /// The compaction's temporary file `<log>.compact` is about to be
     /// removed by its lock holder: a close after its hint (written or
     /// not), or a compaction that failed. A failure leaves the file, which
