@@ -109,6 +109,37 @@ impl LogFile {
             .map_err(|e| Error::io(path, "mmap", e))
     }
 
+    /// This file with its header read again and its mapping kept (made
+    /// anew only if the file outgrew it): a compaction's new file, once
+    /// the real header is written over the placeholder it was mapped with.
+    pub fn with_header_read_again(self) -> Result<LogFile> {
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, "stat", e))?;
+        let mut head = vec![0u8; (meta.len().min(H_STATIC_END as u64)) as usize];
+        self.file
+            .read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io(&self.path, "read header", e))?;
+        let header = check_header(&self.path, &head)?;
+        if meta.len() < HEADER_SIZE {
+            return Err(Error::corrupt(
+                &self.path,
+                meta.len(),
+                "the file ends inside the header",
+            ));
+        }
+        let log = LogFile {
+            header,
+            mapped_file_len: meta.len(),
+            ..self
+        };
+        if meta.len() > log.map_len() {
+            return log.remapped();
+        }
+        Ok(log)
+    }
+
     /// A new `LogFile` for the same file, mapping its current length (and
     /// room past it).
     pub fn remapped(&self) -> Result<LogFile> {
