@@ -499,7 +499,7 @@ const CATCH_UP_PASSES: usize = 8;
 fn snapshot(h: &Handles<'_>) -> (Arc<LogFile>, u64, u64, Vec<u64>) {
     for _ in 0..SNAPSHOT_TRIES {
         let (src, from, moves, slots) = {
-            let st = h.state.read();
+            let st = h.state.read_turn();
             (
                 Arc::clone(&st.file),
                 st.applied,
@@ -511,7 +511,7 @@ fn snapshot(h: &Handles<'_>) -> (Arc<LogFile>, u64, u64, Vec<u64>) {
         let mut at = 0;
         let mut upto = from;
         let complete = loop {
-            let st = h.state.read();
+            let st = h.state.read_turn();
             if st.file.ino != src.ino || st.index.moves() != moves {
                 break false;
             }
@@ -524,13 +524,13 @@ fn snapshot(h: &Handles<'_>) -> (Arc<LogFile>, u64, u64, Vec<u64>) {
         };
         if complete {
             // `src` may map less than `upto` if the file grew meanwhile.
-            let st = h.state.read();
+            let st = h.state.read_turn();
             if st.file.ino == src.ino {
                 return (Arc::clone(&st.file), from, upto.max(from), offsets);
             }
         }
     }
-    let st = h.state.read();
+    let st = h.state.read_turn();
     let offsets = st.index.offsets().collect();
     (Arc::clone(&st.file), st.applied, st.applied, offsets)
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::engine::file::{LogFile, View};
 use crate::engine::index::Index;
@@ -72,26 +73,114 @@ pub(crate) fn retire<T: Send + 'static>(old: T) {
 
 /// The lock around a process's `State`. Sharded: a reader locks one shard
 /// (no cache line shared between reading threads), a writer locks them all.
-pub(crate) struct StateLock(ShardedLock<State>);
+///
+/// The shards are `std` locks, which do not hand the lock to a waiting
+/// writer: a reader that lets go and locks again at once (a compaction
+/// walking the index in turns) wins the race against the writer it just
+/// woke, turn after turn. A writer therefore holds `turnstile` from before
+/// it asks for the lock until it has it, and [`StateLock::read_turn`] goes
+/// through the turnstile too: with a writer waiting, the next turn waits
+/// for that writer. Measured at ten million sessions, before: a save waited
+/// 127 ms (woken 232 times) for the 275 ms the walk took.
+pub(crate) struct StateLock<T = State> {
+    lock: ShardedLock<T>,
+    turnstile: Mutex<()>,
+}
 
-impl StateLock {
-    pub fn new(state: State) -> StateLock {
-        StateLock(ShardedLock::new(state))
+impl<T> StateLock<T> {
+    pub fn new(state: T) -> StateLock<T> {
+        StateLock {
+            lock: ShardedLock::new(state),
+            turnstile: Mutex::new(()),
+        }
     }
 
     /// Shared access. A panic while writing cannot leave the state half
     /// updated in a way a reader would trust: every reader re-checks the
     /// records it reads, so a poisoned lock is used as is.
-    pub fn read(&self) -> ShardedLockReadGuard<'_, State> {
-        self.0
+    pub fn read(&self) -> ShardedLockReadGuard<'_, T> {
+        self.lock
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Shared access for one of many short turns: waits for any writer
+    /// that is waiting for the lock (see the type's documentation).
+    pub fn read_turn(&self) -> ShardedLockReadGuard<'_, T> {
+        let t = self.turnstile.lock();
+        let g = self.read();
+        // Fair: a writer parked on the turnstile gets it before this
+        // thread's next turn can.
+        MutexGuard::unlock_fair(t);
+        g
+    }
+
     /// Exclusive access.
-    pub fn write(&self) -> ShardedLockWriteGuard<'_, State> {
-        self.0
+    pub fn write(&self) -> ShardedLockWriteGuard<'_, T> {
+        self.write_next(|| ())
+    }
+
+    /// [`StateLock::write`], calling `next` once this thread is the next
+    /// writer (it holds the turnstile) and before it waits for readers.
+    fn write_next(&self, next: impl FnOnce()) -> ShardedLockWriteGuard<'_, T> {
+        let _t = self.turnstile.lock();
+        next();
+        self.lock
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+
+    use super::StateLock;
+
+    /// A reader taking the lock in turns, as fast as it can, lets a
+    /// waiting writer in after the turn it is in: it takes no turn while
+    /// the writer waits.
+    #[test]
+    fn a_waiting_writer_gets_the_lock_before_the_next_turn() {
+        let lock = StateLock::new(0u64);
+        let waiting = AtomicBool::new(false);
+        let stop = AtomicBool::new(false);
+        let (turns, turns_seen_waiting) = (AtomicU64::new(0), AtomicU64::new(0));
+        let most = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(SeqCst) {
+                    let g = lock.read_turn();
+                    turns.fetch_add(1, SeqCst);
+                    if waiting.load(SeqCst) && turns_seen_waiting.fetch_add(1, SeqCst) == 1000 {
+                        // The writer starves: stop so that it gets in
+                        // and the test fails rather than hangs.
+                        break;
+                    }
+                    drop(g);
+                }
+            });
+            let mut most = 0;
+            for round in 1..=50u64 {
+                // Let the reader get going (and come round again).
+                let before = turns.load(SeqCst);
+                while turns.load(SeqCst) < before + 100 && !stop.load(SeqCst) {
+                    std::hint::spin_loop();
+                }
+                let mut g = lock.write_next(|| waiting.store(true, SeqCst));
+                let seen = turns_seen_waiting.swap(0, SeqCst);
+                waiting.store(false, SeqCst);
+                *g = round;
+                drop(g);
+                most = most.max(seen);
+                if seen > 1 {
+                    break;
+                }
+            }
+            stop.store(true, SeqCst);
+            most
+        });
+        // The turn under way when the writer came may see it waiting; no
+        // later one may.
+        assert!(most <= 1, "{most} turns taken while a writer waited");
     }
 }
