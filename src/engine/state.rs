@@ -63,13 +63,27 @@ impl State {
 /// of a gigabyte takes most of a second here, and the thread that replaced
 /// the view may hold the write lock, or be serving a request. If no thread
 /// can be started, drops it here.
+///
+/// The thread runs at the lowest priority (nice 19): it is started at a
+/// swap, when every process of the store retires its old view at once and
+/// the followers build their new one, and its 15-30 ms of unmapping (a
+/// million sessions) would otherwise take the CPU from the threads serving
+/// requests.
 pub(crate) fn retire<T: Send + 'static>(old: T) {
     // If the thread cannot start, the closure (and the state in it) is
     // dropped right here, with the error.
     let _ = std::thread::Builder::new()
         .name("sessionlog-retire".into())
-        .spawn(move || drop(old));
+        .spawn(move || {
+            // On Linux the nice value is per thread (`None`: this one).
+            // If it cannot be lowered, the drop runs at normal priority.
+            let _ = rustix::process::setpriority_process(None, RETIRE_NICE);
+            drop(old)
+        });
 }
+
+/// The nice value of the thread that drops retired views.
+const RETIRE_NICE: i32 = 19;
 
 /// The lock around a process's `State`. Sharded: a reader locks one shard
 /// (no cache line shared between reading threads), a writer locks them all.
@@ -135,7 +149,33 @@ impl<T> StateLock<T> {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
-    use super::StateLock;
+    use super::{RETIRE_NICE, StateLock, retire};
+
+    /// What a retired view's drop sees: the thread it runs on, at the
+    /// lowest priority.
+    #[test]
+    fn a_retired_view_is_dropped_on_a_thread_of_its_own_at_the_lowest_priority() {
+        struct Seen(std::sync::mpsc::Sender<(std::thread::ThreadId, Option<String>, i32)>);
+        impl Drop for Seen {
+            fn drop(&mut self) {
+                let t = std::thread::current();
+                let nice = rustix::process::getpriority_process(None).expect("getpriority");
+                let _ = self.0.send((t.id(), t.name().map(str::to_owned), nice));
+            }
+        }
+        let ours = rustix::process::getpriority_process(None).expect("getpriority");
+        let (tx, rx) = std::sync::mpsc::channel();
+        retire(Seen(tx));
+        let (id, name, nice) = rx.recv().expect("dropped");
+        assert_ne!(id, std::thread::current().id());
+        assert_eq!(name.as_deref(), Some("sessionlog-retire"));
+        assert_eq!(nice, RETIRE_NICE);
+        // This thread's priority is untouched.
+        assert_eq!(
+            rustix::process::getpriority_process(None).expect("getpriority"),
+            ours
+        );
+    }
 
     /// A reader taking the lock in turns, as fast as it can, lets a
     /// waiting writer in after the turn it is in: it takes no turn while
