@@ -1123,3 +1123,231 @@ fn a_close_after_much_growth_writes_a_hint_that_the_next_open_uses() {
     assert!(store.load_session(&id("one-more")).expect("load").is_some());
     assert_eq!(store.stats().expect("stats").sessions, 101);
 }
+
+/// What a follower's hook saw: a hint read (with the reading thread's
+/// name), or the range of a replay ahead.
+#[derive(Debug)]
+enum Seen {
+    HintRead(String),
+    ReplayAhead(u64, u64),
+}
+
+/// Reports a follower's hint reads and replays ahead, and fails every
+/// replay ahead if told to.
+#[derive(Debug)]
+struct FollowerSees {
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<Seen>>,
+    fail_replay: bool,
+}
+
+impl sessionlog::internals::hook::IoHook for FollowerSees {
+    fn before(&self, e: &sessionlog::internals::hook::IoEvent<'_>) -> std::io::Result<()> {
+        use sessionlog::internals::hook::IoEvent;
+        let seen = match e {
+            IoEvent::ReadHint { .. } => {
+                Seen::HintRead(std::thread::current().name().unwrap_or("").to_owned())
+            }
+            IoEvent::ReplayAhead { from, to, .. } => Seen::ReplayAhead(*from, *to),
+            _ => return Ok(()),
+        };
+        let _ = self.tx.lock().expect("lock").send(seen);
+        match e {
+            IoEvent::ReplayAhead { .. } if self.fail_replay => {
+                Err(std::io::Error::other("injected replay-ahead failure"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The compactor's side: once its hint is announced (at the new file's
+/// second fsync), the follower saves, overwrites and deletes sessions, so
+/// that the compaction copies records past the hint's end; at the rename,
+/// waits until the follower has replayed ahead up to the new file's end
+/// (or, when its replays fail, tried once).
+#[derive(Debug)]
+struct ChangesAfterTheHint {
+    log: PathBuf,
+    follower: std::sync::Arc<LogStore>,
+    syncs: std::sync::atomic::AtomicUsize,
+    seen: std::sync::Mutex<std::sync::mpsc::Receiver<Seen>>,
+    hint_reads: std::sync::Mutex<Vec<String>>,
+    replays: std::sync::Mutex<Vec<(u64, u64)>>,
+    fail_replay: bool,
+}
+
+impl sessionlog::internals::hook::IoHook for ChangesAfterTheHint {
+    fn before(&self, e: &sessionlog::internals::hook::IoEvent<'_>) -> std::io::Result<()> {
+        use sessionlog::internals::hook::IoEvent;
+        let compact = self.log.with_file_name("s.db.compact");
+        match e {
+            IoEvent::Sync { path }
+                if *path == compact
+                    && self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 =>
+            {
+                for i in 0..100 {
+                    let mut s = Session::new(id(&format!("n{i}")), data(1000 + i));
+                    self.follower.save_session(&mut s).expect("save new");
+                    let mut s = Session::new(id(&format!("s{i}")), data(2000 + i));
+                    self.follower.save_session(&mut s).expect("overwrite");
+                    self.follower
+                        .delete_session(&id(&format!("s{}", 100 + i)))
+                        .expect("delete");
+                }
+            }
+            IoEvent::Rename { to, .. } if *to == self.log => {
+                let end = fs::metadata(&compact).expect("stat").len();
+                let seen = self.seen.lock().expect("lock");
+                loop {
+                    match seen
+                        .recv_timeout(Duration::from_secs(120))
+                        .expect("the follower replays ahead before the swap")
+                    {
+                        Seen::HintRead(name) => self.hint_reads.lock().expect("lock").push(name),
+                        Seen::ReplayAhead(from, to) => {
+                            self.replays.lock().expect("lock").push((from, to));
+                            if self.fail_replay || to == end {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn a_follower_replays_ahead(fail_replay: bool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower = std::sync::Arc::new(
+        opts()
+            .io_hook(std::sync::Arc::new(FollowerSees {
+                tx: std::sync::Mutex::new(tx),
+                fail_replay,
+            }))
+            .open(&path)
+            .expect("open follower"),
+    );
+    let hook = std::sync::Arc::new(ChangesAfterTheHint {
+        log: std::fs::canonicalize(dir.path())
+            .expect("canonical")
+            .join("s.db"),
+        follower: std::sync::Arc::clone(&follower),
+        syncs: std::sync::atomic::AtomicUsize::new(0),
+        seen: std::sync::Mutex::new(rx),
+        hint_reads: std::sync::Mutex::new(Vec::new()),
+        replays: std::sync::Mutex::new(Vec::new()),
+        fail_replay,
+    });
+    let compactor = opts()
+        .io_hook(hook.clone())
+        .open(&path)
+        .expect("open compactor");
+    for round in 0..3 {
+        for i in 0..300 {
+            let mut s = Session::new(id(&format!("s{i}")), data(i + round));
+            compactor.save_session(&mut s).expect("save");
+        }
+    }
+    assert!(follower.load_session(&id("s0")).expect("load").is_some());
+    // The follower's open looked for a hint (there was none).
+    while hook.seen.lock().expect("lock").try_recv().is_ok() {}
+    compactor.compact().expect("compact");
+    let replays = hook.replays.lock().expect("lock").clone();
+    assert!(!replays.is_empty(), "the follower replays ahead");
+    if !fail_replay {
+        assert!(
+            replays
+                .windows(2)
+                .all(|w| w[1].0 > w[0].0 && w[1].0 >= w[0].1),
+            "each replay starts where the last one stopped: {replays:?}"
+        );
+    }
+    for i in 0..300 {
+        let got = follower.load_session(&id(&format!("s{i}"))).expect("load");
+        match i {
+            0..100 => assert_eq!(got.expect("overwritten").data, data(2000 + i), "s{i}"),
+            100..200 => assert!(got.is_none(), "s{i} was deleted after the hint"),
+            _ => assert_eq!(got.expect("kept").data, data(i + 2), "s{i}"),
+        }
+        if i < 100 {
+            let got = follower.load_session(&id(&format!("n{i}"))).expect("load");
+            assert_eq!(got.expect("saved after the hint").data, data(1000 + i));
+        }
+    }
+    let mut late = Session::new(id("late"), b"after the swap".to_vec());
+    compactor
+        .save_session(&mut late)
+        .expect("save after the swap");
+    let got = follower.load_session(&id("late")).expect("load");
+    assert_eq!(got.expect("saved after the swap").data, b"after the swap");
+    let mut reads = hook.hint_reads.lock().expect("lock").clone();
+    while let Ok(seen) = hook.seen.lock().expect("lock").try_recv() {
+        if let Seen::HintRead(name) = seen {
+            reads.push(name);
+        }
+    }
+    assert_eq!(
+        reads,
+        ["sessionlog-hint"],
+        "one read of the hint, ahead, and none at the switch"
+    );
+}
+
+/// Records a compaction copies after announcing its hint (saves, an
+/// overwrite, deletes by another handle) are replayed by that handle
+/// ahead of the swap, on its read-ahead thread, from the compaction's
+/// temporary file as far as its committed word; the switch takes that
+/// table for the new file without reading the hint again, and every
+/// session reads back as last written.
+#[test]
+fn a_follower_replays_ahead_what_the_compaction_copies_after_its_hint() {
+    a_follower_replays_ahead(false);
+}
+
+/// When replaying ahead fails, the switch replays the records itself, and
+/// every session still reads back as last written.
+#[test]
+fn a_follower_whose_replay_ahead_fails_replays_at_the_switch() {
+    a_follower_replays_ahead(true);
+}
+
+/// A compaction that finds a dead compactor's file at the temporary path
+/// removes it and writes a new one: a file that other processes may have
+/// mapped (ahead of a swap that never came) is never cut, so their reads
+/// of it cannot fault.
+#[test]
+fn a_dead_compactors_file_is_replaced_never_cut() {
+    let f = fixture();
+    let store = opts().open(&f.path).expect("open");
+    for i in 0..50 {
+        let mut s = Session::new(id(&format!("s{i}")), data(i));
+        store.save_session(&mut s).expect("save");
+    }
+    let leftover = f.path.with_file_name("s.db.compact");
+    let bytes = vec![0x5au8; 3 * HEADER_SIZE as usize];
+    fs::write(&leftover, &bytes).expect("plant");
+    fs::set_permissions(&leftover, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let held = fs::File::open(&leftover).expect("hold the leftover open");
+    store.compact().expect("compact");
+    assert_eq!(
+        held.metadata().expect("stat").len(),
+        bytes.len() as u64,
+        "the leftover was not cut"
+    );
+    let mut again = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut again).expect("read");
+    assert_eq!(again, bytes, "nor written");
+    assert!(!leftover.exists(), "the new file was renamed over the log");
+    for i in 0..50 {
+        let s = store
+            .load_session(&id(&format!("s{i}")))
+            .expect("load")
+            .expect("kept");
+        assert_eq!(s.data, data(i));
+    }
+}

@@ -108,10 +108,18 @@ impl TempFile {
         }
         let mine = file.metadata().map_err(|e| Error::io(&path, "stat", e))?;
         match fs::symlink_metadata(&path) {
-            Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => {
-                file.set_len(0)
-                    .map_err(|e| Error::io(&path, "truncate", e))?;
+            Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() && mine.len() == 0 => {
                 Ok(Some(TempFile { path, file }))
+            }
+            Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => {
+                // A dead compactor's file. Other processes may have mapped
+                // it ahead of a swap that never came, and a file anyone
+                // may have mapped is never shortened (a read of theirs
+                // past its new end would raise SIGBUS): remove it, and
+                // start on a new one.
+                fs::remove_file(&path)
+                    .map_err(|e| Error::io(&path, "remove stale temporary file", e))?;
+                Ok(None)
             }
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -209,7 +217,13 @@ impl Out {
         Ok(off)
     }
 
+    /// Writes what is buffered, then raises the file's committed word to
+    /// the end of it: other processes replay the new file ahead of the
+    /// swap up to that word (see `pending.rs`).
     fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
         self.hooks
             .before(IoEvent::Write {
                 path: &tmp_path(&self.log),
@@ -224,6 +238,9 @@ impl Out {
         if self.flushed > self.log.map_len() {
             self.log = self.log.remapped()?;
         }
+        let word = self.log.set_committed(self.flushed);
+        self.hooks
+            .word(&tmp_path(&self.log), format::H_COMMITTED, word);
         Ok(())
     }
 }
@@ -355,13 +372,22 @@ impl Writer {
         );
         let out = self.out;
         let log = &out.log;
+        // Only the static part is written over the placeholder: the shared
+        // words are stores through the mapping, since other processes may
+        // be reading the committed word through theirs (`flush` already
+        // raised it to `end`; the other words stay as the placeholder set
+        // them, synced aside). The page is then `encode_header(.., end)`.
+        let static_part = &head[..format::H_STATIC_END];
+        log.set_synced(end);
+        out.hooks
+            .word(&tmp_path(log), format::H_SYNCED, format::encode_offset(end));
         out.hooks
             .before(IoEvent::Write {
                 path: &tmp_path(log),
                 offset: 0,
-                bytes: &head,
+                bytes: static_part,
             })
-            .and_then(|()| log.write_at(&head, 0))
+            .and_then(|()| log.write_at(static_part, 0))
             .and_then(|()| {
                 out.hooks.before(IoEvent::Sync {
                     path: &tmp_path(log),
@@ -679,10 +705,14 @@ fn run_locked(
             while let Some(left) = Duration::checked_sub(lead, Instant::elapsed(&at)) {
                 std::thread::sleep(left.min(LEAD_STEP));
                 copied = catch_up(h, &mut w, &mut src, copied, &mut dropped)?;
+                // Written out at once, for other processes to replay
+                // ahead of the swap.
+                w.out.flush()?;
             }
         }
         copied = catch_up(h, &mut w, &mut src, copied, &mut dropped)?;
         if round == 2 {
+            w.out.flush()?;
             break;
         }
         w.out.flush()?;

@@ -53,6 +53,24 @@ pub(crate) struct LogFile {
     pub ino: (u64, u64),
 }
 
+/// The shared header word at `offset` of a mapped file.
+///
+/// # Safety
+///
+/// The file must be at least `HEADER_SIZE` long (a touch of the header
+/// page of a shorter file raises SIGBUS). The mapping is page-aligned and
+/// longer than a header (`LogFile::map` leaves at least 64 MiB of room),
+/// so `offset`, a multiple of 8 below `HEADER_SIZE`, is in bounds and
+/// aligned for an `AtomicU64`, which lives as long as the borrow of `map`.
+/// Every process touches these words only through atomic operations, so
+/// there is no data race.
+unsafe fn shared_word(map: &MmapRaw, offset: usize) -> &AtomicU64 {
+    debug_assert!(offset.is_multiple_of(8) && offset + 8 <= HEADER_SIZE as usize);
+    debug_assert!(map.len() >= HEADER_SIZE as usize);
+    // SAFETY: see the function's contract.
+    unsafe { &*map.as_mut_ptr().add(offset).cast::<AtomicU64>() }
+}
+
 /// The least and most room a mapping leaves for the file to grow.
 const MAP_ROOM_MIN: u64 = 64 << 20;
 const MAP_ROOM_MAX: u64 = 4 << 30;
@@ -190,13 +208,9 @@ impl LogFile {
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= HEADER_SIZE as usize);
-        // SAFETY: the mapping is at least HEADER_SIZE bytes long (checked in
-        // `from_file`) and page-aligned, so `offset` (a multiple of 8 below
-        // HEADER_SIZE) is in bounds and aligned for an AtomicU64. The
-        // mapping lives as long as `self`. Every process touches these
-        // words only through atomic operations, so there is no data race.
-        unsafe { &*self.map.as_mut_ptr().add(offset).cast::<AtomicU64>() }
+        // SAFETY: `from_file` checked that the file holds a whole header,
+        // and no file anyone may have mapped is ever shortened.
+        unsafe { shared_word(&self.map, offset) }
     }
 
     /// The raw committed word (offset plus check bits).
@@ -412,15 +426,18 @@ impl LogFile {
 }
 
 /// A mapping of a file that a compaction is still writing, made by
-/// another process ahead of the swap so that the page tables of the file's
-/// first reads are in place when the swap comes ([`Premapped::populate`]
-/// on a thread of its own, [`LogFile::adopt`] at the switch).
+/// another process ahead of the swap: a thread of its own fills in the
+/// page tables of the file's first reads ([`Premapped::populate`]) and
+/// replays the records the compactor has written so far
+/// ([`Premapped::written`]), and the switch takes the mapping in place of
+/// its own ([`LogFile::adopt`]) once it has checked that the file at the
+/// path is this very one.
 ///
-/// Nothing is ever read through it before `adopt` has checked that the
-/// file it maps is the log's: until then the compactor may still cut its
-/// temporary file (a failed compaction's file is truncated by the next),
-/// and a read of a page past the end would raise SIGBUS. Populating
-/// cannot: `MADV_POPULATE_READ` reports such a page as an error instead.
+/// Reads through it stay below the file's length, and no file that anyone
+/// may have mapped is ever shortened (a compaction that finds a dead
+/// compactor's file at the temporary path removes it and starts a new
+/// one, it never cuts it), so they cannot raise SIGBUS; populating never
+/// could (`MADV_POPULATE_READ` reports a page past the end as an error).
 pub(crate) struct Premapped {
     map: MmapRaw,
     ino: (u64, u64),
@@ -460,6 +477,39 @@ impl Premapped {
             .min(self.map.len() as u64)
     }
 
+    /// Device and inode of the file mapped.
+    pub fn ino(&self) -> (u64, u64) {
+        self.ino
+    }
+
+    /// Whether `path` still names the file mapped.
+    pub fn is_at(&self, path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.ino)
+    }
+
+    /// The records the compactor has written so far: its temporary file's
+    /// committed word, which it raises after each write of records (and
+    /// the swap leaves at the file's end), if the file holds a header yet
+    /// and the word is intact. Any file at the temporary path is written
+    /// only that way, so the records below the word are complete and
+    /// never written again; whose records they are (this compaction's or
+    /// another's) is for their salt and the switch's checks to tell.
+    pub fn written(&self) -> Option<Written<'_>> {
+        if self.file_len() < HEADER_SIZE {
+            return None;
+        }
+        // SAFETY: the file holds a header (just checked), and no file
+        // anyone may have mapped is ever shortened.
+        let word = unsafe { shared_word(&self.map, H_COMMITTED) }.load(Ordering::Acquire);
+        let end = format::decode_offset(word)?;
+        // The length again, after the word: it covers every byte the word
+        // does (the compactor wrote them before raising it).
+        (end >= HEADER_SIZE && end <= self.file_len()).then_some(Written {
+            map: &self.map,
+            end,
+        })
+    }
+
     /// Fills in the page tables of `[from, to)` from the page cache.
     /// Returns false if the kernel would not (a page past the file's end,
     /// no `MADV_POPULATE_READ` before Linux 5.14): the mapping stays good,
@@ -475,6 +525,39 @@ impl Premapped {
         self.map
             .advise_range(memmap2::Advice::PopulateRead, off, len)
             .is_ok()
+    }
+}
+
+/// The records of a compaction's temporary file below its committed word,
+/// read through a [`Premapped`] mapping: see [`Premapped::written`].
+#[derive(Clone, Copy)]
+pub(crate) struct Written<'a> {
+    map: &'a MmapRaw,
+    end: u64,
+}
+
+impl Written<'_> {
+    /// The end of what the compactor has written.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+}
+
+impl crate::engine::index::Records for Written<'_> {
+    fn from(&self, offset: u64) -> &[u8] {
+        let start = offset.clamp(HEADER_SIZE, self.end);
+        // SAFETY: `[HEADER_SIZE, end)` lies inside the mapping (`end` is at
+        // most the file's length, which the mapping covered when made or
+        // `file_len` capped it at) and inside the file, which is never
+        // shortened; its bytes are complete records that nobody writes
+        // again (`Premapped::written`). The header page below is left out:
+        // the compactor writes it again at the swap.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(start as usize),
+                (self.end - start) as usize,
+            )
+        }
     }
 }
 
@@ -651,6 +734,38 @@ pub(crate) fn create_log(path: &Path, header: &StaticHeader, owner: Owner) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a compactor has written is read through the mapping made
+    /// ahead only as far as its committed word, and only once the file
+    /// holds a header and covers the word.
+    #[test]
+    fn written_records_are_bounded_by_the_committed_word_and_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.db.compact");
+        let owner = Owner::of(&path).expect("owner");
+        let f = trust::open(&path, Create::IfMissing, owner).expect("create");
+        let pre = Premapped::open(&path, owner).expect("map the empty file");
+        assert!(pre.written().is_none(), "no header yet");
+        let mut page = vec![0u8; HEADER_SIZE as usize + 64];
+        page[HEADER_SIZE as usize..].fill(0xAB);
+        let word = |end: u64| format::encode_offset(end).to_le_bytes();
+        page[H_COMMITTED..H_COMMITTED + 8].copy_from_slice(&word(HEADER_SIZE + 64));
+        f.write_all_at(&page, 0).expect("write");
+        let w = pre.written().expect("header and records");
+        assert_eq!(w.end(), HEADER_SIZE + 64);
+        use crate::engine::index::Records;
+        assert_eq!(w.from(HEADER_SIZE + 8), &[0xAB; 56][..]);
+        assert!(w.from(0).len() == 64, "the header page is never lent");
+        assert!(w.from(HEADER_SIZE + 100).is_empty());
+        f.write_all_at(&word(HEADER_SIZE + 72), H_COMMITTED as u64)
+            .expect("a word past the file's end");
+        assert!(
+            pre.written().is_none(),
+            "a word past the end is not followed"
+        );
+        f.write_all_at(&[0xFF], H_COMMITTED as u64).expect("damage");
+        assert!(pre.written().is_none(), "a damaged word is not followed");
+    }
 
     fn new_log(dir: &Path, name: &str) -> (PathBuf, Owner) {
         let path = dir.join(name);

@@ -194,6 +194,9 @@ pub struct Checked {
     salt: u32,
     end: u64,
     index: Index,
+    /// Device and inode of the file that records past the hint's own end
+    /// were replayed from ([`Checked::extend`]), if any were.
+    extended_from: Option<(u64, u64)>,
 }
 
 impl Checked {
@@ -202,14 +205,44 @@ impl Checked {
         format::pending_token(self.generation, self.salt)
     }
 
+    /// Where the records that the table does not reflect begin.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The salt of the file the hint describes, which its records' CRCs
+    /// are checked with.
+    pub fn salt(&self) -> u32 {
+        self.salt
+    }
+
+    /// Applies records past [`Checked::end`], read from the file with
+    /// device and inode `ino`: `replay` applies them to the table from
+    /// that end and returns where it stopped, the new end. If it applied
+    /// any, the table is from then on only good for that very file: [`Checked::into_index`]
+    /// refuses it for any other.
+    pub fn extend(&mut self, ino: (u64, u64), replay: impl FnOnce(&mut Index, u64) -> u64) {
+        debug_assert!(self.extended_from.is_none_or(|i| i == ino));
+        let end = replay(&mut self.index, self.end);
+        if end != self.end {
+            self.end = end;
+            self.extended_from = Some(ino);
+        }
+    }
+
     /// The index and its end, if this is a hint of the file with header
-    /// `header`, which holds valid records up to `limit`.
+    /// `header` and device and inode `ino`, which holds valid records up
+    /// to `limit`.
     pub fn into_index(
         self,
         header: &StaticHeader,
+        ino: (u64, u64),
         limit: u64,
     ) -> std::result::Result<(Index, u64), Unused> {
         if !names(header, self.generation, self.created_ms, self.salt) {
+            return Err(Unused::Stale);
+        }
+        if self.extended_from.is_some_and(|i| i != ino) {
             return Err(Unused::Stale);
         }
         if self.end > limit {
@@ -229,7 +262,8 @@ pub fn decode(
     header: &StaticHeader,
     limit: u64,
 ) -> std::result::Result<(Index, u64), Unused> {
-    check(b)?.into_index(header, limit)
+    // A hint just checked was not extended: any file's inode will do.
+    check(b)?.into_index(header, (0, 0), limit)
 }
 
 /// Checks the bytes of a hint on their own and rebuilds its index. Never
@@ -270,6 +304,7 @@ pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
         salt: u32_at(b, O_SALT),
         end,
         index,
+        extended_from: None,
     })
 }
 
@@ -300,7 +335,7 @@ pub fn load(
     owner: Owner,
     hooks: &Hooks,
 ) -> std::result::Result<(Index, u64), Unused> {
-    read(&file.path, limit, owner, hooks)?.into_index(&file.header, limit)
+    read(&file.path, limit, owner, hooks)?.into_index(&file.header, file.ino, limit)
 }
 
 /// Reads and checks `<log>.hint` on its own, for a file that holds at
@@ -428,6 +463,42 @@ mod tests {
             assert_eq!(decode(&b, &other, end).err(), Some(Unused::Stale));
         }
         assert_eq!(decode(&b, &header(), end - 8).err(), Some(Unused::Ahead));
+    }
+
+    /// A table extended with records of one file is refused for any
+    /// other, even of the same header; one the replay added nothing to is
+    /// still the hint's own.
+    #[test]
+    fn a_table_extended_from_one_file_is_refused_for_another() {
+        let ix = index(5);
+        let end = HEADER_SIZE + 64 * 5;
+        let b = encode(&header(), end, &ix);
+        let (mine, other) = ((1, 10), (1, 11));
+        let mut c = check(&b).expect("valid");
+        c.extend(mine, |_, from| from);
+        assert!(
+            c.into_index(&header(), other, end).is_ok(),
+            "nothing replayed"
+        );
+        let mut c = check(&b).expect("valid");
+        c.extend(mine, |_, from| from + 64);
+        assert_eq!(c.end(), end + 64);
+        assert_eq!(
+            c.into_index(&header(), other, end + 64).err(),
+            Some(Unused::Stale)
+        );
+        let mut c = check(&b).expect("valid");
+        c.extend(mine, |_, from| from + 64);
+        assert_eq!(
+            c.into_index(&header(), mine, end).err(),
+            Some(Unused::Ahead)
+        );
+        let mut c = check(&b).expect("valid");
+        c.extend(mine, |_, from| from + 64);
+        let (_, at) = c
+            .into_index(&header(), mine, end + 64)
+            .expect("its own file");
+        assert_eq!(at, end + 64);
     }
 
     #[test]

@@ -74,10 +74,24 @@ pub enum IoEvent<'a> {
         /// The compaction's temporary file.
         path: &'a Path,
     },
+    /// This handle is about to replay the records `[from, to)` of another
+    /// process's compaction file, still at its temporary path, into the
+    /// hint it read ahead (on its read-ahead thread; `to` may fall inside
+    /// a record, which is then replayed whole). A failure stops the replay
+    /// ahead: the switch replays the rest.
+    ReplayAhead {
+        /// The compaction's temporary file.
+        path: &'a Path,
+        /// Where the replay starts: the end of what the hint reflects.
+        from: u64,
+        /// Where it stops, at most the compactor's committed word.
+        to: u64,
+    },
     /// The compaction's temporary file `<log>.compact` is about to be
     /// removed by its lock holder: a close after its hint (written or
     /// not), or a compaction that failed. A failure leaves the file, which
-    /// the next open removes or the next compaction reuses.
+    /// the next open or compaction removes (a compaction that finds it
+    /// starts a new file, reporting no event).
     Remove {
         /// The temporary file.
         path: &'a Path,

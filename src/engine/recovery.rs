@@ -12,7 +12,7 @@ use crate::engine::file::{self, LogFile, View};
 use crate::engine::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
 use crate::engine::hint;
 use crate::engine::hook::Hooks;
-use crate::engine::index::Index;
+use crate::engine::index::{Index, Records};
 use crate::engine::lock::LockFile;
 use crate::engine::state::State;
 use crate::engine::stats::RecoveryReport;
@@ -32,12 +32,24 @@ pub(crate) struct Replayed {
 
 /// Replays the records of `view` from `from` to its end into `index`.
 pub(crate) fn replay(view: &View<'_>, from: u64, index: &mut Index) -> Replayed {
-    let (mut off, to) = (from, view.end());
+    replay_records(view, view.file.header.salt, from, view.end(), index)
+}
+
+/// Replays the records of `src` (a file with salt `salt`) from `from` to
+/// `to` into `index`.
+pub(crate) fn replay_records(
+    src: &dyn Records,
+    salt: u32,
+    from: u64,
+    to: u64,
+    index: &mut Index,
+) -> Replayed {
+    let mut off = from;
     let mut records = 0;
     while off < to {
-        match format::decode_record_salted(view.tail(off), view.file.header.salt) {
+        match format::decode_record_salted(src.from(off), salt) {
             Ok(rec) => {
-                index.apply(view, off, &rec);
+                index.apply(src, off, &rec);
                 records += 1;
                 off += rec.padded_len as u64;
             }
@@ -189,7 +201,7 @@ pub(crate) fn load_indexed(
     ahead: Option<hint::Checked>,
 ) -> Result<State> {
     let (word, end) = committed_of(&file)?;
-    let hinted = match ahead.map(|c| c.into_index(&file.header, end)) {
+    let hinted = match ahead.map(|c| c.into_index(&file.header, file.ino, end)) {
         Some(Ok(found)) => Ok(found),
         _ => hint::load(&file, end, owner, hooks),
     };
