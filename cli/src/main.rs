@@ -61,8 +61,8 @@ enum Command {
         path: PathBuf,
         /// The session id as stored (for a store kept through `HashedIds`:
         /// its digest, or the session's own id), or a unique prefix of at
-        /// least 8 characters of a stored id.
-        #[arg(value_parser = parse_id)]
+        /// least 8 characters of a stored id. It may start with `-`.
+        #[arg(value_parser = parse_id, allow_hyphen_values = true)]
         id: SessionId,
         /// Write only the data bytes to stdout.
         #[arg(long)]
@@ -74,7 +74,9 @@ enum Command {
         path: PathBuf,
         /// The session ids, each as `show` takes it (a stored id, a
         /// session's own id, or a unique prefix of 8 or more characters).
-        #[arg(required = true, value_parser = parse_id)]
+        /// Every argument after PATH is an id, even one that starts with
+        /// `-`.
+        #[arg(required = true, value_parser = parse_id, allow_hyphen_values = true)]
         ids: Vec<SessionId>,
     },
     /// Delete sessions idle for at least DURATION (safe to run from cron

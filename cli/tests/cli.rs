@@ -196,6 +196,39 @@ fn list_show_and_delete() {
     assert_eq!(left, ["carol"]);
 }
 
+/// A base64url id starts with `-` one time in 64: `show` and `delete` take
+/// it as an id, not as an option, and options still work beside it.
+#[test]
+fn ids_that_start_with_a_hyphen_are_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let store = LogStore::options()
+        .background(false)
+        .open(&path)
+        .expect("open");
+    for id in ["-Xq3vT9a", "--raw"] {
+        let id = SessionId::new(id).expect("valid id");
+        store
+            .save_session(&mut Session::new(id, b"hyphen".to_vec()))
+            .expect("save");
+    }
+    drop(store);
+    let p = s(&path);
+
+    let o = sessionlog(&["show", p, "-Xq3vT9a", "--raw"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(o.stdout, b"hyphen");
+    let o = sessionlog(&["show", p, "--raw", "-Xq3vT9a"]);
+    assert_eq!(o.stdout, b"hyphen", "{}", stderr(&o));
+    let o = sessionlog(&["delete", p, "-Xq3vT9a", "--raw"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("deleted -Xq3vT9a"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("deleted --raw"), "{}", stdout(&o));
+    let o = sessionlog(&["show", p, "-Xq3vT9a"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("no session -Xq3vT9a"), "{}", stderr(&o));
+}
+
 #[test]
 fn expire_compact_and_stats() {
     let dir = tempfile::tempdir().expect("tempdir");
