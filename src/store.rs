@@ -92,10 +92,13 @@ pub trait SessionStore: Send + Sync {
     /// the cookie with a later deadline on every request (tower-sessions'
     /// always-save, actix-session's `update_ttl`).
     ///
-    /// The default loads the session and re-saves it conditionally with
-    /// the new deadline (which rewrites the data and increments the
-    /// version), reloading and retrying if a concurrent save got in
-    /// between; backends override it with an expiry-only write.
+    /// Every backend in this crate writes only the deadline and `modified`
+    /// and keeps the version, so that a touch never makes a concurrent
+    /// [`save_session_if_unchanged`](Self::save_session_if_unchanged)
+    /// conflict. The default, for backends that cannot, loads the session
+    /// and re-saves it conditionally with the new deadline (which rewrites
+    /// the data and increments the version), reloading and retrying if a
+    /// concurrent save got in between.
     fn touch_session_until(&self, id: &SessionId, expires: Option<SystemTime>) -> Result<bool> {
         // Each retry follows a save that another writer completed, so a
         // bounded number only gives up under extreme contention, and then

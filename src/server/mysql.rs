@@ -405,6 +405,28 @@ impl SessionStore for MySqlStore {
         Ok(n > 0)
     }
 
+    /// One `UPDATE` of the deadline and `modified`: the data stay on the
+    /// server and the version stays, so a conditional save loaded before
+    /// the touch still succeeds.
+    fn touch_session_until(
+        &self,
+        id: &SessionId,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let now = self.now(&mut conn)?;
+        let idle = self.common.idle_ms();
+        let expires = ms_i64(expires_millis(expires));
+        let n = self
+            .write(
+                &mut conn,
+                &self.sql.touch_until,
+                || params! {"id" => id.as_str(), expires, now, idle},
+            )
+            .map_err(self.err("touch failed"))?;
+        Ok(n > 0)
+    }
+
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         let mut conn = self.conn()?;
         let now = self.now(&mut conn)?;
@@ -474,6 +496,7 @@ struct Sql {
     insert: String,
     update: String,
     touch: String,
+    touch_until: String,
     delete_dead: String,
     delete: String,
     page: String,
@@ -524,6 +547,10 @@ impl Sql {
                  WHERE id = :id AND version = :v AND {live}"
             ),
             touch: format!("UPDATE {t} SET modified = :now WHERE id = :id AND {live}"),
+            // the WHERE clause sees the row as it was, before the new deadline
+            touch_until: format!(
+                "UPDATE {t} SET modified = :now, expires = :expires WHERE id = :id AND {live}"
+            ),
             delete_dead: format!("DELETE FROM {t} WHERE id = :id AND NOT {live}"),
             delete: format!("DELETE FROM {t} WHERE id = :id"),
             page: format!(

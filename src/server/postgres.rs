@@ -590,6 +590,32 @@ impl SessionStore for PostgresStore {
         Ok(self.by_id("touch", &self.sql.touch, id)?.is_some())
     }
 
+    /// One `UPDATE` of the deadline and `modified`: the data stay on the
+    /// server and the version stays, so a conditional save loaded before
+    /// the touch still succeeds.
+    fn touch_session_until(
+        &self,
+        id: &SessionId,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<bool> {
+        let (off, idle) = self.base();
+        let id = id.as_str();
+        let expires = ms_i64(expires_millis(expires));
+        let conn = self.conn()?;
+        let rows = self.query(
+            &conn,
+            "touch",
+            &self.sql.touch_until,
+            &[
+                (&off, Type::INT8),
+                (&idle, Type::INT8),
+                (&id, Type::TEXT),
+                (&expires, Type::INT8),
+            ],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         match self.by_id("delete", &self.sql.delete, id)? {
             Some(row) => row.try_get(0).map_err(self.err("delete")),
@@ -649,6 +675,7 @@ struct Sql {
     create: String,
     update: String,
     touch: String,
+    touch_until: String,
     delete: String,
     page: String,
     delete_old: String,
@@ -703,6 +730,10 @@ impl Sql {
             ),
             touch: format!(
                 "UPDATE {t} AS s SET modified = {NOW} WHERE s.id = $3 AND {live_s} RETURNING 1"
+            ),
+            touch_until: format!(
+                "UPDATE {t} AS s SET modified = {NOW}, expires = $4::bigint \
+                 WHERE s.id = $3 AND {live_s} RETURNING 1"
             ),
             delete: format!("DELETE FROM {t} AS s WHERE s.id = $3 RETURNING {live_s}"),
             page: format!(

@@ -110,12 +110,21 @@ if ARGV[3] == '1' then return redis.call('HMGET', KEYS[1], 'e', 'm', 'v', 'd') e
 return redis.call('HMGET', KEYS[1], 'e', 'm', 'v')
 ";
 
-/// ARGV[3] = id. Returns 1 if touched, 0 if absent.
+/// ARGV[3] = id, ARGV[4] = the new deadline (ms, 0: none), or empty to
+/// keep it. Returns 1 if touched, 0 if absent.
 const TOUCH: &str = r"
 if not live(KEYS[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'm', now)
+local e
+if ARGV[4] == '' then
+  e = tonumber(redis.call('HGET', KEYS[1], 'e'))
+  redis.call('HSET', KEYS[1], 'm', now)
+else
+  e = tonumber(ARGV[4])
+  redis.call('HSET', KEYS[1], 'm', now, 'e', ARGV[4])
+  if e ~= 0 then redis.call('ZADD', KEYS[3], e, ARGV[3]) else redis.call('ZREM', KEYS[3], ARGV[3]) end
+end
 redis.call('ZADD', KEYS[2], now, ARGV[3])
-deadline(KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'e')))
+deadline(KEYS[1], e)
 return 1
 ";
 
@@ -411,6 +420,20 @@ impl RedisStore {
         )
     }
 
+    /// Refreshes `modified`, and sets the deadline to `expires` (ms as
+    /// text) unless it is empty.
+    fn touch(&self, id: &SessionId, expires: &[u8]) -> Result<bool> {
+        let reply = self.run(
+            "touch failed",
+            &self.scripts.touch,
+            Some(id),
+            &[id.as_str().as_bytes(), expires],
+        )?;
+        int(&reply)
+            .map(|n| n == 1)
+            .ok_or_else(|| self.bad_reply("touch failed", &reply))
+    }
+
     fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let expected = session.version().to_string();
@@ -528,15 +551,19 @@ impl SessionStore for RedisStore {
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        let reply = self.run(
-            "touch failed",
-            &self.scripts.touch,
-            Some(id),
-            &[id.as_str().as_bytes()],
-        )?;
-        int(&reply)
-            .map(|n| n == 1)
-            .ok_or_else(|| self.bad_reply("touch failed", &reply))
+        self.touch(id, b"")
+    }
+
+    /// One script sets the deadline and `modified`: the data stay on the
+    /// server and the version stays, so a conditional save loaded before
+    /// the touch still succeeds.
+    fn touch_session_until(
+        &self,
+        id: &SessionId,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<bool> {
+        let expires = ms_i64(expires_millis(expires)).to_string();
+        self.touch(id, expires.as_bytes())
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {

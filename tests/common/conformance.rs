@@ -245,8 +245,9 @@ pub fn touch_refreshes_idle_time_without_a_new_version<B: Backend>() {
 }
 
 /// `touch_session_until` moves the deadline (later, earlier, or away)
-/// and refreshes `modified`, keeps the data, never creates, and a
-/// deadline in the past makes the session absent.
+/// and refreshes `modified`, keeps the data and the version (a
+/// conditional save of the session as loaded before still succeeds),
+/// never creates, and a deadline in the past makes the session absent.
 pub fn touch_until_moves_only_the_deadline_and_never_creates<B: Backend>() {
     let cfg = Config::default();
     let (loc, store) = open::<B>(&cfg);
@@ -265,6 +266,18 @@ pub fn touch_until_moves_only_the_deadline_and_never_creates<B: Backend>() {
     );
     let loaded = store.load_session(&s.id).expect("load").expect("present");
     assert_eq!(loaded.data, b"data", "the data is untouched");
+    assert_eq!(
+        loaded.version(),
+        s.version(),
+        "a touch is not a new version"
+    );
+    let mut before = s.clone();
+    before.expires = Some(later);
+    store
+        .save_session_if_unchanged(&mut before)
+        .expect("a save conditional on the version before the touch succeeds");
+    let loaded = store.load_session(&s.id).expect("load").expect("present");
+    assert_eq!(loaded.version(), s.version() + 1);
     assert!(
         loaded.modified().expect("stamped") > first,
         "modified moves"
