@@ -26,6 +26,7 @@ class Store:
         max_session_size: Optional[int] = None,
         repair: bool = False,
         background: bool = True,
+        hashed_ids: bool = False,
     ) -> Store: ...
     @staticmethod
     def dir(
@@ -35,6 +36,7 @@ class Store:
         sync_interval: float = 1.0,
         max_idle: Optional[float] = None,
         max_session_size: Optional[int] = None,
+        hashed_ids: bool = False,
     ) -> Store: ...
     @staticmethod
     def memory(*, max_idle: Optional[float] = None, max_session_size: Optional[int] = None) -> Store: ...
@@ -42,6 +44,9 @@ class Store:
     def kind(self) -> str: ...
     @property
     def path(self) -> Optional[str]: ...
+    @property
+    def hashed_ids(self) -> bool:
+        """True if only digests of session ids are stored."""
     @property
     def is_thread_safe(self) -> bool: ...
     @property

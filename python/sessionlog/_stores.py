@@ -10,6 +10,7 @@ process saved in the meantime.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import os
 import pickle
 import threading
@@ -151,7 +152,7 @@ class SessionStore:
         if found is None:
             return default
         data, version, expires, _modified = found
-        session = self._unpickle(data)
+        session = self._unpickle(data, id)
         _set_meta(session, version, expires)
         return session
 
@@ -178,7 +179,7 @@ class SessionStore:
         conditional = self.conditional if if_unchanged is None else bool(if_unchanged)
         expires_ms = _deadline_ms(expires) if expires is not None else getattr(session, EXPIRES_ATTR, None)
         version = getattr(session, VERSION_ATTR, 0) if conditional else 0
-        data = self._pickle(session)
+        data = self._pickle(session, sid)
         new_version, _modified = self.native.save(sid, data, expires_ms, version, conditional)
         _set_meta(session, new_version, expires_ms)
 
@@ -199,7 +200,7 @@ class SessionStore:
 
         def gen() -> Iterator[Tuple[str, Any]]:
             for sid, data, version, expires, _modified in snapshot:
-                session = self._unpickle(data)
+                session = self._unpickle(data, sid)
                 _set_meta(session, version, expires)
                 yield sid, session
 
@@ -230,9 +231,15 @@ class SessionStore:
 
     # -- pickling -------------------------------------------------------------
 
-    def _pickle(self, session: Any) -> bytes:
+    def _pickle(self, session: Any, sid: str) -> bytes:
         try:
-            return pickle.dumps(session, self.pickle_protocol)
+            if not self.native.hashed_ids:
+                return pickle.dumps(session, self.pickle_protocol)
+            # The session object holds its own id: with hashed_ids the
+            # pickle must not, or the file would hold every id after all.
+            out = io.BytesIO()
+            _IdFreePickler(out, self.pickle_protocol, sid).dump(session)
+            return out.getvalue()
         except Exception as e:  # pickling raises many types
             # The pickling error's own text may quote session data: only its
             # type goes into the message; the error itself is __cause__.
@@ -240,10 +247,11 @@ class SessionStore:
                 f"the session could not be pickled ({type(e).__name__}; see __cause__)"
             ) from e
 
-    @staticmethod
-    def _unpickle(data: bytes) -> Any:
+    def _unpickle(self, data: bytes, sid: str) -> Any:
         try:
-            return pickle.loads(data)
+            if not self.native.hashed_ids:
+                return pickle.loads(data)
+            return _IdFreeUnpickler(io.BytesIO(data), sid).load()
         except Exception as e:
             raise SerializationError(
                 f"stored session data could not be unpickled ({type(e).__name__}; see __cause__)"
@@ -251,6 +259,38 @@ class SessionStore:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.native!r}>"
+
+
+#: Stands for the session's id in a pickle written with ``hashed_ids``.
+_ID_REF = "sessionlog.id"
+
+
+class _IdFreePickler(pickle.Pickler):
+    """Pickles a session with every string equal to its id written as a
+    reference, so that the pickle does not contain the id."""
+
+    def __init__(self, file: io.BytesIO, protocol: int, sid: str) -> None:
+        super().__init__(file, protocol)
+        self._sid = sid
+
+    def persistent_id(self, obj: Any) -> Optional[str]:
+        if type(obj) is str and obj == self._sid:
+            return _ID_REF
+        return None
+
+
+class _IdFreeUnpickler(pickle.Unpickler):
+    """Reads what :class:`_IdFreePickler` wrote (or any plain pickle),
+    putting back the id the session was looked up by."""
+
+    def __init__(self, file: io.BytesIO, sid: str) -> None:
+        super().__init__(file)
+        self._sid = sid
+
+    def persistent_load(self, pid: Any) -> Any:
+        if pid == _ID_REF:
+            return self._sid
+        raise pickle.UnpicklingError("unknown persistent reference in a stored session")
 
 
 def _set_meta(session: Any, version: int, expires_ms: Optional[int]) -> None:
@@ -280,6 +320,15 @@ class LogSessionStore(SessionStore):
     - ``repair``: salvage a store damaged in the middle (a copy of the
       damaged file is kept); default off.
     - ``background``: the background sync and compaction thread; default on.
+    - ``hashed_ids``: store only a digest of each session id (Rust's
+      ``HashedIds``), so that a leaked file or backup holds no id a browser
+      could present; callers keep using the ids themselves. The pickle of
+      a session refers to its id instead of holding it, and loading puts
+      back the id asked for. :meth:`iter_sessions` yields the digests, and
+      sessions whose ``id`` is the digest (save those back only by their
+      own id). Every process sharing the store must set it alike. A store
+      written without it stays readable: each session moves to its digest
+      at its next save. Default off.
     - ``pickle_protocol``: default ``pickle.HIGHEST_PROTOCOL``.
     - ``conditional``: make every ``save_session`` conditional by default.
     """
@@ -297,6 +346,7 @@ class LogSessionStore(SessionStore):
         max_session_size: Optional[int] = None,
         repair: bool = False,
         background: bool = True,
+        hashed_ids: bool = False,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
     ) -> None:
@@ -308,6 +358,7 @@ class LogSessionStore(SessionStore):
             max_session_size=max_session_size,
             repair=repair,
             background=background,
+            hashed_ids=bool(hashed_ids),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 
@@ -324,7 +375,8 @@ class DirSessionStore(SessionStore):
     """One file per session in a directory (session2's
     ``DirectorySessionStore``), created mode 0700 if missing. Options:
     ``sync``, ``sync_interval``, ``max_idle``, ``max_session_size``,
-    ``pickle_protocol``, ``conditional`` as for :class:`LogSessionStore`.
+    ``hashed_ids``, ``pickle_protocol``, ``conditional`` as for
+    :class:`LogSessionStore`.
     """
 
     is_multiprocess_safe = True
@@ -338,6 +390,7 @@ class DirSessionStore(SessionStore):
         sync_interval: Seconds = 1.0,
         max_idle: Optional[Seconds] = None,
         max_session_size: Optional[int] = None,
+        hashed_ids: bool = False,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
     ) -> None:
@@ -347,6 +400,7 @@ class DirSessionStore(SessionStore):
             sync_interval=_seconds("sync_interval", sync_interval),
             max_idle=_seconds("max_idle", max_idle),
             max_session_size=max_session_size,
+            hashed_ids=bool(hashed_ids),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 

@@ -1,7 +1,8 @@
 //! `sessionlog._native`: the Rust half of the `sessionlog` Python package.
 //!
 //! One class, [`Store`], wraps a `LogStore`, `DirStore` or `MemoryStore`
-//! behind bytes-in, bytes-out methods. The pure-Python half (`sessionlog`)
+//! (each optionally through `HashedIds`) behind bytes-in, bytes-out
+//! methods. The pure-Python half (`sessionlog`)
 //! builds session2's store interface, the Django backend and the Flask
 //! session interface on top of it; pickling and serialising happen there.
 //!
@@ -18,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use sessionlog::{
-    DirOptions, DirStore, Error, LogStore, MemoryStore, Session, SessionId, SessionStore,
-    SyncPolicy,
+    DirOptions, DirStore, Error, HashedIds, LogStore, MemoryStore, Session, SessionId,
+    SessionStore, SyncPolicy,
 };
 
 /// A store's result for Python: the engine's error, or a panic message.
@@ -195,11 +196,50 @@ type Listed<'py> = (String, Bound<'py, PyBytes>, u64, Option<u64>, Option<u64>);
 /// The engine behind a [`Store`].
 enum Backend {
     /// A `LogStore` file.
-    Log(LogStore),
+    Log(Ids<LogStore>),
     /// A `DirStore` directory.
-    Dir(DirStore),
+    Dir(Ids<DirStore>),
     /// An in-process `MemoryStore`.
-    Memory(MemoryStore),
+    Memory(Ids<MemoryStore>),
+}
+
+/// A backend that keeps the ids it is given, or only their digests.
+enum Ids<S> {
+    /// Ids stored as given.
+    Clear(S),
+    /// Ids stored as `HashedIds::stored_id` digests.
+    Hashed(HashedIds<S>),
+}
+
+impl<S: SessionStore> Ids<S> {
+    fn new(store: S, hashed: bool) -> Ids<S> {
+        if hashed {
+            Ids::Hashed(HashedIds::new(store))
+        } else {
+            Ids::Clear(store)
+        }
+    }
+
+    /// The backend itself, for what `HashedIds` does not change (its
+    /// path, sync, compaction).
+    fn raw(&self) -> &S {
+        match self {
+            Ids::Clear(s) => s,
+            Ids::Hashed(h) => h.inner(),
+        }
+    }
+
+    /// The store every session operation goes through.
+    fn store(&self) -> &dyn SessionStore {
+        match self {
+            Ids::Clear(s) => s,
+            Ids::Hashed(h) => h,
+        }
+    }
+
+    fn hashed(&self) -> bool {
+        matches!(self, Ids::Hashed(_))
+    }
 }
 
 /// A session store opened from Python: `LogStore`, `DirStore` or
@@ -244,9 +284,9 @@ impl Store {
     /// The engine as the trait object every operation uses.
     fn engine(&self) -> Result<&dyn SessionStore, Error> {
         match &self.backend {
-            Some(Backend::Log(s)) => Ok(s),
-            Some(Backend::Dir(s)) => Ok(s),
-            Some(Backend::Memory(s)) => Ok(s),
+            Some(Backend::Log(s)) => Ok(s.store()),
+            Some(Backend::Dir(s)) => Ok(s.store()),
+            Some(Backend::Memory(s)) => Ok(s.store()),
             None => Err(Error::InvalidOption("the store is closed".into())),
         }
     }
@@ -254,10 +294,11 @@ impl Store {
 
 #[pymethods]
 impl Store {
-    /// Opens (creating if missing) the `LogStore` file at `path`.
+    /// Opens (creating if missing) the `LogStore` file at `path`; with
+    /// `hashed_ids`, through `HashedIds` (only digests of ids are stored).
     #[staticmethod]
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
-        max_session_size=None, repair=false, background=true))]
+        max_session_size=None, repair=false, background=true, hashed_ids=false))]
     #[allow(clippy::too_many_arguments)]
     fn log(
         py: Python<'_>,
@@ -268,6 +309,7 @@ impl Store {
         max_session_size: Option<usize>,
         repair: bool,
         background: bool,
+        hashed_ids: bool,
     ) -> PyResult<Store> {
         let mut opts = LogStore::options()
             .sync(sync_policy(py, sync, sync_interval)?)
@@ -280,13 +322,14 @@ impl Store {
             opts = opts.max_session_size(size);
         }
         let store = run(py, move || opts.open(path))?;
-        Ok(Store::new(Backend::Log(store), "log"))
+        Ok(Store::new(Backend::Log(Ids::new(store, hashed_ids)), "log"))
     }
 
-    /// Opens (creating if missing) the `DirStore` directory at `path`.
+    /// Opens (creating if missing) the `DirStore` directory at `path`;
+    /// `hashed_ids` as for [`Store::log`].
     #[staticmethod]
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
-        max_session_size=None))]
+        max_session_size=None, hashed_ids=false))]
     fn dir(
         py: Python<'_>,
         path: PathBuf,
@@ -294,6 +337,7 @@ impl Store {
         sync_interval: f64,
         max_idle: Option<f64>,
         max_session_size: Option<usize>,
+        hashed_ids: bool,
     ) -> PyResult<Store> {
         let mut opts: DirOptions = DirStore::options().sync(sync_policy(py, sync, sync_interval)?);
         if let Some(idle) = max_idle {
@@ -303,7 +347,7 @@ impl Store {
             opts = opts.max_session_size(size);
         }
         let store = run(py, move || opts.open(path))?;
-        Ok(Store::new(Backend::Dir(store), "dir"))
+        Ok(Store::new(Backend::Dir(Ids::new(store, hashed_ids)), "dir"))
     }
 
     /// A new, empty in-process `MemoryStore`.
@@ -322,7 +366,7 @@ impl Store {
             options = options.max_session_size(size);
         }
         let store = options.open().map_err(|e| error_to_py(py, &e))?;
-        Ok(Store::new(Backend::Memory(store), "memory"))
+        Ok(Store::new(Backend::Memory(Ids::Clear(store)), "memory"))
     }
 
     /// `"log"`, `"dir"` or `"memory"`.
@@ -335,9 +379,20 @@ impl Store {
     #[getter]
     fn path(&self) -> Option<PathBuf> {
         match &self.backend {
-            Some(Backend::Log(s)) => Some(s.path().to_path_buf()),
-            Some(Backend::Dir(s)) => Some(s.path().to_path_buf()),
+            Some(Backend::Log(s)) => Some(s.raw().path().to_path_buf()),
+            Some(Backend::Dir(s)) => Some(s.raw().path().to_path_buf()),
             _ => None,
+        }
+    }
+
+    /// True if the store keeps only digests of session ids (`hashed_ids`).
+    #[getter]
+    fn hashed_ids(&self) -> bool {
+        match &self.backend {
+            Some(Backend::Log(s)) => s.hashed(),
+            Some(Backend::Dir(s)) => s.hashed(),
+            Some(Backend::Memory(s)) => s.hashed(),
+            None => false,
         }
     }
 
@@ -459,8 +514,8 @@ impl Store {
     /// Makes every acknowledged write durable now, whatever the policy.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
         run(py, || match &self.backend {
-            Some(Backend::Log(s)) => s.sync(),
-            Some(Backend::Dir(s)) => s.sync(),
+            Some(Backend::Log(s)) => s.raw().sync(),
+            Some(Backend::Dir(s)) => s.raw().sync(),
             _ => Ok(()),
         })
     }
@@ -468,7 +523,7 @@ impl Store {
     /// Compacts a log store; a dict of what it did (`{}` for others).
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = run(py, || match &self.backend {
-            Some(Backend::Log(s)) => s.compact().map(Some),
+            Some(Backend::Log(s)) => s.raw().compact().map(Some),
             _ => Ok(None),
         })?;
         let d = PyDict::new(py);

@@ -231,6 +231,20 @@ def test_async_variants_under_sync_always(tmp_path):
         asyncio.run(scenario())
 
 
+def test_hashed_ids_option_keeps_session_keys_out_of_the_file(tmp_path):
+    path = tmp_path / "hashed.db"
+    with override_settings(SESSIONLOG_PATH=str(path), SESSIONLOG_OPTIONS={"hashed_ids": True, "sync": "always"}):
+        s = SessionStore()
+        s["user"] = "frank"
+        s.save()
+        assert SessionStore(s.session_key).load() == {"user": "frank"}
+        stored = [row[0] for row in backend.get_store().native.sessions()]
+        assert len(stored) == 1 and stored[0].startswith("h,") and stored[0] != s.session_key
+        assert s.session_key.encode() not in path.read_bytes()
+        s.delete()
+        assert not SessionStore().exists(s.session_key)
+
+
 def test_missing_path_setting_is_improperly_configured():
     from django.core.exceptions import ImproperlyConfigured
 

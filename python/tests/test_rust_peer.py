@@ -108,3 +108,39 @@ def test_django_session_is_readable_from_rust(peer, store_path):
 
 def test_rust_errors_on_bad_input(peer):
     assert peer.ask("get a.b").startswith("error invalid session id")
+
+
+def test_hashed_ids_agree_with_rust_and_keep_no_id_in_the_file(peer_binary, store_path, processes):
+    """A Python store and a Rust ``HashedIds`` on one file find each other's
+    sessions by the ids themselves, and the file holds only digests."""
+    store = sessionlog.LogSessionStore(store_path, hashed_ids=True, sync="always")
+    assert store.native.hashed_ids
+    py_id, rust_id = sessionlog.generate_id(), sessionlog.generate_id()
+    store.save_session(Session(py_id, user="py"))
+
+    proc = processes.start(
+        [str(peer_binary), store_path, "--hashed"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    peer = Peer(proc)
+    kind, _version, hexdata = peer.ask(f"get {py_id}").split(" ")
+    assert kind == "found"
+    assert py_id.encode() not in bytes.fromhex(hexdata), "the pickle refers to the id, never holds it"
+    assert peer.ask(f"put {rust_id} {b'from-rust'.hex()}") == "ok 1"
+    listed = peer.ask("list")  # digests hold a comma: compare the whole line
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+
+    assert store.native.load(rust_id)[0] == b"from-rust"
+    loaded = store.load_session(py_id)
+    assert (loaded.id, loaded.user) == (py_id, "py")
+    stored = sorted(row[0] for row in store.native.sessions())
+    assert len(stored) == 2 and listed == "ids " + ",".join(stored)
+    assert all(i.startswith("h,") and len(i) == 45 for i in stored), stored
+    store.native.sync()
+    raw = Path(store_path).read_bytes()
+    assert py_id.encode() not in raw and rust_id.encode() not in raw
+
+    # without hashed_ids the same file finds neither id in the clear
+    clear = sessionlog.LogSessionStore(store_path)
+    assert clear.load_session(py_id) is None and not clear.has_session(rust_id)
+    assert sorted(row[0] for row in clear.native.sessions()) == stored

@@ -474,3 +474,34 @@ def test_pickle_protocol_option(tmp_path):
     data = store.native.load("p")[0]
     assert data[:2] == b"\x80\x02"
     assert pickle.loads(data).n == 1
+
+
+@pytest.mark.parametrize("kind", ["log", "dir"])
+def test_hashed_ids_keep_every_id_out_of_the_store(kind, tmp_path):
+    """With hashed_ids, neither the stored names nor the pickles hold the
+    id, even where the session repeats it; loading puts it back."""
+    store = make_store(kind, tmp_path, hashed_ids=True, sync="always")
+    sid = sessionlog.generate_id()
+    store.save_session(Session(sid, user="ada", seen=[sid, "other"]))
+    loaded = store.load_session(sid)
+    assert (loaded.id, loaded.user, loaded.seen) == (sid, "ada", [sid, "other"])
+    assert session_version(loaded) == 1
+    (digest, session), = list(store.iter_sessions())
+    assert digest.startswith("h,") and session.id == digest and session.user == "ada"
+
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    names = " ".join(str(p) for p in tmp_path.rglob("*"))
+    assert sid.encode() not in on_disk and sid not in names
+
+
+def test_hashed_ids_read_a_store_written_without_them(tmp_path):
+    path = tmp_path / "sessions.db"
+    sessionlog.LogSessionStore(path).save_session(Session("before-hashing", n=1))
+    store = sessionlog.LogSessionStore(path, hashed_ids=True)
+    old = store.load_session("before-hashing")
+    assert old.n == 1
+    old.n = 2
+    store.save_session(old)  # moves it under its digest
+    assert store.load_session("before-hashing").n == 2
+    assert [sid for sid, _ in store.iter_sessions()] != ["before-hashing"]
+    assert not sessionlog.LogSessionStore(path).has_session("before-hashing")

@@ -2,13 +2,16 @@
 //! line on stdin, so the Python tests can check that a Rust program and a
 //! Python program sharing one store see each other's sessions.
 //!
+//! `sessionlog-peer STORE [--hashed]`: with `--hashed`, the store is
+//! opened through `HashedIds`.
+//!
 //! Commands: `put ID HEX`, `get ID`, `del ID`, `list`. Replies, one line
 //! each: `ok VERSION`, `found VERSION HEX`, `none`, `deleted BOOL`,
 //! `ids ID,ID,...`, or `error MESSAGE`.
 
 use std::io::{self, BufRead, Write};
 
-use sessionlog::{LogStore, Session, SessionId, SessionStore};
+use sessionlog::{HashedIds, LogStore, Session, SessionId, SessionStore};
 
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -24,7 +27,7 @@ fn from_hex(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-fn answer(store: &LogStore, line: &str) -> Result<String, String> {
+fn answer(store: &dyn SessionStore, line: &str) -> Result<String, String> {
     let mut words = line.split_whitespace();
     let cmd = words.next().unwrap_or("");
     let mut id = || -> Result<SessionId, String> {
@@ -59,12 +62,18 @@ fn answer(store: &LogStore, line: &str) -> Result<String, String> {
 }
 
 fn main() {
-    let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: sessionlog-peer STORE");
-        std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (path, hashed) = match args.as_slice() {
+        [path] => (path, false),
+        [path, flag] if flag == "--hashed" => (path, true),
+        _ => {
+            eprintln!("usage: sessionlog-peer STORE [--hashed]");
+            std::process::exit(2);
+        }
     };
-    let store = match LogStore::open(&path) {
-        Ok(s) => s,
+    let store: Box<dyn SessionStore> = match LogStore::open(path) {
+        Ok(s) if hashed => Box::new(HashedIds::new(s)),
+        Ok(s) => Box::new(s),
         Err(e) => {
             eprintln!("sessionlog-peer: {e}");
             std::process::exit(1);
@@ -76,7 +85,7 @@ fn main() {
     let _ = out.flush();
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let reply = answer(&store, &line).unwrap_or_else(|e| format!("error {e}"));
+        let reply = answer(store.as_ref(), &line).unwrap_or_else(|e| format!("error {e}"));
         if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
             break;
         }
