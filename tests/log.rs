@@ -1351,3 +1351,73 @@ fn a_dead_compactors_file_is_replaced_never_cut() {
         assert_eq!(s.data, data(i));
     }
 }
+
+/// Fails the first removal of the compaction's temporary file.
+#[derive(Debug, Default)]
+struct FailFirstRemove(std::sync::atomic::AtomicUsize);
+
+impl sessionlog::internals::hook::IoHook for FailFirstRemove {
+    fn before(&self, e: &sessionlog::internals::hook::IoEvent<'_>) -> std::io::Result<()> {
+        use sessionlog::internals::hook::IoEvent;
+        match e {
+            IoEvent::Remove { .. }
+                if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 =>
+            {
+                Err(std::io::Error::other("injected remove failure"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A compaction that cannot remove a dead compactor's file fails with an
+/// error naming it, writes nothing and loses nothing; the next one
+/// succeeds.
+#[test]
+fn a_dead_compactors_file_that_cannot_be_removed_fails_the_compaction() {
+    let f = fixture();
+    let hook = std::sync::Arc::new(FailFirstRemove::default());
+    let store = opts().io_hook(hook.clone()).open(&f.path).expect("open");
+    for i in 0..50 {
+        let mut s = Session::new(id(&format!("s{i}")), data(i));
+        store.save_session(&mut s).expect("save");
+    }
+    let log_before = fs::read(&f.path).expect("read log");
+    let leftover = f.path.with_file_name("s.db.compact");
+    let bytes = vec![0x5au8; 3 * HEADER_SIZE as usize];
+    fs::write(&leftover, &bytes).expect("plant");
+    fs::set_permissions(&leftover, fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    let err = store.compact().expect_err("the removal fails");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("s.db.compact") && msg.contains("remove stale temporary file"),
+        "{msg}"
+    );
+    assert_eq!(
+        fs::read(&leftover).expect("still there"),
+        bytes,
+        "left as it was"
+    );
+    assert_eq!(
+        fs::read(&f.path).expect("read log"),
+        log_before,
+        "nothing written"
+    );
+
+    let stats = store.compact().expect("the next compaction");
+    assert_eq!(stats.kept, 50);
+    assert_eq!(
+        hook.0.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one failed, one removed"
+    );
+    assert!(!leftover.exists());
+    for i in 0..50 {
+        let s = store
+            .load_session(&id(&format!("s{i}")))
+            .expect("load")
+            .expect("kept");
+        assert_eq!(s.data, data(i));
+    }
+}

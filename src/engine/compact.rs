@@ -62,9 +62,9 @@ struct TempFile {
 impl TempFile {
     /// Opens and locks `<log>.compact`, waiting for a compaction in another
     /// process to finish with it.
-    fn wait(log: &Path, owner: Owner) -> Result<TempFile> {
+    fn wait(log: &Path, owner: Owner, hooks: &Hooks) -> Result<TempFile> {
         loop {
-            if let Some(t) = Self::open_locked(log, owner, true)? {
+            if let Some(t) = Self::open_locked(log, owner, true, hooks)? {
                 return Ok(t);
             }
         }
@@ -72,9 +72,9 @@ impl TempFile {
 
     /// Opens and locks `<log>.compact`, or `None` if another compaction
     /// holds it.
-    fn try_acquire(log: &Path, owner: Owner) -> Result<Option<TempFile>> {
+    fn try_acquire(log: &Path, owner: Owner, hooks: &Hooks) -> Result<Option<TempFile>> {
         loop {
-            match Self::open_locked(log, owner, false) {
+            match Self::open_locked(log, owner, false, hooks) {
                 Ok(None) => continue,
                 Err(Error::Busy { .. }) => return Ok(None),
                 other => return other,
@@ -89,7 +89,12 @@ impl TempFile {
     /// between processes; it is opened without following a link and must
     /// be a regular file of one link owned by the store's owner, so that a
     /// planted link or file is refused, never truncated or looped on.
-    fn open_locked(log: &Path, owner: Owner, wait: bool) -> Result<Option<TempFile>> {
+    fn open_locked(
+        log: &Path,
+        owner: Owner,
+        wait: bool,
+        hooks: &Hooks,
+    ) -> Result<Option<TempFile>> {
         let path = file::sibling(log, ".compact");
         let file = trust::open(&path, Create::IfMissing, owner)?;
         if wait {
@@ -117,7 +122,7 @@ impl TempFile {
                 // may have mapped is never shortened (a read of theirs
                 // past its new end would raise SIGBUS): remove it, and
                 // start on a new one.
-                fs::remove_file(&path)
+                remove_temp(hooks, &path)
                     .map_err(|e| Error::io(&path, "remove stale temporary file", e))?;
                 Ok(None)
             }
@@ -408,7 +413,7 @@ fn tmp_path(log: &LogFile) -> PathBuf {
 /// Compacts, waiting for any other compaction to finish first.
 pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
     let _local = h.compacting.lock();
-    let tmp = TempFile::wait(h.path, h.follow.lock.owner)?;
+    let tmp = TempFile::wait(h.path, h.follow.lock.owner, h.hooks)?;
     run(h, tmp, idle_cutoff_ms)
 }
 
@@ -436,7 +441,7 @@ pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
     let Some(_local) = h.compacting.try_lock() else {
         return Ok(false);
     };
-    let Some(tmp) = TempFile::try_acquire(h.path, owner)? else {
+    let Some(tmp) = TempFile::try_acquire(h.path, owner, h.hooks)? else {
         return Ok(false);
     };
     // Holding the compaction's file: the view, followed to the current
@@ -472,7 +477,7 @@ pub(crate) fn try_compact(h: &Handles<'_>) -> Result<Option<CompactStats>> {
     let Some(_local) = h.compacting.try_lock() else {
         return Ok(None);
     };
-    match TempFile::try_acquire(h.path, h.follow.lock.owner)? {
+    match TempFile::try_acquire(h.path, h.follow.lock.owner, h.hooks)? {
         Some(tmp) => run(h, tmp, None).map(Some),
         None => Ok(None),
     }
@@ -911,8 +916,9 @@ pub(crate) fn repair(
             report.repaired_ranges.push((start, end - start));
         }
     }
-    let tmp = TempFile::wait(path, lock.owner)?;
-    let mut w = Writer::new(&tmp, path, Hooks::default())?;
+    let hooks = Hooks::default();
+    let tmp = TempFile::wait(path, lock.owner, &hooks)?;
+    let mut w = Writer::new(&tmp, path, hooks)?;
     let mut offsets: Vec<u64> = index.offsets().collect();
     offsets.sort_unstable();
     for off in offsets {

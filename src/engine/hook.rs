@@ -89,9 +89,10 @@ pub enum IoEvent<'a> {
     },
     /// The compaction's temporary file `<log>.compact` is about to be
     /// removed by its lock holder: a close after its hint (written or
-    /// not), or a compaction that failed. A failure leaves the file, which
-    /// the next open or compaction removes (a compaction that finds it
-    /// starts a new file, reporting no event).
+    /// not), a compaction that failed, or a compaction that found a dead
+    /// compactor's file there (it then starts a new file; failing this
+    /// removal fails that compaction, which writes nothing). A failure
+    /// leaves the file, which the next open or compaction removes.
     Remove {
         /// The temporary file.
         path: &'a Path,
