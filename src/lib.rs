@@ -83,6 +83,10 @@ pub use store::{SessionIter, SessionStore};
 pub mod internals {
     pub use crate::engine::format;
     pub use crate::engine::hook;
+    /// When a close writes a hint, for the crash tests of that path.
+    pub mod compact {
+        pub use crate::engine::compact::close_writes_hint;
+    }
     /// The hint file's decoder, for its fuzz target.
     pub mod hint {
         pub use crate::engine::hint::check_round_trip;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::child::{self, Reader, Rng};
+use sessionlog::internals::compact::close_writes_hint;
 use sessionlog::internals::format::HEADER_SIZE;
 use sessionlog::internals::hook::{IoEvent, IoHook};
 use sessionlog::{Error, LogStore, Session, SessionStore, SyncPolicy};
@@ -407,16 +408,6 @@ fn beside(log: &Path, suffix: &str) -> PathBuf {
     let mut s = log.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
-}
-
-/// A close writes a hint when the log grew since it by this much and by an
-/// eighth of the log (`compact::CLOSE_HINT_MIN`).
-const CLOSE_HINT_MIN: u64 = 16 << 20;
-
-/// Whether closing a log applied up to `applied` (an offset), whose hint
-/// reflects it up to `covered`, writes a new hint.
-fn close_writes_hint(applied: u64, covered: u64) -> bool {
-    applied.saturating_sub(covered) >= CLOSE_HINT_MIN.max(applied / 8)
 }
 
 /// The offset up to which a hint file reflects its log (bytes 40..48,

@@ -421,6 +421,13 @@ pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<Co
 /// this many bytes (and an eighth of the log).
 const CLOSE_HINT_MIN: u64 = 16 << 20;
 
+/// Whether a close of a log applied up to offset `applied`, whose hint
+/// reflects it up to `covered`, is worth a new hint: the next open would
+/// replay at least [`CLOSE_HINT_MIN`] bytes and an eighth of the log.
+pub fn close_writes_hint(applied: u64, covered: u64) -> bool {
+    applied.saturating_sub(covered) >= CLOSE_HINT_MIN.max(applied / 8)
+}
+
 /// On close: writes a hint for the current file if the next open would
 /// otherwise replay much of it (a log that grew by overwrites since its
 /// compaction), so that reopening costs what is live, not what was
@@ -432,7 +439,7 @@ pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
     let owner = h.follow.lock.owner;
     let worth = |st: &State| {
         let covered = hint::covered(h.path, &st.file.header, owner).unwrap_or(HEADER_SIZE);
-        st.applied.saturating_sub(covered) >= CLOSE_HINT_MIN.max(st.applied / 8)
+        close_writes_hint(st.applied, covered)
     };
     // Most closes stop here, touching no file.
     if !worth(&h.state.read()) {

@@ -25,7 +25,7 @@
 mod background;
 mod check;
 mod commit;
-mod compact;
+pub(crate) mod compact;
 mod file;
 mod follow;
 pub mod format;
