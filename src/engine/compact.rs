@@ -423,7 +423,7 @@ const CLOSE_HINT_MIN: u64 = 16 << 20;
 
 /// Whether a close of a log applied up to offset `applied`, whose hint
 /// reflects it up to `covered`, is worth a new hint: the next open would
-/// replay at least [`CLOSE_HINT_MIN`] bytes and an eighth of the log.
+/// replay at least 16 MiB (`CLOSE_HINT_MIN`) and an eighth of the log.
 pub fn close_writes_hint(applied: u64, covered: u64) -> bool {
     applied.saturating_sub(covered) >= CLOSE_HINT_MIN.max(applied / 8)
 }
