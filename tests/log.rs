@@ -43,6 +43,25 @@ fn data(i: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Saves sessions `s0..s{n}` with `data(i)`.
+fn save_numbered(store: &LogStore, n: usize) {
+    for i in 0..n {
+        let mut s = Session::new(id(&format!("s{i}")), data(i));
+        store.save_session(&mut s).expect("save");
+    }
+}
+
+/// Asserts that sessions `s0..s{n}` are live with `data(i)`.
+fn assert_numbered_kept(store: &LogStore, n: usize, what: &str) {
+    for i in 0..n {
+        let s = store
+            .load_session(&id(&format!("s{i}")))
+            .expect("load")
+            .expect(what);
+        assert_eq!(s.data, data(i), "s{i}");
+    }
+}
+
 /// Saves `n` synced sessions s0.. and, if `tail`, one more unsynced one.
 /// Returns (start of the unsynced record, committed end).
 fn build(path: &Path, n: usize, tail: bool) -> (u64, u64) {
@@ -95,13 +114,7 @@ fn torn_tail_is_cut_at_every_byte_offset_of_the_last_record() {
                     "{mode} at {cut}"
                 );
             }
-            for i in 0..5 {
-                let s = store
-                    .load_session(&id(&format!("s{i}")))
-                    .expect("load")
-                    .expect("synced session kept");
-                assert_eq!(s.data, data(i));
-            }
+            assert_numbered_kept(&store, 5, "synced session kept");
             // the store goes on: a new save lands where the torn record was
             let mut s = Session::new(id("after"), b"after the crash".to_vec());
             store.save_session(&mut s).expect("save after recovery");
@@ -1324,10 +1337,7 @@ fn a_follower_whose_replay_ahead_fails_replays_at_the_switch() {
 fn a_dead_compactors_file_is_replaced_never_cut() {
     let f = fixture();
     let store = opts().open(&f.path).expect("open");
-    for i in 0..50 {
-        let mut s = Session::new(id(&format!("s{i}")), data(i));
-        store.save_session(&mut s).expect("save");
-    }
+    save_numbered(&store, 50);
     let leftover = f.path.with_file_name("s.db.compact");
     let bytes = vec![0x5au8; 3 * HEADER_SIZE as usize];
     fs::write(&leftover, &bytes).expect("plant");
@@ -1343,13 +1353,7 @@ fn a_dead_compactors_file_is_replaced_never_cut() {
     std::io::Read::read_to_end(&mut &held, &mut again).expect("read");
     assert_eq!(again, bytes, "nor written");
     assert!(!leftover.exists(), "the new file was renamed over the log");
-    for i in 0..50 {
-        let s = store
-            .load_session(&id(&format!("s{i}")))
-            .expect("load")
-            .expect("kept");
-        assert_eq!(s.data, data(i));
-    }
+    assert_numbered_kept(&store, 50, "kept");
 }
 
 /// Fails the first removal of the compaction's temporary file.
@@ -1378,10 +1382,7 @@ fn a_dead_compactors_file_that_cannot_be_removed_fails_the_compaction() {
     let f = fixture();
     let hook = std::sync::Arc::new(FailFirstRemove::default());
     let store = opts().io_hook(hook.clone()).open(&f.path).expect("open");
-    for i in 0..50 {
-        let mut s = Session::new(id(&format!("s{i}")), data(i));
-        store.save_session(&mut s).expect("save");
-    }
+    save_numbered(&store, 50);
     let log_before = fs::read(&f.path).expect("read log");
     let leftover = f.path.with_file_name("s.db.compact");
     let bytes = vec![0x5au8; 3 * HEADER_SIZE as usize];
@@ -1413,11 +1414,5 @@ fn a_dead_compactors_file_that_cannot_be_removed_fails_the_compaction() {
         "one failed, one removed"
     );
     assert!(!leftover.exists());
-    for i in 0..50 {
-        let s = store
-            .load_session(&id(&format!("s{i}")))
-            .expect("load")
-            .expect("kept");
-        assert_eq!(s.data, data(i));
-    }
+    assert_numbered_kept(&store, 50, "kept");
 }
