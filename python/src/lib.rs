@@ -1,7 +1,7 @@
 //! `sessionlog._native`: the Rust half of the `sessionlog` Python package.
 //!
-//! One class, [`Store`], wraps a `LogStore`, `DirStore` or `MemoryStore`
-//! (each optionally through `HashedIds`) behind bytes-in, bytes-out
+//! One class, [`Store`], wraps a `LogStore` or `DirStore` (each optionally
+//! through `HashedIds`) or a `MemoryStore` behind bytes-in, bytes-out
 //! methods. The pure-Python half (`sessionlog`)
 //! builds session2's store interface, the Django backend and the Flask
 //! session interface on top of it; pickling and serialising happen there.
@@ -200,7 +200,7 @@ enum Backend {
     /// A `DirStore` directory.
     Dir(Ids<DirStore>),
     /// An in-process `MemoryStore`.
-    Memory(Ids<MemoryStore>),
+    Memory(MemoryStore),
 }
 
 /// A backend that keeps the ids it is given, or only their digests.
@@ -286,7 +286,7 @@ impl Store {
         match &self.backend {
             Some(Backend::Log(s)) => Ok(s.store()),
             Some(Backend::Dir(s)) => Ok(s.store()),
-            Some(Backend::Memory(s)) => Ok(s.store()),
+            Some(Backend::Memory(s)) => Ok(s),
             None => Err(Error::InvalidOption("the store is closed".into())),
         }
     }
@@ -366,7 +366,7 @@ impl Store {
             options = options.max_session_size(size);
         }
         let store = options.open().map_err(|e| error_to_py(py, &e))?;
-        Ok(Store::new(Backend::Memory(Ids::Clear(store)), "memory"))
+        Ok(Store::new(Backend::Memory(store), "memory"))
     }
 
     /// `"log"`, `"dir"` or `"memory"`.
@@ -391,8 +391,7 @@ impl Store {
         match &self.backend {
             Some(Backend::Log(s)) => s.hashed(),
             Some(Backend::Dir(s)) => s.hashed(),
-            Some(Backend::Memory(s)) => s.hashed(),
-            None => false,
+            Some(Backend::Memory(_)) | None => false,
         }
     }
 
