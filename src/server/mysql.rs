@@ -278,6 +278,22 @@ impl MySqlStore {
         }
     }
 
+    /// Refreshes `modified`, and sets the deadline to `expires` (ms, 0:
+    /// none) if given; false if no live session has this id.
+    fn touch(&self, id: &SessionId, expires: Option<i64>) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let now = self.now(&mut conn)?;
+        let idle = self.common.idle_ms();
+        let n = self
+            .write(
+                &mut conn,
+                &self.sql.touch,
+                || params! {"id" => id.as_str(), expires, now, idle},
+            )
+            .map_err(self.err("touch failed"))?;
+        Ok(n > 0)
+    }
+
     fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let mut conn = self.conn()?;
@@ -392,17 +408,7 @@ impl SessionStore for MySqlStore {
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        let mut conn = self.conn()?;
-        let now = self.now(&mut conn)?;
-        let idle = self.common.idle_ms();
-        let n = self
-            .write(
-                &mut conn,
-                &self.sql.touch,
-                || params! {"id" => id.as_str(), now, idle},
-            )
-            .map_err(self.err("touch failed"))?;
-        Ok(n > 0)
+        self.touch(id, None)
     }
 
     /// One `UPDATE` of the deadline and `modified`: the data stay on the
@@ -413,18 +419,7 @@ impl SessionStore for MySqlStore {
         id: &SessionId,
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
-        let mut conn = self.conn()?;
-        let now = self.now(&mut conn)?;
-        let idle = self.common.idle_ms();
-        let expires = ms_i64(expires_millis(expires));
-        let n = self
-            .write(
-                &mut conn,
-                &self.sql.touch_until,
-                || params! {"id" => id.as_str(), expires, now, idle},
-            )
-            .map_err(self.err("touch failed"))?;
-        Ok(n > 0)
+        self.touch(id, Some(ms_i64(expires_millis(expires))))
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
@@ -496,7 +491,6 @@ struct Sql {
     insert: String,
     update: String,
     touch: String,
-    touch_until: String,
     delete_dead: String,
     delete: String,
     page: String,
@@ -546,10 +540,11 @@ impl Sql {
                 "UPDATE {t} SET data = :data, expires = :expires, modified = :now, version = version + 1 \
                  WHERE id = :id AND version = :v AND {live}"
             ),
-            touch: format!("UPDATE {t} SET modified = :now WHERE id = :id AND {live}"),
-            // the WHERE clause sees the row as it was, before the new deadline
-            touch_until: format!(
-                "UPDATE {t} SET modified = :now, expires = :expires WHERE id = :id AND {live}"
+            // :expires: the new deadline, or NULL to keep it; the WHERE
+            // clause sees the row as it was, before the new deadline
+            touch: format!(
+                "UPDATE {t} SET modified = :now, expires = COALESCE(:expires, expires) \
+                 WHERE id = :id AND {live}"
             ),
             delete_dead: format!("DELETE FROM {t} WHERE id = :id AND NOT {live}"),
             delete: format!("DELETE FROM {t} WHERE id = :id"),

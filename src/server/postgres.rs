@@ -542,6 +542,26 @@ impl PostgresStore {
     }
 
     /// One statement by id (`$1` offset, `$2` idle limit, `$3` id).
+    /// Refreshes `modified`, and sets the deadline to `expires` (ms, 0:
+    /// none) if given; false if no live session has this id.
+    fn touch(&self, id: &SessionId, expires: Option<i64>) -> Result<bool> {
+        let (off, idle) = self.base();
+        let id = id.as_str();
+        let conn = self.conn()?;
+        let rows = self.query(
+            &conn,
+            "touch",
+            &self.sql.touch,
+            &[
+                (&off, Type::INT8),
+                (&idle, Type::INT8),
+                (&id, Type::TEXT),
+                (&expires, Type::INT8),
+            ],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
     fn by_id(&self, what: &str, sql: &str, id: &SessionId) -> Result<Option<Row>> {
         let (off, idle) = self.base();
         let conn = self.conn()?;
@@ -587,7 +607,7 @@ impl SessionStore for PostgresStore {
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        Ok(self.by_id("touch", &self.sql.touch, id)?.is_some())
+        self.touch(id, None)
     }
 
     /// One `UPDATE` of the deadline and `modified`: the data stay on the
@@ -598,22 +618,7 @@ impl SessionStore for PostgresStore {
         id: &SessionId,
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
-        let (off, idle) = self.base();
-        let id = id.as_str();
-        let expires = ms_i64(expires_millis(expires));
-        let conn = self.conn()?;
-        let rows = self.query(
-            &conn,
-            "touch",
-            &self.sql.touch_until,
-            &[
-                (&off, Type::INT8),
-                (&idle, Type::INT8),
-                (&id, Type::TEXT),
-                (&expires, Type::INT8),
-            ],
-        )?;
-        Ok(!rows.is_empty())
+        self.touch(id, Some(ms_i64(expires_millis(expires))))
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
@@ -675,7 +680,6 @@ struct Sql {
     create: String,
     update: String,
     touch: String,
-    touch_until: String,
     delete: String,
     page: String,
     delete_old: String,
@@ -728,11 +732,9 @@ impl Sql {
                  WHERE s.id = $3 AND s.version = $6::bigint AND {live_s} \
                  RETURNING modified, version"
             ),
+            // $4: the new deadline, or NULL to keep it
             touch: format!(
-                "UPDATE {t} AS s SET modified = {NOW} WHERE s.id = $3 AND {live_s} RETURNING 1"
-            ),
-            touch_until: format!(
-                "UPDATE {t} AS s SET modified = {NOW}, expires = $4::bigint \
+                "UPDATE {t} AS s SET modified = {NOW}, expires = COALESCE($4::bigint, s.expires) \
                  WHERE s.id = $3 AND {live_s} RETURNING 1"
             ),
             delete: format!("DELETE FROM {t} AS s WHERE s.id = $3 RETURNING {live_s}"),
