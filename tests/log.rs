@@ -244,8 +244,16 @@ fn a_future_format_version_is_refused_and_left_untouched() {
     build(&f.path, 2, false);
     let mut bytes = fs::read(&f.path).expect("read");
     bytes[H_VERSION..H_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+    // A writer of that version checksums what it wrote (with the version
+    // alone changed, the header is a damaged version 1: DESIGN.md §2.4).
+    let crc = crc32fast::hash(&bytes[..format::H_CRC]) ^ format::HEADER_CRC_XOR;
+    bytes[format::H_CRC..format::H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
     fs::write(&f.path, &bytes).expect("write");
     let err = opts().open(&f.path).expect_err("future version");
+    for repair in [false, true] {
+        let again = opts().repair(repair).open(&f.path).expect_err("still refused");
+        assert!(matches!(again, Error::UnsupportedVersion { .. }), "{again}");
+    }
     assert!(
         matches!(
             err,

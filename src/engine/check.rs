@@ -556,6 +556,8 @@ mod tests {
         assert!(matches!(check_bytes(&f[..100]), Err(Error::Corrupt { .. })));
         let mut v = f.clone();
         v[format::H_VERSION] = 9;
+        let crc = crc32fast::hash(&v[..format::H_CRC]) ^ format::HEADER_CRC_XOR;
+        v[format::H_CRC..format::H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             check_bytes(&v),
             Err(Error::UnsupportedVersion { found: 9, .. })

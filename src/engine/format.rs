@@ -75,6 +75,20 @@ pub const H_PENDING: usize = H_SUPERSEDED + 8;
 /// End of the shared words.
 pub const H_SHARED_END: usize = H_PENDING + 8;
 
+/// The largest generation a log file may carry. A compaction a
+/// millisecond would take 8,900 years to reach it, so only a damaged or
+/// crafted header holds more: such a header is refused as damage (repair
+/// renumbers the store), and every `+ 1` on a generation read from disk
+/// stays far from `u64::MAX` and from wrapping to 0.
+pub const MAX_GENERATION: u64 = (1 << 48) - 1;
+
+/// The generation of the file that replaces one of generation `g`, or
+/// `None` when `g` is at [`MAX_GENERATION`] (only a crafted header gets
+/// there: compaction refuses, and repair starts the count again).
+pub fn next_generation(g: u64) -> Option<u64> {
+    g.checked_add(1).filter(|&n| n <= MAX_GENERATION)
+}
+
 /// The pending word's value for the file with this generation and salt:
 /// never 0 (generations start at 1).
 pub fn pending_token(generation: u64, salt: u32) -> u64 {
@@ -134,7 +148,7 @@ pub fn encode_header(h: &StaticHeader, committed: u64) -> Vec<u8> {
         .copy_from_slice(&h.compact_source_bytes.to_le_bytes());
     b[H_COMPACT_RESULT_BYTES..H_SALT].copy_from_slice(&h.compact_result_bytes.to_le_bytes());
     b[H_SALT..H_CRC].copy_from_slice(&h.salt.to_le_bytes());
-    let crc = crc32fast::hash(&b[..H_CRC]) ^ HEADER_CRC_XOR;
+    let crc = header_crc(&b[..H_CRC]);
     b[H_CRC..H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
     let word = encode_offset(committed);
     b[H_COMMITTED..H_SYNCED].copy_from_slice(&word.to_le_bytes());
@@ -150,6 +164,19 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
     }
     let m = b.len().min(MAGIC.len());
     if b[..m] != MAGIC[..m] {
+        // A header whose magic alone was damaged checks out once the
+        // magic is put back: damage, not a foreign file.
+        if b.len() >= H_STATIC_END {
+            let mut fixed = [0u8; H_CRC];
+            fixed.copy_from_slice(&b[..H_CRC]);
+            fixed[..MAGIC.len()].copy_from_slice(&MAGIC);
+            if header_crc(&fixed) == u32_at(b, H_CRC) {
+                return Err(HeaderError::Corrupt(
+                    H_MAGIC as u64,
+                    "the magic is damaged",
+                ));
+            }
+        }
         return Err(HeaderError::NotAStore(
             "it does not start with the sessionlog magic",
         ));
@@ -162,9 +189,22 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
     }
     let version = u32_at(b, H_VERSION);
     if version != FORMAT_VERSION {
+        // A version-1 header whose version field alone was damaged checks
+        // out once the field reads 1 again: that is damage, which repair
+        // can mend, not a future format (whose writer computed its CRC
+        // over the version it wrote).
+        let mut as_v1 = [0u8; H_CRC];
+        as_v1.copy_from_slice(&b[..H_CRC]);
+        as_v1[H_VERSION..H_HEADER_SIZE].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        if header_crc(&as_v1) == u32_at(b, H_CRC) && header_crc(&b[..H_CRC]) != u32_at(b, H_CRC) {
+            return Err(HeaderError::Corrupt(
+                H_VERSION as u64,
+                "the version field is damaged",
+            ));
+        }
         return Err(HeaderError::Version(version));
     }
-    if crc32fast::hash(&b[..H_CRC]) ^ HEADER_CRC_XOR != u32_at(b, H_CRC) {
+    if header_crc(&b[..H_CRC]) != u32_at(b, H_CRC) {
         return Err(HeaderError::Corrupt(
             H_MAGIC as u64,
             "header checksum mismatch",
@@ -176,6 +216,12 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
             "unexpected header size",
         ));
     }
+    if u64_at(b, H_GENERATION) > MAX_GENERATION {
+        return Err(HeaderError::Corrupt(
+            H_GENERATION as u64,
+            "the generation is out of range",
+        ));
+    }
     Ok(StaticHeader {
         generation: u64_at(b, H_GENERATION),
         created_ms: u64_at(b, H_CREATED),
@@ -185,6 +231,43 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
         compact_result_bytes: u64_at(b, H_COMPACT_RESULT_BYTES),
         salt: u32_at(b, H_SALT),
     })
+}
+
+/// The CRC of a header's first `H_CRC` bytes, as stored at `H_CRC`.
+fn header_crc(b: &[u8]) -> u32 {
+    crc32fast::hash(b) ^ HEADER_CRC_XOR
+}
+
+/// The static header of a version-1 header whose static part has exactly
+/// one flipped bit (the CRC included), mended; `None` if no single bit
+/// mends it. A CRC-32 tells every single-bit error in these 576 bits from
+/// every other (its minimum distance is at least 3 at this length), so
+/// the bit found is the one that flipped whenever one did; damage to more
+/// bits may, rarely, look like another single flip, which is why repair
+/// then checks the result against the records (the salt must verify them).
+pub fn mend_static_header(b: &[u8]) -> Option<StaticHeader> {
+    let b = b.get(..H_STATIC_END)?;
+    let mut t = [0u8; H_STATIC_END];
+    for bit in 0..H_STATIC_END * 8 {
+        t.copy_from_slice(b);
+        t[bit / 8] ^= 1 << (bit % 8);
+        if let Ok(h) = decode_static_header(&t) {
+            return Some(h);
+        }
+    }
+    None
+}
+
+/// If a record written with some salt starts at `buf`, that salt and the
+/// record's padded length: the salt is the one value that makes the
+/// record's stored CRC check out, and every field but the CRC is checked.
+/// Repair uses it to find a file's salt when the header lost it.
+pub fn salt_of_record(buf: &[u8]) -> Option<(u32, usize)> {
+    let r = decode_record_unchecked(buf).ok()?;
+    let unpadded = RECORD_HEADER + r.id.len() + r.data.len();
+    let body = buf.get(R_DATA_LEN..unpadded)?;
+    let stored = u32::from_le_bytes(buf.get(R_CRC..R_DATA_LEN)?.try_into().ok()?);
+    Some((stored ^ crc32fast::hash(body) ^ RECORD_CRC_XOR, r.padded_len))
 }
 
 /// Largest offset a shared word can hold (2^48 - 1 bytes, 256 TiB).
@@ -332,6 +415,16 @@ mod tests {
         );
         let mut v2 = b.clone();
         v2[H_VERSION] = 2;
+        // Its own checksum: a future file. Without: a damaged version 1.
+        assert_eq!(
+            decode_static_header(&v2),
+            Err(HeaderError::Corrupt(
+                H_VERSION as u64,
+                "the version field is damaged"
+            ))
+        );
+        let crc = header_crc(&v2[..H_CRC]);
+        v2[H_CRC..H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode_static_header(&v2), Err(HeaderError::Version(2)));
         for bit in (H_HEADER_SIZE * 8)..(H_STATIC_END * 8) {
             let mut d = b.clone();
@@ -341,5 +434,90 @@ mod tests {
                 "bit {bit}"
             );
         }
+    }
+
+    fn sample_header() -> StaticHeader {
+        StaticHeader {
+            generation: 12,
+            created_ms: 1_700_000_000_000,
+            compact_kept: 5,
+            compact_dropped: 6,
+            compact_source_bytes: 7,
+            compact_result_bytes: 8,
+            salt: 0x1234_5678,
+        }
+    }
+
+    /// Every single flipped bit of the static part, magic and version
+    /// included, is damage (never a foreign file or a future version,
+    /// which a repair would not touch), and is mended exactly.
+    #[test]
+    fn every_single_bit_flip_of_the_static_part_is_damage_and_is_mended() {
+        let h = sample_header();
+        let b = encode_header(&h, HEADER_SIZE);
+        for bit in 0..H_STATIC_END * 8 {
+            let mut d = b.clone();
+            d[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(decode_static_header(&d), Err(HeaderError::Corrupt(..))),
+                "bit {bit}: {:?}",
+                decode_static_header(&d)
+            );
+            assert_eq!(mend_static_header(&d), Some(h), "bit {bit}");
+        }
+        // Two flipped bits are detected, and not mended into a header
+        // that passes for this one.
+        let mut d = b.clone();
+        d[H_GENERATION] ^= 1;
+        d[H_SALT] ^= 1;
+        assert!(decode_static_header(&d).is_err());
+        assert_ne!(mend_static_header(&d), Some(h));
+    }
+
+    /// A future format writes its own CRC over its own version: still
+    /// `Version`, never taken for damage.
+    #[test]
+    fn a_future_version_with_its_own_checksum_is_a_version_error() {
+        let mut b = encode_header(&sample_header(), HEADER_SIZE);
+        b[H_VERSION..H_HEADER_SIZE].copy_from_slice(&3u32.to_le_bytes());
+        let crc = header_crc(&b[..H_CRC]);
+        b[H_CRC..H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_static_header(&b), Err(HeaderError::Version(3)));
+        assert_eq!(mend_static_header(&b), None);
+    }
+
+    /// A generation past `MAX_GENERATION` (a crafted header with a valid
+    /// checksum) is refused, so `+ 1` on any accepted one cannot wrap.
+    #[test]
+    fn a_generation_out_of_range_is_refused_and_the_last_has_no_successor() {
+        for g in [MAX_GENERATION + 1, u64::MAX] {
+            let b = encode_header(
+                &StaticHeader {
+                    generation: g,
+                    ..sample_header()
+                },
+                HEADER_SIZE,
+            );
+            assert_eq!(
+                decode_static_header(&b),
+                Err(HeaderError::Corrupt(
+                    H_GENERATION as u64,
+                    "the generation is out of range"
+                ))
+            );
+        }
+        assert_eq!(next_generation(1), Some(2));
+        assert_eq!(next_generation(MAX_GENERATION - 1), Some(MAX_GENERATION));
+        assert_eq!(next_generation(MAX_GENERATION), None);
+        assert_eq!(next_generation(u64::MAX), None);
+    }
+
+    #[test]
+    fn the_salt_of_a_record_is_found_from_its_checksum() {
+        let mut out = Vec::new();
+        let n = encode_record_salted(&mut out, &sample(Kind::Put, b"id", b"data"), 0xCAFE_F00D);
+        assert_eq!(salt_of_record(&out), Some((0xCAFE_F00D, n)));
+        assert_eq!(salt_of_record(&[0u8; 64]), None);
+        assert_eq!(salt_of_record(&out[..n - 8]), None);
     }
 }
