@@ -11,8 +11,17 @@ use crate::{Outcome, fmt_bytes, progress, require_store};
 
 pub fn check(path: &Path, repair: bool) -> Outcome {
     require_store(path)?;
-    let report = verify(path)?;
     let mut out = io::stdout().lock();
+    let report = match verify(path) {
+        Ok(report) => report,
+        // A damaged header (not a foreign file or a future version):
+        // repair rebuilds it from the records and the hint.
+        Err(e @ sessionlog::Error::Corrupt { .. }) if repair => {
+            writeln!(out, "header: DAMAGED: {e}")?;
+            return repair_store(&mut out, path);
+        }
+        Err(e) => return Err(e.into()),
+    };
     print_report(&mut out, &report)?;
     if !repair {
         if report.is_healthy() {
@@ -32,6 +41,12 @@ pub fn check(path: &Path, repair: bool) -> Outcome {
         writeln!(out, "result: ok, nothing to repair")?;
         return Ok(ExitCode::SUCCESS);
     }
+    repair_store(&mut out, path)
+}
+
+/// Opens the store in repair mode, says what repair did, and checks the
+/// result.
+fn repair_store(out: &mut impl Write, path: &Path) -> Outcome {
     let store = LogStore::options()
         .background(false)
         .repair(true)
@@ -39,6 +54,9 @@ pub fn check(path: &Path, repair: bool) -> Outcome {
     store.setup()?;
     let stats = store.stats()?;
     let rec = &stats.recovery;
+    if let Some(how) = &rec.header_repair {
+        writeln!(out, "repair: {how}")?;
+    }
     if let Some(off) = rec.torn_tail_offset {
         writeln!(
             out,
@@ -73,7 +91,7 @@ pub fn check(path: &Path, repair: bool) -> Outcome {
         Ok(ExitCode::SUCCESS)
     } else {
         writeln!(out, "result: still DAMAGED after repair")?;
-        print_report(&mut out, &after)?;
+        print_report(out, &after)?;
         Ok(ExitCode::from(1))
     }
 }

@@ -193,6 +193,19 @@ pub fn check_with(
     };
     let walked = walk(log, static_header.salt, &mut report, &mut progress);
     progress(walked, log.len() as u64);
+    if format::next_generation(static_header.generation).is_none() {
+        // Only a crafted header gets there; the next compaction would
+        // fail, and repair numbers the files from 1 again.
+        report.corruption.insert(
+            0,
+            Damage {
+                offset: format::H_GENERATION as u64,
+                len: 8,
+                reason: "the generation is at its largest value: no compaction can follow".into(),
+                resumes_at: Some(HEADER_SIZE),
+            },
+        );
+    }
     if committed <= file_bytes && report.torn_tail.is_none() && report.corruption.is_empty() {
         past_committed(&file, &map, end, static_header.salt, &mut report);
     }

@@ -31,6 +31,7 @@ use crate::engine::index::{Index, Records};
 use crate::engine::lock::LockFile;
 use crate::engine::read::{decode_at, session_at};
 use crate::engine::recovery;
+use crate::engine::salvage;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::{CompactStats, RecoveryReport};
 use crate::error::{Error, Result};
@@ -674,6 +675,14 @@ fn run_locked(
     // Phase 1: snapshot the index and copy, without the write lock and
     // holding the state lock only in short turns (loads and saves go on).
     let (mut src, from, upto, mut offsets) = snapshot(h);
+    let generation = format::next_generation(src.header.generation).ok_or_else(|| {
+        Error::corrupt(
+            h.path,
+            format::H_GENERATION as u64,
+            "the generation is at its largest value, so a compaction cannot number its file \
+             (`sessionlog check --repair` numbers the store's files from 1 again)",
+        )
+    })?;
     offsets.sort_unstable();
     check_free_space(h.path, HEADER_SIZE + h.state.read().index.live_bytes())?;
     let now = h.expiry.now_ms();
@@ -737,7 +746,7 @@ fn run_locked(
         if !hint_written {
             hint_written = true;
             let header = StaticHeader {
-                generation: src.header.generation + 1,
+                generation,
                 created_ms: now,
                 compact_kept: 0,
                 compact_dropped: 0,
@@ -772,8 +781,6 @@ fn run_locked(
             }
         }
     }
-    let generation = src.header.generation + 1;
-
     // Phase 2: under the write lock (no process appends), copy what was
     // appended since the catch-up. The state lock is taken only to catch
     // up and, at the end, to publish the new view.
@@ -875,8 +882,13 @@ fn run_locked(
 }
 
 /// Repair mode: salvages every record that passes its checksum from a log
-/// damaged in the middle, keeps a copy of the damaged file, and swaps in a
-/// clean file. Runs at open, under the write lock.
+/// damaged in the middle or in its header, keeps a copy of the damaged
+/// file, and swaps in a clean file. Runs at open, under the write lock.
+///
+/// A damaged header is read as `salvage` says: mended if one bit flipped,
+/// else rebuilt from the records' salt and the hint. Without a committed
+/// word the scan runs to the end of the file; with one, it goes on past
+/// it while complete records follow, as the first opener does (§6).
 pub(crate) fn repair(
     path: &Path,
     lock: &LockFile,
@@ -884,23 +896,49 @@ pub(crate) fn repair(
     now_ms: u64,
 ) -> Result<State> {
     let _lock = lock.lock()?;
-    let damaged = LogFile::open(path, lock.owner)?;
+    let head = read_head(path, lock.owner)?;
     let copy = file::sibling(path, &format!(".damaged-{now_ms}"));
     keep_copy(path, &copy, lock.owner)?;
-    let end = format::decode_offset(damaged.committed_word())
-        .unwrap_or(damaged.map_len())
-        .min(damaged.map_len());
-    let end = end.min(damaged.mapped_file_len);
+    // The hint helps only to name the generation of a rebuilt header; it
+    // is read as for a file of at least 64 MiB, so that one of a file cut
+    // short is still read, and one of any size costs bounded memory.
+    let file_len = fs::metadata(path)
+        .map_err(|e| Error::io(path, "stat", e))?
+        .len();
+    let hint = hint::read(path, file_len.max(64 << 20), lock.owner, &Hooks::default())
+        .ok()
+        .map(|c| c.identity());
+    let placeholder = StaticHeader {
+        generation: 0,
+        created_ms: 0,
+        compact_kept: 0,
+        compact_dropped: 0,
+        compact_source_bytes: 0,
+        compact_result_bytes: 0,
+        salt: 0,
+    };
+    let mut damaged = LogFile::open_damaged(path, lock.owner, placeholder)?;
+    let file_len = damaged.mapped_file_len;
+    let found = {
+        // SAFETY: under the write lock, and the file is being replaced,
+        // never changed; `file_len` is its length.
+        let all = unsafe { View::new(&damaged, file_len) };
+        salvage::header(&head, all.range(HEADER_SIZE, file_len), hint)
+    };
+    damaged.header = found.header;
+    report.header_repair = found.fix.describe().map(str::to_owned);
+    let end = found.committed.unwrap_or(file_len).min(file_len);
     // SAFETY: under the write lock and before any reader of this handle
-    // exists; `end` is capped at the file's length. Other processes read
-    // only below their applied ends, which no repair rewrites (the file is
+    // exists; `file_len` is the file's length. Other processes read only
+    // below their applied ends, which no repair rewrites (the file is
     // replaced, not changed).
-    let view = unsafe { View::new(&damaged, end) };
+    let view = unsafe { View::new(&damaged, file_len) };
     let mut index = Index::default();
     let mut off = HEADER_SIZE;
     let mut bad_from: Option<u64> = None;
     let mut records = 0u64;
-    while off < end {
+    // Past `end`, only an unbroken run of complete records is taken.
+    while off < file_len && (off < end || bad_from.is_none()) {
         match format::decode_record_salted(view.tail(off), damaged.header.salt) {
             Ok(rec) => {
                 if let Some(start) = bad_from.take() {
@@ -908,8 +946,12 @@ pub(crate) fn repair(
                 }
                 index.apply(&view, off, &rec);
                 records += 1;
+                if off >= end {
+                    report.records_past_committed += 1;
+                }
                 off += rec.padded_len as u64;
             }
+            Err(_) if off >= end => break,
             Err(_) => {
                 bad_from.get_or_insert(off);
                 off += format::RECORD_ALIGN as u64;
@@ -935,7 +977,9 @@ pub(crate) fn repair(
         }
     }
     let header = StaticHeader {
-        generation: damaged.header.generation + 1,
+        // At the last generation (only a crafted header gets there) the
+        // count starts again.
+        generation: format::next_generation(damaged.header.generation).unwrap_or(1),
         created_ms: now_ms,
         compact_kept: w.index.len() as u64,
         compact_dropped: 0,
@@ -944,12 +988,26 @@ pub(crate) fn repair(
         salt: 0,
     };
     let (new_file, _, _) = w.finish(&header)?;
-    damaged.set_superseded(true);
+    if file_len >= HEADER_SIZE {
+        // Processes that have the damaged file open move to the new one.
+        damaged.set_superseded(true);
+    }
     fs::rename(&tmp.path, path).map_err(|e| Error::io(path, "rename repaired file", e))?;
     file::sync_parent_dir(path)?;
     report.records = records;
     report.damaged_copy = Some(copy);
     recovery::load_complete(Arc::new(new_file.with_header_read_again()?))
+}
+
+/// The first bytes of the log, up to a header's worth (fewer if the file
+/// is shorter), read without trusting them.
+fn read_head(path: &Path, owner: Owner) -> Result<Vec<u8>> {
+    let f = trust::open(path, Create::No, owner)?;
+    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
+    let mut head = vec![0u8; len.min(HEADER_SIZE) as usize];
+    f.read_exact_at(&mut head, 0)
+        .map_err(|e| Error::io(path, "read header", e))?;
+    Ok(head)
 }
 
 /// Keeps a copy of the damaged log at `copy` (a new file, created with

@@ -108,6 +108,25 @@ impl LogFile {
         })
     }
 
+    /// Maps the damaged log at `path` for repair, whose header could not
+    /// be read: `header` (what repair salvaged of it) stands in for the
+    /// one on disk. Nothing here reads the file's header page; a file
+    /// shorter than a header is mapped but holds no records to read.
+    pub fn open_damaged(path: &Path, owner: Owner, header: StaticHeader) -> Result<LogFile> {
+        let file = trust::open(path, Create::No, owner)?;
+        let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
+        let map = Self::map(path, &file, meta.len())?;
+        Ok(LogFile {
+            path: path.to_owned(),
+            file,
+            map,
+            mapped_file_len: meta.len(),
+            reserved: AtomicBool::new(false),
+            header,
+            ino: (meta.dev(), meta.ino()),
+        })
+    }
+
     /// Maps `file`, whose length is `len`, with room to grow: the mapping
     /// reaches as far again (at least 64 MiB more, at most 4 GiB), so that a
     /// growing log is mapped again only each time it doubles. Replacing a

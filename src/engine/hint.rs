@@ -205,6 +205,12 @@ impl Checked {
         format::pending_token(self.generation, self.salt)
     }
 
+    /// The generation, creation time and salt of the file this hint
+    /// describes (repair rebuilds a damaged header from them).
+    pub fn identity(&self) -> (u64, u64, u32) {
+        (self.generation, self.created_ms, self.salt)
+    }
+
     /// Where the records that the table does not reflect begin.
     pub fn end(&self) -> u64 {
         self.end

@@ -11,6 +11,7 @@
 //! - `commit`: group commit (making appends durable);
 //! - `pending`: reading ahead the hint of another process's compaction;
 //! - `recovery`: replaying the log on open, cutting a torn tail;
+//! - `salvage`: what repair reads from a damaged header;
 //! - `read`: decoding a session's latest record from the map;
 //! - `state`: a process's view (the mapped file and its index);
 //! - `hint`: the index snapshot a compaction writes beside its file;
@@ -37,6 +38,7 @@ mod options;
 mod pending;
 mod read;
 mod recovery;
+mod salvage;
 mod shared;
 mod state;
 mod stats;

@@ -272,7 +272,15 @@ pub(crate) fn open_log(
     // the next round replays every record, and reports the damage exactly.
     let mut use_hint = true;
     loop {
-        let file = Arc::new(LogFile::open(path, lock.owner)?);
+        let file = match LogFile::open(path, lock.owner) {
+            Ok(f) => Arc::new(f),
+            // A damaged header (not a foreign file, not a future version):
+            // repair mode can rebuild it.
+            Err(Error::Corrupt { offset, reason, .. }) => {
+                return Ok(Opened::Damaged(offset, reason));
+            }
+            Err(e) => return Err(e),
+        };
         if file.superseded() {
             // A compaction is swapping files (it holds the lock until the
             // rename is done) or died before its rename: wait for the lock,
@@ -507,7 +515,8 @@ fn last_nonzero(b: &[u8]) -> Option<usize> {
 
 /// If `path` exists, checks its static header without modifying anything,
 /// so that a foreign file gets `NotAStore` and nothing is created beside it.
-pub(crate) fn precheck(path: &Path) -> Result<()> {
+/// In repair mode a damaged header passes: repair rebuilds it.
+pub(crate) fn precheck(path: &Path, repair: bool) -> Result<()> {
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -517,7 +526,10 @@ pub(crate) fn precheck(path: &Path) -> Result<()> {
     io::Read::take(&f, format::H_STATIC_END as u64)
         .read_to_end(&mut head)
         .map_err(|e| Error::io(path, "read header", e))?;
-    file::check_header(path, &head).map(|_| ())
+    match file::check_header(path, &head) {
+        Err(Error::Corrupt { .. }) if repair => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 fn create_if_missing(path: &Path, lock: &LockFile, now_ms: u64) -> Result<()> {

@@ -64,6 +64,10 @@ pub struct RecoveryReport {
     pub hint_end: Option<u64>,
     /// Damaged ranges skipped by repair mode, as (offset, length).
     pub repaired_ranges: Vec<(u64, u64)>,
+    /// When repair mode found the header damaged: how it read the file
+    /// all the same (a flipped bit put back, or the header rebuilt from
+    /// the records and the hint).
+    pub header_repair: Option<String>,
     /// Where repair mode kept a copy of the damaged file.
     pub damaged_copy: Option<std::path::PathBuf>,
 }

@@ -75,7 +75,7 @@ impl LogStore {
         let path = &trust::resolve(path)?;
         trust::check_dir(trust::parent(path), opts.allow_others_to_write_directory)?;
         // Reject a file that is not a store before creating anything beside it.
-        recovery::precheck(path)?;
+        recovery::precheck(path, opts.repair)?;
         let owner = Owner::of(path)?;
         let lock = LockFile::open(file::sibling(path, ".lock"), owner, opts.lock_timeout)?;
         let mut report = RecoveryReport::default();
@@ -87,6 +87,15 @@ impl LogStore {
         };
         let (state, sync_pending) =
             match recovery::open_log(path, &lock, &mut report, now, when, &opts.hooks)? {
+                // A file at the last generation cannot be compacted: repair
+                // numbers the store's files from 1 again.
+                Opened::Ready { state, .. }
+                    if opts.repair
+                        && format::next_generation(state.file.header.generation).is_none() =>
+                {
+                    drop(state);
+                    (compact::repair(path, &lock, &mut report, now)?, false)
+                }
                 Opened::Ready {
                     state,
                     sync_pending,
