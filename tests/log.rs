@@ -1424,3 +1424,90 @@ fn a_dead_compactors_file_that_cannot_be_removed_fails_the_compaction() {
     assert!(!leftover.exists());
     assert_numbered_kept(&store, 50, "kept");
 }
+
+/// Which truncations open by themselves (DESIGN.md §7): one that loses
+/// only space reserved past the committed end, or records past the synced
+/// end (the trace of a crash), opens and goes on; one that cuts records
+/// that had reached the disk (a cleanly closed store cut by 10 bytes) is
+/// `Corrupt`, file untouched, because acknowledged saves are gone, and
+/// repair keeps every complete record.
+#[test]
+fn a_truncation_opens_by_itself_unless_it_cuts_synced_records() {
+    // Reserved space only: the file is preallocated past its records.
+    for which in ["10 bytes off", "a byte past the records", "at the records' end"] {
+        let f = fixture();
+        let (_, end) = build(&f.path, 20, false);
+        let len = fs::metadata(&f.path).expect("stat").len();
+        assert!(len > end + 10, "space reserved past the records");
+        let cut = match which {
+            "10 bytes off" => len - 10,
+            "a byte past the records" => end + 1,
+            _ => end,
+        };
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&f.path)
+            .and_then(|file| file.set_len(cut))
+            .expect("truncate");
+        let store = opts().open(&f.path).expect(which);
+        assert_eq!(
+            store.stats().expect("stats").recovery.torn_tail_offset,
+            None,
+            "{which}"
+        );
+        assert_numbered_kept(&store, 20, which);
+        let mut s = Session::new(id("after"), b"after the cut".to_vec());
+        store.save_session(&mut s).expect("save after the cut");
+        store.delete_session(&s.id).expect("delete");
+    }
+
+    // Unsynced records (a crash's torn tail): cut and reported.
+    let f = fixture();
+    let (tail_start, _) = build(&f.path, 20, true);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&f.path)
+        .and_then(|file| file.set_len(tail_start + 10))
+        .expect("truncate");
+    let store = opts().open(&f.path).expect("opens by itself");
+    let report = store.stats().expect("stats").recovery;
+    assert_eq!(report.torn_tail_offset, Some(tail_start));
+    assert_numbered_kept(&store, 20, "synced sessions kept");
+    drop(store);
+
+    // Synced records: a cleanly closed, compacted store (its file ends
+    // where its records do) cut by 10 bytes.
+    let f = fixture();
+    build(&f.path, 20, false);
+    opts().open(&f.path).expect("open").compact().expect("compact");
+    let full = fs::read(&f.path).expect("read");
+    let end = word_at(&full, H_COMMITTED);
+    assert_eq!(full.len() as u64, end, "a compacted file ends at its records");
+    assert_eq!(word_at(&full, H_SYNCED), end, "closed cleanly: all synced");
+    fs::write(&f.path, &full[..full.len() - 10]).expect("cut");
+    let err = opts().open(&f.path).expect_err("acknowledged saves are lost");
+    match &err {
+        Error::Corrupt { offset, reason, .. } => {
+            assert!(*offset < end - 10 && *offset >= HEADER_SIZE, "{err}");
+            assert!(reason.contains("cut short"), "{err}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    assert_eq!(fs::read(&f.path).expect("read"), &full[..full.len() - 10]);
+    let report = sessionlog::check(&f.path).expect("check");
+    assert!(!report.is_healthy());
+    assert!(report.corruption[0].reason.contains("cut short"), "{report:?}");
+    let store = opts().repair(true).open(&f.path).expect("repair");
+    let recovery = store.stats().expect("stats").recovery;
+    assert!(recovery.damaged_copy.is_some());
+    assert_eq!(store.iter_sessions().expect("iter").count(), 19);
+    let lost: Vec<usize> = (0..20)
+        .filter(|i| {
+            store
+                .load_session(&id(&format!("s{i}")))
+                .expect("load")
+                .is_none_or(|s| s.data != data(*i))
+        })
+        .collect();
+    assert_eq!(lost.len(), 1, "only the cut record is lost: {lost:?}");
+}

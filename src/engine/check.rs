@@ -221,6 +221,12 @@ pub fn check_with(
             .filter(|d| d.resumes_at.is_none())
         {
             d.len = committed - d.offset;
+            if file_bytes < synced {
+                d.reason = format!(
+                    "the file ends at byte {file_bytes}, inside records that were already on \
+                     disk (synced up to byte {synced}): it was cut short after they were written"
+                );
+            }
         } else if file_bytes >= synced {
             report.torn_tail = Some(TornTail {
                 offset: file_bytes,

@@ -366,11 +366,26 @@ pub(crate) fn open_log(
                 sync_pending,
             });
         }
+        // Replay ran into the end of a file shorter than its synced end.
+        let cut_short = file_len < synced.min(end)
+            && matches!(error, None | Some(DecodeError::Truncated));
         let reason = error.map_or_else(
             || "the file ends before its committed length".to_owned(),
             |e| e.to_string(),
         );
         if stop < synced.min(end) {
+            if cut_short {
+                // Not torn by a crash: records that had reached the disk
+                // were cut off (a truncation, a copy that stopped short).
+                return Ok(Opened::Damaged(
+                    stop,
+                    format!(
+                        "the file ends at byte {file_len}, inside records that were already on \
+                         disk (synced up to byte {synced}): it was cut short after they were \
+                         written, so saves that had been acknowledged are lost"
+                    ),
+                ));
+            }
             return Ok(Opened::Damaged(stop, reason));
         }
         // Bad bytes past the synced end: the trace of a crash during
