@@ -414,3 +414,61 @@ fn a_file_cut_inside_its_header_is_repaired_into_an_empty_store() {
         let _ = std::fs::remove_file(dir.path().join("sessions.db.hint"));
     }
 }
+
+/// Writes `generation` into the header of the log at `path`, with a valid
+/// checksum (a crafted header, not a damaged one).
+fn set_generation(path: &Path, generation: u64) {
+    use sessionlog::internals::format::{H_CRC, H_GENERATION, H_STATIC_END, HEADER_CRC_XOR};
+    let mut b = std::fs::read(path).expect("read");
+    b[H_GENERATION..H_GENERATION + 8].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&b[..H_CRC]) ^ HEADER_CRC_XOR;
+    b[H_CRC..H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, &b).expect("write");
+}
+
+/// Issue 27, point 5: a generation read from disk is never incremented
+/// past its range. One past `MAX_GENERATION` (here `u64::MAX`) is refused
+/// at the header check, by open and by `check`, and repair numbers the
+/// store afresh; `MAX_GENERATION` itself opens, but compaction refuses
+/// with a typed error (it used to overflow: a panic in debug builds, the
+/// reserved 0 in release), `check` reports it, and repair numbers the
+/// store from 1 again. Every session survives.
+#[test]
+fn a_crafted_generation_is_refused_or_renumbered_never_wrapped() {
+    use sessionlog::internals::format::{H_GENERATION, MAX_GENERATION};
+    let dir = scratch();
+    let path = dir.path().join("sessions.db");
+    let expect = store_with_history(&path);
+    let _ = std::fs::remove_file(dir.path().join("sessions.db.hint"));
+
+    set_generation(&path, u64::MAX);
+    let at_16 = |e: &Error| matches!(e, Error::Corrupt { offset, .. } if *offset == H_GENERATION as u64);
+    let err = open(&path, SyncPolicy::Always, false).expect_err("refused");
+    assert!(at_16(&err), "{err}");
+    let err = sessionlog::check(&path).expect_err("check refuses too");
+    assert!(at_16(&err), "{err}");
+    let store = open(&path, SyncPolicy::Always, true).expect("repair");
+    assert_all(&store, &expect, "after repair of u64::MAX");
+    assert_eq!(store.stats().expect("stats").generation, 2);
+    assert_eq!(store.compact().expect("compact").generation, 3);
+    drop(store);
+    remove_copies(dir.path());
+
+    set_generation(&path, MAX_GENERATION);
+    let _ = std::fs::remove_file(dir.path().join("sessions.db.hint"));
+    let store = open(&path, SyncPolicy::Always, false).expect("the last generation opens");
+    assert_all(&store, &expect, "at MAX_GENERATION");
+    let err = store.compact().expect_err("no generation follows");
+    assert!(at_16(&err), "{err}");
+    assert_all(&store, &expect, "after the refused compaction");
+    drop(store);
+    let report = sessionlog::check(&path).expect("check");
+    assert!(!report.is_healthy(), "check reports it");
+    assert_eq!(report.corruption[0].offset, H_GENERATION as u64);
+    let store = open(&path, SyncPolicy::Always, true).expect("repair");
+    assert_eq!(store.stats().expect("stats").generation, 1, "numbered afresh");
+    assert_all(&store, &expect, "after repair of MAX_GENERATION");
+    assert_eq!(store.compact().expect("compact").generation, 2);
+    drop(store);
+    assert!(sessionlog::check(&path).expect("check").is_healthy());
+}

@@ -447,6 +447,24 @@ mod tests {
         }
     }
 
+    /// Issue 27, point 5: a live-bytes counter past what the file can
+    /// hold (with a valid CRC: a crafted hint) is refused, so that no
+    /// later save adds to it and overflows.
+    #[test]
+    fn a_live_bytes_counter_past_the_file_is_refused() {
+        let ix = index(5);
+        let end = HEADER_SIZE + 64 * 5;
+        let good = encode(&header(), end, &ix);
+        for live in [end - HEADER_SIZE + 1, u64::MAX] {
+            let mut b = good.clone();
+            b[O_LIVE..O_LIVE + 8].copy_from_slice(&live.to_le_bytes());
+            let crc_at = b.len() - TAIL;
+            let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
+            b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(check(&b).err(), Some(Unused::BadTable), "live bytes {live}");
+        }
+    }
+
     #[test]
     fn a_hint_of_another_file_or_past_the_end_is_refused() {
         let ix = index(5);

@@ -169,7 +169,9 @@ impl Index {
             }
             count += 1;
         }
-        if count != len || (len > 0 && len == n) {
+        // Live bytes are bytes of records in `[min, end)`: a counter read
+        // from disk is bounded before anything adds to it.
+        if count != len || (len > 0 && len == n) || raw.live_bytes > end.saturating_sub(min) {
             return Err(RawError::Count);
         }
         // Reachability: walking back from each occupied slot to its home
@@ -327,7 +329,7 @@ impl Index {
         if let Some(o) = old {
             self.live_bytes -= live_len(src, o).min(self.live_bytes);
         }
-        self.live_bytes += live_len(src, offset);
+        self.live_bytes = self.live_bytes.saturating_add(live_len(src, offset));
         old
     }
 
