@@ -310,7 +310,11 @@ fn every_bit_of_the_header_flipped_in_turn_is_repaired_with_every_session() {
         match open(&path, SyncPolicy::Always, false) {
             Ok(store) => assert_all(&store, &expect, &what),
             Err(Error::Corrupt { .. }) => {
-                assert_eq!(std::fs::read(&path).expect("read"), img, "{what}: untouched");
+                assert_eq!(
+                    std::fs::read(&path).expect("read"),
+                    img,
+                    "{what}: untouched"
+                );
                 let store = open(&path, SyncPolicy::Always, true)
                     .unwrap_or_else(|e| panic!("{what}: repair: {e}"));
                 assert_all(&store, &expect, &what);
@@ -353,8 +357,8 @@ fn a_header_overwritten_past_its_version_is_rebuilt_from_the_records() {
             open(&path, SyncPolicy::Always, false).is_err(),
             "{what}: refused without repair"
         );
-        let store = open(&path, SyncPolicy::Always, true)
-            .unwrap_or_else(|e| panic!("{what}: repair: {e}"));
+        let store =
+            open(&path, SyncPolicy::Always, true).unwrap_or_else(|e| panic!("{what}: repair: {e}"));
         assert_all(&store, &expect, &what);
         let stats = store.stats().expect("stats");
         assert!(stats.recovery.header_repair.is_some(), "{what}");
@@ -395,8 +399,8 @@ fn a_file_cut_inside_its_header_is_repaired_into_an_empty_store() {
             ),
             "{what}"
         );
-        let store = open(&path, SyncPolicy::Always, true)
-            .unwrap_or_else(|e| panic!("{what}: repair: {e}"));
+        let store =
+            open(&path, SyncPolicy::Always, true).unwrap_or_else(|e| panic!("{what}: repair: {e}"));
         assert_eq!(store.iter_sessions().expect("iter").count(), 0, "{what}");
         let copy = store
             .stats()
@@ -404,7 +408,11 @@ fn a_file_cut_inside_its_header_is_repaired_into_an_empty_store() {
             .recovery
             .damaged_copy
             .expect("a copy is kept");
-        assert_eq!(std::fs::read(&copy).expect("copy"), &original[..cut], "{what}");
+        assert_eq!(
+            std::fs::read(&copy).expect("copy"),
+            &original[..cut],
+            "{what}"
+        );
         save(&store, "new", b"after the repair");
         drop(store);
         remove_copies(dir.path());
@@ -442,7 +450,8 @@ fn a_crafted_generation_is_refused_or_renumbered_never_wrapped() {
     let _ = std::fs::remove_file(dir.path().join("sessions.db.hint"));
 
     set_generation(&path, u64::MAX);
-    let at_16 = |e: &Error| matches!(e, Error::Corrupt { offset, .. } if *offset == H_GENERATION as u64);
+    let at_16 =
+        |e: &Error| matches!(e, Error::Corrupt { offset, .. } if *offset == H_GENERATION as u64);
     let err = open(&path, SyncPolicy::Always, false).expect_err("refused");
     assert!(at_16(&err), "{err}");
     let err = sessionlog::check(&path).expect_err("check refuses too");
@@ -466,7 +475,11 @@ fn a_crafted_generation_is_refused_or_renumbered_never_wrapped() {
     assert!(!report.is_healthy(), "check reports it");
     assert_eq!(report.corruption[0].offset, H_GENERATION as u64);
     let store = open(&path, SyncPolicy::Always, true).expect("repair");
-    assert_eq!(store.stats().expect("stats").generation, 1, "numbered afresh");
+    assert_eq!(
+        store.stats().expect("stats").generation,
+        1,
+        "numbered afresh"
+    );
     assert_all(&store, &expect, "after repair of MAX_GENERATION");
     assert_eq!(store.compact().expect("compact").generation, 2);
     drop(store);

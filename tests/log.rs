@@ -251,7 +251,10 @@ fn a_future_format_version_is_refused_and_left_untouched() {
     fs::write(&f.path, &bytes).expect("write");
     let err = opts().open(&f.path).expect_err("future version");
     for repair in [false, true] {
-        let again = opts().repair(repair).open(&f.path).expect_err("still refused");
+        let again = opts()
+            .repair(repair)
+            .open(&f.path)
+            .expect_err("still refused");
         assert!(matches!(again, Error::UnsupportedVersion { .. }), "{again}");
     }
     assert!(
@@ -1434,7 +1437,11 @@ fn a_dead_compactors_file_that_cannot_be_removed_fails_the_compaction() {
 #[test]
 fn a_truncation_opens_by_itself_unless_it_cuts_synced_records() {
     // Reserved space only: the file is preallocated past its records.
-    for which in ["10 bytes off", "a byte past the records", "at the records' end"] {
+    for which in [
+        "10 bytes off",
+        "a byte past the records",
+        "at the records' end",
+    ] {
         let f = fixture();
         let (_, end) = build(&f.path, 20, false);
         let len = fs::metadata(&f.path).expect("stat").len();
@@ -1479,13 +1486,23 @@ fn a_truncation_opens_by_itself_unless_it_cuts_synced_records() {
     // where its records do) cut by 10 bytes.
     let f = fixture();
     build(&f.path, 20, false);
-    opts().open(&f.path).expect("open").compact().expect("compact");
+    opts()
+        .open(&f.path)
+        .expect("open")
+        .compact()
+        .expect("compact");
     let full = fs::read(&f.path).expect("read");
     let end = word_at(&full, H_COMMITTED);
-    assert_eq!(full.len() as u64, end, "a compacted file ends at its records");
+    assert_eq!(
+        full.len() as u64,
+        end,
+        "a compacted file ends at its records"
+    );
     assert_eq!(word_at(&full, H_SYNCED), end, "closed cleanly: all synced");
     fs::write(&f.path, &full[..full.len() - 10]).expect("cut");
-    let err = opts().open(&f.path).expect_err("acknowledged saves are lost");
+    let err = opts()
+        .open(&f.path)
+        .expect_err("acknowledged saves are lost");
     match &err {
         Error::Corrupt { offset, reason, .. } => {
             assert!(*offset < end - 10 && *offset >= HEADER_SIZE, "{err}");
@@ -1496,7 +1513,10 @@ fn a_truncation_opens_by_itself_unless_it_cuts_synced_records() {
     assert_eq!(fs::read(&f.path).expect("read"), &full[..full.len() - 10]);
     let report = sessionlog::check(&f.path).expect("check");
     assert!(!report.is_healthy());
-    assert!(report.corruption[0].reason.contains("cut short"), "{report:?}");
+    assert!(
+        report.corruption[0].reason.contains("cut short"),
+        "{report:?}"
+    );
     let store = opts().repair(true).open(&f.path).expect("repair");
     let recovery = store.stats().expect("stats").recovery;
     assert!(recovery.damaged_copy.is_some());

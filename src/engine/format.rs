@@ -171,10 +171,7 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
             fixed.copy_from_slice(&b[..H_CRC]);
             fixed[..MAGIC.len()].copy_from_slice(&MAGIC);
             if header_crc(&fixed) == u32_at(b, H_CRC) {
-                return Err(HeaderError::Corrupt(
-                    H_MAGIC as u64,
-                    "the magic is damaged",
-                ));
+                return Err(HeaderError::Corrupt(H_MAGIC as u64, "the magic is damaged"));
             }
         }
         return Err(HeaderError::NotAStore(
@@ -267,7 +264,10 @@ pub fn salt_of_record(buf: &[u8]) -> Option<(u32, usize)> {
     let unpadded = RECORD_HEADER + r.id.len() + r.data.len();
     let body = buf.get(R_DATA_LEN..unpadded)?;
     let stored = u32::from_le_bytes(buf.get(R_CRC..R_DATA_LEN)?.try_into().ok()?);
-    Some((stored ^ crc32fast::hash(body) ^ RECORD_CRC_XOR, r.padded_len))
+    Some((
+        stored ^ crc32fast::hash(body) ^ RECORD_CRC_XOR,
+        r.padded_len,
+    ))
 }
 
 /// Largest offset a shared word can hold (2^48 - 1 bytes, 256 TiB).

@@ -367,8 +367,8 @@ pub(crate) fn open_log(
             });
         }
         // Replay ran into the end of a file shorter than its synced end.
-        let cut_short = file_len < synced.min(end)
-            && matches!(error, None | Some(DecodeError::Truncated));
+        let cut_short =
+            file_len < synced.min(end) && matches!(error, None | Some(DecodeError::Truncated));
         let reason = error.map_or_else(
             || "the file ends before its committed length".to_owned(),
             |e| e.to_string(),

@@ -7,8 +7,8 @@
 //! hint, and writes the new file.
 
 use crate::engine::format::{
-    self, H_COMMITTED, H_CRC, H_GENERATION, H_SALT, HEADER_SIZE,
-    MAX_GENERATION, RECORD_ALIGN, StaticHeader,
+    self, H_COMMITTED, H_CRC, H_GENERATION, H_SALT, HEADER_SIZE, MAX_GENERATION, RECORD_ALIGN,
+    StaticHeader,
 };
 
 /// How the header repair read the records with was found.
@@ -32,7 +32,9 @@ impl HeaderFix {
     pub fn describe(self) -> Option<&'static str> {
         match self {
             HeaderFix::Intact => None,
-            HeaderFix::Mended => Some("one flipped bit of the header was found by its checksum and put back"),
+            HeaderFix::Mended => {
+                Some("one flipped bit of the header was found by its checksum and put back")
+            }
             HeaderFix::Rebuilt { from_hint: true } => Some(
                 "the header was rebuilt: the salt from the records' checksums, the generation from the hint",
             ),
@@ -83,7 +85,10 @@ pub(crate) fn header(head: &[u8], records: &[u8], hint: Option<(u64, u64, u32)>)
     {
         return salted(HeaderFix::Mended, h);
     }
-    let salt = found.or(hint.map(|h| h.2)).or(field_salt(head)).unwrap_or(0);
+    let salt = found
+        .or(hint.map(|h| h.2))
+        .or(field_salt(head))
+        .unwrap_or(0);
     let (generation, created_ms, from_hint) = match hint {
         Some((g, c, s)) if s == salt && (1..=MAX_GENERATION).contains(&g) => (g, c, true),
         _ => {
