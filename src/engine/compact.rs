@@ -684,12 +684,16 @@ fn run_locked(
         )
     })?;
     offsets.sort_unstable();
-    check_free_space(h.path, HEADER_SIZE + h.state.read().index.live_bytes())?;
     let now = h.expiry.now_ms();
     let dead = |modified: u64, expires: u64| {
         h.expiry.expired(modified, expires, now)
             || idle_cutoff_ms.is_some_and(|idle| is_expired(modified, 0, Some(idle), now))
     };
+    {
+        // SAFETY: as for the copy below.
+        let view = unsafe { View::new(&src, upto) };
+        check_free_space(h.path, copy_estimate(&view, &offsets, dead))?;
+    }
     let mut w = Writer::new(tmp, h.path, h.hooks.clone())?;
     w.index.reserve(offsets.len());
     // Sessions not copied, by id, with their latest offset in the old file.
@@ -1024,9 +1028,37 @@ fn keep_copy(path: &Path, copy: &Path, owner: Owner) -> Result<()> {
     file::sync_parent_dir(copy)
 }
 
+/// What the new file and its hint will take for the sessions at `offsets`
+/// (latest records in `view`) that the copy keeps: those neither expired
+/// nor idle, each as one put (a touched session's put, with its data).
+/// Sessions that will be dropped take nothing: a disk filled by sessions
+/// that then expired must still let the compaction that frees it start.
+/// Reads only record headers; an unreadable one counts as kept (the copy
+/// reports it).
+fn copy_estimate(view: &View<'_>, offsets: &[u64], dead: impl Fn(u64, u64) -> bool) -> u64 {
+    let mut bytes = HEADER_SIZE;
+    let mut kept = 0u64;
+    for &off in offsets {
+        let rec = view.tail(off);
+        if format::peek_times(rec).is_some_and(|(modified, expires)| dead(modified, expires)) {
+            continue;
+        }
+        let put = format::peek_touch_target(rec).map_or(rec, |p| view.tail(p));
+        bytes = bytes.saturating_add(format::peek_len(put).unwrap_or(0) as u64);
+        kept += 1;
+    }
+    // The hint: a 96-byte frame and 16 bytes a slot, at most 3/4 full.
+    let slots = (kept.saturating_mul(4) / 3 + 1).next_power_of_two().max(16);
+    bytes
+        .saturating_add(96)
+        .saturating_add(slots.saturating_mul(16))
+}
+
 /// Refuses to start a compaction that would fill the disk: the new file
-/// needs about `estimate` bytes (what is live), and a tenth more plus
-/// 16 MiB is left free besides. `statvfs` is one system call.
+/// and its hint need about `estimate` bytes (what will be copied), and a
+/// tenth more is left free besides, for what is appended meanwhile (the
+/// margin scales with the copy: a fixed one refused to free a small disk
+/// that expired sessions had filled). `statvfs` is one system call.
 fn check_free_space(log: &Path, estimate: u64) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let dir = trust::parent(log);
@@ -1043,9 +1075,7 @@ fn check_free_space(log: &Path, estimate: u64) -> Result<()> {
     // SAFETY: statvfs returned 0, so it initialised `st`.
     let st = unsafe { st.assume_init() };
     let free = st.f_bavail.saturating_mul(st.f_frsize);
-    let need = estimate
-        .saturating_add(estimate / 10)
-        .saturating_add(16 << 20);
+    let need = estimate.saturating_add(estimate / 10);
     if free < need {
         return Err(Error::io(
             dir,

@@ -1,0 +1,242 @@
+//! Guards the free-space check that a compaction makes before it starts
+//! (issue 27, point 1): it counts only what will be copied (sessions
+//! neither expired nor idle) with a margin that scales with it, so a disk
+//! filled by sessions that then expired gets its space back; and it still
+//! refuses a compaction whose live sessions do not fit.
+//!
+//! The disk is a real small one: a 64 MiB tmpfs mounted for the test
+//! (CI runs as root). Without the right to mount (not root), the test
+//! says so on stderr and checks nothing; as root, a failed mount fails it.
+
+#[allow(dead_code)]
+mod common;
+use common::child;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sessionlog::{
+    Clock, Error, LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy,
+};
+
+/// A tmpfs mounted on a temporary directory, unmounted when dropped (also
+/// when the test panics).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it), or says
+    /// why it could not.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (a panic while a file was open): detach it.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The small disk, or `None` (with a message) where mounting is not
+/// permitted; as root a failed mount is a failure.
+fn small_disk() -> Option<Tmpfs> {
+    match Tmpfs::mount("64m") {
+        Ok(t) => Some(t),
+        Err(e) if !is_root() => {
+            eprintln!("compact_space: NOT RUN: mounting a tmpfs needs root ({e})");
+            None
+        }
+        Err(e) => panic!("mount a tmpfs as root: {e}"),
+    }
+}
+
+fn open(path: &Path, clock: &ManualClock) -> LogStore {
+    LogStore::options()
+        .background(false)
+        .sync(SyncPolicy::Never)
+        .clock(clock.clone())
+        .open(path)
+        .expect("open")
+}
+
+fn id(i: usize) -> SessionId {
+    SessionId::new(format!("visitor{i:06}")).expect("valid id")
+}
+
+/// Saves 64 KiB sessions (expiring in a minute if `expiring`) until a
+/// save fails for lack of space; returns how many were saved.
+fn fill_with_sessions(store: &LogStore, clock: &ManualClock, expiring: bool) -> usize {
+    for i in 0.. {
+        let mut s = Session::new(id(i), vec![i as u8; 64 << 10]);
+        if expiring {
+            s = s.with_expires(clock.now() + Duration::from_secs(60));
+        }
+        match store.save_session(&mut s) {
+            Ok(()) => {}
+            Err(Error::Io { .. } | Error::Poisoned { .. }) => return i,
+            Err(e) => panic!("save {i}: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+/// Writes a file until the disk is full, then gives back `room` bytes of
+/// it: the disk then has exactly that much free (tmpfs counts pages).
+fn leave_free(dir: &Path, room: u64) -> PathBuf {
+    let path = dir.join("ballast");
+    let mut f = File::create(&path).expect("create ballast");
+    let chunk = vec![0xBA; 64 << 10];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(n) if n > 0 => written += n as u64,
+            Ok(_) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("write ballast: {e}"),
+        }
+    }
+    f.set_len(written.saturating_sub(room))
+        .expect("shrink ballast");
+    f.sync_all().expect("sync ballast");
+    path
+}
+
+/// Runs the role `role` of this test in a child process against the store
+/// at `path`, with the store's clock at `now_ms`; returns the line it
+/// printed that starts with `word`. The child has exited when this
+/// returns, so nothing of it holds a file any more.
+fn in_child(role: &str, path: &Path, now_ms: u64, word: &str) -> String {
+    let mut c = child::spawn(
+        "a_disk_filled_by_sessions_that_expired_gets_its_space_back",
+        role,
+        &[
+            ("STORE", path.display().to_string()),
+            ("NOW_MS", now_ms.to_string()),
+        ],
+    );
+    let mut r = child::Reader::new(&mut c);
+    let mut found = None;
+    while let Some(line) = r.next() {
+        if line.starts_with(word) {
+            found = Some(line);
+        }
+    }
+    let status = c.wait().expect("wait for the child");
+    assert!(status.success(), "child {role}: {status}");
+    found.unwrap_or_else(|| panic!("child {role} printed no {word} line"))
+}
+
+/// The child's side: `filler` fills the disk with expiring sessions,
+/// `compactor` compacts (as `sessionlog expire` from cron would).
+fn child_role(role: &str) {
+    let path = PathBuf::from(std::env::var("STORE").expect("STORE"));
+    let now: u64 = std::env::var("NOW_MS")
+        .expect("NOW_MS")
+        .parse()
+        .expect("a number");
+    let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_millis(now));
+    let store = open(&path, &clock);
+    match role {
+        "filler" => println!("FULL {}", fill_with_sessions(&store, &clock, true)),
+        "compactor" => match store.compact() {
+            Ok(c) => println!("COMPACTED {} {}", c.kept, c.dropped),
+            Err(e) => println!("REFUSED {e}"),
+        },
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn a_disk_filled_by_sessions_that_expired_gets_its_space_back() {
+    if let Some(role) = child::role() {
+        return child_role(&role);
+    }
+    let Some(disk) = small_disk() else { return };
+    let path = disk.path().join("sessions.db");
+    let now = 1_800_000_000_000u64;
+
+    // A visit counter for cookie-less visitors: a session a request, each
+    // expiring in a minute, until the disk is full. Then nothing else is
+    // left free but 1 MiB.
+    let full = in_child("filler", &path, now, "FULL");
+    let saved: u64 = full["FULL ".len()..].parse().expect("a count");
+    assert!(saved > 100, "the disk took {saved} sessions");
+    let ballast = leave_free(disk.path(), 1 << 20);
+    let before = fs::metadata(&path).expect("stat").len();
+
+    // They all expire. The only way space comes back is a compaction,
+    // with 1 MiB free for a log of tens of MiB: nothing will be copied.
+    let done = in_child("compactor", &path, now + 120_000, "COMPACTED");
+    assert_eq!(done, format!("COMPACTED 0 {saved}"));
+    let after = fs::metadata(&path).expect("stat").len();
+    assert!(after < 64 << 10, "{before} bytes -> {after}");
+    // The space is back: logins work again, sessions as large as before.
+    let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_millis(now + 120_000));
+    let store = open(&path, &clock);
+    for i in 0..100 {
+        let mut s = Session::new(id(i), vec![1; 64 << 10]);
+        store
+            .save_session(&mut s)
+            .expect("a save after the space came back");
+    }
+    drop(store);
+    fs::remove_file(&ballast).expect("remove ballast");
+    fs::remove_file(&path).expect("remove store");
+
+    // Sessions that are still live and do not fit are refused, cleanly:
+    // the estimate counts what will be copied, it is not switched off.
+    let store = open(&path, &clock);
+    let saved = fill_with_sessions(&store, &clock, false);
+    drop(store);
+    leave_free(disk.path(), 1 << 20);
+    let store = open(&path, &clock);
+    match store.compact() {
+        Err(Error::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{source}");
+            assert!(source.to_string().contains("not started"), "{source}");
+        }
+        other => panic!("expected a refusal for lack of space, got {other:?}"),
+    }
+    assert!(
+        !disk.path().join("sessions.db.compact").exists(),
+        "nothing left behind"
+    );
+    for i in [0, saved / 2, saved - 1] {
+        assert!(store.load_session(&id(i)).expect("load").is_some(), "{i}");
+    }
+}
