@@ -8,7 +8,7 @@
 //! (CI runs as root). Without the right to mount (not root), the test
 //! says so on stderr and checks nothing; as root, a failed mount fails it.
 
-#[allow(dead_code)]
+#[macro_use]
 mod common;
 use common::child;
 

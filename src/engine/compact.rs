@@ -900,16 +900,13 @@ pub(crate) fn repair(
     now_ms: u64,
 ) -> Result<State> {
     let _lock = lock.lock()?;
-    let head = read_head(path, lock.owner)?;
+    let (head, len) = read_head(path, lock.owner)?;
     let copy = file::sibling(path, &format!(".damaged-{now_ms}"));
     keep_copy(path, &copy, lock.owner)?;
     // The hint helps only to name the generation of a rebuilt header; it
     // is read as for a file of at least 64 MiB, so that one of a file cut
     // short is still read, and one of any size costs bounded memory.
-    let file_len = fs::metadata(path)
-        .map_err(|e| Error::io(path, "stat", e))?
-        .len();
-    let hint = hint::read(path, file_len.max(64 << 20), lock.owner, &Hooks::default())
+    let hint = hint::read(path, len.max(64 << 20), lock.owner, &Hooks::default())
         .ok()
         .map(|c| c.identity());
     let placeholder = StaticHeader {
@@ -1004,14 +1001,14 @@ pub(crate) fn repair(
 }
 
 /// The first bytes of the log, up to a header's worth (fewer if the file
-/// is shorter), read without trusting them.
-fn read_head(path: &Path, owner: Owner) -> Result<Vec<u8>> {
+/// is shorter), read without trusting them, and the file's length.
+fn read_head(path: &Path, owner: Owner) -> Result<(Vec<u8>, u64)> {
     let f = trust::open(path, Create::No, owner)?;
     let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
     let mut head = vec![0u8; len.min(HEADER_SIZE) as usize];
     f.read_exact_at(&mut head, 0)
         .map_err(|e| Error::io(path, "read header", e))?;
-    Ok(head)
+    Ok((head, len))
 }
 
 /// Keeps a copy of the damaged log at `copy` (a new file, created with
