@@ -312,20 +312,18 @@ fn actix_store<B: Backend>() {
         );
         assert_eq!(store.load(&other).await.expect("load"), None, "expired");
 
-        // update of an expired session: saved under a new key, the old
-        // one stays gone (as actix-session's Redis store does).
+        // update of an expired session: a new key that names no session;
+        // the state is stored under neither (issue 26: only `save`
+        // creates, a stale update never brings a session back).
         let renewed = store
             .update(key_of(other.as_ref()), state.clone(), &Ttl::seconds(3600))
             .await
             .expect("update expired");
         assert_ne!(renewed.as_ref(), other.as_ref());
         assert_eq!(store.load(&other).await.expect("load"), None);
-        assert_eq!(
-            store.load(&renewed).await.expect("load"),
-            Some(state.clone())
-        );
+        assert_eq!(store.load(&renewed).await.expect("load"), None);
 
-        // delete, then update of the deleted key: a new key too.
+        // delete, then update of the deleted key: the same.
         store.delete(&key).await.expect("delete");
         assert_eq!(store.load(&key).await.expect("load"), None);
         let after = store
@@ -334,6 +332,7 @@ fn actix_store<B: Backend>() {
             .expect("update deleted");
         assert_ne!(after.as_ref(), key.as_ref());
         assert_eq!(store.load(&key).await.expect("load"), None);
+        assert_eq!(store.load(&after).await.expect("load"), None);
     });
 }
 

@@ -6,16 +6,12 @@ use std::time::Duration;
 use actix_session::storage::{LoadError, SaveError, SessionKey, UpdateError};
 use actix_web::cookie::time::Duration as TtlDuration;
 
-use super::{Blocking, Failure, Runner, deadline, decode_map, encode_map};
+use super::{Blocking, Failure, Runner, Saved, deadline, decode_map, encode_map, save_live};
 use crate::{Session, SessionId, SessionStore};
 
 /// How many fresh ids `save` draws before giving up (a collision of
 /// 128-bit random ids does not happen by chance).
 const CREATE_ATTEMPTS: usize = 8;
-
-/// How many times `update` reloads after a concurrent save got in between
-/// its load and its save.
-const UPDATE_ATTEMPTS: usize = 32;
 
 /// The session state actix-session hands to its stores.
 type State = HashMap<String, String>;
@@ -31,11 +27,17 @@ type State = HashMap<String, String>;
 ///   expired or absent session, is `None`: actix-session starts a fresh
 ///   session, never an error page.
 /// - `update` replaces the state of a live session (last writer wins, as
-///   actix-session's own stores); if the session expired or was deleted
-///   meanwhile it saves the state under a new key, as actix-session's
-///   Redis store does, instead of reviving the old one.
+///   actix-session's own stores) and never creates one: if the session
+///   was deleted (a logout in another request) or expired since this
+///   request loaded it, nothing is written and the state is dropped. It
+///   returns a fresh key that names no session, so the response's cookie
+///   leads to a new, empty session; the request's stale state is stored
+///   neither under the old key nor under a new one (actix-session's Redis
+///   store saves it under a new key, which hands a logged-out user's
+///   state to whoever sent the stale request).
 /// - `update_ttl` moves only the deadline
-///   ([`SessionStore::touch_session_until`]).
+///   ([`SessionStore::touch_session_until`]) and never creates a session.
+/// - `save` is the only call that creates a session.
 ///
 /// The state is stored as MessagePack (keys sorted). Clones share the
 /// backend.
@@ -85,7 +87,7 @@ impl<S: SessionStore + 'static> ActixStore<S> {
     }
 
     async fn create(&self, state: &State, ttl: &TtlDuration) -> Result<SessionKey, Failure> {
-        let bytes = encode_map(state)?;
+        let bytes = encode_map(state, None)?;
         let expires = deadline(ttl_duration(ttl));
         for _ in 0..CREATE_ATTEMPTS {
             let id = SessionId::try_generate()?;
@@ -109,45 +111,26 @@ impl<S: SessionStore + 'static> ActixStore<S> {
         ))
     }
 
-    /// `Some(key)` once saved, `None` if the session is not live.
+    /// Replaces the state of the live session `id` ([`save_live`]): `Some(key)`
+    /// once saved, `None` if no live session has the id (nothing written).
     async fn replace(
         &self,
         id: SessionId,
         state: &State,
         ttl: &TtlDuration,
     ) -> Result<Option<SessionKey>, Failure> {
-        let bytes = encode_map(state)?;
+        let bytes = encode_map(state, None)?;
         let expires = deadline(ttl_duration(ttl));
-        for _ in 0..UPDATE_ATTEMPTS {
-            let sid = id.clone();
-            let data = bytes.clone();
-            let r = self
-                .runner
-                .run(move |s| {
-                    let Some(mut session) = s.load_session(&sid)? else {
-                        return Ok(false);
-                    };
-                    session.data = data;
-                    session.expires = Some(expires);
-                    s.save_session_if_unchanged(&mut session).map(|()| true)
-                })
-                .await;
-            match r {
-                Ok(true) => return key(id).map(Some),
-                Ok(false) => return Ok(None),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        // Others kept saving: last writer wins, and this is the last.
         let sid = id.clone();
-        self.runner
-            .run(move |s| {
-                let mut session = Session::new(sid, bytes).with_expires(expires);
-                s.save_session(&mut session)
-            })
+        let saved = self
+            .runner
+            .run(move |s| save_live(s, &sid, bytes, expires, None))
             .await?;
-        key(id).map(Some)
+        match saved {
+            Saved::Written | Saved::Touched => key(id).map(Some),
+            Saved::Gone => Ok(None),
+            Saved::Contended => Err(Failure::Contended),
+        }
     }
 }
 
@@ -221,7 +204,14 @@ impl<S: SessionStore + 'static> actix_session::storage::SessionStore for ActixSt
         {
             return Ok(key);
         }
-        self.create(&state, ttl).await.map_err(to_update)
+        // Deleted (a logout in another request) or expired since this
+        // request loaded it: the state is dropped, never stored under the
+        // old key or a new one. The cookie gets a fresh key that names no
+        // session, so the next request starts afresh.
+        SessionId::try_generate()
+            .map_err(Failure::Store)
+            .and_then(key)
+            .map_err(to_update)
     }
 
     async fn update_ttl(&self, session_key: &SessionKey, ttl: &TtlDuration) -> anyhow::Result<()> {

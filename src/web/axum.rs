@@ -8,6 +8,7 @@ use axum_core::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::tower::LOAD_TOKEN;
 use super::tower::session_id;
 use super::{Failure, TowerStore, clamp_time, decode_map, encode_map};
 use crate::SessionStore;
@@ -33,8 +34,10 @@ const ATTEMPTS: usize = 100;
 /// It needs tower-sessions' `SessionManagerLayer` over a [`TowerStore`]
 /// and that same store in the router's state (`TowerStore<S>:
 /// FromRef<State>`). Without a session cookie, or when the session expired
-/// or was deleted, the update starts a new session through tower-sessions
-/// (which then sets the cookie), from empty data.
+/// or was deleted (a logout in another request), the update starts a new
+/// session under a new id through tower-sessions (which then sets the
+/// cookie), from empty data: nothing of the old session is carried over,
+/// and the old id stays dead.
 ///
 /// The update bypasses the `tower_sessions::Session` of the same request:
 /// if the handler read the session through it first, that copy is stale
@@ -86,13 +89,15 @@ impl<S: SessionStore + 'static> SessionUpdate<S> {
                 .await?;
             let Some(mut stored) = loaded else {
                 // Gone since the request started (logout, expiry): a new
-                // session under a new id, never the old one revived.
-                self.session.cycle_id().await.map_err(session_error)?;
+                // session under a new id, from empty data. `flush` drops
+                // whatever this request's `Session` loaded before the
+                // logout, so none of it reaches the new session.
+                self.session.flush().await.map_err(session_error)?;
                 return self.create(f).await;
             };
             let mut data: Data = decode_map(&stored.data)?;
             let out = f(&mut data);
-            let bytes = encode_map(&data)?;
+            let bytes = encode_map(&data, Some(LOAD_TOKEN))?;
             if bytes == stored.data {
                 return Ok(out);
             }
@@ -103,9 +108,11 @@ impl<S: SessionStore + 'static> SessionUpdate<S> {
                 .runner()
                 .run(move |s| s.save_session_if_unchanged(&mut stored))
                 .await;
-            // The store's "last seen data" is left alone: a tower-sessions
-            // save at the end of this request of the data it loaded before
-            // the update must stay a touch, not undo the update.
+            // A conditional save at the version loaded: a delete since
+            // then is a conflict too, and the next round sees it gone.
+            // The request's `Session` keeps its own load token, so its
+            // end-of-request save of data it loaded before this update
+            // is a touch and does not undo the update.
             match r {
                 Ok(()) => return Ok(out),
                 Err(e) if e.is_conflict() => tokio::task::yield_now().await,
@@ -195,6 +202,7 @@ impl From<Failure> for UpdateError {
     fn from(f: Failure) -> UpdateError {
         match f {
             Failure::Encode(_) | Failure::Decode(_) => UpdateError::Data(f.to_string()),
+            Failure::Contended => UpdateError::Contended,
             _ => UpdateError::Store(f.to_string()),
         }
     }

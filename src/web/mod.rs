@@ -16,8 +16,18 @@
 //!
 //! # What the stores guarantee
 //!
-//! - A new session never overwrites a live one: it is saved only if no
-//!   live session has its id, and a collision draws a new id.
+//! - Only creating makes a session (tower-sessions' `create`,
+//!   actix-session's `save`): under a freshly drawn random id, saved only
+//!   if no live session has it. A new session never overwrites a live one,
+//!   and an id that named a session once is never given a session again.
+//! - A save updates only a live session. A logout stays a logout: a
+//!   request that loaded the session before another request deleted it
+//!   (or before it expired) writes nothing when it ends, whatever it
+//!   changed, and the cookie it sends back names no session.
+//! - Whether a save changed the data is judged against what *this*
+//!   request loaded (tower-sessions: a load token in the request's record,
+//!   [`LOAD_TOKEN`]); an unchanged save only moves the deadline, so a slow
+//!   read-only request never undoes what others saved while it ran.
 //! - Loading never returns an expired session: the backend's own expiry
 //!   decides.
 //! - A cookie that is not a session id of this store (forged, malformed,
@@ -26,6 +36,9 @@
 //! - A save that changes only the expiry (tower-sessions'
 //!   `with_always_save(true)`, actix-session's `update_ttl`) does not
 //!   rewrite the data: it is a [`SessionStore::touch_session_until`].
+//! - A save of changed data over a concurrent change of a live session is
+//!   last-writer-wins, as in the frameworks' own stores; [`SessionUpdate`]
+//!   (axum) is the conflict-safe path.
 //! - Error messages never contain a session id or session data.
 //! - Calls that may wait on slow I/O run on tokio's blocking pool, the
 //!   others inline on the runtime's worker: see [`Blocking`].
@@ -152,7 +165,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, SessionStore};
+use crate::{Error, Session, SessionId, SessionStore};
 
 #[cfg(feature = "actix-session")]
 mod actix;
@@ -166,7 +179,7 @@ pub use actix::ActixStore;
 #[cfg(feature = "tower-sessions")]
 pub use axum::{Data, SessionUpdate, UpdateError};
 #[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
-pub use tower::TowerStore;
+pub use tower::{LOAD_TOKEN, TowerStore};
 
 /// Where an adapter runs the backend's (synchronous) calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -196,6 +209,8 @@ pub(crate) enum Failure {
     Encode(String),
     /// Stored session data could not be decoded.
     Decode(String),
+    /// Other requests kept saving the session: nothing was saved.
+    Contended,
 }
 
 impl Failure {
@@ -211,6 +226,9 @@ impl std::fmt::Display for Failure {
             Failure::Task(m) => write!(f, "session store task failed: {m}"),
             Failure::Encode(m) => write!(f, "cannot encode session data: {m}"),
             Failure::Decode(m) => write!(f, "cannot decode stored session data: {m}"),
+            Failure::Contended => {
+                f.write_str("the session kept changing concurrently; nothing was saved, try again")
+            }
         }
     }
 }
@@ -287,9 +305,18 @@ impl<S: SessionStore + 'static> Runner<S> {
 }
 
 /// Encodes a session's map as MessagePack with the keys sorted, so that
-/// equal maps always give equal bytes (a `HashMap`'s order is random).
-pub(crate) fn encode_map<V: Serialize>(map: &HashMap<String, V>) -> Result<Vec<u8>, Failure> {
-    let sorted: BTreeMap<&str, &V> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
+/// equal maps always give equal bytes (a `HashMap`'s order is random),
+/// leaving out the entry `skip` (an adapter's own bookkeeping, which is
+/// never stored).
+pub(crate) fn encode_map<V: Serialize>(
+    map: &HashMap<String, V>,
+    skip: Option<&str>,
+) -> Result<Vec<u8>, Failure> {
+    let sorted: BTreeMap<&str, &V> = map
+        .iter()
+        .filter(|(k, _)| Some(k.as_str()) != skip)
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
     // The serializer's messages can quote values: keep only the kind.
     rmp_serde::to_vec(&sorted).map_err(|_| Failure::Encode("MessagePack encoding failed".into()))
 }
@@ -301,6 +328,91 @@ pub(crate) fn decode_map<V: DeserializeOwned>(bytes: &[u8]) -> Result<HashMap<St
             "{} bytes are not a MessagePack map of this framework's values",
             bytes.len()
         ))
+    })
+}
+
+/// How many times [`save_live`] reloads after a concurrent save got in
+/// between. Every conflict means another writer's save went through, so
+/// this is only reached when very many requests write one session at once.
+const SAVE_ATTEMPTS: usize = 32;
+
+/// What [`save_live`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Saved {
+    /// The data were written.
+    Written,
+    /// The stored data already were these: only the deadline moved.
+    Touched,
+    /// No live session has the id (it was deleted or expired since it was
+    /// loaded): nothing was written, and nothing was created.
+    Gone,
+    /// Other writers kept winning: nothing was written.
+    Contended,
+}
+
+/// Replaces the data and deadline of the live session `id`; never creates
+/// a session. This is how an adapter saves a session a request loaded:
+/// a logout (delete) or expiry that happened meanwhile wins, and the
+/// stale copy is dropped rather than stored under the old id again.
+///
+/// `loaded` is the version the request loaded, if it knows it: the first
+/// try is a save conditional on it, which also fails, writing nothing, if
+/// the session is no longer there. After a conflict it reloads the
+/// session: gone means [`Saved::Gone`]; the same data means a touch of the
+/// deadline; other data are replaced (last writer wins among live
+/// sessions) by a save conditional on the version just read, so a delete
+/// between the reload and the save still wins.
+pub(crate) fn save_live<S: SessionStore + ?Sized>(
+    store: &S,
+    id: &SessionId,
+    data: Vec<u8>,
+    expires: SystemTime,
+    loaded: Option<u64>,
+) -> crate::Result<Saved> {
+    let mut attempt = match loaded {
+        // The modification time is stamped by the store on save.
+        Some(v) if v > 0 => Session::restore(id.clone(), data, Some(expires), SystemTime::now(), v),
+        _ => match store.load_session(id)? {
+            None => return Ok(Saved::Gone),
+            Some(mut current) => {
+                if current.data == data {
+                    return touch_live(store, id, expires);
+                }
+                current.data = data;
+                current.expires = Some(expires);
+                current
+            }
+        },
+    };
+    for _ in 0..SAVE_ATTEMPTS {
+        match store.save_session_if_unchanged(&mut attempt) {
+            Ok(()) => return Ok(Saved::Written),
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e),
+        }
+        let Some(mut current) = store.load_session(id)? else {
+            return Ok(Saved::Gone);
+        };
+        if current.data == attempt.data {
+            return touch_live(store, id, expires);
+        }
+        current.data = std::mem::take(&mut attempt.data);
+        current.expires = Some(expires);
+        attempt = current;
+    }
+    Ok(Saved::Contended)
+}
+
+/// Moves the deadline of the live session `id`; never creates one.
+pub(crate) fn touch_live<S: SessionStore + ?Sized>(
+    store: &S,
+    id: &SessionId,
+    expires: SystemTime,
+) -> crate::Result<Saved> {
+    Ok(if store.touch_session_until(id, Some(expires))? {
+        Saved::Touched
+    } else {
+        Saved::Gone
     })
 }
 

@@ -2,23 +2,25 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use parking_lot::Mutex;
-
-use super::{Blocking, Failure, Runner, clamp_time, decode_map, encode_map};
+use super::{
+    Blocking, Failure, Runner, Saved, clamp_time, decode_map, encode_map, save_live, touch_live,
+};
 use crate::{Session, SessionId, SessionStore};
-
-/// Entries of the "last seen data" table before it is cleared: bounds its
-/// memory (about 60 bytes an entry) on a server with many sessions. A
-/// cleared entry only costs one full save instead of a touch.
-const SEEN_LIMIT: usize = 100_000;
 
 /// How many fresh ids `create` draws before giving up; a collision of
 /// 128-bit random ids does not happen by chance, so more than one retry
 /// means a broken random source.
 const CREATE_ATTEMPTS: usize = 8;
+
+/// The entry of a tower-sessions record's data under which [`TowerStore`]
+/// keeps the record's load token: `[version, digest]`, the version of the
+/// stored session this request loaded (or created) and a keyed digest of
+/// its data. It lives only in the request's record, in memory: it is
+/// never stored, and a stored entry of that name is replaced on load.
+/// Applications must not use this key.
+pub const LOAD_TOKEN: &str = "__sessionlog.loaded";
 
 /// A [tower-sessions](https://docs.rs/tower-sessions) session store over
 /// any sessionlog backend `S`, for axum and other tower servers.
@@ -29,16 +31,30 @@ const CREATE_ATTEMPTS: usize = 8;
 /// id as its 22-character text, the data as MessagePack (keys sorted), the
 /// `expiry_date` as `expires`.
 ///
-/// - `create` saves only if no live session has the id
-///   ([`SessionStore::save_session_if_unchanged`] at version 0) and draws
-///   a new id on a collision: it never overwrites another session.
-/// - `save` of data equal to what this store last loaded or saved for the
-///   id only moves the deadline ([`SessionStore::touch_session_until`]),
-///   so `with_always_save(true)` does not rewrite every session on every
-///   request, and never undoes a change another request or process saved
-///   meanwhile. Other saves are last-writer-wins, as with every
-///   tower-sessions store; [`SessionUpdate`](super::SessionUpdate) is the
-///   conflict-safe path.
+/// Who may create, and what a stale save does:
+///
+/// - `create` is the only call that makes a session. It always stores
+///   the record under a freshly drawn random id (tower-sessions lets a
+///   store change the id), and only if no live session has that id
+///   ([`SessionStore::save_session_if_unchanged`] at version 0): it never
+///   overwrites another session, and an id that once named a session
+///   (say, one a logout deleted) is never given a session again.
+/// - `save` updates only a live session; it never creates one. If the
+///   session was deleted (a logout in another request) or expired since
+///   this request loaded it, the save writes nothing: the logout wins, and
+///   the cookie the response carries names no session.
+/// - Whether a save changes the data is decided per request: `load` (and
+///   `create`) put a load token ([`LOAD_TOKEN`]: the version loaded and a
+///   digest of the data) into the record, and a `save` whose data are
+///   still the ones this request loaded only moves the deadline
+///   ([`SessionStore::touch_session_until`]). So
+///   `with_always_save(true)` does not rewrite every session on every
+///   request, and a read-only request never undoes what another request
+///   or process saved after it loaded, however long it ran.
+/// - A `save` of changed data is conditional on the version this request
+///   loaded; if another request saved in between, the live session's data
+///   are replaced (last writer wins, as with every tower-sessions store).
+///   [`SessionUpdate`](super::SessionUpdate) is the conflict-safe path.
 /// - `load` returns `None` for an expired or absent session, so
 ///   tower-sessions starts a fresh one (it never sees a forged id as an
 ///   error: its cookie parser drops ids that are not 16 base64url bytes).
@@ -48,13 +64,8 @@ const CREATE_ATTEMPTS: usize = 8;
 /// Clones share the backend.
 pub struct TowerStore<S> {
     runner: Runner<S>,
-    seen: Arc<Seen>,
-}
-
-/// The hash of the encoded data this process last loaded or saved, per
-/// session: how `save` tells a data change from an expiry-only save.
-struct Seen {
-    map: Mutex<HashMap<SessionId, u64, foldhash::fast::RandomState>>,
+    /// Keys the data digests of load tokens (random per store, shared by
+    /// its clones).
     hasher: foldhash::quality::RandomState,
 }
 
@@ -62,7 +73,7 @@ impl<S> Clone for TowerStore<S> {
     fn clone(&self) -> Self {
         TowerStore {
             runner: self.runner.clone(),
-            seen: Arc::clone(&self.seen),
+            hasher: self.hasher.clone(),
         }
     }
 }
@@ -76,15 +87,39 @@ impl<S> std::fmt::Debug for TowerStore<S> {
     }
 }
 
+/// A record's data as tower-sessions keeps it.
+type Data = HashMap<String, serde_json::Value>;
+
+/// What a request loaded: the stored version and a digest of its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Token {
+    version: u64,
+    digest: u64,
+}
+
+impl Token {
+    fn to_value(self) -> serde_json::Value {
+        serde_json::Value::from(vec![self.version, self.digest])
+    }
+
+    /// The token in `data`, if a well-formed one is there.
+    fn of(data: &Data) -> Option<Token> {
+        match data.get(LOAD_TOKEN)?.as_array()?.as_slice() {
+            [v, d] => Some(Token {
+                version: v.as_u64()?,
+                digest: d.as_u64()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl<S: SessionStore + 'static> TowerStore<S> {
     /// Wraps `store`. Its calls run where [`Blocking::Auto`] says.
     pub fn new(store: S) -> TowerStore<S> {
         TowerStore {
             runner: Runner::new(store),
-            seen: Arc::new(Seen {
-                map: Mutex::new(HashMap::default()),
-                hasher: foldhash::quality::RandomState::default(),
-            }),
+            hasher: foldhash::quality::RandomState::default(),
         }
     }
 
@@ -109,110 +144,82 @@ impl<S: SessionStore + 'static> TowerStore<S> {
         &self.runner
     }
 
-    fn hash(&self, bytes: &[u8]) -> u64 {
-        self.seen.hasher.hash_one(bytes)
-    }
-
-    fn remember(&self, id: SessionId, hash: u64) {
-        let mut map = self.seen.map.lock();
-        if map.len() >= SEEN_LIMIT && !map.contains_key(&id) {
-            map.clear();
-        }
-        map.insert(id, hash);
-    }
-
-    fn forget(&self, id: &SessionId) {
-        self.seen.map.lock().remove(id);
-    }
-
-    /// Saves a new session only if `id` is free. `Ok(false)`: taken.
+    /// Saves a new session only if `id` is free. `Ok(None)`: taken;
+    /// `Ok(Some(token))`: saved, and what the record now holds.
     async fn create_raw(
         &self,
         id: SessionId,
-        data: &HashMap<String, serde_json::Value>,
+        data: &Data,
         expires: SystemTime,
-    ) -> Result<bool, Failure> {
-        let bytes = encode_map(data)?;
-        let hash = self.hash(&bytes);
-        let sid = id.clone();
+    ) -> Result<Option<Token>, Failure> {
+        let bytes = encode_map(data, Some(LOAD_TOKEN))?;
+        let digest = self.hasher.hash_one(&bytes);
         let r = self
             .runner
             .run(move |s| {
-                let mut session = Session::new(sid, bytes).with_expires(expires);
+                let mut session = Session::new(id, bytes).with_expires(expires);
                 s.save_session_if_unchanged(&mut session)
+                    .map(|()| session.version())
             })
             .await;
         match r {
-            Ok(()) => {
-                self.remember(id, hash);
-                Ok(true)
-            }
-            Err(e) if e.is_conflict() => Ok(false),
+            Ok(version) => Ok(Some(Token { version, digest })),
+            Err(e) if e.is_conflict() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
+    /// Saves a record: a touch if its data are what its token says this
+    /// request loaded, else [`save_live`]. Never creates a session.
     async fn save_raw(
         &self,
         id: SessionId,
-        data: &HashMap<String, serde_json::Value>,
+        data: &Data,
         expires: SystemTime,
     ) -> Result<(), Failure> {
-        let bytes = encode_map(data)?;
-        let hash = self.hash(&bytes);
-        let unchanged = self.seen.map.lock().get(&id) == Some(&hash);
-        if unchanged {
-            let sid = id.clone();
-            let live = self
-                .runner
-                .run(move |s| s.touch_session_until(&sid, Some(expires)))
-                .await?;
-            if !live {
-                // Deleted (logout elsewhere) or expired since it was
-                // loaded: an unchanged save must not bring it back.
-                self.forget(&id);
-            }
-            return Ok(());
-        }
-        let sid = id.clone();
-        self.runner
+        let token = Token::of(data);
+        let bytes = encode_map(data, Some(LOAD_TOKEN))?;
+        let unchanged = token.is_some_and(|t| t.digest == self.hasher.hash_one(&bytes));
+        let saved = self
+            .runner
             .run(move |s| {
-                let mut session = Session::new(sid, bytes).with_expires(expires);
-                s.save_session(&mut session)
+                if unchanged {
+                    touch_live(s, &id, expires)
+                } else {
+                    save_live(s, &id, bytes, expires, token.map(|t| t.version))
+                }
             })
             .await?;
-        self.remember(id, hash);
-        Ok(())
+        match saved {
+            // Gone: a logout or expiry since this request loaded wins.
+            Saved::Written | Saved::Touched | Saved::Gone => Ok(()),
+            Saved::Contended => Err(Failure::Contended),
+        }
     }
 
-    async fn load_raw(
-        &self,
-        id: SessionId,
-    ) -> Result<Option<(HashMap<String, serde_json::Value>, SystemTime)>, Failure> {
-        let sid = id.clone();
-        let seen = Arc::clone(&self.seen);
-        // Decoded and hashed straight from the store's bytes (for the
+    async fn load_raw(&self, id: SessionId) -> Result<Option<(Data, SystemTime)>, Failure> {
+        let hasher = self.hasher.clone();
+        // Decoded and digested straight from the store's bytes (for the
         // LogStore, its memory map), with no copy into a `Vec` first.
         let loaded = self
             .runner
             .run(move |s| {
                 let mut out = None;
-                s.load_session_with(&sid, &mut |view| {
-                    out = Some((
-                        decode_map(view.data()),
-                        seen.hasher.hash_one(view.data()),
-                        view.expires(),
-                    ));
+                s.load_session_with(&id, &mut |view| {
+                    let token = Token {
+                        version: view.version(),
+                        digest: hasher.hash_one(view.data()),
+                    };
+                    out = Some((decode_map(view.data()), token, view.expires()));
                 })?;
                 Ok(out)
             })
             .await?;
-        let Some((data, hash, expires)) = loaded else {
-            self.forget(&id);
+        let Some((data, token, expires)) = loaded else {
             return Ok(None);
         };
-        let data = data?;
-        self.remember(id, hash);
+        let mut data: Data = data?;
+        data.insert(LOAD_TOKEN.to_owned(), token.to_value());
         // A session saved without a deadline (by another client of the
         // store) gets a nominal one: tower-sessions recomputes the
         // cookie's expiry from its own configuration anyway.
@@ -222,7 +229,6 @@ impl<S: SessionStore + 'static> TowerStore<S> {
     }
 
     async fn delete_raw(&self, id: SessionId) -> Result<(), Failure> {
-        self.forget(&id);
         self.runner
             .run(move |s| s.delete_session(&id).map(|_| ()))
             .await
@@ -263,11 +269,17 @@ macro_rules! impl_tower_store {
             ) -> $core::session_store::Result<()> {
                 let expires = SystemTime::from(record.expiry_date);
                 for _ in 0..CREATE_ATTEMPTS {
+                    // Always a fresh id: the record may carry one that
+                    // named a session before (tower-sessions' `flush`
+                    // keeps it), and that session's cookie must stay dead.
+                    record.id = $core::session::Id::default();
                     let id = session_id(record.id.to_string())?;
-                    if self.create_raw(id, &record.data, expires).await? {
+                    if let Some(token) = self.create_raw(id, &record.data, expires).await? {
+                        // A later save in this request is judged against
+                        // what was just stored.
+                        record.data.insert(LOAD_TOKEN.to_owned(), token.to_value());
                         return Ok(());
                     }
-                    record.id = $core::session::Id::default();
                 }
                 Err($core::session_store::Error::Backend(
                     "no free session id after several random draws: the random source is broken"
