@@ -426,10 +426,7 @@ mod actix_app {
         }
     }
 
-    pub fn start<S: SessionStore + 'static>(
-        store: &ActixStore<S>,
-        every_request: bool,
-    ) -> Actix {
+    pub fn start<S: SessionStore + 'static>(store: &ActixStore<S>, every_request: bool) -> Actix {
         let (hold, loaded) = Hold::new();
         let data = web::Data::from(Arc::clone(&hold));
         let store = store.clone();
