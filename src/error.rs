@@ -142,6 +142,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A `LogStore` handle used in a process other than the one that
+    /// opened it: a child after `fork()`, where the handle's background
+    /// thread and in-process locks did not follow and its file locks are
+    /// the parent's. Nothing was read or written; open the store again in
+    /// this process.
+    #[error(
+        "{path}: this handle was opened by process {opened_by} and cannot be used in process {current} (it was inherited through fork()); nothing was done: open the store again in this process", path = .path.display()
+    )]
+    OtherProcess {
+        /// The store.
+        path: PathBuf,
+        /// The process that opened the handle.
+        opened_by: u32,
+        /// The process that tried to use it.
+        current: u32,
+    },
+
     /// The operating system's random source failed (no session id or
     /// temporary name can be drawn without it).
     #[error("the operating system's random source failed: {0}")]

@@ -37,9 +37,18 @@ use crate::trust::{self, Owner};
 /// The log-structured session store: one append-only, checksummed log file
 /// shared by every process that opens it, an in-memory index, and reads
 /// served from a memory map. See DESIGN.md.
+///
+/// A handle belongs to the process that opened it. In a child after
+/// `fork()` (where its background thread and in-process locks did not
+/// follow, and its file locks are shared with the parent) every call
+/// returns [`Error::OtherProcess`] without touching anything, and dropping
+/// it there does nothing (no join, no flush, no file written or unlocked):
+/// open the store again in the child.
 pub struct LogStore {
     inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
+    /// The process that opened the handle.
+    pid: u32,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -139,7 +148,11 @@ impl LogStore {
         } else {
             None
         };
-        Ok(LogStore { inner, background })
+        Ok(LogStore {
+            inner,
+            background,
+            pid: std::process::id(),
+        })
     }
 
     /// The log file's path.
@@ -147,8 +160,23 @@ impl LogStore {
         &self.inner.path
     }
 
+    /// `Error::OtherProcess` unless this is the process that opened the
+    /// handle (a child after `fork()` is not).
+    fn in_this_process(&self) -> Result<()> {
+        let current = std::process::id();
+        if current == self.pid {
+            return Ok(());
+        }
+        Err(Error::OtherProcess {
+            path: self.inner.path.clone(),
+            opened_by: self.pid,
+            current,
+        })
+    }
+
     /// Makes every save acknowledged so far durable (one `fdatasync`).
     pub fn sync(&self) -> Result<()> {
+        self.in_this_process()?;
         self.inner.sync_all()
     }
 
@@ -158,6 +186,7 @@ impl LogStore {
     /// `save_session`. A session never saved (version 0, no modification
     /// time) is written as version 1 at the store's time.
     pub fn restore_session(&self, session: &Session) -> Result<()> {
+        self.in_this_process()?;
         write::restore(&self.inner, session)
     }
 
@@ -165,6 +194,7 @@ impl LogStore {
     /// expired and idle sessions (see DESIGN.md). Waits for a compaction
     /// running in another process to finish first.
     pub fn compact(&self) -> Result<CompactStats> {
+        self.in_this_process()?;
         self.inner.check_lock_file()?;
         compact::compact(&self.inner.compaction(), None)
     }
@@ -175,6 +205,7 @@ impl LogStore {
     #[cfg(feature = "unstable-internals")]
     #[doc(hidden)]
     pub fn with_write_lock<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        self.in_this_process()?;
         let _writer = self.inner.writer.lock();
         let _lock = self.inner.lock.lock()?;
         Ok(f())
@@ -182,6 +213,7 @@ impl LogStore {
 
     /// Size and health figures of the store, as this process sees it.
     pub fn stats(&self) -> Result<Stats> {
+        self.in_this_process()?;
         let inner = &self.inner;
         inner.check_file_len()?;
         let st = inner.fresh()?;
@@ -246,6 +278,7 @@ impl LogStore {
         id: &SessionId,
         f: impl FnOnce(SessionRef<'_>) -> R,
     ) -> Result<Option<R>> {
+        self.in_this_process()?;
         let now = self.inner.now_ms();
         let key = id.as_str().as_bytes();
         // Under the read lock, only the index lookup; the record is decoded
@@ -285,6 +318,17 @@ impl LogStore {
 
 impl Drop for LogStore {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // Inherited through fork(): the background thread does not
+            // exist here (joining it would wait forever or panic), a mutex
+            // may have been held by a thread of the parent at the fork,
+            // and the file locks are the parent's. Touch nothing; the
+            // thread's share of `inner` keeps the rest from being dropped.
+            if let Some(h) = self.background.take() {
+                std::mem::forget(h);
+            }
+            return;
+        }
         *self.inner.stop.lock() = true;
         self.inner.wake.notify_all();
         if let Some(h) = self.background.take() {
@@ -317,10 +361,12 @@ fn read_session(inner: &Inner, st: &State, id: &SessionId, now: u64) -> Result<O
 
 impl SessionStore for LogStore {
     fn setup(&self) -> Result<()> {
+        self.in_this_process()?;
         self.inner.with_fresh(|_| Ok(()))
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
+        self.in_this_process()?;
         let now = self.inner.now_ms();
         self.inner
             .with_fresh(|st| read_session(&self.inner, st, id, now))
@@ -331,14 +377,17 @@ impl SessionStore for LogStore {
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
+        self.in_this_process()?;
         write::save(&self.inner, session, SaveMode::Overwrite)
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        self.in_this_process()?;
         write::save(&self.inner, session, SaveMode::IfUnchanged)
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
+        self.in_this_process()?;
         write::touch(&self.inner, id, None)
     }
 
@@ -347,10 +396,12 @@ impl SessionStore for LogStore {
         id: &SessionId,
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
+        self.in_this_process()?;
         write::touch(&self.inner, id, Some(expires_millis(expires)))
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
+        self.in_this_process()?;
         write::delete(&self.inner, id)
     }
 
@@ -360,12 +411,14 @@ impl SessionStore for LogStore {
     }
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
+        self.in_this_process()?;
         let now = self.inner.now_ms();
         self.inner
             .with_fresh(|st| Ok(live(st, &self.inner.expiry, id, now)?.is_some()))
     }
 
     fn iter_sessions(&self) -> Result<SessionIter<'_>> {
+        self.in_this_process()?;
         let now = self.inner.now_ms();
         let ids: Vec<SessionId> = self.inner.with_fresh(|st| {
             let view = st.view();
@@ -390,6 +443,7 @@ impl SessionStore for LogStore {
     }
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
+        self.in_this_process()?;
         let stats = compact::compact(&self.inner.compaction(), Some(duration_millis(max_idle)))?;
         Ok(usize::try_from(stats.dropped).unwrap_or(usize::MAX))
     }
