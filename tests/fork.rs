@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{child, id};
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
@@ -74,8 +74,8 @@ fn open_quiet(dir: &Path) -> LogStore {
 }
 
 /// Forks; the grandchild runs `f` on the handle and leaves with its
-/// status (1 if it panicked). Returns the grandchild's status, or fails if
-/// it did not end within `BOUND`.
+/// status (1 if it panicked). Returns the grandchild's status, or kills it
+/// and fails if it did not end within `BOUND`.
 fn fork_with(store: LogStore, f: impl FnOnce(LogStore) -> i32) -> (LogStore, WaitStatus) {
     // SAFETY: the grandchild only runs `f` (which uses or drops the
     // handle: memory allocation and file system calls, safe after fork
@@ -90,19 +90,21 @@ fn fork_with(store: LogStore, f: impl FnOnce(LogStore) -> i32) -> (LogStore, Wai
         unsafe { libc::_exit(status) }
     }
     let pid = Pid::from_raw(pid).expect("a child pid");
-    let start = Instant::now();
-    loop {
-        match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG).expect("waitpid") {
-            Some((_, status)) => return (store, status),
-            None if start.elapsed() > BOUND => {
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-                let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-                panic!(
-                    "the forked child did not end within {BOUND:?}: it hung (joining a thread that does not exist there?)"
-                );
-            }
-            // A bounded poll of a process's exit, not a synchronisation.
-            None => std::thread::sleep(Duration::from_millis(10)),
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(rustix::process::waitpid(Some(pid), WaitOptions::empty()));
+    });
+    match rx.recv_timeout(BOUND) {
+        Ok(r) => {
+            let (_, status) = r.expect("waitpid").expect("the child's status");
+            (store, status)
+        }
+        Err(_) => {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+            panic!(
+                "the forked child did not end within {BOUND:?}: it hung (joining a thread that \
+                 does not exist there?)"
+            );
         }
     }
 }
