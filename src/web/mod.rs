@@ -19,7 +19,8 @@
 //! - Only creating makes a session (tower-sessions' `create`,
 //!   actix-session's `save`): under a freshly drawn random id, saved only
 //!   if no live session has it. A new session never overwrites a live one,
-//!   and an id that named a session once is never given a session again.
+//!   and an adapter never gives an id that named a session once a session
+//!   again.
 //! - A save updates only a live session. A logout stays a logout: a
 //!   request that loaded the session before another request deleted it
 //!   (or before it expired) writes nothing when it ends, whatever it
