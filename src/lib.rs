@@ -35,6 +35,7 @@ mod clock;
 mod dir;
 mod engine;
 mod error;
+mod fs_identity;
 mod hashed;
 mod id;
 mod memory;
@@ -45,6 +46,7 @@ mod record;
 mod server;
 mod session;
 mod store;
+mod store_dir;
 mod trust;
 #[cfg(any(
     feature = "tower-sessions",

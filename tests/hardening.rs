@@ -496,7 +496,10 @@ fn roots_maintenance_leaves_the_store_its_owners() {
     };
     run("create");
     {
-        let store = opts().open(&real).expect("root opens the owner's store");
+        let store = opts()
+            .maintain_as_owner(true)
+            .open(&real)
+            .expect("root opens the owner's store, opted in");
         save(&store, "roots", b"1");
         store.compact().expect("root compacts");
     }

@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde_json::json;
 use sessionlog::{HashedIds, LogStore, Session, SessionId, SessionStore};
 
-use crate::{Failure, Outcome, fmt_bytes, fmt_time, millis, open_existing, spinner};
+use crate::{Failure, Outcome, fmt_bytes, fmt_time, millis, open_existing, spinner, store_options};
 
 pub fn setup(path: &Path) -> Outcome {
     let existed = path.exists();
-    let store = LogStore::options().background(false).open(path)?;
+    let store = store_options().open(path)?;
     store.setup()?;
     let stats = store.stats()?;
     let mut out = io::stdout().lock();

@@ -4,8 +4,8 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use sessionlog::SessionStore;
 use sessionlog::{CheckReport, check_with};
-use sessionlog::{LogStore, SessionStore};
 
 use crate::{Outcome, fmt_bytes, progress, require_store};
 
@@ -47,10 +47,7 @@ pub fn check(path: &Path, repair: bool) -> Outcome {
 /// Opens the store in repair mode, says what repair did, and checks the
 /// result.
 fn repair_store(out: &mut impl Write, path: &Path) -> Outcome {
-    let store = LogStore::options()
-        .background(false)
-        .repair(true)
-        .open(path)?;
+    let store = crate::store_options().repair(true).open(path)?;
     store.setup()?;
     let stats = store.stats()?;
     let rec = &stats.recovery;

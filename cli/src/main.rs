@@ -9,11 +9,12 @@ mod transfer;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sessionlog::{LogStore, SessionId};
+use sessionlog::{LogOptions, LogStore, SessionId};
 
 /// The error type of the commands: anything displayable as one sentence.
 pub type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -33,6 +34,11 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "sessionlog", version, after_help = EXIT_CODES)]
 pub struct Cli {
+    /// Open a store whose directory other users may write (group- or
+    /// world-writable, like /tmp), giving up the protection against them
+    /// (the library's `allow_others_to_write_directory(true)`).
+    #[arg(long, global = true)]
+    allow_others_to_write_directory: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,6 +149,7 @@ pub enum SyncArg {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Outcome {
+    ALLOW_OTHERS.store(cli.allow_others_to_write_directory, Ordering::Relaxed);
     match cli.command {
         Command::Setup { path } => admin::setup(&path),
         Command::List { path, limit, json } => admin::list(&path, limit, json),
@@ -183,11 +190,24 @@ fn require_store(path: &Path) -> Result<(), Failure> {
     }
 }
 
-/// Opens an existing store the way every command does: no background
-/// thread, so nothing runs behind the command's back.
+/// `--allow-others-to-write-directory`, for every store a command opens.
+static ALLOW_OTHERS: AtomicBool = AtomicBool::new(false);
+
+/// The options every command (but `bench`) opens a store with: no
+/// background thread, so nothing runs behind the command's back; and, as
+/// maintenance commands, `maintain_as_owner`: run as root on another
+/// user's store, a command works as that user (CLI.md, "Running as root").
+fn store_options() -> LogOptions {
+    LogStore::options()
+        .background(false)
+        .maintain_as_owner(true)
+        .allow_others_to_write_directory(ALLOW_OTHERS.load(Ordering::Relaxed))
+}
+
+/// Opens an existing store the way every command does (`store_options`).
 fn open_existing(path: &Path) -> Result<LogStore, Failure> {
     require_store(path)?;
-    Ok(LogStore::options().background(false).open(path)?)
+    Ok(store_options().open(path)?)
 }
 
 /// A progress bar on stderr when it is a terminal, a hidden one otherwise.

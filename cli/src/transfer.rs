@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
-use sessionlog::{LogStore, Session, SessionId, SessionStore};
+use sessionlog::{Session, SessionId, SessionStore};
 
-use crate::{Outcome, fmt_time, open_existing, spinner};
+use crate::{Outcome, fmt_time, open_existing, spinner, store_options};
 
 pub fn export(path: &Path) -> Outcome {
     let store = open_existing(path)?;
@@ -44,7 +44,7 @@ const MAX_LINE: u64 = (sessionlog::DEFAULT_MAX_SESSION_SIZE as u64).div_ceil(3) 
 pub fn import(path: &Path) -> Outcome {
     // Each session is restored as exported: its `modified` time (so that
     // idle times survive the move) and its version.
-    let store = LogStore::options().background(false).open(path)?;
+    let store = store_options().open(path)?;
     let bar = spinner("importing");
     let mut input = io::stdin().lock();
     let mut buf = Vec::new();

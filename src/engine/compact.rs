@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::clock::Expiry;
-use crate::engine::file::{self, LogFile, View};
+use crate::engine::file::{self, LogFile, Site, View};
 use crate::engine::follow::Follow;
 use crate::engine::format::{self, HEADER_SIZE, Kind, RecordFields, RecordRef, StaticHeader};
 use crate::engine::hint;
@@ -37,12 +37,14 @@ use crate::engine::stats::{CompactStats, RecoveryReport};
 use crate::error::{Error, Result};
 use crate::poison::Poison;
 use crate::session::{from_millis, is_expired};
-use crate::trust::{self, Create, Owner};
+use crate::trust::{Create, Owner};
 
 /// What a compaction works with: the store's file, locks and view, and
 /// nothing else of the handle.
 pub(crate) struct Handles<'a> {
     pub path: &'a Path,
+    /// The log's directory and name.
+    pub site: &'a Site,
     /// Catching up with the file (and the lock file, the writer mutex and
     /// group commit that the swap needs).
     pub follow: Follow<'a>,
@@ -57,13 +59,14 @@ pub(crate) struct Handles<'a> {
 /// The temporary file a compaction writes, locked by its compactor.
 struct TempFile {
     path: PathBuf,
+    site: Site,
     file: File,
 }
 
 impl TempFile {
     /// Opens and locks `<log>.compact`, waiting for a compaction in another
     /// process to finish with it.
-    fn wait(log: &Path, owner: Owner, hooks: &Hooks) -> Result<TempFile> {
+    fn wait(log: &Site, owner: Owner, hooks: &Hooks) -> Result<TempFile> {
         loop {
             if let Some(t) = Self::open_locked(log, owner, true, hooks)? {
                 return Ok(t);
@@ -73,7 +76,7 @@ impl TempFile {
 
     /// Opens and locks `<log>.compact`, or `None` if another compaction
     /// holds it.
-    fn try_acquire(log: &Path, owner: Owner, hooks: &Hooks) -> Result<Option<TempFile>> {
+    fn try_acquire(log: &Site, owner: Owner, hooks: &Hooks) -> Result<Option<TempFile>> {
         loop {
             match Self::open_locked(log, owner, false, hooks) {
                 Ok(None) => continue,
@@ -91,13 +94,14 @@ impl TempFile {
     /// be a regular file of one link owned by the store's owner, so that a
     /// planted link or file is refused, never truncated or looped on.
     fn open_locked(
-        log: &Path,
+        log: &Site,
         owner: Owner,
         wait: bool,
         hooks: &Hooks,
     ) -> Result<Option<TempFile>> {
-        let path = file::sibling(log, ".compact");
-        let file = trust::open(&path, Create::IfMissing, owner)?;
+        let site = log.sibling(".compact");
+        let path = site.path.clone();
+        let file = site.open(Create::IfMissing, owner)?;
         if wait {
             file.lock().map_err(|e| Error::io(&path, "lock", e))?;
         } else {
@@ -113,23 +117,22 @@ impl TempFile {
             }
         }
         let mine = file.metadata().map_err(|e| Error::io(&path, "stat", e))?;
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() && mine.len() == 0 => {
-                Ok(Some(TempFile { path, file }))
+        let mine_ino = (mine.dev(), mine.ino());
+        match site.stat()? {
+            Some(m) if m.ino() == mine_ino && mine.len() == 0 => {
+                Ok(Some(TempFile { path, site, file }))
             }
-            Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => {
+            Some(m) if m.ino() == mine_ino => {
                 // A dead compactor's file. Other processes may have mapped
                 // it ahead of a swap that never came, and a file anyone
                 // may have mapped is never shortened (a read of theirs
                 // past its new end would raise SIGBUS): remove it, and
                 // start on a new one.
-                remove_temp(hooks, &path)
+                remove_temp(hooks, &site)
                     .map_err(|e| Error::io(&path, "remove stale temporary file", e))?;
                 Ok(None)
             }
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, "stat", e)),
+            _ => Ok(None),
         }
     }
 }
@@ -262,7 +265,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(tmp: &TempFile, path: &Path, hooks: Hooks) -> Result<Writer> {
+    fn new(tmp: &TempFile, log: &Site, hooks: Hooks) -> Result<Writer> {
         let f = tmp
             .file
             .try_clone()
@@ -278,7 +281,7 @@ impl Writer {
         };
         f.write_all_at(&format::encode_header(&placeholder, HEADER_SIZE), 0)
             .map_err(|e| Error::io(&tmp.path, "write", e))?;
-        let log = LogFile::from_file(path, f)?;
+        let log = LogFile::from_file(log, f)?;
         Ok(Writer {
             out: Out {
                 log,
@@ -414,7 +417,7 @@ fn tmp_path(log: &LogFile) -> PathBuf {
 /// Compacts, waiting for any other compaction to finish first.
 pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
     let _local = h.compacting.lock();
-    let tmp = TempFile::wait(h.path, h.follow.lock.owner, h.hooks)?;
+    let tmp = TempFile::wait(h.site, h.follow.lock.owner, h.hooks)?;
     run(h, tmp, idle_cutoff_ms)
 }
 
@@ -439,7 +442,7 @@ pub fn close_writes_hint(applied: u64, covered: u64) -> bool {
 pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
     let owner = h.follow.lock.owner;
     let worth = |st: &State| {
-        let covered = hint::covered(h.path, &st.file.header, owner).unwrap_or(HEADER_SIZE);
+        let covered = hint::covered(h.site, &st.file.header, owner).unwrap_or(HEADER_SIZE);
         close_writes_hint(st.applied, covered)
     };
     // Most closes stop here, touching no file.
@@ -449,7 +452,7 @@ pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
     let Some(_local) = h.compacting.try_lock() else {
         return Ok(false);
     };
-    let Some(tmp) = TempFile::try_acquire(h.path, owner, h.hooks)? else {
+    let Some(tmp) = TempFile::try_acquire(h.site, owner, h.hooks)? else {
         return Ok(false);
     };
     // Holding the compaction's file: the view, followed to the current
@@ -460,7 +463,7 @@ pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
             return Ok(false);
         }
         hint::write(
-            h.path,
+            h.site,
             &st.file.header,
             st.applied,
             &st.index,
@@ -469,15 +472,15 @@ pub(crate) fn hint_on_close(h: &Handles<'_>) -> Result<bool> {
         )?;
         Ok(true)
     })();
-    let _ = remove_temp(h.hooks, &tmp.path);
+    let _ = remove_temp(h.hooks, &tmp.site);
     written
 }
 
 /// Removes the compaction's temporary file, which the caller has locked.
-fn remove_temp(hooks: &Hooks, path: &Path) -> io::Result<()> {
+fn remove_temp(hooks: &Hooks, tmp: &Site) -> io::Result<()> {
     hooks
-        .before(IoEvent::Remove { path })
-        .and_then(|()| fs::remove_file(path))
+        .before(IoEvent::Remove { path: &tmp.path })
+        .and_then(|()| tmp.remove())
 }
 
 /// Compacts unless a compaction is already running somewhere.
@@ -485,7 +488,7 @@ pub(crate) fn try_compact(h: &Handles<'_>) -> Result<Option<CompactStats>> {
     let Some(_local) = h.compacting.try_lock() else {
         return Ok(None);
     };
-    match TempFile::try_acquire(h.path, h.follow.lock.owner, h.hooks)? {
+    match TempFile::try_acquire(h.site, h.follow.lock.owner, h.hooks)? {
         Some(tmp) => run(h, tmp, None).map(Some),
         None => Ok(None),
     }
@@ -495,7 +498,7 @@ fn run(h: &Handles<'_>, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<Co
     let result = run_locked(h, &tmp, idle_cutoff_ms);
     if result.is_err() {
         // Leave no half-written file behind; the lock dies with `tmp`.
-        let _ = remove_temp(h.hooks, &tmp.path);
+        let _ = remove_temp(h.hooks, &tmp.site);
         // Nor an invitation to read its hint (a file still current).
         h.state.read().file.set_pending(0);
     }
@@ -692,9 +695,9 @@ fn run_locked(
     {
         // SAFETY: as for the copy below.
         let view = unsafe { View::new(&src, upto) };
-        check_free_space(h.path, copy_estimate(&view, &offsets, dead))?;
+        check_free_space(h.site, copy_estimate(&view, &offsets, dead))?;
     }
-    let mut w = Writer::new(tmp, h.path, h.hooks.clone())?;
+    let mut w = Writer::new(tmp, h.site, h.hooks.clone())?;
     w.index.reserve(offsets.len());
     // Sessions not copied, by id, with their latest offset in the old file.
     let mut dropped: HashMap<Vec<u8>, u64> = HashMap::new();
@@ -759,7 +762,7 @@ fn run_locked(
                 salt: w.salt,
             };
             if hint::write(
-                h.path,
+                h.site,
                 &header,
                 w.out.pos,
                 &w.index,
@@ -769,7 +772,7 @@ fn run_locked(
             .is_err()
             {
                 // A compaction does not need a hint: without one, others replay.
-                hint::remove(h.path);
+                hint::remove(h.site);
             } else {
                 // Invite other processes to read the hint now, before the
                 // swap, rather than after it with a request waiting.
@@ -846,23 +849,25 @@ fn run_locked(
         },
     );
     old_file.set_superseded(true);
-    let renamed = h
-        .hooks
-        .before(IoEvent::Rename {
-            from: &tmp.path,
-            to: h.path,
-        })
-        .and_then(|()| fs::rename(&tmp.path, h.path));
+    let renamed = check_before_rename(&tmp.site, &tmp.file, h.site, old_file.ino).and_then(|()| {
+        h.hooks
+            .before(IoEvent::Rename {
+                from: &tmp.path,
+                to: h.path,
+            })
+            .and_then(|()| tmp.site.rename_to(h.site))
+            .map_err(|e| Error::io(h.path, "rename compacted file", e))
+    });
     if let Err(e) = renamed {
         old_file.set_superseded(false);
         *h.state.write() = previous;
-        return Err(Error::io(h.path, "rename compacted file", e));
+        return Err(e);
     }
     let dir_synced = h
         .hooks
         .before(IoEvent::SyncDir { path: h.path })
         .map_err(|e| Error::io(h.path, "fsync directory", e))
-        .and_then(|()| file::sync_parent_dir(h.path));
+        .and_then(|()| h.site.sync_dir());
     h.follow.commit.switch_file(header.generation, new_end);
     if let Err(e) = dir_synced {
         if let Error::Io { source, .. } = &e {
@@ -894,19 +899,19 @@ fn run_locked(
 /// word the scan runs to the end of the file; with one, it goes on past
 /// it while complete records follow, as the first opener does (§6).
 pub(crate) fn repair(
-    path: &Path,
+    log: &Site,
     lock: &LockFile,
     report: &mut RecoveryReport,
     now_ms: u64,
 ) -> Result<State> {
     let _lock = lock.lock()?;
-    let (head, len) = read_head(path, lock.owner)?;
-    let copy = file::sibling(path, &format!(".damaged-{now_ms}"));
-    keep_copy(path, &copy, lock.owner)?;
+    let (src, head, len) = read_head(log, lock.owner)?;
+    let copy = log.sibling(&format!(".damaged-{now_ms}"));
+    keep_copy(&src, &copy, lock.owner)?;
     // The hint helps only to name the generation of a rebuilt header; it
     // is read as for a file of at least 64 MiB, so that one of a file cut
     // short is still read, and one of any size costs bounded memory.
-    let hint = hint::read(path, len.max(64 << 20), lock.owner, &Hooks::default())
+    let hint = hint::read(log, len.max(64 << 20), lock.owner, &Hooks::default())
         .ok()
         .map(|c| c.identity());
     let placeholder = StaticHeader {
@@ -918,7 +923,7 @@ pub(crate) fn repair(
         compact_result_bytes: 0,
         salt: 0,
     };
-    let mut damaged = LogFile::open_damaged(path, lock.owner, placeholder)?;
+    let mut damaged = LogFile::open_damaged(log, lock.owner, placeholder)?;
     let file_len = damaged.mapped_file_len;
     let found = {
         // SAFETY: under the write lock, and the file is being replaced,
@@ -967,8 +972,8 @@ pub(crate) fn repair(
         }
     }
     let hooks = Hooks::default();
-    let tmp = TempFile::wait(path, lock.owner, &hooks)?;
-    let mut w = Writer::new(&tmp, path, hooks)?;
+    let tmp = TempFile::wait(log, lock.owner, &hooks)?;
+    let mut w = Writer::new(&tmp, log, hooks)?;
     let mut offsets: Vec<u64> = index.offsets().collect();
     offsets.sort_unstable();
     for off in offsets {
@@ -993,36 +998,81 @@ pub(crate) fn repair(
         // Processes that have the damaged file open move to the new one.
         damaged.set_superseded(true);
     }
-    fs::rename(&tmp.path, path).map_err(|e| Error::io(path, "rename repaired file", e))?;
-    file::sync_parent_dir(path)?;
+    check_before_rename(&tmp.site, &tmp.file, log, damaged.ino)?;
+    tmp.site
+        .rename_to(log)
+        .map_err(|e| Error::io(&log.path, "rename repaired file", e))?;
+    log.sync_dir()?;
     report.records = records;
-    report.damaged_copy = Some(copy);
+    report.damaged_copy = Some(copy.path);
     recovery::load_complete(Arc::new(new_file.with_header_read_again()?))
 }
 
-/// The first bytes of the log, up to a header's worth (fewer if the file
-/// is shorter), read without trusting them, and the file's length.
-fn read_head(path: &Path, owner: Owner) -> Result<(Vec<u8>, u64)> {
-    let f = trust::open(path, Create::No, owner)?;
-    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
+/// The log, opened without trusting its header, its first bytes up to a
+/// header's worth (fewer if the file is shorter), and its length.
+fn read_head(log: &Site, owner: Owner) -> Result<(File, Vec<u8>, u64)> {
+    let f = log.open(Create::No, owner)?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io(&log.path, "stat", e))?
+        .len();
     let mut head = vec![0u8; len.min(HEADER_SIZE) as usize];
     f.read_exact_at(&mut head, 0)
-        .map_err(|e| Error::io(path, "read header", e))?;
-    Ok((head, len))
+        .map_err(|e| Error::io(&log.path, "read header", e))?;
+    Ok((f, head, len))
 }
 
-/// Keeps a copy of the damaged log at `copy` (a new file, created with
-/// `O_EXCL` and never through a link), durable before the log is replaced.
-fn keep_copy(path: &Path, copy: &Path, owner: Owner) -> Result<()> {
-    let mut out = trust::open(copy, Create::New, owner)?;
-    let copied = File::open(path)
-        .and_then(|mut src| io::copy(&mut src, &mut out))
+/// Keeps a copy of the damaged log (open as `src`) at `copy` (a new file,
+/// created with `O_EXCL` and never through a link), durable before the
+/// log is replaced.
+fn keep_copy(src: &File, copy: &Site, owner: Owner) -> Result<()> {
+    let mut out = copy.open(Create::New, owner)?;
+    let copied = src
+        .try_clone()
+        .and_then(|s| io::copy(&mut PositionedReader(s, 0), &mut out))
         .and_then(|_| out.sync_all());
     if let Err(e) = copied {
-        let _ = fs::remove_file(copy);
-        return Err(Error::io(copy, "copy damaged file", e));
+        let _ = copy.remove();
+        return Err(Error::io(&copy.path, "copy damaged file", e));
     }
-    file::sync_parent_dir(copy)
+    copy.sync_dir()
+}
+
+/// Reads a file from an offset with positioned reads (a shared descriptor's
+/// file offset is left alone).
+struct PositionedReader(File, u64);
+
+impl io::Read for PositionedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read_at(buf, self.1)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// Checks, through the directory's descriptor, that the temporary file
+/// `tmp` (open as `file`) and the log `log` (the file `log_ino`) are still
+/// the files at their names, just before the rename that puts one in the
+/// other's place: a rename must never replace a file this compaction did
+/// not read, nor move one it did not write.
+fn check_before_rename(tmp: &Site, file: &File, log: &Site, log_ino: (u64, u64)) -> Result<()> {
+    let m = file
+        .metadata()
+        .map_err(|e| Error::io(&tmp.path, "stat", e))?;
+    if !tmp.holds((m.dev(), m.ino())) {
+        return Err(Error::Busy {
+            path: tmp.path.clone(),
+            what: "the compaction's temporary file was replaced or removed during the compaction"
+                .into(),
+        });
+    }
+    if !log.holds(log_ino) {
+        return Err(Error::Busy {
+            path: log.path.clone(),
+            what: "the log was replaced or removed during the compaction".into(),
+        });
+    }
+    Ok(())
 }
 
 /// What the new file and its hint will take for the sessions at `offsets`
@@ -1055,23 +1105,13 @@ fn copy_estimate(view: &View<'_>, offsets: &[u64], dead: impl Fn(u64, u64) -> bo
 /// and its hint need about `estimate` bytes (what will be copied), and a
 /// tenth more is left free besides, for what is appended meanwhile (the
 /// margin scales with the copy: a fixed one refused to free a small disk
-/// that expired sessions had filled). `statvfs` is one system call.
-fn check_free_space(log: &Path, estimate: u64) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let dir = trust::parent(log);
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return Ok(());
-    };
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs
-    // that the call fills in; it is read only if the call succeeded.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
+/// that expired sessions had filled). `fstatvfs` of the directory is one
+/// system call.
+fn check_free_space(log: &Site, estimate: u64) -> Result<()> {
+    let dir = log.dir.path();
+    let Some(free) = log.dir.free_bytes() else {
         return Ok(()); // no figure: let the writes report a full disk
-    }
-    // SAFETY: statvfs returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    };
     let need = estimate.saturating_add(estimate / 10);
     if free < need {
         return Err(Error::io(

@@ -1,10 +1,12 @@
 //! The log file: read through a shared memory map, appended with positioned
 //! writes (or copies into the map), preallocated in chunks.
 
-use std::fs::{self, File};
+use std::ffi::OsString;
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -13,22 +15,82 @@ use crate::engine::format::{
     self, H_COMMITTED, H_STATIC_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, StaticHeader,
 };
 use crate::error::{Error, Result};
+use crate::store_dir::{self, Found, StoreDir};
 use crate::trust::{self, Create, Owner};
 
-/// fsyncs the directory holding `path`, making a rename or create in it
-/// durable.
-pub(crate) fn sync_parent_dir(path: &Path) -> Result<()> {
-    let dir = trust::parent(path);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, "fsync directory", e))
-}
-
-/// `<path><suffix>`, e.g. `sessions.db.lock`.
+/// `<path><suffix>`, e.g. `sessions.db.lock`: a label for messages and
+/// hooks (files are reached through a [`Site`]).
 pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// A file of the store: the store's directory, opened once per handle,
+/// and the file's name in it. Every operation on the file by name goes
+/// through the directory's descriptor (see `store_dir`); the path is for
+/// messages only.
+#[derive(Clone, Debug)]
+pub(crate) struct Site {
+    pub dir: Arc<StoreDir>,
+    pub name: OsString,
+    pub path: PathBuf,
+}
+
+impl Site {
+    /// The file `name` of the directory `dir`.
+    pub fn new(dir: Arc<StoreDir>, name: OsString) -> Site {
+        let path = dir.join(&name);
+        Site { dir, name, path }
+    }
+
+    /// `<name><suffix>` in the same directory.
+    pub fn sibling(&self, suffix: &str) -> Site {
+        Site {
+            dir: Arc::clone(&self.dir),
+            name: store_dir::with_suffix(&self.name, suffix),
+            path: sibling(&self.path, suffix),
+        }
+    }
+
+    /// Opens the file (see [`StoreDir::open_file`]).
+    pub fn open(&self, create: Create, owner: Owner) -> Result<File> {
+        self.dir.open_file(&self.name, create, owner)
+    }
+
+    /// Opens the file for reading (see [`StoreDir::open_read`]).
+    pub fn open_read(&self, owner: Owner) -> Result<Option<File>> {
+        self.dir.open_read(&self.name, owner)
+    }
+
+    /// What is at the name now (not following a link), or `None`.
+    pub fn stat(&self) -> Result<Option<Found>> {
+        self.dir
+            .stat(&self.name)
+            .map_err(|e| Error::io(&self.path, "stat", e))
+    }
+
+    /// Whether the name now holds the file with this device and inode.
+    pub fn holds(&self, ino: (u64, u64)) -> bool {
+        self.dir
+            .stat(&self.name)
+            .is_ok_and(|f| f.is_some_and(|f| f.ino() == ino))
+    }
+
+    /// Renames this file over `to` (in the same directory).
+    pub fn rename_to(&self, to: &Site) -> io::Result<()> {
+        self.dir.rename(&self.name, &to.name)
+    }
+
+    /// Removes the file.
+    pub fn remove(&self) -> io::Result<()> {
+        self.dir.unlink(&self.name)
+    }
+
+    /// fsyncs the directory, making a create or rename in it durable.
+    pub fn sync_dir(&self) -> Result<()> {
+        self.dir.sync()
+    }
 }
 
 /// One open log file and its shared mapping. Immutable once built: when
@@ -37,7 +99,10 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// no file that anyone may have mapped is ever shortened.
 #[derive(Debug)]
 pub(crate) struct LogFile {
+    /// The log's path, for messages.
     pub path: PathBuf,
+    /// Where the log lives: its directory and name.
+    pub site: Site,
     pub file: File,
     /// A shared mapping of the whole file as long as it was when mapped
     /// (`mapped_file_len`), and room past it; a file that outgrows that
@@ -49,7 +114,8 @@ pub(crate) struct LogFile {
     /// then be written through the mapping.
     reserved: AtomicBool,
     pub header: StaticHeader,
-    /// Device and inode, to tell whether `path` still names this file.
+    /// Device and inode, to tell whether the log's name still holds this
+    /// file.
     pub ino: (u64, u64),
 }
 
@@ -77,13 +143,15 @@ const MAP_ROOM_MAX: u64 = 4 << 30;
 
 impl LogFile {
     /// Opens and validates an existing log file of `owner`'s store.
-    pub fn open(path: &Path, owner: Owner) -> Result<LogFile> {
-        let file = trust::open(path, Create::No, owner)?;
-        Self::from_file(path, file)
+    pub fn open(site: &Site, owner: Owner) -> Result<LogFile> {
+        let file = site.open(Create::No, owner)?;
+        Self::from_file(site, file)
     }
 
-    /// Maps an open file after checking its header.
-    pub fn from_file(path: &Path, file: File) -> Result<LogFile> {
+    /// Maps an open file after checking its header: the file at `site`, or
+    /// one that is to be renamed there.
+    pub fn from_file(site: &Site, file: File) -> Result<LogFile> {
+        let path = &site.path;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
         let mut head = vec![0u8; (meta.len().min(H_STATIC_END as u64)) as usize];
         file.read_exact_at(&mut head, 0)
@@ -99,6 +167,7 @@ impl LogFile {
         let map = Self::map(path, &file, meta.len())?;
         Ok(LogFile {
             path: path.to_owned(),
+            site: site.clone(),
             file,
             map,
             mapped_file_len: meta.len(),
@@ -108,16 +177,18 @@ impl LogFile {
         })
     }
 
-    /// Maps the damaged log at `path` for repair, whose header could not
+    /// Maps the damaged log at `site` for repair, whose header could not
     /// be read: `header` (what repair salvaged of it) stands in for the
     /// one on disk. Nothing here reads the file's header page; a file
     /// shorter than a header is mapped but holds no records to read.
-    pub fn open_damaged(path: &Path, owner: Owner, header: StaticHeader) -> Result<LogFile> {
-        let file = trust::open(path, Create::No, owner)?;
+    pub fn open_damaged(site: &Site, owner: Owner, header: StaticHeader) -> Result<LogFile> {
+        let path = &site.path;
+        let file = site.open(Create::No, owner)?;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
         let map = Self::map(path, &file, meta.len())?;
         Ok(LogFile {
             path: path.to_owned(),
+            site: site.clone(),
             file,
             map,
             mapped_file_len: meta.len(),
@@ -188,6 +259,7 @@ impl LogFile {
         let map = Self::map(&self.path, &file, len)?;
         Ok(LogFile {
             path: self.path.clone(),
+            site: self.site.clone(),
             file,
             map,
             mapped_file_len: len,
@@ -474,13 +546,13 @@ impl std::fmt::Debug for Premapped {
 }
 
 impl Premapped {
-    /// Maps the file at `path` (a compaction's temporary file) with the
+    /// Maps the file at `site` (a compaction's temporary file) with the
     /// same room to grow as a log's mapping, or `None` if it cannot be
     /// opened as one of `owner`'s files.
-    pub fn open(path: &Path, owner: Owner) -> Option<Premapped> {
-        let file = trust::open(path, Create::No, owner).ok()?;
+    pub fn open(site: &Site, owner: Owner) -> Option<Premapped> {
+        let file = site.open(Create::No, owner).ok()?;
         let meta = file.metadata().ok()?;
-        let map = LogFile::map(path, &file, meta.len()).ok()?;
+        let map = LogFile::map(&site.path, &file, meta.len()).ok()?;
         Some(Premapped {
             map,
             ino: (meta.dev(), meta.ino()),
@@ -501,9 +573,9 @@ impl Premapped {
         self.ino
     }
 
-    /// Whether `path` still names the file mapped.
-    pub fn is_at(&self, path: &Path) -> bool {
-        fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.ino)
+    /// Whether `site` still holds the file mapped.
+    pub fn is_at(&self, site: &Site) -> bool {
+        site.holds(self.ino)
     }
 
     /// The records the compactor has written so far: its temporary file's
@@ -730,29 +802,38 @@ impl crate::engine::index::Records for View<'_> {
     }
 }
 
-/// Writes a brand-new log file at `path` atomically: header into a
+/// Writes a brand-new log file at `log` atomically: header into a
 /// temporary file of a random name (`<log>.init-<hex>`, created with
 /// `O_EXCL`), fsync, rename, fsync the directory. Caller holds the write
 /// lock.
-pub(crate) fn create_log(path: &Path, header: &StaticHeader, owner: Owner) -> Result<()> {
-    let tmp = sibling(path, &format!(".init-{}", trust::random_suffix()?));
-    let file = trust::open(&tmp, Create::New, owner)?;
+pub(crate) fn create_log(log: &Site, header: &StaticHeader, owner: Owner) -> Result<()> {
+    let tmp = log.sibling(&format!(".init-{}", trust::random_suffix()?));
+    let file = tmp.open(Create::New, owner)?;
     let bytes = format::encode_header(header, HEADER_SIZE);
     let written = file
         .write_all_at(&bytes, 0)
         .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(&tmp, "write", e))
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, "rename", e)));
+        .map_err(|e| Error::io(&tmp.path, "write", e))
+        .and_then(|()| {
+            tmp.rename_to(log)
+                .map_err(|e| Error::io(&log.path, "rename", e))
+        });
     if written.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = tmp.remove();
     }
     written?;
-    sync_parent_dir(path)
+    log.sync_dir()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file `name` of the directory `dir`, opened as a store's.
+    pub(crate) fn site(dir: &Path, name: &str) -> Site {
+        let d = StoreDir::open(dir).expect("open directory");
+        Site::new(Arc::new(d), name.into())
+    }
 
     /// What a compactor has written is read through the mapping made
     /// ahead only as far as its committed word, and only once the file
@@ -760,9 +841,9 @@ mod tests {
     #[test]
     fn written_records_are_bounded_by_the_committed_word_and_the_file() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("t.db.compact");
-        let owner = Owner::of(&path).expect("owner");
-        let f = trust::open(&path, Create::IfMissing, owner).expect("create");
+        let path = site(dir.path(), "t.db.compact");
+        let owner = Owner::of(&path.path).expect("owner");
+        let f = path.open(Create::IfMissing, owner).expect("create");
         let pre = Premapped::open(&path, owner).expect("map the empty file");
         assert!(pre.written().is_none(), "no header yet");
         let mut page = vec![0u8; HEADER_SIZE as usize + 64];
@@ -786,9 +867,9 @@ mod tests {
         assert!(pre.written().is_none(), "a damaged word is not followed");
     }
 
-    fn new_log(dir: &Path, name: &str) -> (PathBuf, Owner) {
-        let path = dir.join(name);
-        let owner = Owner::of(&path).expect("owner");
+    fn new_log(dir: &Path, name: &str) -> (Site, Owner) {
+        let path = site(dir, name);
+        let owner = Owner::of(&path.path).expect("owner");
         let header = StaticHeader {
             generation: 1,
             created_ms: 0,
@@ -842,7 +923,7 @@ mod tests {
             !ahead.populate(0, ahead.map.len() as u64),
             "pages past the end are not populated"
         );
-        let f = trust::open(&a, Create::No, owner).expect("open raw");
+        let f = a.open(Create::No, owner).expect("open raw");
         f.set_len(ahead.map.len() as u64 + (1 << 20))
             .expect("grow past the mapping");
         let mut log = LogFile::open(&a, owner).expect("open a");

@@ -10,7 +10,7 @@ use crossbeam_utils::sync::ShardedLockWriteGuard;
 use parking_lot::Mutex;
 
 use crate::engine::commit::GroupCommit;
-use crate::engine::file::LogFile;
+use crate::engine::file::{LogFile, Site};
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::hook::Hooks;
 use crate::engine::lock::LockFile;
@@ -26,6 +26,8 @@ use crate::error::{Error, Result};
 /// the index of a new file.
 pub(crate) struct Follow<'a> {
     pub path: &'a Path,
+    /// The log's directory and name.
+    pub site: &'a Site,
     pub lock: &'a LockFile,
     pub writer: &'a Mutex<Vec<u8>>,
     pub commit: &'a GroupCommit,
@@ -147,7 +149,7 @@ impl<'a> Follow<'a> {
     /// a compaction renamed one there; clears the mark if its compactor
     /// died before the rename.
     fn follow_swap(&self, st: &mut State) -> Result<Option<LogFile>> {
-        let current = LogFile::open(self.path, self.lock.owner)?;
+        let current = LogFile::open(self.site, self.lock.owner)?;
         if current.ino != st.file.ino {
             return Ok(Some(current));
         }
@@ -158,7 +160,7 @@ impl<'a> Follow<'a> {
         if let Some(_w) = self.writer.try_lock()
             && let Some(_g) = self.lock.try_lock()?
         {
-            let again = LogFile::open(self.path, self.lock.owner)?;
+            let again = LogFile::open(self.site, self.lock.owner)?;
             if again.ino == st.file.ino {
                 st.file.set_superseded(false);
             } else {

@@ -15,17 +15,15 @@
 //! slot := hash (u64) offset (u64), offset 0 for an empty slot
 //! ```
 
-use std::fs;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 
-use crate::engine::file::{self, LogFile};
+use crate::engine::file::{LogFile, Site};
 use crate::engine::format::{self, HEADER_SIZE, RECORD_ALIGN, StaticHeader};
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::index::{Index, RawIndex};
 use crate::error::{Error, Result};
-use crate::trust::{self, Create, Owner};
+use crate::trust::{Create, Owner};
 
 /// First bytes of a hint file.
 pub const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'H', b'I', b'N', b'T', b'\n'];
@@ -51,13 +49,13 @@ pub const O_LIVE: usize = 64;
 pub const O_SLOTS: usize = 72;
 
 /// `<log>.hint`.
-pub fn path(log: &Path) -> PathBuf {
-    file::sibling(log, ".hint")
+pub fn site(log: &Site) -> Site {
+    log.sibling(".hint")
 }
 
 /// `<log>.hint.tmp`, where a hint is written before its rename.
-pub fn tmp_path(log: &Path) -> PathBuf {
-    file::sibling(log, ".hint.tmp")
+pub fn tmp_site(log: &Site) -> Site {
+    log.sibling(".hint.tmp")
 }
 
 /// The bytes of a hint for the file with header `header`, whose `index`
@@ -95,7 +93,7 @@ pub fn encode(header: &StaticHeader, end: u64, index: &Index) -> Vec<u8> {
 /// caller fsyncs the directory (the log's own rename needs it too). Only a
 /// holder of the compaction's temporary-file lock calls this.
 pub fn write(
-    log: &Path,
+    log: &Site,
     header: &StaticHeader,
     end: u64,
     index: &Index,
@@ -103,34 +101,35 @@ pub fn write(
     owner: Owner,
 ) -> Result<()> {
     let bytes = encode(header, end, index);
-    let tmp = tmp_path(log);
-    let f = trust::open(&tmp, Create::IfMissing, owner)?;
-    f.set_len(0).map_err(|e| Error::io(&tmp, "truncate", e))?;
+    let tmp = tmp_site(log);
+    let f = tmp.open(Create::IfMissing, owner)?;
+    f.set_len(0)
+        .map_err(|e| Error::io(&tmp.path, "truncate", e))?;
     hooks
         .before(IoEvent::Write {
-            path: &tmp,
+            path: &tmp.path,
             offset: 0,
             bytes: &bytes,
         })
         .and_then(|()| f.write_all_at(&bytes, 0))
-        .and_then(|()| hooks.before(IoEvent::Sync { path: &tmp }))
+        .and_then(|()| hooks.before(IoEvent::Sync { path: &tmp.path }))
         .and_then(|()| f.sync_data())
-        .map_err(|e| Error::io(&tmp, "write hint", e))?;
-    let to = path(log);
+        .map_err(|e| Error::io(&tmp.path, "write hint", e))?;
+    let to = site(log);
     hooks
         .before(IoEvent::Rename {
-            from: &tmp,
-            to: &to,
+            from: &tmp.path,
+            to: &to.path,
         })
-        .and_then(|()| fs::rename(&tmp, &to))
-        .map_err(|e| Error::io(&to, "rename hint", e))
+        .and_then(|()| tmp.rename_to(&to))
+        .map_err(|e| Error::io(&to.path, "rename hint", e))
 }
 
 /// The end of the hint beside `log` if its head names the file with
 /// `header` (the CRC is not checked: this only decides whether writing a
 /// new hint is worth it), else `None`.
-pub fn covered(log: &Path, header: &StaticHeader, owner: Owner) -> Option<u64> {
-    let f = trust::open_read(&path(log), owner).ok()??;
+pub fn covered(log: &Site, header: &StaticHeader, owner: Owner) -> Option<u64> {
+    let f = site(log).open_read(owner).ok()??;
     let mut b = [0u8; HEAD];
     f.read_exact_at(&mut b, 0).ok()?;
     (b[..8] == MAGIC
@@ -152,8 +151,8 @@ fn names(header: &StaticHeader, generation: u64, created_ms: u64, salt: u32) -> 
 
 /// Removes `<log>.hint` (best effort: a hint that stays is checked
 /// against its file before any use).
-pub fn remove(log: &Path) {
-    let _ = fs::remove_file(path(log));
+pub fn remove(log: &Site) {
+    let _ = site(log).remove();
 }
 
 /// Why a hint was not used.
@@ -341,7 +340,7 @@ pub fn load(
     owner: Owner,
     hooks: &Hooks,
 ) -> std::result::Result<(Index, u64), Unused> {
-    read(&file.path, limit, owner, hooks)?.into_index(&file.header, file.ino, limit)
+    read(&file.site, limit, owner, hooks)?.into_index(&file.header, file.ino, limit)
 }
 
 /// Reads and checks `<log>.hint` on its own, for a file that holds at
@@ -352,16 +351,16 @@ pub fn load(
 /// (16 bytes a slot, at most four slots per 48-byte record, and a header):
 /// a planted or sparse file of any size costs no more memory than that.
 pub fn read(
-    log: &Path,
+    log: &Site,
     limit: u64,
     owner: Owner,
     hooks: &Hooks,
 ) -> std::result::Result<Checked, Unused> {
-    let p = path(log);
-    if hooks.before(IoEvent::ReadHint { path: &p }).is_err() {
+    let p = site(log);
+    if hooks.before(IoEvent::ReadHint { path: &p.path }).is_err() {
         return Err(Unused::Missing);
     }
-    let f = match trust::open_read(&p, owner) {
+    let f = match p.open_read(owner) {
         Ok(Some(f)) => f,
         _ => return Err(Unused::Missing),
     };

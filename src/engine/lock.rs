@@ -29,8 +29,9 @@ use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use crate::engine::file::Site;
 use crate::error::{Error, Remedy, Result};
-use crate::trust::{self, Create, Owner};
+use crate::trust::{Create, Owner};
 
 /// Bytes of the lock file: one page.
 const LOCK_FILE_SIZE: u64 = 4096;
@@ -81,6 +82,8 @@ pub(crate) struct LockFile {
     /// [`LockFile::share`], then shared while the handle lives.
     file: File,
     path: PathBuf,
+    /// The lock file's directory and name.
+    site: Site,
     map: MmapRaw,
     /// No other handle had the store open when this one was opened: the
     /// lock file was initialised afresh, and this handle holds the
@@ -120,8 +123,9 @@ impl LockFile {
     /// only handle on the store, initialises it and keeps the exclusive
     /// `flock` (`first`): the caller recovers the log alone, then calls
     /// [`LockFile::share`].
-    pub fn open(path: PathBuf, owner: Owner, timeout: Duration) -> Result<LockFile> {
-        let file = trust::open(&path, Create::IfMissing, owner)?;
+    pub fn open(site: Site, owner: Owner, timeout: Duration) -> Result<LockFile> {
+        let path = site.path.clone();
+        let file = site.open(Create::IfMissing, owner)?;
         let meta = file.metadata().map_err(|e| Error::io(&path, "stat", e))?;
         let ino = (meta.dev(), meta.ino());
         let first = match file.try_lock() {
@@ -144,6 +148,7 @@ impl LockFile {
         Ok(LockFile {
             file,
             path,
+            site,
             map,
             first,
             owner,
@@ -184,11 +189,7 @@ impl LockFile {
         if let Some(guard) = self.try_lock()? {
             return Ok(guard);
         }
-        let deadline = deadline(self.timeout);
-        // SAFETY: see `LockGuard::drop`: the mutex is initialised, shared
-        // and robust, and mapped while `self` lives; `deadline` is a valid
-        // timespec on the stack for the whole call.
-        let rc = unsafe { libc::pthread_mutex_timedlock(self.mutex(), &deadline) };
+        let rc = timed_lock(self.mutex(), self.timeout);
         if rc == libc::ETIMEDOUT {
             return Err(Error::Busy {
                 path: self.path.clone(),
@@ -208,11 +209,7 @@ impl LockFile {
     /// admin clearing a "stale lock"), the next opener makes a new mutex
     /// and writes through this handle would no longer exclude it.
     pub fn is_current(&self) -> Result<bool> {
-        match fs::symlink_metadata(&self.path) {
-            Ok(m) => Ok((m.dev(), m.ino()) == self.ino),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(&self.path, "stat", e)),
-        }
+        Ok(self.site.stat()?.is_some_and(|f| f.ino() == self.ino))
     }
 
     /// The lock file's path.
@@ -404,15 +401,67 @@ fn check(path: &Path, file: &File) -> Result<()> {
     Ok(())
 }
 
-/// The absolute `CLOCK_REALTIME` time `timeout` from now, which
-/// `pthread_mutex_timedlock` takes.
-fn deadline(timeout: Duration) -> libc::timespec {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+#[cfg(target_env = "gnu")]
+unsafe extern "C" {
+    /// glibc 2.30 and later: `pthread_mutex_timedlock` with a deadline on
+    /// the clock given (the libc crate does not declare it yet).
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// `now + timeout` as a timespec of the clock `now` was read from.
+fn timespec_after(now: Duration, timeout: Duration) -> libc::timespec {
     let at = now.saturating_add(timeout);
     libc::timespec {
         tv_sec: libc::time_t::try_from(at.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(at.subsec_nanos() as i32),
+    }
+}
+
+/// Waits for `mutex` at most `timeout` measured on the monotonic clock: a
+/// step of the wall clock (back, by an administrator or NTP) neither
+/// stretches nor cuts the wait. Returns the lock call's result code.
+///
+/// The mutex must be one `LockFile::mutex` returns, with the shared flock
+/// held (see `LockGuard::drop`).
+#[cfg(target_env = "gnu")]
+fn timed_lock(mutex: *mut libc::pthread_mutex_t, timeout: Duration) -> libc::c_int {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let now = Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    );
+    let deadline = timespec_after(now, timeout);
+    // SAFETY: the mutex is initialised, shared and robust, and mapped
+    // while its `LockFile` lives (the caller's promise); `deadline` is a
+    // valid timespec on the stack for the whole call.
+    unsafe { pthread_mutex_clocklock(mutex, libc::CLOCK_MONOTONIC, &deadline) }
+}
+
+/// As above, for C libraries without `pthread_mutex_clocklock`: waits in
+/// slices of at most 20 ms against the wall clock, the whole wait
+/// measured on the monotonic clock (`Instant`), so a step of the wall
+/// clock stretches only the slice it falls in.
+#[cfg(not(target_env = "gnu"))]
+fn timed_lock(mutex: *mut libc::pthread_mutex_t, timeout: Duration) -> libc::c_int {
+    const SLICE: Duration = Duration::from_millis(20);
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return libc::ETIMEDOUT;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let deadline = timespec_after(now, left.min(SLICE));
+        // SAFETY: as for the glibc version.
+        let rc = unsafe { libc::pthread_mutex_timedlock(mutex, &deadline) };
+        if rc != libc::ETIMEDOUT {
+            return rc;
+        }
     }
 }

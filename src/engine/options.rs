@@ -24,6 +24,7 @@ pub struct LogOptions {
     pub(crate) compact_check_interval: Duration,
     pub(crate) repair: bool,
     pub(crate) allow_others_to_write_directory: bool,
+    pub(crate) maintain_as_owner: bool,
     pub(crate) lock_timeout: Duration,
     pub(crate) hooks: Hooks,
 }
@@ -41,6 +42,7 @@ impl Default for LogOptions {
             compact_check_interval: Duration::from_secs(10),
             repair: false,
             allow_others_to_write_directory: false,
+            maintain_as_owner: false,
             lock_timeout: Duration::from_secs(5),
             hooks: Hooks::default(),
         }
@@ -117,6 +119,23 @@ impl LogOptions {
     /// refused with [`Error::Unsafe`](crate::Error::Unsafe).
     pub fn allow_others_to_write_directory(mut self, on: bool) -> Self {
         self.allow_others_to_write_directory = on;
+        self
+    }
+
+    /// Lets a process running as root open a store that belongs to another
+    /// user, for maintenance (compaction, expiry, repair, an admin
+    /// command): every file of the store is then created, renamed and
+    /// removed under that user's filesystem identity (`setfsuid` on the
+    /// working thread), so root never does in that user's directory what
+    /// the user could not. Without it, a store whose owner (the log's, or
+    /// for a new store the directory's) is not this process's user is
+    /// refused with [`Error::Unsafe`](crate::Error::Unsafe): a store
+    /// planted at a path must not be adopted. It changes nothing for a
+    /// process that is not root, which can never open another user's
+    /// store. The `sessionlog` command's maintenance commands set it.
+    /// Default: off. See DESIGN.md §14.
+    pub fn maintain_as_owner(mut self, on: bool) -> Self {
+        self.maintain_as_owner = on;
         self
     }
 

@@ -22,14 +22,13 @@
 //! every record (60 ms at 10M sessions), and then still had the 5 MB that
 //! the compactor copied while others read the hint (17-27 ms).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::engine::file::{self, LogFile, Premapped};
+use crate::engine::file::{LogFile, Premapped, Site};
 use crate::engine::format::{self, StaticHeader};
 use crate::engine::hint::{self, Checked};
 use crate::engine::hook::{Hooks, IoEvent};
@@ -124,7 +123,7 @@ impl Pending {
         self.shared.wake.notify_all();
         let_go(old);
         let shared = Arc::clone(&self.shared);
-        let log = file.path.clone();
+        let log = file.site.clone();
         let hooks = hooks.clone();
         let read = move || read_ahead(&shared, &log, limit, owner, &hooks, token);
         if std::thread::Builder::new()
@@ -181,7 +180,7 @@ fn let_go(slot: Slot) {
 
 /// The read-ahead thread for `token`: reads and checks the hint, then maps
 /// the new file and follows it ([`follow`]), and hands both over.
-fn read_ahead(shared: &Shared, log: &Path, limit: u64, owner: Owner, hooks: &Hooks, token: u64) {
+fn read_ahead(shared: &Shared, log: &Site, limit: u64, owner: Owner, hooks: &Hooks, token: u64) {
     let mut hint = hint::read(log, limit, owner, hooks)
         .ok()
         .filter(|c| c.token() == token);
@@ -189,9 +188,9 @@ fn read_ahead(shared: &Shared, log: &Path, limit: u64, owner: Owner, hooks: &Hoo
     if let Some(hint) = &mut hint
         && !stopped(shared, token)
     {
-        let tmp = file::sibling(log, ".compact");
+        let tmp = log.sibling(".compact");
         map = hooks
-            .before(IoEvent::Premap { path: &tmp })
+            .before(IoEvent::Premap { path: &tmp.path })
             .ok()
             .and_then(|()| Premapped::open(&tmp, owner));
         if let Some(pre) = &map {
@@ -223,7 +222,7 @@ fn follow(
     shared: &Shared,
     pre: &Premapped,
     hint: &mut Checked,
-    tmp: &Path,
+    tmp: &Site,
     hooks: &Hooks,
     token: u64,
 ) {
@@ -248,7 +247,7 @@ fn follow(
             let (from, to) = (hint.end(), written.end().min(hint.end() + REPLAY_STEP));
             if hooks
                 .before(IoEvent::ReplayAhead {
-                    path: tmp,
+                    path: &tmp.path,
                     from,
                     to,
                 })

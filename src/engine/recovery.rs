@@ -2,13 +2,11 @@
 //! tail left by a crash. Following what other processes append or swap in
 //! later is `follow`'s job, with the same replay.
 
-use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::engine::file::{self, LogFile, View};
+use crate::engine::file::{self, LogFile, Site, View};
 use crate::engine::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
 use crate::engine::hint;
 use crate::engine::hook::Hooks;
@@ -17,7 +15,7 @@ use crate::engine::lock::LockFile;
 use crate::engine::state::State;
 use crate::engine::stats::RecoveryReport;
 use crate::error::{Error, Result};
-use crate::trust::Owner;
+use crate::trust::{self, Owner};
 
 /// What a replay did.
 #[derive(Debug)]
@@ -259,20 +257,21 @@ pub(crate) enum Opened {
 /// Opens the log at `path` (creating it if missing), replays it, and cuts
 /// a torn tail under the write lock.
 pub(crate) fn open_log(
-    path: &Path,
+    site: &Site,
     lock: &LockFile,
     report: &mut RecoveryReport,
     now_ms: u64,
     sync: SyncAfterReplay,
     hooks: &Hooks,
 ) -> Result<Opened> {
-    create_if_missing(path, lock, now_ms)?;
-    report.removed_temp_files += remove_stale_temp(path)?;
+    let path = &site.path;
+    create_if_missing(site, lock, now_ms)?;
+    report.removed_temp_files += remove_stale_temp(site)?;
     // Cleared if a replay that started at the hint's end found damage:
     // the next round replays every record, and reports the damage exactly.
     let mut use_hint = true;
     loop {
-        let file = match LogFile::open(path, lock.owner) {
+        let file = match LogFile::open(site, lock.owner) {
             Ok(f) => Arc::new(f),
             // A damaged header (not a foreign file, not a future version):
             // repair mode can rebuild it.
@@ -286,7 +285,7 @@ pub(crate) fn open_log(
             // rename is done) or died before its rename: wait for the lock,
             // and clear the mark if the file is still the current one.
             let _g = lock.lock()?;
-            let again = LogFile::open(path, lock.owner)?;
+            let again = LogFile::open(site, lock.owner)?;
             if again.ino == file.ino {
                 again.set_superseded(false);
             }
@@ -528,70 +527,78 @@ fn last_nonzero(b: &[u8]) -> Option<usize> {
         .map(|i| base + i)
 }
 
-/// If `path` exists, checks its static header without modifying anything,
-/// so that a foreign file gets `NotAStore` and nothing is created beside it.
-/// In repair mode a damaged header passes: repair rebuilds it.
-pub(crate) fn precheck(path: &Path, repair: bool) -> Result<()> {
-    let f = match File::open(path) {
+/// If the log exists, checks its static header without modifying
+/// anything, so that a foreign file gets `NotAStore` and nothing is
+/// created beside it. In repair mode a damaged header passes: repair
+/// rebuilds it.
+pub(crate) fn precheck(log: &Site, repair: bool) -> Result<()> {
+    let f = match log.dir.open_unchecked(&log.name) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, "open", e)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(trust::refusal(
+                &log.path,
+                "a symbolic link where the store keeps its log",
+            ));
+        }
+        Err(e) => return Err(Error::io(&log.path, "open", e)),
     };
     let mut head = Vec::with_capacity(format::H_STATIC_END);
     io::Read::take(&f, format::H_STATIC_END as u64)
         .read_to_end(&mut head)
-        .map_err(|e| Error::io(path, "read header", e))?;
-    match file::check_header(path, &head) {
+        .map_err(|e| Error::io(&log.path, "read header", e))?;
+    match file::check_header(&log.path, &head) {
         Err(Error::Corrupt { .. }) if repair => Ok(()),
         other => other.map(|_| ()),
     }
 }
 
-fn create_if_missing(path: &Path, lock: &LockFile, now_ms: u64) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(_) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(path, "stat", e)),
+fn create_if_missing(log: &Site, lock: &LockFile, now_ms: u64) -> Result<()> {
+    if log.stat()?.is_some() {
+        return Ok(());
     }
     let _g = lock.lock()?;
-    match fs::symlink_metadata(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => file::create_log(
-            path,
-            &StaticHeader {
-                generation: 1,
-                created_ms: now_ms,
-                compact_kept: 0,
-                compact_dropped: 0,
-                compact_source_bytes: 0,
-                compact_result_bytes: 0,
-                salt: file::new_salt(),
-            },
-            lock.owner,
-        ),
-        Err(e) => Err(Error::io(path, "stat", e)),
+    if log.stat()?.is_some() {
+        return Ok(());
     }
+    file::create_log(
+        log,
+        &StaticHeader {
+            generation: 1,
+            created_ms: now_ms,
+            compact_kept: 0,
+            compact_dropped: 0,
+            compact_source_bytes: 0,
+            compact_result_bytes: 0,
+            salt: file::new_salt(),
+        },
+        lock.owner,
+    )
 }
 
 /// Removes the temporary file of a compaction that died, if nobody holds
 /// its lock. Returns how many files were removed (0 or 1).
-pub(crate) fn remove_stale_temp(path: &Path) -> Result<u32> {
-    let tmp = file::sibling(path, ".compact");
-    let f = match File::open(&tmp) {
+pub(crate) fn remove_stale_temp(log: &Site) -> Result<u32> {
+    let tmp = log.sibling(".compact");
+    let f = match tmp.dir.open_unchecked(&tmp.name) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(&tmp, "open", e)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(trust::refusal(
+                &tmp.path,
+                "a symbolic link where the store keeps a file of its own",
+            ));
+        }
+        Err(e) => return Err(Error::io(&tmp.path, "open", e)),
     };
     if f.try_lock().is_err() {
         return Ok(0); // a live compaction owns it
     }
-    let same = match (f.metadata(), fs::symlink_metadata(&tmp)) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        _ => false,
-    };
+    let same = f.metadata().is_ok_and(|m| tmp.holds((m.dev(), m.ino())));
     if !same {
         return Ok(0);
     }
-    fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, "remove stale temporary file", e))?;
+    tmp.remove()
+        .map_err(|e| Error::io(&tmp.path, "remove stale temporary file", e))?;
     Ok(1)
 }

@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::clock::Expiry;
 use crate::engine::commit::{GroupCommit, Log};
 use crate::engine::compact::Handles;
+use crate::engine::file::Site;
 use crate::engine::follow::Follow;
 use crate::engine::hook::Hooks;
 use crate::engine::lock::LockFile;
@@ -28,6 +29,8 @@ use crate::poison::Poison;
 /// processes) → `state`. Readers take only `state`, shared.
 pub(crate) struct Inner {
     pub path: PathBuf,
+    /// The log's directory (opened once for the handle's life) and name.
+    pub site: Site,
     pub opts: LogOptions,
     pub expiry: Expiry,
     pub hooks: Hooks,
@@ -67,6 +70,7 @@ impl Inner {
     pub fn follow(&self) -> Follow<'_> {
         Follow {
             path: &self.path,
+            site: &self.site,
             lock: &self.lock,
             writer: &self.writer,
             commit: &self.commit,
@@ -91,6 +95,7 @@ impl Inner {
     pub fn compaction(&self) -> Handles<'_> {
         Handles {
             path: &self.path,
+            site: &self.site,
             follow: self.follow(),
             state: &self.state,
             compacting: &self.compacting,

@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::clock::Expiry;
 use crate::engine::commit::GroupCommit;
+use crate::engine::file::Site;
 use crate::engine::file::View;
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::lock::LockFile;
@@ -22,7 +23,7 @@ use crate::engine::recovery::{self, Opened, SyncAfterReplay};
 use crate::engine::shared::Inner;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
-use crate::engine::{background, compact, file, write};
+use crate::engine::{background, compact, write};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::options::SyncPolicy;
@@ -32,7 +33,8 @@ use crate::session::{
     from_millis, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
-use crate::trust::{self, Owner};
+use crate::store_dir::{self, StoreDir};
+use crate::trust;
 
 /// The log-structured session store: one append-only, checksummed log file
 /// shared by every process that opens it, an in-memory index, and reads
@@ -82,11 +84,20 @@ impl LogStore {
         // The lock, the temporary files and compaction's rename follow the
         // file, not the name it was opened by.
         let path = &trust::resolve(path)?;
-        trust::check_dir(trust::parent(path), opts.allow_others_to_write_directory)?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| trust::refusal(path, "not a file name"))?
+            .to_owned();
+        // The directory is opened once: every file of the store is reached
+        // through this descriptor from here on (DESIGN.md §14).
+        let dir = StoreDir::open(trust::parent(path))?;
+        dir.check_mode(opts.allow_others_to_write_directory)?;
+        let found = dir.stat(&name).map_err(|e| Error::io(path, "stat", e))?;
+        let owner = store_dir::claim(&dir, found, path, opts.maintain_as_owner)?;
+        let site = Site::new(Arc::new(dir.acting_as(owner)), name);
         // Reject a file that is not a store before creating anything beside it.
-        recovery::precheck(path, opts.repair)?;
-        let owner = Owner::of(path)?;
-        let lock = LockFile::open(file::sibling(path, ".lock"), owner, opts.lock_timeout)?;
+        recovery::precheck(&site, opts.repair)?;
+        let lock = LockFile::open(site.sibling(".lock"), owner, opts.lock_timeout)?;
         let mut report = RecoveryReport::default();
         let now = to_millis(opts.clock.now());
         let when = if opts.background {
@@ -95,7 +106,7 @@ impl LogStore {
             SyncAfterReplay::Now
         };
         let (state, sync_pending) =
-            match recovery::open_log(path, &lock, &mut report, now, when, &opts.hooks)? {
+            match recovery::open_log(&site, &lock, &mut report, now, when, &opts.hooks)? {
                 // A file at the last generation cannot be compacted: repair
                 // numbers the store's files from 1 again.
                 Opened::Ready { state, .. }
@@ -103,7 +114,7 @@ impl LogStore {
                         && format::next_generation(state.file.header.generation).is_none() =>
                 {
                     drop(state);
-                    (compact::repair(path, &lock, &mut report, now)?, false)
+                    (compact::repair(&site, &lock, &mut report, now)?, false)
                 }
                 Opened::Ready {
                     state,
@@ -112,7 +123,7 @@ impl LogStore {
                 Opened::Damaged(offset, reason) if !opts.repair => {
                     return Err(Error::corrupt(path, offset, reason));
                 }
-                Opened::Damaged(..) => (compact::repair(path, &lock, &mut report, now)?, false),
+                Opened::Damaged(..) => (compact::repair(&site, &lock, &mut report, now)?, false),
             };
         lock.share()?;
         let commit = GroupCommit::new(
@@ -123,6 +134,7 @@ impl LogStore {
         );
         let inner = Arc::new(Inner {
             path: path.to_owned(),
+            site,
             expiry: Expiry {
                 clock: Arc::clone(&opts.clock),
                 max_idle_ms: opts.max_idle.map(duration_millis),

@@ -1,0 +1,83 @@
+//! Root working on another user's files as that user: the calling
+//! thread's filesystem user and group ids (`setfsuid`, `setfsgid`) and its
+//! supplementary groups are switched to the user's for one call, then
+//! back. On Linux these are per-thread credentials (the C library's
+//! `setfsuid` is a plain system call, and rustix's `set_thread_groups` too),
+//! so other threads of the process are unaffected, and every thread that
+//! works on the store (a background compaction, a read-ahead) switches for
+//! itself. With a filesystem uid other than 0 the kernel also drops the
+//! filesystem capabilities (`CAP_DAC_OVERRIDE`, `CAP_CHOWN`, `CAP_FOWNER`,
+//! ...) from the thread until it switches back: the call can do exactly
+//! what the user could. See DESIGN.md §14.
+
+use std::io;
+
+use rustix::process::Gid;
+
+use crate::trust::Owner;
+
+/// The thread's former filesystem identity, restored on drop.
+pub(crate) struct AsUser {
+    uid: u32,
+    gid: u32,
+    groups: Vec<Gid>,
+}
+
+fn set_fsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid takes an integer and changes only this thread's
+    // filesystem uid; it has no memory effects. rustix has no wrapper.
+    unsafe { libc::setfsuid(uid) as u32 }
+}
+
+fn set_fsgid(gid: u32) -> u32 {
+    // SAFETY: as for `set_fsuid`.
+    unsafe { libc::setfsgid(gid) as u32 }
+}
+
+/// The current filesystem uid (an invalid id changes nothing and returns it).
+fn fsuid() -> u32 {
+    set_fsuid(u32::MAX)
+}
+
+fn fsgid() -> u32 {
+    set_fsgid(u32::MAX)
+}
+
+impl AsUser {
+    /// Switches this thread to `owner`'s filesystem identity, with no
+    /// supplementary groups but the owner's group.
+    pub fn enter(owner: Owner) -> io::Result<AsUser> {
+        let groups = rustix::process::getgroups()?;
+        rustix::thread::set_thread_groups(&[Gid::from_raw(owner.gid)])?;
+        let gid = set_fsgid(owner.gid);
+        let uid = set_fsuid(owner.uid);
+        let was = AsUser { uid, gid, groups };
+        if fsuid() != owner.uid || fsgid() != owner.gid {
+            // Dropping `was` switches back.
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "cannot work as the store's owner (uid {}, gid {})",
+                    owner.uid, owner.gid
+                ),
+            ));
+        }
+        Ok(was)
+    }
+}
+
+impl Drop for AsUser {
+    fn drop(&mut self) {
+        // The uid first: with it back, the thread has its capabilities
+        // again, which the other two need.
+        set_fsuid(self.uid);
+        set_fsgid(self.gid);
+        let _ = rustix::thread::set_thread_groups(&self.groups);
+        // A thread that cannot get its identity back must not go on as
+        // root in another user's shoes, nor as that user in root's.
+        assert!(
+            fsuid() == self.uid && fsgid() == self.gid,
+            "could not restore the thread's filesystem identity"
+        );
+    }
+}
