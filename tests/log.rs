@@ -489,9 +489,9 @@ impl NowPlus for ManualClock {
     }
 }
 
-/// A store file the process may not open gives `Error::Io` naming the file
-/// and the cause. Runs in a child process that drops root privileges
-/// first (root bypasses permission checks).
+/// A store file the process may not open (its own, mode 000) gives
+/// `Error::Io` naming the file and the cause. Runs in a child process that
+/// drops root privileges first (root bypasses permission checks).
 #[test]
 fn permission_denied_is_a_clear_io_error() {
     if common::child::role().as_deref() == Some("unprivileged") {
@@ -520,6 +520,12 @@ fn permission_denied_is_a_clear_io_error() {
     )
     .expect("chmod dir");
     fs::set_permissions(&f.path, fs::Permissions::from_mode(0o000)).expect("chmod file");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // The child runs as uid 65534, which opens only a store of its own
+        // (another user's is `Error::Unsafe`): its own, unreadable.
+        std::os::unix::fs::chown(&f.path, Some(65534), Some(65534)).expect("chown");
+    }
     let mut c = common::child::spawn(
         "permission_denied_is_a_clear_io_error",
         "unprivileged",
