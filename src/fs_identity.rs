@@ -20,7 +20,8 @@ use crate::trust::Owner;
 pub(crate) struct AsUser {
     uid: u32,
     gid: u32,
-    groups: Vec<Gid>,
+    /// The supplementary groups to restore, if they were changed.
+    groups: Option<Vec<Gid>>,
 }
 
 fn set_fsuid(uid: u32) -> u32 {
@@ -47,8 +48,12 @@ impl AsUser {
     /// Switches this thread to `owner`'s filesystem identity, with no
     /// supplementary groups but the owner's group.
     pub fn enter(owner: Owner) -> io::Result<AsUser> {
-        let groups = rustix::process::getgroups()?;
-        rustix::thread::set_thread_groups(&[Gid::from_raw(owner.gid)])?;
+        // Where setting groups is not allowed (a user namespace with
+        // setgroups denied), the thread keeps root's groups: the uid and
+        // gid still switch.
+        let groups = rustix::process::getgroups()
+            .ok()
+            .filter(|_| rustix::thread::set_thread_groups(&[Gid::from_raw(owner.gid)]).is_ok());
         let gid = set_fsgid(owner.gid);
         let uid = set_fsuid(owner.uid);
         let was = AsUser { uid, gid, groups };
@@ -72,7 +77,9 @@ impl Drop for AsUser {
         // again, which the other two need.
         set_fsuid(self.uid);
         set_fsgid(self.gid);
-        let _ = rustix::thread::set_thread_groups(&self.groups);
+        if let Some(groups) = &self.groups {
+            let _ = rustix::thread::set_thread_groups(groups);
+        }
         // A thread that cannot get its identity back must not go on as
         // root in another user's shoes, nor as that user in root's.
         assert!(

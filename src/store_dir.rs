@@ -126,7 +126,7 @@ impl StoreDir {
     }
 
     /// Runs every later call by name as `owner` if this process is root
-    /// and `owner` is another user (see [`as_owner`]).
+    /// and `owner` is another user (see `StoreDir::as_owner`).
     pub fn acting_as(mut self, owner: Owner) -> StoreDir {
         if trust::euid() == 0 && owner.uid != 0 {
             self.act_as = Some(owner);
