@@ -8,7 +8,9 @@
 //! itself. With a filesystem uid other than 0 the kernel also drops the
 //! filesystem capabilities (`CAP_DAC_OVERRIDE`, `CAP_CHOWN`, `CAP_FOWNER`,
 //! ...) from the thread until it switches back: the call can do exactly
-//! what the user could. See DESIGN.md §14.
+//! what the user could. A thread started while its creator is switched
+//! inherits the switched identity, so a switch spans single system calls
+//! (`StoreDir`'s) and never a spawn. See DESIGN.md §14.
 
 use std::io;
 
@@ -86,5 +88,56 @@ impl Drop for AsUser {
             fsuid() == self.uid && fsgid() == self.gid,
             "could not restore the thread's filesystem identity"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// Inside `AsUser` a file this thread creates is the user's, another
+    /// running thread meanwhile stays root, and after it this thread is
+    /// root again.
+    #[test]
+    fn the_identity_is_the_users_for_the_call_and_this_threads_only() {
+        assert!(crate::trust::euid() == 0, "this test needs root");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let nobody = Owner {
+            uid: 65534,
+            gid: 65534,
+        };
+        let owner_of = |name: &str| {
+            std::fs::File::create(dir.path().join(name)).expect("create");
+            std::fs::metadata(dir.path().join(name))
+                .expect("stat")
+                .uid()
+        };
+        let secret = tempfile::tempdir().expect("a root-only directory, 0700");
+        // A thread started before the switch (one started during it would
+        // inherit the switched credentials: `AsUser` spans one system call
+        // and never a spawn). It creates its file while this one is nobody.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let other = s.spawn(move || {
+                wait.recv().expect("go");
+                owner_of("other-thread")
+            });
+            let _as = AsUser::enter(nobody).expect("enter");
+            assert_eq!(owner_of("as-nobody"), 65534);
+            go.send(()).expect("send");
+            assert_eq!(
+                other.join().expect("join"),
+                0,
+                "another thread keeps its identity"
+            );
+            assert!(
+                std::fs::File::create(secret.path().join("x")).is_err(),
+                "as nobody, no capability overrides a directory's mode"
+            );
+        });
+        assert_eq!(owner_of("as-root-again"), 0);
     }
 }

@@ -17,7 +17,9 @@
 //! - `hint`: the index snapshot a compaction writes beside its file;
 //! - `index`: the in-memory map from id to record;
 //! - `lock`: the lock file, which processes share to take turns writing;
-//! - `file`: the log file, its memory map and appends;
+//! - `file`: the log file, its memory map and appends, and `Site`, a file
+//!   of the store reached by name only through the store's directory
+//!   descriptor (`crate::store_dir`, opened once per handle);
 //! - `format`: bytes of the header, and records (depends on nothing);
 //!
 //! beside them `options`, `stats`, `hook` (the I/O seam) and `check` (the
