@@ -170,6 +170,7 @@ pub(crate) fn open_store(path: &Path, sync: SyncArg) -> sessionlog::Result<LogSt
         .sync(sync)
         .background(background)
         .compact_check_interval(Duration::from_secs(86_400))
+        .allow_others_to_write_directory(crate::allow_others())
         .open(path)
 }
 

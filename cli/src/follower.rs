@@ -147,7 +147,11 @@ impl OtherProcess {
             .to_possible_value()
             .map(|v| v.get_name().to_owned())
             .ok_or_else(|| FollowerError::Spawn(io::Error::other("no name for the sync policy")))?;
-        let mut child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        if crate::allow_others() {
+            cmd.arg("--allow-others-to-write-directory");
+        }
+        let mut child = cmd
             .arg(SUBCOMMAND)
             .args(["--sync", &sync])
             .args(["--value-size", &value_size.to_string()])

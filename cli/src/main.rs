@@ -193,6 +193,11 @@ fn require_store(path: &Path) -> Result<(), Failure> {
 /// `--allow-others-to-write-directory`, for every store a command opens.
 static ALLOW_OTHERS: AtomicBool = AtomicBool::new(false);
 
+/// Whether the command line said `--allow-others-to-write-directory`.
+pub(crate) fn allow_others() -> bool {
+    ALLOW_OTHERS.load(Ordering::Relaxed)
+}
+
 /// The options every command (but `bench`) opens a store with: no
 /// background thread, so nothing runs behind the command's back; and, as
 /// maintenance commands, `maintain_as_owner`: run as root on another
@@ -201,7 +206,7 @@ fn store_options() -> LogOptions {
     LogStore::options()
         .background(false)
         .maintain_as_owner(true)
-        .allow_others_to_write_directory(ALLOW_OTHERS.load(Ordering::Relaxed))
+        .allow_others_to_write_directory(allow_others())
 }
 
 /// Opens an existing store the way every command does (`store_options`).

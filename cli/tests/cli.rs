@@ -701,3 +701,27 @@ fn a_hashed_store_by_digest_and_prefix() {
         .expect("the cookie still works");
     assert_eq!(s0.data, b"user=0");
 }
+
+/// A store in a directory other users can write is refused with a message
+/// naming the flag that exists, `--allow-others-to-write-directory`, which
+/// then opens it (before or after the command's name).
+#[test]
+fn a_directory_others_can_write_is_refused_unless_the_flag_says_otherwise() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let path = dir.path().join("s.db");
+    let p = path.to_str().expect("utf-8 path");
+    let o = sessionlog(&["setup", p]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--allow-others-to-write-directory"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!path.exists(), "nothing created");
+    let o = sessionlog(&["setup", "--allow-others-to-write-directory", p]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = sessionlog(&["--allow-others-to-write-directory", "compact", p]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
