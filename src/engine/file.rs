@@ -101,8 +101,6 @@ impl Site {
 pub(crate) struct LogFile {
     /// The log's path, for messages.
     pub path: PathBuf,
-    /// Where the log lives: its directory and name.
-    pub site: Site,
     pub file: File,
     /// A shared mapping of the whole file as long as it was when mapped
     /// (`mapped_file_len`), and room past it; a file that outgrows that
@@ -117,6 +115,8 @@ pub(crate) struct LogFile {
     /// Device and inode, to tell whether the log's name still holds this
     /// file.
     pub ino: (u64, u64),
+    /// Where the log lives: its directory and name (cold: opens, swaps).
+    pub site: Site,
 }
 
 /// The shared header word at `offset` of a mapped file.

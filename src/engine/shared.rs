@@ -29,8 +29,6 @@ use crate::poison::Poison;
 /// processes) → `state`. Readers take only `state`, shared.
 pub(crate) struct Inner {
     pub path: PathBuf,
-    /// The log's directory (opened once for the handle's life) and name.
-    pub site: Site,
     pub opts: LogOptions,
     pub expiry: Expiry,
     pub hooks: Hooks,
@@ -58,6 +56,8 @@ pub(crate) struct Inner {
     pub recovery: Mutex<RecoveryReport>,
     /// Writes through this handle, for the periodic lock-file check.
     pub writes: std::sync::atomic::AtomicU64,
+    /// The log's directory (opened once for the handle's life) and name.
+    pub site: Site,
 }
 
 impl Inner {
