@@ -282,8 +282,7 @@ pub(crate) fn claim(
         None if d.uid != 0 && d.uid != euid => d,
         None => Owner {
             uid: euid,
-            // SAFETY: getegid has no preconditions and cannot fail.
-            gid: unsafe { libc::getegid() },
+            gid: rustix::process::getegid().as_raw(),
         },
     };
     if d.uid != 0 && d.uid != owner.uid {
