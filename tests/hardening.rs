@@ -4,8 +4,10 @@
 //! uses, a directory other users can write, a lock file removed under a
 //! running store, a stopped lock holder, a background compaction that
 //! keeps failing, a log truncated under the map, crafted sizes and
-//! versions, and root doing maintenance on another user's store. The
-//! threat model is DESIGN.md §14.
+//! versions, and root doing maintenance on another user's store; and
+//! (issue 25) a log replaced by name during a compaction. The threat
+//! model is DESIGN.md §14; root's side of issue 25 is in
+//! `tests/hardening_root.rs`.
 //!
 //! Some tests need root (to act as another user, or to own files as one);
 //! CI runs as root.
@@ -513,4 +515,64 @@ fn roots_maintenance_leaves_the_store_its_owners() {
         );
     }
     run("check");
+}
+
+// ---- 7. a compaction renames only over the file it read (issue 25) ----
+
+/// Replaces the log by name (with a file the compaction never read) while
+/// the compaction writes its hint, once.
+#[derive(Debug)]
+struct ReplaceLog {
+    planted: PathBuf,
+    log: PathBuf,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl IoHook for ReplaceLog {
+    fn before(&self, event: &IoEvent<'_>) -> std::io::Result<()> {
+        if let IoEvent::Rename { to, .. } = event
+            && to.to_string_lossy().ends_with(".hint")
+            && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            fs::rename(&self.planted, &self.log)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_compaction_does_not_rename_over_a_log_replaced_meanwhile() {
+    let (dir, real) = fixture();
+    {
+        let store = opts().open(&real).expect("open");
+        save(&store, "s", b"1");
+    }
+    let planted = dir.path().join("planted");
+    fs::copy(&real, &planted).expect("copy");
+    let planted_ino = fs::metadata(&planted).expect("stat").ino();
+    let hook = Arc::new(ReplaceLog {
+        planted,
+        log: real.clone(),
+        done: Default::default(),
+    });
+    let store = opts().io_hook(hook.clone()).open(&real).expect("open");
+    save(&store, "t", b"2");
+    let err = store.compact().expect_err("the log was replaced");
+    assert!(
+        matches!(&err, Error::Busy { what, .. } if what.contains("log was replaced")),
+        "{err:?}"
+    );
+    assert!(
+        hook.done.load(std::sync::atomic::Ordering::SeqCst),
+        "the log was replaced during the compaction"
+    );
+    assert_eq!(
+        fs::metadata(&real).expect("stat").ino(),
+        planted_ino,
+        "the file at the log's name is the one put there, not the compaction's"
+    );
+    assert!(
+        !dir.path().join("real.db.compact").exists(),
+        "no temporary file left"
+    );
 }
