@@ -25,6 +25,17 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A session owner that is empty, longer than 255 bytes, or contains a
+    /// control character. Nothing was read or written. The message gives
+    /// the owner's length, never the owner (personal data).
+    #[error("invalid session owner ({len} bytes): {reason}")]
+    InvalidOwner {
+        /// The rejected owner's length in bytes.
+        len: usize,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
     /// Session data larger than the store's limit. Nothing was written.
     #[error("session data is {size} bytes, over this store's limit of {limit} bytes")]
     TooLarge {

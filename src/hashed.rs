@@ -14,6 +14,7 @@ use sha2::Digest as _;
 
 use crate::error::{Error, Result};
 use crate::id::{SessionId, base64url};
+use crate::owner::{Owner, SessionInfo};
 use crate::session::Session;
 use crate::store::{SessionIter, SessionStore};
 
@@ -25,6 +26,31 @@ const DIGEST_ID_LEN: usize = TAG.len() + 43;
 /// Domain separation: these digests are of no other use, and a digest of
 /// another scheme is not one of these.
 const DOMAIN: &[u8] = b"sessionlog stored id v1\0";
+/// Domain separation for owners' digests.
+const OWNER_DOMAIN: &[u8] = b"sessionlog stored owner v1\0";
+
+/// `h,` and the base64url of SHA-256 over `domain` and `bytes`: 45
+/// characters from the id alphabet.
+fn digest_string(domain: &[u8], bytes: &[u8]) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(domain);
+    h.update(bytes);
+    let digest = h.finalize();
+    let mut s = String::with_capacity(DIGEST_ID_LEN);
+    s.push_str(TAG);
+    s.push_str(&base64url(&digest));
+    s
+}
+
+/// True if `s` has the shape of a digest: the tag, then 43 base64url
+/// characters.
+fn is_digest_str(s: &str) -> bool {
+    s.len() == DIGEST_ID_LEN
+        && s.starts_with(TAG)
+        && s.bytes()
+            .skip(TAG.len())
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// A [`SessionStore`] that keeps, for every session, a digest of its id
 /// instead of the id: in a `LogStore`'s records, a `DirStore`'s file
@@ -47,6 +73,16 @@ const DOMAIN: &[u8] = b"sessionlog stored id v1\0";
 /// // the file holds HashedIds::stored_id(&id), never `id`
 /// # Ok(()) }
 /// ```
+///
+/// # Owners
+///
+/// A session's [`Owner`] (a user id, personal data) is stored as
+/// [`HashedIds::stored_owner`], a digest, too. `sessions_of`,
+/// `delete_sessions_of` and `erase_sessions_of` take the owner as the
+/// application knows it and digest it before they look it up; the listing
+/// gives that owner back, and names each session by its stored id.
+/// `load_session` returns the stored owner (the digest), which a later save
+/// keeps as it is.
 ///
 /// # An existing store
 ///
@@ -99,14 +135,7 @@ impl<S> HashedIds<S> {
     /// 45 characters in all. The same for every store and process, so
     /// that several servers, `export` and `import` agree on it.
     pub fn stored_id(id: &SessionId) -> SessionId {
-        let mut h = sha2::Sha256::new();
-        h.update(DOMAIN);
-        h.update(id.as_str().as_bytes());
-        let digest = h.finalize();
-        let mut s = String::with_capacity(DIGEST_ID_LEN);
-        s.push_str(TAG);
-        s.push_str(&base64url(&digest));
-        match SessionId::new(s) {
+        match SessionId::new(digest_string(DOMAIN, id.as_str().as_bytes())) {
             Ok(stored) => stored,
             // `h,` and base64url are within the id alphabet and 45 bytes
             // within its length: this arm cannot be reached.
@@ -118,13 +147,33 @@ impl<S> HashedIds<S> {
     /// then 43 base64url characters). Such an id is only ever looked up
     /// hashed, never in the clear.
     pub fn is_digest(id: &SessionId) -> bool {
-        let s = id.as_str();
-        s.len() == DIGEST_ID_LEN
-            && s.starts_with(TAG)
-            && s.bytes()
-                .skip(TAG.len())
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        is_digest_str(id.as_str())
     }
+
+    /// The owner a session of `owner` is stored with: `h,` and the
+    /// base64url of SHA-256 over a domain-separation prefix and the owner
+    /// (another prefix than the ids'), 45 characters. An owner that already
+    /// has that shape (one read back from the store) is kept as it is, so
+    /// that a session loaded and saved again keeps its owner.
+    pub fn stored_owner(owner: &Owner) -> Owner {
+        if is_digest_str(owner.as_str()) {
+            return owner.clone();
+        }
+        match Owner::new(digest_string(OWNER_DOMAIN, owner.as_str().as_bytes())) {
+            Ok(stored) => stored,
+            // 45 printable ASCII characters are a valid owner.
+            Err(_) => unreachable!("a digest is a valid owner"),
+        }
+    }
+}
+
+/// The owner's listing as the caller asked for it: its stored digest
+/// replaced by `owner`.
+fn as_asked(mut list: Vec<SessionInfo>, owner: &Owner) -> Vec<SessionInfo> {
+    for info in &mut list {
+        info.owner = Some(owner.clone());
+    }
+    list
 }
 
 /// Whether a session with the caller's `id` may still be stored in the
@@ -153,17 +202,20 @@ fn renamed(mut s: Session, id: &SessionId) -> Session {
 }
 
 impl<S: SessionStore> HashedIds<S> {
-    /// Runs `f` on `session` renamed to its stored id, then gives it the
-    /// caller's id back (on failure too).
+    /// Runs `f` on `session` renamed to its stored id and owner, then
+    /// gives it the caller's id and owner back (on failure too).
     fn as_stored<T>(
         &self,
         session: &mut Session,
         f: impl FnOnce(&S, &mut Session) -> Result<T>,
     ) -> Result<T> {
         let stored = Self::stored_id(&session.id);
+        let stored_owner = session.owner.as_ref().map(Self::stored_owner);
         let caller = std::mem::replace(&mut session.id, stored);
+        let caller_owner = std::mem::replace(&mut session.owner, stored_owner);
         let r = f(&self.inner, session);
         session.id = caller;
+        session.owner = caller_owner;
         r.map_err(|e| with_caller_id(e, &session.id))
     }
 
@@ -197,6 +249,7 @@ impl<S: SessionStore> HashedIds<S> {
             std::mem::take(&mut session.data),
         );
         fresh.expires = session.expires;
+        fresh.owner = session.owner.as_ref().map(Self::stored_owner);
         let r = self.inner.save_session_if_unchanged(&mut fresh);
         session.data = std::mem::take(&mut fresh.data);
         match r {
@@ -298,6 +351,43 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
         self.inner.delete_old_sessions(max_idle)
     }
 
+    /// Looks the owner up by its digest; the listing names each session by
+    /// its stored id (a digest) and gives the owner back as asked.
+    /// Sessions saved with the owner in the clear, before the store was
+    /// wrapped, are listed too.
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        let stored = Self::stored_owner(owner);
+        let mut list = self.inner.sessions_of(&stored)?;
+        if stored != *owner {
+            list.extend(self.inner.sessions_of(owner)?);
+            crate::owner::sort_newest_first(&mut list);
+        }
+        Ok(as_asked(list, owner))
+    }
+
+    /// `keep` is the caller's id (the cookie's value), as for every other
+    /// method.
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        let stored = Self::stored_owner(owner);
+        let stored_keep = keep.map(Self::stored_id);
+        let mut n = self
+            .inner
+            .delete_sessions_of(&stored, stored_keep.as_ref())?;
+        if stored != *owner {
+            n += self.inner.delete_sessions_of(owner, keep)?;
+        }
+        Ok(n)
+    }
+
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        let stored = Self::stored_owner(owner);
+        let mut n = self.inner.erase_sessions_of(&stored)?;
+        if stored != *owner {
+            n += self.inner.erase_sessions_of(owner)?;
+        }
+        Ok(n)
+    }
+
     fn is_thread_safe(&self) -> bool {
         self.inner.is_thread_safe()
     }
@@ -339,6 +429,43 @@ mod tests {
     /// Python: `"h," + urlsafe_b64encode(sha256(b"sessionlog stored id v1\0abc").digest())`
     /// without the padding.
     const EXPECTED_ABC: &str = "h,JDSPiN86NJMMkKC0aRjbUeqlAzSGG7mnBFMjrSRAZc0";
+
+    #[test]
+    fn owners_are_stored_as_digests_and_listed_as_asked() {
+        let store = HashedIds::new(MemoryStore::new());
+        let alice = Owner::new("alice@example.com").expect("owner");
+        let mut a = Session::new(id("alice-laptop-0001"), b"a".to_vec()).with_owner(alice.clone());
+        let mut b = Session::new(id("alice-phone-00001"), b"b".to_vec()).with_owner(alice.clone());
+        store.save_session(&mut a).expect("save a");
+        store.save_session(&mut b).expect("save b");
+        assert_eq!(
+            a.owner.as_ref(),
+            Some(&alice),
+            "the caller's owner is given back"
+        );
+        let stored = HashedIds::<()>::stored_owner(&alice);
+        assert_ne!(stored, alice);
+        for s in store.inner().iter_sessions().expect("iter") {
+            assert_eq!(s.expect("session").owner.as_ref(), Some(&stored));
+        }
+        let listed = store.sessions_of(&alice).expect("list");
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().all(|i| i.owner.as_ref() == Some(&alice)));
+        // a loaded session keeps its (stored) owner when saved again
+        let mut again = store.load_session(&a.id).expect("load").expect("there");
+        store.save_session(&mut again).expect("resave");
+        assert_eq!(store.sessions_of(&alice).expect("list").len(), 2);
+        assert_eq!(
+            store
+                .delete_sessions_of(&alice, Some(&a.id))
+                .expect("delete"),
+            1
+        );
+        assert!(store.has_session(&a.id).expect("has a"));
+        assert!(!store.has_session(&b.id).expect("has b"));
+        assert_eq!(store.erase_sessions_of(&alice).expect("erase"), 1);
+        assert!(store.sessions_of(&alice).expect("list").is_empty());
+    }
 
     #[test]
     fn a_digest_presented_as_an_id_reaches_nothing() {

@@ -40,6 +40,7 @@ mod hashed;
 mod id;
 mod memory;
 mod options;
+mod owner;
 mod poison;
 mod record;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
@@ -66,6 +67,7 @@ pub use hashed::HashedIds;
 pub use id::{MAX_ID_LEN, SessionId};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use options::{DEFAULT_MAX_SESSION_SIZE, SyncPolicy};
+pub use owner::{MAX_OWNER_LEN, Owner, SessionInfo};
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 pub use server::ClockOffset;
 #[cfg(feature = "mysql")]

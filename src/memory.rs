@@ -9,6 +9,7 @@ use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::Result;
 use crate::id::SessionId;
 use crate::options::{DEFAULT_MAX_SESSION_SIZE, Validate};
+use crate::owner::Owner;
 use crate::session::{
     SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
     from_millis, is_expired, next_version, to_millis,
@@ -21,6 +22,7 @@ struct Stored {
     expires_ms: u64,
     modified_ms: u64,
     version: u64,
+    owner: Option<Owner>,
 }
 
 /// A volatile, in-process store (session2's `VolatileSessionStore`):
@@ -184,6 +186,7 @@ impl MemoryStore {
                 expires_ms: expires_millis(session.expires),
                 modified_ms: now,
                 version,
+                owner: session.owner.clone(),
             },
         );
         session.mark_saved(from_millis(now), version);
@@ -192,13 +195,15 @@ impl MemoryStore {
 }
 
 fn to_session(id: &SessionId, s: &Stored) -> Session {
-    Session::restore(
+    let mut session = Session::restore(
         id.clone(),
         s.data.clone(),
         expires_from_millis(s.expires_ms),
         from_millis(s.modified_ms),
         s.version,
-    )
+    );
+    session.owner = s.owner.clone();
+    session
 }
 
 impl SessionStore for MemoryStore {

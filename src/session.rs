@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::id::SessionId;
+use crate::owner::{Owner, SessionInfo};
 
 /// One web session: an id, the application's opaque data, an optional
 /// absolute deadline, and the metadata a store stamps on every save.
@@ -15,6 +16,10 @@ pub struct Session {
     /// An absolute deadline after which the session no longer exists, or
     /// `None`. Stores keep it at millisecond precision: a save truncates it.
     pub expires: Option<SystemTime>,
+    /// Who the session belongs to (typically the logged-in user's id), or
+    /// `None`. Saving a session with another owner moves it to that owner;
+    /// saving it with `None` clears it.
+    pub owner: Option<Owner>,
     modified: Option<SystemTime>,
     version: u64,
 }
@@ -27,6 +32,7 @@ impl std::fmt::Debug for Session {
             .field("id", &self.id)
             .field("data_len", &self.data.len())
             .field("expires", &self.expires)
+            .field("owner", &self.owner)
             .field("modified", &self.modified)
             .field("version", &self.version)
             .finish()
@@ -40,6 +46,7 @@ impl Session {
             id,
             data: data.into(),
             expires: None,
+            owner: None,
             modified: None,
             version: 0,
         }
@@ -48,6 +55,12 @@ impl Session {
     /// Sets the absolute deadline (builder style).
     pub fn with_expires(mut self, expires: SystemTime) -> Session {
         self.expires = Some(expires);
+        self
+    }
+
+    /// Sets the owner (builder style).
+    pub fn with_owner(mut self, owner: Owner) -> Session {
+        self.owner = Some(owner);
         self
     }
 
@@ -63,8 +76,9 @@ impl Session {
         self.version
     }
 
-    /// Rebuilds a session read back from storage. For store
-    /// implementations; applications get sessions from `load_session`.
+    /// Rebuilds a session read back from storage (without an owner: set
+    /// [`Session::owner`] after). For store implementations; applications
+    /// get sessions from `load_session`.
     pub fn restore(
         id: SessionId,
         data: Vec<u8>,
@@ -76,6 +90,7 @@ impl Session {
             id,
             data,
             expires,
+            owner: None,
             modified: Some(modified),
             version,
         }
@@ -102,6 +117,7 @@ pub struct SessionRef<'a> {
     id: &'a SessionId,
     data: &'a [u8],
     expires: Option<SystemTime>,
+    owner: Option<&'a Owner>,
     modified: SystemTime,
     version: u64,
 }
@@ -113,6 +129,7 @@ impl std::fmt::Debug for SessionRef<'_> {
             .field("id", self.id)
             .field("data_len", &self.data.len())
             .field("expires", &self.expires)
+            .field("owner", &self.owner)
             .field("modified", &self.modified)
             .field("version", &self.version)
             .finish()
@@ -120,7 +137,8 @@ impl std::fmt::Debug for SessionRef<'_> {
 }
 
 impl<'a> SessionRef<'a> {
-    /// A view of a stored session's fields. For store implementations.
+    /// A view of a stored session's fields, without an owner (add one with
+    /// [`SessionRef::with_owner`]). For store implementations.
     pub fn new(
         id: &'a SessionId,
         data: &'a [u8],
@@ -132,20 +150,31 @@ impl<'a> SessionRef<'a> {
             id,
             data,
             expires,
+            owner: None,
             modified,
             version,
         }
     }
 
+    /// The same view with `owner` as the session's owner (builder style).
+    /// For store implementations.
+    pub fn with_owner(mut self, owner: Option<&'a Owner>) -> SessionRef<'a> {
+        self.owner = owner;
+        self
+    }
+
     /// A view of a saved `session` (`None` if it was never saved).
     pub fn of(session: &'a Session) -> Option<SessionRef<'a>> {
-        Some(SessionRef::new(
-            &session.id,
-            &session.data,
-            session.expires,
-            session.modified?,
-            session.version,
-        ))
+        Some(
+            SessionRef::new(
+                &session.id,
+                &session.data,
+                session.expires,
+                session.modified?,
+                session.version,
+            )
+            .with_owner(session.owner.as_ref()),
+        )
     }
 
     /// The session's id.
@@ -173,14 +202,33 @@ impl<'a> SessionRef<'a> {
         self.version
     }
 
+    /// Who the session belongs to, if anyone.
+    pub fn owner(&self) -> Option<&'a Owner> {
+        self.owner
+    }
+
     /// An owned copy (what `load_session` returns).
     pub fn to_session(&self) -> Session {
-        Session::restore(
+        let mut s = Session::restore(
             self.id.clone(),
             self.data.to_vec(),
             self.expires,
             self.modified,
             self.version,
+        );
+        s.owner = self.owner.cloned();
+        s
+    }
+
+    /// The session's listing entry: its id and metadata, without its data.
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo::new(
+            self.id.clone(),
+            self.owner.cloned(),
+            self.modified,
+            self.expires,
+            self.version,
+            self.data.len(),
         )
     }
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
 use crate::id::SessionId;
+use crate::owner::{Owner, SessionInfo, sort_newest_first};
 use crate::session::{Session, SessionRef};
 
 /// An iterator over the live sessions of a store, for admin tools.
@@ -43,13 +44,10 @@ pub trait SessionStore: Send + Sync {
                 // A store returns saved sessions only; one that does not is
                 // lent with the time of the call as its modification time.
                 None => {
-                    f(SessionRef::new(
-                        &s.id,
-                        &s.data,
-                        s.expires,
-                        SystemTime::now(),
-                        s.version(),
-                    ));
+                    f(
+                        SessionRef::new(&s.id, &s.data, s.expires, SystemTime::now(), s.version())
+                            .with_owner(s.owner.as_ref()),
+                    );
                     Ok(true)
                 }
             },
@@ -141,6 +139,60 @@ pub trait SessionStore: Send + Sync {
     /// maintenance job.
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize>;
 
+    /// The live sessions of `owner`, most recently modified first (ties by
+    /// id), without their data. Expired or idle sessions never appear,
+    /// whether or not any cleanup has run.
+    ///
+    /// The default scans [`iter_sessions`](Self::iter_sessions), which
+    /// costs what the store holds; the backends in this crate override it
+    /// with an index, so that it costs what the owner has.
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        let mut list = Vec::new();
+        for s in self.iter_sessions()? {
+            let s = s?;
+            if s.owner.as_ref() == Some(owner)
+                && let Some(view) = SessionRef::of(&s)
+            {
+                list.push(view.info());
+            }
+        }
+        sort_newest_first(&mut list);
+        Ok(list)
+    }
+
+    /// Deletes every live session of `owner` except the one with id `keep`
+    /// ("log out everywhere but here"), returning how many were deleted.
+    /// A session saved for `owner` concurrently, once this call has begun,
+    /// may survive it: the call takes effect at one moment.
+    ///
+    /// The default lists the sessions and deletes them one by one, so that
+    /// a session concurrently saved under another owner between the two
+    /// steps may be deleted too; the backends in this crate override it
+    /// with one that decides under their write lock.
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        let mut deleted = 0;
+        for info in self.sessions_of(owner)? {
+            if Some(&info.id) != keep && self.delete_session(&info.id)? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every live session of `owner`, as
+    /// [`delete_sessions_of`](Self::delete_sessions_of), and, when it
+    /// returns, no byte of their ids, data or owner remains in any file the
+    /// store keeps (for a `LogStore`: the log, its hint and temporary
+    /// files; for a `DirStore`: the session files). Returns how many were
+    /// deleted. After a crash in the middle, the sessions are either all
+    /// still there or all erased. A server store can only ask its server to
+    /// delete the rows: SERVERS.md says what the server itself may keep.
+    ///
+    /// The default deletes, for stores whose delete leaves nothing behind.
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        self.delete_sessions_of(owner, None)
+    }
+
     /// True if one store value may be shared by many threads (tested).
     fn is_thread_safe(&self) -> bool;
 
@@ -184,6 +236,15 @@ impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
     }
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
         (**self).delete_old_sessions(max_idle)
+    }
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        (**self).sessions_of(owner)
+    }
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        (**self).delete_sessions_of(owner, keep)
+    }
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        (**self).erase_sessions_of(owner)
     }
     fn is_thread_safe(&self) -> bool {
         (**self).is_thread_safe()
