@@ -29,13 +29,18 @@ const DOMAIN: &[u8] = b"sessionlog stored id v1\0";
 /// Domain separation for owners' digests.
 const OWNER_DOMAIN: &[u8] = b"sessionlog stored owner v1\0";
 
-/// `h,` and the base64url of SHA-256 over `domain` and `bytes`: 45
-/// characters from the id alphabet.
-fn digest_string(domain: &[u8], bytes: &[u8]) -> String {
+/// SHA-256 over `domain` and `bytes`.
+fn raw_digest(domain: &[u8], bytes: &[u8]) -> [u8; 32] {
     let mut h = sha2::Sha256::new();
     h.update(domain);
     h.update(bytes);
-    let digest = h.finalize();
+    h.finalize().into()
+}
+
+/// `h,` and the base64url of SHA-256 over `domain` and `bytes`: 45
+/// characters from the id alphabet.
+fn digest_string(domain: &[u8], bytes: &[u8]) -> String {
+    let digest = raw_digest(domain, bytes);
     let mut s = String::with_capacity(DIGEST_ID_LEN);
     s.push_str(TAG);
     s.push_str(&base64url(&digest));
@@ -174,6 +179,13 @@ fn as_asked(mut list: Vec<SessionInfo>, owner: &Owner) -> Vec<SessionInfo> {
         info.owner = Some(owner.clone());
     }
     list
+}
+
+/// SHA-256 over the domain-separation prefix and `id`: what
+/// [`HashedIds::stored_id`] encodes, and what a `DirStore` names a
+/// session's file by.
+pub(crate) fn id_digest(id: &SessionId) -> [u8; 32] {
+    raw_digest(DOMAIN, id.as_str().as_bytes())
 }
 
 /// Whether a session with the caller's `id` may still be stored in the

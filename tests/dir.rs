@@ -1,7 +1,8 @@
 //! Guards what `DirStore` promises beyond the shared conformance suite:
-//! file and directory modes (0600 / 0700); file names that are only the
-//! id's encoding, so nothing escapes the directory and ids differing in
-//! case never share a file; damaged, truncated or misplaced files reported
+//! file and directory modes (0600 / 0700); file names that are digests of
+//! the ids (never the ids), so nothing escapes the directory, ids
+//! differing in case never share a file, and a store of the older names
+//! (`s-<base32 of the id>`) is renamed once and reads as before; damaged, truncated or misplaced files reported
 //! as `Error::Corrupt` while every other session still loads; unknown files
 //! ignored and stale temporary files cleaned up; option validation; every
 //! sync policy; and no lost update when several processes increment one
@@ -18,6 +19,45 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use sessionlog::{DirStore, Error, Session, SessionId, SessionStore, SyncPolicy};
+
+/// `h-` and the lowercase base32 of the digest `HashedIds::stored_id`
+/// encodes in base64url (DESIGN.md §11), computed here from that id.
+fn digest_name(name: &str) -> String {
+    let stored = sessionlog::HashedIds::<()>::stored_id(&id(name));
+    let digest = base64url_decode(&stored.as_str()[2..]);
+    format!("h-{}", base32(&digest))
+}
+
+fn base64url_decode(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let (mut acc, mut bits, mut out) = (0u32, 0, Vec::new());
+    for c in s.bytes() {
+        acc = (acc << 6) | A.iter().position(|&a| a == c).expect("base64url") as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn base32(bytes: &[u8]) -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let (mut acc, mut bits, mut out) = (0u64, 0, String::new());
+    for &b in bytes {
+        acc = (acc << 8) | u64::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(A[((acc >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(A[((acc << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
 
 fn names(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
@@ -72,15 +112,16 @@ fn files_are_0600_in_a_0700_directory() {
     assert!(store.touch_session(&id("abc")).expect("touch"));
     let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&tmp.path().join("a")), 0o700, "created parents too");
     let files = names(&dir);
-    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files.len(), 3, "{files:?}");
     for name in files {
         assert_eq!(mode(&dir.join(&name)), 0o600, "{name}");
     }
 }
 
 #[test]
-fn file_names_are_only_the_encoding_of_the_id() {
+fn file_names_are_digests_of_the_ids() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = open(&tmp);
     let long = "Zz9".repeat(42) + "-_";
@@ -96,18 +137,19 @@ fn file_names_are_only_the_encoding_of_the_id() {
             .and_then(|n| n.to_str())
             .expect("UTF-8 name")
             .to_owned();
-        let encoded = fname.strip_prefix("s-").expect("s- prefix");
+        let encoded = fname.strip_prefix("h-").expect("h- prefix");
         assert!(
-            !encoded.is_empty()
+            encoded.len() == 52
                 && encoded
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)),
             "{fname}"
         );
-        assert!(fname.len() <= 207, "{fname}");
+        assert_eq!(fname, digest_name(name), "the documented digest");
         files.insert(fname);
     }
     files.insert(".lock".to_owned());
+    files.insert(".hashed-names".to_owned());
     assert_eq!(names(store.path()), files, "nothing else in the directory");
     assert_eq!(
         names(tmp.path()),
@@ -344,8 +386,8 @@ fn every_sync_policy_saves_touches_deletes_and_syncs() {
         assert!(!store.has_session(&id("b")).expect("has"), "{policy:?}");
         assert_eq!(
             names(&dir).len(),
-            2,
-            "{policy:?}: .lock and one session, no temporary files"
+            3,
+            "{policy:?}: .lock, .hashed-names and one session, no temporary files"
         );
     }
 }
@@ -417,7 +459,11 @@ fn processes_increment_one_counter_without_lost_updates() {
     let n = u64::from_le_bytes(c.data[..8].try_into().expect("8 bytes"));
     assert_eq!(n, CHILDREN * INCREMENTS, "no lost update");
     assert_eq!(c.version(), CHILDREN * INCREMENTS);
-    assert_eq!(names(&dir).len(), 2, ".lock and the counter only");
+    assert_eq!(
+        names(&dir).len(),
+        3,
+        ".lock, .hashed-names and the counter only"
+    );
 }
 
 /// Under `SyncPolicy::Interval` a write is made durable by the background
@@ -452,4 +498,120 @@ fn interval_policy_syncs_without_another_write() {
     assert!(never.has_unsynced_writes());
     never.sync().expect("sync");
     assert!(!never.has_unsynced_writes());
+}
+
+/// Turns the store's file of session `name` back into what an older
+/// version wrote: named `s-<base32 of the id>`, and no `.hashed-names`.
+fn make_legacy(dir: &Path, name: &str) -> PathBuf {
+    let legacy = dir.join(format!("s-{}", base32(name.as_bytes())));
+    fs::rename(dir.join(digest_name(name)), &legacy).expect("rename to the old name");
+    let _ = fs::remove_file(dir.join(".hashed-names"));
+    legacy
+}
+
+#[test]
+fn a_store_of_old_names_is_renamed_once_at_open_and_reads_as_before() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("old");
+    {
+        let store = DirStore::open(&dir).expect("open");
+        for name in ["alice", "bob", "carol"] {
+            save_new(&store, name, name.as_bytes());
+        }
+        // bob was saved twice: version 2 must survive the move
+        let mut bob = store.load_session(&id("bob")).expect("load").expect("bob");
+        store.save_session(&mut bob).expect("save");
+    }
+    let old: Vec<PathBuf> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| make_legacy(&dir, n))
+        .collect();
+    // A crash part way through an earlier migration: carol is renamed
+    // already, and alice also exists under both names (the digest's copy
+    // written later wins).
+    fs::rename(&old[2], dir.join(digest_name("carol"))).expect("half done");
+    fs::copy(&old[0], dir.join(digest_name("alice"))).expect("both names");
+    fs::set_permissions(
+        dir.join(digest_name("alice")),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+
+    let store = DirStore::open(&dir).expect("reopen migrates");
+    let expected: BTreeSet<String> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| digest_name(n))
+        .chain([".lock".to_owned(), ".hashed-names".to_owned()])
+        .collect();
+    assert_eq!(names(&dir), expected, "no old name is left");
+    for name in ["alice", "bob", "carol"] {
+        assert_eq!(load_data(&store, name), name.as_bytes());
+    }
+    let bob = store.load_session(&id("bob")).expect("load").expect("bob");
+    assert_eq!(bob.version(), 2, "the file moved as it was");
+    let listed: BTreeSet<SessionId> = store
+        .iter_sessions()
+        .expect("iter")
+        .map(|r| r.expect("ok").id)
+        .collect();
+    assert_eq!(
+        listed,
+        ["alice", "bob", "carol"].iter().map(|n| id(n)).collect(),
+        "iter_sessions gives the ids the files hold"
+    );
+
+    // A file an older process wrote after the migration: the next open
+    // does not list the directory again, but setup (and expiry) move it.
+    drop(store);
+    let straggler = dir.join(format!("s-{}", base32(b"dave")));
+    fs::copy(dir.join(digest_name("bob")), &straggler).expect("copy");
+    fs::set_permissions(&straggler, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let store = DirStore::open(&dir).expect("reopen");
+    assert!(straggler.exists(), "the marker spares every open a listing");
+    store.setup().expect("setup");
+    assert!(!straggler.exists());
+    assert!(
+        matches!(store.load_session(&id("dave")), Err(Error::Corrupt { .. })),
+        "bob's file under dave's name is not dave's session"
+    );
+}
+
+#[test]
+fn a_directory_that_grants_others_any_access_is_refused_unless_opted_in() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("s");
+    DirStore::open(&dir).expect("create").sync().expect("sync");
+    for mode in [0o755, 0o750, 0o705, 0o701, 0o710] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
+        match DirStore::open(&dir) {
+            Err(e @ Error::Unsafe { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("{mode:04o}"))
+                        && msg.contains("allow_others_to_read_directory(true)")
+                        && msg.contains("chmod 700"),
+                    "{msg}"
+                );
+            }
+            other => panic!("mode {mode:o}: expected Error::Unsafe, got {other:?}"),
+        }
+        DirStore::options()
+            .allow_others_to_read_directory(true)
+            .open(&dir)
+            .expect("opted in");
+    }
+    for mode in [0o775, 0o757] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
+        let r = DirStore::options()
+            .allow_others_to_read_directory(true)
+            .open(&dir);
+        assert!(
+            matches!(&r, Err(Error::Unsafe { reason, .. }) if reason.contains("allow_others_to_write_directory(true)")),
+            "{mode:o}: {r:?}"
+        );
+        DirStore::options()
+            .allow_others_to_write_directory(true)
+            .open(&dir)
+            .expect("writing implies reading");
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! directory := .lock  (empty; flock()ed by writers)
-//!              s-<base32 of the id>  (one per session)
+//!              .hashed-names  (empty; every file is named by its digest)
+//!              h-<base32 of the id's digest>  (one per session)
 //!              .tmp-<16 hex digits>  (a write in progress, renamed into place)
 //!
 //! session file := file header (FILE_HEADER bytes) + exactly one Put record
@@ -14,15 +15,19 @@
 //! length fields and CRC. All integers are little-endian. Nothing follows
 //! the record's padding.
 //!
-//! Names: the id in lowercase unpadded base32 (RFC 4648 alphabet) after
-//! `s-`, so two ids differing only in case never share a file on a
-//! case-insensitive file system, and a name can hold no `/` or `.`. The
-//! longest id (128 bytes) gives a 207-byte name, under every NAME_MAX.
-//! Neither `.lock` nor `.tmp-*` starts with `s-`.
+//! Names: `h-` and the lowercase unpadded base32 (RFC 4648 alphabet) of
+//! the id's SHA-256 digest, the one `HashedIds::stored_id` encodes
+//! (`crate::hashed::id_digest`): 54 characters, no `/` or `.`, no two that
+//! differ only in case, and nothing in them that is a cookie. A name is
+//! checked against the id the file holds. Stores written before (issue 25)
+//! named files `s-<base32 of the id itself>`; opening such a store renames
+//! them (`dir/migrate.rs`), then creates `.hashed-names`. Neither `.lock`,
+//! `.hashed-names` nor `.tmp-*` starts with `h-` or `s-`.
 
 use std::path::Path;
 
 use crate::error::{Error, Remedy, Result};
+use crate::hashed::id_digest;
 use crate::id::{MAX_ID_LEN, SessionId};
 use crate::record::{
     self as format, DecodeError, Kind, MAX_RECORD_DATA, R_KIND, R_VERSION, RECORD_HEADER,
@@ -51,7 +56,11 @@ pub(crate) const MAX_FILE_LEN: u64 =
     (FILE_HEADER + format::record_len(MAX_ID_LEN, MAX_RECORD_DATA)) as u64;
 
 /// Prefix of session file names.
-pub(crate) const SESSION_PREFIX: &str = "s-";
+pub(crate) const SESSION_PREFIX: &str = "h-";
+/// Prefix of session file names before issue 25: the id in base32.
+pub(crate) const LEGACY_PREFIX: &str = "s-";
+/// Present once every session file is named by its digest.
+pub(crate) const MARKER_NAME: &str = ".hashed-names";
 /// Prefix of temporary files.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 /// Name of the lock file.
@@ -98,14 +107,31 @@ fn unbase32(s: &[u8]) -> Option<Vec<u8>> {
     (bits < 5 && acc == 0).then_some(out)
 }
 
-/// The file name of a session.
+/// The file name of a session: its digest, never its id.
 pub(crate) fn file_name(id: &SessionId) -> String {
-    format!("{SESSION_PREFIX}{}", base32(id.as_str().as_bytes()))
+    format!("{SESSION_PREFIX}{}", base32(&id_digest(id)))
 }
 
-/// The session a file name belongs to, or `None` for any other file.
-pub(crate) fn id_from_file_name(name: &str) -> Option<SessionId> {
-    let encoded = name.strip_prefix(SESSION_PREFIX)?;
+/// True for a name [`file_name`] can give (checked again against the id
+/// the file holds).
+pub(crate) fn is_session_name(name: &str) -> bool {
+    name.strip_prefix(SESSION_PREFIX)
+        .is_some_and(|d| d.len() == DIGEST_CHARS && d.bytes().all(|b| BASE32.contains(&b)))
+}
+
+/// Base32 characters of a 32-byte digest.
+const DIGEST_CHARS: usize = 52;
+
+/// The name a session's file had before issue 25 (the id in base32).
+#[cfg(test)]
+pub(crate) fn legacy_name(id: &SessionId) -> String {
+    format!("{LEGACY_PREFIX}{}", base32(id.as_str().as_bytes()))
+}
+
+/// The session an old-style file name belongs to, or `None` for any
+/// other file.
+pub(crate) fn id_from_legacy_name(name: &str) -> Option<SessionId> {
+    let encoded = name.strip_prefix(LEGACY_PREFIX)?;
     SessionId::from_stored(&unbase32(encoded.as_bytes())?)
 }
 
@@ -156,7 +182,36 @@ pub(crate) fn encode_file(id: &SessionId, data: &[u8], s: Stamp) -> Vec<u8> {
 }
 
 /// Decodes the contents of the file `path`, which must hold session `id`.
-pub(crate) fn decode_file(path: &Path, id: &SessionId, mut buf: Vec<u8>) -> Result<Stored> {
+pub(crate) fn decode_file(path: &Path, id: &SessionId, buf: Vec<u8>) -> Result<Stored> {
+    let (found, stored) = decode(path, buf)?;
+    if found != *id.as_str().as_bytes() {
+        return Err(mismatch(path));
+    }
+    Ok(stored)
+}
+
+/// Decodes the contents of the file `path`, named `name`, whatever session
+/// it holds: the session's id and the session. The name must be the
+/// session's [`file_name`].
+pub(crate) fn decode_named(path: &Path, name: &str, buf: Vec<u8>) -> Result<(SessionId, Stored)> {
+    let (found, stored) = decode(path, buf)?;
+    match SessionId::from_stored(&found) {
+        Some(id) if file_name(&id) == name => Ok((id, stored)),
+        _ => Err(mismatch(path)),
+    }
+}
+
+fn mismatch(path: &Path) -> Error {
+    Error::corrupt_in(
+        path,
+        (FILE_HEADER + RECORD_HEADER) as u64,
+        "the record's session id does not match the file name",
+        Remedy::ReplaceSessionFile,
+    )
+}
+
+/// Decodes a session file: the id bytes it holds, and the session.
+fn decode(path: &Path, mut buf: Vec<u8>) -> Result<(Vec<u8>, Stored)> {
     let corrupt = |offset: usize, reason: &str| {
         Error::corrupt_in(path, offset as u64, reason, Remedy::ReplaceSessionFile)
     };
@@ -196,16 +251,11 @@ pub(crate) fn decode_file(path: &Path, id: &SessionId, mut buf: Vec<u8>) -> Resu
     if r.version == 0 {
         return Err(corrupt(FILE_HEADER + R_VERSION, "stored version is 0"));
     }
-    if r.id != id.as_str().as_bytes() {
-        return Err(corrupt(
-            FILE_HEADER + RECORD_HEADER,
-            "the record's session id does not match the file name",
-        ));
-    }
     let end = FILE_HEADER + r.padded_len;
     if buf.len() != end {
         return Err(corrupt(end, "unexpected bytes after the session record"));
     }
+    let id = r.id.to_vec();
     let stamp = Stamp {
         version: r.version,
         modified_ms: r.modified_ms,
@@ -215,7 +265,7 @@ pub(crate) fn decode_file(path: &Path, id: &SessionId, mut buf: Vec<u8>) -> Resu
     let data_end = start + r.data.len();
     buf.truncate(data_end);
     buf.drain(..start);
-    Ok(Stored { data: buf, stamp })
+    Ok((id, Stored { data: buf, stamp }))
 }
 
 #[cfg(test)]
@@ -250,30 +300,46 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip_and_never_clash() {
+    fn names_are_digests_that_never_clash() {
         let long = "Z".repeat(MAX_ID_LEN);
         for s in ["a", "A", "abc", "ABC", "a-b_c,d", &long] {
             let name = file_name(&id(s));
-            assert!(name.len() <= 207, "{name}");
+            assert_eq!(name.len(), 54, "{name}");
+            assert!(is_session_name(&name), "{name}");
             assert!(
                 name.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             );
-            assert_eq!(id_from_file_name(&name), Some(id(s)));
+            assert!(!name.contains(&base32(s.as_bytes())), "no trace of the id");
+            let old = legacy_name(&id(s));
+            assert!(old.len() <= 207, "{old}");
+            assert_eq!(id_from_legacy_name(&old), Some(id(s)));
+            assert_eq!(id_from_legacy_name(&name), None);
         }
         assert_ne!(
             file_name(&id("abc")).to_ascii_lowercase(),
             file_name(&id("ABC")).to_ascii_lowercase()
         );
+        // A fixed vector: the base32 of the digest HashedIds::stored_id
+        // encodes in base64url (`h,JDSPiN86...`); changing it would lose
+        // every session of every store.
+        assert_eq!(
+            file_name(&id("abc")),
+            "h-eq2i7cg7hi2jgdequc2gsgg3khvkkazuqyn3tjyekmr22jcamxgq"
+        );
         for other in [
             LOCK_NAME,
+            MARKER_NAME,
             ".tmp-0123456789abcdef",
             "s-",
             "s-m",
             "README",
             "s-mzxw6.bak",
+            "h-",
+            "h-eq2i7cg7hi2jgdequc2gsgg3khvkkazuqyn3tjyekmr22jcamxg",
         ] {
-            assert_eq!(id_from_file_name(other), None, "{other}");
+            assert_eq!(id_from_legacy_name(other), None, "{other}");
+            assert!(!is_session_name(other), "{other}");
         }
         assert!(temp_name().expect("random").starts_with(TEMP_PREFIX));
     }

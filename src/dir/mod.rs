@@ -7,15 +7,18 @@
 //! `flock` of the directory's `.lock` file, so that a version check and the
 //! write that follows are atomic across threads and processes.
 //!
-//! The file layout is described in `dir/file.rs`.
+//! The file layout is described in `dir/file.rs`; every file operation
+//! goes through the directory opened once (`dir/handle.rs`).
 
 mod file;
+mod handle;
+mod migrate;
 
 use std::collections::HashSet;
-use std::fs::{self, DirBuilder, File};
+use std::fs::{DirBuilder, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,12 +36,13 @@ use crate::session::{
     from_millis, is_expired, next_version, to_millis,
 };
 use crate::store::{SessionIter, SessionStore};
-use crate::trust::{self, Create, Owner};
+use crate::trust::{self, Create};
 
 use file::{
-    LOCK_NAME, MAX_FILE_LEN, SESSION_PREFIX, Stamp, Stored, TEMP_PREFIX, decode_file, encode_file,
-    file_name, id_from_file_name, temp_name,
+    LOCK_NAME, MAX_FILE_LEN, Stamp, Stored, TEMP_PREFIX, decode_file, decode_named, encode_file,
+    file_name, is_session_name, temp_name,
 };
+use handle::{Acceptance, DirHandle};
 
 /// A temporary file this old belongs to a writer that died (live writers
 /// rename theirs while holding the lock, within one write).
@@ -54,7 +58,7 @@ pub struct DirOptions {
     max_idle: Option<Duration>,
     max_session_size: usize,
     clock: SharedClock,
-    allow_others_to_write_directory: bool,
+    accept: Acceptance,
 }
 
 impl Default for DirOptions {
@@ -64,7 +68,7 @@ impl Default for DirOptions {
             max_idle: None,
             max_session_size: DEFAULT_MAX_SESSION_SIZE,
             clock: system_clock(),
-            allow_others_to_write_directory: false,
+            accept: Acceptance::default(),
         }
     }
 }
@@ -117,39 +121,76 @@ impl DirOptions {
 
     /// Opens a store whose directory other users may write (group- or
     /// world-writable), giving up the protection against them: such a user
-    /// can plant, replace or link session files (DESIGN.md, the threat
-    /// model). Default: off, and such a directory is refused with
+    /// can remove, rename or link session files (DESIGN.md, the threat
+    /// model). Implies [`DirOptions::allow_others_to_read_directory`].
+    /// Default: off, and such a directory is refused with
     /// [`Error::Unsafe`].
     pub fn allow_others_to_write_directory(mut self, on: bool) -> DirOptions {
-        self.allow_others_to_write_directory = on;
+        self.accept.others_write = on;
+        self
+    }
+
+    /// Opens a store whose directory grants its group or other users any
+    /// access (read or search: `mode & 0o077` not zero), letting them see
+    /// how many sessions there are and when each changed (the names are
+    /// digests and the files mode 0600, so no session id or data).
+    /// Default: off, and such a directory is refused with
+    /// [`Error::Unsafe`]; a directory the store creates is 0700.
+    pub fn allow_others_to_read_directory(mut self, on: bool) -> DirOptions {
+        self.accept.others_read = on;
+        self
+    }
+
+    /// Opens a store whose directory belongs to another user: maintenance
+    /// (expiry, cleanup) by root of that user's store. Files the store
+    /// creates are given to the directory's owner, and every operation is
+    /// relative to the directory opened once, so the owner cannot redirect
+    /// it by replacing the directory. Default: off, and a directory whose
+    /// owner is not this process's effective user is refused with
+    /// [`Error::Unsafe`], so that a process never adopts a store another
+    /// user made at its path (such a user would read every session saved
+    /// to it and could plant the sessions it serves).
+    pub fn maintain_as_owner(mut self, on: bool) -> DirOptions {
+        self.accept.other_owner = on;
         self
     }
 
     /// Opens the store in `dir`, creating the directory (mode 0700) if it
-    /// is missing.
+    /// is missing. A store written by an older version, whose files are
+    /// named by the ids themselves, has them renamed to digest names first
+    /// (once; see DESIGN.md §11).
     pub fn open(self, dir: impl AsRef<Path>) -> Result<DirStore> {
         Validate::max_session_size(self.max_session_size)?;
         Validate::sync(self.sync)?;
         Validate::max_idle(self.max_idle)?;
-        let dir = dir.as_ref().to_path_buf();
-        create_dir(&dir)?;
-        trust::check_dir(&dir, self.allow_others_to_write_directory)?;
-        let owner = Owner::of(&dir)?;
-        let lock_path = dir.join(LOCK_NAME);
-        let lock_file = trust::open(&lock_path, Create::IfMissing, owner)?;
+        let path = dir.as_ref();
+        create_dir(path)?;
+        let dir = Arc::new(DirHandle::open(path, self.accept)?);
+        let lock_file = dir.open_file(LOCK_NAME, Create::IfMissing)?;
+        if migrate::needed(&dir)? {
+            lock_file
+                .lock()
+                .map_err(|e| Error::io(&dir.at(LOCK_NAME), "lock", e))?;
+            let done = if migrate::needed(&dir)? {
+                migrate::run(&dir).map(drop)
+            } else {
+                Ok(())
+            };
+            let _ = lock_file.unlock();
+            done?;
+        }
         let state = Arc::new(Mutex::new(WriteState {
             pending: Pending::default(),
             last_sync: Instant::now(),
             poison: Poison::default(),
         }));
         let flusher = match self.sync {
-            SyncPolicy::Interval(d) => Some(Flusher::spawn(dir.clone(), Arc::clone(&state), d)?),
+            SyncPolicy::Interval(d) => Some(Flusher::spawn(Arc::clone(&dir), Arc::clone(&state), d)?),
             _ => None,
         };
         Ok(DirStore {
             dir,
             lock_file,
-            owner,
             state,
             flusher,
             sync: self.sync,
@@ -165,10 +206,14 @@ impl DirOptions {
 ///
 /// Files are written to a temporary name and renamed into place (never
 /// truncated in place), fsynced as the [`SyncPolicy`] says, created with
-/// mode 0600 in a 0700 directory, and named by an encoding of the id that
-/// cannot leave the directory. Writers lock the directory, so several
-/// processes may share it. A damaged file is reported as
-/// [`Error::Corrupt`]; other sessions are unaffected.
+/// mode 0600 in a 0700 directory, and named by a digest of the id (the
+/// one [`HashedIds`](crate::HashedIds) uses), so that listing the
+/// directory reveals no id. The directory must belong to this process's
+/// user and grant no one else access, unless the caller opts in by name
+/// ([`DirOptions`]); it is opened once and every file operation is made
+/// relative to it. Writers lock the directory, so several processes may
+/// share it. A damaged file is reported as [`Error::Corrupt`]; other
+/// sessions are unaffected.
 ///
 /// ```
 /// use sessionlog::{DirStore, Session, SessionId, SessionStore, SyncPolicy};
@@ -184,11 +229,10 @@ impl DirOptions {
 /// ```
 #[derive(Debug)]
 pub struct DirStore {
-    dir: PathBuf,
+    /// The directory, open for the store's life, and its owner.
+    dir: Arc<DirHandle>,
     /// Open for the store's life; writers `flock` it (one handle per store).
     lock_file: File,
-    /// The directory's owner: every file of the store must be theirs.
-    owner: Owner,
     state: Arc<Mutex<WriteState>>,
     /// Makes `SyncPolicy::Interval` writes durable when no write comes.
     flusher: Option<Flusher>,
@@ -206,7 +250,11 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn spawn(dir: PathBuf, state: Arc<Mutex<WriteState>>, every: Duration) -> Result<Flusher> {
+    fn spawn(
+        dir: Arc<DirHandle>,
+        state: Arc<Mutex<WriteState>>,
+        every: Duration,
+    ) -> Result<Flusher> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
@@ -324,13 +372,10 @@ fn create_dir(dir: &Path) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| Error::io(dir, "create directory", e))?;
-    fsync(trust::parent(dir))
-}
-
-fn fsync(path: &Path) -> Result<()> {
-    File::open(path)
+    let parent = trust::parent(dir);
+    File::open(parent)
         .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(path, "fsync", e))
+        .map_err(|e| Error::io(parent, "fsync", e))
 }
 
 fn to_session(id: SessionId, s: Stored) -> Session {
@@ -355,9 +400,16 @@ impl DirStore {
         DirOptions::default()
     }
 
-    /// The store's directory.
+    /// The store's directory, as given to `open`.
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.dir.path()
+    }
+
+    /// The user id the store's directory belongs to: every file of the
+    /// store must belong to it too. This process's effective user unless
+    /// the store was opened with [`DirOptions::maintain_as_owner`].
+    pub fn owner_uid(&self) -> u32 {
+        self.dir.owner().uid
     }
 
     /// Makes every write of this store value that is not yet durable
@@ -390,10 +442,10 @@ impl DirStore {
     /// Takes the in-process mutex, then the directory's file lock.
     fn write_lock(&self) -> Result<WriteGuard<'_>> {
         let state = self.state.lock();
-        state.poison.check(&self.dir)?;
+        state.poison.check(self.dir.path())?;
         self.lock_file
             .lock()
-            .map_err(|e| Error::io(self.dir.join(LOCK_NAME), "lock", e))?;
+            .map_err(|e| Error::io(&self.dir.at(LOCK_NAME), "lock", e))?;
         Ok(WriteGuard {
             state,
             lock_file: &self.lock_file,
@@ -402,8 +454,26 @@ impl DirStore {
 
     /// The session's file as stored, expired or not; `None` if absent.
     fn read(&self, id: &SessionId) -> Result<Option<Stored>> {
-        let path = self.dir.join(file_name(id));
-        let Some(mut f) = trust::open_read(&path, self.owner)? else {
+        let name = file_name(id);
+        let Some(buf) = self.read_bytes(&name)? else {
+            return Ok(None);
+        };
+        decode_file(&self.dir.at(&name), id, buf).map(Some)
+    }
+
+    /// The file `name` (a session file's name) as stored, whichever
+    /// session it holds; `None` if absent.
+    fn read_named(&self, name: &str) -> Result<Option<(SessionId, Stored)>> {
+        let Some(buf) = self.read_bytes(name)? else {
+            return Ok(None);
+        };
+        decode_named(&self.dir.at(name), name, buf).map(Some)
+    }
+
+    /// The bytes of the store's file `name`; `None` if absent.
+    fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.at(name);
+        let Some(mut f) = self.dir.open_read(name)? else {
             return Ok(None);
         };
         let len = f.metadata().map_err(|e| Error::io(&path, "stat", e))?.len();
@@ -418,16 +488,17 @@ impl DirStore {
         let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         f.read_to_end(&mut buf)
             .map_err(|e| Error::io(&path, "read", e))?;
-        decode_file(&path, id, buf).map(Some)
+        Ok(Some(buf))
     }
 
-    /// Writes `bytes` to a new temporary file (fsynced under `Always`).
-    fn write_temp(&self, bytes: &[u8]) -> Result<PathBuf> {
+    /// Writes `bytes` to a new temporary file (fsynced under `Always`);
+    /// its name.
+    fn write_temp(&self, bytes: &[u8]) -> Result<String> {
         let mut attempts = 0;
-        let (path, mut f) = loop {
-            let path = self.dir.join(temp_name()?);
-            match trust::open(&path, Create::New, self.owner) {
-                Ok(f) => break (path, f),
+        let (name, mut f) = loop {
+            let name = temp_name()?;
+            match self.dir.open_file(&name, Create::New) {
+                Ok(f) => break (name, f),
                 Err(Error::Io { source, .. })
                     if source.kind() == io::ErrorKind::AlreadyExists && attempts < 3 =>
                 {
@@ -436,6 +507,7 @@ impl DirStore {
                 Err(e) => return Err(e),
             }
         };
+        let path = self.dir.at(&name);
         let written = f.write_all(bytes).map_err(|e| Error::io(&path, "write", e));
         let synced = written.and_then(|()| match self.sync {
             SyncPolicy::Always => f.sync_data().map_err(|e| Error::io(&path, "fsync", e)),
@@ -443,10 +515,10 @@ impl DirStore {
         });
         if let Err(e) = synced {
             // The old file is untouched; this one is discarded.
-            let _ = fs::remove_file(&path);
+            let _ = self.dir.remove(&name);
             return Err(e);
         }
-        Ok(path)
+        Ok(name)
     }
 
     /// Replaces the session's file with one holding `data` and `stamp`.
@@ -458,32 +530,27 @@ impl DirStore {
         stamp: Stamp,
     ) -> Result<()> {
         let name = file_name(id);
-        let target = self.dir.join(&name);
         let tmp = self.write_temp(&encode_file(id, data, stamp))?;
-        if let Err(e) = fs::rename(&tmp, &target) {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(&target, "rename", e));
+        if let Err(e) = self.dir.rename(&tmp, &name) {
+            let _ = self.dir.remove(&tmp);
+            return Err(e);
         }
         self.after_change(state, Some(&name))
     }
 
     /// Removes the session's file; false if there was none.
     fn unlink(&self, state: &mut WriteState, id: &SessionId) -> Result<bool> {
-        let path = self.dir.join(file_name(id));
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                self.after_change(state, None)?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(&path, "remove", e)),
+        if !self.dir.remove(&file_name(id))? {
+            return Ok(false);
         }
+        self.after_change(state, None)?;
+        Ok(true)
     }
 
     /// Applies the sync policy after a rename (`Some(name)`) or unlink.
     fn after_change(&self, state: &mut WriteState, name: Option<&str>) -> Result<()> {
         match self.sync {
-            SyncPolicy::Always => fsync(&self.dir).map_err(|e| poison(state, e)),
+            SyncPolicy::Always => self.dir.sync().map_err(|e| poison(state, e)),
             SyncPolicy::Interval(d) => {
                 state.pending.note(name);
                 if state.last_sync.elapsed() >= d {
@@ -503,31 +570,22 @@ impl DirStore {
         flush(&self.dir, state)
     }
 
-    fn read_dir(&self) -> Result<impl Iterator<Item = Result<String>> + '_> {
-        list(&self.dir)
-    }
-
     /// Removes temporary files left by writers that died. Call with the
     /// write lock held, so that no cooperating writer is mid-write.
     fn remove_stale_temps(&self) -> Result<()> {
         let now = SystemTime::now();
-        for name in self.read_dir()? {
+        for name in self.dir.names()? {
             let name = name?;
             if !name.starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let path = self.dir.join(&name);
-            let stale = fs::symlink_metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
+            let stale = self
+                .dir
+                .modified(&name)
                 .and_then(|t| now.duration_since(t).ok())
                 .is_some_and(|age| age >= STALE_TEMP_AGE);
             if stale {
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(&path, "remove", e)),
-                }
+                self.dir.remove(&name)?;
             }
         }
         Ok(())
@@ -574,8 +632,8 @@ impl DirStore {
 }
 
 /// Fsyncs the pending files of the store in `dir`, then `dir`.
-fn flush(dir: &Path, state: &mut WriteState) -> Result<()> {
-    state.poison.check(dir)?;
+fn flush(dir: &DirHandle, state: &mut WriteState) -> Result<()> {
+    state.poison.check(dir.path())?;
     if !state.pending.is_empty() {
         sync_pending(dir, &state.pending).map_err(|e| poison(state, e))?;
         state.pending = Pending::default();
@@ -584,40 +642,20 @@ fn flush(dir: &Path, state: &mut WriteState) -> Result<()> {
     Ok(())
 }
 
-fn sync_pending(dir: &Path, pending: &Pending) -> Result<()> {
-    let sync_file = |name: &str| {
-        let path = dir.join(name);
-        match File::open(&path) {
-            Ok(f) => f.sync_all().map_err(|e| Error::io(&path, "fsync", e)),
-            // Deleted since: nothing to make durable but the directory.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(&path, "open", e)),
-        }
-    };
+fn sync_pending(dir: &DirHandle, pending: &Pending) -> Result<()> {
     if pending.all {
-        for entry in list(dir)? {
+        for entry in dir.names()? {
             let name = entry?;
-            if name.starts_with(SESSION_PREFIX) {
-                sync_file(&name)?;
+            if is_session_name(&name) {
+                dir.sync_file(&name)?;
             }
         }
     } else {
         for name in &pending.names {
-            sync_file(name)?;
+            dir.sync_file(name)?;
         }
     }
-    fsync(dir)
-}
-
-/// The names in the directory (names that are not UTF-8 are skipped:
-/// this store never makes one).
-/// The names in `dir`.
-fn list(dir: &Path) -> Result<impl Iterator<Item = Result<String>> + '_> {
-    let rd = fs::read_dir(dir).map_err(|e| Error::io(dir, "read directory", e))?;
-    Ok(rd.filter_map(move |entry| match entry {
-        Ok(e) => e.file_name().into_string().ok().map(Ok),
-        Err(e) => Some(Err(Error::io(dir, "read directory", e))),
-    }))
+    dir.sync()
 }
 
 fn poison(state: &mut WriteState, e: Error) -> Error {
@@ -637,11 +675,13 @@ impl Drop for DirStore {
 }
 
 impl SessionStore for DirStore {
-    /// Creates the directory (mode 0700) if missing and removes temporary
-    /// files that writers which died left more than an hour ago.
+    /// Renames files an older version named by the id to digest names
+    /// (see [`DirOptions::open`]) and removes temporary files that writers
+    /// which died left more than an hour ago. The directory was created by
+    /// `open`.
     fn setup(&self) -> Result<()> {
-        create_dir(&self.dir)?;
         let _guard = self.write_lock()?;
+        migrate::run(&self.dir)?;
         self.remove_stale_temps()
     }
 
@@ -693,16 +733,20 @@ impl SessionStore for DirStore {
         Ok(self.unlink(&mut guard.state, id)? && live)
     }
 
+    /// The sessions as their files hold them: each with the id it was
+    /// saved under (which its file's name is a digest of), so through
+    /// [`HashedIds`](crate::HashedIds), the stored ids.
     fn iter_sessions(&self) -> Result<SessionIter<'_>> {
         let now = self.now_ms();
-        let names = self.read_dir()?;
+        let names = self.dir.names()?;
         Ok(Box::new(names.filter_map(move |name| {
-            let id = match name {
-                Ok(name) => id_from_file_name(&name)?,
+            let name = match name {
+                Ok(name) if is_session_name(&name) => name,
+                Ok(_) => return None,
                 Err(e) => return Some(Err(e)),
             };
-            match self.read(&id) {
-                Ok(Some(s)) if self.live(&s, now) => Some(Ok(to_session(id, s))),
+            match self.read_named(&name) {
+                Ok(Some((id, s))) if self.live(&s, now) => Some(Ok(to_session(id, s))),
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             }
@@ -712,21 +756,28 @@ impl SessionStore for DirStore {
     /// Checks each session without the lock, then locks only to remove a
     /// candidate after checking it again, so writers wait for one file at a
     /// time. Files that fail to decode are left for inspection. Also
-    /// removes stale temporary files, like `setup`.
+    /// renames old-style files and removes stale temporary files, like
+    /// `setup`.
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
         let idle = Some(duration_millis(max_idle));
         let old = |s: &Stored, now: u64| {
             is_expired(s.stamp.modified_ms, s.stamp.expires_ms, idle, now) || !self.live(s, now)
         };
+        {
+            let _guard = self.write_lock()?;
+            migrate::run(&self.dir)?;
+        }
         let mut removed = 0;
-        for name in self.read_dir()? {
-            let Some(id) = id_from_file_name(&name?) else {
-                continue;
-            };
-            let now = self.now_ms();
-            if !matches!(self.read(&id), Ok(Some(s)) if old(&s, now)) {
+        for name in self.dir.names()? {
+            let name = name?;
+            if !is_session_name(&name) {
                 continue;
             }
+            let now = self.now_ms();
+            let id = match self.read_named(&name) {
+                Ok(Some((id, s))) if old(&s, now) => id,
+                _ => continue,
+            };
             let mut guard = self.write_lock()?;
             let now = self.now_ms();
             if matches!(self.read(&id), Ok(Some(s)) if old(&s, now))
