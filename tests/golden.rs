@@ -213,6 +213,9 @@ fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
 
 /// The session the golden DirStore file holds.
 const DIR_ID: &str = "dave-7Qx";
+/// Its file's name today: `h-` and the base32 of the SHA-256 digest of
+/// `"sessionlog stored id v1\0dave-7Qx"` (DESIGN.md §11).
+const DIR_NAME: &str = "h-h2utreem2b76enb3gwvmeonzrlqntquloinqcsfwfywz3tmtnqpa";
 
 #[test]
 fn the_v1_dirstore_session_file_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
@@ -228,12 +231,17 @@ fn the_v1_dirstore_session_file_decodes_to_its_exact_contents_and_re_encodes_byt
         store.save_session(&mut s).expect("save");
         drop(store);
         let _ = fs::remove_file(dir.join(".lock"));
+        let _ = fs::remove_file(dir.join(".hashed-names"));
+        // The committed file keeps the name versions before issue 25 gave
+        // it, so that this test also reads a store of old names.
+        fs::rename(dir.join(DIR_NAME), dir.join("s-mrqxmzjng5ixq")).expect("rename");
     }
     let names: Vec<String> = fs::read_dir(&dir)
         .expect("the golden directory is committed")
         .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
         .collect();
-    // The id in lowercase unpadded base32 after `s-`.
+    // The id in lowercase unpadded base32 after `s-`: the name versions
+    // before issue 25 gave the file.
     assert_eq!(names, ["s-mrqxmzjng5ixq"]);
     let bytes = fs::read(dir.join(&names[0])).expect("read");
     assert_eq!(
@@ -266,12 +274,23 @@ fn the_v1_dirstore_session_file_decodes_to_its_exact_contents_and_re_encodes_byt
     let tmp = tempfile::tempdir().expect("tempdir");
     let copy = tmp.path().join("d");
     fs::create_dir(&copy).expect("mkdir");
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o700)).expect("chmod");
     fs::copy(dir.join(&names[0]), copy.join(&names[0])).expect("copy");
     fs::set_permissions(copy.join(&names[0]), fs::Permissions::from_mode(0o600)).expect("chmod");
     let store = DirStore::options()
         .clock(ManualClock::new(at(10)))
         .open(&copy)
         .expect("open");
+    let mut now: Vec<String> = fs::read_dir(&copy)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    now.sort();
+    assert_eq!(
+        now,
+        [".hashed-names", ".lock", DIR_NAME],
+        "opening renamed the file to its digest name"
+    );
     let s = store
         .load_session(&id(DIR_ID))
         .expect("load")

@@ -576,3 +576,320 @@ fn a_compaction_does_not_rename_over_a_log_replaced_meanwhile() {
         "no temporary file left"
     );
 }
+
+// ---- 11. DirStore: a listing is no credential, a planted directory is
+// refused, root's maintenance stays in the real directory (issue 25) ----
+
+/// Makes this child process uid/gid 65534.
+fn become_nobody() {
+    // SAFETY: plain system calls on this child's own credentials.
+    unsafe {
+        assert_eq!(libc::setgid(65534), 0, "setgid");
+        assert_eq!(libc::setuid(65534), 0, "setuid");
+    }
+}
+
+/// Runs `test`'s child in `role` as uid 65534 with `vars`; the protocol
+/// lines it printed before `DONE`.
+fn run_as_nobody(test: &str, role: &str, vars: &[(&str, String)]) -> Vec<String> {
+    let mut c = common::child::spawn(test, role, vars);
+    let mut out = common::child::Reader::new(&mut c);
+    let mut lines = Vec::new();
+    loop {
+        match out.next() {
+            Some(l) if l == "DONE" => break,
+            Some(l) => lines.push(l),
+            None => panic!("child {role} ended before DONE: {lines:?}"),
+        }
+    }
+    assert!(c.wait().expect("wait").success(), "child {role}");
+    lines
+}
+
+/// A temporary directory that uid 65534 may traverse but not list.
+fn traversable_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).expect("chmod");
+    dir
+}
+
+fn lowercase_base32(bytes: &[u8]) -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let (mut acc, mut bits, mut out) = (0u64, 0, String::new());
+    for &b in bytes {
+        acc = (acc << 8) | u64::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(A[((acc >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(A[((acc << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+fn un_base32(s: &str) -> Option<Vec<u8>> {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let (mut acc, mut bits, mut out) = (0u64, 0, Vec::new());
+    for c in s.bytes() {
+        acc = (acc << 5) | A.iter().position(|&a| a == c)? as u64;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The attack of issue 25, item 2: a DirStore directory made with the
+/// default umask (0755) let every local user list it and decode a name
+/// into a session id. Now such a directory is refused unless the caller
+/// opts in, and even then uid 65534's listing gives nothing that loads a
+/// session: the names are digests, the files unreadable.
+#[test]
+fn a_listing_of_the_store_directory_gives_no_cookie() {
+    const TEST: &str = "a_listing_of_the_store_directory_gives_no_cookie";
+    if common::child::role().is_some() {
+        become_nobody();
+        let dir = PathBuf::from(std::env::var("STORE").expect("STORE"));
+        for e in fs::read_dir(&dir).expect("uid 65534 lists the 0755 directory") {
+            let name = e.expect("entry").file_name().into_string().expect("utf-8");
+            match fs::read(dir.join(&name)) {
+                Ok(bytes) => println!("READ {name} {}", bytes.len()),
+                Err(_) => println!("NAME {name}"),
+            }
+        }
+        println!("DONE");
+        return;
+    }
+    assert!(is_root(), "this test acts as uid 65534 and needs root");
+    let tmp = traversable_fixture();
+    let dir = tmp.path().join("sessions");
+    drop(DirStore::open(&dir).expect("create"));
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+    let why = refused(DirStore::open(&dir));
+    assert!(
+        why.contains("0755") && why.contains("allow_others_to_read_directory(true)"),
+        "{why}"
+    );
+    let store = DirStore::options()
+        .allow_others_to_read_directory(true)
+        .open(&dir)
+        .expect("opted in");
+    let victim = sessionlog::SessionId::generate();
+    store
+        .save_session(&mut Session::new(victim.clone(), b"role=admin".to_vec()))
+        .expect("save");
+
+    let seen = run_as_nobody(TEST, "list", &[("STORE", dir.display().to_string())]);
+    let names: Vec<&str> = seen
+        .iter()
+        .map(|l| {
+            l.strip_prefix("NAME ")
+                .unwrap_or_else(|| panic!("uid 65534 read a file: {l}"))
+        })
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("h-")),
+        "the session's file was listed: {names:?}"
+    );
+    let clear = lowercase_base32(victim.as_str().as_bytes());
+    for name in &names {
+        assert!(!name.contains(&clear), "{name} holds the id");
+        // every way the old names were turned into a cookie
+        let suffix = name.get(2..).unwrap_or_default();
+        let decoded = un_base32(suffix).and_then(|b| String::from_utf8(b).ok());
+        for cookie in [Some(name.to_string()), Some(suffix.to_owned()), decoded]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(cookie) = sessionlog::SessionId::new(cookie) {
+                assert_eq!(
+                    store.load_session(&cookie).expect("load"),
+                    None,
+                    "a name from the listing logs in"
+                );
+            }
+        }
+    }
+    assert!(
+        store.has_session(&victim).expect("has"),
+        "the victim's own id still works"
+    );
+}
+
+/// The attack of issue 25, item 3, on a DirStore: uid 65534 makes the
+/// store's directory first, at the path a root process will use under a
+/// shared sticky directory, with a session of its choosing in it. Root
+/// used to adopt it (serving the planted session, giving every new file
+/// to uid 65534); now it refuses unless it states maintenance by name.
+#[test]
+fn a_store_directory_another_user_planted_is_refused() {
+    const TEST: &str = "a_store_directory_another_user_planted_is_refused";
+    if common::child::role().is_some() {
+        become_nobody();
+        let store = DirStore::open(std::env::var("STORE").expect("STORE")).expect("nobody's store");
+        store
+            .save_session(&mut Session::new(
+                id("planted-session"),
+                b"role=admin".to_vec(),
+            ))
+            .expect("plant");
+        println!("DONE");
+        return;
+    }
+    assert!(is_root(), "this test acts as uid 65534 and needs root");
+    let tmp = traversable_fixture();
+    let shared = tmp.path().join("tmp");
+    fs::create_dir(&shared).expect("mkdir");
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    let path = shared.join("app-sessions");
+    run_as_nobody(TEST, "plant", &[("STORE", path.display().to_string())]);
+
+    let why = refused(DirStore::open(&path));
+    assert!(
+        why.contains("uid 65534") && why.contains("maintain_as_owner(true)"),
+        "{why}"
+    );
+    // Stated maintenance works on the owner's terms: files stay theirs.
+    let store = DirStore::options()
+        .maintain_as_owner(true)
+        .open(&path)
+        .expect("maintenance by name");
+    assert_eq!(store.owner_uid(), 65534);
+    store
+        .save_session(&mut Session::new(id("roots"), b"1".to_vec()))
+        .expect("save");
+    for e in fs::read_dir(&path).expect("list") {
+        let e = e.expect("entry");
+        assert_eq!(
+            e.metadata().expect("stat").uid(),
+            65534,
+            "{:?}",
+            e.file_name()
+        );
+    }
+}
+
+/// The attack of issue 25, item 1, on a DirStore: while root maintains
+/// uid 65534's store, uid 65534 moves the store's directory away and puts
+/// a symbolic link to a root-only directory in its place. Root used to
+/// follow the path again for every file, creating its temporary file
+/// there, giving it to uid 65534 and renaming it over root's file. Now
+/// every operation is relative to the directory root opened: the root-only
+/// directory is untouched and the work lands in the moved directory.
+#[test]
+fn roots_dir_maintenance_cannot_be_redirected_by_swapping_the_directory() {
+    const TEST: &str = "roots_dir_maintenance_cannot_be_redirected_by_swapping_the_directory";
+    if let Some(role) = common::child::role() {
+        become_nobody();
+        let store = PathBuf::from(std::env::var("STORE").expect("STORE"));
+        match role.as_str() {
+            "create" => {
+                let s = DirStore::open(&store).expect("the owner's store");
+                s.save_session(&mut Session::new(id("owners"), b"1".to_vec()))
+                    .expect("save");
+            }
+            _ => {
+                let target = std::env::var("TARGET").expect("TARGET");
+                fs::rename(&store, store.with_file_name("moved")).expect("move the directory");
+                std::os::unix::fs::symlink(target, &store).expect("plant the link");
+            }
+        }
+        println!("DONE");
+        return;
+    }
+    assert!(is_root(), "this test acts as uid 65534 and needs root");
+    let tmp = traversable_fixture();
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).expect("mkdir");
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).expect("chown");
+    let store_path = home.join("sessions");
+    let vars = |_: ()| {
+        vec![
+            ("STORE", store_path.display().to_string()),
+            ("TARGET", tmp.path().join("root-only").display().to_string()),
+        ]
+    };
+    run_as_nobody(TEST, "create", &vars(()));
+
+    // A root-only directory holding a root-owned file named like the
+    // session file root is about to write.
+    let root_only = tmp.path().join("root-only");
+    fs::create_dir(&root_only).expect("mkdir");
+    fs::set_permissions(&root_only, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let store = DirStore::options()
+        .maintain_as_owner(true)
+        .sync(SyncPolicy::Always)
+        .open(&store_path)
+        .expect("root maintains the owner's store");
+    let listing = || -> std::collections::BTreeSet<String> {
+        fs::read_dir(&store_path)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect()
+    };
+    let before = listing();
+    let mut roots = Session::new(id("roots"), b"2".to_vec());
+    store.save_session(&mut roots).expect("save");
+    let target_name = listing()
+        .difference(&before)
+        .next()
+        .cloned()
+        .expect("the session's file");
+    let victim = root_only.join(&target_name);
+    fs::write(&victim, b"root's own file").expect("write");
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    run_as_nobody(TEST, "swap", &vars(()));
+    assert!(
+        fs::symlink_metadata(&store_path)
+            .expect("lstat")
+            .file_type()
+            .is_symlink(),
+        "the swap happened"
+    );
+
+    // Root's maintenance after the swap: a save of every session, expiry,
+    // setup (renames and temporary-file cleanup).
+    for name in ["roots", "owners"] {
+        store
+            .save_session(&mut Session::new(id(name), b"3".to_vec()))
+            .expect("save");
+    }
+    store
+        .delete_old_sessions(Duration::from_secs(3600))
+        .expect("expire");
+    store.setup().expect("setup");
+
+    let meta = fs::metadata(&victim).expect("stat");
+    assert_eq!(fs::read(&victim).expect("read"), b"root's own file");
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
+    let left: Vec<_> = fs::read_dir(&root_only)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        left,
+        [std::ffi::OsString::from(&target_name)],
+        "nothing else created there"
+    );
+    let moved = home.join("moved");
+    let m = fs::metadata(moved.join(&target_name)).expect("the save landed in the real directory");
+    assert_eq!((m.uid(), m.mode() & 0o777), (65534, 0o600));
+    let reopened = DirStore::options()
+        .maintain_as_owner(true)
+        .open(&moved)
+        .expect("reopen");
+    assert_eq!(
+        reopened
+            .load_session(&id("roots"))
+            .expect("load")
+            .expect("live")
+            .data,
+        b"3"
+    );
+}

@@ -215,11 +215,7 @@ impl DirHandle {
                 Ok("." | "..") | Err(_) => None,
                 Ok(name) => Some(Ok(name.to_owned())),
             },
-            Err(e) => Some(Err(Error::io(
-                &self.path,
-                "read directory",
-                from_rustix(e),
-            ))),
+            Err(e) => Some(Err(Error::io(&self.path, "read directory", from_rustix(e)))),
         }))
     }
 
@@ -231,7 +227,9 @@ impl DirHandle {
     /// Makes the file `name` durable; nothing to do if it is gone.
     pub fn sync_file(&self, name: &str) -> Result<()> {
         match self.open_read(name) {
-            Ok(Some(f)) => f.sync_all().map_err(|e| Error::io(&self.at(name), "fsync", e)),
+            Ok(Some(f)) => f
+                .sync_all()
+                .map_err(|e| Error::io(&self.at(name), "fsync", e)),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         }

@@ -30,7 +30,10 @@ pub(super) fn needed(dir: &DirHandle) -> Result<bool> {
 pub(super) fn run(dir: &DirHandle) -> Result<usize> {
     let old: Vec<String> = dir
         .names()?
-        .filter(|n| n.as_ref().map_or(true, |n| id_from_legacy_name(n).is_some()))
+        .filter(|n| {
+            n.as_ref()
+                .map_or(true, |n| id_from_legacy_name(n).is_some())
+        })
         .collect::<Result<_>>()?;
     let mut moved = 0;
     let changed = !old.is_empty();

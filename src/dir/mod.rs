@@ -185,7 +185,9 @@ impl DirOptions {
             poison: Poison::default(),
         }));
         let flusher = match self.sync {
-            SyncPolicy::Interval(d) => Some(Flusher::spawn(Arc::clone(&dir), Arc::clone(&state), d)?),
+            SyncPolicy::Interval(d) => {
+                Some(Flusher::spawn(Arc::clone(&dir), Arc::clone(&state), d)?)
+            }
             _ => None,
         };
         Ok(DirStore {
