@@ -5,8 +5,11 @@
 //! running store, a stopped lock holder, a background compaction that
 //! keeps failing, a log truncated under the map, crafted sizes and
 //! versions, and root doing maintenance on another user's store; and
-//! (issue 25) a log replaced by name during a compaction. The threat
-//! model is DESIGN.md §14; root's side of issue 25 is in
+//! (issue 25) a log replaced by name during a compaction, and on a
+//! DirStore: uid 65534 listing a 0755 store directory for cookies,
+//! planting a store directory where root will open one, and swapping the
+//! directory for a symbolic link under root's maintenance. The threat
+//! model is DESIGN.md §14; root's side of issue 25 for a LogStore is in
 //! `tests/hardening_root.rs`.
 //!
 //! Some tests need root (to act as another user, or to own files as one);
