@@ -27,6 +27,7 @@ class Store:
         repair: bool = False,
         background: bool = True,
         hashed_ids: bool = False,
+        allow_others_to_write_directory: bool = False,
     ) -> Store: ...
     @staticmethod
     def dir(
@@ -37,6 +38,9 @@ class Store:
         max_idle: Optional[float] = None,
         max_session_size: Optional[int] = None,
         hashed_ids: bool = False,
+        allow_others_to_read_directory: bool = False,
+        allow_others_to_write_directory: bool = False,
+        maintain_as_owner: bool = False,
     ) -> Store: ...
     @staticmethod
     def memory(*, max_idle: Optional[float] = None, max_session_size: Optional[int] = None) -> Store: ...
@@ -44,6 +48,9 @@ class Store:
     def kind(self) -> str: ...
     @property
     def path(self) -> Optional[str]: ...
+    @property
+    def owner_uid(self) -> Optional[int]:
+        """The user id the store's files belong to (None for memory)."""
     @property
     def hashed_ids(self) -> bool:
         """True if only digests of session ids are stored."""

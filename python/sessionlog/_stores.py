@@ -19,7 +19,7 @@ import weakref
 from typing import Any, Iterator, Optional, Tuple, Union
 
 from . import _native
-from ._errors import SerializationError
+from ._errors import SerializationError, UnsafeError
 
 __all__ = [
     "SessionStore",
@@ -247,7 +247,20 @@ class SessionStore:
                 f"the session could not be pickled ({type(e).__name__}; see __cause__)"
             ) from e
 
+    def _check_owner(self) -> None:
+        """Refuses to unpickle from a store another user owns: whoever can
+        write a store can plant a pickle in it, and unpickling runs code."""
+        owner = self.native.owner_uid
+        euid = os.geteuid()
+        if owner is not None and owner != euid:
+            raise UnsafeError(
+                f"{self.native.path}: refusing to unpickle a session from a store that belongs "
+                f"to uid {owner}, not to this process's user (uid {euid}): whoever can write "
+                f"it could run code in this process; run as uid {owner}"
+            )
+
     def _unpickle(self, data: bytes, sid: str) -> Any:
+        self._check_owner()
         try:
             if not self.native.hashed_ids:
                 return pickle.loads(data)
@@ -329,7 +342,14 @@ class LogSessionStore(SessionStore):
       own id). Every process sharing the store must set it alike. A store
       written without it stays readable: each session moves to its digest
       at its next save. Default off.
+    - ``allow_others_to_write_directory``: open a store whose directory
+      other users may write (Rust's option of that name), giving up the
+      protection against them. Default off: such a directory is refused
+      with :class:`sessionlog.UnsafeError`.
     - ``pickle_protocol``: default ``pickle.HIGHEST_PROTOCOL``.
+
+    Sessions are unpickled only from a store that belongs to this
+    process's effective user (:class:`sessionlog.UnsafeError` otherwise).
     - ``conditional``: make every ``save_session`` conditional by default.
     """
 
@@ -347,6 +367,7 @@ class LogSessionStore(SessionStore):
         repair: bool = False,
         background: bool = True,
         hashed_ids: bool = False,
+        allow_others_to_write_directory: bool = False,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
     ) -> None:
@@ -359,6 +380,7 @@ class LogSessionStore(SessionStore):
             repair=repair,
             background=background,
             hashed_ids=bool(hashed_ids),
+            allow_others_to_write_directory=bool(allow_others_to_write_directory),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 
@@ -373,10 +395,21 @@ class LogSessionStore(SessionStore):
 
 class DirSessionStore(SessionStore):
     """One file per session in a directory (session2's
-    ``DirectorySessionStore``), created mode 0700 if missing. Options:
-    ``sync``, ``sync_interval``, ``max_idle``, ``max_session_size``,
-    ``hashed_ids``, ``pickle_protocol``, ``conditional`` as for
-    :class:`LogSessionStore`.
+    ``DirectorySessionStore``), created mode 0700 if missing, each file
+    named by a digest of its session's id. Options: ``sync``,
+    ``sync_interval``, ``max_idle``, ``max_session_size``, ``hashed_ids``,
+    ``allow_others_to_write_directory``, ``pickle_protocol``,
+    ``conditional`` as for :class:`LogSessionStore`, and (Rust's
+    ``DirOptions`` of the same names):
+
+    - ``allow_others_to_read_directory``: open a directory that grants its
+      group or other users any access (they see how many sessions there
+      are and when each changed). Default off: refused with
+      :class:`sessionlog.UnsafeError`.
+    - ``maintain_as_owner``: open a directory that belongs to another user
+      (root's maintenance: ``delete_old_sessions``, ``setup``). Sessions of
+      such a store are never unpickled (:class:`sessionlog.UnsafeError`).
+      Default off: such a directory is refused.
     """
 
     is_multiprocess_safe = True
@@ -391,6 +424,9 @@ class DirSessionStore(SessionStore):
         max_idle: Optional[Seconds] = None,
         max_session_size: Optional[int] = None,
         hashed_ids: bool = False,
+        allow_others_to_read_directory: bool = False,
+        allow_others_to_write_directory: bool = False,
+        maintain_as_owner: bool = False,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
     ) -> None:
@@ -401,6 +437,9 @@ class DirSessionStore(SessionStore):
             max_idle=_seconds("max_idle", max_idle),
             max_session_size=max_session_size,
             hashed_ids=bool(hashed_ids),
+            allow_others_to_read_directory=bool(allow_others_to_read_directory),
+            allow_others_to_write_directory=bool(allow_others_to_write_directory),
+            maintain_as_owner=bool(maintain_as_owner),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 

@@ -12,6 +12,7 @@
 //! become the exceptions defined in `sessionlog._errors`, with the Rust
 //! error's message unchanged.
 
+use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -254,6 +255,8 @@ impl<S: SessionStore> Ids<S> {
 struct Store {
     /// The engine; `None` only while being dropped.
     backend: Option<Backend>,
+    /// The user the store's files belong to (`None` for a memory store).
+    owner: Option<u32>,
     /// The process that opened it.
     pid: u32,
     /// `"log"`, `"dir"` or `"memory"`.
@@ -273,9 +276,10 @@ impl Drop for Store {
 }
 
 impl Store {
-    fn new(backend: Backend, kind: &'static str) -> Store {
+    fn new(backend: Backend, kind: &'static str, owner: Option<u32>) -> Store {
         Store {
             backend: Some(backend),
+            owner,
             pid: std::process::id(),
             kind,
         }
@@ -298,7 +302,8 @@ impl Store {
     /// `hashed_ids`, through `HashedIds` (only digests of ids are stored).
     #[staticmethod]
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
-        max_session_size=None, repair=false, background=true, hashed_ids=false))]
+        max_session_size=None, repair=false, background=true, hashed_ids=false,
+        allow_others_to_write_directory=false))]
     #[allow(clippy::too_many_arguments)]
     fn log(
         py: Python<'_>,
@@ -310,26 +315,44 @@ impl Store {
         repair: bool,
         background: bool,
         hashed_ids: bool,
+        allow_others_to_write_directory: bool,
     ) -> PyResult<Store> {
         let mut opts = LogStore::options()
             .sync(sync_policy(py, sync, sync_interval)?)
             .repair(repair)
-            .background(background);
+            .background(background)
+            .allow_others_to_write_directory(allow_others_to_write_directory);
         if let Some(idle) = max_idle {
             opts = opts.max_idle(seconds(py, "max_idle", idle)?);
         }
         if let Some(size) = max_session_size {
             opts = opts.max_session_size(size);
         }
-        let store = run(py, move || opts.open(path))?;
-        Ok(Store::new(Backend::Log(Ids::new(store, hashed_ids)), "log"))
+        let (store, owner) = run(py, move || {
+            let store = opts.open(path)?;
+            let owner = std::fs::metadata(store.path())
+                .map_err(|source| Error::Io {
+                    path: store.path().to_path_buf(),
+                    op: "stat",
+                    source,
+                })?
+                .uid();
+            Ok((store, owner))
+        })?;
+        Ok(Store::new(
+            Backend::Log(Ids::new(store, hashed_ids)),
+            "log",
+            Some(owner),
+        ))
     }
 
     /// Opens (creating if missing) the `DirStore` directory at `path`;
-    /// `hashed_ids` as for [`Store::log`].
+    /// `hashed_ids` as for [`Store::log`]; the opt-ins as `DirOptions`'.
     #[staticmethod]
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
-        max_session_size=None, hashed_ids=false))]
+        max_session_size=None, hashed_ids=false, allow_others_to_read_directory=false,
+        allow_others_to_write_directory=false, maintain_as_owner=false))]
+    #[allow(clippy::too_many_arguments)]
     fn dir(
         py: Python<'_>,
         path: PathBuf,
@@ -338,8 +361,15 @@ impl Store {
         max_idle: Option<f64>,
         max_session_size: Option<usize>,
         hashed_ids: bool,
+        allow_others_to_read_directory: bool,
+        allow_others_to_write_directory: bool,
+        maintain_as_owner: bool,
     ) -> PyResult<Store> {
-        let mut opts: DirOptions = DirStore::options().sync(sync_policy(py, sync, sync_interval)?);
+        let mut opts: DirOptions = DirStore::options()
+            .sync(sync_policy(py, sync, sync_interval)?)
+            .allow_others_to_read_directory(allow_others_to_read_directory)
+            .allow_others_to_write_directory(allow_others_to_write_directory)
+            .maintain_as_owner(maintain_as_owner);
         if let Some(idle) = max_idle {
             opts = opts.max_idle(seconds(py, "max_idle", idle)?);
         }
@@ -347,7 +377,12 @@ impl Store {
             opts = opts.max_session_size(size);
         }
         let store = run(py, move || opts.open(path))?;
-        Ok(Store::new(Backend::Dir(Ids::new(store, hashed_ids)), "dir"))
+        let owner = store.owner_uid();
+        Ok(Store::new(
+            Backend::Dir(Ids::new(store, hashed_ids)),
+            "dir",
+            Some(owner),
+        ))
     }
 
     /// A new, empty in-process `MemoryStore`.
@@ -366,7 +401,7 @@ impl Store {
             options = options.max_session_size(size);
         }
         let store = options.open().map_err(|e| error_to_py(py, &e))?;
-        Ok(Store::new(Backend::Memory(store), "memory"))
+        Ok(Store::new(Backend::Memory(store), "memory", None))
     }
 
     /// `"log"`, `"dir"` or `"memory"`.
@@ -383,6 +418,14 @@ impl Store {
             Some(Backend::Dir(s)) => Some(s.raw().path().to_path_buf()),
             _ => None,
         }
+    }
+
+    /// The user id the store's files belong to, as found when it was
+    /// opened (`None` for a memory store). The Python stores unpickle only
+    /// from a store of this process's effective user.
+    #[getter]
+    fn owner_uid(&self) -> Option<u32> {
+        self.owner
     }
 
     /// True if the store keeps only digests of session ids (`hashed_ids`).
