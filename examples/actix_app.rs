@@ -11,7 +11,7 @@
 //! `GET /health`. Flags: `--store PATH`, `--addr HOST:PORT` (port 0 picks
 //! a free one), `--sync always|never|interval:MS`, `--idle-secs N`,
 //! `--key-file PATH` (64 bytes signing the cookies, shared by every
-//! process; created if missing). Prints `LISTENING <addr>` when ready.
+//! process; created mode 0600 if missing, refused if others can read it). Prints `LISTENING <addr>` when ready.
 
 use std::time::Duration;
 
@@ -98,20 +98,57 @@ fn usage(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-/// The cookie signing key from `path`, created (64 random bytes) if absent.
+/// The cookie signing key from `path`, created (64 random bytes, mode
+/// 0600) if absent. An existing key file must be a regular file of this
+/// user that no one else can read or write: whoever reads the key can sign
+/// any cookie.
 fn load_key(path: &str) -> std::io::Result<Key> {
-    match std::fs::read(path) {
-        Ok(bytes) => Key::try_from(bytes.as_slice())
-            .map_err(|_| std::io::Error::other(format!("{path}: not a 64-byte key"))),
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match opened {
+        Ok(mut f) => {
+            let meta = f.metadata()?;
+            let mode = meta.mode() & 0o7777;
+            if !meta.is_file() || meta.uid() != rustix::process::geteuid().as_raw() {
+                return Err(std::io::Error::other(format!(
+                    "{path}: the cookie key must be a regular file of this user"
+                )));
+            }
+            if mode & 0o077 != 0 {
+                return Err(std::io::Error::other(format!(
+                    "{path}: mode {mode:04o} lets other users read the cookie key \
+                     (they could sign any session cookie); `chmod 600` it"
+                )));
+            }
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            Key::try_from(bytes.as_slice())
+                .map_err(|_| std::io::Error::other(format!("{path}: not a 64-byte key")))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Key::generate();
             let tmp = format!("{path}.{}", std::process::id());
-            std::fs::write(&tmp, key.master())?;
-            // Another process may have won the race: use whichever is there.
-            if std::fs::hard_link(&tmp, path).is_err() && !std::path::Path::new(path).exists() {
-                std::fs::rename(&tmp, path)?;
-            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.write_all(key.master())?;
+            f.sync_all()?;
+            // Another process may have won the race: use whichever is
+            // there (a hard link never replaces an existing file).
+            let linked = std::fs::hard_link(&tmp, path);
             let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
             load_key(path)
         }
         Err(e) => Err(e),

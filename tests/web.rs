@@ -553,6 +553,33 @@ fn actix_app_login_counter_logout_across_processes() {
         &["--key-file", key],
     );
     login_counter_logout_everywhere(&servers);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(key).expect("the key file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the cookie key is the owner's alone");
+}
+
+/// A cookie key other users can read is refused: whoever reads it signs
+/// any session cookie.
+#[test]
+fn actix_app_refuses_a_cookie_key_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("cookie.key");
+    std::fs::write(&key, [7u8; 64]).expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = Command::new(example("actix_app"))
+        .args(["--store", dir.path().join("s.db").to_str().expect("utf-8")])
+        .args(["--key-file", key.to_str().expect("utf-8")])
+        .args(["--addr", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a 0644 key");
+    assert!(
+        stderr.contains("0644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
 }
 
 #[test]
