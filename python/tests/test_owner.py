@@ -12,6 +12,10 @@ import inspect
 import os
 import pickle
 import re
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
 
 import pytest
 
@@ -91,16 +95,28 @@ def _plant_as_nobody(kind: str, path: str, sid: str, marker: str) -> None:
                 store = sessionlog.DirSessionStore(path, sync="always")
             store.native.save(sid, pickle.dumps(_Plant(marker)))
             code = 0
+        except BaseException:
+            traceback.print_exc()
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child planted its store"
 
 
+@pytest.fixture
+def traversable_tmp():
+    """A temporary directory uid 65534 can traverse (pytest's own are under
+    a 0700 directory of root's)."""
+    path = Path(tempfile.mkdtemp(prefix="sessionlog-owner-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="acts as uid 65534: needs root (CI runs as root)")
 @pytest.mark.parametrize("kind", ["log", "dir"])
-def test_a_store_of_another_user_is_never_unpickled(kind, tmp_path):
-    tmp_path.chmod(0o711)
+def test_a_store_of_another_user_is_never_unpickled(kind, traversable_tmp):
+    tmp_path = traversable_tmp
     home = tmp_path / "home"
     home.mkdir()
     os.chown(home, NOBODY, NOBODY)
