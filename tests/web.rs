@@ -554,7 +554,10 @@ fn actix_app_login_counter_logout_across_processes() {
     );
     login_counter_logout_everywhere(&servers);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(key).expect("the key file").permissions().mode();
+    let mode = std::fs::metadata(key)
+        .expect("the key file")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the cookie key is the owner's alone");
 }
 
