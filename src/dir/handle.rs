@@ -177,7 +177,7 @@ impl DirHandle {
     /// Renames `from` to `to`, both in this directory.
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         rustix::fs::renameat(&self.fd, from, &self.fd, to)
-            .map_err(|e| Error::io(&self.at(to), "rename", from_rustix(e)))
+            .map_err(|e| Error::io(self.at(to), "rename", from_rustix(e)))
     }
 
     /// Removes `name`; false if there was none.
@@ -185,7 +185,7 @@ impl DirHandle {
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::NOENT) => Ok(false),
-            Err(e) => Err(Error::io(&self.at(name), "remove", from_rustix(e))),
+            Err(e) => Err(Error::io(self.at(name), "remove", from_rustix(e))),
         }
     }
 
@@ -194,7 +194,7 @@ impl DirHandle {
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(_) => Ok(true),
             Err(rustix::io::Errno::NOENT) => Ok(false),
-            Err(e) => Err(Error::io(&self.at(name), "stat", from_rustix(e))),
+            Err(e) => Err(Error::io(self.at(name), "stat", from_rustix(e))),
         }
     }
 
@@ -229,7 +229,7 @@ impl DirHandle {
         match self.open_read(name) {
             Ok(Some(f)) => f
                 .sync_all()
-                .map_err(|e| Error::io(&self.at(name), "fsync", e)),
+                .map_err(|e| Error::io(self.at(name), "fsync", e)),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         }

@@ -170,7 +170,7 @@ impl DirOptions {
         if migrate::needed(&dir)? {
             lock_file
                 .lock()
-                .map_err(|e| Error::io(&dir.at(LOCK_NAME), "lock", e))?;
+                .map_err(|e| Error::io(dir.at(LOCK_NAME), "lock", e))?;
             let done = if migrate::needed(&dir)? {
                 migrate::run(&dir).map(drop)
             } else {
@@ -447,7 +447,7 @@ impl DirStore {
         state.poison.check(self.dir.path())?;
         self.lock_file
             .lock()
-            .map_err(|e| Error::io(&self.dir.at(LOCK_NAME), "lock", e))?;
+            .map_err(|e| Error::io(self.dir.at(LOCK_NAME), "lock", e))?;
         Ok(WriteGuard {
             state,
             lock_file: &self.lock_file,
