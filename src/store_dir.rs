@@ -169,8 +169,8 @@ impl StoreDir {
         Ok(File::from(fd))
     }
 
-    /// Opens `name` for reading and writing as [`trust::open`] does (never
-    /// through a link; checked; a new file is `owner`'s, mode 0600).
+    /// Opens `name` for reading and writing, never through a link, checked
+    /// by [`trust::check_file`]; a new file is `owner`'s, mode 0600.
     pub fn open_file(&self, name: &OsStr, create: Create, owner: Owner) -> Result<File> {
         let path = self.join(name);
         if create == Create::IfMissing {

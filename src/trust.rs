@@ -8,9 +8,9 @@
 //! `O_NOFOLLOW`, and checks that what it opened is a regular file with one
 //! link, owned by the store's owner, that no other user can read or write.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -27,6 +27,7 @@ pub(crate) struct Owner {
 impl Owner {
     /// The owner of the existing file at `path`, or this process's user
     /// for a store about to be created.
+    #[cfg(test)]
     pub fn of(path: &Path) -> Result<Owner> {
         match fs::symlink_metadata(path) {
             Ok(m) => Ok(Owner {
@@ -63,47 +64,6 @@ pub(crate) fn parent(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
-}
-
-/// Refuses `dir` if users other than its owner can write it, or if its
-/// owner is neither this user nor root, unless `allow_others` (the caller
-/// gives that protection up by name).
-pub(crate) fn check_dir(dir: &Path, allow_others: bool) -> Result<()> {
-    let meta = fs::metadata(dir).map_err(|e| Error::io(dir, "stat directory", e))?;
-    if !meta.is_dir() {
-        return Err(refusal(dir, "not a directory"));
-    }
-    if allow_others {
-        return Ok(());
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        let who = if mode & 0o002 != 0 {
-            "every user"
-        } else {
-            "its group"
-        };
-        return Err(refusal(
-            dir,
-            format!(
-                "the directory is writable by {who} (mode {mode:04o}): another user could \
-                 plant, replace or link the store's files; `chmod go-w` it, or opt in with \
-                 `allow_others_to_write_directory(true)`"
-            ),
-        ));
-    }
-    let uid = meta.uid();
-    // Root (maintenance) may open any user's store directory.
-    if uid != euid() && uid != 0 && euid() != 0 {
-        return Err(refusal(
-            dir,
-            format!(
-                "the directory belongs to uid {uid}, neither this user (uid {}) nor root",
-                euid()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Resolves a store path given by a caller to the file it names: a
@@ -143,103 +103,8 @@ pub(crate) enum Create {
     New,
 }
 
-/// Opens a file of the store for reading and writing, never through a
-/// symbolic link, and checks it: a regular file with one link, owned by
-/// `owner`, mode 0600 or stricter. A file this call creates is given to
-/// `owner` first (`fchown`), and removed again if that is not possible.
-pub(crate) fn open(path: &Path, create: Create, owner: Owner) -> Result<File> {
-    if create == Create::IfMissing {
-        match open_raw(path, Create::New) {
-            Ok(f) => return adopt(path, f, owner),
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
-                return open(path, Create::No, owner);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let file = open_raw(path, create)?;
-    if create == Create::New {
-        return adopt(path, file, owner);
-    }
-    check_file(path, &file, owner.uid)?;
-    Ok(file)
-}
-
-/// Gives a file this process just created to `owner`, then checks it.
-fn adopt(path: &Path, file: File, owner: Owner) -> Result<File> {
-    use std::os::fd::AsRawFd;
-    if owner.uid != euid() {
-        // SAFETY: fchown only reads its integer arguments; the descriptor
-        // is owned by `file`.
-        let rc = unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            let _ = fs::remove_file(path);
-            return Err(refusal(
-                path,
-                format!(
-                    "this user (uid {}) cannot give a new file to the store's owner (uid {}): \
-                     {e}; run this as the store's owner or as root",
-                    euid(),
-                    owner.uid
-                ),
-            ));
-        }
-    }
-    check_file(path, &file, owner.uid)?;
-    Ok(file)
-}
-
-fn open_raw(path: &Path, create: Create) -> Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    match create {
-        Create::No => {}
-        Create::IfMissing => {
-            o.create(true);
-        }
-        Create::New => {
-            o.create_new(true);
-        }
-    }
-    o.open(path).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ELOOP) {
-            refusal(
-                path,
-                "a symbolic link where the store keeps a file of its own",
-            )
-        } else {
-            Error::io(path, "open", e)
-        }
-    })
-}
-
-/// Opens a file of the store for reading only, never through a symbolic
-/// link, and checks it as [`open`] does; `None` if it does not exist.
-pub(crate) fn open_read(path: &Path, owner: Owner) -> Result<Option<File>> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path);
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(refusal(
-                path,
-                "a symbolic link where the store keeps a file of its own",
-            ));
-        }
-        Err(e) => return Err(Error::io(path, "open", e)),
-    };
-    check_file(path, &file, owner.uid)?;
-    Ok(Some(file))
-}
-
-/// Checks an open file of the store (see [`open`]).
+/// Checks an open file of the store: a regular file with one link, owned
+/// by `owner`, mode 0600 or stricter.
 pub(crate) fn check_file(path: &Path, file: &File, owner: u32) -> Result<()> {
     let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
     if !meta.file_type().is_file() {

@@ -28,7 +28,8 @@ pub(crate) struct Acceptance {
     pub others_read: bool,
     /// Group or others may write it (implies `others_read`).
     pub others_write: bool,
-    /// It may belong to another user (root's maintenance).
+    /// It may belong to another user when this process is root
+    /// (maintenance).
     pub other_owner: bool,
 }
 
@@ -95,7 +96,7 @@ impl DirHandle {
     }
 
     /// Opens the store's file `name` for reading and writing, never
-    /// through a symbolic link, and checks it as `trust::open` does. A file
+    /// through a symbolic link, and checks it (`trust::check_file`). A file
     /// this call creates (mode 0600) is given to the directory's owner
     /// first, and removed again if that is not possible.
     pub fn open_file(&self, name: &str, create: Create) -> Result<File> {
@@ -240,6 +241,12 @@ impl DirHandle {
 /// the caller accepts it.
 fn check(path: &Path, uid: u32, mode: u32, accept: Acceptance) -> Result<()> {
     let me = trust::euid();
+    if uid != me && me != 0 {
+        return Err(trust::refusal(
+            path,
+            format!("the directory belongs to uid {uid}, not to this user (uid {me})"),
+        ));
+    }
     if uid != me && !accept.other_owner {
         return Err(trust::refusal(
             path,

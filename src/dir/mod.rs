@@ -141,8 +141,9 @@ impl DirOptions {
         self
     }
 
-    /// Opens a store whose directory belongs to another user: maintenance
-    /// (expiry, cleanup) by root of that user's store. Files the store
+    /// Lets root open a store whose directory belongs to another user:
+    /// maintenance (expiry, cleanup) of that user's store. Any other
+    /// process opens only a directory of its own user, opted in or not. Files the store
     /// creates are given to the directory's owner, and every operation is
     /// relative to the directory opened once, so the owner cannot redirect
     /// it by replacing the directory. Default: off, and a directory whose
