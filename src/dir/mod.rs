@@ -142,15 +142,15 @@ impl DirOptions {
     }
 
     /// Lets root open a store whose directory belongs to another user:
-    /// maintenance (expiry, cleanup) of that user's store. Any other
-    /// process opens only a directory of its own user, opted in or not. Files the store
+    /// maintenance (expiry, cleanup) of that user's store. Files the store
     /// creates are given to the directory's owner, and every operation is
     /// relative to the directory opened once, so the owner cannot redirect
     /// it by replacing the directory. Default: off, and a directory whose
     /// owner is not this process's effective user is refused with
     /// [`Error::Unsafe`], so that a process never adopts a store another
     /// user made at its path (such a user would read every session saved
-    /// to it and could plant the sessions it serves).
+    /// to it and could plant the sessions it serves). A process other than
+    /// root opens only a directory of its own user, opted in or not.
     pub fn maintain_as_owner(mut self, on: bool) -> DirOptions {
         self.accept.other_owner = on;
         self
