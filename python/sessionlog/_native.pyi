@@ -28,6 +28,7 @@ class Store:
         background: bool = True,
         hashed_ids: bool = False,
         allow_others_to_write_directory: bool = False,
+        maintain_as_owner: bool = False,
     ) -> Store: ...
     @staticmethod
     def dir(

@@ -346,6 +346,9 @@ class LogSessionStore(SessionStore):
       other users may write (Rust's option of that name), giving up the
       protection against them. Default off: such a directory is refused
       with :class:`sessionlog.UnsafeError`.
+    - ``maintain_as_owner``: as root, open a store that belongs to another
+      user (maintenance: ``delete_old_sessions``, ``compact``), working as
+      that user; its sessions are never unpickled. Default off: refused.
     - ``pickle_protocol``: default ``pickle.HIGHEST_PROTOCOL``.
 
     Sessions are unpickled only from a store that belongs to this
@@ -368,6 +371,7 @@ class LogSessionStore(SessionStore):
         background: bool = True,
         hashed_ids: bool = False,
         allow_others_to_write_directory: bool = False,
+        maintain_as_owner: bool = False,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
     ) -> None:
@@ -381,6 +385,7 @@ class LogSessionStore(SessionStore):
             background=background,
             hashed_ids=bool(hashed_ids),
             allow_others_to_write_directory=bool(allow_others_to_write_directory),
+            maintain_as_owner=bool(maintain_as_owner),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 
@@ -406,8 +411,8 @@ class DirSessionStore(SessionStore):
       group or other users any access (they see how many sessions there
       are and when each changed). Default off: refused with
       :class:`sessionlog.UnsafeError`.
-    - ``maintain_as_owner``: open a directory that belongs to another user
-      (root's maintenance: ``delete_old_sessions``, ``setup``). Sessions of
+    - ``maintain_as_owner``: as root, open a directory that belongs to
+      another user (maintenance: ``delete_old_sessions``, ``setup``). Sessions of
       such a store are never unpickled (:class:`sessionlog.UnsafeError`).
       Default off: such a directory is refused.
     """

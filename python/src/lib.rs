@@ -303,7 +303,7 @@ impl Store {
     #[staticmethod]
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
         max_session_size=None, repair=false, background=true, hashed_ids=false,
-        allow_others_to_write_directory=false))]
+        allow_others_to_write_directory=false, maintain_as_owner=false))]
     #[allow(clippy::too_many_arguments)]
     fn log(
         py: Python<'_>,
@@ -316,12 +316,14 @@ impl Store {
         background: bool,
         hashed_ids: bool,
         allow_others_to_write_directory: bool,
+        maintain_as_owner: bool,
     ) -> PyResult<Store> {
         let mut opts = LogStore::options()
             .sync(sync_policy(py, sync, sync_interval)?)
             .repair(repair)
             .background(background)
-            .allow_others_to_write_directory(allow_others_to_write_directory);
+            .allow_others_to_write_directory(allow_others_to_write_directory)
+            .maintain_as_owner(maintain_as_owner);
         if let Some(idle) = max_idle {
             opts = opts.max_idle(seconds(py, "max_idle", idle)?);
         }

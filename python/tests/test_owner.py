@@ -126,28 +126,25 @@ def test_a_store_of_another_user_is_never_unpickled(kind, traversable_tmp):
     _plant_as_nobody(kind, path, sid, marker)
     assert os.stat(path).st_uid == NOBODY
 
-    # Opened as any process would open its store: refused, or (a log
-    # store, where root may still open another user's store for
-    # maintenance) opened, with every unpickling refused.
+    # Opened as any process would open its store: refused.
+    cls = sessionlog.LogSessionStore if kind == "log" else sessionlog.DirSessionStore
     with pytest.raises(sessionlog.UnsafeError) as info:
-        cls = sessionlog.LogSessionStore if kind == "log" else sessionlog.DirSessionStore
-        store = cls(path)
-        store.load_session(sid)
+        cls(path).load_session(sid)
     assert f"uid {NOBODY}" in str(info.value)
+    assert "maintain_as_owner(true)" in str(info.value)
     assert not os.path.exists(marker), "the planted pickle ran"
 
-    if kind == "dir":
-        assert "maintain_as_owner(true)" in str(info.value)
-        # Root's stated maintenance opens it, still never unpickles.
-        store = sessionlog.DirSessionStore(path, maintain_as_owner=True)
-        assert store.native.owner_uid == NOBODY
-        assert store.has_session(sid)
-        with pytest.raises(sessionlog.UnsafeError) as info:
-            store.load_session(sid)
-        assert "refusing to unpickle" in str(info.value)
-        with pytest.raises(sessionlog.UnsafeError):
-            list(store.iter_sessions())
-        assert store.delete_old_sessions(0) == (1, 0)
+    # Root's stated maintenance opens it, and still never unpickles.
+    store = cls(path, maintain_as_owner=True)
+    assert store.native.owner_uid == NOBODY
+    assert store.has_session(sid)
+    with pytest.raises(sessionlog.UnsafeError) as info:
+        store.load_session(sid)
+    assert "refusing to unpickle" in str(info.value)
+    with pytest.raises(sessionlog.UnsafeError):
+        list(store.iter_sessions())
+    deleted = store.delete_old_sessions(0)
+    assert deleted == ((1, 0) if kind == "dir" else 1)
     assert not os.path.exists(marker), "the planted pickle ran"
 
 
