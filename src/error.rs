@@ -175,6 +175,43 @@ pub enum Error {
     #[error("the operating system's random source failed: {0}")]
     Random(String),
 
+    /// A session's record is encrypted under a key the
+    /// [`Keyring`](crate::Keyring) does not hold. Nothing was returned or
+    /// written; add the key (a retired one is enough) to read the session.
+    #[error(
+        "session {session}: its record is encrypted under key {key_id:?}, which this keyring does not hold; add that key (as a retired key) to read it"
+    )]
+    KeyMissing {
+        /// The session, by [`SessionId::digest_hint`].
+        session: String,
+        /// The id of the key the record needs (key ids are not secret).
+        key_id: String,
+    },
+
+    /// A session's record did not decrypt: it was tampered with, moved
+    /// from another session or store, written under another key of the
+    /// same id, is not an envelope this build reads, or is plaintext that
+    /// the store does not accept. Nothing was returned or written.
+    #[error("session {session}: the record was not used: {reason}")]
+    Undecryptable {
+        /// The session, by [`SessionId::digest_hint`].
+        session: String,
+        /// The key id the record names, if it names one.
+        key_id: Option<String>,
+        /// What failed, and what to do.
+        reason: String,
+    },
+
+    /// A key file or key variable that cannot be used: malformed, a key of
+    /// the wrong length, a repeated key id. The message never holds a key.
+    #[error("{source_name}: {reason}")]
+    BadKeys {
+        /// The file (and line) or environment variable.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A database or cache server failed or could not be reached.
     #[error("{backend} at {target}: {message}")]
     Backend {

@@ -345,6 +345,10 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
         self.inner.may_block()
     }
 
+    fn stored_id_of(&self, id: &SessionId) -> SessionId {
+        self.inner.stored_id_of(&Self::stored_id(id))
+    }
+
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         let hashed = self.inner.delete_session(&Self::stored_id(id))?;
         let clear = may_be_clear(id) && self.inner.delete_session(id)?;

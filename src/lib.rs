@@ -11,7 +11,8 @@
 //!
 //! [`HashedIds`] wraps any of them (and the server stores) to keep a digest
 //! of each session id instead of the id, so that the store's files, rows
-//! and backups hold no usable login.
+//! and backups hold no usable login. [`Encrypted`] wraps any of them to
+//! keep each session's data encrypted under a [`Keyring`].
 //!
 //! ```no_run
 //! use sessionlog::{LogStore, Session, SessionId, SessionStore};
@@ -33,6 +34,7 @@ compile_error!(
 
 mod clock;
 mod dir;
+mod encrypted;
 mod engine;
 mod error;
 mod fs_identity;
@@ -58,6 +60,7 @@ pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dir::{DirOptions, DirStore};
+pub use encrypted::{Encrypted, Keyring, RekeyReport};
 pub use engine::{
     BackgroundError, CheckReport, CompactStats, Damage, LogOptions, LogStore, RecordCounts,
     RecoveryReport, Stats, TornTail, check, check_with,
@@ -90,6 +93,10 @@ pub mod internals {
     /// When a close writes a hint, for the crash tests of that path.
     pub mod compact {
         pub use crate::engine::compact::close_writes_hint;
+    }
+    /// The encrypted envelope's decoder, for its fuzz target.
+    pub mod envelope {
+        pub use crate::encrypted::envelope::check_round_trip;
     }
     /// The hint file's decoder, for its fuzz target.
     pub mod hint {

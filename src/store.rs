@@ -123,6 +123,16 @@ pub trait SessionStore: Send + Sync {
         true
     }
 
+    /// The id this store keeps the session `id`'s record under, after
+    /// every wrapper in between: `id` itself, or for
+    /// [`HashedIds`](crate::HashedIds) its digest. It is the id
+    /// [`iter_sessions`](Self::iter_sessions) names the record by, and the
+    /// one [`Encrypted`](crate::Encrypted) binds each ciphertext to. A
+    /// wrapper that renames sessions overrides it; the default is `id`.
+    fn stored_id_of(&self, id: &SessionId) -> SessionId {
+        id.clone()
+    }
+
     /// Deletes the session; true if a live session existed.
     fn delete_session(&self, id: &SessionId) -> Result<bool>;
 
@@ -224,6 +234,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
     }
     fn may_block(&self) -> bool {
         (**self).may_block()
+    }
+    fn stored_id_of(&self, id: &SessionId) -> SessionId {
+        (**self).stored_id_of(id)
     }
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         (**self).delete_session(id)

@@ -1,0 +1,390 @@
+//! `Encrypted`: any store, keeping each session's data encrypted at rest
+//! (issue 29). The envelope's layout is in [`envelope`], the keys and the
+//! key file format in [`keyring`]; DESIGN.md §14.4 is the threat model.
+
+pub(crate) mod envelope;
+mod keyring;
+
+use std::time::{Duration, SystemTime};
+
+pub use keyring::Keyring;
+
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::session::{Session, SessionRef};
+use crate::store::{SessionIter, SessionStore};
+use envelope::{NONCE_LEN, Parsed};
+
+/// A [`SessionStore`] that encrypts every session's data before the
+/// wrapped store sees it, with XChaCha20-Poly1305, a fresh random nonce
+/// per save, and associated data that binds the ciphertext to the key id
+/// and to the session's stored id ([`SessionStore::stored_id_of`]): a
+/// record copied to another session, or to a store with other keys, does
+/// not decrypt. What the wrapped store keeps of a session is its (stored)
+/// id, the envelope's size, the key id, the version and the times.
+///
+/// Loads that cannot decrypt fail with a typed error and never return
+/// data: [`Error::KeyMissing`] names the key id a record needs that the
+/// [`Keyring`] lacks; [`Error::Undecryptable`] is a record that does not
+/// authenticate (tampered, moved, another key of the same id), is
+/// malformed, or is plaintext the store does not accept.
+/// Touches, deletes, expiry, versions and conditional saves pass through
+/// to the wrapped store unchanged.
+///
+/// ```no_run
+/// use sessionlog::{Encrypted, HashedIds, Keyring, LogStore, Session, SessionId, SessionStore};
+/// # fn main() -> sessionlog::Result<()> {
+/// let keys = Keyring::from_file("/etc/myapp/session-keys")?;
+/// let store = HashedIds::new(Encrypted::new(LogStore::open("sessions.db")?, keys));
+/// let id = SessionId::generate();
+/// store.save_session(&mut Session::new(id.clone(), b"user=42".to_vec()))?;
+/// assert_eq!(store.load_session(&id)?.map(|s| s.data), Some(b"user=42".to_vec()));
+/// # Ok(()) }
+/// ```
+///
+/// # With `HashedIds`
+///
+/// Either order works: the ciphertext is bound to the id the bottom store
+/// keeps, which [`SessionStore::stored_id_of`] gives through any wrapper.
+/// `HashedIds::new(Encrypted::new(store, keys))` is the recommended one:
+/// the `sessionlog` tools, which see the stored ids, decrypt its records
+/// with `--key-file`, and either wrapper may be added to an existing store
+/// later. With the other order, a store of clear ids that was already
+/// encrypted cannot be moved to digests (its records are bound to the
+/// clear ids).
+///
+/// # An existing store of plaintext sessions
+///
+/// A record that is not an envelope is refused with
+/// [`Error::Undecryptable`] unless the store was opened with
+/// [`Encrypted::accept_plaintext`]`(true)`, the migration setting: then it
+/// is returned as it is, and encrypted by its next save (or by
+/// [`Encrypted::rekey`], `sessionlog rekey`). A record that starts with
+/// the envelope's magic bytes is always an envelope and must decrypt:
+/// plaintext is never a fallback for an envelope that fails. Whoever can
+/// write the store can plant a plaintext session while plaintext is
+/// accepted, so turn it off once every record is encrypted.
+pub struct Encrypted<S> {
+    inner: S,
+    keys: Keyring,
+    accept_plaintext: bool,
+}
+
+/// Shows the wrapped store and the key ids; never a key.
+impl<S: std::fmt::Debug> std::fmt::Debug for Encrypted<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encrypted")
+            .field("inner", &self.inner)
+            .field("keys", &self.keys)
+            .field("accept_plaintext", &self.accept_plaintext)
+            .finish()
+    }
+}
+
+/// What [`Encrypted::rekey`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RekeyReport {
+    /// Live records looked at.
+    pub examined: usize,
+    /// Records re-encrypted under the current key by the rekey.
+    pub rekeyed: usize,
+    /// Records already under the current key (saved since by a server).
+    pub current: usize,
+    /// Records deleted or expired before they could be re-encrypted.
+    pub gone: usize,
+    /// Records left under another key: a writer kept saving them under an
+    /// old current key (a server not yet given the new keyring), or they
+    /// could not be decrypted.
+    pub left: usize,
+    /// The first error that left a record, for the message.
+    pub first_error: Option<String>,
+}
+
+impl<S> Encrypted<S> {
+    /// Wraps `inner`: saves encrypt under `keys`' current key, loads
+    /// decrypt under any of its keys. Plaintext records are refused (see
+    /// [`Encrypted::accept_plaintext`]).
+    pub fn new(inner: S, keys: Keyring) -> Encrypted<S> {
+        Encrypted {
+            inner,
+            keys,
+            accept_plaintext: false,
+        }
+    }
+
+    /// Whether records saved before the store was encrypted are read as
+    /// they are (and encrypted on their next save). Default false: such a
+    /// record is [`Error::Undecryptable`]. For the migration of an
+    /// existing store only; see [the type's documentation](Encrypted).
+    pub fn accept_plaintext(mut self, accept: bool) -> Encrypted<S> {
+        self.accept_plaintext = accept;
+        self
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// The wrapped store, for its own methods (`stats`, `compact`, ...).
+    /// Sessions reached through it hold envelopes.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the store.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The key id a stored record's data is encrypted under: `Some`, or
+    /// `None` for a plaintext record. For audits and tests; reads no key.
+    pub fn key_id_of(data: &[u8]) -> Result<Option<String>> {
+        match envelope::parse(data) {
+            Ok(Parsed::Plain) => Ok(None),
+            Ok(Parsed::Sealed(s)) => Ok(Some(s.key_id.to_owned())),
+            Err(m) => Err(Error::Undecryptable {
+                session: "?".into(),
+                key_id: None,
+                reason: m.to_string(),
+            }),
+        }
+    }
+
+    /// `plain` sealed under the current key for the record of `stored`.
+    fn seal(&self, stored: &SessionId, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(Error::random)?;
+        let key = self.keys.current();
+        Ok(envelope::seal(
+            &key.cipher,
+            &key.id,
+            stored.as_str(),
+            &nonce,
+            plain,
+        ))
+    }
+
+    /// The data of the record of `stored` (named `shown` in errors), or
+    /// the typed error; `accept_plaintext` as configured.
+    fn open(&self, shown: &SessionId, stored: &SessionId, data: &[u8]) -> Result<Vec<u8>> {
+        self.open_as(shown, stored, data, self.accept_plaintext)
+    }
+
+    fn open_as(
+        &self,
+        shown: &SessionId,
+        stored: &SessionId,
+        data: &[u8],
+        accept_plaintext: bool,
+    ) -> Result<Vec<u8>> {
+        let undecryptable = |key_id: Option<&str>, reason: String| Error::Undecryptable {
+            session: shown.digest_hint(),
+            key_id: key_id.map(str::to_owned),
+            reason,
+        };
+        match envelope::parse(data) {
+            Ok(Parsed::Plain) if accept_plaintext => Ok(data.to_vec()),
+            Ok(Parsed::Plain) => Err(undecryptable(
+                None,
+                "it is not encrypted (saved before the store was): open the store with \
+                 accept_plaintext(true) to read it, or run `sessionlog rekey`"
+                    .into(),
+            )),
+            Err(m) => Err(undecryptable(None, m.to_string())),
+            Ok(Parsed::Sealed(sealed)) => {
+                let Some(key) = self.keys.find(sealed.key_id) else {
+                    return Err(Error::KeyMissing {
+                        session: shown.digest_hint(),
+                        key_id: sealed.key_id.to_owned(),
+                    });
+                };
+                envelope::open(&key.cipher, &sealed, stored.as_str()).ok_or_else(|| {
+                    undecryptable(
+                        Some(sealed.key_id),
+                        format!(
+                            "it does not authenticate under key {:?}: it was altered, moved from \
+                             another session or store, or written under another key of that id",
+                            sealed.key_id
+                        ),
+                    )
+                })
+            }
+        }
+    }
+}
+
+impl<S: SessionStore> Encrypted<S> {
+    /// Runs `f` on `session` with its data replaced by the envelope, then
+    /// puts the caller's data back (on failure too).
+    fn sealed_save(
+        &self,
+        session: &mut Session,
+        f: impl FnOnce(&S, &mut Session) -> Result<()>,
+    ) -> Result<()> {
+        let stored = self.inner.stored_id_of(&session.id);
+        let sealed = self.seal(&stored, &session.data)?;
+        let plain = std::mem::replace(&mut session.data, sealed);
+        let r = f(&self.inner, session);
+        session.data = plain;
+        r
+    }
+
+    /// Re-encrypts every live record under the current key, online: each
+    /// through a conditional save of the version it read, retried when a
+    /// concurrent save got in between (which keeps that save: nothing is
+    /// lost). Plaintext records are encrypted whatever
+    /// [`Encrypted::accept_plaintext`] says. A rekey is a save: it
+    /// increments each version and refreshes each session's idle time.
+    ///
+    /// For the wrapped store as it lists its records: use it on the
+    /// bottom store (`Encrypted<LogStore>`, as `sessionlog rekey` does),
+    /// where the listed ids are the stored ones.
+    pub fn rekey(&self) -> Result<RekeyReport> {
+        let mut report = RekeyReport::default();
+        let ids: Vec<SessionId> = self
+            .inner
+            .iter_sessions()?
+            .map(|r| r.map(|s| s.id))
+            .collect::<Result<_>>()?;
+        for id in ids {
+            report.examined += 1;
+            match self.rekey_one(&id) {
+                Ok(Rekeyed::Done) => report.rekeyed += 1,
+                Ok(Rekeyed::Current) => report.current += 1,
+                Ok(Rekeyed::Gone) => report.gone += 1,
+                Ok(Rekeyed::Contended) => {
+                    report.left += 1;
+                    report.first_error.get_or_insert_with(|| {
+                        format!(
+                            "session {} kept being saved under another key by a concurrent \
+                             writer: give every server the new keyring, then rekey again",
+                            id.digest_hint()
+                        )
+                    });
+                }
+                Err(e @ (Error::KeyMissing { .. } | Error::Undecryptable { .. })) => {
+                    report.left += 1;
+                    report.first_error.get_or_insert_with(|| e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    fn rekey_one(&self, stored: &SessionId) -> Result<Rekeyed> {
+        const ATTEMPTS: usize = 64;
+        for _ in 0..ATTEMPTS {
+            let Some(mut raw) = self.inner.load_session(stored)? else {
+                return Ok(Rekeyed::Gone);
+            };
+            if Self::key_id_of(&raw.data).ok().flatten().as_deref()
+                == Some(self.keys.current_key_id())
+            {
+                return Ok(Rekeyed::Current);
+            }
+            let plain = zeroize::Zeroizing::new(self.open_as(stored, stored, &raw.data, true)?);
+            raw.data = self.seal(stored, &plain)?;
+            match self.inner.save_session_if_unchanged(&mut raw) {
+                Ok(()) => return Ok(Rekeyed::Done),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Rekeyed::Contended)
+    }
+}
+
+enum Rekeyed {
+    Done,
+    Current,
+    Gone,
+    Contended,
+}
+
+impl<S: SessionStore> SessionStore for Encrypted<S> {
+    fn setup(&self) -> Result<()> {
+        self.inner.setup()
+    }
+
+    fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
+        let mut out = None;
+        self.load_session_with(id, &mut |v| out = Some(v.to_session()))?;
+        Ok(out)
+    }
+
+    fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
+        let stored = self.inner.stored_id_of(id);
+        let mut opened = None;
+        self.inner.load_session_with(id, &mut |v| {
+            opened = Some(
+                self.open(id, &stored, v.data())
+                    .map(|data| (data, v.expires(), v.modified(), v.version())),
+            );
+        })?;
+        match opened {
+            Some(r) => {
+                let (data, expires, modified, version) = r?;
+                let data = zeroize::Zeroizing::new(data);
+                f(SessionRef::new(id, &data, expires, modified, version));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn save_session(&self, session: &mut Session) -> Result<()> {
+        self.sealed_save(session, |inner, s| inner.save_session(s))
+    }
+
+    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        self.sealed_save(session, |inner, s| inner.save_session_if_unchanged(s))
+    }
+
+    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+        self.inner.touch_session(id)
+    }
+
+    fn touch_session_until(&self, id: &SessionId, expires: Option<SystemTime>) -> Result<bool> {
+        self.inner.touch_session_until(id, expires)
+    }
+
+    fn may_block(&self) -> bool {
+        self.inner.may_block()
+    }
+
+    fn stored_id_of(&self, id: &SessionId) -> SessionId {
+        self.inner.stored_id_of(id)
+    }
+
+    fn delete_session(&self, id: &SessionId) -> Result<bool> {
+        self.inner.delete_session(id)
+    }
+
+    fn has_session(&self, id: &SessionId) -> Result<bool> {
+        self.inner.has_session(id)
+    }
+
+    fn iter_sessions(&self) -> Result<SessionIter<'_>> {
+        Ok(Box::new(self.inner.iter_sessions()?.map(move |r| {
+            let mut s = r?;
+            // Listed records are named by their stored ids.
+            s.data = self.open(&s.id, &s.id, &s.data)?;
+            Ok(s)
+        })))
+    }
+
+    fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
+        self.inner.delete_old_sessions(max_idle)
+    }
+
+    fn is_thread_safe(&self) -> bool {
+        self.inner.is_thread_safe()
+    }
+
+    fn is_multiprocess_safe(&self) -> bool {
+        self.inner.is_multiprocess_safe()
+    }
+}
