@@ -4,7 +4,7 @@
 #[macro_use]
 mod common;
 use common::conformance;
-use common::conformance::{Backend, Config, Hashed};
+use common::conformance::{Backend, Config, Enc, Hashed};
 
 use sessionlog::{DirStore, MemoryStore};
 
@@ -89,3 +89,23 @@ conformance!(hashed_postgres, Hashed<common::servers::Postgres>);
 conformance!(hashed_mysql, Hashed<common::servers::MySql>);
 #[cfg(feature = "redis")]
 conformance!(hashed_redis, Hashed<common::servers::Redis>);
+
+// The same suite through `Encrypted` (data encrypted), every backend, and
+// with `HashedIds` in both orders.
+conformance!(encrypted_memory, Enc<Memory>);
+conformance!(encrypted_log, Enc<Log>);
+conformance!(encrypted_dir, Enc<Dir>);
+conformance!(hashed_encrypted_log, Hashed<Enc<Log>>);
+conformance!(encrypted_hashed_log, Enc<Hashed<Log>>);
+conformance!(hashed_encrypted_dir, Hashed<Enc<Dir>>);
+conformance!(encrypted_hashed_memory, Enc<Hashed<Memory>>);
+#[cfg(feature = "postgres")]
+conformance!(encrypted_postgres, Enc<common::servers::Postgres>);
+#[cfg(feature = "mysql")]
+conformance!(encrypted_mysql, Enc<common::servers::MySql>);
+#[cfg(feature = "redis")]
+conformance!(encrypted_redis, Enc<common::servers::Redis>);
+#[cfg(feature = "postgres")]
+conformance!(hashed_encrypted_postgres, Hashed<Enc<common::servers::Postgres>>);
+#[cfg(feature = "redis")]
+conformance!(hashed_encrypted_redis, Hashed<Enc<common::servers::Redis>>);

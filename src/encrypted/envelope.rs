@@ -48,6 +48,11 @@ pub fn valid_key_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The bytes an envelope naming `key_id` adds to the data.
+pub fn overhead(key_id: &str) -> usize {
+    KEY_ID_AT + key_id.len() + NONCE_LEN + TAG_LEN
+}
+
 /// A record's data, as far as it can be read without a key.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
@@ -229,6 +234,8 @@ mod tests {
         assert_eq!(&sealed[7..9], b"k1");
         assert_eq!(&sealed[9..33], &[7; NONCE_LEN]);
         assert_eq!(sealed.len(), 33 + 3 + TAG_LEN);
+        assert_eq!(overhead("k1"), 33 + TAG_LEN);
+        assert_eq!(overhead(&"k".repeat(MAX_KEY_ID_LEN)), 79);
         let Ok(Parsed::Sealed(s)) = parse(&sealed) else {
             panic!("parses")
         };

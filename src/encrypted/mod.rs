@@ -138,6 +138,15 @@ impl<S> Encrypted<S> {
         self.inner
     }
 
+    /// The bytes an envelope under the current key adds to a session's
+    /// data: 47 plus the key id's length, at most 79. The wrapped store's
+    /// size limit applies to the envelope; raise it by this much to keep a
+    /// limit on the data itself (a `TooLarge` error from the wrapped store
+    /// is reported in data bytes, less this overhead).
+    pub fn overhead(&self) -> usize {
+        envelope::overhead(self.keys.current_key_id())
+    }
+
     /// The key id a stored record's data is encrypted under: `Some`, or
     /// `None` for a plaintext record. For audits and tests; reads no key.
     pub fn key_id_of(data: &[u8]) -> Result<Option<String>> {
@@ -228,7 +237,14 @@ impl<S: SessionStore> Encrypted<S> {
         let plain = std::mem::replace(&mut session.data, sealed);
         let r = f(&self.inner, session);
         session.data = plain;
-        r
+        let overhead = self.overhead();
+        r.map_err(|e| match e {
+            Error::TooLarge { size, limit } => Error::TooLarge {
+                size: size.saturating_sub(overhead),
+                limit: limit.saturating_sub(overhead),
+            },
+            other => other,
+        })
     }
 
     /// Re-encrypts every live record under the current key, online: each

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use sessionlog::{Clock, Error, HashedIds, ManualClock, Session, SessionId, SessionStore};
+use sessionlog::{
+    Clock, Encrypted, Error, HashedIds, Keyring, ManualClock, Session, SessionId, SessionStore,
+};
 
 /// How a test wants its store configured.
 #[derive(Clone, Debug)]
@@ -70,6 +72,38 @@ impl<B: Backend> Backend for Hashed<B> {
     fn listed_id(id: &SessionId) -> SessionId {
         HashedIds::<()>::stored_id(id)
     }
+}
+
+/// Any backend wrapped in `Encrypted`: the same behaviours, the data
+/// encrypted. The wrapped store's size limit is raised by the envelope's
+/// overhead, as the wrapper's documentation says to.
+pub struct Enc<B>(pub B);
+impl<B: Backend> Backend for Enc<B> {
+    type Store = Encrypted<B::Store>;
+    const PERSISTENT: bool = B::PERSISTENT;
+    fn new_location() -> Self {
+        Enc(B::new_location())
+    }
+    fn open(&self, cfg: &Config) -> Self::Store {
+        let keys = test_keyring();
+        let overhead = Encrypted::new((), keys.clone()).overhead();
+        let mut inner = cfg.clone();
+        inner.max_session_size += overhead;
+        Encrypted::new(self.0.open(&inner), keys)
+    }
+    fn advance(&self, cfg: &Config, d: Duration) {
+        self.0.advance(cfg, d);
+    }
+    fn listed_id(id: &SessionId) -> SessionId {
+        B::listed_id(id)
+    }
+}
+
+/// The keyring of the `Enc` backends: a current key and a retired one.
+pub fn test_keyring() -> Keyring {
+    Keyring::new("test-2026", [42; 32])
+        .and_then(|k| k.with_retired("test-2025", [41; 32]))
+        .expect("valid keys")
 }
 
 pub use super::id;
