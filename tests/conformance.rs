@@ -106,6 +106,9 @@ conformance!(encrypted_mysql, Enc<common::servers::MySql>);
 #[cfg(feature = "redis")]
 conformance!(encrypted_redis, Enc<common::servers::Redis>);
 #[cfg(feature = "postgres")]
-conformance!(hashed_encrypted_postgres, Hashed<Enc<common::servers::Postgres>>);
+conformance!(
+    hashed_encrypted_postgres,
+    Hashed<Enc<common::servers::Postgres>>
+);
 #[cfg(feature = "redis")]
 conformance!(hashed_encrypted_redis, Hashed<Enc<common::servers::Redis>>);

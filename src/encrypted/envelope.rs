@@ -167,16 +167,13 @@ pub fn seal(
     out.extend_from_slice(plain);
     let aad = aad(&out[..nonce_at], stored_id);
     let (head, body) = out.split_at_mut(body_at);
-    let tag = match cipher.encrypt_in_place_detached(
-        XNonce::from_slice(&head[nonce_at..]),
-        &aad,
-        body,
-    ) {
-        Ok(tag) => tag,
-        // XChaCha20 fails only past 256 GiB of data; sessions are capped
-        // far below that by every store's size limit.
-        Err(_) => unreachable!("XChaCha20-Poly1305 encrypts any session"),
-    };
+    let tag =
+        match cipher.encrypt_in_place_detached(XNonce::from_slice(&head[nonce_at..]), &aad, body) {
+            Ok(tag) => tag,
+            // XChaCha20 fails only past 256 GiB of data; sessions are capped
+            // far below that by every store's size limit.
+            Err(_) => unreachable!("XChaCha20-Poly1305 encrypts any session"),
+        };
     out.extend_from_slice(&tag);
     out
 }
@@ -253,7 +250,11 @@ mod tests {
             bad[i / 8] ^= 1 << (i % 8);
             match parse(&bad) {
                 Ok(Parsed::Sealed(s)) => {
-                    let c = if s.key_id == "k1" { cipher(1) } else { cipher(9) };
+                    let c = if s.key_id == "k1" {
+                        cipher(1)
+                    } else {
+                        cipher(9)
+                    };
                     assert_eq!(open(&c, &s, "sid"), None, "bit {i}");
                 }
                 Ok(Parsed::Plain) | Err(_) => {}

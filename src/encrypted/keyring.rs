@@ -187,9 +187,8 @@ impl Keyring {
     /// type's documentation](Keyring)). [`Error::BadKeys`] if it is unset.
     pub fn from_env(name: &str) -> Result<Keyring> {
         let source = format!("environment variable {name}");
-        let value = Zeroizing::new(
-            std::env::var(name).map_err(|_| bad(&source, "not set, or not UTF-8"))?,
-        );
+        let value =
+            Zeroizing::new(std::env::var(name).map_err(|_| bad(&source, "not set, or not UTF-8"))?);
         Keyring::parse(&source, &value, true)
     }
 
