@@ -713,12 +713,17 @@ fn a_redis_database_holds_no_data() {
             &url,
             "--scan",
             "--pattern",
-            &format!("{}*", loc.prefix),
+            &format!("{{{}}}:s:*", loc.prefix),
         ])
         .output()
         .expect("redis-cli");
     assert!(keys_out.status.success());
     let listed = String::from_utf8(keys_out.stdout).expect("utf-8 keys");
+    assert_eq!(
+        listed.lines().count(),
+        20,
+        "the control and 19 live sessions"
+    );
     let mut dump = Vec::new();
     for key in listed.lines() {
         let out = std::process::Command::new("redis-cli")

@@ -117,15 +117,19 @@ fn resolve(store: &LogStore, path: &Path, arg: &SessionId) -> Result<Option<Sess
     Ok(found)
 }
 
-pub fn show(path: &Path, id: &SessionId, raw: bool) -> Outcome {
+pub fn show(path: &Path, id: &SessionId, raw: bool, key_file: Option<&Path>) -> Outcome {
+    let keys = crate::keys::load(key_file)?;
     let store = open_existing(path)?;
-    let Some(s) = resolve(&store, path, id)?
+    let Some(mut s) = resolve(&store, path, id)?
         .map(|stored| store.load_session(&stored))
         .transpose()?
         .flatten()
     else {
         return Err(format!("{}: no session {id}", path.display()).into());
     };
+    if let Some(keys) = keys {
+        s.data = crate::keys::wrap((), keys).decrypt_record(&s.id, &s.data)?;
+    }
     let mut out = io::stdout().lock();
     if raw {
         out.write_all(&s.data)?;

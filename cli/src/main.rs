@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod check;
 mod follower;
+mod keys;
 mod transfer;
 
 use std::io::{self, IsTerminal, Write};
@@ -73,6 +74,10 @@ enum Command {
         /// Write only the data bytes to stdout.
         #[arg(long)]
         raw: bool,
+        /// Decrypt with the keys of this file (a store kept through
+        /// `Encrypted`; see `rekey`).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
     },
     /// Delete sessions (exit 1 if any did not exist).
     Delete {
@@ -120,12 +125,39 @@ enum Command {
     Export {
         /// The store file.
         path: PathBuf,
+        /// Decrypt with the keys of this file (a store kept through
+        /// `Encrypted`; see `rekey`).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
     },
     /// Read JSON lines (as written by export) from stdin into a store,
     /// creating it if needed; each line is imported whole or not at all.
     Import {
         /// The store file.
         path: PathBuf,
+        /// Encrypt the imported data with the current key of this file
+        /// (the first line), for a store kept through `Encrypted`.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+    /// Re-encrypt every live session under the current key (the first
+    /// line of the key file), online, while servers write; then compact,
+    /// so that no record under another key stays in the file.
+    Rekey {
+        /// The store file.
+        path: PathBuf,
+        /// The keys: `KEY_ID:BASE64` lines, the first is the current key,
+        /// the others retired (they decrypt only). Mode 0600.
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// More retired keys (the old key file), same format.
+        #[arg(long, value_name = "FILE")]
+        retire_file: Option<PathBuf>,
+    },
+    /// Print a new random 256-bit key as a key file line, `KEY_ID:BASE64`.
+    Keygen {
+        /// The new key's id: 1 to 32 characters of A-Z a-z 0-9 . _ -
+        key_id: String,
     },
     /// Benchmark the session workload on a store (a temporary one by
     /// default, removed afterwards).
@@ -153,14 +185,25 @@ pub fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Setup { path } => admin::setup(&path),
         Command::List { path, limit, json } => admin::list(&path, limit, json),
-        Command::Show { path, id, raw } => admin::show(&path, &id, raw),
+        Command::Show {
+            path,
+            id,
+            raw,
+            key_file,
+        } => admin::show(&path, &id, raw, key_file.as_deref()),
         Command::Delete { path, ids } => admin::delete(&path, &ids),
         Command::Expire { path, idle } => admin::expire(&path, idle),
         Command::Compact { path } => admin::compact(&path),
         Command::Check { path, repair } => check::check(&path, repair),
         Command::Stats { path, json } => admin::stats(&path, json),
-        Command::Export { path } => transfer::export(&path),
-        Command::Import { path } => transfer::import(&path),
+        Command::Export { path, key_file } => transfer::export(&path, key_file.as_deref()),
+        Command::Import { path, key_file } => transfer::import(&path, key_file.as_deref()),
+        Command::Rekey {
+            path,
+            key_file,
+            retire_file,
+        } => keys::rekey(&path, &key_file, retire_file.as_ref()),
+        Command::Keygen { key_id } => keys::keygen(&key_id),
         Command::Bench(args) => bench::bench(&args),
         Command::BenchFollower(args) => follower::follower(&args),
     }

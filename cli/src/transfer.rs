@@ -19,11 +19,16 @@ use sessionlog::{Session, SessionId, SessionStore};
 
 use crate::{Outcome, fmt_time, open_existing, spinner, store_options};
 
-pub fn export(path: &Path) -> Outcome {
+pub fn export(path: &Path, key_file: Option<&Path>) -> Outcome {
+    let keys = crate::keys::load(key_file)?;
     let store = open_existing(path)?;
+    let enc = keys.map(|k| crate::keys::wrap((), k));
     let mut out = io::BufWriter::new(io::stdout().lock());
     for s in store.iter_sessions()? {
-        let s = s?;
+        let mut s = s?;
+        if let Some(enc) = &enc {
+            s.data = enc.decrypt_record(&s.id, &s.data)?;
+        }
         let line = json!({
             "id": s.id.as_str(),
             "data": BASE64.encode(&s.data),
@@ -41,7 +46,8 @@ pub fn export(path: &Path) -> Outcome {
 /// (`DEFAULT_MAX_SESSION_SIZE`) plus 64 KiB for the id and the times.
 const MAX_LINE: u64 = (sessionlog::DEFAULT_MAX_SESSION_SIZE as u64).div_ceil(3) * 4 + (64 << 10);
 
-pub fn import(path: &Path) -> Outcome {
+pub fn import(path: &Path, key_file: Option<&Path>) -> Outcome {
+    let enc = crate::keys::load(key_file)?.map(|k| crate::keys::wrap((), k));
     // Each session is restored as exported: its `modified` time (so that
     // idle times survive the move) and its version.
     let store = store_options().open(path)?;
@@ -84,8 +90,14 @@ pub fn import(path: &Path) -> Outcome {
         if line.is_empty() {
             continue;
         }
-        let saved = parse_line(line)
-            .and_then(|session| store.restore_session(&session).map_err(|e| e.to_string()));
+        let saved = parse_line(line).and_then(|mut session| {
+            if let Some(enc) = &enc {
+                session.data = enc
+                    .encrypt_record(&session.id, &session.data)
+                    .map_err(|e| e.to_string())?;
+            }
+            store.restore_session(&session).map_err(|e| e.to_string())
+        });
         match saved {
             Ok(()) => imported += 1,
             Err(why) => {

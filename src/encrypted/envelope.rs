@@ -1,5 +1,5 @@
 //! The envelope: how an encrypted session's data is laid out in the
-//! `data` field of the record the wrapped store keeps (DESIGN.md §14.4).
+//! `data` field of the record the wrapped store keeps (DESIGN.md §14.2).
 //!
 //! ```text
 //! offset     size    field

@@ -1,6 +1,6 @@
 //! `Keyring`: the keys an [`Encrypted`](crate::Encrypted) store encrypts
 //! with (the current one) and decrypts with (it and the retired ones), and
-//! the key file format (DESIGN.md §14.4).
+//! the key file format (DESIGN.md §14.2).
 
 use std::io::Read as _;
 use std::path::Path;

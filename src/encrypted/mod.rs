@@ -1,6 +1,6 @@
 //! `Encrypted`: any store, keeping each session's data encrypted at rest
 //! (issue 29). The envelope's layout is in [`envelope`], the keys and the
-//! key file format in [`keyring`]; DESIGN.md §14.4 is the threat model.
+//! key file format in [`keyring`]; DESIGN.md §14.2 is the threat model.
 
 pub(crate) mod envelope;
 mod keyring;
@@ -159,6 +159,20 @@ impl<S> Encrypted<S> {
                 reason: m.to_string(),
             }),
         }
+    }
+
+    /// `data` encrypted under the current key for the record the bottom
+    /// store keeps under `stored_id`: for tools that write records
+    /// directly (`sessionlog import --key-file`).
+    pub fn encrypt_record(&self, stored_id: &SessionId, data: &[u8]) -> Result<Vec<u8>> {
+        self.seal(stored_id, data)
+    }
+
+    /// The data of a record the bottom store keeps under `stored_id`, as
+    /// a load would return it (plaintext as [`Encrypted::accept_plaintext`]
+    /// says): for tools that read records directly (`sessionlog show`).
+    pub fn decrypt_record(&self, stored_id: &SessionId, data: &[u8]) -> Result<Vec<u8>> {
+        self.open(stored_id, stored_id, data)
     }
 
     /// `plain` sealed under the current key for the record of `stored`.
