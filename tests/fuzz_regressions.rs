@@ -66,3 +66,8 @@ fn open_inputs() {
 fn ops_inputs() {
     replay("ops", fuzz_checks::ops);
 }
+
+#[test]
+fn envelope_inputs() {
+    replay("envelope", fuzz_checks::envelope);
+}

@@ -57,6 +57,36 @@ pub fn hint(data: &[u8]) {
     }
 }
 
+/// Fuzz target `envelope`: arbitrary bytes as an encrypted session's
+/// stored data. The decoder must not panic and must accept only what
+/// re-seals to the same bytes; a load through `Encrypted` gives the data
+/// only for an authentic envelope, and otherwise one of the two typed
+/// errors, never garbage.
+pub fn envelope(data: &[u8]) {
+    use sessionlog::{Encrypted, Error, Keyring, MemoryStore, Session, SessionId, SessionStore};
+    sessionlog::internals::envelope::check_round_trip(data);
+    let keys = Keyring::new("k1", [1; 32]).expect("keys");
+    let store = Encrypted::new(MemoryStore::new(), keys).accept_plaintext(data.len() % 2 == 0);
+    let id = SessionId::new("sid").expect("id");
+    store
+        .inner()
+        .save_session(&mut Session::new(id.clone(), data.to_vec()))
+        .expect("plant");
+    match store.load_session(&id) {
+        Ok(Some(s)) => {
+            let sealed = Encrypted::<()>::key_id_of(data).ok().flatten().is_some();
+            assert!(
+                sealed || data.len() % 2 == 0,
+                "plaintext returned while refused"
+            );
+            assert!(sealed || s.data == data, "plaintext changed");
+        }
+        Ok(None) => panic!("a planted session is live"),
+        Err(Error::Undecryptable { .. } | Error::KeyMissing { .. }) => {}
+        Err(e) => panic!("unexpected error {e:?}"),
+    }
+}
+
 fn fields<'a>(r: &sessionlog::internals::format::RecordRef<'a>) -> RecordFields<'a> {
     RecordFields {
         kind: r.kind,
