@@ -111,6 +111,13 @@ pub fn all() -> Vec<Spec> {
             open: sessionlog::open_log,
         },
         Spec {
+            name: "sl-encrypted",
+            on_disk: true,
+            durable: true,
+            buffered: true,
+            open: sessionlog::open_log_encrypted,
+        },
+        Spec {
             name: "redb",
             on_disk: true,
             durable: true,
