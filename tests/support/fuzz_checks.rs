@@ -77,10 +77,7 @@ pub fn envelope(data: &[u8]) {
     match store.load_session(&id) {
         Ok(Some(s)) => {
             let sealed = Encrypted::<()>::key_id_of(data).ok().flatten().is_some();
-            assert!(
-                sealed || accept,
-                "plaintext returned while refused"
-            );
+            assert!(sealed || accept, "plaintext returned while refused");
             assert!(sealed || s.data == data, "plaintext changed");
         }
         Ok(None) => panic!("a planted session is live"),
