@@ -327,6 +327,25 @@ impl<S: SessionStore> Encrypted<S> {
     }
 }
 
+/// A loaded session's decrypted data, deadline, modification time and
+/// version.
+type Opened = (Vec<u8>, Option<SystemTime>, SystemTime, u64);
+
+impl<S: SessionStore> Encrypted<S> {
+    /// The session `id`, decrypted, or `None` if it is absent.
+    fn load_opened(&self, id: &SessionId) -> Result<Option<Opened>> {
+        let stored = self.inner.stored_id_of(id);
+        let mut opened = None;
+        self.inner.load_session_with(id, &mut |v| {
+            opened = Some(
+                self.open(id, &stored, v.data())
+                    .map(|data| (data, v.expires(), v.modified(), v.version())),
+            );
+        })?;
+        opened.transpose()
+    }
+}
+
 enum Rekeyed {
     Done,
     Current,
@@ -340,23 +359,18 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        let mut out = None;
-        self.load_session_with(id, &mut |v| out = Some(v.to_session()))?;
-        Ok(out)
+        // Decrypted once, from the wrapped store's borrowed bytes, into the
+        // buffer the caller gets.
+        Ok(self
+            .load_opened(id)?
+            .map(|(data, expires, modified, version)| {
+                Session::restore(id.clone(), data, expires, modified, version)
+            }))
     }
 
     fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
-        let stored = self.inner.stored_id_of(id);
-        let mut opened = None;
-        self.inner.load_session_with(id, &mut |v| {
-            opened = Some(
-                self.open(id, &stored, v.data())
-                    .map(|data| (data, v.expires(), v.modified(), v.version())),
-            );
-        })?;
-        match opened {
-            Some(r) => {
-                let (data, expires, modified, version) = r?;
+        match self.load_opened(id)? {
+            Some((data, expires, modified, version)) => {
                 let data = zeroize::Zeroizing::new(data);
                 f(SessionRef::new(id, &data, expires, modified, version));
                 Ok(true)
