@@ -158,25 +158,29 @@ impl Keyring {
     /// root, by anyone), that no other user can read or write (mode 0600
     /// or stricter); [`Error::Unsafe`] otherwise.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Keyring> {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
         let path = path.as_ref();
-        let owner = trust::Owner::of(path)?;
-        if owner.uid != trust::euid() && trust::euid() != 0 {
-            return Err(trust::refusal(
-                path,
-                format!(
-                    "the key file belongs to uid {}, not to this user (uid {})",
-                    owner.uid,
-                    trust::euid()
-                ),
-            ));
-        }
-        let mut file = trust::open_read(path, owner)?.ok_or_else(|| {
-            Error::io(
-                path,
-                "open key file",
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            )
-        })?;
+        // O_NONBLOCK: a FIFO in the key file's place is refused below
+        // rather than waited on (reads of a regular file ignore it).
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    trust::refusal(path, "a symbolic link where a key file was expected")
+                } else {
+                    Error::io(path, "open key file", e)
+                }
+            })?;
+        let owner = if trust::euid() == 0 {
+            file.metadata()
+                .map_err(|e| Error::io(path, "stat key file", e))?
+                .uid()
+        } else {
+            trust::euid()
+        };
+        trust::check_file(path, &file, owner)?;
         let mut text = Zeroizing::new(String::new());
         file.read_to_string(&mut text)
             .map_err(|e| Error::io(path, "read key file", e))?;
