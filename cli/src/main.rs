@@ -30,8 +30,8 @@ Exit codes:
      import line, or the operation failed (the error names the file)
   2  bad usage: unknown option, invalid id or duration";
 
-/// Administer sessionlog stores: inspect, expire, compact, verify, back up
-/// and benchmark.
+/// Administer sessionlog stores: inspect, expire, compact, verify, back up,
+/// re-encrypt and benchmark.
 #[derive(Debug, Parser)]
 #[command(name = "sessionlog", version, after_help = EXIT_CODES)]
 pub struct Cli {
