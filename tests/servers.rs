@@ -245,6 +245,47 @@ fn open_drop_cycles_leave_no_threads<B: Named>(test_name: &str) {
     run_child(test_name, THREADS_ENV, loc.name());
 }
 
+/// Issue 26, point 5: a store opens, works and drops on a thread that runs
+/// an async runtime (a multi-thread worker, a current-thread runtime,
+/// actix-web's runtime) as well as outside any: no "cannot start a runtime
+/// from within a runtime" or "cannot drop a runtime" panic.
+fn lives_inside_every_runtime<B: Named>() {
+    let loc = B::new_location();
+    loc.open(&Config::default()).setup().expect("setup");
+    let name = Named::name(&loc).to_owned();
+    let cycle = move |tag: &'static str| {
+        let store = B::open_named(&name);
+        let sid = id(tag);
+        let mut s = Session::new(sid.clone(), tag.as_bytes().to_vec());
+        store.save_session(&mut s).expect("save");
+        let back = store.load_session(&sid).expect("load").expect("present");
+        assert_eq!(back.data, tag.as_bytes());
+        // The last handle is dropped here, on the runtime's thread.
+        drop(store);
+    };
+    cycle("outside-any-runtime");
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("multi-thread runtime");
+    let c = cycle.clone();
+    multi
+        .block_on(async move { tokio::spawn(async move { c("multi-thread-worker") }).await })
+        .expect("the task on a worker finished without a panic");
+    let c = cycle.clone();
+    multi.block_on(async move { c("multi-thread-block-on") });
+    drop(multi);
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("current-thread runtime");
+    let c = cycle.clone();
+    current.block_on(async move { c("current-thread") });
+    drop(current);
+    actix_web::rt::System::new().block_on(async move { cycle("actix-rt") });
+}
+
 /// The error and everything it carries, as text.
 fn all_text(err: &Error) -> String {
     let mut out = format!("{err} | {err:?}");
@@ -429,6 +470,11 @@ macro_rules! server_tests {
                 })
                 .expect_err("the server never answers");
                 assert!(err.is_timeout(), "expected Error::Timeout, got {err:?}");
+            }
+
+            #[test]
+            fn lives_inside_every_runtime() {
+                super::lives_inside_every_runtime::<$backend>();
             }
 
             #[test]

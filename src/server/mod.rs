@@ -18,6 +18,8 @@ use crate::session::{Session, duration_millis, expires_from_millis, from_millis}
 
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
+#[cfg(feature = "postgres")]
+mod pg_driver;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) mod pool;
 #[cfg(feature = "postgres")]

@@ -25,6 +25,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, Row};
 
+use super::pg_driver;
 use super::pool::{Connect, Pool, Pooled};
 use super::{
     Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore, timeout_error,
@@ -250,11 +251,9 @@ fn tls_for(config: &mut Config, common: &Common, target: &str) -> Result<Tls> {
     }
 }
 
-/// One connection: a tokio-postgres client and the current-thread runtime
-/// that drives it (no threads of its own), as the sync `postgres` crate
-/// does, but with a deadline on every call.
+/// One connection: a tokio-postgres client whose socket the process's
+/// driver thread runs (`pg_driver`), with a deadline on every call.
 struct PgConn {
-    rt: tokio::runtime::Runtime,
     client: Client,
     /// Set when a call timed out or the connection failed: it is closed
     /// instead of returned to the pool.
@@ -265,27 +264,28 @@ struct PgConn {
 enum Failure {
     Timeout(Duration),
     Pg(tokio_postgres::Error),
+    /// The driver thread could not be started.
+    Driver(String),
 }
 
 impl PgConn {
-    /// Runs `fut` (a call on `self.client`) with the deadline `io`.
+    /// Runs `fut` (a call on `self.client`) with the deadline `io`, on
+    /// this thread (in a runtime or not: see `pg_driver`).
     fn block<T>(
         &self,
         io: Duration,
         fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> std::result::Result<T, Failure> {
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(io, fut).await })
-        {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
+        let handle = pg_driver::driver().map_err(Failure::Driver)?;
+        match pg_driver::wait_for(&handle, io, fut) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => {
                 if e.as_db_error().is_none() {
                     self.broken.set(true);
                 }
                 Err(Failure::Pg(e))
             }
-            Err(_) => {
+            None => {
                 // The request is in flight: the connection's state is unknown.
                 self.broken.set(true);
                 Err(Failure::Timeout(io))
@@ -306,33 +306,21 @@ impl Connect for Connector {
     type Conn = PgConn;
 
     fn connect(&self) -> Result<PgConn> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            // Host names are resolved on the runtime's blocking pool: one
-            // thread at most, gone soon after.
-            .max_blocking_threads(1)
-            .thread_keep_alive(Duration::from_secs(1))
-            .build()
-            .map_err(|e| {
-                backend_error(
-                    BACKEND,
-                    &self.target,
-                    format!("could not start the client runtime: {e}"),
-                    Some(Box::new(e)),
-                )
-            })?;
-        let connected = rt.block_on(async {
-            tokio::time::timeout(self.connect_timeout, async {
-                match &self.tls {
+        let handle =
+            pg_driver::driver().map_err(|m| backend_error(BACKEND, &self.target, m, None))?;
+        let (config, tls, limit) = (self.config.clone(), self.tls.clone(), self.connect_timeout);
+        // The connection's socket lives on the driver: connect there.
+        let connecting = handle.spawn(async move {
+            tokio::time::timeout(limit, async move {
+                match tls {
                     Tls::Off => {
-                        let (client, connection) =
-                            self.config.connect(tokio_postgres::NoTls).await?;
+                        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
                         tokio::spawn(connection);
                         Ok::<_, tokio_postgres::Error>(client)
                     }
                     #[cfg(feature = "postgres-tls")]
                     Tls::Rustls(tls) => {
-                        let (client, connection) = self.config.connect(tls.clone()).await?;
+                        let (client, connection) = config.connect(tls).await?;
                         tokio::spawn(connection);
                         Ok(client)
                     }
@@ -340,18 +328,23 @@ impl Connect for Connector {
             })
             .await
         });
-        match connected {
-            Ok(Ok(client)) => Ok(PgConn {
-                rt,
+        match pg_driver::wait(connecting) {
+            Ok(Ok(Ok(client))) => Ok(PgConn {
                 client,
                 broken: Cell::new(false),
             }),
-            Ok(Err(e)) => Err(pg_error(&self.target, "could not connect", e)),
-            Err(_) => Err(timeout_error(
+            Ok(Ok(Err(e))) => Err(pg_error(&self.target, "could not connect", e)),
+            Ok(Err(_)) => Err(timeout_error(
                 BACKEND,
                 &self.target,
                 "connecting (TCP, TLS and authentication)",
                 self.connect_timeout,
+            )),
+            Err(e) => Err(backend_error(
+                BACKEND,
+                &self.target,
+                format!("the connecting task failed: {e}"),
+                None,
             )),
         }
     }
@@ -422,6 +415,7 @@ impl PostgresStore {
         match f {
             Failure::Timeout(after) => timeout_error(BACKEND, &self.target, what, after),
             Failure::Pg(e) => pg_error(&self.target, &format!("{what} failed"), e),
+            Failure::Driver(m) => backend_error(BACKEND, &self.target, m, None),
         }
     }
 
