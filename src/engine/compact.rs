@@ -64,12 +64,30 @@ struct TempFile {
 }
 
 impl TempFile {
-    /// Opens and locks `<log>.compact`, waiting for a compaction in another
-    /// process to finish with it.
-    fn wait(log: &Site, owner: Owner, hooks: &Hooks) -> Result<TempFile> {
+    /// Opens and locks `<log>.compact`, waiting until `deadline` at most
+    /// for a compaction in another process to finish with it, then
+    /// `Error::Busy`. `flock` has no timed wait: the lock is tried again
+    /// after pauses that grow from 1 ms to 50 ms.
+    fn wait(log: &Site, owner: Owner, hooks: &Hooks, deadline: Instant) -> Result<TempFile> {
+        let mut pause = Duration::from_millis(1);
         loop {
-            if let Some(t) = Self::open_locked(log, owner, true, hooks)? {
-                return Ok(t);
+            match Self::open_locked(log, owner, hooks) {
+                Ok(Some(t)) => return Ok(t),
+                Ok(None) => {}
+                Err(Error::Busy { path, .. }) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::Busy {
+                            path,
+                            what: "another compaction held the temporary file for longer \
+                                   than the lock timeout"
+                                .into(),
+                        });
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -78,7 +96,7 @@ impl TempFile {
     /// holds it.
     fn try_acquire(log: &Site, owner: Owner, hooks: &Hooks) -> Result<Option<TempFile>> {
         loop {
-            match Self::open_locked(log, owner, false, hooks) {
+            match Self::open_locked(log, owner, hooks) {
                 Ok(None) => continue,
                 Err(Error::Busy { .. }) => return Ok(None),
                 other => return other,
@@ -87,34 +105,26 @@ impl TempFile {
     }
 
     /// One attempt: `None` if the file locked was not the one at the path
-    /// any more (the previous holder renamed or removed it): try again.
+    /// any more (the previous holder renamed or removed it): try again;
+    /// `Error::Busy` if another compaction holds it.
     ///
     /// The name is fixed, since its `flock` is what serializes compactions
     /// between processes; it is opened without following a link and must
     /// be a regular file of one link owned by the store's owner, so that a
     /// planted link or file is refused, never truncated or looped on.
-    fn open_locked(
-        log: &Site,
-        owner: Owner,
-        wait: bool,
-        hooks: &Hooks,
-    ) -> Result<Option<TempFile>> {
+    fn open_locked(log: &Site, owner: Owner, hooks: &Hooks) -> Result<Option<TempFile>> {
         let site = log.sibling(".compact");
         let path = site.path.clone();
         let file = site.open(Create::IfMissing, owner)?;
-        if wait {
-            file.lock().map_err(|e| Error::io(&path, "lock", e))?;
-        } else {
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Err(Error::Busy {
-                        path,
-                        what: "another compaction holds the temporary file".into(),
-                    });
-                }
-                Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Busy {
+                    path,
+                    what: "another compaction holds the temporary file".into(),
+                });
             }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
         }
         let mine = file.metadata().map_err(|e| Error::io(&path, "stat", e))?;
         let mine_ino = (mine.dev(), mine.ino());
@@ -414,10 +424,18 @@ fn tmp_path(log: &LogFile) -> PathBuf {
     file::sibling(&log.path, ".compact")
 }
 
-/// Compacts, waiting for any other compaction to finish first.
+/// Compacts, waiting for any other compaction (of this process or
+/// another) to finish first, at most the store's lock timeout in all: then
+/// `Error::Busy`, nothing changed.
 pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
-    let _local = h.compacting.lock();
-    let tmp = TempFile::wait(h.site, h.follow.lock.owner, h.hooks)?;
+    let deadline = Instant::now() + h.follow.lock.timeout();
+    let Some(_local) = h.compacting.try_lock_until(deadline) else {
+        return Err(Error::Busy {
+            path: h.path.to_owned(),
+            what: "another compaction in this process ran for longer than the lock timeout".into(),
+        });
+    };
+    let tmp = TempFile::wait(h.site, h.follow.lock.owner, h.hooks, deadline)?;
     run(h, tmp, idle_cutoff_ms)
 }
 
@@ -972,7 +990,7 @@ pub(crate) fn repair(
         }
     }
     let hooks = Hooks::default();
-    let tmp = TempFile::wait(log, lock.owner, &hooks)?;
+    let tmp = TempFile::wait(log, lock.owner, &hooks, Instant::now() + lock.timeout())?;
     let mut w = Writer::new(&tmp, log, hooks)?;
     let mut offsets: Vec<u64> = index.offsets().collect();
     offsets.sort_unstable();

@@ -212,6 +212,12 @@ impl LockFile {
         Ok(self.site.stat()?.is_some_and(|f| f.ino() == self.ino))
     }
 
+    /// The longest wait for a lock of the store (the writer lock, a
+    /// compaction's) before `Error::Busy`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -139,10 +139,11 @@ impl LogOptions {
         self
     }
 
-    /// Longest a write (or a compaction) waits for the store's write lock
-    /// before it fails with [`Error::Busy`](crate::Error::Busy) naming the
-    /// store: a holder that is stopped or hung must not freeze every
-    /// process. Default: 5 s.
+    /// Longest a write (or a compaction) waits for the store's write lock,
+    /// and an explicit compaction (`compact`, `delete_old_sessions`) for
+    /// another compaction to finish, before it fails with
+    /// [`Error::Busy`](crate::Error::Busy) naming the store: a holder that
+    /// is stopped or hung must not freeze every process. Default: 5 s.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
         self

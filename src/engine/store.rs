@@ -204,7 +204,9 @@ impl LogStore {
 
     /// Rewrites the live sessions into a new file and swaps it in, dropping
     /// expired and idle sessions (see DESIGN.md). Waits for a compaction
-    /// running in another process to finish first.
+    /// running in this or another process to finish first, at most the
+    /// lock timeout ([`LogOptions::lock_timeout`](crate::LogOptions::lock_timeout)):
+    /// then [`Error::Busy`](crate::Error::Busy), nothing changed.
     pub fn compact(&self) -> Result<CompactStats> {
         self.in_this_process()?;
         self.inner.check_lock_file()?;

@@ -43,6 +43,9 @@
 //! - Error messages never contain a session id or session data.
 //! - Calls that may wait on slow I/O run on tokio's blocking pool, the
 //!   others inline on the runtime's worker: see [`Blocking`].
+//!   Maintenance (tower-sessions' `delete_expired`: a LogStore
+//!   compaction, a DirStore sweep, a server table's sweep) always runs on
+//!   the blocking pool, whatever [`Blocking`] says.
 //!
 //! # A minimal axum app
 //!
@@ -292,9 +295,26 @@ impl<S: SessionStore + 'static> Runner<S> {
         T: Send + 'static,
         F: FnOnce(&S) -> crate::Result<T> + Send + 'static,
     {
-        if self.pool
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
+        self.run_where(self.pool, f).await
+    }
+
+    /// Runs `f` on the blocking pool whatever [`Blocking`] says: for
+    /// maintenance (a compaction, a sweep of a server table), which may
+    /// take seconds or wait for another process's compaction.
+    pub(crate) async fn run_on_pool<T, F>(&self, f: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&S) -> crate::Result<T> + Send + 'static,
+    {
+        self.run_where(true, f).await
+    }
+
+    async fn run_where<T, F>(&self, pool: bool, f: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&S) -> crate::Result<T> + Send + 'static,
+    {
+        if pool && let Ok(handle) = tokio::runtime::Handle::try_current() {
             let store = Arc::clone(&self.store);
             return match handle.spawn_blocking(move || f(&store)).await {
                 Ok(r) => r.map_err(Failure::Store),

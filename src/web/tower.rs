@@ -59,7 +59,11 @@ pub const LOAD_TOKEN: &str = "__sessionlog.loaded";
 ///   tower-sessions starts a fresh one (it never sees a forged id as an
 ///   error: its cookie parser drops ids that are not 16 base64url bytes).
 /// - `delete_expired` runs the backend's own cleanup
-///   ([`SessionStore::delete_old_sessions`]; for LogStore a compaction).
+///   ([`SessionStore::delete_old_sessions`]; for LogStore a compaction),
+///   always on tokio's blocking pool, never on the async worker. If
+///   another compaction holds the store for longer than the lock timeout
+///   it returns `Ok` (that compaction drops the expired sessions too; an
+///   error would stop tower-sessions' deletion task for good).
 ///
 /// Clones share the backend.
 pub struct TowerStore<S> {
@@ -235,10 +239,20 @@ impl<S: SessionStore + 'static> TowerStore<S> {
     }
 
     async fn delete_expired_raw(&self) -> Result<(), Failure> {
-        // `Duration::MAX` idle: only what already expired goes.
-        self.runner
-            .run(|s| s.delete_old_sessions(Duration::MAX).map(|_| ()))
-            .await
+        // `Duration::MAX` idle: only what already expired goes. Always on
+        // the blocking pool: a compaction may take seconds, and waits (at
+        // most the store's lock timeout) for one running elsewhere.
+        let r = self
+            .runner
+            .run_on_pool(|s| s.delete_old_sessions(Duration::MAX).map(|_| ()))
+            .await;
+        match r {
+            // Another compaction holds the store (it drops the expired
+            // sessions too), or its lock timed out: the next period tries
+            // again. An error would end tower-sessions' deletion task.
+            Err(Failure::Store(crate::Error::Busy { .. })) => Ok(()),
+            other => other,
+        }
     }
 }
 
