@@ -2,17 +2,26 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
 
 use super::{
     Blocking, Failure, Runner, Saved, clamp_time, decode_map, encode_map, save_live, touch_live,
 };
+use crate::session::to_millis;
 use crate::{Session, SessionId, SessionStore};
 
 /// How many fresh ids `create` draws before giving up; a collision of
 /// 128-bit random ids does not happen by chance, so more than one retry
 /// means a broken random source.
 const CREATE_ATTEMPTS: usize = 8;
+
+/// Entries of the exact-deadline table before it is cleared: bounds its
+/// memory (about 60 bytes an entry) on a server with many sessions. A
+/// cleared entry only means a deadline read back to the millisecond.
+const EXACT_LIMIT: usize = 100_000;
 
 /// The entry of a tower-sessions record's data under which [`TowerStore`]
 /// keeps the record's load token: `[version, digest]`, the version of the
@@ -29,7 +38,10 @@ pub const LOAD_TOKEN: &str = "__sessionlog.loaded";
 /// 0.15 (feature `tower-sessions`) and of tower-sessions-core 0.14
 /// (feature `tower-sessions-014`). A record maps to one [`Session`]: the
 /// id as its 22-character text, the data as MessagePack (keys sorted), the
-/// `expiry_date` as `expires`.
+/// `expiry_date` as `expires` (stores keep it to the millisecond; the
+/// adapter gives back the exact deadline of this process's own last save
+/// while the stored one still matches it, so two saves within a
+/// millisecond read back in order).
 ///
 /// Who may create, and what a stale save does:
 ///
@@ -71,6 +83,41 @@ pub struct TowerStore<S> {
     /// Keys the data digests of load tokens (random per store, shared by
     /// its clones).
     hasher: foldhash::quality::RandomState,
+    exact: Arc<Exact>,
+}
+
+/// The exact deadline (tower-sessions' `expiry_date`, to the nanosecond)
+/// of the last create, save or touch this process made, per session.
+/// Stores keep deadlines to the millisecond; `load` returns the exact one
+/// while the store's deadline is still that one truncated, so that two
+/// saves within one millisecond read back in order. Another process's
+/// saves read back to the millisecond.
+#[derive(Default)]
+struct Exact {
+    map: Mutex<HashMap<SessionId, SystemTime, foldhash::fast::RandomState>>,
+}
+
+impl Exact {
+    fn set(&self, id: SessionId, at: SystemTime) {
+        let mut map = self.map.lock();
+        if map.len() >= EXACT_LIMIT && !map.contains_key(&id) {
+            map.clear();
+        }
+        map.insert(id, at);
+    }
+
+    fn forget(&self, id: &SessionId) {
+        self.map.lock().remove(id);
+    }
+
+    /// `stored` (the store's deadline, whole milliseconds), or the exact
+    /// deadline this process saved if that is what `stored` came from.
+    fn refine(&self, id: &SessionId, stored: SystemTime) -> SystemTime {
+        match self.map.lock().get(id) {
+            Some(&exact) if to_millis(exact) == to_millis(stored) => exact,
+            _ => stored,
+        }
+    }
 }
 
 impl<S> Clone for TowerStore<S> {
@@ -78,6 +125,7 @@ impl<S> Clone for TowerStore<S> {
         TowerStore {
             runner: self.runner.clone(),
             hasher: self.hasher.clone(),
+            exact: Arc::clone(&self.exact),
         }
     }
 }
@@ -124,6 +172,7 @@ impl<S: SessionStore + 'static> TowerStore<S> {
         TowerStore {
             runner: Runner::new(store),
             hasher: foldhash::quality::RandomState::default(),
+            exact: Arc::default(),
         }
     }
 
@@ -158,16 +207,20 @@ impl<S: SessionStore + 'static> TowerStore<S> {
     ) -> Result<Option<Token>, Failure> {
         let bytes = encode_map(data, Some(LOAD_TOKEN))?;
         let digest = self.hasher.hash_one(&bytes);
+        let sid = id.clone();
         let r = self
             .runner
             .run(move |s| {
-                let mut session = Session::new(id, bytes).with_expires(expires);
+                let mut session = Session::new(sid, bytes).with_expires(expires);
                 s.save_session_if_unchanged(&mut session)
                     .map(|()| session.version())
             })
             .await;
         match r {
-            Ok(version) => Ok(Some(Token { version, digest })),
+            Ok(version) => {
+                self.exact.set(id, expires);
+                Ok(Some(Token { version, digest }))
+            }
             Err(e) if e.is_conflict() => Ok(None),
             Err(e) => Err(e),
         }
@@ -184,16 +237,22 @@ impl<S: SessionStore + 'static> TowerStore<S> {
         let token = Token::of(data);
         let bytes = encode_map(data, Some(LOAD_TOKEN))?;
         let unchanged = token.is_some_and(|t| t.digest == self.hasher.hash_one(&bytes));
+        let sid = id.clone();
         let saved = self
             .runner
             .run(move |s| {
                 if unchanged {
-                    touch_live(s, &id, expires)
+                    touch_live(s, &sid, expires)
                 } else {
-                    save_live(s, &id, bytes, expires, token.map(|t| t.version))
+                    save_live(s, &sid, bytes, expires, token.map(|t| t.version))
                 }
             })
             .await?;
+        match saved {
+            Saved::Written | Saved::Touched => self.exact.set(id, expires),
+            Saved::Gone => self.exact.forget(&id),
+            Saved::Contended => {}
+        }
         match saved {
             // Gone: a logout or expiry since this request loaded wins.
             Saved::Written | Saved::Touched | Saved::Gone => Ok(()),
@@ -203,13 +262,14 @@ impl<S: SessionStore + 'static> TowerStore<S> {
 
     async fn load_raw(&self, id: SessionId) -> Result<Option<(Data, SystemTime)>, Failure> {
         let hasher = self.hasher.clone();
+        let sid = id.clone();
         // Decoded and digested straight from the store's bytes (for the
         // LogStore, its memory map), with no copy into a `Vec` first.
         let loaded = self
             .runner
             .run(move |s| {
                 let mut out = None;
-                s.load_session_with(&id, &mut |view| {
+                s.load_session_with(&sid, &mut |view| {
                     let token = Token {
                         version: view.version(),
                         digest: hasher.hash_one(view.data()),
@@ -220,6 +280,7 @@ impl<S: SessionStore + 'static> TowerStore<S> {
             })
             .await?;
         let Some((data, token, expires)) = loaded else {
+            self.exact.forget(&id);
             return Ok(None);
         };
         let mut data: Data = data?;
@@ -227,12 +288,15 @@ impl<S: SessionStore + 'static> TowerStore<S> {
         // A session saved without a deadline (by another client of the
         // store) gets a nominal one: tower-sessions recomputes the
         // cookie's expiry from its own configuration anyway.
-        let expires =
-            expires.unwrap_or_else(|| super::deadline(Duration::from_secs(365 * 24 * 3600)));
+        let expires = match expires {
+            Some(t) => self.exact.refine(&id, t),
+            None => super::deadline(Duration::from_secs(365 * 24 * 3600)),
+        };
         Ok(Some((data, clamp_time(expires))))
     }
 
     async fn delete_raw(&self, id: SessionId) -> Result<(), Failure> {
+        self.exact.forget(&id);
         self.runner
             .run(move |s| s.delete_session(&id).map(|_| ()))
             .await
