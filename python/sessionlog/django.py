@@ -21,14 +21,16 @@ undone by a concurrent one; the middleware turns it into
 a live session, the last save wins, as in every Django backend, unless
 ``SESSIONLOG_CONDITIONAL = True``: then the later save raises
 :class:`SessionConflict` (an ``UpdateError``, so the request gets a 400 and
-nothing is lost silently), and the client can retry.
+nothing is lost silently), and the client can retry. A view that wants to
+merge instead calls :func:`update_session`, which re-runs its change on the
+newer data (as Rust's ``SessionUpdate`` does).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -40,7 +42,9 @@ from . import _native
 from ._errors import ConflictError
 from ._stores import LogSessionStore
 
-__all__ = ["SessionStore", "SessionConflict", "get_store"]
+__all__ = ["SessionStore", "SessionConflict", "get_store", "update_session"]
+
+T = TypeVar("T")
 
 
 class SessionConflict(UpdateError):
@@ -221,3 +225,57 @@ class SessionStore(SessionBase):
     @classmethod
     async def aclear_expired(cls) -> None:
         await sync_to_async(cls.clear_expired, thread_sensitive=False)()
+
+
+def update_session(request: Any, change: Callable[[Dict[str, Any]], T], *, attempts: int = 16) -> T:
+    """Applies ``change`` to ``request.session``'s stored data and saves the
+    result only if no other request saved the session in between; on such a
+    conflict it reloads the newer data and runs ``change`` again (the
+    Python side of Rust's ``SessionUpdate``). Two requests incrementing one
+    counter both count, with or without ``SESSIONLOG_CONDITIONAL``.
+
+    ``change`` gets the stored data as a dict, changes it in place, and may
+    return a value, which ``update_session`` returns. It may run more than
+    once, so it must have no other effect. A session that does not exist
+    yet is created first (the middleware sets its cookie). Afterwards
+    ``request.session`` holds what was stored; make every change of the
+    request inside ``change``, since earlier unsaved changes are replaced.
+
+    Raises :class:`SessionConflict` after ``attempts`` conflicts in a row,
+    and ``UpdateError`` if the session was deleted meanwhile (a logout in
+    another request: it is not brought back)."""
+    session = request.session
+    if not isinstance(session, SessionStore):
+        raise ImproperlyConfigured("update_session needs SESSION_ENGINE = 'sessionlog.django'")
+    engine = session._engine()
+    created = False
+    if session.session_key is None or engine.load(session.session_key) is None:
+        session.create()  # a fresh key, saved with the data loaded so far
+        created = True
+    key = session.session_key
+    assert key is not None
+    for _attempt in range(attempts):
+        found = engine.load(key)
+        if found is None:
+            raise UpdateError
+        data_bytes, version, _expires, _modified = found
+        try:
+            data = session.serializer().loads(data_bytes)
+        except Exception:
+            data = {}
+        result = change(data)
+        payload = session.serializer().dumps(data)
+        expires_ms = int((time.time() + session.get_expiry_age()) * 1000)
+        try:
+            new_version, _ = engine.save(key, payload, expires_ms, version, True)
+        except ConflictError as e:
+            if not e.found:
+                raise UpdateError from None
+            continue  # saved meanwhile: run the change on the newer data
+        session._session_cache = data
+        session._sessionlog_version = new_version
+        # A new session still needs its cookie (the middleware saves the
+        # same data again at this version); an existing one is stored.
+        session.modified = created
+        return result
+    raise SessionConflict(f"the session kept changing concurrently; gave up after {attempts} attempts")

@@ -27,14 +27,21 @@ concurrent request stays a logout). Between two concurrent requests that
 both change a live session the last save wins, unless the interface is made
 with ``conditional=True`` (or ``SESSIONLOG_CONDITIONAL = True``): then the
 later save raises :class:`sessionlog.ConflictError` (the request fails with
-a 500 and its changes are not saved; nothing is lost silently).
+a 500 and its changes are not saved; nothing is lost silently). A view that
+wants to merge instead calls :func:`update_session`, which re-runs its
+change on the newer data.
+
+Flask-Session's configuration names are read where they make sense
+(``SESSION_PERMANENT``, ``SESSION_KEY_PREFIX``, ``SESSION_ID_LENGTH``,
+``SESSION_TYPE``); see python/README.md, "Moving from Flask-Session".
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from flask import Flask, Request, Response
 from flask.json.tag import TaggedJSONSerializer
@@ -46,23 +53,61 @@ from . import _native
 from ._errors import ConflictError
 from ._stores import LogSessionStore, SessionStore
 
-__all__ = ["ServerSession", "SessionlogSessionInterface", "init_app"]
+__all__ = [
+    "ConfigurationError",
+    "ServerSession",
+    "SessionlogSessionInterface",
+    "init_app",
+    "update_session",
+]
+
+T = TypeVar("T")
+
+#: Flask-Session's ``SESSION_TYPE`` values that mean this interface.
+_OUR_TYPES = ("sessionlog",)
+
+
+class ConfigurationError(ValueError, RuntimeError):
+    """A missing or unusable configuration value. A ``ValueError``, as
+    Flask-Session raises for its configuration, and a ``RuntimeError``, as
+    this module raised before."""
 
 
 class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     """A Flask session stored server-side. ``sid`` is its id (``None``
     until first saved); ``new`` is true until it has been stored."""
 
-    def __init__(self, initial: Any = None, sid: Optional[str] = None, version: int = 0) -> None:
+    def __init__(
+        self,
+        initial: Any = None,
+        sid: Optional[str] = None,
+        version: int = 0,
+        permanent: Optional[bool] = None,
+    ) -> None:
         def on_update(self: "ServerSession") -> None:
             self.modified = True
 
         super().__init__(initial, on_update)
+        if permanent is not None and sid is None:
+            # SESSION_PERMANENT: a new session's default, not a change.
+            self.permanent = permanent
         self.sid = sid
         self.version = version
         self.new = sid is None
         self.modified = False
         self._retired: list = []
+
+    def __bool__(self) -> bool:
+        # A session holding only its ``permanent`` flag is empty: nothing
+        # is stored for a visitor who never used the session.
+        return bool(dict(self)) and self.keys() != {"_permanent"}
+
+    def clear(self) -> None:
+        """Empties the session (logout), keeping its ``permanent`` flag."""
+        permanent = self.get("_permanent")
+        super().clear()
+        if permanent is not None:
+            dict.__setitem__(self, "_permanent", permanent)
 
     def regenerate(self) -> None:
         """Give the session a new id at the next save and delete the old one
@@ -93,8 +138,23 @@ class SessionlogSessionInterface(SessionInterface):
         *,
         path: Optional[str] = None,
         conditional: bool = False,
+        permanent: Optional[bool] = None,
+        key_prefix: str = "",
+        sid_length: Optional[int] = None,
         **options: Any,
     ) -> None:
+        if not isinstance(key_prefix, str) or (key_prefix and not _native.is_valid_id(key_prefix)):
+            raise ConfigurationError(
+                "SESSION_KEY_PREFIX must be made of A-Z a-z 0-9 - _ , (the characters of a "
+                "sessionlog id) and leave room for the id"
+            )
+        if sid_length is not None:
+            if isinstance(sid_length, bool) or not isinstance(sid_length, int) or sid_length < 16:
+                raise ConfigurationError("SESSION_ID_LENGTH must be an int of at least 16 (bytes of entropy)")
+            if len(key_prefix) + len(secrets.token_urlsafe(sid_length)) > _native.MAX_ID_LEN:
+                raise ConfigurationError(
+                    f"SESSION_KEY_PREFIX and SESSION_ID_LENGTH make ids longer than {_native.MAX_ID_LEN} characters"
+                )
         if store is None:
             if path is None:
                 raise TypeError("SessionlogSessionInterface needs a store or a path")
@@ -103,6 +163,23 @@ class SessionlogSessionInterface(SessionInterface):
             raise TypeError("give either a store or a path with options, not both")
         self.store = store
         self.conditional = conditional
+        self.permanent = permanent
+        self.key_prefix = key_prefix
+        self.sid_length = sid_length
+
+    # -- ids -----------------------------------------------------------------
+
+    def _store_id(self, sid: str) -> str:
+        """The id in the store of the session whose cookie holds ``sid``."""
+        return self.key_prefix + sid
+
+    def _new_sid(self) -> str:
+        if self.sid_length is None:
+            return _native.generate_id()
+        return secrets.token_urlsafe(self.sid_length)
+
+    def _new_session(self) -> ServerSession:
+        return self.session_class(permanent=self.permanent)
 
     # -- signing -------------------------------------------------------------
 
@@ -121,24 +198,29 @@ class SessionlogSessionInterface(SessionInterface):
             return None  # Flask's null session: "no secret key was set"
         cookie = request.cookies.get(self.get_cookie_name(app))
         if not cookie:
-            return self.session_class()
+            return self._new_session()
         try:
             sid = signer.unsign(cookie).decode("ascii")
         except (BadSignature, UnicodeDecodeError):
-            return self.session_class()
-        if not _native.is_valid_id(sid):
-            return self.session_class()
-        found = self.store.native.load(sid)
+            return self._new_session()
+        if not _native.is_valid_id(self._store_id(sid)):
+            return self._new_session()
+        found = self.store.native.load(self._store_id(sid))
         if found is None:
-            return self.session_class()  # expired or deleted: a new session
+            return self._new_session()  # expired or deleted: a new session
         data, version, _expires, _modified = found
+        initial = self._decode(data)
+        if initial is None:
+            return self._new_session()
+        return self.session_class(initial, sid=sid, version=version)
+
+    def _decode(self, data: bytes) -> Optional[dict]:
+        """Stored bytes as a session dict, or None if they are not one."""
         try:
             initial = self.serializer.loads(data.decode("utf-8"))
         except Exception:
-            initial = None
-        if not isinstance(initial, dict):
-            return self.session_class()
-        return self.session_class(initial, sid=sid, version=version)
+            return None
+        return initial if isinstance(initial, dict) else None
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         assert isinstance(session, ServerSession)
@@ -157,14 +239,14 @@ class SessionlogSessionInterface(SessionInterface):
             response.vary.add("Cookie")
 
         for old in session._retired:
-            native.delete(old)
+            native.delete(self._store_id(old))
         session._retired.clear()
 
         if not session:
             # Emptied (logout): delete it everywhere, and the cookie.
             if session.modified:
                 if session.sid is not None:
-                    native.delete(session.sid)
+                    native.delete(self._store_id(session.sid))
                 response.delete_cookie(name, **cookie)
                 response.vary.add("Cookie")
             return
@@ -172,20 +254,11 @@ class SessionlogSessionInterface(SessionInterface):
         if not self.should_set_cookie(app, session):
             return
 
-        lifetime = app.permanent_session_lifetime.total_seconds()
-        expires_ms = int((time.time() + lifetime) * 1000)
+        expires_ms = self._expires_ms(app)
         payload = self.serializer.dumps(dict(session)).encode("utf-8")
 
         if session.sid is None:
-            while True:
-                sid = _native.generate_id()
-                try:
-                    session.version, _ = native.save(sid, payload, expires_ms, 0, True)
-                except ConflictError:
-                    continue  # an id collision: astronomically unlikely
-                session.sid = sid
-                session.new = False
-                break
+            self._create(native, session, payload, expires_ms)
         elif not self._update(native, session, payload, expires_ms):
             # Deleted meanwhile (a logout elsewhere): do not resurrect it.
             response.delete_cookie(name, **cookie)
@@ -202,10 +275,25 @@ class SessionlogSessionInterface(SessionInterface):
         )
         response.vary.add("Cookie")
 
+    def _create(self, native: _native.Store, session: ServerSession, payload: bytes, expires_ms: int) -> None:
+        """Stores a new session under a fresh id."""
+        while True:
+            sid = self._new_sid()
+            try:
+                session.version, _ = native.save(self._store_id(sid), payload, expires_ms, 0, True)
+            except ConflictError:
+                continue  # an id collision: astronomically unlikely
+            session.sid = sid
+            session.new = False
+            return
+
+    def _expires_ms(self, app: Flask) -> int:
+        return int((time.time() + app.permanent_session_lifetime.total_seconds()) * 1000)
+
     def _update(self, native: _native.Store, session: ServerSession, payload: bytes, expires_ms: int) -> bool:
         """Saves a session that exists; false if it was deleted meanwhile."""
-        sid = session.sid
-        assert sid is not None
+        assert session.sid is not None
+        sid = self._store_id(session.sid)
         version = session.version
         for _attempt in range(16):
             try:
@@ -226,13 +314,93 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
     """Installs server-side sessions on ``app``: the given store, or a
     ``LogSessionStore`` at ``app.config["SESSIONLOG_PATH"]`` with
     ``app.config.get("SESSIONLOG_OPTIONS", {})``. ``SESSIONLOG_CONDITIONAL``
-    makes concurrent changes to one session raise instead of overwrite."""
-    conditional = bool(app.config.get("SESSIONLOG_CONDITIONAL", False))
+    makes concurrent changes to one session raise instead of overwrite.
+
+    Flask-Session's names: ``SESSION_PERMANENT`` (new sessions' default
+    ``permanent``; unset: Flask's default, False), ``SESSION_KEY_PREFIX``
+    (prepended to the id in the store, so that apps can share one store;
+    unset: none), ``SESSION_ID_LENGTH`` (bytes of entropy of new ids, at
+    least 16; unset: sessionlog's 16-byte ids), ``SESSION_TYPE`` (unset or
+    ``"sessionlog"``). A missing or unusable value raises
+    :class:`ConfigurationError` (a ``ValueError``, as in Flask-Session)."""
+    cfg = app.config
+    kind = cfg.get("SESSION_TYPE")
+    if kind is not None and str(kind).lower() not in _OUR_TYPES:
+        raise ConfigurationError(
+            f"Unrecognized value for SESSION_TYPE: {kind!r}: sessionlog.flask keeps sessions in a "
+            "sessionlog store; remove SESSION_TYPE or set it to 'sessionlog'"
+        )
+    conditional = bool(cfg.get("SESSIONLOG_CONDITIONAL", False))
     if store is None:
-        path = app.config.get("SESSIONLOG_PATH")
+        path = cfg.get("SESSIONLOG_PATH")
         if not path:
-            raise RuntimeError("sessionlog.flask.init_app needs app.config['SESSIONLOG_PATH'] or a store")
-        store = LogSessionStore(path, **dict(app.config.get("SESSIONLOG_OPTIONS") or {}))
-    interface = SessionlogSessionInterface(store, conditional=conditional)
+            raise ConfigurationError("sessionlog.flask.init_app needs app.config['SESSIONLOG_PATH'] or a store")
+        store = LogSessionStore(path, **dict(cfg.get("SESSIONLOG_OPTIONS") or {}))
+    permanent = cfg.get("SESSION_PERMANENT")
+    interface = SessionlogSessionInterface(
+        store,
+        conditional=conditional,
+        permanent=None if permanent is None else bool(permanent),
+        key_prefix=cfg.get("SESSION_KEY_PREFIX") or "",
+        sid_length=cfg.get("SESSION_ID_LENGTH"),
+    )
     app.session_interface = interface
     return interface
+
+
+def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
+    """Applies ``change`` to the current session's stored data and saves the
+    result only if no other request saved the session in between; on such a
+    conflict it reloads the newer data and runs ``change`` again (the
+    Python side of Rust's ``SessionUpdate``). Two requests incrementing one
+    counter both count, with or without ``SESSIONLOG_CONDITIONAL``.
+
+    ``change`` gets the stored data as a dict, changes it in place, and may
+    return a value, which ``update_session`` returns. It may run more than
+    once, so it must have no other effect. A session that does not exist
+    yet is created first (the response sets its cookie). Afterwards
+    ``flask.session`` holds what was stored; make every change of the
+    request inside ``change``, since earlier unsaved changes are replaced.
+
+    Raises :class:`sessionlog.ConflictError` after ``attempts`` conflicts in
+    a row, and ``LookupError`` if the session was deleted meanwhile (a
+    logout in another request: it is not brought back)."""
+    from flask import current_app
+    from flask import session as current
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    interface = app.session_interface
+    if not isinstance(interface, SessionlogSessionInterface):
+        raise ConfigurationError("update_session needs sessionlog.flask's session interface on the app")
+    session = current._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(session, ServerSession):
+        raise RuntimeError("the session is unavailable because no secret key was set")
+    native = interface.store.native
+    created = False
+    if session.sid is None or native.load(interface._store_id(session.sid)) is None:
+        payload = interface.serializer.dumps(dict(session)).encode("utf-8")
+        interface._create(native, session, payload, interface._expires_ms(app))
+        created = True
+    assert session.sid is not None
+    sid = interface._store_id(session.sid)
+    for _attempt in range(attempts):
+        found = native.load(sid)
+        if found is None:
+            raise LookupError("the session was deleted by another request")
+        data = interface._decode(found[0]) or {}
+        result = change(data)
+        payload = interface.serializer.dumps(data).encode("utf-8")
+        try:
+            version, _ = native.save(sid, payload, interface._expires_ms(app), found[1], True)
+        except ConflictError as e:
+            if not e.found:
+                raise LookupError("the session was deleted by another request") from None
+            continue  # saved meanwhile: run the change on the newer data
+        dict.clear(session)
+        dict.update(session, data)
+        session.version = version
+        # A new session still needs its cookie (save_session stores the
+        # same data again at this version); an existing one is stored.
+        session.modified = created
+        return result
+    raise ConflictError(f"the session kept changing concurrently; gave up after {attempts} attempts")

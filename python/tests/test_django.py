@@ -301,3 +301,61 @@ def test_client_tampered_cookie_is_a_fresh_session():
     r = c.get("/count/")
     assert r.status_code == 200 and r.json()["count"] == 1
     assert c.cookies["sessionid"].value != "../../../etc/passwd"
+
+
+# -- update_session: the merge helper (issue 26) -----------------------------
+
+
+def test_client_update_session_merges_a_concurrent_save():
+    for conditional in (False, True):
+        with override_settings(SESSIONLOG_CONDITIONAL=conditional):
+            c = Client()
+            assert c.get("/count/").json()["count"] == 1
+            r = c.get("/merge-count/?race=10")
+            assert r.status_code == 200
+            # 1, then another request's +10, then this one's +1 re-run on it.
+            assert r.json() == {"count": 12, "attempts": 2}
+            assert c.get("/whoami/").json()["count"] == 12
+
+
+def test_client_update_session_creates_a_new_session_with_its_cookie():
+    c = Client()
+    r = c.get("/merge-count/")
+    assert r.json() == {"count": 1, "attempts": 1}
+    assert "sessionid" in c.cookies
+    assert c.get("/whoami/").json()["count"] == 1
+
+
+def test_update_session_does_not_bring_back_a_deleted_session():
+    s = SessionStore()
+    s["n"] = 1
+    s.save()
+    request = type("Request", (), {})()
+    request.session = SessionStore(s.session_key)
+    request.session.load()
+
+    def change(data):
+        SessionStore().delete(s.session_key)  # a logout lands meanwhile
+        data["n"] += 1
+
+    with pytest.raises(UpdateError):
+        backend.update_session(request, change)
+    assert not SessionStore().exists(s.session_key)
+
+
+def test_update_session_gives_up_with_session_conflict():
+    s = SessionStore()
+    s["n"] = 0
+    s.save()
+    request = type("Request", (), {})()
+    request.session = SessionStore(s.session_key)
+
+    def change(data):
+        other = SessionStore(s.session_key)
+        other["n"] = other["n"] + 100  # someone saves before every attempt ends
+        other.save()
+        data["n"] += 1
+
+    with pytest.raises(SessionConflict):
+        backend.update_session(request, change, attempts=3)
+    assert SessionStore(s.session_key)["n"] == 300

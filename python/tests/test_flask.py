@@ -156,3 +156,156 @@ def test_no_secret_key_means_no_session(tmp_path):
     app.config["TESTING"] = True
     with pytest.raises(RuntimeError, match="secret key"):
         app.test_client().get("/count/")
+
+
+# -- update_session: the merge helper (issue 26) -----------------------------
+
+
+def merge_route(app):
+    @app.route("/merge/")
+    def merge():
+        from flask import request
+
+        race = int(request.args.get("race", "0"))
+        calls = []
+
+        def change(data):
+            calls.append(1)
+            if race and len(calls) == 1:
+                # Another request's save lands while this attempt runs.
+                sid = session.sid
+                stored = native(app).load(sid)
+                body = app.session_interface.serializer.loads(stored[0].decode())
+                body["count"] = body.get("count", 0) + race
+                payload = app.session_interface.serializer.dumps(body).encode()
+                native(app).save(sid, payload, None, stored[1], True)
+            data["count"] = data.get("count", 0) + 1
+            return data["count"]
+
+        n = sessionlog.flask.update_session(change)
+        return {"count": n, "attempts": len(calls)}
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_update_session_merges_a_concurrent_save(tmp_path, conditional):
+    app = create_app(str(tmp_path / "m.db"), conditional=conditional)
+    app.config["TESTING"] = True
+    merge_route(app)
+    c = app.test_client()
+    assert c.get("/count/").json["count"] == 1
+    r = c.get("/merge/?race=10")
+    assert r.status_code == 200
+    assert r.json == {"count": 12, "attempts": 2}
+    assert c.get("/whoami/").json["count"] == 12
+
+
+def test_update_session_creates_a_new_session_with_its_cookie(app):
+    merge_route(app)
+    c = app.test_client()
+    assert c.get("/merge/").json == {"count": 1, "attempts": 1}
+    assert c.get_cookie("session") is not None
+    assert c.get("/whoami/").json["count"] == 1
+
+
+def test_update_session_does_not_bring_back_a_deleted_session(app):
+    @app.route("/merge-after-logout/")
+    def merge_after_logout():
+        def change(data):
+            native(app).delete(session.sid)  # a logout lands meanwhile
+            data["count"] = 1
+
+        sessionlog.flask.update_session(change)
+        return "unreachable"
+
+    c = app.test_client()
+    c.get("/count/")
+    sid = sid_of(app, c)
+    with pytest.raises(LookupError):
+        c.get("/merge-after-logout/")
+    assert not native(app).has(sid)
+
+
+# -- Flask-Session's configuration names (issue 26) ---------------------------
+
+
+def flask_app(tmp_path, **config):
+    from flask import Flask
+
+    app = Flask(__name__)
+    app.secret_key = "flask-session-names-test-secret-0123456789"
+    app.config["SESSIONLOG_PATH"] = str(tmp_path / "fs.db")
+    app.config.update(config)
+    app.config["TESTING"] = True
+    return app
+
+
+def test_missing_path_is_a_value_error(tmp_path):
+    app = flask_app(tmp_path)
+    del app.config["SESSIONLOG_PATH"]
+    with pytest.raises(ValueError, match="SESSIONLOG_PATH"):
+        sessionlog.flask.init_app(app)
+    with pytest.raises(RuntimeError):  # what it raised before: still caught
+        sessionlog.flask.init_app(app)
+
+
+def test_session_type_of_another_backend_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="SESSION_TYPE"):
+        sessionlog.flask.init_app(flask_app(tmp_path, SESSION_TYPE="redis"))
+    sessionlog.flask.init_app(flask_app(tmp_path, SESSION_TYPE="sessionlog"))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"SESSION_KEY_PREFIX": "session:"},  # ':' is not in a sessionlog id
+        {"SESSION_ID_LENGTH": 8},  # fewer than 128 bits
+        {"SESSION_ID_LENGTH": "32"},
+        {"SESSION_KEY_PREFIX": "p" * 100, "SESSION_ID_LENGTH": 64},  # too long
+    ],
+)
+def test_unusable_flask_session_values_are_value_errors(tmp_path, config):
+    with pytest.raises(ValueError):
+        sessionlog.flask.init_app(flask_app(tmp_path, **config))
+
+
+def test_key_prefix_and_id_length(tmp_path):
+    app = flask_app(tmp_path, SESSION_KEY_PREFIX="shop_", SESSION_ID_LENGTH=32)
+    sessionlog.flask.init_app(app)
+
+    @app.route("/set/")
+    def set_():
+        session["x"] = 1
+        return "ok"
+
+    @app.route("/get/")
+    def get():
+        return {"x": session.get("x")}
+
+    c = app.test_client()
+    c.get("/set/")
+    sid = sid_of(app, c)
+    assert len(sid) == 43  # token_urlsafe(32)
+    assert native(app).has("shop_" + sid)
+    assert not native(app).has(sid)
+    assert c.get("/get/").json == {"x": 1}
+
+
+@pytest.mark.parametrize("permanent", [True, False])
+def test_session_permanent(tmp_path, permanent):
+    app = flask_app(tmp_path, SESSION_PERMANENT=permanent)
+    sessionlog.flask.init_app(app)
+
+    @app.route("/set/")
+    def set_():
+        session["x"] = 1
+        return "ok"
+
+    @app.route("/nothing/")
+    def nothing():
+        return "ok"
+
+    c = app.test_client()
+    r = c.get("/nothing/")
+    assert "Set-Cookie" not in r.headers  # nothing stored for an unused session
+    r = c.get("/set/")
+    assert ("Expires=" in r.headers["Set-Cookie"]) is permanent

@@ -8,4 +8,5 @@ urlpatterns = [
     path("whoami/", views.whoami),
     path("logout/", views.logout),
     path("delete-then-touch/", views.delete_then_touch),
+    path("merge-count/", views.merge_count),
 ]

@@ -48,3 +48,25 @@ def delete_then_touch(request):
     engine.SessionStore().delete(request.session.session_key)
     request.session["count"] = request.session.get("count", 0) + 1
     return HttpResponse(json.dumps({"pid": os.getpid()}), content_type="application/json")
+
+
+def merge_count(request):
+    """Increments the counter with sessionlog.django.update_session. With
+    ``?race=N`` another request's save (count + N) lands while the first
+    attempt runs: the helper must re-run the change on it, so both count."""
+    from sessionlog.django import SessionStore, update_session
+
+    race = int(request.GET.get("race", "0"))
+    calls = []
+
+    def change(data):
+        calls.append(1)
+        if race and len(calls) == 1:
+            other = SessionStore(request.session.session_key)
+            other["count"] = other.get("count", 0) + race
+            other.save()
+        data["count"] = data.get("count", 0) + 1
+        return data["count"]
+
+    n = update_session(request, change)
+    return JsonResponse({"count": n, "attempts": len(calls)})
