@@ -37,6 +37,10 @@ pub(crate) struct Found {
     pub ino: u64,
     pub uid: u32,
     pub gid: u32,
+    /// Length in bytes.
+    pub len: u64,
+    /// A regular file (not a directory, link, FIFO, ...).
+    pub is_file: bool,
 }
 
 impl Found {
@@ -46,6 +50,8 @@ impl Found {
             ino: st.st_ino,
             uid: st.st_uid,
             gid: st.st_gid,
+            len: u64::try_from(st.st_size).unwrap_or(0),
+            is_file: rustix::fs::FileType::from_raw_mode(st.st_mode).is_file(),
         }
     }
 

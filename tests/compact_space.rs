@@ -11,66 +11,20 @@
 #[macro_use]
 mod common;
 use common::child;
+use common::disk::{Disk, leave_free};
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use sessionlog::{
     Clock, Error, LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy,
 };
 
-/// A tmpfs mounted on a temporary directory, unmounted when dropped (also
-/// when the test panics).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it), or says
-    /// why it could not.
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0700"))
-            .arg("tmpfs")
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Still busy (a panic while a file was open): detach it.
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
-
 /// The small disk. Mounting needs root (CI runs as root): elsewhere the
 /// test fails and says why rather than passing with nothing checked.
-fn small_disk() -> Tmpfs {
-    Tmpfs::mount("64m").unwrap_or_else(|e| {
+fn small_disk() -> Disk {
+    Disk::tmpfs("64m").unwrap_or_else(|e| {
         panic!(
             "compact_space needs a 64 MiB tmpfs and mounting it failed ({e}); \
              run as root where mount(2) is permitted"
@@ -106,27 +60,6 @@ fn fill_with_sessions(store: &LogStore, clock: &ManualClock, expiring: bool) -> 
         }
     }
     unreachable!()
-}
-
-/// Writes a file until the disk is full, then gives back `room` bytes of
-/// it: the disk then has exactly that much free (tmpfs counts pages).
-fn leave_free(dir: &Path, room: u64) -> PathBuf {
-    let path = dir.join("ballast");
-    let mut f = File::create(&path).expect("create ballast");
-    let chunk = vec![0xBA; 64 << 10];
-    let mut written = 0u64;
-    loop {
-        match f.write(&chunk) {
-            Ok(n) if n > 0 => written += n as u64,
-            Ok(_) => break,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("write ballast: {e}"),
-        }
-    }
-    f.set_len(written.saturating_sub(room))
-        .expect("shrink ballast");
-    f.sync_all().expect("sync ballast");
-    path
 }
 
 /// Runs the role `role` of this test in a child process against the store

@@ -31,6 +31,7 @@ use crate::engine::index::{Index, Records};
 use crate::engine::lock::LockFile;
 use crate::engine::read::{decode_at, session_at};
 use crate::engine::recovery;
+use crate::engine::reserve;
 use crate::engine::salvage;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::{CompactStats, RecoveryReport};
@@ -54,6 +55,8 @@ pub(crate) struct Handles<'a> {
     pub expiry: &'a Expiry,
     pub hooks: &'a Hooks,
     pub poison: &'a Poison,
+    /// The space reserve's size (`LogOptions::space_reserve`).
+    pub reserve: u64,
 }
 
 /// The temporary file a compaction writes, locked by its compactor.
@@ -514,6 +517,11 @@ pub(crate) fn try_compact(h: &Handles<'_>) -> Result<Option<CompactStats>> {
 
 fn run(h: &Handles<'_>, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
     let result = run_locked(h, &tmp, idle_cutoff_ms);
+    if result.is_ok() {
+        // With the space the compaction freed (the old file is dropped by
+        // now if the reserve was missing: see the end of `run_locked`).
+        reserve::ensure(h.site, h.follow.lock.owner, h.reserve);
+    }
     if result.is_err() {
         // Leave no half-written file behind; the lock dies with `tmp`.
         let _ = remove_temp(h.hooks, &tmp.site);
@@ -713,7 +721,7 @@ fn run_locked(
     {
         // SAFETY: as for the copy below.
         let view = unsafe { View::new(&src, upto) };
-        check_free_space(h.site, copy_estimate(&view, &offsets, dead))?;
+        make_room(h.site, copy_estimate(&view, &offsets, dead))?;
     }
     let mut w = Writer::new(tmp, h.site, h.hooks.clone())?;
     w.index.reserve(offsets.len());
@@ -897,7 +905,14 @@ fn run_locked(
     let _ = tmp.file.unlock();
     drop(_lock);
     drop(_writer);
-    crate::engine::state::retire(previous);
+    if h.reserve > 0 && reserve::held(h.site) < h.reserve {
+        // The space reserve was given back (a full disk): drop the old
+        // file here, so that its blocks are free (unless another process
+        // still maps it) when `run` makes the reserve again.
+        drop(previous);
+    } else {
+        crate::engine::state::retire(previous);
+    }
     Ok(CompactStats {
         kept: header.compact_kept,
         dropped: header.compact_dropped,
@@ -1117,6 +1132,24 @@ fn copy_estimate(view: &View<'_>, offsets: &[u64], dead: impl Fn(u64, u64) -> bo
     bytes
         .saturating_add(96)
         .saturating_add(slots.saturating_mul(16))
+}
+
+/// Checks that the compaction fits (`check_free_space`), giving the space
+/// reserve back if the disk has room with it and not without: a disk
+/// filled by sessions that then expired, to the last byte, still lets the
+/// compaction that frees it start.
+fn make_room(log: &Site, estimate: u64) -> Result<()> {
+    let refused = match check_free_space(log, estimate) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let held = reserve::held(log);
+    let free = reserve::free_bytes(log).unwrap_or(0);
+    if held == 0 || free.saturating_add(held) < estimate.saturating_add(estimate / 10) {
+        return Err(refused);
+    }
+    reserve::release(log);
+    Ok(())
 }
 
 /// Refuses to start a compaction that would fill the disk: the new file

@@ -438,13 +438,20 @@ impl LogFile {
     /// then has no extent to convert from unwritten to written, which
     /// measured about 25 % faster per durable save here. Chunks are smaller
     /// (at most 8 MiB) to bound the pause of writing them.
-    pub fn ensure_len(&self, end: u64, current: u64, zero_fill: bool) -> Result<u64> {
+    ///
+    /// With `least`, the file grows by the least whole pages that hold
+    /// `end`: the retry of a chunk the disk had no room for.
+    pub fn ensure_len(&self, end: u64, current: u64, zero_fill: bool, least: bool) -> Result<u64> {
         if end <= current {
             return Ok(current);
         }
         let max_step = if zero_fill { 8 << 20 } else { 64 << 20 };
         let step = (current / 16).clamp(1 << 20, max_step);
-        let target = (end + step).next_multiple_of(1 << 16);
+        let target = if least {
+            end.next_multiple_of(4096)
+        } else {
+            (end + step).next_multiple_of(1 << 16)
+        };
         let reserved = if zero_fill {
             write_zeros(&self.file, current, target - current)
                 .and_then(|()| self.file.sync_data())
@@ -728,7 +735,7 @@ fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
 
 /// Reserves `[offset, offset + len)`, extending the file. Returns false if
 /// the filesystem cannot reserve blocks and the file was only extended.
-fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     let (Ok(off), Ok(l)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
         return Err(io::Error::from(io::ErrorKind::FileTooLarge));

@@ -17,6 +17,7 @@
 //! - `hint`: the index snapshot a compaction writes beside its file;
 //! - `index`: the in-memory map from id to record;
 //! - `lock`: the lock file, which processes share to take turns writing;
+//! - `reserve`: the space kept for deletes and compaction on a full disk;
 //! - `file`: the log file, its memory map and appends, and `Site`, a file
 //!   of the store reached by name only through the store's directory
 //!   descriptor (`crate::store_dir`, opened once per handle);
@@ -40,6 +41,7 @@ mod options;
 mod pending;
 mod read;
 mod recovery;
+mod reserve;
 mod salvage;
 mod shared;
 mod state;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SharedClock, system_clock};
 use crate::engine::hook::Hooks;
+use crate::engine::reserve;
 use crate::error::{Error, Result};
 use crate::options::{DEFAULT_MAX_SESSION_SIZE, SyncPolicy, Validate};
 
@@ -26,6 +27,7 @@ pub struct LogOptions {
     pub(crate) allow_others_to_write_directory: bool,
     pub(crate) maintain_as_owner: bool,
     pub(crate) lock_timeout: Duration,
+    pub(crate) space_reserve: u64,
     pub(crate) hooks: Hooks,
 }
 
@@ -44,6 +46,7 @@ impl Default for LogOptions {
             allow_others_to_write_directory: false,
             maintain_as_owner: false,
             lock_timeout: Duration::from_secs(5),
+            space_reserve: reserve::DEFAULT_RESERVE,
             hooks: Hooks::default(),
         }
     }
@@ -149,6 +152,17 @@ impl LogOptions {
         self
     }
 
+    /// Bytes kept allocated beside the log (`<log>.reserve`) and given back
+    /// to the filesystem when the disk is full, so that deletes (logouts),
+    /// touches that shorten a deadline and a compaction's start still find
+    /// room; while it is given back, a save that must grow the log is
+    /// refused unless this much stays free (DESIGN.md §6). 0 keeps no
+    /// reserve. Default: 4 MiB; at most 1 GiB.
+    pub fn space_reserve(mut self, bytes: u64) -> Self {
+        self.space_reserve = bytes;
+        self
+    }
+
     /// Installs an I/O hook that sees (and may fail) every write, sync and
     /// rename after opening. For fault-injection tests.
     #[cfg(feature = "unstable-internals")]
@@ -170,6 +184,7 @@ impl LogOptions {
             )));
         }
         Validate::period("lock_timeout", self.lock_timeout)?;
+        reserve::validate(self.space_reserve)?;
         Validate::period("compact_check_interval", self.compact_check_interval)
     }
 }

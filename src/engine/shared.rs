@@ -102,6 +102,7 @@ impl Inner {
             expiry: &self.expiry,
             hooks: &self.hooks,
             poison: &self.poison,
+            reserve: self.opts.space_reserve,
         }
     }
 

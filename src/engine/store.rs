@@ -20,6 +20,7 @@ use crate::engine::options::LogOptions;
 use crate::engine::pending::Pending;
 use crate::engine::read::{decode_at, latest_at, live, put_data};
 use crate::engine::recovery::{self, Opened, SyncAfterReplay};
+use crate::engine::reserve;
 use crate::engine::shared::Inner;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
@@ -125,6 +126,9 @@ impl LogStore {
                 }
                 Opened::Damaged(..) => (compact::repair(&site, &lock, &mut report, now)?, false),
             };
+        // Best effort: a store on a full disk still opens (`stats` shows
+        // a reserve that is missing).
+        reserve::ensure(&site, lock.owner, opts.space_reserve);
         lock.share()?;
         let commit = GroupCommit::new(
             opts.sync,

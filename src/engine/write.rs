@@ -13,6 +13,7 @@ use crate::engine::file::LogFile;
 use crate::engine::format::{self, Kind, MAX_OFFSET, RecordFields};
 use crate::engine::hook::IoEvent;
 use crate::engine::read::{latest, live};
+use crate::engine::reserve;
 use crate::engine::shared::Inner;
 use crate::engine::state::State;
 use crate::error::{Error, Result};
@@ -35,14 +36,15 @@ struct Appended {
 /// Runs `f` holding every write lock with a fresh view, for at most one
 /// append: `f` decides from the view, and encodes the record to append
 /// into the buffer (for the view's file, `State::encode`) or leaves it
-/// empty. The record is written with only the write locks held, and
+/// empty, and says whether the record may use the space reserve (a
+/// delete, a touch that shortens a deadline: `reserve::release`). The record is written with only the write locks held, and
 /// published and applied under the state lock afterwards: this process's
 /// loads wait for a pointer's worth of work, never for the write, which
 /// can block in the kernel for tens of milliseconds (a page of the map
 /// whose extent the journal must convert, writeback of that page).
 fn write<R>(
     inner: &Inner,
-    f: impl FnOnce(&State, &mut Vec<u8>, u64) -> Result<R>,
+    f: impl FnOnce(&State, &mut Vec<u8>, u64, &mut bool) -> Result<R>,
 ) -> Result<(R, Appended)> {
     inner.poison.check(&inner.path)?;
     let _busy = inner.commit.enter();
@@ -80,9 +82,10 @@ fn write<R>(
     // that refresh find it fresh.
     let now = inner.now_ms();
     buf.clear();
+    let mut may_use_reserve = false;
     let (r, file, off, file_len) = {
         let st = inner.state.read();
-        let r = f(&st, &mut buf, now)?;
+        let r = f(&st, &mut buf, now, &mut may_use_reserve)?;
         (r, Arc::clone(&st.file), st.applied, st.file_len)
     };
     if buf.is_empty() {
@@ -92,7 +95,7 @@ fn write<R>(
         };
         return Ok((r, at));
     }
-    let (end, file_len) = append(inner, &file, off, file_len, &buf)?;
+    let (end, file_len) = append(inner, &file, off, file_len, &buf, may_use_reserve)?;
     let mut st = inner.state.write();
     st.file_len = file_len;
     st.applied_word = st.file.set_committed(end);
@@ -129,6 +132,7 @@ fn append(
     off: u64,
     mut file_len: u64,
     buf: &[u8],
+    may_use_reserve: bool,
 ) -> Result<(u64, u64)> {
     let path = &inner.path;
     let end = off + buf.len() as u64;
@@ -139,7 +143,6 @@ fn append(
             io::Error::from(io::ErrorKind::FileTooLarge),
         ));
     }
-    let durable = inner.opts.sync == SyncPolicy::Always;
     // Only a log that is never synced is written through the map: a sync
     // write-protects the pages it writes back, and the next copy into such
     // a page faults and can wait in the kernel for milliseconds (16 ms
@@ -154,7 +157,7 @@ fn append(
                 .before(IoEvent::Grow { path, len: end })
                 .map_err(|e| Error::io(path, "grow file", e))?;
         }
-        file_len = file.ensure_len(end, file_len, durable)?;
+        file_len = grow(inner, file, end, file_len, may_use_reserve)?;
     }
     let written = inner
         .hooks
@@ -169,6 +172,46 @@ fn append(
         return Err(Error::io(path, "write", e));
     }
     Ok((end, file_len))
+}
+
+/// Grows `file` (now `current` long) to hold `end`: a chunk, or, on a full
+/// disk, the least that holds the record. A record that may use the space
+/// reserve gives the reserve back when even that does not fit; any other
+/// is refused while the reserve is given back and the disk holds less
+/// than the reserve besides the growth (DESIGN.md §6).
+fn grow(
+    inner: &Inner,
+    file: &LogFile,
+    end: u64,
+    current: u64,
+    may_use_reserve: bool,
+) -> Result<u64> {
+    let path = &inner.site;
+    let durable = inner.opts.sync == SyncPolicy::Always;
+    let want = inner.opts.space_reserve;
+    let whole =
+        want == 0 || reserve::held(path) >= want || reserve::ensure(path, inner.lock.owner, want);
+
+    if !whole && !may_use_reserve {
+        let free = reserve::free_bytes(path).unwrap_or(u64::MAX);
+        if free < (end - current).saturating_add(want) {
+            return Err(reserve::refusal(path, free, want));
+        }
+    }
+    // While the reserve is given back, the log grows by no more than the
+    // record needs: a chunk would hand the reserve's space to saves.
+    if whole {
+        match file.ensure_len(end, current, durable, false) {
+            Err(e) if reserve::is_full(&e) => {}
+            other => return other,
+        }
+    }
+    match file.ensure_len(end, current, durable, true) {
+        Err(e) if may_use_reserve && reserve::is_full(&e) && reserve::release(path) > 0 => {
+            file.ensure_len(end, current, durable, true)
+        }
+        other => other,
+    }
 }
 
 /// Encodes a record for `st`'s file into `buf`: the one way a write
@@ -193,7 +236,7 @@ pub(crate) fn save(inner: &Inner, session: &mut Session, mode: SaveMode) -> Resu
     check_size(session, inner.opts.max_session_size)?;
     let expires_ms = expires_millis(session.expires);
     let id = session.id.as_str().as_bytes();
-    let ((version, now), at) = write(inner, |st, buf, now| {
+    let ((version, now), at) = write(inner, |st, buf, now, _| {
         let found = live(st, &inner.expiry, &session.id, now)?.map_or(0, |l| l.rec.version);
         let version = next_version(session, found, mode)?;
         encode(
@@ -227,7 +270,7 @@ pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
         )));
     }
     let id = session.id.as_str().as_bytes();
-    let ((), at) = write(inner, |st, buf, now| {
+    let ((), at) = write(inner, |st, buf, now, _| {
         encode(
             st,
             buf,
@@ -250,12 +293,15 @@ pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
 /// at the session's put, carrying the session's deadline. No data is
 /// written again.
 pub(crate) fn touch(inner: &Inner, id: &SessionId, expires: Option<u64>) -> Result<bool> {
-    let (touched, at) = write(inner, |st, buf, now| {
+    let (touched, at) = write(inner, |st, buf, now, may_use_reserve| {
         let Some(l) = live(st, &inner.expiry, id, now)? else {
             return Ok(false);
         };
         let target = l.put_offset.to_le_bytes();
         let (version, expires_ms) = (l.rec.version, expires.unwrap_or(l.rec.expires_ms));
+        // A deadline brought forward ends a session sooner, as a logout does.
+        *may_use_reserve =
+            expires_ms != 0 && (l.rec.expires_ms == 0 || expires_ms < l.rec.expires_ms);
         encode(
             st,
             buf,
@@ -278,7 +324,8 @@ pub(crate) fn touch(inner: &Inner, id: &SessionId, expires: Option<u64>) -> Resu
 
 /// `delete_session`: a delete record, if the id has any record.
 pub(crate) fn delete(inner: &Inner, id: &SessionId) -> Result<bool> {
-    let (existed, at) = write(inner, |st, buf, now| {
+    let (existed, at) = write(inner, |st, buf, now, may_use_reserve| {
+        *may_use_reserve = true;
         let Some((version, is_live)) =
             latest(&st.index, &st.view(), id.as_str().as_bytes())?.map(|l| {
                 (

@@ -4,6 +4,7 @@
 #[macro_use]
 pub mod conformance;
 pub mod child;
+pub mod disk;
 pub mod servers;
 
 use sessionlog::SessionId;
