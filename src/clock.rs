@@ -69,7 +69,8 @@ pub(crate) fn system_clock() -> SharedClock {
 #[derive(Clone, Debug)]
 pub(crate) struct Expiry {
     pub clock: SharedClock,
-    /// Sessions not saved or touched for this long are gone.
+    /// Sessions not saved or touched for this long are gone, in a store
+    /// whose file records no policy (one of an earlier build).
     pub max_idle_ms: Option<u64>,
 }
 
@@ -79,8 +80,21 @@ impl Expiry {
         to_millis(self.clock.now())
     }
 
-    /// Whether a session with these times is gone at `now_ms`.
-    pub fn expired(&self, modified_ms: u64, expires_ms: u64, now_ms: u64) -> bool {
-        crate::session::is_expired(modified_ms, expires_ms, self.max_idle_ms, now_ms)
+    /// Whether a session with these times is gone at `now_ms`, under the
+    /// idle limit its store records (`recorded`: in ms, 0 for none; `None`
+    /// when the store records no policy, and then this handle's own).
+    pub fn expired(
+        &self,
+        recorded: Option<u64>,
+        modified_ms: u64,
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> bool {
+        let idle = match recorded {
+            Some(0) => None,
+            Some(ms) => Some(ms),
+            None => self.max_idle_ms,
+        };
+        crate::session::is_expired(modified_ms, expires_ms, idle, now_ms)
     }
 }

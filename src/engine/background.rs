@@ -119,7 +119,7 @@ fn worth_compacting(inner: &Inner) -> bool {
             let (modified, expires) = format::peek_times(b)?;
             inner
                 .expiry
-                .expired(modified, expires, now)
+                .expired(st.file.recorded_idle(), modified, expires, now)
                 .then(|| format::peek_len(b).unwrap_or(0) as u64)
         })
         .sum();

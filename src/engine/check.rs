@@ -162,6 +162,7 @@ pub fn check_with(
             "the file ends inside the header",
         ));
     }
+    crate::engine::file::check_policy(path, &header)?;
     let committed = shared_word(path, &header, H_COMMITTED, "committed")?;
     let synced = shared_word(path, &header, H_SYNCED, "synced")?;
     let superseded = word_at(&header, H_SUPERSEDED) == SUPERSEDED;

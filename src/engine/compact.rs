@@ -24,7 +24,9 @@ use parking_lot::Mutex;
 use crate::clock::Expiry;
 use crate::engine::file::{self, LogFile, Site, View};
 use crate::engine::follow::Follow;
-use crate::engine::format::{self, HEADER_SIZE, Kind, RecordFields, RecordRef, StaticHeader};
+use crate::engine::format::{
+    self, HEADER_SIZE, Kind, Policy, RecordFields, RecordRef, StaticHeader,
+};
 use crate::engine::hint;
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::index::{Index, Records};
@@ -57,6 +59,9 @@ pub(crate) struct Handles<'a> {
     pub poison: &'a Poison,
     /// The space reserve's size (`LogOptions::space_reserve`).
     pub reserve: u64,
+    /// The policy this handle's options ask for: what a compaction records
+    /// in a store whose file records none yet (one of an earlier build).
+    pub policy: Policy,
 }
 
 /// The temporary file a compaction writes, locked by its compactor.
@@ -381,10 +386,14 @@ impl Writer {
 
     /// Flushes, writes the header and fsyncs. Returns the file (with the
     /// mapping it was read back through) and its index.
-    fn finish(mut self, header: &StaticHeader) -> Result<(LogFile, Index, u64)> {
+    fn finish(
+        mut self,
+        header: &StaticHeader,
+        policy: Option<&Policy>,
+    ) -> Result<(LogFile, Index, u64)> {
         self.out.flush()?;
         let end = self.out.pos;
-        let head = format::encode_header(
+        let mut head = format::encode_header(
             &StaticHeader {
                 salt: self.salt,
                 compact_result_bytes: end,
@@ -399,7 +408,10 @@ impl Writer {
         // be reading the committed word through theirs (`flush` already
         // raised it to `end`; the other words stay as the placeholder set
         // them, synced aside). The page is then `encode_header(.., end)`.
-        let static_part = &head[..format::H_STATIC_END];
+        if let Some(p) = policy {
+            format::encode_policy(p, &mut head);
+        }
+        let static_part = &head[..format::H_POLICY_END];
         log.set_synced(end);
         out.hooks
             .word(&tmp_path(log), format::H_SYNCED, format::encode_offset(end));
@@ -429,8 +441,13 @@ fn tmp_path(log: &LogFile) -> PathBuf {
 
 /// Compacts, waiting for any other compaction (of this process or
 /// another) to finish first, at most the store's lock timeout in all: then
-/// `Error::Busy`, nothing changed.
-pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
+/// `Error::Busy`, nothing changed. With `set`, the new file records that
+/// policy instead of the store's.
+pub(crate) fn compact(
+    h: &Handles<'_>,
+    idle_cutoff_ms: Option<u64>,
+    set: Option<Policy>,
+) -> Result<CompactStats> {
     let deadline = Instant::now() + h.follow.lock.timeout();
     let Some(_local) = h.compacting.try_lock_until(deadline) else {
         return Err(Error::Busy {
@@ -439,7 +456,7 @@ pub(crate) fn compact(h: &Handles<'_>, idle_cutoff_ms: Option<u64>) -> Result<Co
         });
     };
     let tmp = TempFile::wait(h.site, h.follow.lock.owner, h.hooks, deadline)?;
-    run(h, tmp, idle_cutoff_ms)
+    run(h, tmp, idle_cutoff_ms, set)
 }
 
 /// A hint written on close must save the next open the replay of at least
@@ -510,13 +527,18 @@ pub(crate) fn try_compact(h: &Handles<'_>) -> Result<Option<CompactStats>> {
         return Ok(None);
     };
     match TempFile::try_acquire(h.site, h.follow.lock.owner, h.hooks)? {
-        Some(tmp) => run(h, tmp, None).map(Some),
+        Some(tmp) => run(h, tmp, None, None).map(Some),
         None => Ok(None),
     }
 }
 
-fn run(h: &Handles<'_>, tmp: TempFile, idle_cutoff_ms: Option<u64>) -> Result<CompactStats> {
-    let result = run_locked(h, &tmp, idle_cutoff_ms);
+fn run(
+    h: &Handles<'_>,
+    tmp: TempFile,
+    idle_cutoff_ms: Option<u64>,
+    set: Option<Policy>,
+) -> Result<CompactStats> {
+    let result = run_locked(h, &tmp, idle_cutoff_ms, set);
     if result.is_ok() {
         // With the space the compaction freed (the old file is dropped by
         // now if the reserve was missing: see the end of `run_locked`).
@@ -700,6 +722,7 @@ fn run_locked(
     h: &Handles<'_>,
     tmp: &TempFile,
     idle_cutoff_ms: Option<u64>,
+    set: Option<Policy>,
 ) -> Result<CompactStats> {
     // Phase 1: snapshot the index and copy, without the write lock and
     // holding the state lock only in short turns (loads and saves go on).
@@ -714,9 +737,17 @@ fn run_locked(
     })?;
     offsets.sort_unstable();
     let now = h.expiry.now_ms();
+    // The policy the new file records: the one being set, else the
+    // store's, else (a file of an earlier build) this handle's options'.
+    let policy = set.or(src.policy).unwrap_or(h.policy);
+    let recorded = src.recorded_idle();
+    // A session gone under the store's rule stays gone: a longer idle
+    // limit being set does not bring back what the old one ended.
+    let new_idle = set.map(|p| p.max_idle_ms).filter(|&ms| ms != 0);
     let dead = |modified: u64, expires: u64| {
-        h.expiry.expired(modified, expires, now)
+        h.expiry.expired(recorded, modified, expires, now)
             || idle_cutoff_ms.is_some_and(|idle| is_expired(modified, 0, Some(idle), now))
+            || new_idle.is_some_and(|idle| is_expired(modified, 0, Some(idle), now))
     };
     {
         // SAFETY: as for the copy below.
@@ -850,7 +881,7 @@ fn run_locked(
         compact_result_bytes: 0,
         salt: 0,
     };
-    let (written, index, new_end) = w.finish(&header)?;
+    let (written, index, new_end) = w.finish(&header, Some(&policy))?;
     // The mapping the compaction read the new file back through stays:
     // unmapping it here, its page tables filled in by the id comparisons,
     // held every writer for 11 ms at ten million sessions (1-3 ms at one
@@ -1026,7 +1057,10 @@ pub(crate) fn repair(
         compact_result_bytes: 0,
         salt: 0,
     };
-    let (new_file, _, _) = w.finish(&header)?;
+    // The policy the damaged file recorded, if that part of it is intact;
+    // else none, and the next compaction records the opener's.
+    let policy = format::decode_policy(&head).ok().flatten();
+    let (new_file, _, _) = w.finish(&header, policy.as_ref())?;
     if file_len >= HEADER_SIZE {
         // Processes that have the damaged file open move to the new one.
         damaged.set_superseded(true);

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::engine::format::{
-    self, H_COMMITTED, H_STATIC_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, StaticHeader,
+    self, H_COMMITTED, H_POLICY_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, Policy,
+    StaticHeader,
 };
 use crate::error::{Error, Result};
 use crate::store_dir::{self, Found, StoreDir};
@@ -112,6 +113,9 @@ pub(crate) struct LogFile {
     /// then be written through the mapping.
     reserved: AtomicBool,
     pub header: StaticHeader,
+    /// The store's policy as this file records it (`None`: a file of an
+    /// earlier build, which records none; DESIGN.md §9).
+    pub policy: Option<Policy>,
     /// Device and inode, to tell whether the log's name still holds this
     /// file.
     pub ino: (u64, u64),
@@ -153,7 +157,7 @@ impl LogFile {
     pub fn from_file(site: &Site, file: File) -> Result<LogFile> {
         let path = &site.path;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
-        let mut head = vec![0u8; (meta.len().min(H_STATIC_END as u64)) as usize];
+        let mut head = vec![0u8; (meta.len().min(H_POLICY_END as u64)) as usize];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| Error::io(path, "read header", e))?;
         let header = check_header(path, &head)?;
@@ -164,6 +168,7 @@ impl LogFile {
                 "the file ends inside the header",
             ));
         }
+        let policy = check_policy(path, &head)?;
         let map = Self::map(path, &file, meta.len())?;
         Ok(LogFile {
             path: path.to_owned(),
@@ -173,6 +178,7 @@ impl LogFile {
             mapped_file_len: meta.len(),
             reserved: AtomicBool::new(false),
             header,
+            policy,
             ino: (meta.dev(), meta.ino()),
         })
     }
@@ -194,6 +200,7 @@ impl LogFile {
             mapped_file_len: meta.len(),
             reserved: AtomicBool::new(false),
             header,
+            policy: None,
             ino: (meta.dev(), meta.ino()),
         })
     }
@@ -225,7 +232,7 @@ impl LogFile {
             .file
             .metadata()
             .map_err(|e| Error::io(&self.path, "stat", e))?;
-        let mut head = vec![0u8; (meta.len().min(H_STATIC_END as u64)) as usize];
+        let mut head = vec![0u8; (meta.len().min(H_POLICY_END as u64)) as usize];
         self.file
             .read_exact_at(&mut head, 0)
             .map_err(|e| Error::io(&self.path, "read header", e))?;
@@ -237,8 +244,10 @@ impl LogFile {
                 "the file ends inside the header",
             ));
         }
+        let policy = check_policy(&self.path, &head)?;
         let log = LogFile {
             header,
+            policy,
             mapped_file_len: meta.len(),
             ..self
         };
@@ -265,6 +274,7 @@ impl LogFile {
             mapped_file_len: len,
             reserved: AtomicBool::new(self.reserved.load(Ordering::Relaxed)),
             header: self.header,
+            policy: self.policy,
             ino: self.ino,
         })
     }
@@ -280,6 +290,12 @@ impl LogFile {
             return pre.map;
         }
         std::mem::replace(&mut self.map, pre.map)
+    }
+
+    /// The idle limit this file records (ms, 0 for none), or `None` if it
+    /// records no policy.
+    pub fn recorded_idle(&self) -> Option<u64> {
+        self.policy.map(|p| p.max_idle_ms)
     }
 
     /// Bytes mapped: more than the file's length when it was mapped (room
@@ -719,6 +735,14 @@ pub(crate) fn check_header(path: &Path, head: &[u8]) -> Result<StaticHeader> {
     })
 }
 
+/// The policy the header page `head` records (see `format::decode_policy`).
+pub(crate) fn check_policy(path: &Path, head: &[u8]) -> Result<Option<Policy>> {
+    format::decode_policy(head).map_err(|e| match e {
+        HeaderError::Corrupt(offset, reason) => Error::corrupt(path, offset, reason),
+        other => Error::corrupt(path, format::H_POLICY as u64, format!("{other:?}")),
+    })
+}
+
 /// Writes zeros over `[offset, offset + len)`.
 fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let zeros = vec![0u8; len.min(1 << 20) as usize];
@@ -813,10 +837,16 @@ impl crate::engine::index::Records for View<'_> {
 /// temporary file of a random name (`<log>.init-<hex>`, created with
 /// `O_EXCL`), fsync, rename, fsync the directory. Caller holds the write
 /// lock.
-pub(crate) fn create_log(log: &Site, header: &StaticHeader, owner: Owner) -> Result<()> {
+pub(crate) fn create_log(
+    log: &Site,
+    header: &StaticHeader,
+    policy: &Policy,
+    owner: Owner,
+) -> Result<()> {
     let tmp = log.sibling(&format!(".init-{}", trust::random_suffix()?));
     let file = tmp.open(Create::New, owner)?;
-    let bytes = format::encode_header(header, HEADER_SIZE);
+    let mut bytes = format::encode_header(header, HEADER_SIZE);
+    format::encode_policy(policy, &mut bytes);
     let written = file
         .write_all_at(&bytes, 0)
         .and_then(|()| file.sync_all())
@@ -886,7 +916,7 @@ mod tests {
             compact_result_bytes: 0,
             salt: 7,
         };
-        create_log(&path, &header, owner).expect("create log");
+        create_log(&path, &header, &Policy::default(), owner).expect("create log");
         (path, owner)
     }
 

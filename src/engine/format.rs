@@ -75,6 +75,93 @@ pub const H_PENDING: usize = H_SUPERSEDED + 8;
 /// End of the shared words.
 pub const H_SHARED_END: usize = H_PENDING + 8;
 
+// ---- the store's policy, written with the static part (bytes 72..104,
+// zero in files of earlier builds, which ignore them) ----
+/// Offset of the policy's idle limit.
+pub const H_POLICY: usize = H_STATIC_END;
+/// Offset of the policy's session quota.
+pub const H_POLICY_SESSIONS: usize = H_POLICY + 8;
+/// Offset of the policy's byte quota.
+pub const H_POLICY_BYTES: usize = H_POLICY_SESSIONS + 8;
+/// Offset of the policy's flags.
+pub const H_POLICY_FLAGS: usize = H_POLICY_BYTES + 8;
+/// Offset of the policy's CRC.
+pub const H_POLICY_CRC: usize = H_POLICY_FLAGS + 4;
+/// End of the policy.
+pub const H_POLICY_END: usize = H_POLICY_CRC + 4;
+/// XORed into the policy's CRC, so that zeros (no policy) never check out.
+pub const POLICY_CRC_XOR: u32 = 0x504F_4C59;
+/// Policy flag: set in every recorded policy (so one is never all zeros).
+pub const POLICY_RECORDED: u32 = 1;
+/// Policy flag: a save over the quota evicts the oldest sessions instead
+/// of being refused.
+pub const POLICY_EVICT: u32 = 2;
+
+const _: () = assert!(H_POLICY_END <= H_COMMITTED);
+
+/// The store's expiry policy and quota as its file records them: every
+/// process, the command-line tool and compaction apply these, whatever
+/// the options they opened with (DESIGN.md §2.1, §9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Sessions not saved or touched for this many milliseconds are gone;
+    /// 0 for no idle limit.
+    pub max_idle_ms: u64,
+    /// Most live sessions; 0 for no limit.
+    pub max_sessions: u64,
+    /// Most bytes of live session data and ids; 0 for no limit.
+    pub max_bytes: u64,
+    /// Over a quota, evict the least recently used sessions rather than
+    /// refuse the save.
+    pub evict: bool,
+}
+
+/// Writes `p` into bytes `H_POLICY..H_POLICY_END` of a header page.
+pub fn encode_policy(p: &Policy, page: &mut [u8]) {
+    let b = &mut page[H_POLICY..H_POLICY_END];
+    b[0..8].copy_from_slice(&p.max_idle_ms.to_le_bytes());
+    b[8..16].copy_from_slice(&p.max_sessions.to_le_bytes());
+    b[16..24].copy_from_slice(&p.max_bytes.to_le_bytes());
+    let flags = POLICY_RECORDED | if p.evict { POLICY_EVICT } else { 0 };
+    b[24..28].copy_from_slice(&flags.to_le_bytes());
+    let crc = crc32fast::hash(&b[..28]) ^ POLICY_CRC_XOR;
+    b[28..32].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The policy a header page records: `None` if the bytes are all zero (a
+/// file of an earlier build, which records none), damage if they are not
+/// a policy whose CRC checks out.
+pub fn decode_policy(page: &[u8]) -> Result<Option<Policy>, HeaderError> {
+    let Some(b) = page.get(H_POLICY..H_POLICY_END) else {
+        return Err(HeaderError::Corrupt(
+            page.len() as u64,
+            "the file ends inside the header",
+        ));
+    };
+    if b.iter().all(|&x| x == 0) {
+        return Ok(None);
+    }
+    if crc32fast::hash(&b[..28]) ^ POLICY_CRC_XOR != u32_at(b, 28) {
+        return Err(HeaderError::Corrupt(
+            H_POLICY as u64,
+            "the recorded policy's checksum does not match",
+        ));
+    }
+    let flags = u32_at(b, 24);
+    if flags & POLICY_RECORDED == 0 || flags & !(POLICY_RECORDED | POLICY_EVICT) != 0 {
+        return Err(HeaderError::Corrupt(
+            H_POLICY_FLAGS as u64,
+            "the recorded policy has unknown flags",
+        ));
+    }
+    Ok(Some(Policy {
+        max_idle_ms: u64_at(b, 0),
+        max_sessions: u64_at(b, 8),
+        max_bytes: u64_at(b, 16),
+        evict: flags & POLICY_EVICT != 0,
+    }))
+}
+
 /// The largest generation a log file may carry. A compaction a
 /// millisecond would take 8,900 years to reach it, so only a damaged or
 /// crafted header holds more: such a header is refused as damage (repair

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SharedClock, system_clock};
+use crate::engine::format::Policy;
 use crate::engine::hook::Hooks;
 use crate::engine::reserve;
 use crate::error::{Error, Result};
 use crate::options::{DEFAULT_MAX_SESSION_SIZE, SyncPolicy, Validate};
+use crate::session::duration_millis;
 
 /// Options for opening a [`LogStore`](crate::LogStore); start from
 /// [`LogStore::options`](crate::LogStore::options), finish with
@@ -170,6 +172,14 @@ impl LogOptions {
     pub fn io_hook(mut self, hook: Arc<dyn crate::engine::hook::IoHook>) -> Self {
         self.hooks = Hooks(Some(hook));
         self
+    }
+
+    /// The policy these options ask a new store to record (DESIGN.md §9).
+    pub(crate) fn policy(&self) -> Policy {
+        Policy {
+            max_idle_ms: self.max_idle.map_or(0, duration_millis),
+            ..Policy::default()
+        }
     }
 
     /// Checks every option; `open` calls this first.

@@ -7,7 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use crate::engine::file::{self, LogFile, Site, View};
-use crate::engine::format::{self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, StaticHeader};
+use crate::engine::format::{
+    self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, Policy, StaticHeader,
+};
 use crate::engine::hint;
 use crate::engine::hook::Hooks;
 use crate::engine::index::{Index, Records};
@@ -263,9 +265,10 @@ pub(crate) fn open_log(
     now_ms: u64,
     sync: SyncAfterReplay,
     hooks: &Hooks,
+    policy: &Policy,
 ) -> Result<Opened> {
     let path = &site.path;
-    create_if_missing(site, lock, now_ms)?;
+    create_if_missing(site, lock, now_ms, policy)?;
     report.removed_temp_files += remove_stale_temp(site)?;
     // Cleared if a replay that started at the hint's end found damage:
     // the next round replays every record, and reports the damage exactly.
@@ -553,7 +556,9 @@ pub(crate) fn precheck(log: &Site, repair: bool) -> Result<()> {
     }
 }
 
-fn create_if_missing(log: &Site, lock: &LockFile, now_ms: u64) -> Result<()> {
+/// Creates the store if its log does not exist, its first file recording
+/// `policy`.
+fn create_if_missing(log: &Site, lock: &LockFile, now_ms: u64, policy: &Policy) -> Result<()> {
     if log.stat()?.is_some() {
         return Ok(());
     }
@@ -572,6 +577,7 @@ fn create_if_missing(log: &Site, lock: &LockFile, now_ms: u64) -> Result<()> {
             compact_result_bytes: 0,
             salt: file::new_salt(),
         },
+        policy,
         lock.owner,
     )
 }

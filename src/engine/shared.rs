@@ -103,6 +103,7 @@ impl Inner {
             hooks: &self.hooks,
             poison: &self.poison,
             reserve: self.opts.space_reserve,
+            policy: self.opts.policy(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! What a `LogStore` reports about itself.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// A snapshot of a store's size and health, from [`LogStore::stats`](crate::LogStore::stats).
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +29,19 @@ pub struct Stats {
     /// The last failure of a background compaction in any process that has
     /// the store open (recorded in the lock file), if any.
     pub last_background_error: Option<BackgroundError>,
+    /// The idle limit every process applies to this store (DESIGN.md §9).
+    pub max_idle: Option<Duration>,
+    /// Whether the store records its policy (false only for a file of an
+    /// earlier build, until its next compaction records it: meanwhile each
+    /// process applies its own `max_idle`).
+    pub policy_recorded: bool,
+    /// Bytes the space reserve (`<log>.reserve`) holds now: less than
+    /// `reserve_target` after a full disk made it give its space back.
+    pub reserve_bytes: u64,
+    /// The reserve's size when whole (`LogOptions::space_reserve`).
+    pub reserve_target: u64,
+    /// Bytes free on the store's filesystem, if known.
+    pub free_bytes: Option<u64>,
 }
 
 /// A background compaction that failed (it is retried later and later).

@@ -14,7 +14,7 @@ use crate::clock::Expiry;
 use crate::engine::commit::GroupCommit;
 use crate::engine::file::Site;
 use crate::engine::file::View;
-use crate::engine::format::{self, HEADER_SIZE};
+use crate::engine::format::{self, HEADER_SIZE, Policy};
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
 use crate::engine::pending::Pending;
@@ -70,6 +70,25 @@ impl LogOptions {
     }
 }
 
+/// The refusal of an open whose `max_idle` is not the store's.
+fn policy_mismatch(path: &Path, recorded_ms: u64, asked_ms: u64) -> Error {
+    let show = |ms: u64| {
+        if ms == 0 {
+            "no idle limit".to_owned()
+        } else {
+            format!("{ms} ms")
+        }
+    };
+    Error::InvalidOption(format!(
+        "{}: opened with max_idle {}, but the store records {}, which every process \
+         applies; open without max_idle to follow the store, or change it with \
+         LogStore::set_max_idle (`sessionlog policy --max-idle`)",
+        path.display(),
+        show(asked_ms),
+        show(recorded_ms)
+    ))
+}
+
 impl LogStore {
     /// Opens (or creates) the store at `path` with default options.
     pub fn open(path: impl AsRef<Path>) -> Result<LogStore> {
@@ -106,26 +125,39 @@ impl LogStore {
         } else {
             SyncAfterReplay::Now
         };
-        let (state, sync_pending) =
-            match recovery::open_log(&site, &lock, &mut report, now, when, &opts.hooks)? {
-                // A file at the last generation cannot be compacted: repair
-                // numbers the store's files from 1 again.
-                Opened::Ready { state, .. }
-                    if opts.repair
-                        && format::next_generation(state.file.header.generation).is_none() =>
-                {
-                    drop(state);
-                    (compact::repair(&site, &lock, &mut report, now)?, false)
-                }
-                Opened::Ready {
-                    state,
-                    sync_pending,
-                } => (state, sync_pending),
-                Opened::Damaged(offset, reason) if !opts.repair => {
-                    return Err(Error::corrupt(path, offset, reason));
-                }
-                Opened::Damaged(..) => (compact::repair(&site, &lock, &mut report, now)?, false),
-            };
+        let (state, sync_pending) = match recovery::open_log(
+            &site,
+            &lock,
+            &mut report,
+            now,
+            when,
+            &opts.hooks,
+            &opts.policy(),
+        )? {
+            // A file at the last generation cannot be compacted: repair
+            // numbers the store's files from 1 again.
+            Opened::Ready { state, .. }
+                if opts.repair
+                    && format::next_generation(state.file.header.generation).is_none() =>
+            {
+                drop(state);
+                (compact::repair(&site, &lock, &mut report, now)?, false)
+            }
+            Opened::Ready {
+                state,
+                sync_pending,
+            } => (state, sync_pending),
+            Opened::Damaged(offset, reason) if !opts.repair => {
+                return Err(Error::corrupt(path, offset, reason));
+            }
+            Opened::Damaged(..) => (compact::repair(&site, &lock, &mut report, now)?, false),
+        };
+        if let (Some(recorded), Some(asked)) = (state.file.policy, opts.max_idle) {
+            let asked = duration_millis(asked);
+            if recorded.max_idle_ms != asked {
+                return Err(policy_mismatch(path, recorded.max_idle_ms, asked));
+            }
+        }
         // Best effort: a store on a full disk still opens (`stats` shows
         // a reserve that is missing).
         reserve::ensure(&site, lock.owner, opts.space_reserve);
@@ -206,6 +238,30 @@ impl LogStore {
         write::restore(&self.inner, session)
     }
 
+    /// The idle limit every process applies to this store: the one it
+    /// records (DESIGN.md §9), or, for a store an earlier build wrote that
+    /// records none yet, this handle's `max_idle` option.
+    pub fn max_idle(&self) -> Result<Option<Duration>> {
+        Ok(self.stats()?.max_idle)
+    }
+
+    /// Records a new idle limit in the store (`None`: no idle limit). A
+    /// compaction writes it into the new file's header, and every process
+    /// applies it from its next operation on, whatever `max_idle` it was
+    /// opened with. Sessions idle past the old or the new limit are
+    /// dropped: a longer limit does not bring back what the old one ended.
+    pub fn set_max_idle(&self, max_idle: Option<Duration>) -> Result<CompactStats> {
+        self.in_this_process()?;
+        crate::options::Validate::max_idle(max_idle)?;
+        self.inner.check_lock_file()?;
+        let current = self.inner.fresh()?.file.policy;
+        let policy = Policy {
+            max_idle_ms: max_idle.map_or(0, duration_millis),
+            ..current.unwrap_or_else(|| self.inner.opts.policy())
+        };
+        compact::compact(&self.inner.compaction(), None, Some(policy))
+    }
+
     /// Rewrites the live sessions into a new file and swaps it in, dropping
     /// expired and idle sessions (see DESIGN.md). Waits for a compaction
     /// running in this or another process to finish first, at most the
@@ -214,7 +270,7 @@ impl LogStore {
     pub fn compact(&self) -> Result<CompactStats> {
         self.in_this_process()?;
         self.inner.check_lock_file()?;
-        compact::compact(&self.inner.compaction(), None)
+        compact::compact(&self.inner.compaction(), None, None)
     }
 
     /// Runs `f` while this handle holds the store's write lock (the
@@ -240,7 +296,9 @@ impl LogStore {
         let mut expired = 0u64;
         for off in st.index.offsets() {
             if let Some((modified, expires)) = format::peek_times(view.tail(off))
-                && inner.expiry.expired(modified, expires, now)
+                && inner
+                    .expiry
+                    .expired(st.file.recorded_idle(), modified, expires, now)
             {
                 expired += 1;
             }
@@ -248,7 +306,17 @@ impl LogStore {
         let log_bytes = st.applied - HEADER_SIZE;
         let live = st.index.live_bytes();
         let h = st.file.header;
+        let max_idle = match st.file.recorded_idle() {
+            Some(0) => None,
+            Some(ms) => Some(ms),
+            None => inner.expiry.max_idle_ms,
+        };
         Ok(Stats {
+            max_idle: max_idle.map(Duration::from_millis),
+            policy_recorded: st.file.policy.is_some(),
+            reserve_bytes: reserve::held(&inner.site),
+            reserve_target: inner.opts.space_reserve,
+            free_bytes: reserve::free_bytes(&inner.site),
             sessions: st.index.len() as u64,
             expired,
             live_bytes: live,
@@ -316,11 +384,12 @@ impl LogStore {
         // map) lives as long as this view.
         let view = unsafe { View::new(&file, end) };
         let l = latest_at(&view, offset, key)?;
-        if self
-            .inner
-            .expiry
-            .expired(l.rec.modified_ms, l.rec.expires_ms, now)
-        {
+        if self.inner.expiry.expired(
+            file.recorded_idle(),
+            l.rec.modified_ms,
+            l.rec.expires_ms,
+            now,
+        ) {
             return Ok(None);
         }
         let data = put_data(&view, &l)?;
@@ -443,11 +512,12 @@ impl SessionStore for LogStore {
             let mut ids = Vec::with_capacity(st.index.len());
             for off in st.index.offsets() {
                 let rec = decode_at(&view, off)?;
-                if !self
-                    .inner
-                    .expiry
-                    .expired(rec.modified_ms, rec.expires_ms, now)
-                    && let Some(id) = SessionId::from_stored(rec.id)
+                if !self.inner.expiry.expired(
+                    st.file.recorded_idle(),
+                    rec.modified_ms,
+                    rec.expires_ms,
+                    now,
+                ) && let Some(id) = SessionId::from_stored(rec.id)
                 {
                     ids.push(id);
                 }
@@ -462,7 +532,11 @@ impl SessionStore for LogStore {
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
         self.in_this_process()?;
-        let stats = compact::compact(&self.inner.compaction(), Some(duration_millis(max_idle)))?;
+        let stats = compact::compact(
+            &self.inner.compaction(),
+            Some(duration_millis(max_idle)),
+            None,
+        )?;
         Ok(usize::try_from(stats.dropped).unwrap_or(usize::MAX))
     }
 

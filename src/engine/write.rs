@@ -330,9 +330,12 @@ pub(crate) fn delete(inner: &Inner, id: &SessionId) -> Result<bool> {
             latest(&st.index, &st.view(), id.as_str().as_bytes())?.map(|l| {
                 (
                     l.rec.version,
-                    !inner
-                        .expiry
-                        .expired(l.rec.modified_ms, l.rec.expires_ms, now),
+                    !inner.expiry.expired(
+                        st.file.recorded_idle(),
+                        l.rec.modified_ms,
+                        l.rec.expires_ms,
+                        now,
+                    ),
                 )
             })
         else {
