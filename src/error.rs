@@ -64,6 +64,25 @@ pub enum Error {
         found: u64,
     },
 
+    /// A save would take the store past the quota it records
+    /// (`StorePolicy::max_sessions` or `max_bytes`). Nothing was written.
+    /// Expired sessions never count: the save went through if they were
+    /// what filled the quota (and a compaction was asked for).
+    #[error(
+        "{path}: the store's quota of {limit} {what} is reached ({used} with this save); nothing was written; delete sessions or raise the quota (`sessionlog policy`)",
+        path = .path.display()
+    )]
+    QuotaExceeded {
+        /// The store.
+        path: PathBuf,
+        /// Which quota: `"sessions"` or `"bytes"`.
+        what: &'static str,
+        /// The quota.
+        limit: u64,
+        /// What the store would hold with the save.
+        used: u64,
+    },
+
     /// The file exists but is not a sessionlog store. It was left untouched.
     #[error("{path}: not a sessionlog store ({reason}); the file was left untouched", path = .path.display())]
     NotAStore {

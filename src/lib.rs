@@ -63,7 +63,7 @@ pub use dir::{DirOptions, DirStore};
 pub use encrypted::{Encrypted, Keyring, RekeyReport};
 pub use engine::{
     BackgroundError, CheckReport, CompactStats, Damage, LogOptions, LogStore, RecordCounts,
-    RecoveryReport, Stats, TornTail, check, check_with,
+    RecoveryReport, Stats, StorePolicy, TornTail, WhenFull, check, check_with,
 };
 pub use error::{Error, Remedy, Result};
 pub use hashed::HashedIds;

@@ -62,7 +62,7 @@ fn every_process_and_the_tools_apply_the_idle_limit_the_store_records() {
     assert_eq!(ids.len(), 1, "{ids:?}");
     let stats = tool.stats().expect("stats");
     assert_eq!((stats.sessions, stats.expired), (2, 1));
-    assert_eq!(stats.max_idle, Some(HOUR));
+    assert_eq!(stats.policy.max_idle, Some(HOUR));
     assert!(stats.policy_recorded);
     let c = tool.compact().expect("compact");
     assert_eq!((c.kept, c.dropped), (1, 1));
@@ -155,7 +155,7 @@ fn a_store_of_an_earlier_build_opens_and_records_its_policy_at_its_next_compacti
     let a = open(&path, &clock, Some(HOUR)).expect("open");
     let stats = a.stats().expect("stats");
     assert!(!stats.policy_recorded);
-    assert_eq!(stats.max_idle, Some(HOUR));
+    assert_eq!(stats.policy.max_idle, Some(HOUR));
     let b = open(&path, &clock, Some(2 * HOUR)).expect("another limit, as before");
     clock.advance(HOUR + Duration::from_secs(10));
     assert_eq!(a.load_session(&id("alice")).expect("load"), None);

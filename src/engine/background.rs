@@ -79,9 +79,12 @@ fn run(inner: &Inner) {
             // second at most brings the synced word on disk up to date.
             let _ = inner.sync_all();
         }
-        if Instant::now() >= next_check && !inner.poison.is_set() {
+        // A save that found expired sessions holding the quota's room asks
+        // for a compaction now (unless compactions are failing).
+        let wanted = inner.compact_wanted.swap(false, Ordering::AcqRel) && failures == 0;
+        if (wanted || Instant::now() >= next_check) && !inner.poison.is_set() {
             let mut wait = check;
-            if worth_compacting(inner) {
+            if wanted || worth_compacting(inner) {
                 match compact::try_compact(&inner.compaction()) {
                     Ok(_) => failures = 0,
                     Err(e) => {

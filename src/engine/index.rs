@@ -101,7 +101,7 @@ fn id_at(src: &dyn Records, offset: u64) -> Option<&[u8]> {
 /// Bytes a session's latest record at `offset` keeps alive: the record,
 /// plus its put when it is a touch. Read without checking CRCs (the
 /// accounting only steers compaction).
-fn live_len(src: &dyn Records, offset: u64) -> u64 {
+pub(crate) fn live_len(src: &dyn Records, offset: u64) -> u64 {
     let b = src.from(offset);
     let own = format::peek_len(b).unwrap_or(0) as u64;
     match format::peek_touch_target(b) {

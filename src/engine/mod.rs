@@ -6,6 +6,7 @@
 //! - `background`: the thread that syncs on an interval and compacts;
 //! - `compact`: rewriting live sessions into a new file (and expiry),
 //!   and repair;
+//! - `quota`: the quota check of a save;
 //! - `shared`: what a handle's threads share (`Inner`);
 //! - `follow`: catching up with other processes' appends and swaps;
 //! - `commit`: group commit (making appends durable);
@@ -23,7 +24,7 @@
 //!   descriptor (`crate::store_dir`, opened once per handle);
 //! - `format`: bytes of the header, and records (depends on nothing);
 //!
-//! beside them `options`, `stats`, `hook` (the I/O seam) and `check` (the
+//! beside them `options`, `policy` (the rules a store records), `stats`, `hook` (the I/O seam) and `check` (the
 //! offline verifier, which reads the file with `format` alone).
 
 mod background;
@@ -39,6 +40,8 @@ mod index;
 mod lock;
 mod options;
 mod pending;
+mod policy;
+mod quota;
 mod read;
 mod recovery;
 mod reserve;
@@ -51,5 +54,6 @@ mod write;
 
 pub use check::{CheckReport, Damage, RecordCounts, TornTail, check, check_with};
 pub use options::LogOptions;
+pub use policy::{StorePolicy, WhenFull};
 pub use stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
 pub use store::LogStore;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SharedClock, system_clock};
 use crate::engine::format::Policy;
 use crate::engine::hook::Hooks;
+use crate::engine::policy::{StorePolicy, WhenFull};
 use crate::engine::reserve;
 use crate::error::{Error, Result};
 use crate::options::{DEFAULT_MAX_SESSION_SIZE, SyncPolicy, Validate};
@@ -30,6 +31,9 @@ pub struct LogOptions {
     pub(crate) maintain_as_owner: bool,
     pub(crate) lock_timeout: Duration,
     pub(crate) space_reserve: u64,
+    pub(crate) max_sessions: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) when_full: Option<WhenFull>,
     pub(crate) hooks: Hooks,
 }
 
@@ -49,6 +53,9 @@ impl Default for LogOptions {
             maintain_as_owner: false,
             lock_timeout: Duration::from_secs(5),
             space_reserve: reserve::DEFAULT_RESERVE,
+            max_sessions: None,
+            max_bytes: None,
+            when_full: None,
             hooks: Hooks::default(),
         }
     }
@@ -63,6 +70,10 @@ impl LogOptions {
 
     /// Sessions not saved or touched for this long are treated as absent
     /// and dropped by compaction. Default: no idle limit.
+    ///
+    /// Recorded in a new store, which every process then applies (see
+    /// [`StorePolicy`]); opening a store that records another limit fails
+    /// with [`Error::InvalidOption`]: leave it unset to follow the store.
     pub fn max_idle(mut self, max_idle: Duration) -> Self {
         self.max_idle = Some(max_idle);
         self
@@ -154,6 +165,31 @@ impl LogOptions {
         self
     }
 
+    /// A quota: at most this many live sessions (expired ones do not
+    /// count); a save past it fails with
+    /// [`Error::QuotaExceeded`](crate::Error::QuotaExceeded), or evicts
+    /// (see [`when_full`](LogOptions::when_full)). Recorded in a new store
+    /// as `max_idle` is. Default: none.
+    pub fn max_sessions(mut self, n: u64) -> Self {
+        self.max_sessions = Some(n);
+        self
+    }
+
+    /// A quota: at most this many bytes of live sessions' records (id,
+    /// data, 40 bytes of framing, padding to 8). Recorded as `max_idle`
+    /// is. Default: none.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// What a save does once a quota is reached. Recorded as `max_idle`
+    /// is. Default: [`WhenFull::Refuse`].
+    pub fn when_full(mut self, when: WhenFull) -> Self {
+        self.when_full = Some(when);
+        self
+    }
+
     /// Bytes kept allocated beside the log (`<log>.reserve`) and given back
     /// to the filesystem when the disk is full, so that deletes (logouts),
     /// touches that shorten a deadline and a compaction's start still find
@@ -176,10 +212,53 @@ impl LogOptions {
 
     /// The policy these options ask a new store to record (DESIGN.md §9).
     pub(crate) fn policy(&self) -> Policy {
-        Policy {
-            max_idle_ms: self.max_idle.map_or(0, duration_millis),
-            ..Policy::default()
+        StorePolicy {
+            max_idle: self.max_idle,
+            max_sessions: self.max_sessions,
+            max_bytes: self.max_bytes,
+            when_full: self.when_full.unwrap_or_default(),
         }
+        .to_format()
+    }
+
+    /// What of the store's recorded `policy` these options contradict
+    /// (a value they set to something else), named for a message.
+    pub(crate) fn contradicts(&self, recorded: &Policy) -> Option<(&'static str, String, String)> {
+        let rec = StorePolicy::from_format(recorded);
+        let show =
+            |v: Option<u64>, unit: &str| v.map_or("none".to_owned(), |n| format!("{n}{unit}"));
+        let ms = |d: Option<Duration>| d.map(duration_millis);
+        if self.max_idle.is_some() && self.max_idle != rec.max_idle {
+            return Some((
+                "max_idle",
+                show(ms(self.max_idle), " ms"),
+                show(ms(rec.max_idle), " ms"),
+            ));
+        }
+        if self.max_sessions.is_some() && self.max_sessions != rec.max_sessions {
+            return Some((
+                "max_sessions",
+                show(self.max_sessions, ""),
+                show(rec.max_sessions, ""),
+            ));
+        }
+        if self.max_bytes.is_some() && self.max_bytes != rec.max_bytes {
+            return Some((
+                "max_bytes",
+                show(self.max_bytes, ""),
+                show(rec.max_bytes, ""),
+            ));
+        }
+        if let Some(w) = self.when_full
+            && w != rec.when_full
+        {
+            return Some((
+                "when_full",
+                format!("{w:?}"),
+                format!("{:?}", rec.when_full),
+            ));
+        }
+        None
     }
 
     /// Checks every option; `open` calls this first.
@@ -195,6 +274,12 @@ impl LogOptions {
         }
         Validate::period("lock_timeout", self.lock_timeout)?;
         reserve::validate(self.space_reserve)?;
+        if self.max_sessions == Some(0) || self.max_bytes == Some(0) {
+            return Err(Error::InvalidOption(
+                "max_sessions and max_bytes must be at least 1 (leave them unset for no quota)"
+                    .into(),
+            ));
+        }
         Validate::period("compact_check_interval", self.compact_check_interval)
     }
 }

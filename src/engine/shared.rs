@@ -54,6 +54,9 @@ pub(crate) struct Inner {
     pub stop: Mutex<bool>,
     pub wake: Condvar,
     pub recovery: Mutex<RecoveryReport>,
+    /// Set when a save found expired sessions holding the quota's room:
+    /// the background thread compacts at its next tick.
+    pub compact_wanted: AtomicBool,
     /// Writes through this handle, for the periodic lock-file check.
     pub writes: std::sync::atomic::AtomicU64,
     /// The log's directory (opened once for the handle's life) and name.

@@ -1,6 +1,8 @@
 //! What a `LogStore` reports about itself.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
+
+use crate::engine::policy::StorePolicy;
 
 /// A snapshot of a store's size and health, from [`LogStore::stats`](crate::LogStore::stats).
 #[derive(Clone, Debug, PartialEq)]
@@ -29,8 +31,9 @@ pub struct Stats {
     /// The last failure of a background compaction in any process that has
     /// the store open (recorded in the lock file), if any.
     pub last_background_error: Option<BackgroundError>,
-    /// The idle limit every process applies to this store (DESIGN.md §9).
-    pub max_idle: Option<Duration>,
+    /// The rules every process applies to this store: its idle limit and
+    /// quota (DESIGN.md §9).
+    pub policy: StorePolicy,
     /// Whether the store records its policy (false only for a file of an
     /// earlier build, until its next compaction records it: meanwhile each
     /// process applies its own `max_idle`).

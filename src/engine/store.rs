@@ -14,10 +14,11 @@ use crate::clock::Expiry;
 use crate::engine::commit::GroupCommit;
 use crate::engine::file::Site;
 use crate::engine::file::View;
-use crate::engine::format::{self, HEADER_SIZE, Policy};
+use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
 use crate::engine::pending::Pending;
+use crate::engine::policy::StorePolicy;
 use crate::engine::read::{decode_at, latest_at, live, put_data};
 use crate::engine::recovery::{self, Opened, SyncAfterReplay};
 use crate::engine::reserve;
@@ -70,22 +71,22 @@ impl LogOptions {
     }
 }
 
-/// The refusal of an open whose `max_idle` is not the store's.
-fn policy_mismatch(path: &Path, recorded_ms: u64, asked_ms: u64) -> Error {
-    let show = |ms: u64| {
-        if ms == 0 {
+/// The refusal of an open whose options contradict the store's policy.
+fn policy_mismatch(path: &Path, what: &str, asked: &str, recorded: &str) -> Error {
+    let what_no_limit = |v: &str| {
+        if v == "none" && what == "max_idle" {
             "no idle limit".to_owned()
         } else {
-            format!("{ms} ms")
+            v.to_owned()
         }
     };
     Error::InvalidOption(format!(
-        "{}: opened with max_idle {}, but the store records {}, which every process \
-         applies; open without max_idle to follow the store, or change it with \
-         LogStore::set_max_idle (`sessionlog policy --max-idle`)",
+        "{}: opened with {what} {}, but the store records {}, which every process applies; \
+         open without {what} to follow the store, or change it with LogStore::set_policy or \
+         set_max_idle (`sessionlog policy`)",
         path.display(),
-        show(asked_ms),
-        show(recorded_ms)
+        what_no_limit(asked),
+        what_no_limit(recorded)
     ))
 }
 
@@ -152,11 +153,10 @@ impl LogStore {
             }
             Opened::Damaged(..) => (compact::repair(&site, &lock, &mut report, now)?, false),
         };
-        if let (Some(recorded), Some(asked)) = (state.file.policy, opts.max_idle) {
-            let asked = duration_millis(asked);
-            if recorded.max_idle_ms != asked {
-                return Err(policy_mismatch(path, recorded.max_idle_ms, asked));
-            }
+        if let Some(recorded) = state.file.policy
+            && let Some((what, asked, has)) = opts.contradicts(&recorded)
+        {
+            return Err(policy_mismatch(path, what, &asked, &has));
         }
         // Best effort: a store on a full disk still opens (`stats` shows
         // a reserve that is missing).
@@ -189,6 +189,7 @@ impl LogStore {
             wake: Condvar::new(),
             recovery: Mutex::new(report),
             writes: std::sync::atomic::AtomicU64::new(0),
+            compact_wanted: AtomicBool::new(false),
             opts,
         });
         let background = if inner.opts.background {
@@ -238,28 +239,43 @@ impl LogStore {
         write::restore(&self.inner, session)
     }
 
-    /// The idle limit every process applies to this store: the one it
-    /// records (DESIGN.md §9), or, for a store an earlier build wrote that
-    /// records none yet, this handle's `max_idle` option.
-    pub fn max_idle(&self) -> Result<Option<Duration>> {
-        Ok(self.stats()?.max_idle)
+    /// The rules every process applies to this store: the ones it records
+    /// (DESIGN.md §9), or, for a store an earlier build wrote that records
+    /// none yet, this handle's options (until its next compaction records
+    /// them).
+    pub fn policy(&self) -> Result<StorePolicy> {
+        Ok(self.stats()?.policy)
     }
 
-    /// Records a new idle limit in the store (`None`: no idle limit). A
-    /// compaction writes it into the new file's header, and every process
-    /// applies it from its next operation on, whatever `max_idle` it was
-    /// opened with. Sessions idle past the old or the new limit are
-    /// dropped: a longer limit does not bring back what the old one ended.
-    pub fn set_max_idle(&self, max_idle: Option<Duration>) -> Result<CompactStats> {
+    /// The idle limit every process applies to this store (see
+    /// [`policy`](LogStore::policy)).
+    pub fn max_idle(&self) -> Result<Option<Duration>> {
+        Ok(self.policy()?.max_idle)
+    }
+
+    /// Records new rules in the store. A compaction writes them into the
+    /// new file's header, and every process applies them from its next
+    /// operation on, whatever options it was opened with. Sessions idle
+    /// past the old or the new limit are dropped: a longer limit does not
+    /// bring back what the old one ended. A lower quota removes nothing:
+    /// saves are refused (or evict) until the store is under it.
+    pub fn set_policy(&self, policy: StorePolicy) -> Result<CompactStats> {
         self.in_this_process()?;
-        crate::options::Validate::max_idle(max_idle)?;
+        crate::options::Validate::max_idle(policy.max_idle)?;
+        if policy.max_sessions == Some(0) || policy.max_bytes == Some(0) {
+            return Err(Error::InvalidOption(
+                "max_sessions and max_bytes must be at least 1 (None for no quota)".into(),
+            ));
+        }
         self.inner.check_lock_file()?;
-        let current = self.inner.fresh()?.file.policy;
-        let policy = Policy {
-            max_idle_ms: max_idle.map_or(0, duration_millis),
-            ..current.unwrap_or_else(|| self.inner.opts.policy())
-        };
-        compact::compact(&self.inner.compaction(), None, Some(policy))
+        compact::compact(&self.inner.compaction(), None, Some(policy.to_format()))
+    }
+
+    /// Records a new idle limit in the store (`None`: none), keeping the
+    /// rest of its policy: see [`set_policy`](LogStore::set_policy).
+    pub fn set_max_idle(&self, max_idle: Option<Duration>) -> Result<CompactStats> {
+        let policy = self.policy()?;
+        self.set_policy(StorePolicy { max_idle, ..policy })
     }
 
     /// Rewrites the live sessions into a new file and swaps it in, dropping
@@ -306,13 +322,10 @@ impl LogStore {
         let log_bytes = st.applied - HEADER_SIZE;
         let live = st.index.live_bytes();
         let h = st.file.header;
-        let max_idle = match st.file.recorded_idle() {
-            Some(0) => None,
-            Some(ms) => Some(ms),
-            None => inner.expiry.max_idle_ms,
-        };
+        let policy =
+            StorePolicy::from_format(&st.file.policy.unwrap_or_else(|| inner.opts.policy()));
         Ok(Stats {
-            max_idle: max_idle.map(Duration::from_millis),
+            policy,
             policy_recorded: st.file.policy.is_some(),
             reserve_bytes: reserve::held(&inner.site),
             reserve_target: inner.opts.space_reserve,

@@ -12,6 +12,7 @@ use crate::engine::commit::SyncKind;
 use crate::engine::file::LogFile;
 use crate::engine::format::{self, Kind, MAX_OFFSET, RecordFields};
 use crate::engine::hook::IoEvent;
+use crate::engine::quota::{self, Quota};
 use crate::engine::read::{latest, live};
 use crate::engine::reserve;
 use crate::engine::shared::Inner;
@@ -231,12 +232,36 @@ fn after_write(inner: &Inner, at: Appended) -> Result<()> {
     Ok(())
 }
 
+/// Most sessions one save evicts under `WhenFull::EvictOldest` before it
+/// gives up and is refused.
+const MAX_EVICTIONS: usize = 64;
+
 /// `save_session` and `save_session_if_unchanged`.
 pub(crate) fn save(inner: &Inner, session: &mut Session, mode: SaveMode) -> Result<()> {
     check_size(session, inner.opts.max_session_size)?;
+    let mut evicted = 0;
+    loop {
+        match save_once(inner, session, mode)? {
+            None => return Ok(()),
+            Some((_, Some(victim))) if evicted < MAX_EVICTIONS => {
+                delete(inner, &victim)?;
+                evicted += 1;
+            }
+            Some((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// One try of a save: `None` once it is written, or the quota's refusal
+/// and, if the store evicts, the session to evict before the next try.
+fn save_once(
+    inner: &Inner,
+    session: &mut Session,
+    mode: SaveMode,
+) -> Result<Option<(Error, Option<SessionId>)>> {
     let expires_ms = expires_millis(session.expires);
     let id = session.id.as_str().as_bytes();
-    let ((version, now), at) = write(inner, |st, buf, now, _| {
+    let (saved, at) = write(inner, |st, buf, now, _| {
         let found = live(st, &inner.expiry, &session.id, now)?.map_or(0, |l| l.rec.version);
         let version = next_version(session, found, mode)?;
         encode(
@@ -251,10 +276,21 @@ pub(crate) fn save(inner: &Inner, session: &mut Session, mode: SaveMode) -> Resu
                 expires_ms,
             },
         );
-        Ok((version, now))
+        if let Quota::Over { error, victim } = quota::check(inner, st, id, buf.len() as u64, now)? {
+            buf.clear();
+            let victim = victim.filter(|_| quota::evicts(st.file.policy));
+            return Ok(Err((error, victim)));
+        }
+        Ok(Ok((version, now)))
     })?;
-    session.mark_saved(from_millis(now), version);
-    after_write(inner, at)
+    match saved {
+        Ok((version, now)) => {
+            session.mark_saved(from_millis(now), version);
+            after_write(inner, at)?;
+            Ok(None)
+        }
+        Err(refused) => Ok(Some(refused)),
+    }
 }
 
 /// `LogStore::restore_session`: the session exactly as given.
