@@ -15,7 +15,10 @@ use std::time::{Duration, SystemTime};
 use sessionlog::internals::format::{
     self, FORMAT_VERSION, H_COMMITTED, H_STATIC_END, HEADER_SIZE, Kind, RecordFields,
 };
-use sessionlog::{DirStore, LogStore, ManualClock, Session, SessionId, SessionStore, SyncPolicy};
+use sessionlog::{
+    DirStore, LogStore, ManualClock, Session, SessionId, SessionStore, StorePolicy, SyncPolicy,
+    WhenFull,
+};
 
 fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -209,6 +212,102 @@ fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
     let bin = store.load_session(&id("bin")).expect("load").expect("live");
     assert_eq!(bin.data, binary());
     assert_eq!(store.iter_sessions().expect("iter").count(), 3);
+}
+
+/// Writes the golden log with a recorded policy: a store set up with an
+/// idle limit, a quota and eviction, holding one session.
+fn bless_policy_log(path: &Path) {
+    let store = LogStore::options()
+        .clock(ManualClock::new(at(0)))
+        .sync(SyncPolicy::Always)
+        .background(false)
+        .max_idle(Duration::from_secs(1800))
+        .max_sessions(50_000)
+        .max_bytes(64 << 20)
+        .when_full(WhenFull::EvictOldest)
+        .open(path)
+        .expect("create");
+    store
+        .save_session(&mut Session::new(id("erin"), b"user=erin".to_vec()))
+        .expect("save");
+    drop(store);
+    let committed = format::decode_offset(u64::from_le_bytes(
+        fs::read(path).expect("read")[H_COMMITTED..H_COMMITTED + 8]
+            .try_into()
+            .expect("8 bytes"),
+    ))
+    .expect("committed word");
+    let f = fs::OpenOptions::new().write(true).open(path).expect("open");
+    f.set_len(committed).expect("cut");
+    let _ = fs::remove_file(format!("{}.lock", path.display()));
+    let _ = fs::remove_file(format!("{}.reserve", path.display()));
+}
+
+/// The policy a store records (bytes 72..104 of the header, DESIGN.md
+/// §2.1): `v1-policy.log` must decode to exactly this, re-encode byte for
+/// byte, and be applied by a process that opens it without options.
+/// `v1.log`, written before stores recorded one, holds zeros there (the
+/// test above re-encodes its header with none).
+#[test]
+fn the_v1_log_with_a_recorded_policy_decodes_and_re_encodes_byte_for_byte() {
+    let path = golden("v1-policy.log");
+    if std::env::var("SESSIONLOG_BLESS").is_ok() {
+        let _ = fs::remove_file(&path);
+        bless_policy_log(&path);
+    }
+    let bytes = fs::read(&path).expect("the golden log is committed");
+    let header = format::decode_static_header(&bytes[..H_STATIC_END]).expect("header");
+    let policy = format::decode_policy(&bytes)
+        .expect("an intact policy")
+        .expect("a recorded policy");
+    assert_eq!(
+        policy,
+        format::Policy {
+            max_idle_ms: 1_800_000,
+            max_sessions: 50_000,
+            max_bytes: 64 << 20,
+            evict: true,
+        }
+    );
+    let mut page = format::encode_header(&header, bytes.len() as u64);
+    format::encode_policy(&policy, &mut page);
+    assert_eq!(
+        page,
+        bytes[..HEADER_SIZE as usize],
+        "the header re-encodes byte for byte"
+    );
+    assert_eq!(
+        format::decode_policy(&fs::read(golden("v1.log")).expect("v1.log")),
+        Ok(None),
+        "a file of an earlier build records none"
+    );
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("p.log");
+    fs::copy(&path, &copy).expect("copy");
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let clock = ManualClock::new(at(1799));
+    let store = LogStore::options()
+        .clock(clock.clone())
+        .background(false)
+        .open(&copy)
+        .expect("the golden log opens");
+    assert_eq!(
+        store.policy().expect("policy"),
+        StorePolicy {
+            max_idle: Some(Duration::from_secs(1800)),
+            max_sessions: Some(50_000),
+            max_bytes: Some(64 << 20),
+            when_full: WhenFull::EvictOldest,
+        }
+    );
+    let erin = store
+        .load_session(&id("erin"))
+        .expect("load")
+        .expect("live");
+    assert_eq!(erin.data, b"user=erin");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.load_session(&id("erin")).expect("load"), None, "idle");
 }
 
 /// The session the golden DirStore file holds.
