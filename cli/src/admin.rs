@@ -9,11 +9,12 @@ use std::time::Duration;
 use serde_json::json;
 use sessionlog::{HashedIds, LogStore, Session, SessionId, SessionStore};
 
+use crate::policy::{self, PolicyArgs};
 use crate::{Failure, Outcome, fmt_bytes, fmt_time, millis, open_existing, spinner, store_options};
 
-pub fn setup(path: &Path) -> Outcome {
+pub fn setup(path: &Path, policy: &PolicyArgs) -> Outcome {
     let existed = path.exists();
-    let store = store_options().open(path)?;
+    let store = policy.options(store_options()).open(path)?;
     store.setup()?;
     let stats = store.stats()?;
     let mut out = io::stdout().lock();
@@ -283,6 +284,7 @@ pub fn stats(path: &Path, as_json: bool) -> Outcome {
                 "at": fmt_time(e.at),
                 "message": e.message,
             })),
+            "limits": policy::stats_json(&s),
         });
         writeln!(out, "{v}")?;
         return Ok(ExitCode::SUCCESS);
@@ -318,5 +320,6 @@ pub fn stats(path: &Path, as_json: bool) -> Outcome {
             e.message
         )?;
     }
+    policy::stats_lines(&mut out, &s)?;
     Ok(ExitCode::SUCCESS)
 }

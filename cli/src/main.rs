@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod follower;
 mod keys;
+mod policy;
 mod transfer;
 
 use std::io::{self, IsTerminal, Write};
@@ -46,10 +47,25 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a store, or confirm that an existing one is valid.
+    /// Create a store, or confirm that an existing one is valid. The rules
+    /// given are recorded in a new store; an existing one must record the
+    /// same (change them with `policy`).
     Setup {
         /// The store file.
         path: PathBuf,
+        #[command(flatten)]
+        policy: policy::PolicyArgs,
+    },
+    /// Show the rules a store records for every process (idle limit,
+    /// quota, what a full store does), or record the ones given.
+    Policy {
+        /// The store file.
+        path: PathBuf,
+        #[command(flatten)]
+        policy: policy::PolicyArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// One line per live session: id, data size, modified, expires, version.
     List {
@@ -113,7 +129,8 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Sessions, bytes, garbage ratio, generation and last compaction.
+    /// Sessions, bytes, garbage ratio, generation, last compaction, the
+    /// policy, and how far the store is from its quota and its reserve.
     Stats {
         /// The store file.
         path: PathBuf,
@@ -183,7 +200,8 @@ pub enum SyncArg {
 pub fn run(cli: Cli) -> Outcome {
     ALLOW_OTHERS.store(cli.allow_others_to_write_directory, Ordering::Relaxed);
     match cli.command {
-        Command::Setup { path } => admin::setup(&path),
+        Command::Setup { path, policy } => admin::setup(&path, &policy),
+        Command::Policy { path, policy, json } => policy::policy(&path, &policy, json),
         Command::List { path, limit, json } => admin::list(&path, limit, json),
         Command::Show {
             path,

@@ -725,3 +725,85 @@ fn a_directory_others_can_write_is_refused_unless_the_flag_says_otherwise() {
     let o = sessionlog(&["--allow-others-to-write-directory", "compact", p]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+/// Issue 27, points 3 and 7: `setup` records the rules given, `policy`
+/// shows and changes them, an application opening with other rules is
+/// refused by name, and `stats` says how far the store is from its quota
+/// and its space reserve.
+#[test]
+fn setup_records_a_policy_that_policy_changes_and_stats_shows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let o = sessionlog(&[
+        "setup",
+        s(&path),
+        "--max-idle",
+        "30m",
+        "--max-sessions",
+        "3",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = sessionlog(&["policy", s(&path)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("max idle 30m; quota 3 sessions, no byte limit; when full: refuse"),
+        "{}",
+        stdout(&o)
+    );
+    // An application that asks for another idle limit is told whose it is.
+    match LogStore::options()
+        .max_idle(Duration::from_secs(3600))
+        .background(false)
+        .open(&path)
+    {
+        Err(sessionlog::Error::InvalidOption(m)) => assert!(m.contains("sessionlog policy"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let o = sessionlog(&["setup", s(&path), "--max-idle", "1h"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("records 1800000 ms"), "{}", stderr(&o));
+
+    let store = LogStore::options()
+        .background(false)
+        .open(&path)
+        .expect("open");
+    for name in ["a", "b"] {
+        store
+            .save_session(&mut Session::new(
+                SessionId::new(name).expect("id"),
+                vec![0; 10],
+            ))
+            .expect("save");
+    }
+    drop(store);
+    let o = sessionlog(&["stats", s(&path)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("quota sessions:  2 of 3 (1 to go)"), "{out}");
+    assert!(out.contains("quota bytes:     112 B (no limit)"), "{out}");
+    assert!(out.contains("space reserve:   4.0 MiB (whole)"), "{out}");
+    assert!(out.contains("disk free:"), "{out}");
+
+    let o = sessionlog(&[
+        "policy",
+        s(&path),
+        "--no-max-idle",
+        "--max-bytes",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["max_idle_ms"], serde_json::Value::Null);
+    assert_eq!(
+        (v["max_sessions"].as_u64(), v["max_bytes"].as_u64()),
+        (Some(3), Some(1000))
+    );
+    assert_eq!(v["recorded"], true);
+    let o = sessionlog(&["stats", "--json", s(&path)]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["limits"]["used_bytes"].as_u64(), Some(112));
+    assert_eq!(v["limits"]["reserve_bytes"].as_u64(), Some(4 << 20));
+    let o = sessionlog(&["policy", s(&path), "--max-sessions", "0"]);
+    assert_eq!(code(&o), 2, "a quota of 0 is a usage error");
+}

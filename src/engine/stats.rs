@@ -38,6 +38,9 @@ pub struct Stats {
     /// earlier build, until its next compaction records it: meanwhile each
     /// process applies its own `max_idle`).
     pub policy_recorded: bool,
+    /// Bytes of the records of sessions that are not expired: what the
+    /// byte quota counts.
+    pub used_bytes: u64,
     /// Bytes the space reserve (`<log>.reserve`) holds now: less than
     /// `reserve_target` after a full disk made it give its space back.
     pub reserve_bytes: u64,

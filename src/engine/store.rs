@@ -15,6 +15,7 @@ use crate::engine::commit::GroupCommit;
 use crate::engine::file::Site;
 use crate::engine::file::View;
 use crate::engine::format::{self, HEADER_SIZE};
+use crate::engine::index::live_len;
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
 use crate::engine::pending::Pending;
@@ -310,6 +311,7 @@ impl LogStore {
         let now = inner.now_ms();
         let view = st.view();
         let mut expired = 0u64;
+        let mut used_bytes = 0u64;
         for off in st.index.offsets() {
             if let Some((modified, expires)) = format::peek_times(view.tail(off))
                 && inner
@@ -317,6 +319,8 @@ impl LogStore {
                     .expired(st.file.recorded_idle(), modified, expires, now)
             {
                 expired += 1;
+            } else {
+                used_bytes += live_len(&view, off);
             }
         }
         let log_bytes = st.applied - HEADER_SIZE;
@@ -326,6 +330,7 @@ impl LogStore {
             StorePolicy::from_format(&st.file.policy.unwrap_or_else(|| inner.opts.policy()));
         Ok(Stats {
             policy,
+            used_bytes,
             policy_recorded: st.file.policy.is_some(),
             reserve_bytes: reserve::held(&inner.site),
             reserve_target: inner.opts.space_reserve,
