@@ -38,7 +38,8 @@ struct Appended {
 /// append: `f` decides from the view, and encodes the record to append
 /// into the buffer (for the view's file, `State::encode`) or leaves it
 /// empty, and says whether the record may use the space reserve (a
-/// delete, a touch that shortens a deadline: `reserve::release`). The record is written with only the write locks held, and
+/// delete, a touch that shortens a deadline: `reserve::release`). The
+/// record is written with only the write locks held, and
 /// published and applied under the state lock afterwards: this process's
 /// loads wait for a pointer's worth of work, never for the write, which
 /// can block in the kernel for tens of milliseconds (a page of the map
