@@ -203,3 +203,34 @@ fn a_logout_succeeds_on_a_full_ext4() {
     });
     logout_and_login_on_a_full_disk(&disk, "a_logout_succeeds_on_a_full_ext4");
 }
+
+/// A compaction's start uses the reserve too: with not one byte free and
+/// the reserve whole, `sessionlog expire` still starts, and frees the disk.
+#[test]
+fn a_compaction_starts_on_a_disk_full_to_the_last_byte() {
+    if let Some(role) = child::role() {
+        return child_role(&role);
+    }
+    let disk = Disk::tmpfs("64m").unwrap_or_else(|e| {
+        panic!("full_disk needs a 64 MiB tmpfs and mounting it failed ({e}); run as root")
+    });
+    let path = disk.path().join("sessions.db");
+    let (store, clock) = open(&path, NOW);
+    let saved = fill(&store, &clock);
+    drop(store);
+    let ballast = leave_free(disk.path(), 0);
+    assert_eq!(reserve_of(&path), RESERVE, "no logout used the reserve");
+    let done = expire_in_child("a_compaction_starts_on_a_disk_full_to_the_last_byte", &path);
+    assert_eq!(done, format!("EXPIRED {saved}"));
+    assert_eq!(
+        reserve_of(&path),
+        RESERVE,
+        "made again with the space freed"
+    );
+    let (store, _) = open(&path, NOW + 120_000);
+    store
+        .save_session(&mut Session::new(id(0), vec![1; 64 << 10]))
+        .expect("a login after the space came back");
+    drop(store);
+    fs::remove_file(&ballast).expect("remove the ballast");
+}

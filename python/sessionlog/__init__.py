@@ -22,6 +22,7 @@ from ._errors import (
     UnsafeError,
     BusyError,
     ServerTimeoutError,
+    QuotaExceededError,
     RandomSourceError,
     UnsupportedVersionError,
 )
@@ -61,5 +62,6 @@ __all__ = [
     "UnsafeError",
     "BusyError",
     "ServerTimeoutError",
+    "QuotaExceededError",
     "RandomSourceError",
 ]

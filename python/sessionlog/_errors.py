@@ -26,6 +26,7 @@ __all__ = [
     "UnsafeError",
     "BusyError",
     "ServerTimeoutError",
+    "QuotaExceededError",
     "RandomSourceError",
 ]
 
@@ -109,6 +110,15 @@ class BusyError(Error):
 
 class ServerTimeoutError(Error, TimeoutError):
     """A database or cache server did not answer within the deadline."""
+
+
+class QuotaExceededError(Error):
+    """A save would take the store past the quota it records
+    (``max_sessions`` or ``max_bytes``); nothing was written. ``limit`` is
+    the quota, ``used`` what the store would hold with the save."""
+
+    limit: Optional[int] = None
+    used: Optional[int] = None
 
 
 class RandomSourceError(Error):

@@ -29,6 +29,9 @@ class Store:
         hashed_ids: bool = False,
         allow_others_to_write_directory: bool = False,
         maintain_as_owner: bool = False,
+        max_sessions: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        when_full: Optional[str] = None,
     ) -> Store: ...
     @staticmethod
     def dir(

@@ -349,6 +349,15 @@ class LogSessionStore(SessionStore):
     - ``maintain_as_owner``: as root, open a store that belongs to another
       user (maintenance: ``delete_old_sessions``, ``compact``), working as
       that user; its sessions are never unpickled. Default off: refused.
+    - ``max_sessions``, ``max_bytes``: a quota of live sessions, or of bytes
+      of their records; a save past it raises ``QuotaExceededError`` and
+      writes nothing (or, with ``when_full="evict-oldest"``, deletes the
+      sessions used least recently; default ``"refuse"``). Expired sessions
+      never count. Default none.
+    - ``max_idle`` and the quota are recorded in the store when it is made
+      and applied by every process; opening it with other values raises
+      ``InvalidOptionError`` (leave them unset to follow the store; change
+      them with ``sessionlog policy``).
     - ``pickle_protocol``: default ``pickle.HIGHEST_PROTOCOL``.
 
     Sessions are unpickled only from a store that belongs to this
@@ -372,6 +381,9 @@ class LogSessionStore(SessionStore):
         hashed_ids: bool = False,
         allow_others_to_write_directory: bool = False,
         maintain_as_owner: bool = False,
+        max_sessions: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        when_full: Optional[str] = None,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
     ) -> None:
@@ -386,6 +398,9 @@ class LogSessionStore(SessionStore):
             hashed_ids=bool(hashed_ids),
             allow_others_to_write_directory=bool(allow_others_to_write_directory),
             maintain_as_owner=bool(maintain_as_owner),
+            max_sessions=max_sessions,
+            max_bytes=max_bytes,
+            when_full=when_full,
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 

@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use sessionlog::{
     DirOptions, DirStore, Error, HashedIds, LogStore, MemoryStore, Session, SessionId,
-    SessionStore, SyncPolicy,
+    SessionStore, SyncPolicy, WhenFull,
 };
 
 /// A store's result for Python: the engine's error, or a panic message.
@@ -112,6 +112,10 @@ fn error_to_py(py: Python<'_>, e: &Error) -> PyErr {
         Error::Busy { .. } => ("BusyError", vec![]),
         Error::Timeout { .. } => ("ServerTimeoutError", vec![]),
         Error::Random(_) => ("RandomSourceError", vec![]),
+        Error::QuotaExceeded { limit, used, .. } => (
+            "QuotaExceededError",
+            vec![("limit", Some(*limit)), ("used", Some(*used))],
+        ),
         _ => ("Error", vec![]),
     };
     make_error(py, class, msg, &attrs)
@@ -303,7 +307,8 @@ impl Store {
     #[staticmethod]
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
         max_session_size=None, repair=false, background=true, hashed_ids=false,
-        allow_others_to_write_directory=false, maintain_as_owner=false))]
+        allow_others_to_write_directory=false, maintain_as_owner=false,
+        max_sessions=None, max_bytes=None, when_full=None))]
     #[allow(clippy::too_many_arguments)]
     fn log(
         py: Python<'_>,
@@ -317,6 +322,9 @@ impl Store {
         hashed_ids: bool,
         allow_others_to_write_directory: bool,
         maintain_as_owner: bool,
+        max_sessions: Option<u64>,
+        max_bytes: Option<u64>,
+        when_full: Option<&str>,
     ) -> PyResult<Store> {
         let mut opts = LogStore::options()
             .sync(sync_policy(py, sync, sync_interval)?)
@@ -329,6 +337,25 @@ impl Store {
         }
         if let Some(size) = max_session_size {
             opts = opts.max_session_size(size);
+        }
+        if let Some(n) = max_sessions {
+            opts = opts.max_sessions(n);
+        }
+        if let Some(n) = max_bytes {
+            opts = opts.max_bytes(n);
+        }
+        match when_full {
+            None => {}
+            Some("refuse") => opts = opts.when_full(WhenFull::Refuse),
+            Some("evict-oldest") => opts = opts.when_full(WhenFull::EvictOldest),
+            Some(other) => {
+                return Err(error_to_py(
+                    py,
+                    &Error::InvalidOption(format!(
+                        "when_full must be \"refuse\" or \"evict-oldest\", not {other:?}"
+                    )),
+                ));
+            }
         }
         let (store, owner) = run(py, move || {
             let store = opts.open(path)?;
