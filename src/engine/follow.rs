@@ -51,7 +51,7 @@ enum Found {
     Fresh,
     /// A compaction swapped in this file: its index must be built (without
     /// the state lock) before the view can be.
-    NewFile(LogFile),
+    NewFile(Box<LogFile>),
 }
 
 impl<'a> Follow<'a> {
@@ -69,7 +69,7 @@ impl<'a> Follow<'a> {
                 Found::NewFile(next) => {
                     let old = st.file.ino;
                     drop(st);
-                    self.switch(old, next)?;
+                    self.switch(old, *next)?;
                 }
             }
         }
@@ -89,7 +89,7 @@ impl<'a> Follow<'a> {
             Found::Fresh => Ok(st),
             Found::NewFile(next) => Err(Switch {
                 old: st.file.ino,
-                next,
+                next: *next,
             }),
         })
     }
@@ -103,7 +103,7 @@ impl<'a> Follow<'a> {
         if st.file.superseded()
             && let Some(next) = self.follow_swap(st)?
         {
-            return Ok(Found::NewFile(next));
+            return Ok(Found::NewFile(Box::new(next)));
         }
         let word = st.file.committed_word();
         if word == st.applied_word {
