@@ -192,3 +192,65 @@ fn the_quota_is_the_stores_and_set_policy_changes_it() {
     assert_eq!(refused(save(&tool, 3, 1)), ("sessions", 3, 4));
     assert_eq!(tool.stats().expect("stats").policy.max_sessions, Some(3));
 }
+
+/// DirStore takes the same quota as an option: refused past it, expired
+/// sessions not counted (the save that finds them removes their files).
+#[test]
+fn a_dir_store_refuses_past_its_quota_and_expired_sessions_do_not_count() {
+    use sessionlog::DirStore;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("d");
+    let clock = clock();
+    let store = DirStore::options()
+        .clock(clock.clone())
+        .sync(sessionlog::SyncPolicy::Never)
+        .max_sessions(3)
+        .open(&dir)
+        .expect("open");
+    let save = |i: usize, expiring: bool| {
+        let mut s = Session::new(id(i), vec![1; 10]);
+        if expiring {
+            s = s.with_expires(clock.now() + Duration::from_secs(60));
+        }
+        store.save_session(&mut s)
+    };
+    save(0, true).expect("save");
+    save(1, false).expect("save");
+    save(2, false).expect("save");
+    assert_eq!(refused(save(3, false)), ("sessions", 3, 4));
+    save(1, false).expect("an update adds none");
+    let files = || std::fs::read_dir(&dir).expect("ls").count();
+    let before = files();
+    clock.advance(Duration::from_secs(120));
+    save(3, false).expect("the expired session does not count");
+    assert_eq!(files(), before, "its file went, the new one came");
+    assert_eq!(refused(save(4, false)), ("sessions", 3, 4));
+
+    let bytes = DirStore::options()
+        .clock(clock.clone())
+        .max_bytes(1000)
+        .open(tmp.path().join("b"))
+        .expect("open");
+    let mut saved = 0;
+    let e = loop {
+        match bytes.save_session(&mut Session::new(id(saved), vec![0; 200])) {
+            Ok(()) => saved += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            e,
+            Error::QuotaExceeded {
+                what: "bytes",
+                limit: 1000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        (3..=4).contains(&saved),
+        "{saved} files of about 250 bytes in 1000"
+    );
+}

@@ -190,6 +190,14 @@ impl DirHandle {
         }
     }
 
+    /// The length of the entry `name` (a symbolic link is not followed),
+    /// if it exists.
+    pub fn len(&self, name: &str) -> Option<u64> {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .and_then(|st| u64::try_from(st.st_size).ok())
+    }
+
     /// Whether an entry `name` exists (a symbolic link is not followed).
     pub fn exists(&self, name: &str) -> Result<bool> {
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {

@@ -13,6 +13,7 @@
 mod file;
 mod handle;
 mod migrate;
+mod quota;
 
 use std::collections::HashSet;
 use std::fs::{DirBuilder, File};
@@ -59,6 +60,8 @@ pub struct DirOptions {
     max_session_size: usize,
     clock: SharedClock,
     accept: Acceptance,
+    max_sessions: Option<u64>,
+    max_bytes: Option<u64>,
 }
 
 impl Default for DirOptions {
@@ -69,6 +72,8 @@ impl Default for DirOptions {
             max_session_size: DEFAULT_MAX_SESSION_SIZE,
             clock: system_clock(),
             accept: Acceptance::default(),
+            max_sessions: None,
+            max_bytes: None,
         }
     }
 }
@@ -119,6 +124,25 @@ impl DirOptions {
         self
     }
 
+    /// A quota: at most this many live sessions; a save past it fails with
+    /// [`Error::QuotaExceeded`] and writes nothing. Expired sessions never
+    /// count (a save that finds them removes them). Every save then walks
+    /// the directory (a `stat` a file, and a read of each when the quota is
+    /// near): meant for the small stores DirStore suits. An option of this
+    /// handle, not recorded in the directory: every process should set the
+    /// same. Default: none.
+    pub fn max_sessions(mut self, n: u64) -> DirOptions {
+        self.max_sessions = Some(n);
+        self
+    }
+
+    /// A quota: at most this many bytes of live session files (as
+    /// [`max_sessions`](DirOptions::max_sessions)). Default: none.
+    pub fn max_bytes(mut self, bytes: u64) -> DirOptions {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
     /// Opens a store whose directory other users may write (group- or
     /// world-writable), giving up the protection against them: such a user
     /// can remove, rename or link session files (DESIGN.md, the threat
@@ -164,6 +188,12 @@ impl DirOptions {
         Validate::max_session_size(self.max_session_size)?;
         Validate::sync(self.sync)?;
         Validate::max_idle(self.max_idle)?;
+        if self.max_sessions == Some(0) || self.max_bytes == Some(0) {
+            return Err(Error::InvalidOption(
+                "max_sessions and max_bytes must be at least 1 (leave them unset for no quota)"
+                    .into(),
+            ));
+        }
         let path = dir.as_ref();
         create_dir(path)?;
         let dir = Arc::new(DirHandle::open(path, self.accept)?);
@@ -200,6 +230,8 @@ impl DirOptions {
             clock: self.clock,
             max_idle_ms: self.max_idle.map(duration_millis),
             max_session_size: self.max_session_size,
+            max_sessions: self.max_sessions,
+            max_bytes: self.max_bytes,
         })
     }
 }
@@ -243,6 +275,8 @@ pub struct DirStore {
     clock: SharedClock,
     max_idle_ms: Option<u64>,
     max_session_size: usize,
+    max_sessions: Option<u64>,
+    max_bytes: Option<u64>,
 }
 
 /// The thread that syncs pending writes under `SyncPolicy::Interval`.
@@ -628,6 +662,7 @@ impl DirStore {
             modified_ms: now,
             expires_ms: expires_millis(session.expires),
         };
+        self.check_quota(&mut guard.state, &session.id, &session.data, stamp, now)?;
         self.replace(&mut guard.state, &session.id, &session.data, stamp)?;
         session.mark_saved(from_millis(now), stamp.version);
         Ok(())
