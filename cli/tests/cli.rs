@@ -807,3 +807,94 @@ fn setup_records_a_policy_that_policy_changes_and_stats_shows() {
     let o = sessionlog(&["policy", s(&path), "--max-sessions", "0"]);
     assert_eq!(code(&o), 2, "a quota of 0 is a usage error");
 }
+
+/// A tmpfs mounted for one test (root: CI runs as root), unmounted when
+/// dropped, also when the test panics.
+struct Tmpfs(tempfile::TempDir);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(self.0.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+        }
+    }
+}
+
+/// Issue 27, point 1, through the binary: a store filled to the last byte;
+/// a logout still works, and `sessionlog expire` gives the space back (a
+/// login works again, the reserve is back).
+#[test]
+fn expire_gives_back_a_disk_full_to_the_last_byte() {
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs"])
+        .arg(mnt.path())
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "this test needs a tmpfs (run as root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let disk = Tmpfs(mnt);
+    let path = disk.0.path().join("s.db");
+    let store = LogStore::options()
+        .background(false)
+        .sync(SyncPolicy::Never)
+        .open(&path)
+        .expect("open");
+    // A session a visitor, until not even an empty one fits.
+    let mut n = 0usize;
+    for size in [16 << 10, 256, 0] {
+        loop {
+            let mut s = Session::new(
+                SessionId::new(format!("v{n:06}")).expect("id"),
+                vec![1; size],
+            );
+            match store.save_session(&mut s) {
+                Ok(()) => n += 1,
+                Err(sessionlog::Error::Io { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    // The rest of the disk goes to another file.
+    let ballast = disk.0.path().join("ballast");
+    let mut f = std::fs::File::create(&ballast).expect("ballast");
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write(&mut f, &chunk).is_ok_and(|w| w > 0) {}
+    // A logout on the full disk.
+    let first = SessionId::new("v000000").expect("id");
+    assert!(
+        store
+            .delete_session(&first)
+            .expect("a logout on a full disk")
+    );
+    drop(store);
+    // `sessionlog expire` (every session is idle for a millisecond by the
+    // time it runs) frees the disk.
+    let o = sessionlog(&["expire", s(&path), "--idle", "1ms"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("removed {} sessions", n - 1)),
+        "{}",
+        stdout(&o)
+    );
+    let o = sessionlog(&["stats", s(&path)]);
+    assert!(
+        stdout(&o).contains("space reserve:   4.0 MiB (whole)"),
+        "{}",
+        stdout(&o)
+    );
+    let store = LogStore::options()
+        .background(false)
+        .open(&path)
+        .expect("open");
+    let mut s = Session::new(SessionId::new("after").expect("id"), vec![1; 16 << 10]);
+    store.save_session(&mut s).expect("a login after expire");
+    assert!(store.delete_session(&s.id).expect("a logout"));
+}
