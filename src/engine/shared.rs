@@ -18,6 +18,7 @@ use crate::engine::hook::Hooks;
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
 use crate::engine::pending::Pending;
+use crate::engine::policy::LiveTotals;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::RecoveryReport;
 use crate::error::Result;
@@ -57,6 +58,9 @@ pub(crate) struct Inner {
     /// Set when a save found expired sessions holding the quota's room:
     /// the background thread compacts at its next tick.
     pub compact_wanted: AtomicBool,
+    /// The quota check's last count of live sessions (under the writer
+    /// mutex and the write lock, like every use of it).
+    pub live_totals: Mutex<Option<LiveTotals>>,
     /// Writes through this handle, for the periodic lock-file check.
     pub writes: std::sync::atomic::AtomicU64,
     /// The log's directory (opened once for the handle's life) and name.

@@ -191,6 +191,7 @@ impl LogStore {
             recovery: Mutex::new(report),
             writes: std::sync::atomic::AtomicU64::new(0),
             compact_wanted: AtomicBool::new(false),
+            live_totals: Mutex::new(None),
             opts,
         });
         let background = if inner.opts.background {
