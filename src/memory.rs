@@ -1,6 +1,6 @@
 //! `MemoryStore`: sessions in a hash map, gone when the process exits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -9,7 +9,7 @@ use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::Result;
 use crate::id::SessionId;
 use crate::options::{DEFAULT_MAX_SESSION_SIZE, Validate};
-use crate::owner::Owner;
+use crate::owner::{Owner, SessionInfo, sort_newest_first};
 use crate::session::{
     SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
     from_millis, is_expired, next_version, to_millis,
@@ -25,13 +25,65 @@ struct Stored {
     owner: Option<Owner>,
 }
 
+/// The sessions, and beside them which ids each owner has, kept exact by
+/// every change going through `insert` and `remove`.
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<SessionId, Stored>,
+    by_owner: HashMap<Owner, HashSet<SessionId>>,
+}
+
+impl Sessions {
+    fn unlink(&mut self, id: &SessionId, owner: &Owner) {
+        if let Some(ids) = self.by_owner.get_mut(owner) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_owner.remove(owner);
+            }
+        }
+    }
+
+    fn insert(&mut self, id: SessionId, s: Stored) {
+        let old_owner = self.by_id.get(&id).and_then(|o| o.owner.clone());
+        if old_owner != s.owner {
+            if let Some(o) = &old_owner {
+                self.unlink(&id, o);
+            }
+            if let Some(o) = &s.owner {
+                self.by_owner
+                    .entry(o.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+        self.by_id.insert(id, s);
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Stored> {
+        let s = self.by_id.remove(id)?;
+        if let Some(o) = &s.owner {
+            self.unlink(id, o);
+        }
+        Some(s)
+    }
+
+    /// The ids `owner` has, expired or not.
+    fn ids_of(&self, owner: &Owner) -> Vec<SessionId> {
+        self.by_owner
+            .get(owner)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// A volatile, in-process store (session2's `VolatileSessionStore`):
 /// thread-safe, not shared between processes, lost on exit.
 pub struct MemoryStore {
-    map: RwLock<HashMap<SessionId, Stored>>,
+    map: RwLock<Sessions>,
     clock: SharedClock,
     max_idle_ms: Option<u64>,
     max_session_size: usize,
+    max_sessions_per_owner: Option<usize>,
 }
 
 /// Shows the settings and how many sessions are held, never an id (ids
@@ -39,7 +91,7 @@ pub struct MemoryStore {
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("sessions", &self.map.read().len())
+            .field("sessions", &self.map.read().by_id.len())
             .field("max_idle_ms", &self.max_idle_ms)
             .field("max_session_size", &self.max_session_size)
             .finish_non_exhaustive()
@@ -60,6 +112,7 @@ impl std::fmt::Debug for Stored {
 pub struct MemoryOptions {
     max_idle: Option<Duration>,
     max_session_size: usize,
+    max_sessions_per_owner: Option<usize>,
     clock: SharedClock,
 }
 
@@ -68,6 +121,7 @@ impl Default for MemoryOptions {
         MemoryOptions {
             max_idle: None,
             max_session_size: DEFAULT_MAX_SESSION_SIZE,
+            max_sessions_per_owner: None,
             clock: system_clock(),
         }
     }
@@ -89,6 +143,15 @@ impl MemoryOptions {
         self
     }
 
+    /// At most `n` live sessions per owner: a save that would give an owner
+    /// more deletes that owner's least recently modified others, under the
+    /// same lock as the save. The newest login wins. Default: no limit;
+    /// `open` rejects 0.
+    pub fn max_sessions_per_owner(mut self, n: usize) -> MemoryOptions {
+        self.max_sessions_per_owner = Some(n);
+        self
+    }
+
     /// The clock used to stamp and expire sessions. Default: the system
     /// clock.
     pub fn clock(mut self, clock: impl Clock + 'static) -> MemoryOptions {
@@ -100,11 +163,17 @@ impl MemoryOptions {
     pub fn open(self) -> Result<MemoryStore> {
         Validate::max_session_size(self.max_session_size)?;
         Validate::max_idle(self.max_idle)?;
+        if self.max_sessions_per_owner == Some(0) {
+            return Err(crate::Error::InvalidOption(
+                "max_sessions_per_owner must be at least 1".into(),
+            ));
+        }
         Ok(MemoryStore {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(Sessions::default()),
             clock: self.clock,
             max_idle_ms: self.max_idle.map(duration_millis),
             max_session_size: self.max_session_size,
+            max_sessions_per_owner: self.max_sessions_per_owner,
         })
     }
 }
@@ -119,10 +188,11 @@ impl MemoryStore {
     /// An empty store with no idle limit and a 16 MiB data limit.
     pub fn new() -> MemoryStore {
         MemoryStore {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(Sessions::default()),
             clock: system_clock(),
             max_idle_ms: None,
             max_session_size: DEFAULT_MAX_SESSION_SIZE,
+            max_sessions_per_owner: None,
         }
     }
 
@@ -175,6 +245,7 @@ impl MemoryStore {
         let mut map = self.map.write();
         let now = self.now_ms();
         let found = map
+            .by_id
             .get(&session.id)
             .and_then(|s| self.live(s, now))
             .map_or(0, |s| s.version);
@@ -189,8 +260,42 @@ impl MemoryStore {
                 owner: session.owner.clone(),
             },
         );
+        if let (Some(limit), Some(owner)) = (self.max_sessions_per_owner, &session.owner) {
+            let mut others: Vec<(u64, SessionId)> = map
+                .ids_of(owner)
+                .into_iter()
+                .filter(|id| *id != session.id)
+                .filter_map(|id| {
+                    let s = map.by_id.get(&id).and_then(|s| self.live(s, now))?;
+                    Some((s.modified_ms, id))
+                })
+                .collect();
+            others.sort_unstable();
+            let excess = (others.len() + 1).saturating_sub(limit);
+            for (_, id) in others.into_iter().take(excess) {
+                map.remove(&id);
+            }
+        }
         session.mark_saved(from_millis(now), version);
         Ok(())
+    }
+
+    /// The live sessions of `owner`, from the owner index.
+    fn owned(&self, map: &Sessions, owner: &Owner, now: u64) -> Vec<SessionInfo> {
+        map.ids_of(owner)
+            .into_iter()
+            .filter_map(|id| {
+                let s = map.by_id.get(&id).and_then(|s| self.live(s, now))?;
+                Some(SessionInfo::new(
+                    id,
+                    Some(owner.clone()),
+                    from_millis(s.modified_ms),
+                    expires_from_millis(s.expires_ms),
+                    s.version,
+                    s.data.len(),
+                ))
+            })
+            .collect()
     }
 }
 
@@ -215,6 +320,7 @@ impl SessionStore for MemoryStore {
         let now = self.now_ms();
         let map = self.map.read();
         Ok(map
+            .by_id
             .get(id)
             .and_then(|s| self.live(s, now))
             .map(|s| to_session(id, s)))
@@ -231,8 +337,8 @@ impl SessionStore for MemoryStore {
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
         let now = self.now_ms();
         let mut map = self.map.write();
-        let live = map.get(id).and_then(|s| self.live(s, now)).is_some();
-        if live && let Some(s) = map.get_mut(id) {
+        let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
+        if live && let Some(s) = map.by_id.get_mut(id) {
             s.modified_ms = now;
         }
         Ok(live)
@@ -245,8 +351,8 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool> {
         let now = self.now_ms();
         let mut map = self.map.write();
-        let live = map.get(id).and_then(|s| self.live(s, now)).is_some();
-        if live && let Some(s) = map.get_mut(id) {
+        let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
+        if live && let Some(s) = map.by_id.get_mut(id) {
             s.modified_ms = now;
             s.expires_ms = expires_millis(expires);
         }
@@ -268,6 +374,7 @@ impl SessionStore for MemoryStore {
         Ok(self
             .map
             .read()
+            .by_id
             .get(id)
             .and_then(|s| self.live(s, now))
             .is_some())
@@ -278,6 +385,7 @@ impl SessionStore for MemoryStore {
         let snapshot: Vec<Session> = self
             .map
             .read()
+            .by_id
             .iter()
             .filter(|(_, s)| self.live(s, now).is_some())
             .map(|(id, s)| to_session(id, s))
@@ -289,11 +397,51 @@ impl SessionStore for MemoryStore {
         let now = self.now_ms();
         let idle = Some(duration_millis(max_idle));
         let mut map = self.map.write();
-        let before = map.len();
-        map.retain(|_, s| {
-            !is_expired(s.modified_ms, s.expires_ms, idle, now) && self.live(s, now).is_some()
-        });
-        Ok(before - map.len())
+        let old: Vec<SessionId> = map
+            .by_id
+            .iter()
+            .filter(|(_, s)| {
+                is_expired(s.modified_ms, s.expires_ms, idle, now) || self.live(s, now).is_none()
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &old {
+            map.remove(id);
+        }
+        Ok(old.len())
+    }
+
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        let now = self.now_ms();
+        let mut list = self.owned(&self.map.read(), owner, now);
+        sort_newest_first(&mut list);
+        Ok(list)
+    }
+
+    /// Decided under the store's lock: atomic with respect to saves.
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        let now = self.now_ms();
+        let mut map = self.map.write();
+        let mut n = 0;
+        for info in self.owned(&map, owner, now) {
+            if Some(&info.id) != keep {
+                map.remove(&info.id);
+                n += 1;
+            }
+        }
+        // Expired sessions of the owner go too: nothing of theirs is kept.
+        for id in map.ids_of(owner) {
+            if Some(&id) != keep {
+                map.remove(&id);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The removed sessions' memory is freed (not overwritten: the
+    /// allocator may hand it out again before anyone writes it).
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        self.delete_sessions_of(owner, None)
     }
 
     fn is_thread_safe(&self) -> bool {

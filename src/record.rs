@@ -3,7 +3,7 @@
 //! file's salt) and by `DirStore`'s session files (unsalted).
 //!
 //! ```text
-//! record := 40-byte record header, id, data, zero padding to 8 bytes
+//! record := 40-byte record header, id, owner, data, zero padding to 8 bytes
 //! ```
 //!
 //! All integers are little-endian. This module depends on nothing but the
@@ -22,18 +22,24 @@ pub const R_DATA_LEN: usize = R_CRC + 4;
 pub const R_KIND: usize = R_DATA_LEN + 4;
 /// Offset of the id length byte (1 to 128).
 pub const R_ID_LEN: usize = R_KIND + 1;
-/// Offset of six reserved bytes, zero in version 1.
-pub const R_RESERVED: usize = R_ID_LEN + 1;
+/// Offset of the owner length byte (0 for none, else 1 to 255): reserved
+/// and zero in format version 1, which had no owners, so that a version-1
+/// record is a version-2 record without an owner.
+pub const R_OWNER_LEN: usize = R_ID_LEN + 1;
+/// Offset of five reserved bytes, zero.
+pub const R_RESERVED: usize = R_OWNER_LEN + 1;
 /// Offset of the session version (u64).
-pub const R_VERSION: usize = R_RESERVED + 6;
+pub const R_VERSION: usize = R_RESERVED + 5;
 /// Offset of the modification time (u64 ms since the epoch).
 pub const R_MODIFIED: usize = R_VERSION + 8;
 /// Offset of the deadline (u64 ms since the epoch, 0 for none).
 pub const R_EXPIRES: usize = R_MODIFIED + 8;
-/// Size of the record header; the id follows, then the data.
+/// Size of the record header; the id follows, then the owner, then the data.
 pub const RECORD_HEADER: usize = R_EXPIRES + 8;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN: usize = 8;
+
+const _: () = assert!(R_VERSION == 16 && RECORD_HEADER == 40);
 /// Largest data length any record may declare (1 GiB); a larger length is
 /// damage, rejected before anything is read or allocated.
 pub const MAX_RECORD_DATA: usize = 1 << 30;
@@ -76,6 +82,9 @@ pub struct RecordRef<'a> {
     pub modified_ms: u64,
     /// Deadline, ms since the epoch, 0 for none.
     pub expires_ms: u64,
+    /// The session's owner (UTF-8 without control characters, checked),
+    /// empty for none; always empty on touches and deletes.
+    pub owner: &'a [u8],
     /// Bytes the record occupies including padding.
     pub padded_len: usize,
 }
@@ -140,7 +149,21 @@ pub fn peek_len(buf: &[u8]) -> Option<usize> {
         return None;
     }
     let data_len = (u32_at(buf, R_DATA_LEN) as usize).min(MAX_RECORD_DATA);
-    Some(record_len(buf[R_ID_LEN] as usize, data_len))
+    Some(record_len_owned(
+        buf[R_ID_LEN] as usize,
+        buf[R_OWNER_LEN] as usize,
+        data_len,
+    ))
+}
+
+/// The owner of the record at the start of `buf` (empty for none), read
+/// without checking the CRC (for the owner index; a listing decodes the
+/// record fully).
+pub fn peek_owner(buf: &[u8]) -> Option<&[u8]> {
+    let id_len = *buf.get(R_ID_LEN)? as usize;
+    let owner_len = *buf.get(R_OWNER_LEN)? as usize;
+    let at = RECORD_HEADER + id_len;
+    buf.get(at..at + owner_len)
 }
 
 /// For a touch record at the start of `buf`, the offset of its put, read
@@ -149,13 +172,25 @@ pub fn peek_touch_target(buf: &[u8]) -> Option<u64> {
     if buf.len() < RECORD_HEADER + TOUCH_DATA_LEN || buf[R_KIND] != Kind::Touch as u8 {
         return None;
     }
-    let at = RECORD_HEADER + buf[R_ID_LEN] as usize;
+    let at = RECORD_HEADER + buf[R_ID_LEN] as usize + buf[R_OWNER_LEN] as usize;
     Some(u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// Bytes a record with this id and data occupies, padding included.
+/// Bytes a record with this id and data and no owner occupies, padding
+/// included.
 pub const fn record_len(id_len: usize, data_len: usize) -> usize {
-    (RECORD_HEADER + id_len + data_len).next_multiple_of(RECORD_ALIGN)
+    record_len_owned(id_len, 0, data_len)
+}
+
+/// Bytes a record with this id, owner and data occupies, padding included.
+pub const fn record_len_owned(id_len: usize, owner_len: usize, data_len: usize) -> usize {
+    (RECORD_HEADER + id_len + owner_len + data_len).next_multiple_of(RECORD_ALIGN)
+}
+
+/// Whether `owner` is a valid stored owner: at most 255 bytes of UTF-8
+/// without control characters (empty: none).
+fn owner_ok(owner: &[u8]) -> bool {
+    owner.len() <= 255 && std::str::from_utf8(owner).is_ok_and(|s| !s.chars().any(char::is_control))
 }
 
 pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -185,6 +220,8 @@ pub struct RecordFields<'a> {
     pub modified_ms: u64,
     /// Deadline, ms, 0 for none.
     pub expires_ms: u64,
+    /// The owner (already validated), empty for none; puts only.
+    pub owner: &'a [u8],
 }
 
 /// Appends the encoded record to `out` with salt 0 (the salt of DirStore
@@ -206,19 +243,23 @@ pub fn decode_record(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
 pub fn encode_record_salted(out: &mut Vec<u8>, r: &RecordFields<'_>, salt: u32) -> usize {
     debug_assert!(!r.id.is_empty() && r.id.len() <= MAX_ID_LEN);
     debug_assert!(r.data.len() <= MAX_RECORD_DATA);
+    debug_assert!(r.owner.len() <= 255 && (r.owner.is_empty() || r.kind == Kind::Put));
     let start = out.len();
-    let padded = record_len(r.id.len(), r.data.len());
+    let padded = record_len_owned(r.id.len(), r.owner.len(), r.data.len());
     out.reserve(padded);
     out.extend_from_slice(&[0u8; 4]);
     // Lossless: data.len() <= MAX_RECORD_DATA < u32::MAX, id.len() <= 128.
     out.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
     out.push(r.kind as u8);
     out.push(r.id.len() as u8);
-    out.extend_from_slice(&[0u8; 6]);
+    // Lossless: owners are at most 255 bytes.
+    out.push(r.owner.len() as u8);
+    out.extend_from_slice(&[0u8; 5]);
     out.extend_from_slice(&r.version.to_le_bytes());
     out.extend_from_slice(&r.modified_ms.to_le_bytes());
     out.extend_from_slice(&r.expires_ms.to_le_bytes());
     out.extend_from_slice(r.id);
+    out.extend_from_slice(r.owner);
     out.extend_from_slice(r.data);
     let crc = crc32fast::hash(&out[start + R_DATA_LEN..]) ^ RECORD_CRC_XOR ^ salt;
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -247,12 +288,13 @@ fn decode_inner(buf: &[u8], salt: Option<u32>) -> Result<RecordRef<'_>, DecodeEr
     }
     let data_len = u32_at(buf, R_DATA_LEN) as usize;
     let id_len = buf[R_ID_LEN] as usize;
+    let owner_len = buf[R_OWNER_LEN] as usize;
     if data_len > MAX_RECORD_DATA {
         // A length this large is never written: treat like a bad checksum.
         return Err(DecodeError::Checksum);
     }
-    let unpadded = RECORD_HEADER + id_len + data_len;
-    let padded = record_len(id_len, data_len);
+    let unpadded = RECORD_HEADER + id_len + owner_len + data_len;
+    let padded = record_len_owned(id_len, owner_len, data_len);
     if buf.len() < padded {
         return Err(DecodeError::Truncated);
     }
@@ -268,6 +310,14 @@ fn decode_inner(buf: &[u8], salt: Option<u32>) -> Result<RecordRef<'_>, DecodeEr
     }
     let id = &buf[RECORD_HEADER..RECORD_HEADER + id_len];
     check_id_bytes(id).map_err(|_| DecodeError::Malformed("invalid session id"))?;
+    let data_at = RECORD_HEADER + id_len + owner_len;
+    let owner = &buf[RECORD_HEADER + id_len..data_at];
+    if owner_len != 0 && kind != Kind::Put {
+        return Err(DecodeError::Malformed("only a put record carries an owner"));
+    }
+    if !owner_ok(owner) {
+        return Err(DecodeError::Malformed("invalid session owner"));
+    }
     match kind {
         Kind::Put => {}
         Kind::Touch if data_len != TOUCH_DATA_LEN => {
@@ -283,10 +333,11 @@ fn decode_inner(buf: &[u8], salt: Option<u32>) -> Result<RecordRef<'_>, DecodeEr
     Ok(RecordRef {
         kind,
         id,
-        data: &buf[RECORD_HEADER + id_len..unpadded],
+        data: &buf[data_at..unpadded],
         version: u64_at(buf, R_VERSION),
         modified_ms: u64_at(buf, R_MODIFIED),
         expires_ms: u64_at(buf, R_EXPIRES),
+        owner,
         padded_len: padded,
     })
 }

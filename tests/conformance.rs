@@ -22,6 +22,9 @@ impl Backend for Memory {
         if let Some(idle) = cfg.max_idle {
             o = o.max_idle(idle);
         }
+        if let Some(n) = cfg.max_sessions_per_owner {
+            o = o.max_sessions_per_owner(n);
+        }
         o.open().expect("valid options")
     }
 }
@@ -41,6 +44,9 @@ impl Backend for Log {
             .max_session_size(cfg.max_session_size);
         if let Some(idle) = cfg.max_idle {
             o = o.max_idle(idle);
+        }
+        if let Some(n) = cfg.max_sessions_per_owner {
+            o = o.max_sessions_per_owner(n);
         }
         o.open(self.0.path().join("sessions.db"))
             .expect("open log store")

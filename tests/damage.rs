@@ -118,6 +118,7 @@ fn repair_does_not_resurrect_records_embedded_in_session_data() {
             version: 1,
             modified_ms: 1_893_456_000_000,
             expires_ms: 0,
+            owner: &[],
         },
     );
     {

@@ -1,10 +1,12 @@
 //! Guards the on-disk formats against a change made to the encoder and the
-//! decoder alike, which every round-trip test would pass: a version 1 log
-//! and a DirStore session file, written once by this build's predecessors
-//! and committed under `tests/golden/`, must decode to exactly the contents
-//! below, and re-encode byte for byte.
+//! decoder alike, which every round-trip test would pass: a version 1 log,
+//! a version 2 log (sessions with owners) and a DirStore session file,
+//! written once and committed under `tests/golden/`, must decode to exactly
+//! the contents below, and re-encode byte for byte; the version 1 log opens
+//! and a compaction rewrites it as version 2.
 //!
-//! `SESSIONLOG_BLESS=1 cargo test --test golden` writes the files anew; do
+//! `SESSIONLOG_BLESS=1 cargo test --test golden` writes the version 2 log
+//! and the DirStore file anew (this build writes no version 1 log); do
 //! that only for a deliberate format change, with a new format version.
 
 use std::fs;
@@ -16,8 +18,8 @@ use sessionlog::internals::format::{
     self, FORMAT_VERSION, H_COMMITTED, H_STATIC_END, HEADER_SIZE, Kind, RecordFields,
 };
 use sessionlog::{
-    DirStore, LogStore, ManualClock, Session, SessionId, SessionStore, StorePolicy, SyncPolicy,
-    WhenFull,
+    DirStore, LogStore, ManualClock, Owner, Session, SessionId, SessionStore, StorePolicy,
+    SyncPolicy, WhenFull,
 };
 
 fn golden(name: &str) -> PathBuf {
@@ -63,8 +65,9 @@ fn expected_records() -> Vec<Expected> {
     ]
 }
 
-/// Writes the golden log: the operations behind `expected_records`.
-fn bless_log(path: &Path) {
+/// Writes the golden log: the operations behind `expected_records`, with
+/// `owner_of` giving each put's owner.
+fn bless_log(path: &Path, owner_of: impl Fn(&str, u64) -> Option<&'static str>) {
     let clock = ManualClock::new(at(0));
     let store = LogStore::options()
         .clock(clock.clone())
@@ -82,6 +85,7 @@ fn bless_log(path: &Path) {
         if name == "bob" {
             s.expires = Some(at(3600));
         }
+        s.owner = owner_of(name, 1).map(|o| Owner::new(o).expect("owner"));
         store.save_session(&mut s).expect("save");
     }
     clock.advance(Duration::from_secs(1));
@@ -90,6 +94,7 @@ fn bless_log(path: &Path) {
         .expect("load")
         .expect("live");
     alice.data = b"user=alice;role=admin".to_vec();
+    alice.owner = owner_of("alice", 2).map(|o| Owner::new(o).expect("owner"));
     store.save_session_if_unchanged(&mut alice).expect("save");
     assert!(store.delete_session(&id("carol")).expect("delete"));
     clock.advance(Duration::from_secs(1));
@@ -107,13 +112,95 @@ fn bless_log(path: &Path) {
     let _ = fs::remove_file(format!("{}.lock", path.display()));
 }
 
+/// The owners of the version 2 golden log's puts: alice's second version
+/// moves her session to another owner; carol has none.
+fn v2_owner(name: &str, version: u64) -> Option<&'static str> {
+    match (name, version) {
+        ("alice", 1) => Some("user-42"),
+        ("alice", _) => Some("admin-7 Zoë"),
+        ("bob" | "bin", _) => Some("user-42"),
+        _ => None,
+    }
+}
+
 #[test]
 fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
-    let path = golden("v1.log");
+    check_golden_log("v1.log", 1, |_, _| None);
+    // (the store and its directory are dropped here)
+}
+
+#[test]
+fn the_v2_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
+    let path = golden("v2.log");
     if std::env::var("SESSIONLOG_BLESS").is_ok() {
         let _ = fs::remove_file(&path);
-        bless_log(&path);
+        bless_log(&path, v2_owner);
     }
+    let (_tmp, store) = check_golden_log("v2.log", 2, v2_owner);
+    let user = Owner::new("user-42").expect("owner");
+    let mut listed: Vec<String> = store
+        .sessions_of(&user)
+        .expect("list")
+        .into_iter()
+        .map(|i| i.id.as_str().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["bin", "bob"]);
+    let admin = Owner::new("admin-7 Zoë").expect("owner");
+    assert_eq!(store.sessions_of(&admin).expect("list").len(), 1);
+}
+
+/// A version 1 log opens, and a save with an owner first compacts it into
+/// a version 2 file, which keeps every session.
+#[test]
+fn a_v1_log_is_rewritten_as_v2_when_a_session_gets_an_owner() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("v1.log");
+    fs::copy(golden("v1.log"), &copy).expect("copy");
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let store = LogStore::options()
+        .clock(ManualClock::new(at(3)))
+        .background(false)
+        .open(&copy)
+        .expect("the golden log opens");
+    // Without an owner, a save appends to the version 1 file.
+    let mut plain = Session::new(id("dave"), b"user=dave".to_vec());
+    store.save_session(&mut plain).expect("save");
+    let version =
+        |p: &Path| u32::from_le_bytes(fs::read(p).expect("read")[8..12].try_into().expect("4"));
+    assert_eq!(version(&copy), 1);
+    let mut owned = Session::new(id("erin"), b"user=erin".to_vec())
+        .with_owner(Owner::new("user-9").expect("owner"));
+    store.save_session(&mut owned).expect("save with an owner");
+    assert_eq!(version(&copy), 2, "compacted into version 2");
+    assert_eq!(store.stats().expect("stats").generation, 2);
+    for name in ["alice", "bob", "bin", "dave", "erin"] {
+        assert!(store.has_session(&id(name)).expect("has"), "{name}");
+    }
+    drop(store);
+    let store = LogStore::options()
+        .clock(ManualClock::new(at(3)))
+        .background(false)
+        .open(&copy)
+        .expect("reopens");
+    assert_eq!(
+        store
+            .sessions_of(&Owner::new("user-9").expect("owner"))
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+/// Checks the golden log `name` of format `version`, whose puts carry
+/// `owner_of`'s owners, and returns the store opened from a copy of it.
+fn check_golden_log(
+    name: &str,
+    version: u32,
+    owner_of: impl Fn(&str, u64) -> Option<&'static str>,
+) -> (tempfile::TempDir, LogStore) {
+    let path = golden(name);
+    assert!(version <= FORMAT_VERSION);
     let bytes = fs::read(&path).expect("the golden log is committed");
 
     // The header: static part, then the committed and synced words, which
@@ -121,8 +208,9 @@ fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
     let header = format::decode_static_header(&bytes[..H_STATIC_END]).expect("header");
     assert_eq!(
         u32::from_le_bytes(bytes[8..12].try_into().expect("4")),
-        FORMAT_VERSION
+        version
     );
+    assert_eq!(header.version, version);
     assert_eq!(header.generation, 1);
     assert_eq!(header.created_ms, 1_893_456_000_000);
     assert_eq!(
@@ -157,6 +245,11 @@ fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
             _ => data,
         };
         assert_eq!(rec.data, &want_data[..], "record {i}");
+        let want_owner = match kind {
+            Kind::Put => owner_of(name, version_of_put(&rec)),
+            _ => None,
+        };
+        assert_eq!(rec.owner, want_owner.unwrap_or("").as_bytes(), "record {i}");
         if kind == Kind::Put {
             put_offsets.insert(name, off);
         }
@@ -170,6 +263,7 @@ fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
                 version: rec.version,
                 modified_ms: rec.modified_ms,
                 expires_ms: rec.expires_ms,
+                owner: rec.owner,
             },
             header.salt,
         );
@@ -184,7 +278,7 @@ fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
 
     // And the store built from it, opened from a copy.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let copy = tmp.path().join("v1.log");
+    let copy = tmp.path().join(name);
     fs::copy(&path, &copy).expect("copy");
     // A checkout's mode is git's (0644); a store refuses a log others can read.
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -212,6 +306,16 @@ fn the_v1_log_decodes_to_its_exact_contents_and_re_encodes_byte_for_byte() {
     let bin = store.load_session(&id("bin")).expect("load").expect("live");
     assert_eq!(bin.data, binary());
     assert_eq!(store.iter_sessions().expect("iter").count(), 3);
+    assert_eq!(
+        bin.owner.as_ref().map(Owner::as_str),
+        owner_of("bin", 1),
+        "a load gives the owner"
+    );
+    (tmp, store)
+}
+
+fn version_of_put(rec: &format::RecordRef<'_>) -> u64 {
+    rec.version
 }
 
 /// Writes the golden log with a recorded policy: a store set up with an
@@ -366,6 +470,7 @@ fn the_v1_dirstore_session_file_decodes_to_its_exact_contents_and_re_encodes_byt
             version: rec.version,
             modified_ms: rec.modified_ms,
             expires_ms: rec.expires_ms,
+            owner: rec.owner,
         },
     );
     assert_eq!(again, bytes, "the file re-encodes byte for byte");

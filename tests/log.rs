@@ -243,9 +243,9 @@ fn a_future_format_version_is_refused_and_left_untouched() {
     let f = fixture();
     build(&f.path, 2, false);
     let mut bytes = fs::read(&f.path).expect("read");
-    bytes[H_VERSION..H_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+    bytes[H_VERSION..H_VERSION + 4].copy_from_slice(&3u32.to_le_bytes());
     // A writer of that version checksums what it wrote (with the version
-    // alone changed, the header is a damaged version 1: DESIGN.md §2.4).
+    // alone changed, the header is a damaged version 2: DESIGN.md §2.4).
     let crc = crc32fast::hash(&bytes[..format::H_CRC]) ^ format::HEADER_CRC_XOR;
     bytes[format::H_CRC..format::H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
     fs::write(&f.path, &bytes).expect("write");
@@ -261,14 +261,14 @@ fn a_future_format_version_is_refused_and_left_untouched() {
         matches!(
             err,
             Error::UnsupportedVersion {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("version 2"), "{err}");
+    assert!(err.to_string().contains("version 3"), "{err}");
     assert_eq!(fs::read(&f.path).expect("read"), bytes);
 }
 

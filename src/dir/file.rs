@@ -176,6 +176,7 @@ pub(crate) fn encode_file(id: &SessionId, data: &[u8], s: Stamp) -> Vec<u8> {
             version: s.version,
             modified_ms: s.modified_ms,
             expires_ms: s.expires_ms,
+            owner: &[],
         },
     );
     out

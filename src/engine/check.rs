@@ -424,6 +424,7 @@ mod tests {
     fn header(committed: u64, synced: u64) -> Vec<u8> {
         let mut b = encode_header(
             &StaticHeader {
+                version: format::FORMAT_VERSION,
                 generation: 1,
                 created_ms: 1,
                 compact_kept: 0,
@@ -444,6 +445,7 @@ mod tests {
         encode_record(
             out,
             &RecordFields {
+                owner: &[],
                 kind,
                 id,
                 data,

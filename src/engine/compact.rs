@@ -11,7 +11,7 @@
 //! fsyncs the directory. No step holds the state lock for longer than a
 //! catch-up of a few records or a pointer swap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -289,6 +289,7 @@ impl Writer {
             .try_clone()
             .map_err(|e| Error::io(&tmp.path, "dup", e))?;
         let placeholder = StaticHeader {
+            version: format::FORMAT_VERSION,
             generation: 0,
             created_ms: 0,
             compact_kept: 0,
@@ -315,14 +316,15 @@ impl Writer {
     }
 
     /// Writes a put for `id` with the given state.
-    fn put(
-        &mut self,
-        id: &[u8],
-        version: u64,
-        modified_ms: u64,
-        expires_ms: u64,
-        data: &[u8],
-    ) -> Result<()> {
+    fn put(&mut self, rec: &RecordRef<'_>, data: &[u8]) -> Result<()> {
+        let RecordRef {
+            id,
+            version,
+            modified_ms,
+            expires_ms,
+            owner,
+            ..
+        } = *rec;
         self.scratch.clear();
         format::encode_record_salted(
             &mut self.scratch,
@@ -333,6 +335,7 @@ impl Writer {
                 version,
                 modified_ms,
                 expires_ms,
+                owner,
             },
             self.salt,
         );
@@ -356,6 +359,7 @@ impl Writer {
                 version: rec.version,
                 modified_ms: rec.modified_ms,
                 expires_ms: rec.expires_ms,
+                owner: &[],
             },
             self.salt,
         );
@@ -376,6 +380,7 @@ impl Writer {
                 version: rec.version,
                 modified_ms: rec.modified_ms,
                 expires_ms: rec.expires_ms,
+                owner: rec.owner,
             },
             self.salt,
         );
@@ -456,7 +461,54 @@ pub(crate) fn compact(
         });
     };
     let tmp = TempFile::wait(h.site, h.follow.lock.owner, h.hooks, deadline)?;
-    run(h, tmp, idle_cutoff_ms, set)
+    run(h, tmp, idle_cutoff_ms, set, &mut None)
+}
+
+/// What an erasing compaction leaves out: every session whose owner is
+/// `owner` when the new file is swapped in, and any record of theirs.
+pub(crate) struct Erase {
+    owner: Vec<u8>,
+    /// The ids of the sessions left out.
+    ids: HashSet<Vec<u8>>,
+    /// A session copied before it was saved for `owner` (during the copy):
+    /// its earlier record is in the new file, so this attempt cannot be
+    /// swapped in.
+    copied_then_owned: bool,
+}
+
+/// Compacts leaving out every session of `owner` (`erase_sessions_of`),
+/// waiting for any other compaction to finish first (at most the store's
+/// lock timeout, as `compact`). Returns how many sessions it left out. The
+/// new file never holds a byte of theirs, and the old file is replaced by
+/// a rename, so a crash leaves them either all there or all erased
+/// (DESIGN.md §9.1). Tries again, a few times, if a session was given to
+/// `owner` while the copy ran, or another process compacted meanwhile.
+pub(crate) fn compact_erasing(h: &Handles<'_>, owner: &[u8]) -> Result<usize> {
+    let deadline = Instant::now() + h.follow.lock.timeout();
+    let Some(_local) = h.compacting.try_lock_until(deadline) else {
+        return Err(Error::Busy {
+            path: h.path.to_owned(),
+            what: "another compaction in this process ran for longer than the lock timeout".into(),
+        });
+    };
+    for _ in 0..8 {
+        let deadline = Instant::now() + h.follow.lock.timeout();
+        let tmp = TempFile::wait(h.site, h.follow.lock.owner, h.hooks, deadline)?;
+        let mut erase = Some(Erase {
+            owner: owner.to_vec(),
+            ids: HashSet::new(),
+            copied_then_owned: false,
+        });
+        match run(h, tmp, None, None, &mut erase) {
+            Ok(_) => return Ok(erase.map_or(0, |e| e.ids.len())),
+            Err(Error::Busy { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Busy {
+        path: h.path.to_owned(),
+        what: "sessions kept being saved for this owner during the erasure".into(),
+    })
 }
 
 /// A hint written on close must save the next open the replay of at least
@@ -527,7 +579,7 @@ pub(crate) fn try_compact(h: &Handles<'_>) -> Result<Option<CompactStats>> {
         return Ok(None);
     };
     match TempFile::try_acquire(h.site, h.follow.lock.owner, h.hooks)? {
-        Some(tmp) => run(h, tmp, None, None).map(Some),
+        Some(tmp) => run(h, tmp, None, None, &mut None).map(Some),
         None => Ok(None),
     }
 }
@@ -537,8 +589,9 @@ fn run(
     tmp: TempFile,
     idle_cutoff_ms: Option<u64>,
     set: Option<Policy>,
+    erase: &mut Option<Erase>,
 ) -> Result<CompactStats> {
-    let result = run_locked(h, &tmp, idle_cutoff_ms, set);
+    let result = run_locked(h, &tmp, idle_cutoff_ms, set, erase);
     if result.is_ok() {
         // With the space the compaction freed (the old file is dropped by
         // now if the reserve was missing: see the end of `run_locked`).
@@ -628,16 +681,38 @@ fn snapshot(h: &Handles<'_>) -> (Arc<LogFile>, u64, u64, Vec<u64>) {
 /// Copies the records of `view` in `[from, to)` into the new file: puts
 /// and deletes re-encoded, touches re-aimed at their session's put in the
 /// new file (a touch of a session that phase 1 judged idle brings it back).
+/// An erasing compaction leaves out the puts of its owner and the touches
+/// and deletes of the sessions it left out.
 fn copy_range(
     w: &mut Writer,
     view: &View<'_>,
     from: u64,
     to: u64,
     dropped: &mut HashMap<Vec<u8>, u64>,
+    erase: &mut Option<Erase>,
 ) -> Result<()> {
     let mut off = from;
     while off < to {
         let rec = decode_at(view, off)?;
+        off += rec.padded_len as u64;
+        if let Some(e) = erase.as_mut() {
+            if rec.kind == Kind::Put && rec.owner == e.owner.as_slice() {
+                dropped.remove(rec.id);
+                if w.index.get(&w.out, rec.id).is_some() {
+                    e.copied_then_owned = true;
+                }
+                e.ids.insert(rec.id.to_vec());
+                continue;
+            }
+            if e.ids.contains(rec.id) {
+                if rec.kind == Kind::Put {
+                    // Saved anew for another owner: it lives on as theirs.
+                    e.ids.remove(rec.id);
+                } else {
+                    continue;
+                }
+            }
+        }
         match rec.kind {
             Kind::Put => {
                 dropped.remove(rec.id);
@@ -648,8 +723,18 @@ fn copy_range(
                 None => {
                     // Touched after phase 1 judged it idle: it lives after all.
                     if let Some(old) = dropped.remove(rec.id) {
-                        let (_, data) = session_at(view, old)?;
-                        w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
+                        let (put, data) = session_at(view, old)?;
+                        let revived = RecordRef {
+                            owner: put.owner,
+                            ..rec
+                        };
+                        if erase
+                            .as_ref()
+                            .is_some_and(|e| put.owner == e.owner.as_slice())
+                        {
+                            continue;
+                        }
+                        w.put(&revived, data)?;
                     }
                 }
             },
@@ -660,7 +745,6 @@ fn copy_range(
                 }
             }
         }
-        off += rec.padded_len as u64;
     }
     Ok(())
 }
@@ -673,6 +757,7 @@ fn catch_up(
     src: &mut Arc<LogFile>,
     mut copied: u64,
     dropped: &mut HashMap<Vec<u8>, u64>,
+    erase: &mut Option<Erase>,
 ) -> Result<u64> {
     for _ in 0..CATCH_UP_PASSES {
         let end = committed_now(h.path, src)?;
@@ -682,7 +767,7 @@ fn catch_up(
         // SAFETY: `end` is the committed end of `src`, within its mapping
         // and the file (checked by `committed_now`).
         let view = unsafe { View::new(src, end) };
-        copy_range(w, &view, copied, end, dropped)?;
+        copy_range(w, &view, copied, end, dropped, erase)?;
         let appended = end - copied;
         copied = end;
         if appended < CATCH_UP_UNTIL {
@@ -723,6 +808,7 @@ fn run_locked(
     tmp: &TempFile,
     idle_cutoff_ms: Option<u64>,
     set: Option<Policy>,
+    erase: &mut Option<Erase>,
 ) -> Result<CompactStats> {
     // Phase 1: snapshot the index and copy, without the write lock and
     // holding the state lock only in short turns (loads and saves go on).
@@ -764,11 +850,21 @@ fn run_locked(
         let view = unsafe { View::new(&src, upto) };
         for off in offsets {
             let (rec, data) = session_at(&view, off)?;
+            if let Some(e) = erase.as_mut()
+                && rec.owner == e.owner.as_slice()
+            {
+                // Expired or not, nothing of it is copied; only the live
+                // ones count as erased.
+                if !dead(rec.modified_ms, rec.expires_ms) {
+                    e.ids.insert(rec.id.to_vec());
+                }
+                continue;
+            }
             if dead(rec.modified_ms, rec.expires_ms) {
                 dropped.insert(rec.id.to_vec(), off);
                 continue;
             }
-            w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
+            w.put(&rec, data)?;
         }
     }
 
@@ -789,13 +885,13 @@ fn run_locked(
             // `READ_AHEAD_NS_PER_BYTE`), catching up meanwhile.
             while let Some(left) = Duration::checked_sub(lead, Instant::elapsed(&at)) {
                 std::thread::sleep(left.min(LEAD_STEP));
-                copied = catch_up(h, &mut w, &mut src, copied, &mut dropped)?;
+                copied = catch_up(h, &mut w, &mut src, copied, &mut dropped, erase)?;
                 // Written out at once, for other processes to replay
                 // ahead of the swap.
                 w.out.flush()?;
             }
         }
-        copied = catch_up(h, &mut w, &mut src, copied, &mut dropped)?;
+        copied = catch_up(h, &mut w, &mut src, copied, &mut dropped, erase)?;
         if round == 2 {
             w.out.flush()?;
             break;
@@ -810,6 +906,7 @@ fn run_locked(
         if !hint_written {
             hint_written = true;
             let header = StaticHeader {
+                version: format::FORMAT_VERSION,
                 generation,
                 created_ms: now,
                 compact_kept: 0,
@@ -870,9 +967,16 @@ fn run_locked(
         // SAFETY: `end` is this process's applied end of the file, and
         // under the write lock nobody appends or cuts.
         let view = unsafe { View::new(&old_file, end) };
-        copy_range(&mut w, &view, copied, end, &mut dropped)?;
+        copy_range(&mut w, &view, copied, end, &mut dropped, erase)?;
+    }
+    if erase.as_ref().is_some_and(|e| e.copied_then_owned) {
+        return Err(Error::Busy {
+            path: h.path.to_owned(),
+            what: "a session was given to the owner being erased during the copy".into(),
+        });
     }
     let header = StaticHeader {
+        version: format::FORMAT_VERSION,
         generation,
         created_ms: now,
         compact_kept: w.index.len() as u64,
@@ -979,6 +1083,7 @@ pub(crate) fn repair(
         .ok()
         .map(|c| c.identity());
     let placeholder = StaticHeader {
+        version: format::FORMAT_VERSION,
         generation: 0,
         created_ms: 0,
         compact_kept: 0,
@@ -1043,10 +1148,11 @@ pub(crate) fn repair(
     for off in offsets {
         // A session whose put was lost to the damage cannot be salvaged.
         if let Ok((rec, data)) = session_at(&view, off) {
-            w.put(rec.id, rec.version, rec.modified_ms, rec.expires_ms, data)?;
+            w.put(&rec, data)?;
         }
     }
     let header = StaticHeader {
+        version: format::FORMAT_VERSION,
         // At the last generation (only a crafted header gets there) the
         // count starts again.
         generation: format::next_generation(damaged.header.generation).unwrap_or(1),

@@ -908,6 +908,7 @@ mod tests {
         let path = site(dir, name);
         let owner = Owner::of(&path.path).expect("owner");
         let header = StaticHeader {
+            version: format::FORMAT_VERSION,
             generation: 1,
             created_ms: 0,
             compact_kept: 0,

@@ -20,8 +20,20 @@ pub use crate::record::*;
 /// First bytes of every log file. The high-bit byte catches 7-bit
 /// transfers; CR LF catches line-ending conversion; 0x1A stops `type`.
 pub const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'O', b'G', b'\r', b'\n', 0x1A];
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes: 2, whose put records may carry
+/// the session's owner (`R_OWNER_LEN`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads: 1, whose records are
+/// version-2 records without owners. Appends to a version-1 file never
+/// carry an owner (an older build would take the owner length for damaged
+/// reserved bytes): a save with an owner first compacts the file, which
+/// rewrites it as version 2.
+pub const MIN_FORMAT_VERSION: u32 = 1;
+
+/// Whether this build reads files of format `version`.
+pub const fn reads_version(version: u32) -> bool {
+    version >= MIN_FORMAT_VERSION && version <= FORMAT_VERSION
+}
 /// Bytes reserved for the header; records start here. One page, so the
 /// shared words never share a page with record data.
 pub const HEADER_SIZE: u64 = 4096;
@@ -193,6 +205,9 @@ pub const SUPERSEDED: u64 = u64::from_le_bytes(*b"SUPERSED");
 /// The static part of a header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StaticHeader {
+    /// The file's format version ([`FORMAT_VERSION`] for every file this
+    /// build writes; a version-1 file read keeps its 1).
+    pub version: u32,
     /// 1 for a new store, +1 per compaction.
     pub generation: u64,
     /// When this file was written, ms since the epoch.
@@ -225,7 +240,7 @@ pub enum HeaderError {
 pub fn encode_header(h: &StaticHeader, committed: u64) -> Vec<u8> {
     let mut b = vec![0u8; HEADER_SIZE as usize];
     b[H_MAGIC..H_VERSION].copy_from_slice(&MAGIC);
-    b[H_VERSION..H_HEADER_SIZE].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[H_VERSION..H_HEADER_SIZE].copy_from_slice(&h.version.to_le_bytes());
     b[H_HEADER_SIZE..H_GENERATION].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
     b[H_GENERATION..H_CREATED].copy_from_slice(&h.generation.to_le_bytes());
     b[H_CREATED..H_COMPACT_KEPT].copy_from_slice(&h.created_ms.to_le_bytes());
@@ -272,19 +287,23 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
         ));
     }
     let version = u32_at(b, H_VERSION);
-    if version != FORMAT_VERSION {
-        // A version-1 header whose version field alone was damaged checks
-        // out once the field reads 1 again: that is damage, which repair
-        // can mend, not a future format (whose writer computed its CRC
-        // over the version it wrote).
-        let mut as_v1 = [0u8; H_CRC];
-        as_v1.copy_from_slice(&b[..H_CRC]);
-        as_v1[H_VERSION..H_HEADER_SIZE].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        if header_crc(&as_v1) == u32_at(b, H_CRC) && header_crc(&b[..H_CRC]) != u32_at(b, H_CRC) {
-            return Err(HeaderError::Corrupt(
-                H_VERSION as u64,
-                "the version field is damaged",
-            ));
+    if !reads_version(version) {
+        // A header of a version this build reads whose version field alone
+        // was damaged checks out once the field is put back: that is
+        // damage, which repair can mend, not a future format (whose writer
+        // computed its CRC over the version it wrote).
+        if header_crc(&b[..H_CRC]) != u32_at(b, H_CRC) {
+            for known in MIN_FORMAT_VERSION..=FORMAT_VERSION {
+                let mut as_known = [0u8; H_CRC];
+                as_known.copy_from_slice(&b[..H_CRC]);
+                as_known[H_VERSION..H_HEADER_SIZE].copy_from_slice(&known.to_le_bytes());
+                if header_crc(&as_known) == u32_at(b, H_CRC) {
+                    return Err(HeaderError::Corrupt(
+                        H_VERSION as u64,
+                        "the version field is damaged",
+                    ));
+                }
+            }
         }
         return Err(HeaderError::Version(version));
     }
@@ -307,6 +326,7 @@ pub fn decode_static_header(b: &[u8]) -> Result<StaticHeader, HeaderError> {
         ));
     }
     Ok(StaticHeader {
+        version,
         generation: u64_at(b, H_GENERATION),
         created_ms: u64_at(b, H_CREATED),
         compact_kept: u64_at(b, H_COMPACT_KEPT),
@@ -398,6 +418,7 @@ mod tests {
 
     fn sample<'a>(kind: Kind, id: &'a [u8], data: &'a [u8]) -> RecordFields<'a> {
         RecordFields {
+            owner: &[],
             kind,
             id,
             data,
@@ -484,6 +505,7 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_damage() {
         let h = StaticHeader {
+            version: FORMAT_VERSION,
             generation: 3,
             created_ms: 42,
             compact_kept: 5,
@@ -501,8 +523,8 @@ mod tests {
             ))
         );
         let mut v2 = b.clone();
-        v2[H_VERSION] = 2;
-        // Its own checksum: a future file. Without: a damaged version 1.
+        v2[H_VERSION] = 3;
+        // Its own checksum: a future file. Without: a damaged version 2.
         assert_eq!(
             decode_static_header(&v2),
             Err(HeaderError::Corrupt(
@@ -512,7 +534,16 @@ mod tests {
         );
         let crc = header_crc(&v2[..H_CRC]);
         v2[H_CRC..H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_static_header(&v2), Err(HeaderError::Version(2)));
+        assert_eq!(decode_static_header(&v2), Err(HeaderError::Version(3)));
+        // A version-1 file (records without owners) is read.
+        let mut v1 = b.clone();
+        v1[H_VERSION] = 1;
+        let crc = header_crc(&v1[..H_CRC]);
+        v1[H_CRC..H_STATIC_END].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_static_header(&v1),
+            Ok(StaticHeader { version: 1, ..h })
+        );
         for bit in (H_HEADER_SIZE * 8)..(H_STATIC_END * 8) {
             let mut d = b.clone();
             d[bit / 8] ^= 1 << (bit % 8);
@@ -525,6 +556,7 @@ mod tests {
 
     fn sample_header() -> StaticHeader {
         StaticHeader {
+            version: FORMAT_VERSION,
             generation: 12,
             created_ms: 1_700_000_000_000,
             compact_kept: 5,

@@ -48,6 +48,12 @@ pub const O_LEN: usize = 56;
 pub const O_LIVE: usize = 64;
 pub const O_SLOTS: usize = 72;
 
+/// Flag: some sessions of the file have owners. The hint does not hold
+/// the owner index: a reader rebuilds it from the records (one look at
+/// each session's record). Builds that read format version 1 only refuse
+/// such a hint, as they refuse the version-2 log it describes.
+pub const FLAG_OWNERS: u32 = 1;
+
 /// `<log>.hint`.
 pub fn site(log: &Site) -> Site {
     log.sibling(".hint")
@@ -67,7 +73,8 @@ pub fn encode(header: &StaticHeader, end: u64, index: &Index) -> Vec<u8> {
     let (seed, len, live) = index.raw_header();
     b.extend_from_slice(&MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
+    let flags = if index.has_owners() { FLAG_OWNERS } else { 0 };
+    b.extend_from_slice(&flags.to_le_bytes());
     b.extend_from_slice(&header.generation.to_le_bytes());
     b.extend_from_slice(&header.created_ms.to_le_bytes());
     b.extend_from_slice(&header.salt.to_le_bytes());
@@ -284,7 +291,10 @@ pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
     }
     let crc_at = b.len() - TAIL;
     let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
-    if crc != u32_at(b, crc_at) || u32_at(b, crc_at + 4) != 0 || u32_at(b, O_FLAGS) != 0 {
+    if crc != u32_at(b, crc_at)
+        || u32_at(b, crc_at + 4) != 0
+        || u32_at(b, O_FLAGS) & !FLAG_OWNERS != 0
+    {
         return Err(Unused::Damaged);
     }
     let end = u64_at(b, O_END);
@@ -301,8 +311,11 @@ pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
         live_bytes: u64_at(b, O_LIVE),
         slots,
     };
-    let index = Index::from_raw(raw, HEADER_SIZE, end, RECORD_ALIGN as u64)
+    let mut index = Index::from_raw(raw, HEADER_SIZE, end, RECORD_ALIGN as u64)
         .map_err(|_| Unused::BadTable)?;
+    if u32_at(b, O_FLAGS) & FLAG_OWNERS != 0 {
+        index.mark_owners_stale();
+    }
     Ok(Checked {
         generation: u64_at(b, O_GENERATION),
         created_ms: u64_at(b, O_CREATED),
@@ -321,6 +334,7 @@ pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
 pub fn check_round_trip(b: &[u8]) -> Option<bool> {
     let c = check(b).ok()?;
     let header = StaticHeader {
+        version: format::FORMAT_VERSION,
         generation: c.generation,
         created_ms: c.created_ms,
         compact_kept: 0,
@@ -387,6 +401,7 @@ mod tests {
 
     fn header() -> StaticHeader {
         StaticHeader {
+            version: format::FORMAT_VERSION,
             generation: 7,
             created_ms: 1234,
             compact_kept: 0,

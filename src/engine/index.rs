@@ -15,6 +15,7 @@
 use std::hash::BuildHasher;
 
 use crate::engine::format::{self, Kind, RecordRef};
+use crate::engine::owners::{self, OwnerIndex};
 
 /// The bytes of the records at and after an offset: a mapped log file, or
 /// a file being written by compaction.
@@ -49,6 +50,13 @@ pub(crate) struct Index {
     seed: u64,
     keys: foldhash::fast::FixedState,
     live_bytes: u64,
+    /// Which sessions have which owner (`owners`): kept exact by `insert`
+    /// and `remove`, rebuilt by `rebuild_owners` for a table read from a
+    /// hint.
+    owners: OwnerIndex,
+    /// The table came from a hint that records owned sessions but not the
+    /// owner index: `owners` is incomplete until `rebuild_owners`.
+    owners_stale: bool,
     /// Counts the changes that move slots (removals shift slots back,
     /// growth rehashes): a walk of the slots in parts, with the lock
     /// released between parts, is complete only if it did not change.
@@ -98,6 +106,24 @@ fn id_at(src: &dyn Records, offset: u64) -> Option<&[u8]> {
     format::peek_id(src.from(offset))
 }
 
+/// The owner of the session whose latest record is at `offset` (for a
+/// touch: its put's), empty for none. Read without checking CRCs: the
+/// record was checked when it was applied, and a listing checks it again.
+fn owner_at(src: &dyn Records, offset: u64) -> &[u8] {
+    let b = src.from(offset);
+    let put = match format::peek_touch_target(b) {
+        Some(put) => src.from(put),
+        None => b,
+    };
+    format::peek_owner(put).unwrap_or(&[])
+}
+
+/// Whether the record at `offset` is a touch (which never changes the
+/// session's owner).
+fn is_touch(src: &dyn Records, offset: u64) -> bool {
+    src.from(offset).get(format::R_KIND) == Some(&(Kind::Touch as u8))
+}
+
 /// Bytes a session's latest record at `offset` keeps alive: the record,
 /// plus its put when it is a touch. Read without checking CRCs (the
 /// accounting only steers compaction).
@@ -124,6 +150,8 @@ impl Index {
             seed,
             keys: foldhash::fast::FixedState::with_seed(seed),
             live_bytes: 0,
+            owners: OwnerIndex::default(),
+            owners_stale: false,
             moves: 0,
             #[cfg(test)]
             all_collide: false,
@@ -286,6 +314,73 @@ impl Index {
         }
     }
 
+    /// The owner tag of the session whose latest record is at `offset`.
+    fn owner_tag_at(&self, src: &dyn Records, offset: u64) -> Option<u32> {
+        let owner = owner_at(src, offset);
+        (!owner.is_empty()).then(|| owners::tag(self.keys.hash_one(owner)))
+    }
+
+    /// Rebuilds the owner index from the records (for a table read from a
+    /// hint, which does not hold it): one look at each session's record.
+    pub fn rebuild_owners(&mut self, src: &dyn Records) {
+        let mut owners = OwnerIndex::default();
+        for s in self.slots.iter().filter(|s| !s.is_empty()) {
+            if let Some(t) = self.owner_tag_at(src, s.offset) {
+                owners.add(t, (s.hash >> 32) as u32);
+            }
+        }
+        self.owners = owners;
+        self.owners_stale = false;
+    }
+
+    /// Marks the owner index incomplete (a table read from a hint whose
+    /// sessions have owners).
+    pub fn mark_owners_stale(&mut self) {
+        self.owners_stale = true;
+    }
+
+    /// Whether any session may have an owner: the owner index holds one,
+    /// or is yet to be rebuilt.
+    pub fn has_owners(&self) -> bool {
+        self.owners.len() > 0 || self.owners_stale
+    }
+
+    /// Rebuilds the owner index if a hint left it incomplete.
+    pub fn complete_owners(&mut self, src: &dyn Records) {
+        if self.owners_stale {
+            self.rebuild_owners(src);
+        }
+    }
+
+    /// Offsets of the latest records of the sessions whose owner is
+    /// `owner` (non-empty), into `out`, each once, in no order. Costs what
+    /// the owner has: a walk of its entries in the owner index, and of the
+    /// id index's runs those point at.
+    pub fn owned_by(&self, src: &dyn Records, owner: &[u8], out: &mut Vec<u64>) {
+        if self.owners.len() == 0 || self.slots.is_empty() || owner.is_empty() {
+            return;
+        }
+        let mut halves = Vec::new();
+        self.owners
+            .ids_of(owners::tag(self.keys.hash_one(owner)), &mut halves);
+        halves.sort_unstable();
+        halves.dedup();
+        for hi in halves {
+            // An id's home slot depends on the high half of its hash only.
+            let mut i = self.home(u64::from(hi) << 32);
+            loop {
+                let s = self.slots[i];
+                if s.is_empty() {
+                    break;
+                }
+                if (s.hash >> 32) as u32 == hi && owner_at(src, s.offset) == owner {
+                    out.push(s.offset);
+                }
+                i = (i + 1) & self.mask();
+            }
+        }
+    }
+
     /// Offset of the latest record of `id`.
     pub fn get(&self, src: &dyn Records, id: &[u8]) -> Option<u64> {
         let i = self.find(src, id, self.hash(id))?;
@@ -330,14 +425,38 @@ impl Index {
             self.live_bytes -= live_len(src, o).min(self.live_bytes);
         }
         self.live_bytes = self.live_bytes.saturating_add(live_len(src, offset));
+        // A touch keeps the owner; a put may set, move or clear it. With no
+        // owned session in the index, the old record has no owner to read.
+        if !is_touch(src, offset) {
+            let new_tag = self.owner_tag_at(src, offset);
+            let old_tag = match old {
+                Some(o) if self.owners.len() > 0 => self.owner_tag_at(src, o),
+                _ => None,
+            };
+            if old_tag != new_tag {
+                let hi = (h >> 32) as u32;
+                if let Some(t) = old_tag {
+                    self.owners.remove(t, hi);
+                }
+                if let Some(t) = new_tag {
+                    self.owners.add(t, hi);
+                }
+            }
+        }
         old
     }
 
     /// Removes `id`, returning the offset it pointed at.
     pub fn remove(&mut self, src: &dyn Records, id: &[u8]) -> Option<u64> {
-        let mut i = self.find(src, id, self.hash(id))?;
+        let h = self.hash(id);
+        let mut i = self.find(src, id, h)?;
         self.moves += 1;
         let old = self.slots[i].offset;
+        if self.owners.len() > 0
+            && let Some(t) = self.owner_tag_at(src, old)
+        {
+            self.owners.remove(t, (h >> 32) as u32);
+        }
         // Shift back the slots after the hole that may move into it: those
         // whose home is not cyclically within (hole, their place].
         let mask = self.mask();
@@ -384,7 +503,7 @@ impl Index {
 
     /// Heap bytes the index uses.
     pub fn heap_bytes(&self) -> u64 {
-        (self.slots.capacity() * size_of::<Slot>()) as u64
+        (self.slots.capacity() * size_of::<Slot>()) as u64 + self.owners.heap_bytes()
     }
 }
 
@@ -409,6 +528,7 @@ mod tests {
         encode_record(
             &mut buf.0,
             &RecordFields {
+                owner: &[],
                 kind: Kind::Put,
                 id: id.as_bytes(),
                 data: b"data",

@@ -16,7 +16,8 @@
 //! - `read`: decoding a session's latest record from the map;
 //! - `state`: a process's view (the mapped file and its index);
 //! - `hint`: the index snapshot a compaction writes beside its file;
-//! - `index`: the in-memory map from id to record;
+//! - `index`: the in-memory map from id to record, and beside it
+//!   `owners`, from owner to the ids' hashes;
 //! - `lock`: the lock file, which processes share to take turns writing;
 //! - `reserve`: the space kept for deletes and compaction on a full disk;
 //! - `file`: the log file, its memory map and appends, and `Site`, a file
@@ -39,6 +40,7 @@ pub mod hook;
 mod index;
 mod lock;
 mod options;
+mod owners;
 mod pending;
 mod policy;
 mod quota;

@@ -34,6 +34,7 @@ pub struct LogOptions {
     pub(crate) max_sessions: Option<u64>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) when_full: Option<WhenFull>,
+    pub(crate) max_sessions_per_owner: Option<usize>,
     pub(crate) hooks: Hooks,
 }
 
@@ -56,6 +57,7 @@ impl Default for LogOptions {
             max_sessions: None,
             max_bytes: None,
             when_full: None,
+            max_sessions_per_owner: None,
             hooks: Hooks::default(),
         }
     }
@@ -76,6 +78,17 @@ impl LogOptions {
     /// with [`Error::InvalidOption`]: leave it unset to follow the store.
     pub fn max_idle(mut self, max_idle: Duration) -> Self {
         self.max_idle = Some(max_idle);
+        self
+    }
+
+    /// At most `n` live sessions per owner: a save that would give an owner
+    /// more deletes that owner's least recently modified others, in the
+    /// same append as the save, under the write lock (so atomically, also
+    /// across processes sharing the store). The newest login wins. Each
+    /// process applies the limit it was opened with. Default: no limit;
+    /// `open` rejects 0.
+    pub fn max_sessions_per_owner(mut self, n: usize) -> Self {
+        self.max_sessions_per_owner = Some(n);
         self
     }
 
@@ -271,6 +284,11 @@ impl LogOptions {
                 "compact_garbage_ratio must be in (0, 1], not {}",
                 self.compact_garbage_ratio
             )));
+        }
+        if self.max_sessions_per_owner == Some(0) {
+            return Err(Error::InvalidOption(
+                "max_sessions_per_owner must be at least 1".into(),
+            ));
         }
         Validate::period("lock_timeout", self.lock_timeout)?;
         reserve::validate(self.space_reserve)?;

@@ -100,10 +100,10 @@ fn warm(bytes: &[u8]) {
     std::hint::black_box(x);
 }
 
-/// The data of a session from its put (checked to be the right one).
-pub(crate) fn put_data<'a>(view: &View<'a>, l: &Latest<'a>) -> Result<&'a [u8]> {
+/// A session's put (checked to be the right one): its data and owner.
+pub(crate) fn put_of<'a>(view: &View<'a>, l: &Latest<'a>) -> Result<RecordRef<'a>> {
     if l.put_offset == l.offset {
-        return Ok(l.rec.data);
+        return Ok(l.rec);
     }
     let put = decode_at(view, l.put_offset)?;
     if put.kind != Kind::Put || put.id != l.rec.id {
@@ -113,11 +113,12 @@ pub(crate) fn put_data<'a>(view: &View<'a>, l: &Latest<'a>) -> Result<&'a [u8]> 
             "a touch points at another record",
         ));
     }
-    Ok(put.data)
+    Ok(put)
 }
 
-/// A session's latest record and its data, from the index's `offset` in
-/// `view` (for compaction, which walks the index's offsets).
+/// A session's latest record (with its put's owner) and its data, from the
+/// index's `offset` in `view` (for compaction, which walks the index's
+/// offsets).
 pub(crate) fn session_at<'a>(view: &View<'a>, offset: u64) -> Result<(RecordRef<'a>, &'a [u8])> {
     let rec = decode_at(view, offset)?;
     let put_offset = rec.touch_target().unwrap_or(offset);
@@ -133,6 +134,51 @@ pub(crate) fn session_at<'a>(view: &View<'a>, offset: u64) -> Result<(RecordRef<
             "the index points at a bad record",
         ));
     }
-    let data = put_data(view, &l)?;
-    Ok((rec, data))
+    let put = put_of(view, &l)?;
+    Ok((
+        RecordRef {
+            owner: put.owner,
+            ..rec
+        },
+        put.data,
+    ))
+}
+
+/// One live session of an owner, as `sessions_of` lists it.
+pub(crate) struct Owned<'a> {
+    /// Its latest record (version, times).
+    pub latest: Latest<'a>,
+    /// Its put (data, owner).
+    pub put: RecordRef<'a>,
+}
+
+/// The live sessions of `owner` (non-empty) in `st` at `now`, every
+/// record checked, in no order. Costs what the owner has (the owner index).
+pub(crate) fn owned_live<'a>(
+    st: &'a State,
+    expiry: &Expiry,
+    owner: &[u8],
+    now: u64,
+) -> Result<Vec<Owned<'a>>> {
+    let view = st.view();
+    let mut offsets = Vec::new();
+    st.index.owned_by(&view, owner, &mut offsets);
+    let mut out = Vec::with_capacity(offsets.len());
+    for offset in offsets {
+        let rec = decode_at(&view, offset)?;
+        let latest = latest_at(&view, offset, rec.id)?;
+        if expiry.expired(
+            st.file.recorded_idle(),
+            latest.rec.modified_ms,
+            latest.rec.expires_ms,
+            now,
+        ) {
+            continue;
+        }
+        let put = put_of(&view, &latest)?;
+        if put.owner == owner {
+            out.push(Owned { latest, put });
+        }
+    }
+    Ok(out)
 }

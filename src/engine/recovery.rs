@@ -227,6 +227,7 @@ pub(crate) fn load_indexed(
         // which reports any damage precisely.
         return load_complete(file);
     }
+    index.complete_owners(&view);
     Ok(State {
         file,
         index,
@@ -338,6 +339,7 @@ pub(crate) fn open_log(
             use_hint = false;
             continue;
         }
+        index.complete_owners(&view);
         report.hint_end = (from != HEADER_SIZE).then_some(from);
         if stop == end {
             report.records = records;
@@ -569,6 +571,7 @@ fn create_if_missing(log: &Site, lock: &LockFile, now_ms: u64, policy: &Policy) 
     file::create_log(
         log,
         &StaticHeader {
+            version: format::FORMAT_VERSION,
             generation: 1,
             created_ms: now_ms,
             compact_kept: 0,

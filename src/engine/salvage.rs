@@ -102,6 +102,7 @@ pub(crate) fn header(head: &[u8], records: &[u8], hint: Option<(u64, u64, u32)>)
     salted(
         HeaderFix::Rebuilt { from_hint },
         StaticHeader {
+            version: format::FORMAT_VERSION,
             generation,
             created_ms,
             compact_kept: 0,
@@ -176,6 +177,7 @@ mod tests {
 
     fn h() -> StaticHeader {
         StaticHeader {
+            version: format::FORMAT_VERSION,
             generation: 9,
             created_ms: 77,
             compact_kept: 1,
@@ -192,6 +194,7 @@ mod tests {
             encode_record_salted(
                 &mut out,
                 &RecordFields {
+                    owner: &[],
                     kind: Kind::Put,
                     id: format!("s{i}").as_bytes(),
                     data: b"data",

@@ -20,7 +20,7 @@ use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
 use crate::engine::pending::Pending;
 use crate::engine::policy::StorePolicy;
-use crate::engine::read::{decode_at, latest_at, live, put_data};
+use crate::engine::read::{decode_at, latest_at, live, owned_live, put_of};
 use crate::engine::recovery::{self, Opened, SyncAfterReplay};
 use crate::engine::reserve;
 use crate::engine::shared::Inner;
@@ -30,6 +30,7 @@ use crate::engine::{background, compact, write};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::options::SyncPolicy;
+use crate::owner::{Owner, SessionInfo, sort_newest_first};
 use crate::poison::Poison;
 use crate::session::{
     SaveMode, Session, SessionRef, duration_millis, expires_from_millis, expires_millis,
@@ -411,14 +412,16 @@ impl LogStore {
         ) {
             return Ok(None);
         }
-        let data = put_data(&view, &l)?;
+        let put = put_of(&view, &l)?;
+        let owner = stored_owner(put.owner);
         Ok(Some(f(SessionRef::new(
             id,
-            data,
+            put.data,
             expires_from_millis(l.rec.expires_ms),
             from_millis(l.rec.modified_ms),
             l.rec.version,
-        ))))
+        )
+        .with_owner(owner.as_ref()))))
     }
 }
 
@@ -455,14 +458,25 @@ fn read_session(inner: &Inner, st: &State, id: &SessionId, now: u64) -> Result<O
     let Some(l) = live(st, &inner.expiry, id, now)? else {
         return Ok(None);
     };
-    let data = put_data(&st.view(), &l)?;
-    Ok(Some(Session::restore(
+    let put = put_of(&st.view(), &l)?;
+    let mut s = Session::restore(
         id.clone(),
-        data.to_vec(),
+        put.data.to_vec(),
         expires_from_millis(l.rec.expires_ms),
         from_millis(l.rec.modified_ms),
         l.rec.version,
-    )))
+    );
+    s.owner = stored_owner(put.owner);
+    Ok(Some(s))
+}
+
+/// The owner of a put record (checked when it was decoded), `None` for none.
+fn stored_owner(bytes: &[u8]) -> Option<Owner> {
+    if bytes.is_empty() {
+        None
+    } else {
+        Owner::from_stored(bytes)
+    }
 }
 
 impl SessionStore for LogStore {
@@ -547,6 +561,54 @@ impl SessionStore for LogStore {
             ids.into_iter()
                 .filter_map(move |id| self.load_session(&id).transpose()),
         ))
+    }
+
+    /// From the owner index: costs what the owner has, not what the store
+    /// holds.
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        self.in_this_process()?;
+        let now = self.inner.now_ms();
+        let mut list = self.inner.with_fresh(|st| {
+            let owned = owned_live(st, &self.inner.expiry, owner.as_str().as_bytes(), now)?;
+            Ok(owned
+                .iter()
+                .filter_map(|o| {
+                    let id = SessionId::from_stored(o.latest.rec.id)?;
+                    Some(SessionInfo::new(
+                        id,
+                        Some(owner.clone()),
+                        from_millis(o.latest.rec.modified_ms),
+                        expires_from_millis(o.latest.rec.expires_ms),
+                        o.latest.rec.version,
+                        o.put.data.len(),
+                    ))
+                })
+                .collect::<Vec<_>>())
+        })?;
+        sort_newest_first(&mut list);
+        Ok(list)
+    }
+
+    /// One append of a delete record per session, decided under the write
+    /// lock: a session saved for `owner` by any process before this call
+    /// takes the lock is deleted, one saved after survives.
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        self.in_this_process()?;
+        write::delete_owned(
+            &self.inner,
+            owner.as_str().as_bytes(),
+            keep.map(|k| k.as_str().as_bytes()),
+        )
+    }
+
+    /// A compaction that leaves out every session of `owner` (and every
+    /// older record of theirs), swapped in by a rename: see DESIGN.md §9.1
+    /// for what remains where, and why a crash leaves them all there or
+    /// all erased.
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        self.in_this_process()?;
+        self.inner.check_lock_file()?;
+        compact::compact_erasing(&self.inner.compaction(), owner.as_str().as_bytes())
     }
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::engine::commit::SyncKind;
+use crate::engine::compact;
 use crate::engine::file::LogFile;
 use crate::engine::format::{self, Kind, MAX_OFFSET, RecordFields};
 use crate::engine::hook::IoEvent;
 use crate::engine::quota::{self, Quota};
-use crate::engine::read::{latest, live};
+use crate::engine::read::{Owned, latest, live, owned_live};
 use crate::engine::reserve;
 use crate::engine::shared::Inner;
 use crate::engine::state::State;
@@ -107,16 +108,23 @@ fn write<R>(
     st.applied = end;
     inner.commit.mark_dirty();
     st.map_to(end)?;
-    let rec = format::decode_record_unchecked(&buf)
-        .map_err(|e| Error::corrupt(&inner.path, off, e.to_string()))?;
     let (index, view) = st.index_and_view();
-    match rec.kind {
-        Kind::Put | Kind::Touch => {
-            index.insert(&view, rec.id, off);
+    // One record, or (a save over an owner's limit, `delete_sessions_of`)
+    // several, applied in order.
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let at = off + pos as u64;
+        let rec = format::decode_record_unchecked(&buf[pos..])
+            .map_err(|e| Error::corrupt(&inner.path, at, e.to_string()))?;
+        match rec.kind {
+            Kind::Put | Kind::Touch => {
+                index.insert(&view, rec.id, at);
+            }
+            Kind::Delete => {
+                index.remove(&view, rec.id);
+            }
         }
-        Kind::Delete => {
-            index.remove(&view, rec.id);
-        }
+        pos += rec.padded_len;
     }
     let at = Appended {
         generation: st.file.header.generation,
@@ -220,7 +228,60 @@ fn grow(
 /// reaches the log (`write` appends it, publishes it and applies it).
 fn encode(st: &State, buf: &mut Vec<u8>, fields: &RecordFields<'_>) {
     buf.clear();
+    encode_more(st, buf, fields);
+}
+
+/// Encodes one more record after those in `buf`, appended with them.
+fn encode_more(st: &State, buf: &mut Vec<u8>, fields: &RecordFields<'_>) {
     format::encode_record_salted(buf, fields, st.file.header.salt);
+}
+
+/// A delete record for the owned session `o`, after those in `buf`.
+fn encode_delete(st: &State, buf: &mut Vec<u8>, o: &Owned<'_>, now: u64) {
+    encode_more(
+        st,
+        buf,
+        &RecordFields {
+            kind: Kind::Delete,
+            id: o.latest.rec.id,
+            data: &[],
+            version: o.latest.rec.version,
+            modified_ms: now,
+            expires_ms: 0,
+            owner: &[],
+        },
+    );
+}
+
+/// Whether the file of `st` may not hold a record with an owner: a
+/// version-1 file, which older builds may still read (`save` compacts it
+/// into a version-2 file first).
+fn needs_upgrade(st: &State, owner: &[u8]) -> bool {
+    !owner.is_empty() && st.file.header.version < 2
+}
+
+/// Compacts a version-1 log into a version-2 one, so that it may hold
+/// owners.
+fn upgrade(inner: &Inner) -> Result<()> {
+    compact::compact(&inner.compaction(), None, None).map(|_| ())
+}
+
+/// How many times a save with an owner compacts a version-1 file before
+/// it gives up (only a process of an older build compacting it back again
+/// and again gets there).
+const UPGRADE_TRIES: usize = 3;
+
+/// The owned sessions over the limit once `keep_id` is saved for them:
+/// the least recently modified first.
+fn over_limit<'a>(mut others: Vec<Owned<'a>>, keep_id: &[u8], limit: usize) -> Vec<Owned<'a>> {
+    others.retain(|o| o.latest.rec.id != keep_id);
+    let excess = (others.len() + 1).saturating_sub(limit);
+    others.sort_unstable_by(|a, b| {
+        (a.latest.rec.modified_ms, a.latest.rec.id)
+            .cmp(&(b.latest.rec.modified_ms, b.latest.rec.id))
+    });
+    others.truncate(excess);
+    others
 }
 
 /// Under `SyncPolicy::Always`, waits until the append is durable.
@@ -237,7 +298,9 @@ fn after_write(inner: &Inner, at: Appended) -> Result<()> {
 /// gives up and is refused.
 const MAX_EVICTIONS: usize = 64;
 
-/// `save_session` and `save_session_if_unchanged`.
+/// `save_session` and `save_session_if_unchanged`. With an owner and
+/// `max_sessions_per_owner`, the same append deletes the owner's least
+/// recently modified sessions over the limit.
 pub(crate) fn save(inner: &Inner, session: &mut Session, mode: SaveMode) -> Result<()> {
     check_size(session, inner.opts.max_session_size)?;
     let mut evicted = 0;
@@ -262,36 +325,89 @@ fn save_once(
 ) -> Result<Option<(Error, Option<SessionId>)>> {
     let expires_ms = expires_millis(session.expires);
     let id = session.id.as_str().as_bytes();
-    let (saved, at) = write(inner, |st, buf, now, _| {
-        let found = live(st, &inner.expiry, &session.id, now)?.map_or(0, |l| l.rec.version);
-        let version = next_version(session, found, mode)?;
-        encode(
-            st,
-            buf,
-            &RecordFields {
-                kind: Kind::Put,
-                id,
-                data: &session.data,
-                version,
-                modified_ms: now,
-                expires_ms,
-            },
-        );
-        if let Quota::Over { error, victim } = quota::check(inner, st, id, buf.len() as u64, now)? {
-            buf.clear();
-            let victim = victim.filter(|_| quota::evicts(st.file.policy));
-            return Ok(Err((error, victim)));
+    let owner = session
+        .owner
+        .as_ref()
+        .map_or(&[][..], |o| o.as_str().as_bytes());
+    for _ in 0..UPGRADE_TRIES {
+        let (saved, at) = write(inner, |st, buf, now, _| {
+            if needs_upgrade(st, owner) {
+                return Ok(None);
+            }
+            let found = live(st, &inner.expiry, &session.id, now)?.map_or(0, |l| l.rec.version);
+            let version = next_version(session, found, mode)?;
+            encode(
+                st,
+                buf,
+                &RecordFields {
+                    kind: Kind::Put,
+                    id,
+                    data: &session.data,
+                    version,
+                    modified_ms: now,
+                    expires_ms,
+                    owner,
+                },
+            );
+            if let Quota::Over { error, victim } =
+                quota::check(inner, st, id, buf.len() as u64, now)?
+            {
+                buf.clear();
+                let victim = victim.filter(|_| quota::evicts(st.file.policy));
+                return Ok(Some(Err((error, victim))));
+            }
+            if let Some(limit) = inner.opts.max_sessions_per_owner
+                && !owner.is_empty()
+            {
+                let others = owned_live(st, &inner.expiry, owner, now)?;
+                for o in over_limit(others, id, limit) {
+                    encode_delete(st, buf, &o, now);
+                }
+            }
+            Ok(Some(Ok((version, now))))
+        })?;
+        match saved {
+            None => {
+                upgrade(inner)?;
+                continue;
+            }
+            Some(Ok((version, now))) => {
+                session.mark_saved(from_millis(now), version);
+                after_write(inner, at)?;
+                return Ok(None);
+            }
+            Some(Err(refused)) => return Ok(Some(refused)),
         }
-        Ok(Ok((version, now)))
-    })?;
-    match saved {
-        Ok((version, now)) => {
-            session.mark_saved(from_millis(now), version);
-            after_write(inner, at)?;
-            Ok(None)
-        }
-        Err(refused) => Ok(Some(refused)),
     }
+    Err(upgrade_failed(inner))
+}
+
+fn upgrade_failed(inner: &Inner) -> Error {
+    Error::Busy {
+        path: inner.path.clone(),
+        what: "the log stays in format version 1 (another process of an older build keeps \
+               compacting it), so it cannot hold a session's owner"
+            .into(),
+    }
+}
+
+/// `delete_sessions_of`: one append of a delete record for each live
+/// session of `owner` but `keep`, decided under the write lock.
+pub(crate) fn delete_owned(inner: &Inner, owner: &[u8], keep: Option<&[u8]>) -> Result<usize> {
+    let (n, at) = write(inner, |st, buf, now, _| {
+        let mut n = 0;
+        for o in owned_live(st, &inner.expiry, owner, now)? {
+            if Some(o.latest.rec.id) != keep {
+                encode_delete(st, buf, &o, now);
+                n += 1;
+            }
+        }
+        Ok(n)
+    })?;
+    if n > 0 {
+        after_write(inner, at)?;
+    }
+    Ok(n)
 }
 
 /// `LogStore::restore_session`: the session exactly as given.
@@ -307,22 +423,37 @@ pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
         )));
     }
     let id = session.id.as_str().as_bytes();
-    let ((), at) = write(inner, |st, buf, now, _| {
-        encode(
-            st,
-            buf,
-            &RecordFields {
-                kind: Kind::Put,
-                id,
-                data: &session.data,
-                version: session.version().max(1),
-                modified_ms: session.modified().map_or(now, to_millis),
-                expires_ms: expires_millis(session.expires),
-            },
-        );
-        Ok(())
-    })?;
-    after_write(inner, at)
+    let owner = session
+        .owner
+        .as_ref()
+        .map_or(&[][..], |o| o.as_str().as_bytes());
+    for _ in 0..UPGRADE_TRIES {
+        let (written, at) = write(inner, |st, buf, now, _| {
+            if needs_upgrade(st, owner) {
+                return Ok(false);
+            }
+            encode(
+                st,
+                buf,
+                &RecordFields {
+                    kind: Kind::Put,
+                    id,
+                    data: &session.data,
+                    version: session.version().max(1),
+                    modified_ms: session.modified().map_or(now, to_millis),
+                    expires_ms: expires_millis(session.expires),
+                    owner,
+                },
+            );
+            Ok(true)
+        })?;
+        if !written {
+            upgrade(inner)?;
+            continue;
+        }
+        return after_write(inner, at);
+    }
+    Err(upgrade_failed(inner))
 }
 
 /// `touch_session` (`expires` `None`: the deadline stays) and
@@ -349,6 +480,7 @@ pub(crate) fn touch(inner: &Inner, id: &SessionId, expires: Option<u64>) -> Resu
                 version,
                 modified_ms: now,
                 expires_ms,
+                owner: &[],
             },
         );
         Ok(true)
@@ -388,6 +520,7 @@ pub(crate) fn delete(inner: &Inner, id: &SessionId) -> Result<bool> {
                 version,
                 modified_ms: now,
                 expires_ms: 0,
+                owner: &[],
             },
         );
         Ok(Some(is_live))

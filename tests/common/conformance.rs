@@ -8,7 +8,8 @@ use std::thread;
 use std::time::Duration;
 
 use sessionlog::{
-    Clock, Encrypted, Error, HashedIds, Keyring, ManualClock, Session, SessionId, SessionStore,
+    Clock, Encrypted, Error, HashedIds, Keyring, ManualClock, Owner, Session, SessionId,
+    SessionInfo, SessionStore,
 };
 
 /// How a test wants its store configured.
@@ -20,6 +21,8 @@ pub struct Config {
     pub max_idle: Option<Duration>,
     /// The store's data size limit.
     pub max_session_size: usize,
+    /// The store's limit of live sessions per owner.
+    pub max_sessions_per_owner: Option<usize>,
 }
 
 impl Default for Config {
@@ -28,6 +31,7 @@ impl Default for Config {
             clock: ManualClock::fixed(),
             max_idle: None,
             max_session_size: 64 * 1024,
+            max_sessions_per_owner: None,
         }
     }
 }
@@ -52,6 +56,11 @@ pub trait Backend: Sized {
     fn listed_id(id: &SessionId) -> SessionId {
         id.clone()
     }
+    /// The owner a session saved with `owner` is stored (and loaded) with:
+    /// the owner itself, or for `HashedIds` its digest.
+    fn stored_owner(owner: &Owner) -> Owner {
+        owner.clone()
+    }
 }
 
 /// Any backend wrapped in `HashedIds`: the same behaviours, with
@@ -71,6 +80,9 @@ impl<B: Backend> Backend for Hashed<B> {
     }
     fn listed_id(id: &SessionId) -> SessionId {
         HashedIds::<()>::stored_id(id)
+    }
+    fn stored_owner(owner: &Owner) -> Owner {
+        HashedIds::<()>::stored_owner(owner)
     }
 }
 
@@ -644,6 +656,246 @@ pub fn every_session_survives_a_reopen_with_its_version<B: Backend>() {
         .expect("versions survive reopen");
 }
 
+fn owner(s: &str) -> Owner {
+    Owner::new(s).expect("valid owner")
+}
+
+/// Saves a session `name` for `who` (or no one) and returns it.
+fn save_owned<S: SessionStore>(store: &S, name: &str, who: Option<&Owner>) -> Session {
+    let mut s = Session::new(id(name), name.as_bytes().to_vec());
+    s.owner = who.cloned();
+    store.save_session(&mut s).expect("save");
+    s
+}
+
+fn listed<B: Backend>(store: &B::Store, who: &Owner) -> Vec<SessionId> {
+    store
+        .sessions_of(who)
+        .expect("sessions_of")
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+pub fn sessions_of_lists_an_owners_live_sessions_newest_first<B: Backend>() {
+    let cfg = Config::default();
+    let (loc, store) = open::<B>(&cfg);
+    let (alice, bob) = (owner("alice@example.com"), owner("bob"));
+    let mut saved = Vec::new();
+    for name in ["a-laptop", "a-phone", "a-tablet"] {
+        saved.push(save_owned(&store, name, Some(&alice)));
+        loc.advance(&cfg, Duration::from_millis(10));
+    }
+    save_owned(&store, "b-laptop", Some(&bob));
+    save_owned(&store, "nobody", None);
+    let mut soon = Session::new(id("a-expiring"), b"x".to_vec()).with_owner(alice.clone());
+    soon.expires = Some(cfg.clock.now() + Duration::from_secs(1));
+    store.save_session(&mut soon).expect("save");
+    assert_eq!(saved[0].owner.as_ref(), Some(&alice), "the caller's owner");
+
+    let list = store.sessions_of(&alice).expect("sessions_of");
+    assert_eq!(list.len(), 4, "{list:?}");
+    assert_eq!(list[0].id, B::listed_id(&soon.id), "newest first");
+    let expected = SessionInfo::new(
+        B::listed_id(&saved[0].id),
+        Some(alice.clone()),
+        saved[0].modified().expect("saved"),
+        None,
+        1,
+        b"a-laptop".len(),
+    );
+    assert_eq!(list[3], expected, "every field, the owner as asked");
+    assert_eq!(
+        listed::<B>(&store, &bob),
+        vec![B::listed_id(&id("b-laptop"))]
+    );
+    assert!(listed::<B>(&store, &owner("carol")).is_empty());
+
+    // Expired: gone from the listing before any cleanup.
+    loc.advance(&cfg, Duration::from_secs(2));
+    assert_eq!(
+        listed::<B>(&store, &alice),
+        ["a-tablet", "a-phone", "a-laptop"]
+            .map(|n| B::listed_id(&id(n)))
+            .to_vec()
+    );
+    // A load gives the owner back (as stored); a save with another owner
+    // moves the session, one with none clears it; a touch keeps it.
+    let loaded = store
+        .load_session(&id("a-phone"))
+        .expect("load")
+        .expect("live");
+    assert_eq!(loaded.owner, Some(B::stored_owner(&alice)));
+    let mut moved = loaded.clone();
+    moved.owner = Some(bob.clone());
+    store.save_session(&mut moved).expect("move");
+    let mut cleared = store
+        .load_session(&id("a-tablet"))
+        .expect("load")
+        .expect("live");
+    cleared.owner = None;
+    store.save_session(&mut cleared).expect("clear");
+    assert!(store.touch_session(&id("a-laptop")).expect("touch"));
+    assert_eq!(
+        listed::<B>(&store, &alice),
+        vec![B::listed_id(&id("a-laptop"))]
+    );
+    let mut bobs = listed::<B>(&store, &bob);
+    bobs.sort();
+    let mut want = vec![B::listed_id(&id("a-phone")), B::listed_id(&id("b-laptop"))];
+    want.sort();
+    assert_eq!(bobs, want);
+    // Deleted: gone.
+    assert!(store.delete_session(&id("a-laptop")).expect("delete"));
+    assert!(listed::<B>(&store, &alice).is_empty());
+
+    if B::PERSISTENT {
+        drop(store);
+        let store = loc.open(&cfg);
+        let mut bobs = listed::<B>(&store, &bob);
+        bobs.sort();
+        assert_eq!(bobs, want, "the owners survive a reopen");
+        assert!(listed::<B>(&store, &alice).is_empty());
+        let again = store
+            .load_session(&id("a-phone"))
+            .expect("load")
+            .expect("live");
+        assert_eq!(again.owner, Some(B::stored_owner(&bob)));
+    }
+}
+
+pub fn delete_sessions_of_logs_an_owner_out_everywhere_but_here<B: Backend>() {
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    for i in 0..5 {
+        save_owned(&store, &format!("a{i}"), Some(&alice));
+    }
+    save_owned(&store, "b0", Some(&bob));
+    save_owned(&store, "n0", None);
+    assert_eq!(
+        store
+            .delete_sessions_of(&alice, Some(&id("a2")))
+            .expect("delete"),
+        4
+    );
+    assert_eq!(listed::<B>(&store, &alice), vec![B::listed_id(&id("a2"))]);
+    for i in [0, 1, 3, 4] {
+        assert!(!store.has_session(&id(&format!("a{i}"))).expect("has"));
+    }
+    assert!(store.has_session(&id("a2")).expect("kept"));
+    assert!(store.has_session(&id("b0")).expect("other owner kept"));
+    assert!(store.has_session(&id("n0")).expect("no owner kept"));
+    assert_eq!(store.delete_sessions_of(&alice, None).expect("delete"), 1);
+    assert_eq!(store.delete_sessions_of(&alice, None).expect("delete"), 0);
+    assert!(listed::<B>(&store, &alice).is_empty());
+    assert_eq!(listed::<B>(&store, &bob).len(), 1);
+}
+
+pub fn erase_sessions_of_removes_every_session_of_the_owner<B: Backend>() {
+    let cfg = Config::default();
+    let (loc, store) = open::<B>(&cfg);
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    for i in 0..3 {
+        save_owned(&store, &format!("a{i}"), Some(&alice));
+    }
+    save_owned(&store, "b0", Some(&bob));
+    assert_eq!(store.erase_sessions_of(&alice).expect("erase"), 3);
+    assert!(listed::<B>(&store, &alice).is_empty());
+    assert!(!store.has_session(&id("a0")).expect("has"));
+    assert!(store.has_session(&id("b0")).expect("other owner kept"));
+    assert_eq!(store.erase_sessions_of(&alice).expect("erase again"), 0);
+    if B::PERSISTENT {
+        drop(store);
+        let store = loc.open(&cfg);
+        assert!(listed::<B>(&store, &alice).is_empty());
+        assert_eq!(listed::<B>(&store, &bob).len(), 1);
+    }
+}
+
+/// A save racing `delete_sessions_of` for the same owner: every session
+/// whose save returned before the delete began is gone when it returns,
+/// and no session of another owner is touched.
+pub fn delete_sessions_of_races_saves_of_the_same_owner<B: Backend>() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cfg = Config::default();
+    let (_loc, store) = open::<B>(&cfg);
+    let store = Arc::new(store);
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    let saved = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let saver = {
+        let (store, saved, barrier) =
+            (Arc::clone(&store), Arc::clone(&saved), Arc::clone(&barrier));
+        let (alice, bob) = (alice.clone(), bob.clone());
+        thread::spawn(move || {
+            barrier.wait();
+            for i in 0..200 {
+                save_owned(&*store, &format!("a{i}"), Some(&alice));
+                save_owned(&*store, &format!("b{i}"), Some(&bob));
+                saved.store(i + 1, Ordering::SeqCst);
+            }
+        })
+    };
+    barrier.wait();
+    let mut rounds = 0;
+    loop {
+        // Ends when the saver does, whether it finished or failed.
+        let finished = saver.is_finished();
+        let before = saved.load(Ordering::SeqCst);
+        store.delete_sessions_of(&alice, None).expect("delete");
+        for i in 0..before {
+            assert!(
+                !store.has_session(&id(&format!("a{i}"))).expect("has"),
+                "a{i}, saved before the delete began, survived it"
+            );
+        }
+        rounds += 1;
+        if finished {
+            break;
+        }
+    }
+    saver.join().expect("saver");
+    assert!(rounds >= 1);
+    assert!(listed::<B>(&store, &alice).is_empty());
+    assert_eq!(
+        listed::<B>(&store, &bob).len(),
+        200,
+        "other owners untouched"
+    );
+}
+
+/// `max_sessions_per_owner`: the newest login wins, the least recently
+/// modified others go; other owners and re-saves are unaffected.
+pub fn a_save_over_the_owner_limit_deletes_the_least_recently_modified<B: Backend>() {
+    let cfg = Config {
+        max_sessions_per_owner: Some(2),
+        ..Config::default()
+    };
+    let (loc, store) = open::<B>(&cfg);
+    let alice = owner("alice");
+    save_owned(&store, "a0", Some(&alice));
+    loc.advance(&cfg, Duration::from_millis(5));
+    save_owned(&store, "a1", Some(&alice));
+    loc.advance(&cfg, Duration::from_millis(5));
+    // a0 is used again: a1 is now the least recently modified.
+    assert!(store.touch_session(&id("a0")).expect("touch"));
+    loc.advance(&cfg, Duration::from_millis(5));
+    save_owned(&store, "b0", Some(&owner("bob")));
+    save_owned(&store, "n0", None);
+    save_owned(&store, "a2", Some(&alice));
+    assert_eq!(
+        listed::<B>(&store, &alice),
+        vec![B::listed_id(&id("a2")), B::listed_id(&id("a0"))]
+    );
+    assert!(!store.has_session(&id("a1")).expect("has"));
+    assert!(store.has_session(&id("b0")).expect("has"));
+    assert!(store.has_session(&id("n0")).expect("has"));
+    // Saving one of the owner's sessions again deletes nothing.
+    save_owned(&store, "a0", Some(&alice));
+    assert_eq!(listed::<B>(&store, &alice).len(), 2);
+}
+
 /// Expands to one `#[test]` per conformance check for a backend type.
 #[macro_export]
 macro_rules! conformance {
@@ -709,6 +961,28 @@ macro_rules! conformance {
             #[test]
             fn threads_save_and_load_without_loss_or_tearing() {
                 conformance::threads_save_and_load_without_loss_or_tearing::<$backend>()
+            }
+            #[test]
+            fn sessions_of_lists_an_owners_live_sessions_newest_first() {
+                conformance::sessions_of_lists_an_owners_live_sessions_newest_first::<$backend>()
+            }
+            #[test]
+            fn delete_sessions_of_logs_an_owner_out_everywhere_but_here() {
+                conformance::delete_sessions_of_logs_an_owner_out_everywhere_but_here::<$backend>()
+            }
+            #[test]
+            fn erase_sessions_of_removes_every_session_of_the_owner() {
+                conformance::erase_sessions_of_removes_every_session_of_the_owner::<$backend>()
+            }
+            #[test]
+            fn delete_sessions_of_races_saves_of_the_same_owner() {
+                conformance::delete_sessions_of_races_saves_of_the_same_owner::<$backend>()
+            }
+            #[test]
+            fn a_save_over_the_owner_limit_deletes_the_least_recently_modified() {
+                conformance::a_save_over_the_owner_limit_deletes_the_least_recently_modified::<
+                    $backend,
+                >()
             }
             #[test]
             fn every_session_survives_a_reopen_with_its_version() {

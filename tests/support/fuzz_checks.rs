@@ -41,7 +41,7 @@ pub fn record(data: &[u8]) {
         let mut again = Vec::new();
         let n = encode_record(&mut again, &fields(&r));
         assert_eq!(n, r.padded_len, "padded length");
-        let unpadded = RECORD_HEADER + r.id.len() + r.data.len();
+        let unpadded = RECORD_HEADER + r.id.len() + r.owner.len() + r.data.len();
         assert_eq!(&again[..unpadded], &data[..unpadded], "re-encoding differs");
     }
     let mut u = Unstructured::new(data);
@@ -94,6 +94,7 @@ fn fields<'a>(r: &sessionlog::internals::format::RecordRef<'a>) -> RecordFields<
         version: r.version,
         modified_ms: r.modified_ms,
         expires_ms: r.expires_ms,
+        owner: r.owner,
     }
 }
 
@@ -113,6 +114,7 @@ fn structured(u: &mut Unstructured<'_>) -> Result<()> {
         version: u.arbitrary()?,
         modified_ms: u.arbitrary()?,
         expires_ms: u.arbitrary()?,
+        owner: &[],
     };
     let mut buf = Vec::new();
     let n = encode_record(&mut buf, &f);

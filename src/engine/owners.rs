@@ -1,0 +1,181 @@
+//! The owner index: which sessions belong to an owner, kept beside the
+//! id index (`index`) so that `sessions_of` costs what the owner has.
+//!
+//! It keeps neither owners nor ids. Each entry is 8 bytes: a 32-bit tag
+//! of the owner's keyed hash (its low bit forced to 1, so that no entry is
+//! 0, the empty slot) and the high 32 bits of the session id's keyed hash,
+//! the part of it that decides the session's home slot in the id index.
+//! A lookup walks the run of entries from the owner's home slot (every
+//! entry of one owner shares that home), and the caller finds each id's
+//! slots in the id index and checks the owner in the record: tags and
+//! hash halves that collide only add candidates that fail that check.
+//! Linear probing, at most three quarters full, removal by shifting back
+//! (no tombstones), as the id index does.
+
+/// Slots for `n` entries at most three quarters full.
+fn capacity_for(n: usize) -> usize {
+    (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(16)
+}
+
+/// Owner tag and id-hash half, one entry a session with an owner.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OwnerIndex {
+    /// A power of two long (or empty); 0 marks an empty slot.
+    slots: Vec<u64>,
+    len: usize,
+}
+
+/// The entry's owner tag: the high half of the owner's hash, low bit set.
+pub(crate) fn tag(owner_hash: u64) -> u32 {
+    (owner_hash >> 32) as u32 | 1
+}
+
+fn entry(tag: u32, id_hi: u32) -> u64 {
+    u64::from(tag) << 32 | u64::from(id_hi)
+}
+
+impl OwnerIndex {
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    fn home(&self, tag: u32) -> usize {
+        // Tags are the high bits of a keyed hash: already mixed.
+        (tag >> 1) as usize & self.mask()
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Records that a session whose id hashes to `id_hi` (high half)
+    /// belongs to the owner with tag `tag`.
+    pub fn add(&mut self, tag: u32, id_hi: u32) {
+        if capacity_for(self.len + 1) > self.slots.len() {
+            let old = std::mem::replace(&mut self.slots, vec![0; capacity_for(self.len + 1)]);
+            for e in old.into_iter().filter(|&e| e != 0) {
+                self.place(e);
+            }
+        }
+        self.place(entry(tag, id_hi));
+        self.len += 1;
+    }
+
+    fn place(&mut self, e: u64) {
+        let mut i = self.home((e >> 32) as u32);
+        while self.slots[i] != 0 {
+            i = (i + 1) & self.mask();
+        }
+        self.slots[i] = e;
+    }
+
+    /// Removes one entry for (`tag`, `id_hi`); false if there was none.
+    pub fn remove(&mut self, tag: u32, id_hi: u32) -> bool {
+        if self.slots.is_empty() {
+            return false;
+        }
+        let e = entry(tag, id_hi);
+        let mask = self.mask();
+        let mut i = self.home(tag);
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                x if x == e => break,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        // Shift back the entries after the hole whose home is not
+        // cyclically within (hole, their place].
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let s = self.slots[j];
+            if s == 0 {
+                break;
+            }
+            let k = self.home((s >> 32) as u32);
+            let stays = if i <= j {
+                i < k && k <= j
+            } else {
+                i < k || k <= j
+            };
+            if !stays {
+                self.slots[i] = s;
+                i = j;
+            }
+        }
+        self.slots[i] = 0;
+        self.len -= 1;
+        true
+    }
+
+    /// The id-hash halves of the sessions tagged `tag`, into `out`
+    /// (possibly with repeats, and with other owners' that share the tag).
+    pub fn ids_of(&self, tag: u32, out: &mut Vec<u32>) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mut i = self.home(tag);
+        loop {
+            let s = self.slots[i];
+            if s == 0 {
+                return;
+            }
+            if (s >> 32) as u32 == tag {
+                out.push(s as u32);
+            }
+            i = (i + 1) & self.mask();
+        }
+    }
+
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.slots.capacity() * size_of::<u64>()) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_finds_and_removes_through_collisions_and_growth() {
+        let mut ix = OwnerIndex::default();
+        // Tags 3 and 5 share a home in a small table; tag 7 too.
+        for i in 0..100u32 {
+            ix.add(tag(u64::from(i % 3) << 33), i);
+        }
+        assert_eq!(ix.len(), 100);
+        for t in 0..3u32 {
+            let mut out = Vec::new();
+            ix.ids_of(tag(u64::from(t) << 33), &mut out);
+            out.sort_unstable();
+            let want: Vec<u32> = (0..100).filter(|i| i % 3 == t).collect();
+            assert_eq!(out, want, "tag {t}");
+        }
+        for i in (0..100u32).step_by(2) {
+            assert!(ix.remove(tag(u64::from(i % 3) << 33), i));
+        }
+        assert!(!ix.remove(tag(0), 0), "already removed");
+        for t in 0..3u32 {
+            let mut out = Vec::new();
+            ix.ids_of(tag(u64::from(t) << 33), &mut out);
+            out.sort_unstable();
+            let want: Vec<u32> = (0..100).filter(|i| i % 3 == t && i % 2 == 1).collect();
+            assert_eq!(out, want, "tag {t} after removals");
+        }
+        assert_eq!(ix.len(), 50);
+    }
+
+    #[test]
+    fn a_repeated_entry_is_kept_twice_and_removed_once() {
+        let mut ix = OwnerIndex::default();
+        ix.add(9, 1);
+        ix.add(9, 1);
+        assert!(ix.remove(9, 1));
+        let mut out = Vec::new();
+        ix.ids_of(9, &mut out);
+        assert_eq!(out, vec![1]);
+    }
+}
