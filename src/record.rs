@@ -178,6 +178,10 @@ pub fn peek_touch_target(buf: &[u8]) -> Option<u64> {
 
 /// Bytes a record with this id and data and no owner occupies, padding
 /// included.
+#[cfg_attr(
+    not(any(test, feature = "unstable-internals")),
+    expect(dead_code, reason = "for the tests, through `internals`")
+)]
 pub const fn record_len(id_len: usize, data_len: usize) -> usize {
     record_len_owned(id_len, 0, data_len)
 }

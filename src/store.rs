@@ -193,10 +193,13 @@ pub trait SessionStore: Send + Sync {
     /// [`delete_sessions_of`](Self::delete_sessions_of), and, when it
     /// returns, no byte of their ids, data or owner remains in any file the
     /// store keeps (for a `LogStore`: the log, its hint and temporary
-    /// files; for a `DirStore`: the session files). Returns how many were
-    /// deleted. After a crash in the middle, the sessions are either all
-    /// still there or all erased. A server store can only ask its server to
-    /// delete the rows: SERVERS.md says what the server itself may keep.
+    /// files; for a `DirStore`: the session files and temporary files).
+    /// Returns how many were deleted. For a `LogStore`, after a crash in the
+    /// middle the sessions are either all still there or all erased (one
+    /// file is swapped for another); a `DirStore` unlinks one file after
+    /// another, so a crash may leave some: call it again. A server store can
+    /// only ask its server to delete the rows: SERVERS.md says what the
+    /// server itself may keep.
     ///
     /// The default deletes, for stores whose delete leaves nothing behind.
     fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {

@@ -71,6 +71,9 @@ impl Backend for Dir {
         if let Some(idle) = cfg.max_idle {
             o = o.max_idle(idle);
         }
+        if let Some(n) = cfg.max_sessions_per_owner {
+            o = o.max_sessions_per_owner(n);
+        }
         o.open(self.0.path().join("sessions"))
             .expect("open DirStore")
     }

@@ -3,7 +3,8 @@
 //! directory (the log, the hint, temporary files), plain and through
 //! `HashedIds`; and a process SIGKILLed at each I/O step of an erasure
 //! leaves the sessions either all there or all erased, with the others
-//! untouched.
+//! untouched. A `DirStore`'s erasure removes the files (and any temporary
+//! file a dead writer left) and leaves no byte behind either.
 
 #[macro_use]
 mod common;
@@ -104,12 +105,14 @@ fn erase_and_search<S: SessionStore>(
     store_id: impl Fn(&SessionId) -> SessionId,
     store_owner: &Owner,
 ) {
-    fill(&store);
     let needles = needles(store_id, store_owner);
     for n in &needles {
+        // A DirStore replaces a file on each save: only the last version
+        // of the data is in it.
+        let replaced = n.starts_with(b"ERASED-DATA") && !n.ends_with(b"v3-k8Jm");
         assert!(
-            !found_in(dir, n).is_empty(),
-            "before the erasure, {:?} is in the log",
+            replaced || !found_in(dir, n).is_empty(),
+            "before the erasure, {:?} is in a file",
             String::from_utf8_lossy(n)
         );
     }
@@ -137,6 +140,11 @@ fn an_erasure_leaves_no_byte_of_the_owners_sessions_in_any_file() {
         .background(false)
         .open(dir.path().join("s.db"))
         .expect("open");
+    fill(&store);
+    assert!(
+        !found_in(dir.path(), &erased_data(0, 1)).is_empty(),
+        "old versions in the log"
+    );
     erase_and_search(dir.path(), store, |i| i.clone(), &owner(OWNER));
 }
 
@@ -149,8 +157,30 @@ fn an_erasure_through_hashed_ids_leaves_no_digest_behind() {
             .open(dir.path().join("s.db"))
             .expect("open"),
     );
+    fill(&store);
     let stored_owner = HashedIds::<()>::stored_owner(&owner(OWNER));
     erase_and_search(dir.path(), store, HashedIds::<()>::stored_id, &stored_owner);
+}
+
+#[test]
+fn an_erasure_in_a_dirstore_leaves_no_byte_of_the_owners_sessions_in_any_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sessions");
+    let store = sessionlog::DirStore::options()
+        .sync(sessionlog::SyncPolicy::Always)
+        .open(&path)
+        .expect("open");
+    // A dead writer's temporary file holding one of the owner's sessions.
+    fill(&store);
+    let leftover = path.join(".tmp-0123456789abcdef");
+    std::fs::write(&leftover, erased_data(1, 3)).expect("plant");
+    std::fs::set_permissions(
+        &leftover,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    erase_and_search(&path, store, |i| i.clone(), &owner(OWNER));
+    assert!(!leftover.exists(), "temporary files are removed");
 }
 
 /// Kills this process with SIGKILL at the `at`-th I/O event once armed.

@@ -29,6 +29,7 @@ use std::path::Path;
 use crate::error::{Error, Remedy, Result};
 use crate::hashed::id_digest;
 use crate::id::{MAX_ID_LEN, SessionId};
+use crate::owner::{MAX_OWNER_LEN, Owner as SessionOwner};
 use crate::record::{
     self as format, DecodeError, Kind, MAX_RECORD_DATA, R_KIND, R_VERSION, RECORD_HEADER,
     RecordFields,
@@ -37,14 +38,19 @@ use crate::record::{
 /// First bytes of every session file: distinct from the log's magic; the
 /// high-bit byte catches 7-bit transfers, CR LF line-ending conversion.
 pub(crate) const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'D', b'I', b'R', b'\r', b'\n'];
-/// The session file version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The newest session file version this build reads and writes: 2, a file
+/// whose record carries the session's owner. A session without an owner
+/// is written as version 1 (identical but for the version field), which
+/// older builds read.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The version of a file whose session has no owner.
+const PLAIN_VERSION: u32 = 1;
 
 /// Offset of the magic.
 const F_MAGIC: usize = 0;
 /// Offset of the format version (u32).
 const F_VERSION: usize = F_MAGIC + MAGIC.len();
-/// Offset of four reserved bytes, zero in version 1.
+/// Offset of four reserved bytes, zero.
 const F_RESERVED: usize = F_VERSION + 4;
 /// Size of the file header; the record starts here.
 pub(crate) const FILE_HEADER: usize = F_RESERVED + 4;
@@ -53,7 +59,7 @@ const _: () = assert!(FILE_HEADER == 16);
 /// Largest session file that can be valid; a larger one is damage and is
 /// rejected before it is read.
 pub(crate) const MAX_FILE_LEN: u64 =
-    (FILE_HEADER + format::record_len(MAX_ID_LEN, MAX_RECORD_DATA)) as u64;
+    (FILE_HEADER + format::record_len_owned(MAX_ID_LEN, MAX_OWNER_LEN, MAX_RECORD_DATA)) as u64;
 
 /// Prefix of session file names.
 pub(crate) const SESSION_PREFIX: &str = "h-";
@@ -158,14 +164,27 @@ pub(crate) struct Stamp {
 pub(crate) struct Stored {
     pub data: Vec<u8>,
     pub stamp: Stamp,
+    pub owner: Option<SessionOwner>,
 }
 
 /// The complete contents of a session file.
-pub(crate) fn encode_file(id: &SessionId, data: &[u8], s: Stamp) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(FILE_HEADER + format::record_len(id.as_str().len(), data.len()));
+pub(crate) fn encode_file(
+    id: &SessionId,
+    data: &[u8],
+    s: Stamp,
+    owner: Option<&SessionOwner>,
+) -> Vec<u8> {
+    let owner = owner.map_or(&[][..], |o| o.as_str().as_bytes());
+    let mut out = Vec::with_capacity(
+        FILE_HEADER + format::record_len_owned(id.as_str().len(), owner.len(), data.len()),
+    );
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let version = if owner.is_empty() {
+        PLAIN_VERSION
+    } else {
+        FORMAT_VERSION
+    };
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&[0u8; FILE_HEADER - F_RESERVED]);
     format::encode_record(
         &mut out,
@@ -176,7 +195,7 @@ pub(crate) fn encode_file(id: &SessionId, data: &[u8], s: Stamp) -> Vec<u8> {
             version: s.version,
             modified_ms: s.modified_ms,
             expires_ms: s.expires_ms,
-            owner: &[],
+            owner,
         },
     );
     out
@@ -229,7 +248,7 @@ fn decode(path: &Path, mut buf: Vec<u8>) -> Result<(Vec<u8>, Stored)> {
     let mut version = [0u8; 4];
     version.copy_from_slice(&buf[F_VERSION..F_RESERVED]);
     let version = u32::from_le_bytes(version);
-    if version != FORMAT_VERSION {
+    if !(PLAIN_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -262,11 +281,26 @@ fn decode(path: &Path, mut buf: Vec<u8>) -> Result<(Vec<u8>, Stored)> {
         modified_ms: r.modified_ms,
         expires_ms: r.expires_ms,
     };
-    let start = FILE_HEADER + RECORD_HEADER + r.id.len();
+    if version == PLAIN_VERSION && !r.owner.is_empty() {
+        return Err(corrupt(
+            FILE_HEADER + format::R_OWNER_LEN,
+            "a version 1 file's record carries an owner",
+        ));
+    }
+    // Checked by the record's decoder: UTF-8 without control characters.
+    let owner = SessionOwner::from_stored(r.owner);
+    let start = FILE_HEADER + RECORD_HEADER + r.id.len() + r.owner.len();
     let data_end = start + r.data.len();
     buf.truncate(data_end);
     buf.drain(..start);
-    Ok((id, Stored { data: buf, stamp }))
+    Ok((
+        id,
+        Stored {
+            data: buf,
+            stamp,
+            owner,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -353,12 +387,13 @@ mod tests {
                 modified_ms: 1_700_000_000_000,
                 expires_ms: 0,
             },
+            owner: None,
         }
     }
 
     fn encode_sample(id: &SessionId) -> Vec<u8> {
         let s = sample();
-        encode_file(id, &s.data, s.stamp)
+        encode_file(id, &s.data, s.stamp, None)
     }
 
     #[test]
@@ -380,11 +415,11 @@ mod tests {
             let r = decode_file(p, &id("abc"), good[..cut].to_vec());
             assert!(matches!(r, Err(Error::Corrupt { .. })), "cut {cut}: {r:?}");
         }
-        let mut v2 = good.clone();
-        v2[F_VERSION] = 2;
+        let mut v3 = good.clone();
+        v3[F_VERSION] = 3;
         assert!(matches!(
-            decode_file(p, &id("abc"), v2),
-            Err(Error::UnsupportedVersion { found: 2, .. })
+            decode_file(p, &id("abc"), v3),
+            Err(Error::UnsupportedVersion { found: 3, .. })
         ));
         let mut longer = good.clone();
         longer.extend_from_slice(&[0; 8]);

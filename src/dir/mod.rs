@@ -31,6 +31,7 @@ use crate::error::{Error, Remedy, Result};
 use crate::id::SessionId;
 use crate::options::DEFAULT_MAX_SESSION_SIZE;
 use crate::options::{SyncPolicy, Validate};
+use crate::owner::{Owner as SessionOwner, SessionInfo, sort_newest_first};
 use crate::poison::Poison;
 use crate::session::{
     SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
@@ -58,6 +59,7 @@ pub struct DirOptions {
     sync: SyncPolicy,
     max_idle: Option<Duration>,
     max_session_size: usize,
+    max_sessions_per_owner: Option<usize>,
     clock: SharedClock,
     accept: Acceptance,
     max_sessions: Option<u64>,
@@ -70,6 +72,7 @@ impl Default for DirOptions {
             sync: SyncPolicy::Interval(Duration::from_secs(1)),
             max_idle: None,
             max_session_size: DEFAULT_MAX_SESSION_SIZE,
+            max_sessions_per_owner: None,
             clock: system_clock(),
             accept: Acceptance::default(),
             max_sessions: None,
@@ -114,6 +117,16 @@ impl DirOptions {
     /// (16 MiB). `open` rejects 0 and anything above 1 GiB.
     pub fn max_session_size(mut self, bytes: usize) -> DirOptions {
         self.max_session_size = bytes;
+        self
+    }
+
+    /// At most `n` live sessions per owner: a save that would give an owner
+    /// more deletes that owner's least recently modified others, under the
+    /// directory's lock (so atomically across processes). The newest login
+    /// wins. Each save with an owner then reads every session file. Default:
+    /// no limit; `open` rejects 0.
+    pub fn max_sessions_per_owner(mut self, n: usize) -> DirOptions {
+        self.max_sessions_per_owner = Some(n);
         self
     }
 
@@ -194,6 +207,11 @@ impl DirOptions {
                     .into(),
             ));
         }
+        if self.max_sessions_per_owner == Some(0) {
+            return Err(Error::InvalidOption(
+                "max_sessions_per_owner must be at least 1".into(),
+            ));
+        }
         let path = dir.as_ref();
         create_dir(path)?;
         let dir = Arc::new(DirHandle::open(path, self.accept)?);
@@ -232,6 +250,7 @@ impl DirOptions {
             max_session_size: self.max_session_size,
             max_sessions: self.max_sessions,
             max_bytes: self.max_bytes,
+            max_sessions_per_owner: self.max_sessions_per_owner,
         })
     }
 }
@@ -277,6 +296,7 @@ pub struct DirStore {
     max_session_size: usize,
     max_sessions: Option<u64>,
     max_bytes: Option<u64>,
+    max_sessions_per_owner: Option<usize>,
 }
 
 /// The thread that syncs pending writes under `SyncPolicy::Interval`.
@@ -416,13 +436,15 @@ fn create_dir(dir: &Path) -> Result<()> {
 }
 
 fn to_session(id: SessionId, s: Stored) -> Session {
-    Session::restore(
+    let mut session = Session::restore(
         id,
         s.data,
         expires_from_millis(s.stamp.expires_ms),
         from_millis(s.stamp.modified_ms),
         s.stamp.version,
-    )
+    );
+    session.owner = s.owner;
+    session
 }
 
 impl DirStore {
@@ -565,9 +587,10 @@ impl DirStore {
         id: &SessionId,
         data: &[u8],
         stamp: Stamp,
+        owner: Option<&SessionOwner>,
     ) -> Result<()> {
         let name = file_name(id);
-        let tmp = self.write_temp(&encode_file(id, data, stamp))?;
+        let tmp = self.write_temp(&encode_file(id, data, stamp, owner))?;
         if let Err(e) = self.dir.rename(&tmp, &name) {
             let _ = self.dir.remove(&tmp);
             return Err(e);
@@ -641,7 +664,7 @@ impl DirStore {
             expires_ms: expires_ms.unwrap_or(s.stamp.expires_ms),
             ..s.stamp
         };
-        self.replace(&mut guard.state, id, &s.data, stamp)?;
+        self.replace(&mut guard.state, id, &s.data, stamp, s.owner.as_ref())?;
         Ok(true)
     }
 
@@ -663,9 +686,89 @@ impl DirStore {
             expires_ms: expires_millis(session.expires),
         };
         self.check_quota(&mut guard.state, &session.id, &session.data, stamp, now)?;
-        self.replace(&mut guard.state, &session.id, &session.data, stamp)?;
+        self.replace(
+            &mut guard.state,
+            &session.id,
+            &session.data,
+            stamp,
+            session.owner.as_ref(),
+        )?;
+        if let (Some(limit), Some(owner)) = (self.max_sessions_per_owner, &session.owner) {
+            let mut others: Vec<(u64, SessionId)> = self
+                .owned(owner, now)?
+                .into_iter()
+                .filter(|(id, _)| *id != session.id)
+                .map(|(id, s)| (s.stamp.modified_ms, id))
+                .collect();
+            others.sort_unstable();
+            let excess = (others.len() + 1).saturating_sub(limit);
+            for (_, id) in others.into_iter().take(excess) {
+                self.unlink(&mut guard.state, &id)?;
+            }
+        }
         session.mark_saved(from_millis(now), stamp.version);
         Ok(())
+    }
+
+    /// The sessions of `owner` live at `now` (every one if `now` is 0): a
+    /// read of every session file (DirStore keeps no owner index; see
+    /// DESIGN.md §11). Call with the write lock held to decide on them.
+    fn owned(&self, owner: &SessionOwner, now: u64) -> Result<Vec<(SessionId, Stored)>> {
+        let mut out = Vec::new();
+        for name in self.dir.names()? {
+            let name = name?;
+            if !is_session_name(&name) {
+                continue;
+            }
+            match self.read_named(&name) {
+                Ok(Some((id, s)))
+                    if s.owner.as_ref() == Some(owner) && (now == 0 || self.live(&s, now)) =>
+                {
+                    out.push((id, s));
+                }
+                Ok(_) => {}
+                // A damaged file is nobody's session.
+                Err(Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Under the write lock: unlinks every live session of `owner` but
+    /// `keep`; with `erase`, also its expired ones and every temporary file
+    /// (under the lock no writer is mid-write, so each is a dead writer's),
+    /// and syncs the directory. Returns how many live sessions went.
+    fn delete_owned(
+        &self,
+        owner: &SessionOwner,
+        keep: Option<&SessionId>,
+        erase: bool,
+    ) -> Result<usize> {
+        let mut guard = self.write_lock()?;
+        // Files still named by their ids are given digest names first, so
+        // that each session is one file, found and removed by its id.
+        migrate::run(&self.dir)?;
+        let now = self.now_ms();
+        let mut n = 0;
+        for (id, s) in self.owned(owner, if erase { 0 } else { now })? {
+            if Some(&id) != keep && self.unlink(&mut guard.state, &id)? && self.live(&s, now) {
+                n += 1;
+            }
+        }
+        if erase {
+            let temps: Vec<String> = self
+                .dir
+                .names()?
+                .filter(|n| n.as_ref().map_or(true, |n| n.starts_with(TEMP_PREFIX)))
+                .collect::<Result<_>>()?;
+            for name in temps {
+                self.dir.remove(&name)?;
+            }
+            // The unlinks are durable when this returns.
+            self.dir.sync().map_err(|e| poison(&mut guard.state, e))?;
+        }
+        Ok(n)
     }
 }
 
@@ -827,6 +930,42 @@ impl SessionStore for DirStore {
         let _guard = self.write_lock()?;
         self.remove_stale_temps()?;
         Ok(removed)
+    }
+
+    /// A read of every session file: DirStore keeps no owner index, since
+    /// other processes change the directory (DESIGN.md §11).
+    fn sessions_of(&self, owner: &SessionOwner) -> Result<Vec<SessionInfo>> {
+        let now = self.now_ms();
+        let mut list: Vec<SessionInfo> = self
+            .owned(owner, now)?
+            .into_iter()
+            .map(|(id, s)| {
+                SessionInfo::new(
+                    id,
+                    s.owner,
+                    from_millis(s.stamp.modified_ms),
+                    expires_from_millis(s.stamp.expires_ms),
+                    s.stamp.version,
+                    s.data.len(),
+                )
+            })
+            .collect();
+        sort_newest_first(&mut list);
+        Ok(list)
+    }
+
+    /// Decided under the directory's lock: atomic with respect to saves of
+    /// any process.
+    fn delete_sessions_of(&self, owner: &SessionOwner, keep: Option<&SessionId>) -> Result<usize> {
+        self.delete_owned(owner, keep, false)
+    }
+
+    /// Unlinks the owner's files (expired ones too) and every temporary
+    /// file, then syncs the directory: no file of the store holds a byte of
+    /// theirs. A crash in the middle may leave some unlinked and others
+    /// not: DirStore has no single file to swap (DESIGN.md §11).
+    fn erase_sessions_of(&self, owner: &SessionOwner) -> Result<usize> {
+        self.delete_owned(owner, None, true)
     }
 
     fn is_thread_safe(&self) -> bool {

@@ -26,7 +26,7 @@ impl DirStore {
             return Ok(());
         }
         let own = file_name(id);
-        let new_len = encode_file(id, data, stamp).len() as u64;
+        let new_len = encode_file(id, data, stamp, None).len() as u64;
         let over = |n: u64, bytes: u64| -> Option<(&'static str, u64, u64)> {
             if let Some(max) = self.max_sessions.filter(|&m| n > m) {
                 return Some(("sessions", max, n));
