@@ -265,13 +265,13 @@ fn wrong_magic_future_versions_and_misplaced_files_are_errors() {
     ));
 
     let mut future = original.clone();
-    future[8] = 2;
+    future[8] = 3;
     fs::write(&other, &future).expect("write");
     assert!(matches!(
         store.load_session(&id("other")),
         Err(Error::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         })
     ));
