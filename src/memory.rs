@@ -429,19 +429,20 @@ impl SessionStore for MemoryStore {
                 n += 1;
             }
         }
-        // Expired sessions of the owner go too: nothing of theirs is kept.
-        for id in map.ids_of(owner) {
-            if Some(&id) != keep {
-                map.remove(&id);
-            }
-        }
         Ok(n)
     }
 
-    /// The removed sessions' memory is freed (not overwritten: the
-    /// allocator may hand it out again before anyone writes it).
+    /// Also the owner's expired sessions. Their memory is freed (not
+    /// overwritten: the allocator may hand it out again before anyone
+    /// writes it).
     fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
-        self.delete_sessions_of(owner, None)
+        let now = self.now_ms();
+        let mut map = self.map.write();
+        let n = self.owned(&map, owner, now).len();
+        for id in map.ids_of(owner) {
+            map.remove(&id);
+        }
+        Ok(n)
     }
 
     fn is_thread_safe(&self) -> bool {

@@ -13,7 +13,7 @@
 #[path = "support/model.rs"]
 mod model;
 
-use model::{Backend, Config, Crash, Damage, IDS, MAX_SIZE, Op, VersionPick};
+use model::{Backend, Config, Crash, Damage, IDS, MAX_SIZE, OWNERS, Op, VersionPick};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -81,7 +81,17 @@ fn op(caps: Caps) -> BoxedStrategy<Op> {
         2 => id.clone().prop_map(Op::Load),
         1 => id.clone().prop_map(Op::Has),
         2 => id.clone().prop_map(Op::Touch),
-        2 => id.prop_map(Op::Delete),
+        2 => id.clone().prop_map(Op::Delete),
+        3 => (id.clone(), data(), 0..OWNERS).prop_map(|(id, data, owner)| Op::SaveOwned {
+            id,
+            data,
+            owner
+        }),
+        1 => (0..OWNERS).prop_map(Op::SessionsOf),
+        1 => (0..OWNERS, proptest::option::of(id)).prop_map(|(owner, keep)| {
+            Op::DeleteSessionsOf { owner, keep }
+        }),
+        1 => (0..OWNERS).prop_map(Op::EraseSessionsOf),
         1 => Just(Op::Iter),
         1 => prop_oneof![Just(0u16), Just(500), Just(1000), Just(2500)].prop_map(Op::DeleteOld),
         3 => (0u16..1500).prop_map(Op::Advance),

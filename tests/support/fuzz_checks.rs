@@ -243,7 +243,18 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
             None
         })
     };
-    Ok(match u.int_in_range(0..=15u8)? {
+    Ok(match u.int_in_range(0..=19u8)? {
+        16 => Op::SaveOwned {
+            id: id(u)?,
+            data: data(u)?,
+            owner: u.int_in_range(0..=model::OWNERS - 1)?,
+        },
+        17 => Op::SessionsOf(u.int_in_range(0..=model::OWNERS - 1)?),
+        18 => Op::DeleteSessionsOf {
+            owner: u.int_in_range(0..=model::OWNERS - 1)?,
+            keep: if u.ratio(1, 2)? { Some(id(u)?) } else { None },
+        },
+        19 => Op::EraseSessionsOf(u.int_in_range(0..=model::OWNERS - 1)?),
         0 | 1 => Op::Save {
             id: id(u)?,
             data: data(u)?,

@@ -19,12 +19,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use sessionlog::internals::format::{H_COMMITTED, H_SYNCED, decode_offset, encode_offset};
 use sessionlog::{
-    DirStore, Error, LogStore, ManualClock, MemoryStore, Session, SessionId, SessionStore,
+    DirStore, Error, LogStore, ManualClock, MemoryStore, Owner, Session, SessionId, SessionStore,
     SyncPolicy,
 };
 
 /// How many distinct ids the operations use: few, so that they collide.
 pub const IDS: u8 = 5;
+/// How many distinct owners the operations use.
+pub const OWNERS: u8 = 2;
 /// The stores' data limit; generators go a little past it.
 pub const MAX_SIZE: usize = 64;
 /// Beyond this many candidate histories the runner keeps the first ones.
@@ -113,6 +115,27 @@ pub enum Op {
         /// The version claimed.
         version: VersionPick,
     },
+    /// `save_session` of a session with an owner (index modulo `OWNERS`);
+    /// a plain `Save` clears the owner.
+    SaveOwned {
+        /// Id index.
+        id: u8,
+        /// The data.
+        data: Vec<u8>,
+        /// Owner index.
+        owner: u8,
+    },
+    /// `sessions_of`.
+    SessionsOf(u8),
+    /// `delete_sessions_of`, sparing the session with this id index.
+    DeleteSessionsOf {
+        /// Owner index.
+        owner: u8,
+        /// Id index of the session kept.
+        keep: Option<u8>,
+    },
+    /// `erase_sessions_of` (for a `LogStore`, a compaction).
+    EraseSessionsOf(u8),
     /// `load_session`.
     Load(u8),
     /// `has_session`.
@@ -154,6 +177,17 @@ impl Op {
             | Op::Has(id)
             | Op::Touch(id)
             | Op::Delete(id) => *id %= IDS,
+            Op::SaveOwned { id, owner, .. } => {
+                *id %= IDS;
+                *owner %= OWNERS;
+            }
+            Op::DeleteSessionsOf { owner, keep } => {
+                *owner %= OWNERS;
+                if let Some(k) = keep {
+                    *k %= IDS;
+                }
+            }
+            Op::SessionsOf(owner) | Op::EraseSessionsOf(owner) => *owner %= OWNERS,
             _ => {}
         }
         op
@@ -167,6 +201,7 @@ struct Rec {
     version: u64,
     modified: u64,
     expires: u64,
+    owner: Option<u8>,
 }
 
 /// What an operation returned, in a comparable form.
@@ -175,16 +210,28 @@ enum Out {
     Unit,
     Bool(bool),
     Count(usize),
-    Saved { version: u64, modified: u64 },
-    Conflict { expected: u64, found: u64 },
+    Saved {
+        version: u64,
+        modified: u64,
+    },
+    Conflict {
+        expected: u64,
+        found: u64,
+    },
     TooLarge,
     One(Option<Snap>),
     All(Vec<Snap>),
-    Compacted { kept: u64, dropped: u64 },
+    Compacted {
+        kept: u64,
+        dropped: u64,
+    },
+    /// `sessions_of`: (id index, version, modified), newest first.
+    Listed(Vec<(u8, u64, u64)>),
 }
 
-/// A live session as observed: (id index, data, version, modified, expires).
-type Snap = (u8, Vec<u8>, u64, u64, u64);
+/// A live session as observed: (id index, data, version, modified,
+/// expires, owner index).
+type Snap = (u8, Vec<u8>, u64, u64, u64, Option<u8>);
 
 /// One possible state of the store: every stored record, live or not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -208,8 +255,29 @@ impl Model {
         self.stored
             .iter()
             .filter(|(_, r)| is_live(r, now, idle))
-            .map(|(&id, r)| (id, r.data.clone(), r.version, r.modified, r.expires))
+            .map(|(&id, r)| {
+                (
+                    id,
+                    r.data.clone(),
+                    r.version,
+                    r.modified,
+                    r.expires,
+                    r.owner,
+                )
+            })
             .collect()
+    }
+
+    /// The live sessions of `owner`, newest first (ties by id).
+    fn listed(&self, owner: u8, now: u64, idle: Option<u64>) -> Vec<(u8, u64, u64)> {
+        let mut l: Vec<(u8, u64, u64)> = self
+            .stored
+            .iter()
+            .filter(|(_, r)| r.owner == Some(owner) && is_live(r, now, idle))
+            .map(|(&id, r)| (id, r.version, r.modified))
+            .collect();
+        l.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        l
     }
 
     /// (stored sessions, of which expired), as `LogStore::stats` counts.
@@ -230,6 +298,7 @@ impl Model {
         claim: Option<u64>,
         now: u64,
         idle: Option<u64>,
+        owner: Option<u8>,
     ) -> Out {
         if data.len() > MAX_SIZE {
             return Out::TooLarge;
@@ -248,6 +317,7 @@ impl Model {
                 version,
                 modified: now,
                 expires,
+                owner,
             },
         );
         Out::Saved {
@@ -264,7 +334,31 @@ impl Model {
                 id,
                 data,
                 expires_in,
-            } => self.save(*id, data, deadline(now, *expires_in), None, now, idle),
+            } => self.save(*id, data, deadline(now, *expires_in), None, now, idle, None),
+            Op::SaveOwned { id, data, owner } => {
+                self.save(*id, data, 0, None, now, idle, Some(*owner))
+            }
+            Op::SessionsOf(owner) => Out::Listed(self.listed(*owner, now, idle)),
+            Op::DeleteSessionsOf { owner, keep } => {
+                let gone: Vec<u8> = self
+                    .listed(*owner, now, idle)
+                    .into_iter()
+                    .map(|(id, ..)| id)
+                    .filter(|id| Some(*id) != *keep)
+                    .collect();
+                for id in &gone {
+                    self.stored.remove(id);
+                }
+                Out::Count(gone.len())
+            }
+            Op::EraseSessionsOf(owner) => {
+                let n = self.listed(*owner, now, idle).len();
+                // Expired ones of the owner go too; a LogStore's erasure
+                // is a compaction, which drops every expired session.
+                self.stored
+                    .retain(|_, r| r.owner != Some(*owner) && (!log || is_live(r, now, idle)));
+                Out::Count(n)
+            }
             Op::SaveIfUnchanged {
                 id,
                 data,
@@ -277,11 +371,18 @@ impl Model {
                 Some(claim),
                 now,
                 idle,
+                None,
             ),
-            Op::Load(id) => Out::One(
-                self.live(*id, now, idle)
-                    .map(|r| (*id, r.data.clone(), r.version, r.modified, r.expires)),
-            ),
+            Op::Load(id) => Out::One(self.live(*id, now, idle).map(|r| {
+                (
+                    *id,
+                    r.data.clone(),
+                    r.version,
+                    r.modified,
+                    r.expires,
+                    r.owner,
+                )
+            })),
             Op::Has(id) => Out::Bool(self.live(*id, now, idle).is_some()),
             Op::Touch(id) => {
                 let live = self.live(*id, now, idle).is_some();
@@ -355,7 +456,15 @@ fn snap(i: u8, s: &Session) -> Snap {
         s.version(),
         s.modified().map_or(0, ms),
         s.expires.map_or(0, ms),
+        s.owner
+            .as_ref()
+            .and_then(|o| (0..OWNERS).find(|&k| owner_of(k) == *o)),
     )
+}
+
+/// The owner for an index.
+fn owner_of(i: u8) -> Owner {
+    Owner::new(format!("user {i}")).expect("valid owner")
 }
 
 /// The store under test.
@@ -568,6 +677,44 @@ impl Runner {
     fn act(&mut self, op: &Op, claim: u64) -> Result<Option<Out>, String> {
         let out = match op {
             Op::Save { .. } | Op::SaveIfUnchanged { .. } => self.save(op, claim)?,
+            Op::SaveOwned { id, data, owner } => {
+                let mut s = Session::new(sid(*id), data.clone()).with_owner(owner_of(*owner));
+                match self.store().save_session(&mut s) {
+                    Ok(()) => Out::Saved {
+                        version: s.version(),
+                        modified: s.modified().map_or(0, ms),
+                    },
+                    Err(Error::TooLarge { .. }) => Out::TooLarge,
+                    Err(e) => return Err(unexpected("save with an owner", &e)),
+                }
+            }
+            Op::SessionsOf(owner) => {
+                let mut l = Vec::new();
+                for info in self
+                    .store()
+                    .sessions_of(&owner_of(*owner))
+                    .map_err(|e| unexpected("sessions_of", &e))?
+                {
+                    let i = (0..IDS).find(|&i| sid(i) == info.id).ok_or_else(|| {
+                        format!("sessions_of returned an id never used: {}", info.id)
+                    })?;
+                    if info.owner != Some(owner_of(*owner)) {
+                        return Err(format!("sessions_of gave another owner for {}", info.id));
+                    }
+                    l.push((i, info.version, ms(info.modified)));
+                }
+                Out::Listed(l)
+            }
+            Op::DeleteSessionsOf { owner, keep } => Out::Count(
+                self.store()
+                    .delete_sessions_of(&owner_of(*owner), keep.map(sid).as_ref())
+                    .map_err(|e| unexpected("delete_sessions_of", &e))?,
+            ),
+            Op::EraseSessionsOf(owner) => Out::Count(
+                self.store()
+                    .erase_sessions_of(&owner_of(*owner))
+                    .map_err(|e| unexpected("erase_sessions_of", &e))?,
+            ),
             Op::Load(id) => Out::One(
                 self.store()
                     .load_session(&sid(*id))
@@ -702,8 +849,10 @@ impl Runner {
         // write under `Always` makes everything so far durable.
         let durable = matches!(
             (op, self.cfg.backend),
-            (Op::Sync | Op::Compact | Op::DeleteOld(_), Backend::Log(_))
-                | (_, Backend::Log(SyncPolicy::Always))
+            (
+                Op::Sync | Op::Compact | Op::DeleteOld(_) | Op::EraseSessionsOf(_),
+                Backend::Log(_)
+            ) | (_, Backend::Log(SyncPolicy::Always))
         );
         if durable {
             self.durable_point();
