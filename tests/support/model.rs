@@ -290,15 +290,15 @@ impl Model {
         (self.stored.len() as u64, expired as u64)
     }
 
+    /// Saves `(data, expires, owner)` under `id`, conditionally with a
+    /// `claim`.
     fn save(
         &mut self,
         id: u8,
-        data: &[u8],
-        expires: u64,
+        (data, expires, owner): (&[u8], u64, Option<u8>),
         claim: Option<u64>,
         now: u64,
         idle: Option<u64>,
-        owner: Option<u8>,
     ) -> Out {
         if data.len() > MAX_SIZE {
             return Out::TooLarge;
@@ -334,9 +334,15 @@ impl Model {
                 id,
                 data,
                 expires_in,
-            } => self.save(*id, data, deadline(now, *expires_in), None, now, idle, None),
+            } => self.save(
+                *id,
+                (data, deadline(now, *expires_in), None),
+                None,
+                now,
+                idle,
+            ),
             Op::SaveOwned { id, data, owner } => {
-                self.save(*id, data, 0, None, now, idle, Some(*owner))
+                self.save(*id, (data, 0, Some(*owner)), None, now, idle)
             }
             Op::SessionsOf(owner) => Out::Listed(self.listed(*owner, now, idle)),
             Op::DeleteSessionsOf { owner, keep } => {
@@ -366,12 +372,10 @@ impl Model {
                 ..
             } => self.save(
                 *id,
-                data,
-                deadline(now, *expires_in),
+                (data, deadline(now, *expires_in), None),
                 Some(claim),
                 now,
                 idle,
-                None,
             ),
             Op::Load(id) => Out::One(self.live(*id, now, idle).map(|r| {
                 (
