@@ -356,24 +356,33 @@ fn save_once(
                 let victim = victim.filter(|_| quota::evicts(st.file.policy));
                 return Ok(Some(Err((error, victim))));
             }
+            let mut evicted = false;
             if let Some(limit) = inner.opts.max_sessions_per_owner
                 && !owner.is_empty()
             {
                 let others = owned_live(st, &inner.expiry, owner, now)?;
                 for o in over_limit(others, id, limit) {
                     encode_delete(st, buf, &o, now);
+                    evicted = true;
                 }
             }
-            Ok(Some(Ok((version, now))))
+            Ok(Some(Ok((version, now, evicted))))
         })?;
         match saved {
             None => {
                 upgrade(inner)?;
                 continue;
             }
-            Some(Ok((version, now))) => {
+            Some(Ok((version, now, evicted))) => {
                 session.mark_saved(from_millis(now), version);
-                after_write(inner, at)?;
+                if evicted {
+                    // The put and its deletes are one append: synced, so
+                    // that a torn tail cannot keep the put and lose the
+                    // deletes.
+                    inner.sync_all()?;
+                } else {
+                    after_write(inner, at)?;
+                }
                 return Ok(None);
             }
             Some(Err(refused)) => return Ok(Some(refused)),
@@ -392,9 +401,12 @@ fn upgrade_failed(inner: &Inner) -> Error {
 }
 
 /// `delete_sessions_of`: one append of a delete record for each live
-/// session of `owner` but `keep`, decided under the write lock.
+/// session of `owner` but `keep`, decided under the write lock, and synced
+/// before it returns whatever the sync policy (as everything before it): a
+/// torn tail after a power loss could otherwise keep some of the deletes
+/// and lose the others.
 pub(crate) fn delete_owned(inner: &Inner, owner: &[u8], keep: Option<&[u8]>) -> Result<usize> {
-    let (n, at) = write(inner, |st, buf, now, _| {
+    let (n, _at) = write(inner, |st, buf, now, _| {
         let mut n = 0;
         for o in owned_live(st, &inner.expiry, owner, now)? {
             if Some(o.latest.rec.id) != keep {
@@ -404,9 +416,9 @@ pub(crate) fn delete_owned(inner: &Inner, owner: &[u8], keep: Option<&[u8]>) -> 
         }
         Ok(n)
     })?;
-    if n > 0 {
-        after_write(inner, at)?;
-    }
+    // Also with nothing deleted: the call then says every earlier write is
+    // durable, as after a compaction.
+    inner.sync_all()?;
     Ok(n)
 }
 

@@ -854,7 +854,11 @@ impl Runner {
         let durable = matches!(
             (op, self.cfg.backend),
             (
-                Op::Sync | Op::Compact | Op::DeleteOld(_) | Op::EraseSessionsOf(_),
+                Op::Sync
+                    | Op::Compact
+                    | Op::DeleteOld(_)
+                    | Op::EraseSessionsOf(_)
+                    | Op::DeleteSessionsOf { .. },
                 Backend::Log(_)
             ) | (_, Backend::Log(SyncPolicy::Always))
         );
