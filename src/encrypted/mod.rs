@@ -11,6 +11,7 @@ pub use keyring::Keyring;
 
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::owner::{Owner, SessionInfo};
 use crate::session::{Session, SessionRef};
 use crate::store::{SessionIter, SessionStore};
 use envelope::{NONCE_LEN, Parsed};
@@ -329,7 +330,7 @@ impl<S: SessionStore> Encrypted<S> {
 
 /// A loaded session's decrypted data, deadline, modification time and
 /// version.
-type Opened = (Vec<u8>, Option<SystemTime>, SystemTime, u64);
+type Opened = (Vec<u8>, Option<SystemTime>, SystemTime, u64, Option<Owner>);
 
 impl<S: SessionStore> Encrypted<S> {
     /// The session `id`, decrypted, or `None` if it is absent.
@@ -337,10 +338,15 @@ impl<S: SessionStore> Encrypted<S> {
         let stored = self.inner.stored_id_of(id);
         let mut opened = None;
         self.inner.load_session_with(id, &mut |v| {
-            opened = Some(
-                self.open(id, &stored, v.data())
-                    .map(|data| (data, v.expires(), v.modified(), v.version())),
-            );
+            opened = Some(self.open(id, &stored, v.data()).map(|data| {
+                (
+                    data,
+                    v.expires(),
+                    v.modified(),
+                    v.version(),
+                    v.owner().cloned(),
+                )
+            }));
         })?;
         opened.transpose()
     }
@@ -363,16 +369,19 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
         // buffer the caller gets.
         Ok(self
             .load_opened(id)?
-            .map(|(data, expires, modified, version)| {
-                Session::restore(id.clone(), data, expires, modified, version)
+            .map(|(data, expires, modified, version, owner)| {
+                let mut s = Session::restore(id.clone(), data, expires, modified, version);
+                s.owner = owner;
+                s
             }))
     }
 
     fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
         match self.load_opened(id)? {
-            Some((data, expires, modified, version)) => {
+            Some((data, expires, modified, version, owner)) => {
                 let data = zeroize::Zeroizing::new(data);
-                f(SessionRef::new(id, &data, expires, modified, version));
+                f(SessionRef::new(id, &data, expires, modified, version)
+                    .with_owner(owner.as_ref()));
                 Ok(true)
             }
             None => Ok(false),
@@ -422,6 +431,25 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
         self.inner.delete_old_sessions(max_idle)
+    }
+
+    /// The wrapped store's listing (owners are not encrypted), each size
+    /// that of the data, not of its envelope.
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        let overhead = self.overhead();
+        let mut list = self.inner.sessions_of(owner)?;
+        for info in &mut list {
+            info.size = info.size.saturating_sub(overhead);
+        }
+        Ok(list)
+    }
+
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        self.inner.delete_sessions_of(owner, keep)
+    }
+
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        self.inner.erase_sessions_of(owner)
     }
 
     fn is_thread_safe(&self) -> bool {

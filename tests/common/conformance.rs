@@ -109,6 +109,9 @@ impl<B: Backend> Backend for Enc<B> {
     fn listed_id(id: &SessionId) -> SessionId {
         B::listed_id(id)
     }
+    fn stored_owner(owner: &Owner) -> Owner {
+        B::stored_owner(owner)
+    }
 }
 
 /// The keyring of the `Enc` backends: a current key and a retired one.
