@@ -202,36 +202,6 @@ impl MemoryStore {
         MemoryOptions::default()
     }
 
-    /// Sessions idle this long are treated as absent (default: no limit).
-    #[deprecated(
-        since = "0.1.0",
-        note = "use `MemoryStore::options().max_idle(..).open()`"
-    )]
-    pub fn with_max_idle(mut self, max_idle: Duration) -> MemoryStore {
-        self.max_idle_ms = Some(duration_millis(max_idle));
-        self
-    }
-
-    /// Largest accepted session data in bytes (default 16 MiB).
-    #[deprecated(
-        since = "0.1.0",
-        note = "use `MemoryStore::options().max_session_size(..).open()`"
-    )]
-    pub fn with_max_session_size(mut self, bytes: usize) -> MemoryStore {
-        self.max_session_size = bytes;
-        self
-    }
-
-    /// Uses `clock` instead of the system clock (for tests).
-    #[deprecated(
-        since = "0.1.0",
-        note = "use `MemoryStore::options().clock(..).open()`"
-    )]
-    pub fn with_clock(mut self, clock: impl Clock + 'static) -> MemoryStore {
-        self.clock = std::sync::Arc::new(clock);
-        self
-    }
-
     fn now_ms(&self) -> u64 {
         to_millis(self.clock.now())
     }

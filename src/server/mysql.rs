@@ -42,7 +42,7 @@ const PACKET_OVERHEAD: usize = 64 * 1024;
 const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 
-/// Options for [`MySqlStore`]; start with [`MySqlStore::builder`].
+/// Options for [`MySqlStore`]; start with [`MySqlStore::options`].
 #[derive(Clone)]
 pub struct MySqlOptions {
     common: Common,
@@ -217,12 +217,6 @@ impl MySqlStore {
             common: Common::new(url),
             table: "sessions".to_owned(),
         }
-    }
-
-    /// The old name of [`MySqlStore::options`].
-    #[deprecated(since = "0.1.0", note = "use `MySqlStore::options(url)`")]
-    pub fn builder(url: &str) -> MySqlOptions {
-        Self::options(url)
     }
 
     /// The largest session data this store accepts: `max_session_size`,

@@ -40,7 +40,7 @@ const BACKEND: &str = "postgres";
 /// The server's time in ms plus the test offset `$1`.
 const NOW: &str = "(floor(extract(epoch from statement_timestamp()) * 1000)::bigint + $1::bigint)";
 
-/// Options for [`PostgresStore`]; start with [`PostgresStore::builder`].
+/// Options for [`PostgresStore`]; start with [`PostgresStore::options`].
 #[derive(Clone)]
 pub struct PostgresOptions {
     common: Common,
@@ -399,12 +399,6 @@ impl PostgresStore {
             common: Common::new(url),
             table: "sessions".to_owned(),
         }
-    }
-
-    /// The old name of [`PostgresStore::options`].
-    #[deprecated(since = "0.1.0", note = "use `PostgresStore::options(url)`")]
-    pub fn builder(url: &str) -> PostgresOptions {
-        Self::options(url)
     }
 
     fn conn(&self) -> Result<Pooled<'_, Connector>> {

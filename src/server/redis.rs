@@ -181,7 +181,7 @@ if #ids < tonumber(ARGV[4]) then done = 1 end
 return {last, done, out}
 ";
 
-/// Options for [`RedisStore`]; start with [`RedisStore::builder`].
+/// Options for [`RedisStore`]; start with [`RedisStore::options`].
 #[derive(Clone)]
 pub struct RedisOptions {
     common: Common,
@@ -362,12 +362,6 @@ impl RedisStore {
             common: Common::new(url),
             prefix: "sessionlog".to_owned(),
         }
-    }
-
-    /// The old name of [`RedisStore::options`].
-    #[deprecated(since = "0.1.0", note = "use `RedisStore::options(url)`")]
-    pub fn builder(url: &str) -> RedisOptions {
-        Self::options(url)
     }
 
     fn conn(&self) -> Result<Pooled<'_, Connector>> {
