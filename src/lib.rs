@@ -23,6 +23,32 @@
 //! assert_eq!(store.load_session(&s.id)?.map(|s| s.data), Some(b"user=42".to_vec()));
 //! # Ok(()) }
 //! ```
+//!
+//! # Cargo features
+//!
+//! None is on by default; the engine, [`DirStore`], [`MemoryStore`] and
+//! [`HashedIds`] need none.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `postgres` | `PostgresStore`: PostgreSQL through `tokio-postgres`, driven synchronously |
+//! | `mysql` | `MySqlStore`: MySQL and MariaDB through the `mysql` client |
+//! | `redis` | `RedisStore`: Redis through the sync `redis` client |
+//! | `postgres-tls`, `mysql-tls`, `redis-tls` | TLS (rustls, ring) for that server store; each turns on its store |
+//! | `tower-sessions` | `web::TowerStore` for tower-sessions 0.15 (axum), and the conflict-safe extractor `web::SessionUpdate` |
+//! | `tower-sessions-014` | `web::TowerStore` also implements tower-sessions-core 0.14's traits (axum-login 0.18) |
+//! | `actix-session` | `web::ActixStore` for actix-session 0.11 (actix-web) |
+//! | `unstable-internals` | the on-disk format and the I/O hook, for this project's own tests, fuzzing and benchmarks: not part of the API, may change in any release |
+//!
+//! # Design
+//!
+//! The file format byte by byte, the protocol between processes, what
+//! survives which crash, compaction, the threat model, and which test holds
+//! each promise: see
+//! [DESIGN.md](https://docs.rs/crate/sessionlog/latest/source/DESIGN.md)
+//! (in the package and at the root of the repository). The server stores are
+//! described in
+//! [SERVERS.md](https://docs.rs/crate/sessionlog/latest/source/SERVERS.md).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -101,6 +127,41 @@ pub mod internals {
     /// The hint file's decoder, for its fuzz target.
     pub mod hint {
         pub use crate::engine::hint::check_round_trip;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every feature Cargo.toml documents (a `##` comment above it) is named
+    /// in the table of features on the crate's front page, above.
+    #[test]
+    fn front_page_lists_every_documented_feature() {
+        let manifest = include_str!("../Cargo.toml");
+        let front_page: String = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .collect();
+        let features = manifest
+            .split_once("\n[features]\n")
+            .map(|(_, rest)| rest.split("\n[").next().unwrap_or(rest))
+            .expect("Cargo.toml has a [features] table");
+        let mut documented = false;
+        let mut checked = 0;
+        for line in features.lines() {
+            if line.starts_with("##") {
+                documented = true;
+            } else if let Some((name, _)) = line.split_once(" = ") {
+                if documented {
+                    let quoted = format!("`{}`", name.trim());
+                    assert!(front_page.contains(&quoted), "lib.rs's feature table lacks {quoted}");
+                    checked += 1;
+                }
+                documented = false;
+            } else if !line.starts_with('#') {
+                documented = false;
+            }
+        }
+        assert!(checked >= 10, "found only {checked} documented features");
     }
 }
 
