@@ -74,6 +74,7 @@ mod record;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 mod server;
 mod session;
+mod stop;
 mod store;
 mod store_dir;
 mod trust;
@@ -153,7 +154,10 @@ mod tests {
             } else if let Some((name, _)) = line.split_once(" = ") {
                 if documented {
                     let quoted = format!("`{}`", name.trim());
-                    assert!(front_page.contains(&quoted), "lib.rs's feature table lacks {quoted}");
+                    assert!(
+                        front_page.contains(&quoted),
+                        "lib.rs's feature table lacks {quoted}"
+                    );
                     checked += 1;
                 }
                 documented = false;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::{Error, Remedy, Result};
@@ -37,6 +37,7 @@ use crate::session::{
     SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
     from_millis, is_expired, next_version, to_millis,
 };
+use crate::stop::StopSignal;
 use crate::store::{SessionIter, SessionStore};
 use crate::trust::{self, Create};
 
@@ -113,7 +114,7 @@ impl DirOptions {
     }
 
     /// Largest accepted session data in bytes. Default:
-    /// [`DEFAULT_MAX_SESSION_SIZE`](crate::DEFAULT_MAX_SESSION_SIZE)
+    /// [`DEFAULT_MAX_SESSION_SIZE`]
     /// (16 MiB). `open` rejects 0 and anything above 1 GiB.
     pub fn max_session_size(mut self, bytes: usize) -> DirOptions {
         self.max_session_size = bytes;
@@ -302,7 +303,7 @@ pub struct DirStore {
 /// The thread that syncs pending writes under `SyncPolicy::Interval`.
 #[derive(Debug)]
 struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<StopSignal>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -312,22 +313,12 @@ impl Flusher {
         state: Arc<Mutex<WriteState>>,
         every: Duration,
     ) -> Result<Flusher> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let flag = Arc::clone(&stop);
+        let stop = Arc::new(StopSignal::default());
+        let signal = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("sessionlog-dir-sync".into())
             .spawn(move || {
-                loop {
-                    {
-                        let mut stopped = flag.0.lock();
-                        if *stopped {
-                            return;
-                        }
-                        flag.1.wait_for(&mut stopped, every);
-                        if *stopped {
-                            return;
-                        }
-                    }
+                while !signal.wait(every) {
                     let mut st = state.lock();
                     if !st.poison.is_set()
                         && !st.pending.is_empty()
@@ -354,8 +345,7 @@ impl Flusher {
 
 impl Drop for Flusher {
     fn drop(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
+        self.stop.stop();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

@@ -48,17 +48,7 @@ fn run(inner: &Inner) {
         // A failure poisons the store; writers then report it.
         let _ = inner.sync_all();
     }
-    loop {
-        {
-            let mut stop = inner.stop.lock();
-            if *stop {
-                return;
-            }
-            inner.wake.wait_for(&mut stop, tick);
-            if *stop {
-                return;
-            }
-        }
+    while !inner.stop.wait(tick) {
         // A failure poisons the handle; writers (and, for a truncated
         // file, readers) then report it.
         let _ = inner

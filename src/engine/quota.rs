@@ -56,7 +56,7 @@ pub(crate) fn check(inner: &Inner, st: &State, id: &[u8], new_len: u64, now: u64
         None => {
             // Expired sessions hold the room: have them compacted away.
             inner.compact_wanted.store(true, Ordering::Release);
-            inner.wake.notify_all();
+            inner.stop.wake();
             Ok(Quota::Fits)
         }
         Some((what, limit, used)) => {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use crossbeam_utils::sync::ShardedLockWriteGuard;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::clock::Expiry;
 use crate::engine::commit::{GroupCommit, Log};
@@ -23,6 +23,7 @@ use crate::engine::state::{State, StateLock};
 use crate::engine::stats::RecoveryReport;
 use crate::error::Result;
 use crate::poison::Poison;
+use crate::stop::StopSignal;
 
 /// Everything the store's threads share.
 ///
@@ -51,9 +52,8 @@ pub(crate) struct Inner {
     /// Records replayed on open were never synced: the background thread
     /// syncs them once, whatever the policy.
     pub open_sync_pending: AtomicBool,
-    /// Set to stop the background thread, which `wake` wakes.
-    pub stop: Mutex<bool>,
-    pub wake: Condvar,
+    /// Raised to stop the background thread; woken for an early round.
+    pub stop: StopSignal,
     pub recovery: Mutex<RecoveryReport>,
     /// Set when a save found expired sessions holding the quota's room:
     /// the background thread compacts at its next tick.

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::clock::Expiry;
 use crate::engine::commit::GroupCommit;
@@ -36,6 +36,7 @@ use crate::session::{
     SaveMode, Session, SessionRef, duration_millis, expires_from_millis, expires_millis,
     from_millis, to_millis,
 };
+use crate::stop::StopSignal;
 use crate::store::{SessionIter, SessionStore};
 use crate::store_dir::{self, StoreDir};
 use crate::trust;
@@ -187,8 +188,7 @@ impl LogStore {
             commit,
             poison: Poison::default(),
             open_sync_pending: AtomicBool::new(sync_pending),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
+            stop: StopSignal::default(),
             recovery: Mutex::new(report),
             writes: std::sync::atomic::AtomicU64::new(0),
             compact_wanted: AtomicBool::new(false),
@@ -438,8 +438,7 @@ impl Drop for LogStore {
             }
             return;
         }
-        *self.inner.stop.lock() = true;
-        self.inner.wake.notify_all();
+        self.inner.stop.stop();
         if let Some(h) = self.background.take() {
             let _ = h.join();
         }
