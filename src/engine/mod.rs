@@ -3,11 +3,12 @@
 //!
 //! - `store`: the `LogStore` facade and its `SessionStore` implementation;
 //! - `write`: the write path (save, restore, touch, delete);
+//! - `quota`: the quota check of a save;
 //! - `background`: the thread that syncs on an interval and compacts;
+//! - `shared`: what a handle's threads share (`Inner`), and the handles a
+//!   compaction gets from it;
 //! - `compact`: rewriting live sessions into a new file (and expiry),
 //!   and repair;
-//! - `quota`: the quota check of a save;
-//! - `shared`: what a handle's threads share (`Inner`);
 //! - `follow`: catching up with other processes' appends and swaps;
 //! - `commit`: group commit (making appends durable);
 //! - `pending`: reading ahead the hint of another process's compaction;
@@ -16,17 +17,19 @@
 //! - `read`: decoding a session's latest record from the map;
 //! - `state`: a process's view (the mapped file and its index);
 //! - `hint`: the index snapshot a compaction writes beside its file;
-//! - `index`: the in-memory map from id to record, and beside it
-//!   `owners`, from owner to the ids' hashes;
 //! - `lock`: the lock file, which processes share to take turns writing;
 //! - `reserve`: the space kept for deletes and compaction on a full disk;
 //! - `file`: the log file, its memory map and appends, and `Site`, a file
 //!   of the store reached by name only through the store's directory
 //!   descriptor (`crate::store_dir`, opened once per handle);
+//! - `index`: the in-memory map from id to record (built from any source
+//!   of records: `file`'s views are one), and beside it `owners`, from
+//!   owner to the ids' hashes;
 //! - `format`: bytes of the header, and records (depends on nothing);
 //!
-//! beside them `options`, `policy` (the rules a store records), `stats`, `hook` (the I/O seam) and `check` (the
-//! offline verifier, which reads the file with `format` alone).
+//! beside them `options`, `policy` (the rules a store records), `stats`,
+//! `hook` (the I/O seam) and `check` (the offline verifier, which reads the
+//! file with `format` and `file`). `.ci/layers.sh` checks this order in CI.
 
 mod background;
 mod check;
