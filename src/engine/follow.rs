@@ -1,7 +1,8 @@
 //! Catching up with other processes: applying what they appended since
 //! this process last looked, and following a compaction's swap to the new
-//! file. Every reader and writer calls [`refresh`] before trusting its view
-//! (readers only when the no-syscall freshness check says so).
+//! file. Every reader and writer calls [`Follow::fresh`] (or
+//! [`Follow::fresh_or_switch`]) before trusting its view (readers only when
+//! the no-syscall freshness check says so).
 
 use std::path::Path;
 use std::sync::Arc;

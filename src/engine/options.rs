@@ -145,7 +145,7 @@ impl LogOptions {
     /// world-writable, like `/tmp`), giving up the protection against
     /// them: such a user can plant, replace or link the store's files
     /// (DESIGN.md, the threat model). Default: off, and such a directory is
-    /// refused with [`Error::Unsafe`](crate::Error::Unsafe).
+    /// refused with [`Error::Unsafe`].
     pub fn allow_others_to_write_directory(mut self, on: bool) -> Self {
         self.allow_others_to_write_directory = on;
         self
@@ -158,7 +158,7 @@ impl LogOptions {
     /// working thread), so root never does in that user's directory what
     /// the user could not. Without it, a store whose owner (the log's, or
     /// for a new store the directory's) is not this process's user is
-    /// refused with [`Error::Unsafe`](crate::Error::Unsafe): a store
+    /// refused with [`Error::Unsafe`]: a store
     /// planted at a path must not be adopted. It changes nothing for a
     /// process that is not root, which can never open another user's
     /// store. The `sessionlog` command's maintenance commands set it.
@@ -170,9 +170,9 @@ impl LogOptions {
 
     /// Longest a write (or a compaction) waits for the store's write lock,
     /// and an explicit compaction (`compact`, `delete_old_sessions`) for
-    /// another compaction to finish, before it fails with
-    /// [`Error::Busy`](crate::Error::Busy) naming the store: a holder that
-    /// is stopped or hung must not freeze every process. Default: 5 s.
+    /// another compaction to finish, before it fails with [`Error::Busy`]
+    /// naming the store: a holder that is stopped or hung must not freeze
+    /// every process. Default: 5 s.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
         self

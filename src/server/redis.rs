@@ -46,8 +46,8 @@ const TRIM_BATCH: usize = 16;
 /// Data returned per `iter_sessions` page at most (at least one session).
 const PAGE_BYTES: usize = 8 << 20;
 
-/// Shared by every script. KEYS[1..4] = session, modified, expires, ids;
-/// ARGV[1] = clock offset (ms), ARGV[2] = the store's idle limit (ms, -1:
+/// Shared by every script. `KEYS[1..4]` = session, modified, expires, ids;
+/// `ARGV[1]` = clock offset (ms), `ARGV[2]` = the store's idle limit (ms, -1:
 /// none).
 const PRELUDE: &str = r"
 local off = tonumber(ARGV[1])
@@ -72,9 +72,9 @@ local function deadline(k, e)
 end
 ";
 
-/// ARGV[3] = '1' to check the version, ARGV[4] = expected version,
-/// ARGV[5] = data, ARGV[6] = expires, ARGV[7] = id, ARGV[8] = the session
-/// key prefix, ARGV[9] = how many dead index entries to remove.
+/// `ARGV[3]` = '1' to check the version, `ARGV[4]` = expected version,
+/// `ARGV[5]` = data, `ARGV[6]` = expires, `ARGV[7]` = id, `ARGV[8]` = the session
+/// key prefix, `ARGV[9]` = how many dead index entries to remove.
 /// Returns {1, version, modified} or {0, found}.
 const SAVE: &str = r"
 -- drop index entries of sessions whose deadline or idle limit passed
@@ -103,14 +103,14 @@ deadline(KEYS[1], e)
 return {1, found + 1, now}
 ";
 
-/// ARGV[3] = '1' to return the data. Returns nil or {e, m, v[, d]}.
+/// `ARGV[3]` = '1' to return the data. Returns nil or {e, m, v[, d]}.
 const LOAD: &str = r"
 if not live(KEYS[1]) then return nil end
 if ARGV[3] == '1' then return redis.call('HMGET', KEYS[1], 'e', 'm', 'v', 'd') end
 return redis.call('HMGET', KEYS[1], 'e', 'm', 'v')
 ";
 
-/// ARGV[3] = id, ARGV[4] = the new deadline (ms, 0: none), or empty to
+/// `ARGV[3]` = id, `ARGV[4]` = the new deadline (ms, 0: none), or empty to
 /// keep it. Returns 1 if touched, 0 if absent.
 const TOUCH: &str = r"
 if not live(KEYS[1]) then return 0 end
@@ -128,7 +128,7 @@ deadline(KEYS[1], e)
 return 1
 ";
 
-/// ARGV[3] = id. Returns 1 if a live session was deleted.
+/// `ARGV[3]` = id. Returns 1 if a live session was deleted.
 const DELETE: &str = r"
 local was = live(KEYS[1])
 redis.call('DEL', KEYS[1])
@@ -139,8 +139,8 @@ if was then return 1 end
 return 0
 ";
 
-/// KEYS[1] = the session key prefix; ARGV[3] = the max_idle argument (ms),
-/// ARGV[4] = batch size. Returns {removed, looked at}.
+/// `KEYS[1]` = the session key prefix; `ARGV[3]` = the max_idle argument (ms),
+/// `ARGV[4]` = batch size. Returns {removed, looked at}.
 const DELETE_OLD: &str = r"
 local lim = tonumber(ARGV[3])
 if idle >= 0 and idle < lim then lim = idle end
@@ -159,8 +159,8 @@ end
 return {removed, #old + #gone}
 ";
 
-/// KEYS[1] = the session key prefix; ARGV[3] = start ('-' or '(' .. id),
-/// ARGV[4] = count, ARGV[5] = byte budget. Returns {last id looked at or
+/// `KEYS[1]` = the session key prefix; `ARGV[3]` = start ('-' or '(' .. id),
+/// `ARGV[4]` = count, `ARGV[5]` = byte budget. Returns {last id looked at or
 /// '', done, {id, e, m, v, d, ...}}.
 const PAGE: &str = r"
 local ids = redis.call('ZRANGE', KEYS[4], ARGV[3], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[4]))
