@@ -1,10 +1,11 @@
 //! The commands that read or change sessions: setup, list, show, delete,
 //! expire, compact, stats.
 
+use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use sessionlog::{HashedIds, LogStore, Session, SessionId, SessionStore};
@@ -39,38 +40,105 @@ pub fn setup(path: &Path, policy: &PolicyArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One row of `list`: what it shows of a session, without its data.
+struct Row {
+    id: SessionId,
+    size: usize,
+    modified: Option<SystemTime>,
+    expires: Option<SystemTime>,
+    version: u64,
+}
+
+/// The live sessions sorted by id (the `limit` smallest ids only, when
+/// given, so that a bounded listing holds no more than it prints).
+fn sorted_rows(store: &LogStore, limit: Option<usize>) -> Result<Vec<Row>, Failure> {
+    let limit = limit.unwrap_or(usize::MAX);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    // A max-heap by id holding the smallest ids seen so far.
+    let mut heap: BinaryHeap<ById> = BinaryHeap::new();
+    for s in store.iter_sessions()? {
+        let s = s?;
+        if heap.len() == limit {
+            match heap.peek() {
+                Some(top) if s.id.as_str() < top.0.id.as_str() => {
+                    heap.pop();
+                }
+                _ => continue,
+            }
+        }
+        heap.push(ById(Row {
+            size: s.data.len(),
+            modified: s.modified(),
+            expires: s.expires,
+            version: s.version(),
+            id: s.id,
+        }));
+    }
+    Ok(heap.into_sorted_vec().into_iter().map(|r| r.0).collect())
+}
+
+/// A row ordered by its id alone.
+struct ById(Row);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id.as_str() == other.0.id.as_str()
+    }
+}
+impl Eq for ById {}
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.id.as_str().cmp(other.0.id.as_str())
+    }
+}
+
+/// Width of list's ID column: a `HashedIds` digest (45 characters), or the
+/// longest id listed if that is longer, so that the columns stay aligned.
+const ID_COLUMN: usize = 45;
+
 pub fn list(path: &Path, limit: Option<usize>, json: bool) -> Outcome {
     let store = open_existing(path)?;
+    let rows = sorted_rows(&store, limit)?;
     let mut out = io::stdout().lock();
-    if !json {
-        writeln!(
-            out,
-            "{:<32} {:>9} {:<24} {:<24} {:>7}",
-            "ID", "SIZE", "MODIFIED", "EXPIRES", "VERSION"
-        )?;
-    }
-    for s in store.iter_sessions()?.take(limit.unwrap_or(usize::MAX)) {
-        let s = s?;
-        if json {
+    if json {
+        for r in &rows {
             let line = json!({
-                "id": s.id.as_str(),
-                "size": s.data.len(),
-                "modified": s.modified().map(fmt_time),
-                "expires": s.expires.map(fmt_time),
-                "version": s.version(),
+                "id": r.id.as_str(),
+                "size": r.size,
+                "modified": r.modified.map(fmt_time),
+                "expires": r.expires.map(fmt_time),
+                "version": r.version,
             });
             writeln!(out, "{line}")?;
-        } else {
-            writeln!(
-                out,
-                "{:<32} {:>9} {:<24} {:<24} {:>7}",
-                s.id.as_str(),
-                s.data.len(),
-                s.modified().map_or_else(|| "-".into(), fmt_time),
-                s.expires.map_or_else(|| "never".into(), fmt_time),
-                s.version()
-            )?;
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = rows
+        .iter()
+        .map(|r| r.id.as_str().len())
+        .fold(ID_COLUMN, usize::max);
+    writeln!(
+        out,
+        "{:<w$} {:>9} {:<24} {:<24} {:>7}",
+        "ID", "SIZE", "MODIFIED", "EXPIRES", "VERSION"
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<w$} {:>9} {:<24} {:<24} {:>7}",
+            r.id.as_str(),
+            r.size,
+            r.modified.map_or_else(|| "-".into(), fmt_time),
+            r.expires.map_or_else(|| "never".into(), fmt_time),
+            r.version
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -118,6 +186,22 @@ fn resolve(store: &LogStore, path: &Path, arg: &SessionId) -> Result<Option<Sess
     Ok(found)
 }
 
+/// "no session ARG", and why ARG was not looked up as a prefix when it is
+/// too short to be one.
+fn not_found(path: &Path, arg: &SessionId) -> String {
+    let len = arg.as_str().len();
+    if len < MIN_PREFIX {
+        format!(
+            "{}: no session {arg}: not a stored id, and too short for a prefix ({len} \
+             characters; a prefix needs at least {MIN_PREFIX}, so that it cannot pick a \
+             session by accident)",
+            path.display()
+        )
+    } else {
+        format!("{}: no session {arg}", path.display())
+    }
+}
+
 pub fn show(path: &Path, id: &SessionId, raw: bool, key_file: Option<&Path>) -> Outcome {
     let keys = crate::keys::load(key_file)?;
     let store = open_existing(path)?;
@@ -126,7 +210,7 @@ pub fn show(path: &Path, id: &SessionId, raw: bool, key_file: Option<&Path>) -> 
         .transpose()?
         .flatten()
     else {
-        return Err(format!("{}: no session {id}", path.display()).into());
+        return Err(not_found(path, id).into());
     };
     if let Some(keys) = keys {
         s.data = crate::keys::wrap((), keys).decrypt_record(&s.id, &s.data)?;
@@ -210,7 +294,7 @@ pub fn delete(path: &Path, ids: &[SessionId]) -> Outcome {
             writeln!(out, "deleted {id}")?;
         } else {
             missing += 1;
-            eprintln!("sessionlog: {}: no session {id}", path.display());
+            eprintln!("sessionlog: {}", not_found(path, id));
         }
     }
     store.sync()?;

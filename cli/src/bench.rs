@@ -47,9 +47,32 @@ pub struct BenchArgs {
     #[arg(long, value_name = "OPS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     load_rate: u64,
+    /// Run on PATH even though something is there already: the bench
+    /// saves, overwrites and deletes its own sessions in it and compacts
+    /// it, beside whatever it holds.
+    #[arg(long)]
+    yes: bool,
     /// The store to use (kept afterwards); default: a temporary store,
-    /// removed afterwards.
+    /// removed afterwards. An existing one is refused without `--yes`.
     path: Option<PathBuf>,
+}
+
+/// Fails unless nothing is at `path` or `yes` says to go on: a bench writes
+/// its own sessions into a store, overwrites and deletes them and compacts
+/// it, which on a store in use costs its users the time and shows them
+/// nothing.
+fn refuse_existing(path: &Path, yes: bool) -> Result<(), Failure> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display()).into()),
+        Ok(_) if yes => Ok(()),
+        Ok(_) => Err(format!(
+            "{} exists: the bench would save, overwrite and delete its own sessions in it and \
+             compact it; pass --yes to run on it anyway, or name a path where nothing is",
+            path.display()
+        )
+        .into()),
+    }
 }
 
 /// Opens timed per reopen phase.
@@ -236,7 +259,10 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     let threads = usize::try_from(args.threads)?;
     let value_size = usize::try_from(args.value_size)?;
     let (path, _temp) = match &args.path {
-        Some(p) => (p.clone(), None),
+        Some(p) => {
+            refuse_existing(p, args.yes)?;
+            (p.clone(), None)
+        }
         None => {
             let dir = TempStore::new()?;
             (dir.0.join("bench.db"), Some(dir))

@@ -138,10 +138,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write every live session to stdout as JSON lines.
+    /// Write every live session to stdout (or a new file) as JSON lines.
     Export {
         /// The store file.
         path: PathBuf,
+        /// Write to this new file (created mode 0600; an existing file is
+        /// refused) instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
         /// Decrypt with the keys of this file (a store kept through
         /// `Encrypted`; see `rekey`).
         #[arg(long, value_name = "FILE")]
@@ -214,7 +218,11 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Compact { path } => admin::compact(&path),
         Command::Check { path, repair } => check::check(&path, repair),
         Command::Stats { path, json } => admin::stats(&path, json),
-        Command::Export { path, key_file } => transfer::export(&path, key_file.as_deref()),
+        Command::Export {
+            path,
+            output,
+            key_file,
+        } => transfer::export(&path, output.as_deref(), key_file.as_deref()),
         Command::Import { path, key_file } => transfer::import(&path, key_file.as_deref()),
         Command::Rekey {
             path,

@@ -7,7 +7,9 @@
 //! Times are RFC 3339 UTC, or milliseconds since the epoch outside years
 //! 1970 to 9999; `expires` is null for none.
 
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,15 +17,50 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
-use sessionlog::{Session, SessionId, SessionStore};
+use sessionlog::{Encrypted, Session, SessionId, SessionStore};
 
 use crate::{Outcome, fmt_time, open_existing, spinner, store_options};
 
-pub fn export(path: &Path, key_file: Option<&Path>) -> Outcome {
+pub fn export(path: &Path, output: Option<&Path>, key_file: Option<&Path>) -> Outcome {
     let keys = crate::keys::load(key_file)?;
     let store = open_existing(path)?;
     let enc = keys.map(|k| crate::keys::wrap((), k));
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    let Some(output) = output else {
+        return write_sessions(&store, enc.as_ref(), io::stdout().lock());
+    };
+    // Session data are logins: the file is 0600 from its creation, and a
+    // file already there (another user's, or a link) is never written.
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => format!(
+                "{} exists; export writes only a new file (remove it or name another)",
+                output.display()
+            ),
+            _ => format!("create {}: {e}", output.display()),
+        })?;
+    let written = write_sessions(&store, enc.as_ref(), &file).and_then(|code| {
+        file.sync_all()
+            .map_err(|e| format!("sync {}: {e}", output.display()))?;
+        Ok(code)
+    });
+    if written.is_err() {
+        // No half export left behind to be taken for a whole one.
+        let _ = fs::remove_file(output);
+    }
+    written
+}
+
+/// Every live session as JSON lines into `out`.
+fn write_sessions<S: SessionStore>(
+    store: &S,
+    enc: Option<&Encrypted<()>>,
+    out: impl Write,
+) -> Outcome {
+    let mut out = io::BufWriter::new(out);
     for s in store.iter_sessions()? {
         let mut s = s?;
         if let Some(enc) = &enc {
@@ -54,7 +91,7 @@ pub fn import(path: &Path, key_file: Option<&Path>) -> Outcome {
     let bar = spinner("importing");
     let mut input = io::stdin().lock();
     let mut buf = Vec::new();
-    let (mut line_no, mut imported, mut bad) = (0u64, 0u64, 0u64);
+    let (mut line_no, mut imported, mut expired, mut bad) = (0u64, 0u64, 0u64, 0u64);
     loop {
         buf.clear();
         // A line is read up to the longest a session can need (its data in
@@ -91,15 +128,24 @@ pub fn import(path: &Path, key_file: Option<&Path>) -> Outcome {
             continue;
         }
         let saved = parse_line(line).and_then(|mut session| {
+            // Past its deadline: nothing to import (the store would hold it
+            // as garbage until the next compaction).
+            if session.expires.is_some_and(|e| e <= SystemTime::now()) {
+                return Ok(false);
+            }
             if let Some(enc) = &enc {
                 session.data = enc
                     .encrypt_record(&session.id, &session.data)
                     .map_err(|e| e.to_string())?;
             }
-            store.restore_session(&session).map_err(|e| e.to_string())
+            store.restore_session(&session).map_err(|e| e.to_string())?;
+            // Restored but absent: expired by a rule of the store's own
+            // (an idle limit), which the deadline check above cannot see.
+            store.has_session(&session.id).map_err(|e| e.to_string())
         });
         match saved {
-            Ok(()) => imported += 1,
+            Ok(true) => imported += 1,
+            Ok(false) => expired += 1,
             Err(why) => {
                 bad += 1;
                 bar.suspend(|| eprintln!("sessionlog: line {line_no}: {why}; line skipped"));
@@ -111,7 +157,7 @@ pub fn import(path: &Path, key_file: Option<&Path>) -> Outcome {
     store.sync()?;
     writeln!(
         io::stdout().lock(),
-        "imported {imported} sessions into {}; {bad} bad lines",
+        "imported {imported} sessions into {}; skipped {expired} expired; {bad} bad lines",
         path.display()
     )?;
     Ok(if bad == 0 {

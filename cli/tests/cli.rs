@@ -526,9 +526,10 @@ fn bench_runs_every_phase() {
     assert!(path.exists(), "a store given by path is kept");
     assert_eq!(code(&sessionlog(&["bench", "--sync", "sometimes"])), 2);
 
-    // The paced compaction-under-load phase, on a store given by path.
+    // The paced compaction-under-load phase, on the store given by path.
     let o = sessionlog(&[
         "bench",
+        "--yes",
         "--sessions",
         "100",
         "--value-size",
@@ -897,4 +898,183 @@ fn expire_gives_back_a_disk_full_to_the_last_byte() {
     let mut s = Session::new(SessionId::new("after").expect("id"), vec![1; 16 << 10]);
     store.save_session(&mut s).expect("a login after expire");
     assert!(store.delete_session(&s.id).expect("a logout"));
+}
+
+/// `list` prints sessions sorted by id (`--limit N`: the N smallest), in
+/// columns that stay aligned for 45-character `HashedIds` digests and for
+/// longer ids.
+#[test]
+fn list_is_sorted_and_aligned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let long = "z".repeat(60);
+    let digest = HashedIds::<()>::stored_id(&SessionId::new("cookie").expect("id"));
+    {
+        let store = LogStore::open(&path).expect("open");
+        for id in ["mallory", "bob", long.as_str(), digest.as_str(), "alice"] {
+            let mut s = Session::new(SessionId::new(id).expect("id"), vec![b'x'; id.len()]);
+            store.save_session(&mut s).expect("save");
+        }
+    }
+    let mut want = vec!["mallory", "bob", long.as_str(), digest.as_str(), "alice"];
+    want.sort_unstable();
+
+    let o = sessionlog(&["list", s(&path)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    // The ID column is as wide as the longest id, here 60 characters.
+    let w = long.len();
+    assert_eq!(lines[0][..w].trim_end(), "ID", "{out}");
+    assert_eq!(lines[0][w + 1..w + 10].trim_start(), "SIZE", "{out}");
+    let ids: Vec<&str> = lines[1..].iter().map(|l| l[..w].trim_end()).collect();
+    assert_eq!(ids, want, "{out}");
+    for (line, id) in lines[1..].iter().zip(&want) {
+        // SIZE is right-aligned in the same 9 columns on every line.
+        let size: usize = line[w + 1..w + 10]
+            .trim_start()
+            .parse()
+            .unwrap_or_else(|_| panic!("no size in column: {line}"));
+        assert_eq!(size, id.len(), "{line}");
+    }
+
+    let o = sessionlog(&["list", s(&path), "--limit", "2", "--json"]);
+    let listed: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            v["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(listed, want[..2], "the two smallest ids, in order");
+
+    // Without a longer id the column is a digest's width, 45.
+    let o = sessionlog(&["delete", "--", s(&path), &long]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&sessionlog(&["list", s(&path)]));
+    assert_eq!(digest.as_str().len(), 45);
+    for line in out.lines() {
+        let size = line[46..55].trim_start();
+        assert!(
+            line.as_bytes()[45] == b' ' && (size == "SIZE" || size.parse::<usize>().is_ok()),
+            "{out}"
+        );
+    }
+    assert!(out.lines().any(|l| l.starts_with(digest.as_str())), "{out}");
+}
+
+/// An argument of fewer than 8 characters that is no stored id is not
+/// looked up as a prefix, and `show` and `delete` say so and why.
+#[test]
+fn a_short_prefix_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = populated(dir.path());
+    let p = s(&path);
+    // A whole id of fewer than 8 characters is still found.
+    assert_eq!(code(&sessionlog(&["show", p, "alice"])), 0);
+    for args in [vec!["show", p, "car"], vec!["delete", p, "car"]] {
+        let o = sessionlog(&args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("no session car") && err.contains("too short for a prefix"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("at least 8"), "{args:?}: {err}");
+    }
+    // carol is still there: the short prefix named nothing.
+    let store = LogStore::open(&path).expect("open");
+    assert!(
+        store
+            .has_session(&SessionId::new("carol").expect("id"))
+            .expect("has")
+    );
+}
+
+/// A line whose deadline has passed is counted as skipped, not imported,
+/// and is not written; the import still succeeds.
+#[test]
+fn import_counts_expired_lines_as_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("i.db");
+    let input = concat!(
+        "{\"id\":\"live\",\"data\":\"aGk=\",\"expires\":\"2999-01-01T00:00:00Z\"}\n",
+        "{\"id\":\"gone\",\"data\":\"aGk=\",\"expires\":\"2001-01-01T00:00:00Z\"}\n",
+        "{\"id\":\"forever\",\"data\":\"aGk=\",\"expires\":null}\n",
+    );
+    let o = run(&["import", s(&path)], Some(input.as_bytes()));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("imported 2 sessions") && stdout(&o).contains("skipped 1 expired"),
+        "{}",
+        stdout(&o)
+    );
+    let stats = LogStore::open(&path).expect("open").stats().expect("stats");
+    assert_eq!(
+        (stats.sessions, stats.expired),
+        (2, 0),
+        "the expired line was not written"
+    );
+}
+
+/// `export --output FILE` writes the same lines as stdout into a new file
+/// created 0600, and refuses a file that is already there, leaving it.
+#[test]
+fn export_to_a_file_creates_it_0600_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = populated(dir.path());
+    let file = dir.path().join("backup.jsonl");
+    let o = sessionlog(&["export", s(&path), "--output", s(&file)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "nothing on stdout");
+    let meta = std::fs::metadata(&file).expect("created");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let written = std::fs::read(&file).expect("read");
+    let mut lines: Vec<&[u8]> = written.split(|&b| b == b'\n').collect();
+    let to_stdout = sessionlog(&["export", s(&path)]).stdout;
+    let mut want: Vec<&[u8]> = to_stdout.split(|&b| b == b'\n').collect();
+    lines.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(lines, want);
+
+    std::fs::write(&file, b"keep me").expect("write");
+    let o = sessionlog(&["export", s(&path), "-o", s(&file)]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("exists"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&file).expect("read"), b"keep me");
+}
+
+/// `bench PATH` on a path where something is refuses, saying `--yes`, and
+/// leaves it as it was; with `--yes` it runs.
+#[test]
+fn bench_refuses_an_existing_store_without_yes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = populated(dir.path());
+    let before = std::fs::read(&path).expect("read");
+    let args = [
+        "bench",
+        "--sessions",
+        "50",
+        "--compaction-rounds",
+        "0",
+        s(&path),
+    ];
+    let o = sessionlog(&args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("exists") && stderr(&o).contains("--yes"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&path).expect("read"), before, "untouched");
+    let o = sessionlog(&[&args[..5], &["--yes"][..], &args[5..]].concat());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let store = LogStore::open(&path).expect("open");
+    assert!(
+        store
+            .has_session(&SessionId::new("carol").expect("id"))
+            .expect("has"),
+        "the bench leaves the store's own sessions"
+    );
 }
