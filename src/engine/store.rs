@@ -285,7 +285,7 @@ impl LogStore {
     /// expired and idle sessions (see DESIGN.md). Waits for a compaction
     /// running in this or another process to finish first, at most the
     /// lock timeout ([`LogOptions::lock_timeout`](crate::LogOptions::lock_timeout)):
-    /// then [`Error::Busy`](crate::Error::Busy), nothing changed.
+    /// then [`Error::Busy`], nothing changed.
     pub fn compact(&self) -> Result<CompactStats> {
         self.in_this_process()?;
         self.inner.check_lock_file()?;
