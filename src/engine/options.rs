@@ -180,7 +180,7 @@ impl LogOptions {
 
     /// A quota: at most this many live sessions (expired ones do not
     /// count); a save past it fails with
-    /// [`Error::QuotaExceeded`](crate::Error::QuotaExceeded), or evicts
+    /// [`Error::QuotaExceeded`], or evicts
     /// (see [`when_full`](LogOptions::when_full)). Recorded in a new store
     /// as `max_idle` is. Default: none.
     pub fn max_sessions(mut self, n: u64) -> Self {
