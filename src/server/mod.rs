@@ -99,6 +99,9 @@ pub(crate) struct Common {
     pub require_tls: bool,
     /// CA certificates (PEM) to trust instead of the system's.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The most live sessions one owner may have; a save beyond it deletes
+    /// the owner's least recently modified others.
+    pub max_sessions_per_owner: Option<usize>,
 }
 
 /// How much longer than `statement_timeout` the client waits by default, so
@@ -119,6 +122,7 @@ impl std::fmt::Debug for Common {
             .field("allow_plaintext_to_remote", &self.allow_plaintext_to_remote)
             .field("require_tls", &self.require_tls)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("max_sessions_per_owner", &self.max_sessions_per_owner)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +142,7 @@ impl Common {
             allow_plaintext_to_remote: false,
             require_tls: false,
             tls_ca_file: None,
+            max_sessions_per_owner: None,
         }
     }
 
@@ -161,7 +166,20 @@ impl Common {
                 )));
             }
         }
+        if self.max_sessions_per_owner == Some(0) {
+            return Err(Error::InvalidOption(
+                "max_sessions_per_owner must be at least 1".into(),
+            ));
+        }
         check_url_shape(&self.url)
+    }
+
+    /// How many of an owner's other live sessions a save for that owner
+    /// keeps (the limit less the one saved), if there is a limit.
+    #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+    pub fn others_kept(&self) -> Option<i64> {
+        self.max_sessions_per_owner
+            .map(|n| i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX))
     }
 
     /// The client-side deadline for one request.
@@ -431,6 +449,16 @@ macro_rules! common_setters {
             self
         }
 
+        /// The most live sessions one owner may have (default: no limit;
+        /// at least 1). A save that would give an owner more deletes that
+        /// owner's least recently modified other sessions in the same
+        /// transaction (a Lua script for Redis), so that concurrent logins
+        /// from several processes never leave more: the newest login wins.
+        pub fn max_sessions_per_owner(mut self, n: usize) -> $t {
+            self.common.max_sessions_per_owner = Some(n);
+            self
+        }
+
         /// **Testing aid:** adds `offset` to the server's clock in every
         /// query, so that a test can move time forward without sleeping.
         /// Do not use in production.
@@ -483,6 +511,31 @@ pub(crate) fn ms_u64(v: i64) -> u64 {
 /// Converts milliseconds for a signed database column.
 pub(crate) fn ms_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An owner read back from a column: `None` for none, or for bytes that
+/// are not a valid owner (written by something else).
+pub(crate) fn stored_owner(bytes: Option<&[u8]>) -> Option<crate::owner::Owner> {
+    bytes.and_then(crate::owner::Owner::from_stored)
+}
+
+/// A listing entry from stored columns.
+pub(crate) fn info(
+    id: SessionId,
+    owner: Option<crate::owner::Owner>,
+    expires: i64,
+    modified: i64,
+    version: i64,
+    size: i64,
+) -> crate::owner::SessionInfo {
+    crate::owner::SessionInfo::new(
+        id,
+        owner,
+        from_millis(ms_u64(modified)),
+        expires_from_millis(ms_u64(expires)),
+        ms_u64(version),
+        usize::try_from(size).unwrap_or(0),
+    )
 }
 
 /// Rebuilds a session from stored columns.

@@ -7,10 +7,16 @@
 //!     expires  BIGINT NOT NULL DEFAULT 0, -- ms since the epoch, 0: none
 //!     modified BIGINT NOT NULL,           -- ms since the epoch, server clock
 //!     version  BIGINT NOT NULL,
+//!     owner    VARBINARY(255) NULL,       -- the owner's UTF-8, NULL: none
 //!     INDEX <table>_modified (modified),
-//!     INDEX <table>_expires (expires)
+//!     INDEX <table>_expires (expires),
+//!     INDEX <table>_owner (owner, modified)
 //! ) ENGINE=InnoDB
 //! ```
+//!
+//! `setup` adds the `owner` column and its index to a table created by an
+//! earlier version (it looks in `information_schema`), keeping its
+//! sessions.
 //!
 //! Writes first read the server's clock (`UTC_TIMESTAMP(6)`, independent of
 //! the session time zone) and bind it, so that the statement and the value
@@ -27,6 +33,7 @@ use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn, para
 use super::{Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore};
 use crate::error::{Error, Result};
 use crate::id::{MAX_ID_LEN, SessionId};
+use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
 
@@ -41,6 +48,8 @@ const PACKET_OVERHEAD: usize = 64 * 1024;
 
 const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_DEADLOCK: u16 = 1213;
+const ER_DUP_FIELDNAME: u16 = 1060;
+const ER_DUP_KEYNAME: u16 = 1061;
 
 /// Options for [`MySqlStore`]; start with [`MySqlStore::options`].
 #[derive(Clone)]
@@ -293,29 +302,96 @@ impl MySqlStore {
         let mut conn = self.conn()?;
         let now = self.now(&mut conn)?;
         let idle = self.common.idle_ms();
+        let owner = session.owner.clone();
+        let owner = owner.as_ref().map(Owner::as_str);
+        let failed = self.err("save failed");
+        let capped = match (owner, self.common.others_kept()) {
+            (Some(owner), Some(kept)) => Some((owner, kept)),
+            _ => None,
+        };
+        let Some((owner_name, kept)) = capped else {
+            return self.save_on(&mut conn, session, mode, now);
+        };
+        // Capped: the owner's named lock serialises this owner's saves
+        // across connections and hosts; the save and the trim are one
+        // transaction under it.
+        let lock = owner_lock(&self.table, owner_name);
+        let got: Option<i64> = conn
+            .exec_first(
+                "SELECT GET_LOCK(:lock, :secs)",
+                params! {"lock" => &lock, "secs" => self.common.statement_timeout.as_secs().max(1)},
+            )
+            .map_err(&failed)?;
+        if got != Some(1) {
+            return Err(backend_error(
+                BACKEND,
+                &self.target,
+                "save failed: timed out waiting for the owner's lock (max_sessions_per_owner)",
+                None,
+            ));
+        }
+        let r = (|| {
+            conn.query_drop("START TRANSACTION").map_err(&failed)?;
+            let r = self.save_on(&mut conn, session, mode, now).and_then(|()| {
+                let id = session.id.as_str();
+                let ids: Vec<String> = conn
+                    .exec(
+                        &self.sql.trim,
+                        params! {"owner" => owner_name, id, now, idle, kept},
+                    )
+                    .map_err(&failed)?;
+                for victim in ids {
+                    conn.exec_drop(&self.sql.delete, params! {"id" => victim})
+                        .map_err(&failed)?;
+                }
+                Ok(())
+            });
+            match r {
+                Ok(()) => conn.query_drop("COMMIT").map_err(&failed),
+                Err(e) => {
+                    let _ = conn.query_drop("ROLLBACK");
+                    Err(e)
+                }
+            }
+        })();
+        let _ = conn.exec_drop("DO RELEASE_LOCK(:lock)", params! {"lock" => &lock});
+        r
+    }
+
+    /// The save itself on `conn`, at the server time `now`.
+    fn save_on(
+        &self,
+        conn: &mut PooledConn,
+        session: &mut Session,
+        mode: SaveMode,
+        now: i64,
+    ) -> Result<()> {
+        let conn = &mut *conn;
+        let idle = self.common.idle_ms();
         let id = session.id.as_str();
         let data = session.data.as_slice();
         let expires = ms_i64(expires_millis(session.expires));
         let expected = session.version();
+        let owner = session.owner.as_ref().map(Owner::as_str);
         let failed = self.err("save failed");
         let version = if mode == SaveMode::Overwrite {
             let n = self
                 .write(
-                    &mut conn,
+                    conn,
                     &self.sql.upsert,
-                    || params! {id, data, expires, now, idle},
+                    || params! {id, data, expires, now, idle, owner},
                 )
                 .map_err(&failed)?;
             // 1: inserted; 2: updated, LAST_INSERT_ID(expr) carries the version
             if n == 1 { 1 } else { conn.last_insert_id() }
         } else if expected == 0 {
             // An expired row is absent: removing it changes nothing visible.
-            self.write(&mut conn, &self.sql.delete_dead, || params! {id, now, idle})
+            self.write(conn, &self.sql.delete_dead, || params! {id, now, idle})
                 .map_err(&failed)?;
             match self.write(
-                &mut conn,
+                conn,
                 &self.sql.insert,
-                || params! {id, data, expires, now},
+                || params! {id, data, expires, now, owner},
             ) {
                 Ok(_) => 1,
                 Err(mysql::Error::MySqlError(e)) if e.code == ER_DUP_ENTRY => 0,
@@ -325,9 +401,9 @@ impl MySqlStore {
             let v = ms_i64(expected);
             let n = self
                 .write(
-                    &mut conn,
+                    conn,
                     &self.sql.update,
-                    || params! {id, data, expires, now, idle, v},
+                    || params! {id, data, expires, now, idle, v, owner},
                 )
                 .map_err(&failed)?;
             if n == 1 { expected + 1 } else { 0 }
@@ -351,19 +427,15 @@ impl MySqlStore {
         let off = self.common.clock_offset.millis();
         let idle = self.common.idle_ms();
         let after = after.map_or("", SessionId::as_str);
-        let rows: Vec<(String, Vec<u8>, i64, i64, i64)> = conn
+        let rows: Vec<(String, Vec<u8>, i64, i64, i64, Option<Vec<u8>>)> = conn
             .exec(&self.sql.page, params! {off, idle, after})
             .map_err(self.err("listing sessions failed"))?;
         let more = rows.len() == super::PAGE_SIZE;
         let mut sessions = Vec::with_capacity(rows.len());
-        for (id, data, expires, modified, version) in rows {
-            sessions.push(restore(
-                SessionId::new(id)?,
-                data,
-                expires,
-                modified,
-                version,
-            ));
+        for (id, data, expires, modified, version, owner) in rows {
+            let mut s = restore(SessionId::new(id)?, data, expires, modified, version);
+            s.owner = super::stored_owner(owner.as_deref());
+            sessions.push(s);
         }
         let last = if more {
             sessions.last().map(|s| s.id.clone())
@@ -374,22 +446,83 @@ impl MySqlStore {
     }
 }
 
+impl MySqlStore {
+    /// Deletes `owner`'s sessions but `keep`, returning how many were live:
+    /// a locking count and the `DELETE` in one transaction.
+    fn delete_of(&self, what: &str, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        let mut conn = self.conn()?;
+        let now = self.now(&mut conn)?;
+        let idle = self.common.idle_ms();
+        let failed = self.err(what);
+        let owner = owner.as_str();
+        let keep = keep.map_or("", SessionId::as_str);
+        let mut tx = conn
+            .start_transaction(mysql::TxOpts::default())
+            .map_err(&failed)?;
+        let live: Option<i64> = tx
+            .exec_first(&self.sql.count_of, params! {owner, keep, now, idle})
+            .map_err(&failed)?;
+        tx.exec_drop(&self.sql.delete_of, params! {owner, keep})
+            .map_err(&failed)?;
+        tx.commit().map_err(&failed)?;
+        Ok(usize::try_from(live.unwrap_or(0)).unwrap_or(0))
+    }
+}
+
+/// The name of the `GET_LOCK` lock that serialises an owner's capped
+/// saves: a digest, within MySQL's 64 characters, that shows no owner.
+fn owner_lock(table: &str, owner: &str) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(table.as_bytes());
+    h.update([0]);
+    h.update(owner.as_bytes());
+    let d = h.finalize();
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sessionlog.owner.{hex}")
+}
+
 impl SessionStore for MySqlStore {
+    /// Creates the table, or adds the `owner` column and its index to a
+    /// table an earlier version created (a concurrent setup that added
+    /// them first is fine).
     fn setup(&self) -> Result<()> {
-        self.conn()?
-            .query_drop(&self.sql.setup)
-            .map_err(self.err("setup failed (creating the table needs the CREATE privilege)"))
+        let mut conn = self.conn()?;
+        let failed = self.err("setup failed (creating the table needs the CREATE privilege)");
+        conn.query_drop(&self.sql.setup).map_err(&failed)?;
+        let has_owner: Option<i64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = :t AND column_name = 'owner'",
+                params! {"t" => &self.table},
+            )
+            .map_err(&failed)?;
+        if has_owner.unwrap_or(0) == 0 {
+            match conn.query_drop(&self.sql.add_owner) {
+                Ok(()) => {}
+                Err(mysql::Error::MySqlError(e))
+                    if e.code == ER_DUP_FIELDNAME || e.code == ER_DUP_KEYNAME => {}
+                Err(e) => {
+                    return Err(self.err(
+                        "setup failed (adding the owner column needs the ALTER privilege)",
+                    )(e));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
         let off = self.common.clock_offset.millis();
         let idle = self.common.idle_ms();
-        let row: Option<(Vec<u8>, i64, i64, i64)> = self
+        let row: Option<(Vec<u8>, i64, i64, i64, Option<Vec<u8>>)> = self
             .conn()?
             .exec_first(&self.sql.load, params! {"id" => id.as_str(), off, idle})
             .map_err(self.err("load failed"))?;
-        Ok(row.map(|(data, expires, modified, version)| {
-            restore(id.clone(), data, expires, modified, version)
+        Ok(row.map(|(data, expires, modified, version, owner)| {
+            let mut s = restore(id.clone(), data, expires, modified, version);
+            s.owner = super::stored_owner(owner.as_deref());
+            s
         }))
     }
 
@@ -466,6 +599,45 @@ impl SessionStore for MySqlStore {
         }
     }
 
+    /// One query on the `(owner, modified)` index.
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        let off = self.common.clock_offset.millis();
+        let idle = self.common.idle_ms();
+        let rows: Vec<(String, i64, i64, i64, i64)> = self
+            .conn()?
+            .exec(
+                &self.sql.sessions_of,
+                params! {"owner" => owner.as_str(), off, idle},
+            )
+            .map_err(self.err("listing an owner's sessions failed"))?;
+        let mut list = Vec::with_capacity(rows.len());
+        for (id, expires, modified, version, size) in rows {
+            list.push(super::info(
+                SessionId::new(id)?,
+                Some(owner.clone()),
+                expires,
+                modified,
+                version,
+                size,
+            ));
+        }
+        Ok(list)
+    }
+
+    /// One `DELETE` of the owner's rows but `keep` (expired ones too), in
+    /// a transaction with the count of the live ones it removes.
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        self.delete_of("deleting an owner's sessions failed", owner, keep)
+    }
+
+    /// The same `DELETE`: the rows are gone from the table when it returns,
+    /// but InnoDB keeps their bytes in free pages and undo logs until they
+    /// are reused or purged, and the binary log, replicas and backups keep
+    /// them too (SERVERS.md).
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        self.delete_of("erasing an owner's sessions failed", owner, None)
+    }
+
     fn is_thread_safe(&self) -> bool {
         true
     }
@@ -489,6 +661,11 @@ struct Sql {
     delete: String,
     page: String,
     delete_old: String,
+    add_owner: String,
+    sessions_of: String,
+    count_of: String,
+    delete_of: String,
+    trim: String,
 }
 
 impl Sql {
@@ -505,12 +682,18 @@ impl Sql {
                  expires BIGINT NOT NULL DEFAULT 0, \
                  modified BIGINT NOT NULL, \
                  version BIGINT NOT NULL, \
+                 owner VARBINARY(255) NULL, \
                  INDEX {t}_modified (modified), \
-                 INDEX {t}_expires (expires)\
+                 INDEX {t}_expires (expires), \
+                 INDEX {t}_owner (owner, modified)\
                  ) ENGINE=InnoDB"
             ),
+            add_owner: format!(
+                "ALTER TABLE {t} ADD COLUMN owner VARBINARY(255) NULL, \
+                 ADD INDEX {t}_owner (owner, modified)"
+            ),
             load: format!(
-                "SELECT s.data, s.expires, s.modified, s.version FROM {t} AS s, {clock} \
+                "SELECT s.data, s.expires, s.modified, s.version, s.owner FROM {t} AS s, {clock} \
                  WHERE s.id = :id AND {live_c}"
             ),
             version: format!("SELECT version FROM {t} WHERE id = :id AND {live}"),
@@ -520,18 +703,20 @@ impl Sql {
             // `version` is assigned first, so it sees the old expires and
             // modified (MySQL assigns left to right).
             upsert: format!(
-                "INSERT INTO {t} (id, data, expires, modified, version) \
-                 VALUES (:id, :data, :expires, :now, 1) \
+                "INSERT INTO {t} (id, data, expires, modified, version, owner) \
+                 VALUES (:id, :data, :expires, :now, 1, :owner) \
                  ON DUPLICATE KEY UPDATE \
                  version = LAST_INSERT_ID(IF({live}, version + 1, 1)), \
-                 data = VALUES(data), expires = VALUES(expires), modified = VALUES(modified)"
+                 data = VALUES(data), expires = VALUES(expires), modified = VALUES(modified), \
+                 owner = VALUES(owner)"
             ),
             insert: format!(
-                "INSERT INTO {t} (id, data, expires, modified, version) \
-                 VALUES (:id, :data, :expires, :now, 1)"
+                "INSERT INTO {t} (id, data, expires, modified, version, owner) \
+                 VALUES (:id, :data, :expires, :now, 1, :owner)"
             ),
             update: format!(
-                "UPDATE {t} SET data = :data, expires = :expires, modified = :now, version = version + 1 \
+                "UPDATE {t} SET data = :data, expires = :expires, modified = :now, \
+                 version = version + 1, owner = :owner \
                  WHERE id = :id AND version = :v AND {live}"
             ),
             // :expires: the new deadline, or NULL to keep it; the WHERE
@@ -543,9 +728,27 @@ impl Sql {
             delete_dead: format!("DELETE FROM {t} WHERE id = :id AND NOT {live}"),
             delete: format!("DELETE FROM {t} WHERE id = :id"),
             page: format!(
-                "SELECT s.id, s.data, s.expires, s.modified, s.version FROM {t} AS s, {clock} \
+                "SELECT s.id, s.data, s.expires, s.modified, s.version, s.owner \
+                 FROM {t} AS s, {clock} \
                  WHERE s.id > :after AND {live_c} ORDER BY s.id LIMIT {}",
                 super::PAGE_SIZE
+            ),
+            sessions_of: format!(
+                "SELECT s.id, s.expires, s.modified, s.version, CAST(LENGTH(s.data) AS SIGNED) \
+                 FROM {t} AS s, {clock} \
+                 WHERE s.owner = :owner AND {live_c} ORDER BY s.modified DESC, s.id"
+            ),
+            // :keep: the id to spare, or '' (no id is empty)
+            count_of: format!(
+                "SELECT COUNT(*) FROM {t} WHERE owner = :owner AND id <> :keep AND {live} \
+                 FOR UPDATE"
+            ),
+            delete_of: format!("DELETE FROM {t} WHERE owner = :owner AND id <> :keep"),
+            // the owner's live sessions but :id past the :kept newest
+            trim: format!(
+                "SELECT id FROM {t} WHERE owner = :owner AND id <> :id AND {live} \
+                 ORDER BY modified DESC, id LIMIT 18446744073709551615 OFFSET :kept \
+                 FOR UPDATE"
             ),
             delete_old: format!(
                 "DELETE FROM {t} WHERE modified <= :cutoff OR (expires <> 0 AND expires <= :now) \

@@ -6,11 +6,17 @@
 //!     data     bytea  NOT NULL,
 //!     expires  bigint NOT NULL DEFAULT 0,  -- ms since the epoch, 0: none
 //!     modified bigint NOT NULL,            -- ms since the epoch, server clock
-//!     version  bigint NOT NULL
+//!     version  bigint NOT NULL,
+//!     owner    text COLLATE "C"             -- NULL: none
 //! );
 //! CREATE INDEX ON <table> (modified);
 //! CREATE INDEX ON <table> (expires) WHERE expires <> 0;
+//! CREATE INDEX ON <table> (owner, modified) WHERE owner IS NOT NULL;
 //! ```
+//!
+//! `setup` adds the `owner` column and its index to a table created by an
+//! earlier version (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS`), keeping
+//! its sessions.
 //!
 //! Every statement reads the time once, as `statement_timestamp()` plus the
 //! test offset (`$1`), and takes the store's idle limit as `$2`; liveness
@@ -32,6 +38,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
 
@@ -433,6 +440,38 @@ impl PostgresStore {
         .map_err(|f| self.fail(what, f))
     }
 
+    /// Runs a statement without parameters (`BEGIN`, `COMMIT`).
+    fn simple(&self, conn: &Pooled<'_, Connector>, what: &str, sql: &str) -> Result<()> {
+        conn.block(self.common.io_timeout(), conn.client.batch_execute(sql))
+            .map_err(|f| self.fail(what, f))
+    }
+
+    /// Deletes `owner`'s sessions but `keep`, returning how many were live.
+    fn delete_of(&self, what: &str, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        let (off, idle) = self.base();
+        let owner = owner.as_str();
+        let keep = keep.map(SessionId::as_str);
+        let conn = self.conn()?;
+        let rows = self.query(
+            &conn,
+            what,
+            &self.sql.delete_of,
+            &[
+                (&off, Type::INT8),
+                (&idle, Type::INT8),
+                (&owner, Type::TEXT),
+                (&keep, Type::TEXT),
+            ],
+        )?;
+        let mut n = 0;
+        for row in rows {
+            if row.try_get::<_, bool>(0).map_err(self.err(what))? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn base(&self) -> (i64, i64) {
         (self.common.clock_offset.millis(), self.common.idle_ms())
     }
@@ -443,26 +482,81 @@ impl PostgresStore {
         let id = session.id.as_str();
         let data = session.data.as_slice();
         let expires = ms_i64(expires_millis(session.expires));
+        let owner = session.owner.as_ref().map(Owner::as_str);
         let conn = self.conn()?;
-        let args: [(&(dyn ToSql + Sync), Type); 5] = [
+        let args: [(&(dyn ToSql + Sync), Type); 6] = [
             (&off, Type::INT8),
             (&idle, Type::INT8),
             (&id, Type::TEXT),
             (&data, Type::BYTEA),
             (&expires, Type::INT8),
+            (&owner, Type::TEXT),
         ];
         let expected = ms_i64(session.version());
-        let rows = match (mode, session.version()) {
-            (SaveMode::Overwrite, _) => self.query(&conn, "save", &self.sql.upsert, &args)?,
-            (SaveMode::IfUnchanged, 0) => self.query(&conn, "save", &self.sql.create, &args)?,
-            (SaveMode::IfUnchanged, _) => {
-                let [a, b, c, d, e] = args;
+        let capped = match (owner, self.common.others_kept()) {
+            (Some(owner), Some(kept)) => Some((owner, kept)),
+            _ => None,
+        };
+        if capped.is_some() {
+            // The save and the trim in one transaction, serialised per
+            // owner by an advisory lock: each sees the other's rows.
+            self.simple(&conn, "save", "BEGIN")?;
+        }
+        let saved = (|| {
+            if let Some((owner, _)) = capped {
+                // First, so that every capped save of this owner waits here
+                // before it holds any row lock.
+                let key = lock_key(&format!("{}\0{owner}", self.table));
                 self.query(
                     &conn,
                     "save",
-                    &self.sql.update,
-                    &[a, b, c, d, e, (&expected, Type::INT8)],
-                )?
+                    "SELECT pg_advisory_xact_lock($1::bigint)",
+                    &[(&key, Type::INT8)],
+                )?;
+            }
+            let rows = match (mode, session.version()) {
+                (SaveMode::Overwrite, _) => self.query(&conn, "save", &self.sql.upsert, &args)?,
+                (SaveMode::IfUnchanged, 0) => {
+                    self.query(&conn, "save", &self.sql.create, &args)?
+                }
+                (SaveMode::IfUnchanged, _) => {
+                    let [a, b, c, d, e, f] = args;
+                    self.query(
+                        &conn,
+                        "save",
+                        &self.sql.update,
+                        &[a, b, c, d, e, f, (&expected, Type::INT8)],
+                    )?
+                }
+            };
+            if let (Some((owner, kept)), Some(_)) = (capped, rows.first()) {
+                self.query(
+                    &conn,
+                    "save",
+                    &self.sql.trim,
+                    &[
+                        (&off, Type::INT8),
+                        (&idle, Type::INT8),
+                        (&owner, Type::TEXT),
+                        (&id, Type::TEXT),
+                        (&kept, Type::INT8),
+                    ],
+                )?;
+            }
+            Ok(rows)
+        })();
+        let rows = match (capped, saved) {
+            (None, r) => r?,
+            (Some(_), Ok(rows)) => {
+                self.simple(&conn, "save", "COMMIT")?;
+                rows
+            }
+            (Some(_), Err(e)) => {
+                // A connection left inside a transaction is not reused.
+                if self.simple(&conn, "save", "ROLLBACK").is_err() {
+                    conn.broken.set(true);
+                }
+                return Err(e);
             }
         };
         match rows.into_iter().next() {
@@ -513,13 +607,15 @@ impl PostgresStore {
         for row in rows {
             let id: &str = row.try_get(0).map_err(&get)?;
             let id = SessionId::new(id)?;
-            sessions.push(restore(
+            let mut s = restore(
                 id,
                 row.try_get(1).map_err(&get)?,
                 row.try_get(2).map_err(&get)?,
                 row.try_get(3).map_err(&get)?,
                 row.try_get(4).map_err(&get)?,
-            ));
+            );
+            s.owner = super::stored_owner(row.try_get::<_, Option<&str>>(5).map_err(&get)?.map(str::as_bytes));
+            sessions.push(s);
         }
         let last = if more {
             sessions.last().map(|s| s.id.clone())
@@ -577,13 +673,19 @@ impl SessionStore for PostgresStore {
             return Ok(None);
         };
         let get = self.err("load");
-        Ok(Some(restore(
+        let mut s = restore(
             id.clone(),
             row.try_get(0).map_err(&get)?,
             row.try_get(1).map_err(&get)?,
             row.try_get(2).map_err(&get)?,
             row.try_get(3).map_err(&get)?,
-        )))
+        );
+        s.owner = super::stored_owner(
+            row.try_get::<_, Option<&str>>(4)
+                .map_err(&get)?
+                .map(str::as_bytes),
+        );
+        Ok(Some(s))
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
@@ -650,6 +752,51 @@ impl SessionStore for PostgresStore {
         }
     }
 
+    /// One query on the `(owner, modified)` index.
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        let (off, idle) = self.base();
+        let name = owner.as_str();
+        let conn = self.conn()?;
+        let rows = self.query(
+            &conn,
+            "listing an owner's sessions",
+            &self.sql.sessions_of,
+            &[
+                (&off, Type::INT8),
+                (&idle, Type::INT8),
+                (&name, Type::TEXT),
+            ],
+        )?;
+        drop(conn);
+        let get = self.err("listing an owner's sessions");
+        let mut list = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: &str = row.try_get(0).map_err(&get)?;
+            list.push(super::info(
+                SessionId::new(id)?,
+                Some(owner.clone()),
+                row.try_get(1).map_err(&get)?,
+                row.try_get(2).map_err(&get)?,
+                row.try_get(3).map_err(&get)?,
+                row.try_get(4).map_err(&get)?,
+            ));
+        }
+        Ok(list)
+    }
+
+    /// One `DELETE` of the owner's rows but `keep` (expired ones too);
+    /// counts the live ones.
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        self.delete_of("deleting an owner's sessions", owner, keep)
+    }
+
+    /// The same `DELETE`: the rows are gone from the table when it returns,
+    /// but PostgreSQL keeps their bytes in dead tuples until `VACUUM`, in
+    /// its write-ahead log, and in replicas and backups (SERVERS.md).
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        self.delete_of("erasing an owner's sessions", owner, None)
+    }
+
     fn is_thread_safe(&self) -> bool {
         true
     }
@@ -671,6 +818,9 @@ struct Sql {
     delete: String,
     page: String,
     delete_old: String,
+    sessions_of: String,
+    delete_of: String,
+    trim: String,
 }
 
 impl Sql {
@@ -685,13 +835,14 @@ impl Sql {
         let old_live = "((s.expires = 0 OR s.expires > EXCLUDED.modified) \
                         AND s.modified > EXCLUDED.modified - $2::bigint)";
         let insert = format!(
-            "INSERT INTO {t} AS s (id, data, expires, modified, version) \
-             VALUES ($3, $4, $5::bigint, {NOW}, 1) \
+            "INSERT INTO {t} AS s (id, data, expires, modified, version, owner) \
+             VALUES ($3, $4, $5::bigint, {NOW}, 1, $6::text) \
              ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires, \
-             modified = EXCLUDED.modified"
+             modified = EXCLUDED.modified, owner = EXCLUDED.owner"
         );
         let m_idx = index_name(t, "modified");
         let e_idx = index_name(t, "expires");
+        let o_idx = index_name(t, "owner");
         Sql {
             setup: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\
@@ -701,10 +852,14 @@ impl Sql {
                  modified bigint NOT NULL, \
                  version bigint NOT NULL); \
                  CREATE INDEX IF NOT EXISTS {m_idx} ON {t} (modified); \
-                 CREATE INDEX IF NOT EXISTS {e_idx} ON {t} (expires) WHERE expires <> 0;"
+                 CREATE INDEX IF NOT EXISTS {e_idx} ON {t} (expires) WHERE expires <> 0; \
+                 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS owner text COLLATE \"C\"; \
+                 CREATE INDEX IF NOT EXISTS {o_idx} ON {t} (owner, modified) \
+                 WHERE owner IS NOT NULL;"
             ),
             load: format!(
-                "SELECT data, expires, modified, version FROM {t} AS s WHERE s.id = $3 AND {live_s}"
+                "SELECT data, expires, modified, version, owner FROM {t} AS s \
+                 WHERE s.id = $3 AND {live_s}"
             ),
             version: format!("SELECT version FROM {t} AS s WHERE s.id = $3 AND {live_s}"),
             upsert: format!(
@@ -716,8 +871,8 @@ impl Sql {
             ),
             update: format!(
                 "UPDATE {t} AS s SET data = $4, expires = $5::bigint, modified = {NOW}, \
-                 version = s.version + 1 \
-                 WHERE s.id = $3 AND s.version = $6::bigint AND {live_s} \
+                 version = s.version + 1, owner = $6::text \
+                 WHERE s.id = $3 AND s.version = $7::bigint AND {live_s} \
                  RETURNING modified, version"
             ),
             // $4: the new deadline, or NULL to keep it
@@ -727,8 +882,23 @@ impl Sql {
             ),
             delete: format!("DELETE FROM {t} AS s WHERE s.id = $3 RETURNING {live_s}"),
             page: format!(
-                "SELECT id, data, expires, modified, version FROM {t} AS s \
+                "SELECT id, data, expires, modified, version, owner FROM {t} AS s \
                  WHERE s.id > $3 AND {live_s} ORDER BY s.id LIMIT $4"
+            ),
+            sessions_of: format!(
+                "SELECT id, expires, modified, version, length(data)::bigint FROM {t} AS s \
+                 WHERE s.owner = $3 AND {live_s} ORDER BY s.modified DESC, s.id"
+            ),
+            // $4: the id to keep, or NULL
+            delete_of: format!(
+                "DELETE FROM {t} AS s WHERE s.owner = $3 AND s.id IS DISTINCT FROM $4::text \
+                 RETURNING {live_s}"
+            ),
+            // $3 owner, $4 the id just saved, $5 how many others stay
+            trim: format!(
+                "DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} AS s \
+                 WHERE s.owner = $3 AND s.id <> $4 AND {live_s} \
+                 ORDER BY s.modified DESC, s.id OFFSET $5::bigint)"
             ),
             delete_old: format!(
                 "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \

@@ -5,11 +5,22 @@
 //!
 //! ```text
 //! {P}:s:<id>      hash  d = data, e = expires (ms, 0: none),
-//!                       m = modified (ms), v = version
+//!                       m = modified (ms), v = version, o = owner (if any)
 //! {P}:modified    zset  id -> modified (ms)   for delete_old_sessions
 //! {P}:expires     zset  id -> expires (ms)    sessions with a deadline
 //! {P}:ids         zset  id -> 0               keyset pages for iter_sessions
+//! {P}:o:<owner>   zset  id -> modified (ms)   one owner's sessions
 //! ```
+//!
+//! An owner's index is updated in the script that saves, touches or
+//! deletes a session, and is only a hint: `sessions_of` checks every entry
+//! against the session (live, and still this owner's) and removes those
+//! that are not. Entries of sessions that Redis expired by itself go on
+//! the way: every save for an owner checks up to [`TRIM_BATCH`] of its
+//! oldest entries, `sessions_of` checks them all, and the index key itself
+//! carries a server-side expiry no earlier than its longest-lived session's,
+//! so that the index of an owner who never returns goes when the last of
+//! its sessions does.
 //!
 //! Scripts read the time with `TIME` (plus the test offset) and decide
 //! liveness themselves. Each session key also carries a server-side expiry
@@ -27,6 +38,7 @@ use super::pool::{Connect, Pool, Pooled};
 use super::{Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
 
@@ -46,10 +58,11 @@ const TRIM_BATCH: usize = 16;
 /// Data returned per `iter_sessions` page at most (at least one session).
 const PAGE_BYTES: usize = 8 << 20;
 
-/// Shared by every script. `KEYS[1..4]` = session, modified, expires, ids;
-/// `ARGV[1]` = clock offset (ms), `ARGV[2]` = the store's idle limit (ms, -1:
-/// none).
+/// Shared by every script. `KEYS[1..5]` = session, modified, expires, ids,
+/// the owner index prefix; `ARGV[1]` = clock offset (ms), `ARGV[2]` = the
+/// store's idle limit (ms, -1: none).
 const PRELUDE: &str = r"
+local oprefix = KEYS[5]
 local off = tonumber(ARGV[1])
 local idle = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -63,19 +76,49 @@ local function live(k)
   if idle >= 0 and m + idle <= now then return nil end
   return tonumber(h[3])
 end
--- the server-side expiry: deadline or idle limit, in the server's own time
+-- the server-side expiry: deadline or idle limit, in the server's own time;
+-- returns it (nil: none)
 local function deadline(k, e)
   local at = nil
   if e ~= 0 then at = e - off end
   if idle >= 0 and (at == nil or now - off + idle < at) then at = now - off + idle end
   if at == nil then redis.call('PERSIST', k) else redis.call('PEXPIREAT', k, at) end
+  return at
+end
+-- removes id from the index of the owner of the session at k, if any
+local function unown(k, id)
+  local o = redis.call('HGET', k, 'o')
+  if o then redis.call('ZREM', oprefix .. o, id) end
+end
+-- puts id into owner o's index at now; the index key lives at least as
+-- long as the session (server-side expiry at, nil: none)
+local function own(o, id, at)
+  local ok = oprefix .. o
+  local pt = redis.call('PTTL', ok)
+  redis.call('ZADD', ok, now, id)
+  if at == nil then redis.call('PERSIST', ok)
+  elseif pt == -2 or (pt >= 0 and now - off + pt < at) then redis.call('PEXPIREAT', ok, at) end
+end
+-- deletes the session id at key k and every index entry of it
+local function drop(k, id)
+  unown(k, id)
+  redis.call('DEL', k)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
+end
+-- whether the session at k is live and owner o's
+local function mine(k, o)
+  return live(k) and redis.call('HGET', k, 'o') == o
 end
 ";
 
 /// `ARGV[3]` = '1' to check the version, `ARGV[4]` = expected version,
 /// `ARGV[5]` = data, `ARGV[6]` = expires, `ARGV[7]` = id, `ARGV[8]` = the session
-/// key prefix, `ARGV[9]` = how many dead index entries to remove.
-/// Returns {1, version, modified} or {0, found}.
+/// key prefix, `ARGV[9]` = how many dead index entries to remove,
+/// `ARGV[10]` = the owner ('' for none), `ARGV[11]` = how many of the owner's
+/// other live sessions to keep (-1: all). Returns {1, version, modified}
+/// or {0, found}.
 const SAVE: &str = r"
 -- drop index entries of sessions whose deadline or idle limit passed
 local trim = tonumber(ARGV[9])
@@ -85,28 +128,51 @@ if idle >= 0 then
   for _, id in ipairs(idled) do table.insert(dead, id) end
 end
 for _, id in ipairs(dead) do
-  if id ~= ARGV[7] and not live(ARGV[8] .. id) then
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('ZREM', KEYS[4], id)
-    redis.call('DEL', ARGV[8] .. id)
-  end
+  if id ~= ARGV[7] and not live(ARGV[8] .. id) then drop(ARGV[8] .. id, id) end
 end
 local found = live(KEYS[1]) or 0
 if ARGV[3] == '1' and found ~= tonumber(ARGV[4]) then return {0, found} end
 local e = tonumber(ARGV[6])
+local o = ARGV[10]
+local was = redis.call('HGET', KEYS[1], 'o')
+if was and was ~= o then redis.call('ZREM', oprefix .. was, ARGV[7]) end
 redis.call('HSET', KEYS[1], 'd', ARGV[5], 'e', ARGV[6], 'm', now, 'v', found + 1)
+if o == '' then redis.call('HDEL', KEYS[1], 'o') else redis.call('HSET', KEYS[1], 'o', o) end
 redis.call('ZADD', KEYS[2], now, ARGV[7])
 if e ~= 0 then redis.call('ZADD', KEYS[3], e, ARGV[7]) else redis.call('ZREM', KEYS[3], ARGV[7]) end
 redis.call('ZADD', KEYS[4], 0, ARGV[7])
-deadline(KEYS[1], e)
+local at = deadline(KEYS[1], e)
+if o ~= '' then
+  own(o, ARGV[7], at)
+  local ok = oprefix .. o
+  local keep = tonumber(ARGV[11])
+  if keep >= 0 then
+    -- the cap: the newest `keep` others stay, older live ones go
+    local ids = redis.call('ZREVRANGE', ok, 0, -1)
+    for _, id in ipairs(ids) do
+      if id ~= ARGV[7] then
+        local k = ARGV[8] .. id
+        if mine(k, o) then
+          if keep > 0 then keep = keep - 1 else drop(k, id) end
+        else
+          redis.call('ZREM', ok, id)
+        end
+      end
+    end
+  else
+    -- the owner's oldest entries, dropped if their session is gone
+    for _, id in ipairs(redis.call('ZRANGE', ok, 0, trim - 1)) do
+      if id ~= ARGV[7] and not mine(ARGV[8] .. id, o) then redis.call('ZREM', ok, id) end
+    end
+  end
+end
 return {1, found + 1, now}
 ";
 
-/// `ARGV[3]` = '1' to return the data. Returns nil or {e, m, v[, d]}.
+/// `ARGV[3]` = '1' to return the data. Returns nil or {e, m, v[, d, o]}.
 const LOAD: &str = r"
 if not live(KEYS[1]) then return nil end
-if ARGV[3] == '1' then return redis.call('HMGET', KEYS[1], 'e', 'm', 'v', 'd') end
+if ARGV[3] == '1' then return redis.call('HMGET', KEYS[1], 'e', 'm', 'v', 'd', 'o') end
 return redis.call('HMGET', KEYS[1], 'e', 'm', 'v')
 ";
 
@@ -124,17 +190,16 @@ else
   if e ~= 0 then redis.call('ZADD', KEYS[3], e, ARGV[3]) else redis.call('ZREM', KEYS[3], ARGV[3]) end
 end
 redis.call('ZADD', KEYS[2], now, ARGV[3])
-deadline(KEYS[1], e)
+local at = deadline(KEYS[1], e)
+local o = redis.call('HGET', KEYS[1], 'o')
+if o then own(o, ARGV[3], at) end
 return 1
 ";
 
 /// `ARGV[3]` = id. Returns 1 if a live session was deleted.
 const DELETE: &str = r"
 local was = live(KEYS[1])
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('ZREM', KEYS[4], ARGV[3])
+drop(KEYS[1], ARGV[3])
 if was then return 1 end
 return 0
 ";
@@ -150,10 +215,8 @@ local gone = redis.call('ZRANGE', KEYS[3], '-inf', now, 'BYSCORE', 'LIMIT', 0, n
 local removed = 0
 for _, list in ipairs({old, gone}) do
   for _, id in ipairs(list) do
-    if redis.call('ZREM', KEYS[4], id) == 1 then removed = removed + 1 end
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('DEL', KEYS[1] .. id)
+    if redis.call('ZSCORE', KEYS[4], id) then removed = removed + 1 end
+    drop(KEYS[1] .. id, id)
   end
 end
 return {removed, #old + #gone}
@@ -169,9 +232,9 @@ for i, id in ipairs(ids) do
   local k = KEYS[1] .. id
   last = id
   if live(k) then
-    local h = redis.call('HMGET', k, 'e', 'm', 'v', 'd')
+    local h = redis.call('HMGET', k, 'e', 'm', 'v', 'd', 'o')
     table.insert(out, id)
-    for _, x in ipairs(h) do table.insert(out, x) end
+    for i = 1, 5 do table.insert(out, h[i]) end
     bytes = bytes + #h[4]
     if bytes >= tonumber(ARGV[5]) and i < #ids then return {last, 0, out} end
   end
@@ -181,7 +244,47 @@ if #ids < tonumber(ARGV[4]) then done = 1 end
 return {last, done, out}
 ";
 
-/// Options for [`RedisStore`]; start with [`RedisStore::options`].
+/// `KEYS[1]` = the session key prefix; `ARGV[3]` = the owner. Returns {id, e,
+/// m, v, size, ...} of the owner's live sessions; drops the index entries
+/// of the others.
+const SESSIONS_OF: &str = r"
+local ok = oprefix .. `ARGV[3]`
+local out = {}
+for _, id in ipairs(redis.call('ZREVRANGE', ok, 0, -1)) do
+  local k = `KEYS[1]` .. id
+  if mine(k, `ARGV[3]`) then
+    local h = redis.call('HMGET', k, 'e', 'm', 'v')
+    table.insert(out, id)
+    for i = 1, 3 do table.insert(out, h[i]) end
+    table.insert(out, redis.call('HSTRLEN', k, 'd'))
+  else
+    redis.call('ZREM', ok, id)
+  end
+end
+return out
+";
+
+/// `KEYS[1]` = the session key prefix; `ARGV[3]` = the owner, `ARGV[4]` = the
+/// id to keep ('' for none). Deletes the owner's sessions (expired ones
+/// too) but that one; returns how many were live.
+const DELETE_OF: &str = r"
+local ok = oprefix .. `ARGV[3]`
+local n = 0
+for _, id in ipairs(redis.call('ZRANGE', ok, 0, -1)) do
+  if id ~= `ARGV[4]` then
+    local k = `KEYS[1]` .. id
+    if redis.call('HGET', k, 'o') == `ARGV[3]` then
+      if live(k) then n = n + 1 end
+      drop(k, id)
+    else
+      redis.call('ZREM', ok, id)
+    end
+  end
+end
+return n
+";
+
+/// Options for [`RedisStore`]; start with [`RedisStore::builder`].
 #[derive(Clone)]
 pub struct RedisOptions {
     common: Common,
@@ -287,6 +390,7 @@ impl RedisOptions {
                 modified: format!("{{{p}}}:modified"),
                 expires: format!("{{{p}}}:expires"),
                 ids: format!("{{{p}}}:ids"),
+                owners: format!("{{{p}}}:o:"),
             },
             scripts: Scripts {
                 save: Script::new(&format!("{PRELUDE}{SAVE}")),
@@ -295,6 +399,8 @@ impl RedisOptions {
                 delete: Script::new(&format!("{PRELUDE}{DELETE}")),
                 delete_old: Script::new(&format!("{PRELUDE}{DELETE_OLD}")),
                 page: Script::new(&format!("{PRELUDE}{PAGE}")),
+                sessions_of: Script::new(&format!("{PRELUDE}{SESSIONS_OF}")),
+                delete_of: Script::new(&format!("{PRELUDE}{DELETE_OF}")),
             },
             prefix: self.prefix,
             common: self.common,
@@ -328,6 +434,7 @@ struct Keys {
     modified: String,
     expires: String,
     ids: String,
+    owners: String,
 }
 
 struct Scripts {
@@ -337,6 +444,8 @@ struct Scripts {
     delete: Script,
     delete_old: Script,
     page: Script,
+    sessions_of: Script,
+    delete_of: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -390,6 +499,7 @@ impl RedisStore {
             .key(&self.keys.modified)
             .key(&self.keys.expires)
             .key(&self.keys.ids)
+            .key(&self.keys.owners)
             .arg(self.common.clock_offset.millis())
             .arg(idle);
         for a in args {
@@ -437,6 +547,8 @@ impl RedisStore {
             SaveMode::Overwrite => "0",
         };
         let trim = TRIM_BATCH.to_string();
+        let owner = session.owner.as_ref().map_or("", Owner::as_str);
+        let kept = self.common.others_kept().unwrap_or(-1).to_string();
         let reply = self.run(
             "save failed",
             &self.scripts.save,
@@ -449,6 +561,8 @@ impl RedisStore {
                 session.id.as_str().as_bytes(),
                 self.keys.session.as_bytes(),
                 trim.as_bytes(),
+                owner.as_bytes(),
+                kept.as_bytes(),
             ],
         )?;
         match ints(&reply).as_deref() {
@@ -468,6 +582,19 @@ impl RedisStore {
         }
     }
 
+    fn delete_of(&self, what: &str, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        let keep = keep.map_or("", SessionId::as_str);
+        let reply = self.run(
+            what,
+            &self.scripts.delete_of,
+            None,
+            &[owner.as_str().as_bytes(), keep.as_bytes()],
+        )?;
+        int(&reply)
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .ok_or_else(|| self.bad_reply(what, &reply))
+    }
+
     fn page(&self, after: Option<&SessionId>) -> Result<Page> {
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({}", id.as_str()));
         let count = super::PAGE_SIZE.to_string();
@@ -485,19 +612,21 @@ impl RedisStore {
         let [last, done, Value::Array(flat)] = parts.as_slice() else {
             return Err(bad());
         };
-        let mut sessions = Vec::with_capacity(flat.len() / 5);
-        for row in flat.chunks(5) {
-            let [id, e, m, v, d] = row else {
+        let mut sessions = Vec::with_capacity(flat.len() / 6);
+        for row in flat.chunks(6) {
+            let [id, e, m, v, d, o] = row else {
                 return Err(bad());
             };
             let id = SessionId::new(String::from_utf8_lossy(&bytes(id).ok_or_else(bad)?))?;
-            sessions.push(restore(
+            let mut s = restore(
                 id,
                 bytes(d).ok_or_else(bad)?,
                 int(e).ok_or_else(bad)?,
                 int(m).ok_or_else(bad)?,
                 int(v).ok_or_else(bad)?,
-            ));
+            );
+            s.owner = super::stored_owner(bytes(o).as_deref());
+            sessions.push(s);
         }
         let last = bytes(last).ok_or_else(bad)?;
         let last = if int(done) == Some(1) || last.is_empty() {
@@ -522,15 +651,17 @@ impl SessionStore for RedisStore {
         let reply = self.run("load failed", &self.scripts.load, Some(id), &[b"1"])?;
         match &reply {
             Value::Nil => Ok(None),
-            Value::Array(f) if f.len() == 4 => {
+            Value::Array(f) if f.len() == 5 => {
                 let bad = || self.bad_reply("load failed", &reply);
-                Ok(Some(restore(
+                let mut s = restore(
                     id.clone(),
                     bytes(&f[3]).ok_or_else(bad)?,
                     int(&f[0]).ok_or_else(bad)?,
                     int(&f[1]).ok_or_else(bad)?,
                     int(&f[2]).ok_or_else(bad)?,
-                )))
+                );
+                s.owner = super::stored_owner(bytes(&f[4]).as_deref());
+                Ok(Some(s))
             }
             _ => Err(self.bad_reply("load failed", &reply)),
         }
@@ -604,6 +735,51 @@ impl SessionStore for RedisStore {
                 _ => return Err(self.bad_reply("deleting old sessions failed", &reply)),
             }
         }
+    }
+
+    /// One script over the owner's index, which it cleans on the way.
+    fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
+        const WHAT: &str = "listing an owner's sessions failed";
+        let reply = self.run(
+            WHAT,
+            &self.scripts.sessions_of,
+            None,
+            &[owner.as_str().as_bytes()],
+        )?;
+        let bad = || self.bad_reply(WHAT, &reply);
+        let Value::Array(flat) = &reply else {
+            return Err(bad());
+        };
+        let mut list = Vec::with_capacity(flat.len() / 5);
+        for row in flat.chunks(5) {
+            let [id, e, m, v, size] = row else {
+                return Err(bad());
+            };
+            let id = SessionId::new(String::from_utf8_lossy(&bytes(id).ok_or_else(bad)?))?;
+            list.push(super::info(
+                id,
+                Some(owner.clone()),
+                int(e).ok_or_else(bad)?,
+                int(m).ok_or_else(bad)?,
+                int(v).ok_or_else(bad)?,
+                int(size).ok_or_else(bad)?,
+            ));
+        }
+        crate::owner::sort_newest_first(&mut list);
+        Ok(list)
+    }
+
+    /// One script: the owner's sessions but `keep` are deleted at one
+    /// moment.
+    fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
+        self.delete_of("deleting an owner's sessions failed", owner, keep)
+    }
+
+    /// The same script: the keys are gone when it returns, but Redis may
+    /// keep their bytes in freed memory, its append-only file and
+    /// snapshots, and replicas (SERVERS.md).
+    fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
+        self.delete_of("erasing an owner's sessions failed", owner, None)
     }
 
     fn is_thread_safe(&self) -> bool {
