@@ -98,7 +98,11 @@ fn owners_are_kept_moved_listed_and_deleted<B: Backend>(hashed: bool) {
     } else {
         bob.clone()
     };
-    assert_eq!(b1.owner.as_ref(), Some(&bob_stored), "iter_sessions has owners");
+    assert_eq!(
+        b1.owner.as_ref(),
+        Some(&bob_stored),
+        "iter_sessions has owners"
+    );
 
     loc.advance(&cfg, Duration::from_secs(2));
     assert_eq!(
@@ -202,11 +206,7 @@ fn delete_of_racing_saves_takes_effect_at_one_moment<B: Backend>() {
     let deleted = store.delete_sessions_of(&alice, None).expect("delete");
     saver.join().expect("saver");
     let alive: Vec<bool> = (0..N)
-        .map(|i| {
-            store
-                .has_session(&id(&format!("s{i:04}")))
-                .expect("has")
-        })
+        .map(|i| store.has_session(&id(&format!("s{i:04}"))).expect("has"))
         .collect();
     let first_alive = alive.iter().position(|&a| a).unwrap_or(N);
     assert!(
@@ -321,10 +321,9 @@ fn mysql_setup_adds_the_owner_column_and_keeps_sessions() {
     use ::mysql::prelude::Queryable;
     let loc = common::servers::MySql::new_location();
     let t = &loc.table;
-    let mut c = ::mysql::Conn::new(
-        ::mysql::Opts::from_url(&common::servers::mysql_url()).expect("url"),
-    )
-    .expect("connect");
+    let mut c =
+        ::mysql::Conn::new(::mysql::Opts::from_url(&common::servers::mysql_url()).expect("url"))
+            .expect("connect");
     c.query_drop(format!(
         "CREATE TABLE {t} (id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
          data LONGBLOB NOT NULL, expires BIGINT NOT NULL DEFAULT 0, modified BIGINT NOT NULL, \
@@ -391,19 +390,31 @@ fn redis_owner_index_never_outgrows_the_owner() {
         store.save_session(&mut s).expect("save");
     }
     assert_eq!(card(&mut conn), 10);
-    let pttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut conn).expect("PTTL");
-    assert!(pttl > 0, "an index of sessions with deadlines expires: {pttl}");
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(&key)
+        .query(&mut conn)
+        .expect("PTTL");
+    assert!(
+        pttl > 0,
+        "an index of sessions with deadlines expires: {pttl}"
+    );
     loc.advance(&cfg, Duration::from_secs(2));
     save_as(&store, "fresh", Some(&alice));
     assert_eq!(card(&mut conn), 1, "the next save dropped the dead entries");
-    let pttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut conn).expect("PTTL");
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(&key)
+        .query(&mut conn)
+        .expect("PTTL");
     assert_eq!(pttl, -1, "a session without a deadline keeps the index");
     // A session that moves to another owner leaves this index.
     save_as(&store, "fresh", Some(&owner("bob")));
     assert_eq!(card(&mut conn), 0);
     save_as(&store, "fresh", Some(&alice));
     assert!(store.delete_session(&id("fresh")).expect("delete"));
-    let exists: i64 = ::redis::cmd("EXISTS").arg(&key).query(&mut conn).expect("EXISTS");
+    let exists: i64 = ::redis::cmd("EXISTS")
+        .arg(&key)
+        .query(&mut conn)
+        .expect("EXISTS");
     assert_eq!(exists, 0, "deleting the last session removes the index");
     // An id entered behind the store's back is dropped when listed.
     let _: () = ::redis::cmd("ZADD")

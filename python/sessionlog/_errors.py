@@ -13,6 +13,7 @@ from typing import Optional
 __all__ = [
     "Error",
     "InvalidIdError",
+    "InvalidOwnerError",
     "TooLargeError",
     "ConflictError",
     "NotAStoreError",
@@ -38,6 +39,12 @@ class Error(Exception):
 class InvalidIdError(Error, ValueError):
     """A session id that is empty, longer than 128 characters, or has a
     character outside ``A-Z a-z 0-9 - _ ,``. Nothing was read or written."""
+
+
+class InvalidOwnerError(Error, ValueError):
+    """An owner that is empty, longer than 255 bytes of UTF-8, or has a
+    control character. Nothing was read or written; the message never shows
+    the owner."""
 
 
 class TooLargeError(Error, ValueError):

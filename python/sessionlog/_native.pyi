@@ -72,9 +72,16 @@ class Store:
         expires_ms: Optional[int] = None,
         version: int = 0,
         if_unchanged: bool = False,
+        owner: Optional[str] = None,
     ) -> Tuple[int, Optional[int]]:
         """Returns ``(new_version, modified_ms)``; ``ConflictError`` if
         ``if_unchanged`` and the stored version is not ``version``."""
+    def load_owned(self, id: str) -> Optional[Tuple[bytes, int, Optional[int], Optional[int], Optional[str]]]:
+        """``(data, version, expires_ms, modified_ms, owner)`` or None."""
+    def sessions_of(self, owner: str) -> List[Tuple[str, int, Optional[int], int, int]]:
+        """``(id, modified_ms, expires_ms, version, size)``, newest first."""
+    def delete_sessions_of(self, owner: str, keep: Optional[str] = None) -> int: ...
+    def erase_sessions_of(self, owner: str) -> int: ...
     def delete(self, id: str) -> bool: ...
     def has(self, id: str) -> bool: ...
     def touch(self, id: str) -> bool: ...

@@ -16,7 +16,7 @@ import pickle
 import threading
 import time
 import weakref
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from . import _native
 from ._errors import SerializationError, UnsafeError
@@ -27,6 +27,7 @@ __all__ = [
     "DirSessionStore",
     "MemorySessionStore",
     "session_version",
+    "OwnedSession",
 ]
 
 Seconds = Union[int, float, _dt.timedelta]
@@ -36,6 +37,37 @@ Deadline = Union[int, float, _dt.datetime, _dt.timedelta]
 VERSION_ATTR = "_sessionlog_version"
 #: Attribute on a loaded or saved session holding its deadline (ms) or None.
 EXPIRES_ATTR = "_sessionlog_expires"
+#: Attribute on a loaded or saved session holding its owner, or None. It is
+#: never pickled into the session's data (the store keeps the owner beside
+#: it, as a digest with ``hashed_ids``).
+OWNER_ATTR = "_sessionlog_owner"
+
+#: ``save_session``'s default for ``owner``: the owner the object was
+#: loaded or last saved with.
+_KEEP: Any = object()
+
+
+def _owner_str(owner: Any) -> Optional[str]:
+    """An owner as the store keeps it: a string (a user's primary key may be
+    an int or a UUID), or None."""
+    if owner is None:
+        return None
+    return owner if isinstance(owner, str) else str(owner)
+
+class OwnedSession(NamedTuple):
+    """One of an owner's sessions, as ``sessions_of`` lists it."""
+
+    #: The session's id (with ``hashed_ids``: its stored digest).
+    id: str
+    #: Last save or touch, in milliseconds since the Unix epoch.
+    modified_ms: int
+    #: The deadline in milliseconds since the Unix epoch, or None.
+    expires_ms: Optional[int]
+    #: The stored version.
+    version: int
+    #: The length of the stored data in bytes.
+    size: int
+
 
 # Stores opened by this process, reopened lazily in a child after fork():
 # the engine's handle (its background thread, its locks) belongs to the
@@ -148,12 +180,12 @@ class SessionStore:
         """The session with this id, or ``default`` if there is none (or it
         expired). The returned object remembers the stored version, for a
         later conditional save."""
-        found = self.native.load(id)
+        found = self.native.load_owned(id)
         if found is None:
             return default
-        data, version, expires, _modified = found
+        data, version, expires, _modified, owner = found
         session = self._unpickle(data, id)
-        _set_meta(session, version, expires)
+        _set_meta(session, version, expires, owner)
         return session
 
     def save_session(
@@ -161,6 +193,7 @@ class SessionStore:
         session: Any,
         if_unchanged: Optional[bool] = None,
         expires: Optional[Deadline] = None,
+        owner: Any = _KEEP,
     ) -> None:
         """Pickle and store ``session`` under ``session.id``.
 
@@ -174,14 +207,22 @@ class SessionStore:
         or a timedelta from now) after which the session no longer exists;
         it sticks to the object for later saves. Without it, the deadline
         the object was loaded with (if any) is kept.
+
+        ``owner`` names who the session belongs to, typically the user's id
+        (a string, or anything ``str()`` makes one of, such as an int
+        primary key; ``None``: no one), so that :meth:`sessions_of` lists it
+        and :meth:`delete_sessions_of` can log the user out everywhere. It
+        sticks to the object; without it, the owner the object was loaded
+        or last saved with is kept.
         """
         sid = _session_id(session)
         conditional = self.conditional if if_unchanged is None else bool(if_unchanged)
         expires_ms = _deadline_ms(expires) if expires is not None else getattr(session, EXPIRES_ATTR, None)
         version = getattr(session, VERSION_ATTR, 0) if conditional else 0
+        who = getattr(session, OWNER_ATTR, None) if owner is _KEEP else _owner_str(owner)
         data = self._pickle(session, sid)
-        new_version, _modified = self.native.save(sid, data, expires_ms, version, conditional)
-        _set_meta(session, new_version, expires_ms)
+        new_version, _modified = self.native.save(sid, data, expires_ms, version, conditional, who)
+        _set_meta(session, new_version, expires_ms, who)
 
     def delete_session(self, session: Any) -> bool:
         """Delete the session (an object with ``id``, or the id itself);
@@ -215,6 +256,27 @@ class SessionStore:
 
     # -- beyond session2 ----------------------------------------------------
 
+    def sessions_of(self, owner: Any) -> List[OwnedSession]:
+        """The live sessions of ``owner`` (as given to ``save_session``),
+        most recently modified first, without their data: a list of
+        :class:`OwnedSession`. With ``hashed_ids`` the ids listed are the
+        stored digests (give the session's own id as ``keep``)."""
+        return [OwnedSession(*row) for row in self.native.sessions_of(_owner_str(owner) or "")]
+
+    def delete_sessions_of(self, owner: Any, keep: Any = None) -> int:
+        """Delete every live session of ``owner`` but ``keep`` (a session
+        or its id, e.g. the current request's): "log out everywhere else".
+        Returns how many were deleted."""
+        if keep is not None and not isinstance(keep, str):
+            keep = _session_id(keep)
+        return self.native.delete_sessions_of(_owner_str(owner) or "", keep)
+
+    def erase_sessions_of(self, owner: Any) -> int:
+        """Delete every session of ``owner`` so that, when it returns, no
+        byte of their ids, data or owner remains in the store's files (a
+        user's erasure). Returns how many were live."""
+        return self.native.erase_sessions_of(_owner_str(owner) or "")
+
     def touch_session(self, id: str) -> bool:
         """Refresh the session's idle timer without rewriting it; false if
         it does not exist."""
@@ -232,6 +294,16 @@ class SessionStore:
     # -- pickling -------------------------------------------------------------
 
     def _pickle(self, session: Any, sid: str) -> bytes:
+        # The owner is kept beside the data, never in the pickle.
+        state = getattr(session, "__dict__", None)
+        owner = state.pop(OWNER_ATTR, None) if isinstance(state, dict) else None
+        try:
+            return self._pickle_state(session, sid)
+        finally:
+            if owner is not None and isinstance(state, dict):
+                state[OWNER_ATTR] = owner
+
+    def _pickle_state(self, session: Any, sid: str) -> bytes:
         try:
             if not self.native.hashed_ids:
                 return pickle.dumps(session, self.pickle_protocol)
@@ -306,10 +378,12 @@ class _IdFreeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("unknown persistent reference in a stored session")
 
 
-def _set_meta(session: Any, version: int, expires_ms: Optional[int]) -> None:
+def _set_meta(session: Any, version: int, expires_ms: Optional[int], owner: Any = _KEEP) -> None:
     try:
         setattr(session, VERSION_ATTR, version)
         setattr(session, EXPIRES_ATTR, expires_ms)
+        if owner is not _KEEP:
+            setattr(session, OWNER_ATTR, owner)
     except (AttributeError, TypeError):
         # Objects without a __dict__ cannot carry a version: their saves
         # can only be unconditional (or create-only).

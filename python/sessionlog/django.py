@@ -24,13 +24,40 @@ a live session, the last save wins, as in every Django backend, unless
 nothing is lost silently), and the client can retry. A view that wants to
 merge instead calls :func:`update_session`, which re-runs its change on the
 newer data (as Rust's ``SessionUpdate`` does).
+
+Sessions know their user: every save records the logged-in user's id
+(``_auth_user_id``, what ``django.contrib.auth.login`` stores) as the
+session's owner, with no setting, so that::
+
+    from sessionlog.django import sessions_of, delete_sessions_of, erase_sessions_of
+
+    sessions_of(user)              # the user's live sessions, newest first
+    delete_sessions_of(user, keep=request.session.session_key)  # log out elsewhere
+    erase_sessions_of(user)        # on account deletion: no byte remains
+
+``user`` is a user object or its primary key. Logging a user out of every
+other browser after a password change takes two lines where the password
+changes (Django's ``PasswordChangeView`` keeps the current session through
+``update_session_auth_hash``; the others would only fail their hash check
+on their next request, and stay stored until then)::
+
+    class PasswordChange(PasswordChangeView):
+        def form_valid(self, form):
+            response = super().form_valid(form)
+            delete_sessions_of(self.request.user, keep=self.request.session.session_key)
+            return response
+
+``SESSIONLOG_MAX_SESSIONS_PER_USER = n`` lets each user keep at most ``n``
+sessions: a login beyond it logs out that user's least recently used
+sessions (the newest login wins).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -42,9 +69,69 @@ from . import _native
 from ._errors import ConflictError
 from ._stores import LogSessionStore
 
-__all__ = ["SessionStore", "SessionConflict", "get_store", "update_session"]
+__all__ = [
+    "SessionStore",
+    "SessionConflict",
+    "get_store",
+    "UserSession",
+    "sessions_of",
+    "delete_sessions_of",
+    "erase_sessions_of",
+    "update_session",
+]
 
 T = TypeVar("T")
+
+#: Where ``django.contrib.auth`` keeps the logged-in user's id in a session.
+AUTH_USER_KEY = "_auth_user_id"
+
+
+class UserSession(NamedTuple):
+    """One of a user's sessions, as :func:`sessions_of` lists it."""
+
+    #: The session key (the cookie's value).
+    session_key: str
+    #: When it was last saved, an aware UTC datetime.
+    modified: _dt.datetime
+    #: When it expires, an aware UTC datetime (or None).
+    expiry: Optional[_dt.datetime]
+
+
+def _user_owner(user: Any) -> str:
+    """The owner a user's sessions are saved with: the primary key as
+    ``django.contrib.auth.login`` stores it."""
+    meta = getattr(user, "_meta", None)
+    if meta is not None and getattr(meta, "pk", None) is not None:
+        return str(meta.pk.value_to_string(user))
+    return str(user)
+
+
+def _utc(ms: Optional[int]) -> Optional[_dt.datetime]:
+    if ms is None:
+        return None
+    return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc)
+
+
+def sessions_of(user: Any) -> List[UserSession]:
+    """The user's live sessions (a user object or its primary key), most
+    recently saved first."""
+    rows = _configured()[1].native.sessions_of(_user_owner(user))
+    out = []
+    for sid, modified, expires, _version, _size in rows:
+        out.append(UserSession(sid, _utc(modified) or _dt.datetime.now(_dt.timezone.utc), _utc(expires)))
+    return out
+
+
+def delete_sessions_of(user: Any, keep: Optional[str] = None) -> int:
+    """Log the user out of every session but ``keep`` (a session key, e.g.
+    ``request.session.session_key``); returns how many were deleted."""
+    return _configured()[1].native.delete_sessions_of(_user_owner(user), keep)
+
+
+def erase_sessions_of(user: Any) -> int:
+    """Delete every session of the user so that no byte of them remains in
+    the store's file (for an account's deletion); returns how many."""
+    return _configured()[1].native.erase_sessions_of(_user_owner(user))
 
 
 class SessionConflict(UpdateError):
@@ -89,6 +176,20 @@ def _configured() -> Tuple[Tuple[Any, ...], LogSessionStore, bool]:
             store = _stores[key] = LogSessionStore(path, **options)
         cfg = _config = (key, store, conditional)
     return cfg
+
+
+def _cap(engine: _native.Store, owner: Optional[str], key: str) -> None:
+    """Applies ``SESSIONLOG_MAX_SESSIONS_PER_USER`` after a save for
+    ``owner``: the user's least recently saved sessions beyond the limit
+    are deleted, never ``key``."""
+    limit = getattr(settings, "SESSIONLOG_MAX_SESSIONS_PER_USER", None)
+    if owner is None or limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ImproperlyConfigured("SESSIONLOG_MAX_SESSIONS_PER_USER must be a positive int")
+    others = [row[0] for row in engine.sessions_of(owner) if row[0] != key]
+    for sid in others[limit - 1 :]:
+        engine.delete(sid)
 
 
 class SessionStore(SessionBase):
@@ -144,15 +245,18 @@ class SessionStore(SessionBase):
             return self.create()
         data = self._get_session(no_load=must_create)
         payload = self.serializer().dumps(data)
+        user = data.get(AUTH_USER_KEY)
+        owner = None if user is None or user == "" else str(user)
         expires_ms = int((time.time() + self.get_expiry_age()) * 1000)
         key = self._get_or_create_session_key()
         engine = self._engine()
         if must_create:
             try:
-                version, _ = engine.save(key, payload, expires_ms, 0, True)
+                version, _ = engine.save(key, payload, expires_ms, 0, True, owner)
             except ConflictError:
                 raise CreateError from None
             self._sessionlog_version = version
+            _cap(engine, owner, key)
             return
         conditional = _configured()[2]
         version = self._sessionlog_version
@@ -164,7 +268,7 @@ class SessionStore(SessionBase):
                     raise UpdateError
                 version = found[1]
             try:
-                new_version, _ = engine.save(key, payload, expires_ms, version, True)
+                new_version, _ = engine.save(key, payload, expires_ms, version, True, owner)
             except ConflictError as e:
                 if not e.found:
                     raise UpdateError from None
@@ -175,6 +279,7 @@ class SessionStore(SessionBase):
                 version = e.found  # last write wins, but never resurrects
                 continue
             self._sessionlog_version = new_version
+            _cap(engine, owner, key)
             return
         raise UpdateError
 
@@ -266,8 +371,10 @@ def update_session(request: Any, change: Callable[[Dict[str, Any]], T], *, attem
         result = change(data)
         payload = session.serializer().dumps(data)
         expires_ms = int((time.time() + session.get_expiry_age()) * 1000)
+        user = data.get(AUTH_USER_KEY) if isinstance(data, dict) else None
+        owner = None if user is None or user == "" else str(user)
         try:
-            new_version, _ = engine.save(key, payload, expires_ms, version, True)
+            new_version, _ = engine.save(key, payload, expires_ms, version, True, owner)
         except ConflictError as e:
             if not e.found:
                 raise UpdateError from None

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use sessionlog::{
-    DirOptions, DirStore, Error, HashedIds, LogStore, MemoryStore, Session, SessionId,
+    DirOptions, DirStore, Error, HashedIds, LogStore, MemoryStore, Owner, Session, SessionId,
     SessionStore, SyncPolicy, WhenFull,
 };
 
@@ -82,6 +82,7 @@ fn error_to_py(py: Python<'_>, e: &Error) -> PyErr {
     let msg = e.to_string();
     let (class, attrs): (&str, Vec<Attr>) = match e {
         Error::InvalidId { .. } => ("InvalidIdError", vec![]),
+        Error::InvalidOwner { .. } => ("InvalidOwnerError", vec![]),
         Error::TooLarge { size, limit } => (
             "TooLargeError",
             vec![("size", Some(*size as u64)), ("limit", Some(*limit as u64))],
@@ -177,6 +178,15 @@ fn session_id(py: Python<'_>, id: &str) -> PyResult<SessionId> {
 }
 
 /// Milliseconds since the epoch of `t` (times before it become 0).
+/// An owner from Python, checked; the error never shows it.
+fn owner(py: Python<'_>, owner: &str) -> PyResult<Owner> {
+    Owner::new(owner).map_err(|e| error_to_py(py, &e))
+}
+
+/// One session of `Store.sessions_of()`: `(id, modified_ms, expires_ms,
+/// version, size)`.
+type Owned = (String, u64, Option<u64>, u64, usize);
+
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -193,6 +203,15 @@ fn from_millis(py: Python<'_>, ms: u64) -> PyResult<SystemTime> {
 /// A loaded session as Python sees it: `(data, version, expires_ms,
 /// modified_ms)`.
 type Loaded<'py> = (Bound<'py, PyBytes>, u64, Option<u64>, Option<u64>);
+
+/// `Store.load_owned()`'s answer: `Loaded` and the owner.
+type LoadedOwned<'py> = (
+    Bound<'py, PyBytes>,
+    u64,
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+);
 
 /// One session of `Store.sessions()`: `(id, data, version, expires_ms,
 /// modified_ms)`.
@@ -498,12 +517,77 @@ impl Store {
         }))
     }
 
+    /// As `load`, with the stored owner (or `None`) last: `(data, version,
+    /// expires_ms, modified_ms, owner)`. Through `hashed_ids` the owner is
+    /// its stored digest, which a later save keeps as it is.
+    fn load_owned<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Option<LoadedOwned<'py>>> {
+        let id = session_id(py, id)?;
+        let found = run(py, || self.engine()?.load_session(&id))?;
+        Ok(found.map(|s| {
+            let modified = s.modified().map(millis);
+            let expires = s.expires.map(millis);
+            let owner = s.owner.as_ref().map(|o| o.as_str().to_owned());
+            (
+                PyBytes::new(py, &s.data),
+                s.version(),
+                expires,
+                modified,
+                owner,
+            )
+        }))
+    }
+
+    /// The live sessions of `owner`, most recently modified first, as
+    /// `(id, modified_ms, expires_ms, version, size)`; through `hashed_ids`
+    /// the ids are the stored digests.
+    fn sessions_of(&self, py: Python<'_>, owner: &str) -> PyResult<Vec<Owned>> {
+        let owner = self::owner(py, owner)?;
+        let list = run(py, || self.engine()?.sessions_of(&owner))?;
+        Ok(list
+            .into_iter()
+            .map(|i| {
+                (
+                    i.id.as_str().to_owned(),
+                    millis(i.modified),
+                    i.expires.map(millis),
+                    i.version,
+                    i.size,
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes every live session of `owner` except `keep`; how many.
+    #[pyo3(signature = (owner, keep=None))]
+    fn delete_sessions_of(
+        &self,
+        py: Python<'_>,
+        owner: &str,
+        keep: Option<&str>,
+    ) -> PyResult<usize> {
+        let owner = self::owner(py, owner)?;
+        // A key that is no valid id names no session: nothing to keep.
+        let keep = keep.and_then(|k| SessionId::new(k).ok());
+        run(py, || {
+            self.engine()?.delete_sessions_of(&owner, keep.as_ref())
+        })
+    }
+
+    /// Deletes every session of `owner` so that no byte of them remains in
+    /// the store's files; how many were live.
+    fn erase_sessions_of(&self, py: Python<'_>, owner: &str) -> PyResult<usize> {
+        let owner = self::owner(py, owner)?;
+        run(py, || self.engine()?.erase_sessions_of(&owner))
+    }
+
     /// Saves `data` as session `id`, returning `(version, modified_ms)`.
     ///
     /// With `if_unchanged`, saves only if the stored version is still
     /// `version` (0: only if no live session has this id), else raises
     /// `ConflictError` and writes nothing. Without it, last write wins.
-    #[pyo3(signature = (id, data, expires_ms=None, version=0, if_unchanged=false))]
+    /// `owner`: who the session belongs to (`None`: no one).
+    #[pyo3(signature = (id, data, expires_ms=None, version=0, if_unchanged=false, owner=None))]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
     fn save(
         &self,
         py: Python<'_>,
@@ -512,10 +596,13 @@ impl Store {
         expires_ms: Option<u64>,
         version: u64,
         if_unchanged: bool,
+        owner: Option<&str>,
     ) -> PyResult<(u64, Option<u64>)> {
         let id = session_id(py, id)?;
         let expires = expires_ms.map(|ms| from_millis(py, ms)).transpose()?;
+        let owner = owner.map(|o| self::owner(py, o)).transpose()?;
         let mut session = Session::restore(id, data.to_vec(), expires, UNIX_EPOCH, version);
+        session.owner = owner;
         run(py, move || {
             let engine = self.engine()?;
             if if_unchanged {

@@ -359,3 +359,73 @@ def test_update_session_gives_up_with_session_conflict():
     with pytest.raises(SessionConflict):
         backend.update_session(request, change, attempts=3)
     assert SessionStore(s.session_key)["n"] == 300
+# -- issue 28: sessions that know their user ---------------------------------
+
+
+def test_two_browsers_one_call_logs_the_other_out():
+    """Two logged-in browsers of user 42 (and one of user 7): one call from
+    the first logs the second out, and only it."""
+    first, second, someone_else = Client(), Client(), Client()
+    assert first.get("/auth-login/?user=42").json()["user"] == "42"
+    assert second.get("/auth-login/?user=42").json()["user"] == "42"
+    assert someone_else.get("/auth-login/?user=7").json()["user"] == "7"
+    keys = {c.cookies["sessionid"].value for c in (first, second)}
+    assert {s.session_key for s in backend.sessions_of(42)} == keys, "the owner is recorded on save"
+    listed = backend.sessions_of("42")
+    assert listed[0].modified >= listed[1].modified and listed[0].expiry is not None
+
+    r = first.get("/logout-others/").json()
+    assert r["deleted"] == 1 and r["user"] == "42"
+    assert second.get("/whoami/").json()["user"] is None, "the other browser is logged out"
+    assert first.get("/whoami/").json()["user"] == "42"
+    assert someone_else.get("/whoami/").json()["user"] == "7"
+    assert [s.session_key for s in backend.sessions_of(42)] == [first.cookies["sessionid"].value]
+
+
+def test_user_objects_keep_and_erase():
+    class Pk:
+        def value_to_string(self, obj):
+            return str(obj.id)
+
+    class Meta:
+        pk = Pk()
+
+    class User:
+        _meta = Meta()
+
+        def __init__(self, id):
+            self.id = id
+
+    sessions = []
+    for _ in range(3):
+        s = SessionStore()
+        s["_auth_user_id"] = "5"
+        s.save()
+        sessions.append(s.session_key)
+    anon = SessionStore()
+    anon["cart"] = [1]
+    anon.save()
+    assert len(backend.sessions_of(User(5))) == 3
+    assert backend.delete_sessions_of(User(5), keep=sessions[0]) == 2
+    assert [s.session_key for s in backend.sessions_of(5)] == [sessions[0]]
+    # Logging out (a flush) or saving without a user clears the owner.
+    s = SessionStore(sessions[0])
+    del s["_auth_user_id"]
+    s.save()
+    assert backend.sessions_of(5) == []
+    s["_auth_user_id"] = "5"
+    s.save()
+    assert backend.erase_sessions_of(User(5)) == 1
+    assert not SessionStore().exists(sessions[0])
+    assert SessionStore().exists(anon.session_key)
+
+
+def test_max_sessions_per_user_logs_out_the_oldest():
+    with override_settings(SESSIONLOG_MAX_SESSIONS_PER_USER=2):
+        browsers = [Client() for _ in range(3)]
+        for b in browsers:
+            b.get("/auth-login/?user=9")
+        assert browsers[0].get("/whoami/").json()["user"] is None, "the oldest login is gone"
+        assert browsers[1].get("/whoami/").json()["user"] == "9"
+        assert browsers[2].get("/whoami/").json()["user"] == "9"
+        assert len(backend.sessions_of(9)) == 2

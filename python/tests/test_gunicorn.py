@@ -206,3 +206,18 @@ def test_sigkill_of_workers_loses_no_acknowledged_session(kind, tmp_path, proces
     reply = wait_for(served_by_new_worker, timeout=60, what="a respawned worker to answer")
     assert reply["user"] == "carol" and reply["count"] == 5
     assert server.get(client, "/count/").json()["count"] == 6
+
+
+def test_django_one_call_logs_out_every_other_browser_on_every_worker(tmp_path, processes):
+    """Issue 28: two browsers of one user on 4 gunicorn workers; one
+    request logs the other out, whichever worker serves either."""
+    server = start_server("django", tmp_path, processes, conditional=False)
+    workers = server.workers()
+    here, there = requests.Session(), requests.Session()
+    assert server.get(here, "/auth-login/?user=42").json()["user"] == "42"
+    assert server.get(there, "/auth-login/?user=42").json()["user"] == "42"
+    assert all(r["user"] == "42" for r in spread(server, there, "/whoami/", workers))
+    r = server.get(here, "/logout-others/").json()
+    assert r["deleted"] == 1
+    assert all(r["user"] is None for r in spread(server, there, "/whoami/", workers))
+    assert all(r["user"] == "42" for r in spread(server, here, "/whoami/", workers))

@@ -505,3 +505,41 @@ def test_hashed_ids_read_a_store_written_without_them(tmp_path):
     assert store.load_session("before-hashing").n == 2
     assert [sid for sid, _ in store.iter_sessions()] != ["before-hashing"]
     assert not sessionlog.LogSessionStore(path).has_session("before-hashing")
+
+
+# -- issue 28: owners ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind,hashed", [("log", False), ("log", True), ("dir", False), ("dir", True), ("memory", False)]
+)
+def test_owners_list_log_out_everywhere_and_erase(kind, hashed, tmp_path):
+    store = make_store(kind, tmp_path, hashed_ids=True) if hashed else make_store(kind, tmp_path)
+    store.setup()
+    for sid in ["laptop", "phone", "tablet"]:
+        store.save_session(Session(sid, n=1), owner=42)  # an int primary key
+    store.save_session(Session("other", n=1), owner="7")
+    store.save_session(Session("anon", n=1))
+    listed = store.sessions_of("42")
+    assert len(listed) == 3 and all(isinstance(o, sessionlog.OwnedSession) for o in listed)
+    assert listed[0].modified_ms >= listed[-1].modified_ms and listed[0].size > 0
+    # the owner sticks to a loaded session and stays out of its pickle
+    phone = store.load_session("phone")
+    phone.n = 2
+    store.save_session(phone)
+    assert len(store.sessions_of(42)) == 3
+    if not hashed:
+        assert "_sessionlog_owner" not in pickle.loads(store.native.load("phone")[0]).__dict__
+    # log out everywhere but here
+    assert store.delete_sessions_of(42, keep="laptop") == 2
+    assert store.has_session("laptop") and not store.has_session("phone")
+    # owner=None clears it
+    laptop = store.load_session("laptop")
+    store.save_session(laptop, owner=None)
+    assert store.sessions_of(42) == []
+    assert store.erase_sessions_of("7") == 1 and not store.has_session("other")
+    assert store.has_session("anon") and store.has_session("laptop")
+    with pytest.raises(sessionlog.InvalidOwnerError) as e:
+        store.save_session(Session("x"), owner="bad\nowner")
+    assert "bad" not in str(e.value)
+

@@ -516,9 +516,7 @@ impl PostgresStore {
             }
             let rows = match (mode, session.version()) {
                 (SaveMode::Overwrite, _) => self.query(&conn, "save", &self.sql.upsert, &args)?,
-                (SaveMode::IfUnchanged, 0) => {
-                    self.query(&conn, "save", &self.sql.create, &args)?
-                }
+                (SaveMode::IfUnchanged, 0) => self.query(&conn, "save", &self.sql.create, &args)?,
                 (SaveMode::IfUnchanged, _) => {
                     let [a, b, c, d, e, f] = args;
                     self.query(
@@ -614,7 +612,11 @@ impl PostgresStore {
                 row.try_get(3).map_err(&get)?,
                 row.try_get(4).map_err(&get)?,
             );
-            s.owner = super::stored_owner(row.try_get::<_, Option<&str>>(5).map_err(&get)?.map(str::as_bytes));
+            s.owner = super::stored_owner(
+                row.try_get::<_, Option<&str>>(5)
+                    .map_err(&get)?
+                    .map(str::as_bytes),
+            );
             sessions.push(s);
         }
         let last = if more {
@@ -761,11 +763,7 @@ impl SessionStore for PostgresStore {
             &conn,
             "listing an owner's sessions",
             &self.sql.sessions_of,
-            &[
-                (&off, Type::INT8),
-                (&idle, Type::INT8),
-                (&name, Type::TEXT),
-            ],
+            &[(&off, Type::INT8), (&idle, Type::INT8), (&name, Type::TEXT)],
         )?;
         drop(conn);
         let get = self.err("listing an owner's sessions");

@@ -9,4 +9,6 @@ urlpatterns = [
     path("logout/", views.logout),
     path("delete-then-touch/", views.delete_then_touch),
     path("merge-count/", views.merge_count),
+    path("auth-login/", views.auth_login),
+    path("logout-others/", views.logout_others),
 ]
