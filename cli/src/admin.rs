@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use sessionlog::{HashedIds, LogStore, Session, SessionId, SessionStore};
+use sessionlog::{HashedIds, LogStore, Owner, Session, SessionId, SessionStore};
 
 use crate::policy::{self, PolicyArgs};
 use crate::{Failure, Outcome, fmt_bytes, fmt_time, millis, open_existing, spinner, store_options};
@@ -47,6 +47,7 @@ struct Row {
     modified: Option<SystemTime>,
     expires: Option<SystemTime>,
     version: u64,
+    owner: Option<Owner>,
 }
 
 /// The live sessions sorted by id (the `limit` smallest ids only, when
@@ -73,6 +74,7 @@ fn sorted_rows(store: &LogStore, limit: Option<usize>) -> Result<Vec<Row>, Failu
             modified: s.modified(),
             expires: s.expires,
             version: s.version(),
+            owner: s.owner,
             id: s.id,
         }));
     }
@@ -115,6 +117,7 @@ pub fn list(path: &Path, limit: Option<usize>, json: bool) -> Outcome {
                 "modified": r.modified.map(fmt_time),
                 "expires": r.expires.map(fmt_time),
                 "version": r.version,
+                "owner": r.owner.as_ref().map(Owner::as_str),
             });
             writeln!(out, "{line}")?;
         }
@@ -140,6 +143,98 @@ pub fn list(path: &Path, limit: Option<usize>, json: bool) -> Outcome {
             r.version
         )?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The owner as asked and, if different, the digest a store kept through
+/// `HashedIds` holds for it: `--owner` finds sessions saved either way.
+fn owner_forms(owner: &Owner) -> Vec<Owner> {
+    let digest = HashedIds::<()>::stored_owner(owner);
+    if digest == *owner {
+        vec![digest]
+    } else {
+        vec![owner.clone(), digest]
+    }
+}
+
+/// `list --owner`: the owner's live sessions, most recently modified first.
+pub fn list_owner(path: &Path, owner: &Owner, limit: Option<usize>, json: bool) -> Outcome {
+    let store = open_existing(path)?;
+    let mut list = Vec::new();
+    for form in owner_forms(owner) {
+        list.extend(store.sessions_of(&form)?);
+    }
+    list.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.id.cmp(&b.id)));
+    let mut out = io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{:<32} {:>9} {:<24} {:<24} {:>7}",
+            "ID", "SIZE", "MODIFIED", "EXPIRES", "VERSION"
+        )?;
+    }
+    for s in list.into_iter().take(limit.unwrap_or(usize::MAX)) {
+        if json {
+            let line = json!({
+                "id": s.id.as_str(),
+                "size": s.size,
+                "modified": fmt_time(s.modified),
+                "expires": s.expires.map(fmt_time),
+                "version": s.version,
+                "owner": owner.as_str(),
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "{:<32} {:>9} {:<24} {:<24} {:>7}",
+                s.id.as_str(),
+                s.size,
+                fmt_time(s.modified),
+                s.expires.map_or_else(|| "never".into(), fmt_time),
+                s.version
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `delete --owner [--keep]`: logs the owner out everywhere (but `keep`).
+pub fn delete_owner(path: &Path, owner: &Owner, keep: Option<&SessionId>) -> Outcome {
+    let store = open_existing(path)?;
+    let keep = match keep {
+        Some(k) => match resolve(&store, path, k)? {
+            Some(stored) => Some(stored),
+            None => return Err(format!("{}: no session {k} to keep", path.display()).into()),
+        },
+        None => None,
+    };
+    let mut deleted = 0;
+    for form in owner_forms(owner) {
+        deleted += store.delete_sessions_of(&form, keep.as_ref())?;
+    }
+    store.sync()?;
+    writeln!(
+        io::stdout().lock(),
+        "deleted {deleted} sessions of the owner"
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `erase --owner`: deletes the owner's sessions and their bytes.
+pub fn erase_owner(path: &Path, owner: &Owner) -> Outcome {
+    let store = open_existing(path)?;
+    let bar = spinner("erasing");
+    let mut erased: Result<usize, sessionlog::Error> = Ok(0);
+    for form in owner_forms(owner) {
+        erased = erased.and_then(|n| Ok(n + store.erase_sessions_of(&form)?));
+    }
+    bar.finish_and_clear();
+    let erased: usize = erased?;
+    writeln!(
+        io::stdout().lock(),
+        "erased {erased} sessions of the owner; no byte of them remains in the store's files"
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -237,6 +332,11 @@ fn print_session(out: &mut impl Write, s: &Session) -> io::Result<()> {
         out,
         "expires:  {}",
         s.expires.map_or_else(|| "never".into(), fmt_time)
+    )?;
+    writeln!(
+        out,
+        "owner:    {}",
+        s.owner.as_ref().map_or("-", Owner::as_str)
     )?;
     // Text only if printing it cannot move the cursor or recolour the
     // terminal: control characters other than tab and newlines go as hex.

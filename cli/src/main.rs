@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sessionlog::{LogOptions, LogStore, SessionId};
+use sessionlog::{LogOptions, LogStore, Owner, SessionId};
 
 /// The error type of the commands: anything displayable as one sentence.
 pub type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -71,6 +71,11 @@ enum Command {
     List {
         /// The store file.
         path: PathBuf,
+        /// Only this owner's sessions (typically a user id), most recently
+        /// modified first; also found when the store keeps owners as
+        /// `HashedIds` digests.
+        #[arg(long, value_name = "OWNER", value_parser = parse_owner)]
+        owner: Option<Owner>,
         /// Print at most this many sessions.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
@@ -95,16 +100,32 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
     },
-    /// Delete sessions (exit 1 if any did not exist).
+    /// Delete sessions (exit 1 if any did not exist), or with --owner
+    /// every session of an owner ("log out everywhere").
     Delete {
         /// The store file.
         path: PathBuf,
+        /// Every live session of this owner instead of ids.
+        #[arg(long, value_name = "OWNER", value_parser = parse_owner, conflicts_with = "ids")]
+        owner: Option<Owner>,
+        /// With --owner: spare this session (as `show` takes it).
+        #[arg(long, value_name = "ID", value_parser = parse_id, requires = "owner", allow_hyphen_values = true)]
+        keep: Option<SessionId>,
         /// The session ids, each as `show` takes it (a stored id, a
         /// session's own id, or a unique prefix of 8 or more characters).
         /// Every argument after PATH is an id, even one that starts with
         /// `-`.
-        #[arg(required = true, value_parser = parse_id, allow_hyphen_values = true)]
+        #[arg(required_unless_present = "owner", value_parser = parse_id, allow_hyphen_values = true)]
         ids: Vec<SessionId>,
+    },
+    /// Delete every session of an owner so that no byte of their ids, data
+    /// or owner remains in the store's files (a user's erasure).
+    Erase {
+        /// The store file.
+        path: PathBuf,
+        /// The owner whose sessions go.
+        #[arg(long, value_name = "OWNER", value_parser = parse_owner)]
+        owner: Owner,
     },
     /// Delete sessions idle for at least DURATION (safe to run from cron
     /// while servers use the store).
@@ -206,14 +227,29 @@ pub fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Setup { path, policy } => admin::setup(&path, &policy),
         Command::Policy { path, policy, json } => policy::policy(&path, &policy, json),
-        Command::List { path, limit, json } => admin::list(&path, limit, json),
+        Command::List {
+            path,
+            limit,
+            json,
+            owner: Some(owner),
+        } => admin::list_owner(&path, &owner, limit, json),
+        Command::List {
+            path, limit, json, ..
+        } => admin::list(&path, limit, json),
         Command::Show {
             path,
             id,
             raw,
             key_file,
         } => admin::show(&path, &id, raw, key_file.as_deref()),
-        Command::Delete { path, ids } => admin::delete(&path, &ids),
+        Command::Delete {
+            path,
+            owner: Some(owner),
+            keep,
+            ..
+        } => admin::delete_owner(&path, &owner, keep.as_ref()),
+        Command::Delete { path, ids, .. } => admin::delete(&path, &ids),
+        Command::Erase { path, owner } => admin::erase_owner(&path, &owner),
         Command::Expire { path, idle } => admin::expire(&path, idle),
         Command::Compact { path } => admin::compact(&path),
         Command::Check { path, repair } => check::check(&path, repair),
@@ -237,6 +273,10 @@ pub fn run(cli: Cli) -> Outcome {
 
 fn parse_id(s: &str) -> Result<SessionId, String> {
     SessionId::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_owner(s: &str) -> Result<Owner, String> {
+    Owner::new(s).map_err(|e| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

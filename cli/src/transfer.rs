@@ -1,11 +1,12 @@
 //! `export` and `import`: sessions as JSON lines, one object a line:
 //!
 //! ```text
-//! {"id":"…","data":"<base64>","modified":"2026-01-01T10:00:00.000Z","expires":null,"version":3}
+//! {"id":"…","data":"<base64>","modified":"2026-01-01T10:00:00.000Z","expires":null,"version":3,"owner":"42"}
 //! ```
 //!
 //! Times are RFC 3339 UTC, or milliseconds since the epoch outside years
-//! 1970 to 9999; `expires` is null for none.
+//! 1970 to 9999; `expires` is null for none. `owner` is null (or, in
+//! exports written before owners existed, absent) for none.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
@@ -17,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
-use sessionlog::{Encrypted, Session, SessionId, SessionStore};
+use sessionlog::{Encrypted, Owner, Session, SessionId, SessionStore};
 
 use crate::{Outcome, fmt_time, open_existing, spinner, store_options};
 
@@ -72,6 +73,7 @@ fn write_sessions<S: SessionStore>(
             "modified": s.modified().map(fmt_time),
             "expires": s.expires.map(fmt_time),
             "version": s.version(),
+            "owner": s.owner.as_ref().map(Owner::as_str),
         });
         writeln!(out, "{line}")?;
     }
@@ -193,13 +195,23 @@ fn parse_line(line: &str) -> Result<Session, String> {
             .filter(|&v| v > 0)
             .ok_or("\"version\" must be a positive integer")?,
     };
-    Ok(Session::restore(
+    // The reason only: an owner is personal data, never echoed.
+    let owner = match obj.get("owner") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(o)) => Some(
+            Owner::new(o.as_str()).map_err(|e| format!("\"owner\" is not a valid owner: {e}"))?,
+        ),
+        Some(_) => return Err("\"owner\" must be a string or null".into()),
+    };
+    let mut session = Session::restore(
         id,
         data,
         expires,
         modified.unwrap_or_else(SystemTime::now),
         version,
-    ))
+    );
+    session.owner = owner;
+    Ok(session)
 }
 
 /// A time field: absent or null, an RFC 3339 string, or milliseconds.

@@ -1077,4 +1077,116 @@ fn bench_refuses_an_existing_store_without_yes() {
             .expect("has"),
         "the bench leaves the store's own sessions"
     );
+
+/// A synced store with sessions of two owners (one kept through
+/// `HashedIds`, as a digest) and one without.
+fn owned(dir: &Path) -> PathBuf {
+    let path = dir.join("owned.db");
+    let store = LogStore::options()
+        .sync(SyncPolicy::Always)
+        .background(false)
+        .open(&path)
+        .expect("open");
+    let alice = sessionlog::Owner::new("alice@example.com").expect("owner");
+    for (name, owner) in [
+        ("laptop-0001", Some(&alice)),
+        ("phone-00001", Some(&alice)),
+        ("bob-0000001", None),
+    ] {
+        let mut session = Session::new(SessionId::new(name).expect("id"), b"x".to_vec());
+        session.owner = owner.cloned();
+        store.save_session(&mut session).expect("save");
+    }
+    let hashed = HashedIds::new(store);
+    let mut tablet = Session::new(SessionId::new("tablet-0001").expect("id"), b"y".to_vec())
+        .with_owner(alice.clone());
+    hashed.save_session(&mut tablet).expect("save hashed");
+    path
+}
+
+#[test]
+fn owners_list_delete_keep_and_erase() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = owned(dir.path());
+    let o = sessionlog(&["list", s(&path), "--owner", "alice@example.com", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 3, "clear and digest owners: {lines:?}");
+    assert!(lines.iter().all(|l| l["owner"] == "alice@example.com"));
+    let o = sessionlog(&["show", s(&path), "laptop-0001"]);
+    assert!(
+        stdout(&o).contains("owner:    alice@example.com"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sessionlog(&["show", s(&path), "bob-0000001"]);
+    assert!(stdout(&o).contains("owner:    -"), "{}", stdout(&o));
+
+    let o = sessionlog(&[
+        "delete",
+        s(&path),
+        "--owner",
+        "alice@example.com",
+        "--keep",
+        "laptop-0001",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("deleted 2 sessions"), "{}", stdout(&o));
+    let o = sessionlog(&["list", s(&path), "--owner", "alice@example.com"]);
+    assert_eq!(stdout(&o).lines().count(), 2, "the header and the kept one");
+    assert!(stdout(&o).contains("laptop-0001"));
+
+    let o = sessionlog(&["erase", s(&path), "--owner", "alice@example.com"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("erased 1 sessions"), "{}", stdout(&o));
+    let file = std::fs::read(&path).expect("read");
+    assert!(
+        !file.windows(11).any(|w| w == b"laptop-0001"),
+        "the erased id is gone from the file"
+    );
+    let o = sessionlog(&["show", s(&path), "bob-0000001"]);
+    assert_eq!(code(&o), 0, "others stay");
+}
+
+#[test]
+fn owner_arguments_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = owned(dir.path());
+    let o = sessionlog(&["list", s(&path), "--owner", ""]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = sessionlog(&["delete", s(&path), "--keep", "laptop-0001"]);
+    assert_eq!(code(&o), 2, "--keep needs --owner: {}", stderr(&o));
+    let o = sessionlog(&["delete", s(&path), "--owner", "a", "laptop-0001"]);
+    assert_eq!(code(&o), 2, "ids or --owner: {}", stderr(&o));
+    let o = sessionlog(&["erase", s(&path)]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+#[test]
+fn export_and_import_carry_the_owner_and_old_exports_still_import() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = owned(dir.path());
+    let o = sessionlog(&["export", s(&path)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains(r#""owner":"alice@example.com""#), "{text}");
+    assert!(text.contains(r#""owner":null"#), "{text}");
+    let to = dir.path().join("to.db");
+    let o = run(&["import", s(&to)], Some(text.as_bytes()));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = sessionlog(&["list", s(&to), "--owner", "alice@example.com"]);
+    assert_eq!(stdout(&o).lines().count(), 4, "{}", stdout(&o));
+    // An export written before owners existed (no "owner" key) imports.
+    let old = r#"{"id":"old-session","data":"eA==","modified":"2026-01-01T10:00:00.000Z","expires":null,"version":3}"#;
+    let o = run(&["import", s(&to)], Some(old.as_bytes()));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // A bad owner is a bad line, named by number, not echoed.
+    let bad = r#"{"id":"x-session","data":"eA==","owner":"secret\nowner"}"#;
+    let o = run(&["import", s(&to)], Some(bad.as_bytes()));
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("secret"), "{}", stderr(&o));
 }
