@@ -17,6 +17,9 @@
 //! - `POST /counter/plain`: increments it the usual tower-sessions way
 //!   (read, then write: concurrent requests can lose increments).
 //! - `POST /logout`: deletes the session.
+//! - `POST /logout-others`: "log out my other devices": deletes every other
+//!   session of this session's user (the store records each session's
+//!   user as its owner); 401 without a logged-in session.
 //! - `GET /health`: `ok` and the process id.
 //!
 //! Flags: `--store PATH` (default `sessions.db`), `--addr HOST:PORT`
@@ -32,13 +35,13 @@ use std::time::Duration;
 
 use axum::Form;
 use axum::Router;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use sessionlog::web::{Blocking, SessionUpdate, TowerStore, UpdateError};
-use sessionlog::{LogStore, SyncPolicy};
+use sessionlog::{LogStore, Owner, SessionId, SessionStore, SyncPolicy};
 use tower_sessions::cookie::time;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
@@ -137,6 +140,33 @@ async fn increment_plain(session: Session) -> Response {
     };
     match session.insert(COUNT, n).await {
         Ok(()) => format!("{n}\n").into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// "Log out my other devices": every other session of this user goes.
+/// The store knows each session's user because `TowerStore::with_owner`
+/// (in `serve`) records it on every save; with axum-login, give it
+/// `sessionlog::web::axum_login_owner` instead.
+async fn logout_others(State(state): State<AppState>, session: Session) -> Response {
+    let user = match session.get::<String>(USER).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return unauthorized(),
+        Err(e) => return internal(e),
+    };
+    let (Ok(owner), Some(Ok(here))) = (
+        Owner::new(user),
+        session.id().map(|id| SessionId::new(id.to_string())),
+    ) else {
+        return internal("the session has no stored id or owner");
+    };
+    let store = state.sessions.clone();
+    let deleted =
+        tokio::task::spawn_blocking(move || store.store().delete_sessions_of(&owner, Some(&here)))
+            .await;
+    match deleted {
+        Ok(Ok(n)) => format!("logged out {n} other sessions\n").into_response(),
+        Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
 }
@@ -255,7 +285,11 @@ fn main() {
 
 async fn serve(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
     let log = LogStore::options().sync(flags.sync).open(&flags.store)?;
-    let sessions = TowerStore::new(log).with_blocking(flags.blocking);
+    let sessions = TowerStore::new(log)
+        .with_blocking(flags.blocking)
+        // Each session's owner is its user, so that /logout-others can
+        // find the user's other sessions.
+        .with_owner(|data| Owner::new(data.get(USER)?.as_str()?).ok());
     let layer = SessionManagerLayer::new(sessions.clone())
         .with_secure(false)
         .with_always_save(flags.always_save)
@@ -265,6 +299,7 @@ async fn serve(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
         .route("/counter", get(read_counter).post(increment))
         .route("/counter/plain", post(increment_plain))
         .route("/logout", post(logout))
+        .route("/logout-others", post(logout_others))
         .route("/health", get(health))
         .layer(layer)
         .with_state(AppState { sessions });

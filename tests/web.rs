@@ -785,3 +785,96 @@ fn axum_app_sigkill_mid_load_loses_no_acknowledged_session() {
         );
     }
 }
+
+/// Issue 28: two browsers of one user, and one of another, on different
+/// processes: "log out my other devices" from the first logs the second
+/// out everywhere and leaves the first and the other user alone.
+#[test]
+fn axum_app_logs_out_my_other_devices() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers = start_all(&example("axum_app"), 2, &dir.path().join("s.db"), &[]);
+    let (a, b) = (&servers[0], &servers[1]);
+    let (laptop, phone, other) = (client(&jar()), client(&jar()), client(&jar()));
+    login(&laptop, a, "ada");
+    login(&phone, b, "ada");
+    login(&other, b, "bob");
+    assert_eq!(send(phone.get(a.url("/counter"))).0, 200);
+    assert_eq!(
+        send(laptop.post(b.url("/logout-others"))),
+        (200, "logged out 1 other sessions".into())
+    );
+    for s in &servers {
+        assert_eq!(
+            send(phone.get(s.url("/counter"))).0,
+            401,
+            "the phone is out"
+        );
+        assert_eq!(
+            send(laptop.get(s.url("/counter"))).0,
+            200,
+            "the laptop stays"
+        );
+        assert_eq!(send(other.get(s.url("/counter"))).0, 200, "bob stays");
+    }
+    assert_eq!(send(client(&jar()).post(a.url("/logout-others"))).0, 401);
+}
+
+/// axum-login 0.18's data: the user id under `auth_data`, a number or a
+/// string, is the owner; no login, no owner.
+#[test]
+fn axum_login_user_id_is_the_owner() {
+    use sessionlog::web::axum_login_owner;
+    let data = |v: serde_json::Value| tower_data(&[("auth_data", v)]);
+    assert_eq!(
+        axum_login_owner(&data(
+            serde_json::json!({"user_id": 42, "auth_hash": [1, 2]})
+        ))
+        .map(|o| o.as_str().to_owned()),
+        Some("42".to_owned())
+    );
+    assert_eq!(
+        axum_login_owner(&data(
+            serde_json::json!({"user_id": "ada", "auth_hash": null})
+        ))
+        .map(|o| o.as_str().to_owned()),
+        Some("ada".to_owned())
+    );
+    assert!(axum_login_owner(&data(serde_json::json!({"user_id": null}))).is_none());
+    assert!(axum_login_owner(&tower_data(&[])).is_none());
+}
+
+/// Issue 28: `TowerStore::with_owner` records the owner its function finds
+/// in the record's data on create and on every save of changed data; data
+/// without a user clear it. (MemoryStore keeps owners.)
+#[test]
+fn tower_store_records_the_owner_from_the_data() {
+    use tower_sessions::SessionStore as _;
+    use tower_sessions::session::{Id, Record};
+
+    let store = TowerStore::new(MemoryStore::new())
+        .with_owner(|data| sessionlog::Owner::new(data.get("user")?.as_str()?).ok());
+    let ada = sessionlog::Owner::new("ada").expect("owner");
+    let hour = SystemTime::now() + Duration::from_secs(3600);
+    runtime().block_on(async {
+        let mut rec = Record {
+            id: Id::default(),
+            data: tower_data(&[("user", "ada".into())]),
+            expiry_date: hour.into(),
+        };
+        store.create(&mut rec).await.expect("create");
+        let listed = store.store().sessions_of(&ada).expect("sessions_of");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id.as_str(), rec.id.to_string());
+        let mut loaded = store.load(&rec.id).await.expect("load").expect("present");
+        loaded.data.insert("n".into(), 1.into());
+        store.save(&loaded).await.expect("save");
+        assert_eq!(store.store().sessions_of(&ada).expect("list").len(), 1);
+        let mut loaded = store.load(&rec.id).await.expect("load").expect("present");
+        loaded.data.remove("user");
+        store.save(&loaded).await.expect("save");
+        assert!(
+            store.store().sessions_of(&ada).expect("list").is_empty(),
+            "logged out: no owner"
+        );
+    });
+}

@@ -124,7 +124,7 @@ impl<S: SessionStore + 'static> ActixStore<S> {
         let sid = id.clone();
         let saved = self
             .runner
-            .run(move |s| save_live(s, &sid, bytes, expires, None))
+            .run(move |s| save_live(s, &sid, bytes, expires, None, None))
             .await?;
         match saved {
             Saved::Written | Saved::Touched => key(id).map(Some),

@@ -103,6 +103,9 @@ impl<S: SessionStore + 'static> SessionUpdate<S> {
             }
             stored.data = bytes;
             stored.expires = Some(expires);
+            if let Some(owner) = self.store.owner_of(&data) {
+                stored.owner = owner;
+            }
             let r = self
                 .store
                 .runner()

@@ -183,7 +183,7 @@ pub use actix::ActixStore;
 #[cfg(feature = "tower-sessions")]
 pub use axum::{Data, SessionUpdate, UpdateError};
 #[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
-pub use tower::{LOAD_TOKEN, TowerStore};
+pub use tower::{AXUM_LOGIN_DATA_KEY, LOAD_TOKEN, TowerStore, axum_login_owner};
 
 /// Where an adapter runs the backend's (synchronous) calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -383,24 +383,36 @@ pub(crate) enum Saved {
 /// deadline; other data are replaced (last writer wins among live
 /// sessions) by a save conditional on the version just read, so a delete
 /// between the reload and the save still wins.
+///
+/// `owner`: `Some(o)` saves the session with owner `o` (`None`: no one);
+/// `None` keeps the stored owner where the session is reloaded, and saves
+/// none otherwise (what a store without an owner function always did).
 pub(crate) fn save_live<S: SessionStore + ?Sized>(
     store: &S,
     id: &SessionId,
     data: Vec<u8>,
     expires: SystemTime,
     loaded: Option<u64>,
+    owner: Option<Option<crate::Owner>>,
 ) -> crate::Result<Saved> {
     let mut attempt = match loaded {
         // The modification time is stamped by the store on save.
-        Some(v) if v > 0 => Session::restore(id.clone(), data, Some(expires), SystemTime::now(), v),
+        Some(v) if v > 0 => {
+            let mut s = Session::restore(id.clone(), data, Some(expires), SystemTime::now(), v);
+            s.owner = owner.clone().flatten();
+            s
+        }
         _ => match store.load_session(id)? {
             None => return Ok(Saved::Gone),
             Some(mut current) => {
-                if current.data == data {
+                if current.data == data && owner.as_ref().is_none_or(|o| *o == current.owner) {
                     return touch_live(store, id, expires);
                 }
                 current.data = data;
                 current.expires = Some(expires);
+                if let Some(o) = &owner {
+                    current.owner.clone_from(o);
+                }
                 current
             }
         },
@@ -414,11 +426,14 @@ pub(crate) fn save_live<S: SessionStore + ?Sized>(
         let Some(mut current) = store.load_session(id)? else {
             return Ok(Saved::Gone);
         };
-        if current.data == attempt.data {
+        if current.data == attempt.data && owner.as_ref().is_none_or(|o| *o == current.owner) {
             return touch_live(store, id, expires);
         }
         current.data = std::mem::take(&mut attempt.data);
         current.expires = Some(expires);
+        if let Some(o) = &owner {
+            current.owner.clone_from(o);
+        }
         attempt = current;
     }
     Ok(Saved::Contended)

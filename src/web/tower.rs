@@ -11,7 +11,7 @@ use super::{
     Blocking, Failure, Runner, Saved, clamp_time, decode_map, encode_map, save_live, touch_live,
 };
 use crate::session::to_millis;
-use crate::{Session, SessionId, SessionStore};
+use crate::{Owner, Session, SessionId, SessionStore};
 
 /// How many fresh ids `create` draws before giving up; a collision of
 /// 128-bit random ids does not happen by chance, so more than one retry
@@ -77,12 +77,21 @@ pub const LOAD_TOKEN: &str = "__sessionlog.loaded";
 ///   it returns `Ok` (that compaction drops the expired sessions too; an
 ///   error would stop tower-sessions' deletion task for good).
 ///
+/// Who a session belongs to: [`TowerStore::with_owner`] takes a function
+/// of the record's data that says so on every save, so that
+/// [`SessionStore::sessions_of`] and
+/// [`SessionStore::delete_sessions_of`] ("log out my other devices") work
+/// on the backend ([`TowerStore::store`]). [`axum_login_owner`] reads
+/// axum-login's user id.
+///
 /// Clones share the backend.
 pub struct TowerStore<S> {
     runner: Runner<S>,
     /// Keys the data digests of load tokens (random per store, shared by
     /// its clones).
     hasher: foldhash::quality::RandomState,
+    /// The owner of a record's data, if the application said how to find it.
+    owner: Option<OwnerFn>,
     exact: Arc<Exact>,
 }
 
@@ -120,13 +129,33 @@ impl Exact {
     }
 }
 
+/// A function from a record's data to its owner.
+type OwnerFn = std::sync::Arc<dyn Fn(&Data) -> Option<Owner> + Send + Sync>;
+
 impl<S> Clone for TowerStore<S> {
     fn clone(&self) -> Self {
         TowerStore {
             runner: self.runner.clone(),
             hasher: self.hasher.clone(),
             exact: Arc::clone(&self.exact),
+            owner: self.owner.clone(),
         }
+    }
+}
+
+/// Where axum-login 0.18 keeps its data in a session: `{"user_id": ...,
+/// "auth_hash": ...}`.
+pub const AXUM_LOGIN_DATA_KEY: &str = "auth_data";
+
+/// The owner axum-login 0.18 records in a session: the `user_id` under
+/// [`AXUM_LOGIN_DATA_KEY`], as text (a string id as it is, a number in
+/// decimal). `None` when no one is logged in, or for an id that is no
+/// valid [`Owner`]. Give it to [`TowerStore::with_owner`].
+pub fn axum_login_owner(data: &HashMap<String, serde_json::Value>) -> Option<Owner> {
+    match data.get(AXUM_LOGIN_DATA_KEY)?.get("user_id")? {
+        serde_json::Value::String(s) => Owner::new(s.as_str()).ok(),
+        serde_json::Value::Number(n) => Owner::new(n.to_string()).ok(),
+        _ => None,
     }
 }
 
@@ -173,7 +202,20 @@ impl<S: SessionStore + 'static> TowerStore<S> {
             runner: Runner::new(store),
             hasher: foldhash::quality::RandomState::default(),
             exact: Arc::default(),
+            owner: None,
         }
+    }
+
+    /// Records an owner with every session: `owner` is given the record's
+    /// data on each create and save and returns who the session belongs
+    /// to (`None`: no one, e.g. logged out). [`axum_login_owner`] is the
+    /// one for axum-login. Without it, sessions are saved without owner.
+    pub fn with_owner(
+        mut self,
+        owner: impl Fn(&HashMap<String, serde_json::Value>) -> Option<Owner> + Send + Sync + 'static,
+    ) -> TowerStore<S> {
+        self.owner = Some(std::sync::Arc::new(owner));
+        self
     }
 
     /// Chooses where the backend's calls run (default [`Blocking::Auto`]).
@@ -192,6 +234,13 @@ impl<S: SessionStore + 'static> TowerStore<S> {
         &self.runner.store
     }
 
+    /// The owner of `data` by the application's function: `None` if it
+    /// gave none (keep the stored owner), else `Some(owner)`.
+    #[cfg(feature = "tower-sessions")]
+    pub(crate) fn owner_of(&self, data: &Data) -> Option<Option<Owner>> {
+        self.owner.as_ref().map(|f| f(data))
+    }
+
     #[cfg(feature = "tower-sessions")]
     pub(crate) fn runner(&self) -> &Runner<S> {
         &self.runner
@@ -208,10 +257,12 @@ impl<S: SessionStore + 'static> TowerStore<S> {
         let bytes = encode_map(data, Some(LOAD_TOKEN))?;
         let digest = self.hasher.hash_one(&bytes);
         let sid = id.clone();
+        let owner = self.owner.as_ref().and_then(|f| f(data));
         let r = self
             .runner
             .run(move |s| {
                 let mut session = Session::new(sid, bytes).with_expires(expires);
+                session.owner = owner;
                 s.save_session_if_unchanged(&mut session)
                     .map(|()| session.version())
             })
@@ -238,13 +289,15 @@ impl<S: SessionStore + 'static> TowerStore<S> {
         let bytes = encode_map(data, Some(LOAD_TOKEN))?;
         let unchanged = token.is_some_and(|t| t.digest == self.hasher.hash_one(&bytes));
         let sid = id.clone();
+        // Derived from the data: unchanged data keep the stored owner.
+        let owner = self.owner.as_ref().map(|f| f(data));
         let saved = self
             .runner
             .run(move |s| {
                 if unchanged {
                     touch_live(s, &sid, expires)
                 } else {
-                    save_live(s, &sid, bytes, expires, token.map(|t| t.version))
+                    save_live(s, &sid, bytes, expires, token.map(|t| t.version), owner)
                 }
             })
             .await?;
