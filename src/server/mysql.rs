@@ -39,6 +39,11 @@ use crate::store::{SessionIter, SessionStore};
 
 const BACKEND: &str = "mysql";
 
+/// A stored row's data, expires, modified, version and owner.
+type StoredRow = (Vec<u8>, i64, i64, i64, Option<Vec<u8>>);
+/// A listed row: the id, then as [`StoredRow`].
+type PageRow = (String, Vec<u8>, i64, i64, i64, Option<Vec<u8>>);
+
 /// The server's time in ms (without the test offset).
 const NOW: &str =
     "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 AS SIGNED)";
@@ -427,7 +432,7 @@ impl MySqlStore {
         let off = self.common.clock_offset.millis();
         let idle = self.common.idle_ms();
         let after = after.map_or("", SessionId::as_str);
-        let rows: Vec<(String, Vec<u8>, i64, i64, i64, Option<Vec<u8>>)> = conn
+        let rows: Vec<PageRow> = conn
             .exec(&self.sql.page, params! {off, idle, after})
             .map_err(self.err("listing sessions failed"))?;
         let more = rows.len() == super::PAGE_SIZE;
@@ -515,7 +520,7 @@ impl SessionStore for MySqlStore {
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
         let off = self.common.clock_offset.millis();
         let idle = self.common.idle_ms();
-        let row: Option<(Vec<u8>, i64, i64, i64, Option<Vec<u8>>)> = self
+        let row: Option<StoredRow> = self
             .conn()?
             .exec_first(&self.sql.load, params! {"id" => id.as_str(), off, idle})
             .map_err(self.err("load failed"))?;
