@@ -114,6 +114,9 @@ mod postgres {
             if let Some(idle) = cfg.max_idle {
                 b = b.max_idle(idle);
             }
+            if let Some(n) = cfg.max_sessions_per_owner {
+                b = b.max_sessions_per_owner(n);
+            }
             b.open()
                 .unwrap_or_else(|e| unreachable("PostgreSQL", "SESSIONLOG_POSTGRES_URL", &e))
         }
@@ -206,6 +209,9 @@ mod mysql {
             if let Some(idle) = cfg.max_idle {
                 b = b.max_idle(idle);
             }
+            if let Some(n) = cfg.max_sessions_per_owner {
+                b = b.max_sessions_per_owner(n);
+            }
             b.open()
                 .unwrap_or_else(|e| unreachable("MariaDB/MySQL", "SESSIONLOG_MYSQL_URL", &e))
         }
@@ -254,6 +260,9 @@ mod redis {
                 .clock_offset(self.clock.for_open(cfg));
             if let Some(idle) = cfg.max_idle {
                 b = b.max_idle(idle);
+            }
+            if let Some(n) = cfg.max_sessions_per_owner {
+                b = b.max_sessions_per_owner(n);
             }
             b.open()
                 .unwrap_or_else(|e| unreachable("Redis", "SESSIONLOG_REDIS_URL", &e))
