@@ -1077,6 +1077,7 @@ fn bench_refuses_an_existing_store_without_yes() {
             .expect("has"),
         "the bench leaves the store's own sessions"
     );
+}
 
 /// A synced store with sessions of two owners (one kept through
 /// `HashedIds`, as a digest) and one without.
