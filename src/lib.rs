@@ -59,6 +59,7 @@ compile_error!(
 );
 
 mod clock;
+mod copy;
 mod dir;
 mod encrypted;
 mod engine;
@@ -86,6 +87,7 @@ mod trust;
 pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use copy::{CopyOptions, CopyReport, copy_sessions};
 pub use dir::{DirOptions, DirStore};
 pub use encrypted::{Encrypted, Keyring, RekeyReport};
 pub use engine::{

@@ -206,6 +206,31 @@ pub trait SessionStore: Send + Sync {
         self.delete_sessions_of(owner, None)
     }
 
+    /// Writes `session`, read from another store, under its own id: for
+    /// [`copy_sessions`](crate::copy_sessions). Keeps its data, deadline
+    /// and owner; a backend that can also keeps its modification time (the
+    /// idle clock) and version. With `overwrite` false, an id already live
+    /// here is left alone and `Ok(false)` returned; otherwise `Ok(true)`.
+    ///
+    /// The default saves it as a new session (a conditional save over "no
+    /// session", so a live one is never replaced unless `overwrite`): its
+    /// modification time is this store's now and its version this store's
+    /// next. The `LogStore` keeps both.
+    fn copy_in(&self, session: &Session, overwrite: bool) -> Result<bool> {
+        let mut fresh = Session::new(session.id.clone(), session.data.clone());
+        fresh.expires = session.expires;
+        fresh.owner = session.owner.clone();
+        if overwrite {
+            self.save_session(&mut fresh)?;
+            return Ok(true);
+        }
+        match self.save_session_if_unchanged(&mut fresh) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// True if one store value may be shared by many threads (tested).
     fn is_thread_safe(&self) -> bool;
 
@@ -261,6 +286,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
     }
     fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
         (**self).erase_sessions_of(owner)
+    }
+    fn copy_in(&self, session: &Session, overwrite: bool) -> Result<bool> {
+        (**self).copy_in(session, overwrite)
     }
     fn is_thread_safe(&self) -> bool {
         (**self).is_thread_safe()

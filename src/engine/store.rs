@@ -505,6 +505,18 @@ impl SessionStore for LogStore {
         write::save(&self.inner, session, SaveMode::IfUnchanged)
     }
 
+    /// Keeps the session's modification time and version
+    /// ([`LogStore::restore_session`]). Without `overwrite`, the check for
+    /// a live session and the write are two steps: a save made here in
+    /// between is replaced.
+    fn copy_in(&self, session: &Session, overwrite: bool) -> Result<bool> {
+        if !overwrite && self.has_session(&session.id)? {
+            return Ok(false);
+        }
+        LogStore::restore_session(self, session)?;
+        Ok(true)
+    }
+
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
         self.in_this_process()?;
         write::touch(&self.inner, id, None)
