@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod check;
+mod copy;
 mod follower;
 mod keys;
 mod policy;
@@ -182,6 +183,26 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
     },
+    /// Copy every live session from one store to another, keeping ids,
+    /// data, deadlines and owners (see CLI.md for what each backend keeps).
+    /// A store is a LogStore file path, `dir:PATH`, or a `postgres://`,
+    /// `mysql://` or `redis://` URL (with the matching build feature).
+    Copy {
+        /// The source store (must exist).
+        from: String,
+        /// The destination store (created if needed).
+        to: String,
+        /// Replace sessions already live at the destination.
+        #[arg(long)]
+        overwrite: bool,
+        /// The table of a `postgres://` or `mysql://` end (default
+        /// `sessions`).
+        #[arg(long, value_name = "NAME")]
+        table: Option<String>,
+        /// The key prefix of a `redis://` end (default `sessionlog`).
+        #[arg(long, value_name = "PREFIX")]
+        key_prefix: Option<String>,
+    },
     /// Re-encrypt every live session under the current key (the first
     /// line of the key file), online, while servers write; then compact,
     /// so that no record under another key stays in the file.
@@ -260,6 +281,21 @@ pub fn run(cli: Cli) -> Outcome {
             key_file,
         } => transfer::export(&path, output.as_deref(), key_file.as_deref()),
         Command::Import { path, key_file } => transfer::import(&path, key_file.as_deref()),
+        Command::Copy {
+            from,
+            to,
+            overwrite,
+            table,
+            key_prefix,
+        } => copy::copy(
+            &from,
+            &to,
+            &copy::Names {
+                table: table.as_deref(),
+                key_prefix: key_prefix.as_deref(),
+            },
+            overwrite,
+        ),
         Command::Rekey {
             path,
             key_file,
