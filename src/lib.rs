@@ -91,8 +91,8 @@ pub use copy::{CopyOptions, CopyReport, copy_sessions};
 pub use dir::{DirOptions, DirStore};
 pub use encrypted::{Encrypted, Keyring, RekeyReport};
 pub use engine::{
-    BackgroundError, CheckReport, CompactStats, Damage, LogOptions, LogStore, RecordCounts,
-    RecoveryReport, Stats, StorePolicy, TornTail, WhenFull, check, check_with,
+    BackgroundError, BackupReport, CheckReport, CompactStats, Damage, LogOptions, LogStore,
+    RecordCounts, RecoveryReport, Stats, StorePolicy, TornTail, WhenFull, check, check_with,
 };
 pub use error::{Error, Remedy, Result};
 pub use hashed::HashedIds;

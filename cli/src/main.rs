@@ -1,6 +1,7 @@
 //! `sessionlog`: the admin command for sessionlog stores. See CLI.md.
 
 mod admin;
+mod backup;
 mod bench;
 mod check;
 mod copy;
@@ -183,6 +184,25 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
     },
+    /// Write a compacted, checked copy of a store (mode 0600) while other
+    /// processes keep writing: every save acknowledged before it began.
+    Backup {
+        /// The store file.
+        path: PathBuf,
+        /// The backup file to create.
+        dest: PathBuf,
+        /// Replace DEST if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace a store with a backup, keeping the replaced file beside it;
+    /// refused while any process has the store open.
+    Restore {
+        /// The backup file (checked first).
+        backup: PathBuf,
+        /// The store file to replace (or create).
+        path: PathBuf,
+    },
     /// Copy every live session from one store to another, keeping ids,
     /// data, deadlines and owners (see CLI.md for what each backend keeps).
     /// A store is a LogStore file path, `dir:PATH`, or a `postgres://`,
@@ -281,6 +301,8 @@ pub fn run(cli: Cli) -> Outcome {
             key_file,
         } => transfer::export(&path, output.as_deref(), key_file.as_deref()),
         Command::Import { path, key_file } => transfer::import(&path, key_file.as_deref()),
+        Command::Backup { path, dest, force } => backup::backup(&path, &dest, force),
+        Command::Restore { backup, path } => backup::restore(&backup, &path),
         Command::Copy {
             from,
             to,

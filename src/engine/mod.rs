@@ -32,6 +32,7 @@
 //! file with `format` and `file`). `.ci/layers.sh` checks this order in CI.
 
 mod background;
+mod backup;
 mod check;
 mod commit;
 pub(crate) mod compact;
@@ -57,6 +58,7 @@ mod stats;
 mod store;
 mod write;
 
+pub use backup::BackupReport;
 pub use check::{CheckReport, Damage, RecordCounts, TornTail, check, check_with};
 pub use options::LogOptions;
 pub use policy::{StorePolicy, WhenFull};

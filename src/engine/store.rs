@@ -11,6 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::clock::Expiry;
+use crate::engine::backup::BackupReport;
 use crate::engine::commit::GroupCommit;
 use crate::engine::file::Site;
 use crate::engine::file::View;
@@ -302,6 +303,18 @@ impl LogStore {
         let _writer = self.inner.writer.lock();
         let _lock = self.inner.lock.lock()?;
         Ok(f())
+    }
+
+    /// Writes a compacted, fsynced copy of the store to `dest` (mode
+    /// 0600) while other handles and processes keep writing: it holds
+    /// every write acknowledged before the call took the write lock (held
+    /// only to read the committed end), and no later one, each record
+    /// whole. The copy is checked before it gets its name; an existing
+    /// `dest` is refused unless `overwrite`. Expired sessions are dropped
+    /// by the copy's compaction. See DESIGN.md, "Online backup".
+    pub fn backup_to(&self, dest: impl AsRef<Path>, overwrite: bool) -> Result<BackupReport> {
+        self.in_this_process()?;
+        crate::engine::backup::backup(&self.inner, dest.as_ref(), overwrite)
     }
 
     /// Size and health figures of the store, as this process sees it.
