@@ -6,12 +6,15 @@ use std::time::SystemTime;
 use crate::error::Result;
 use crate::store::SessionStore;
 
+/// The progress callback: called with the counts so far.
+type Progress<'a> = Box<dyn FnMut(&CopyReport) + 'a>;
+
 /// How [`copy_sessions`] treats ids already live at the destination, and
 /// whom it tells about its progress.
 #[derive(Default)]
 pub struct CopyOptions<'a> {
     overwrite: bool,
-    progress: Option<Box<dyn FnMut(&CopyReport) + 'a>>,
+    progress: Option<Progress<'a>>,
 }
 
 impl std::fmt::Debug for CopyOptions<'_> {

@@ -20,11 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
 
 fn sessionlog(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+    Command::new(env!("CARGO_BIN_EXE_sessionlog"))
         .args(args)
         .output()
-        .expect("the binary runs");
-    out
+        .expect("the binary runs")
 }
 
 fn ok(args: &[&str]) -> String {
@@ -60,7 +59,7 @@ fn ms(t: SystemTime) -> SystemTime {
 fn nth(i: usize, base: SystemTime) -> Session {
     let id = SessionId::new(format!("copy-{i:08}-{:016x}", i * 2_654_435_761)).expect("id");
     let mut s = Session::new(id, format!("data of session {i}").into_bytes());
-    if i % 7 != 0 {
+    if !i.is_multiple_of(7) {
         s.expires = Some(ms(base
             + Duration::from_secs(86_400)
             + Duration::from_millis(i as u64 * 3)));
@@ -188,7 +187,7 @@ fn owners_are_copied() {
     let mut want = Vec::new();
     for i in 0..200 {
         let mut s = nth(i, base);
-        if i % 3 != 0 {
+        if !i.is_multiple_of(3) {
             s.owner = Some(Owner::new(format!("user-{}", i % 10)).expect("owner"));
         }
         from.save_session(&mut s.clone()).expect("save");
