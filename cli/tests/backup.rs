@@ -8,7 +8,8 @@
 //!   passes `check` and is mode 0600;
 //! - an existing destination is refused without `--force`;
 //! - `restore` is refused while a process has the store open, and
-//!   otherwise replaces the store, keeping the replaced file.
+//!   otherwise replaces the store, keeping the replaced file;
+//! - the backup keeps the store's recorded policy (idle limit, quota).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -18,7 +19,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
-use sessionlog::{LogStore, Session, SessionId, SessionStore};
+use sessionlog::{LogStore, Session, SessionId, SessionStore, StorePolicy};
 
 /// Set in a writer child: the store to write to, and the writer's number.
 const CHILD_STORE: &str = "SESSIONLOG_TEST_BACKUP_STORE";
@@ -212,6 +213,15 @@ fn backup_while_four_processes_save_holds_every_acknowledged_save() {
         "{}",
         String::from_utf8_lossy(&forced.stderr)
     );
+}
+
+/// A policy to record: an idle limit and a quota.
+fn policy() -> StorePolicy {
+    StorePolicy {
+        max_idle: Some(std::time::Duration::from_secs(3600)),
+        max_sessions: Some(1000),
+        ..StorePolicy::default()
+    }
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn beside(dest: &Path, suffix: &str) -> PathBuf {
 
 /// The files a private open of the copy leaves beside it.
 fn remove_siblings(tmp: &Path) {
-    for suffix in [".lock", ".hint", ".hint.tmp", ".compact"] {
+    for suffix in [".lock", ".hint", ".hint.tmp", ".compact", ".reserve"] {
         let _ = fs::remove_file(beside(tmp, suffix));
     }
 }
@@ -97,7 +97,12 @@ fn write_copy(inner: &Inner, dest: &Path, tmp: &Path, overwrite: bool) -> Result
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(tmp)
         .map_err(|e| Error::io(tmp, "create", e))?;
-    out.write_all(&format::encode_header(&src.header, end))
+    let mut head = format::encode_header(&src.header, end);
+    // The store's policy (idle limit, quotas) as the file records it.
+    if let Some(policy) = &src.policy {
+        format::encode_policy(policy, &mut head);
+    }
+    out.write_all(&head)
         .map_err(|e| Error::io(tmp, "write", e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = HEADER_SIZE;
