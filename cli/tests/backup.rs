@@ -234,6 +234,7 @@ fn restore_is_refused_while_open_and_keeps_the_replaced_store() {
         let st = LogStore::open(&store).expect("create");
         st.save_session(&mut Session::new(a.clone(), b"in the backup".to_vec()))
             .expect("save");
+        st.set_policy(policy()).expect("record a policy");
     }
     let out = sessionlog(&["backup", s(&store), s(&dest)]);
     assert!(
@@ -241,6 +242,13 @@ fn restore_is_refused_while_open_and_keeps_the_replaced_store() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let copy = LogStore::open(&dest).expect("open the backup");
+    assert_eq!(
+        copy.policy().expect("policy"),
+        policy(),
+        "the backup keeps the policy"
+    );
+    drop(copy);
     let open = LogStore::open(&store).expect("open");
     open.save_session(&mut Session::new(b.clone(), b"after the backup".to_vec()))
         .expect("save");
