@@ -68,6 +68,11 @@ pub struct CopyReport {
 /// lives longer, never shorter). A destination that does not keep owners
 /// (the `LogStore` today) drops them.
 ///
+/// Sessions go as `iter_sessions` lists them: from a `HashedIds` store,
+/// under their stored ids (digests), which a `HashedIds` destination keeps
+/// as they are; from an `Encrypted` store, decrypted, which an `Encrypted`
+/// destination encrypts under its current key.
+///
 /// Run it before the application writes to the destination: a session
 /// saved at the source after it was read is not copied again. Returns
 /// the counts; stops at the first error, with the sessions copied so far

@@ -363,6 +363,13 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
         self.inner.iter_sessions()
     }
 
+    /// Forwards as it is: sessions listed by `iter_sessions` (what
+    /// [`copy_sessions`](crate::copy_sessions) copies) carry their stored
+    /// ids and owners already, digests that must not be hashed again.
+    fn copy_in(&self, session: &Session, overwrite: bool) -> Result<bool> {
+        self.inner.copy_in(session, overwrite)
+    }
+
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
         self.inner.delete_old_sessions(max_idle)
     }

@@ -9,6 +9,7 @@
 //!   LogStore → PostgreSQL → Redis → LogStore with every id, data and
 //!   deadline intact (20,000 sessions by default; set
 //!   SESSIONLOG_COPY_SESSIONS=100000 for the full size);
+//! - `HashedIds` stores copy their stored ids as they are;
 //! - owners are copied (between MemoryStores: the LogStore and the server
 //!   stores do not store owners on main yet).
 
@@ -209,6 +210,29 @@ fn owners_are_copied() {
         .filter(|w| w.owner.as_ref() == Some(&owner))
         .count();
     assert_eq!(to.sessions_of(&owner).expect("sessions_of").len(), expected);
+}
+
+/// Between two `HashedIds` stores, sessions keep their stored ids (not
+/// hashed twice): a session saved under its cookie's id loads by that id
+/// from the destination.
+#[test]
+fn hashed_stores_copy_stored_ids_as_they_are() {
+    use sessionlog::{CopyOptions, HashedIds, MemoryStore, copy_sessions};
+    let (from, to) = (
+        HashedIds::new(MemoryStore::new()),
+        HashedIds::new(MemoryStore::new()),
+    );
+    let base = SystemTime::now();
+    let want: Vec<Session> = (0..50).map(|i| nth(i, base)).collect();
+    for w in &want {
+        from.save_session(&mut w.clone()).expect("save");
+    }
+    let report = copy_sessions(&from, &to, &mut CopyOptions::new()).expect("copy");
+    assert_eq!(report.copied, 50);
+    for w in &want {
+        let got = to.load_session(&w.id).expect("load").expect("copied");
+        assert_eq!(got.data, w.data);
+    }
 }
 
 #[cfg(all(feature = "postgres", feature = "redis"))]
