@@ -24,7 +24,6 @@ use crate::engine::check::check;
 use crate::engine::file::LogFile;
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::shared::Inner;
-use crate::engine::store::LogStore;
 use crate::error::{Error, Result};
 
 /// What [`LogStore::backup_to`] wrote.
@@ -72,7 +71,15 @@ fn remove_siblings(tmp: &Path) {
     }
 }
 
-pub(crate) fn backup(inner: &Inner, dest: &Path, overwrite: bool) -> Result<BackupReport> {
+/// Writes the backup of `inner`'s store to `dest`; `compact` compacts the
+/// copy at the path it is given, a store nobody else knows (the caller
+/// opens it privately: this layer is below the store handle).
+pub(crate) fn backup(
+    inner: &Inner,
+    dest: &Path,
+    overwrite: bool,
+    compact: impl FnOnce(&Path) -> Result<()>,
+) -> Result<BackupReport> {
     if !overwrite && fs::symlink_metadata(dest).is_ok() {
         return Err(Error::InvalidOption(format!(
             "{}: already exists (pass overwrite to replace it)",
@@ -80,7 +87,7 @@ pub(crate) fn backup(inner: &Inner, dest: &Path, overwrite: bool) -> Result<Back
         )));
     }
     let tmp = beside(dest, ".partial");
-    let result = write_copy(inner, dest, &tmp, overwrite);
+    let result = write_copy(inner, dest, &tmp, overwrite, compact);
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -88,7 +95,13 @@ pub(crate) fn backup(inner: &Inner, dest: &Path, overwrite: bool) -> Result<Back
     result
 }
 
-fn write_copy(inner: &Inner, dest: &Path, tmp: &Path, overwrite: bool) -> Result<BackupReport> {
+fn write_copy(
+    inner: &Inner,
+    dest: &Path,
+    tmp: &Path,
+    overwrite: bool,
+    compact: impl FnOnce(&Path) -> Result<()>,
+) -> Result<BackupReport> {
     let (src, end) = instant(inner)?;
     let mut out = OpenOptions::new()
         .write(true)
@@ -119,14 +132,7 @@ fn write_copy(inner: &Inner, dest: &Path, tmp: &Path, overwrite: bool) -> Result
     drop(out);
     drop(src);
     // Compact the copy on its own: nobody else knows its name.
-    {
-        let copy = LogStore::options()
-            .background(false)
-            .maintain_as_owner(inner.opts.maintain_as_owner)
-            .open(tmp)?;
-        copy.compact()?;
-        copy.sync()?;
-    }
+    compact(tmp)?;
     let report = check(tmp)?;
     let clean = report.is_healthy()
         && report.torn_tail.is_none()

@@ -2,6 +2,8 @@
 //! down this list; no module imports one above it.
 //!
 //! - `store`: the `LogStore` facade and its `SessionStore` implementation;
+//! - `backup`: an online copy of the store as of one instant
+//!   (`LogStore::backup_to`);
 //! - `write`: the write path (save, restore, touch, delete);
 //! - `quota`: the quota check of a save;
 //! - `background`: the thread that syncs on an interval and compacts;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::clock::Expiry;
-use crate::engine::backup::BackupReport;
+use crate::engine::backup::{self, BackupReport};
 use crate::engine::commit::GroupCommit;
 use crate::engine::file::Site;
 use crate::engine::file::View;
@@ -314,7 +314,15 @@ impl LogStore {
     /// by the copy's compaction. See DESIGN.md, "Online backup".
     pub fn backup_to(&self, dest: impl AsRef<Path>, overwrite: bool) -> Result<BackupReport> {
         self.in_this_process()?;
-        crate::engine::backup::backup(&self.inner, dest.as_ref(), overwrite)
+        let maintain = self.inner.opts.maintain_as_owner;
+        backup::backup(&self.inner, dest.as_ref(), overwrite, |tmp| {
+            let copy = LogStore::options()
+                .background(false)
+                .maintain_as_owner(maintain)
+                .open(tmp)?;
+            copy.compact()?;
+            copy.sync()
+        })
     }
 
     /// Size and health figures of the store, as this process sees it.
