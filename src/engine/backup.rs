@@ -26,7 +26,7 @@ use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::shared::Inner;
 use crate::error::{Error, Result};
 
-/// What [`LogStore::backup_to`] wrote.
+/// What [`LogStore::backup_to`](crate::LogStore::backup_to) wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BackupReport {
