@@ -248,11 +248,11 @@ return {last, done, out}
 /// m, v, size, ...} of the owner's live sessions; drops the index entries
 /// of the others.
 const SESSIONS_OF: &str = r"
-local ok = oprefix .. `ARGV[3]`
+local ok = oprefix .. ARGV[3]
 local out = {}
 for _, id in ipairs(redis.call('ZREVRANGE', ok, 0, -1)) do
-  local k = `KEYS[1]` .. id
-  if mine(k, `ARGV[3]`) then
+  local k = KEYS[1] .. id
+  if mine(k, ARGV[3]) then
     local h = redis.call('HMGET', k, 'e', 'm', 'v')
     table.insert(out, id)
     for i = 1, 3 do table.insert(out, h[i]) end
@@ -268,12 +268,12 @@ return out
 /// id to keep ('' for none). Deletes the owner's sessions (expired ones
 /// too) but that one; returns how many were live.
 const DELETE_OF: &str = r"
-local ok = oprefix .. `ARGV[3]`
+local ok = oprefix .. ARGV[3]
 local n = 0
 for _, id in ipairs(redis.call('ZRANGE', ok, 0, -1)) do
-  if id ~= `ARGV[4]` then
-    local k = `KEYS[1]` .. id
-    if redis.call('HGET', k, 'o') == `ARGV[3]` then
+  if id ~= ARGV[4] then
+    local k = KEYS[1] .. id
+    if redis.call('HGET', k, 'o') == ARGV[3] then
       if live(k) then n = n + 1 end
       drop(k, id)
     else
