@@ -1,6 +1,7 @@
 //! Model-based tests: random operation sequences (saves, conditional saves,
 //! loads, touches, deletes, expiry, compaction, reopen, simulated crash,
-//! clock steps forward and back) run against each backend and a `HashMap`-like model,
+//! clock steps forward and back) run against each backend (plain and
+//! through `Encrypted<_>`) and a `HashMap`-like model,
 //! checked after every step; proptest shrinks a failure to a minimal
 //! sequence. Guards every `SessionStore` promise the model encodes, and
 //! for `LogStore` that a crash loses at most a suffix of the unsynced
@@ -133,10 +134,21 @@ fn proptest_config() -> ProptestConfig {
 }
 
 fn check(backend: Backend, max_idle_ms: Option<u64>, ops: &[Op]) -> Result<(), TestCaseError> {
+    check_with(backend, false, max_idle_ms, ops)
+}
+
+/// As [`check`], through `Encrypted<_>` if `encrypted`.
+fn check_with(
+    backend: Backend,
+    encrypted: bool,
+    max_idle_ms: Option<u64>,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let cfg = Config {
         backend,
         max_idle_ms,
+        encrypted,
     };
     model::run(cfg, ops, dir.path()).map_err(TestCaseError::fail)
 }
@@ -183,6 +195,32 @@ proptest! {
         ops in vec(op(Caps { reopen: true, log: true, switch: true }), 0..40),
     ) {
         check(Backend::Log(SyncPolicy::Always), idle, &ops)?;
+    }
+
+    /// The backends through `Encrypted<_>` (issue 29): the wrapper keeps
+    /// every promise the model encodes, crashes and two handles included.
+    #[test]
+    fn encrypted_memory_store_matches_model(
+        idle in max_idle(),
+        ops in vec(op(Caps { reopen: false, log: false, switch: false }), 0..40),
+    ) {
+        check_with(Backend::Memory, true, idle, &ops)?;
+    }
+
+    #[test]
+    fn encrypted_dir_store_matches_model(
+        idle in max_idle(),
+        ops in vec(op(Caps { reopen: true, log: false, switch: true }), 0..40),
+    ) {
+        check_with(Backend::Dir, true, idle, &ops)?;
+    }
+
+    #[test]
+    fn encrypted_log_store_two_handles_match_model_across_crashes(
+        idle in max_idle(),
+        ops in vec(op(Caps { reopen: true, log: true, switch: true }), 0..40),
+    ) {
+        check_with(Backend::Log(SyncPolicy::Never), true, idle, &ops)?;
     }
 }
 

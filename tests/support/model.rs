@@ -19,8 +19,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use sessionlog::internals::format::{H_COMMITTED, H_SYNCED, decode_offset, encode_offset};
 use sessionlog::{
-    DirStore, Error, LogStore, ManualClock, MemoryStore, Owner, Session, SessionId, SessionStore,
-    SyncPolicy,
+    DirStore, Encrypted, Error, Keyring, LogStore, ManualClock, MemoryStore, Owner, Session,
+    SessionId, SessionStore, SyncPolicy,
 };
 
 /// How many distinct ids the operations use: few, so that they collide.
@@ -51,6 +51,9 @@ pub struct Config {
     pub backend: Backend,
     /// The store's idle limit in ms, if any.
     pub max_idle_ms: Option<u64>,
+    /// Whether the backend is used through `Encrypted` (its size limit
+    /// raised by the envelope's overhead, so the data's limit is the same).
+    pub encrypted: bool,
 }
 
 /// Which version a conditional save claims to replace, relative to the
@@ -473,17 +476,53 @@ fn owner_of(i: u8) -> Owner {
 
 /// The store under test.
 enum Store {
-    Memory(MemoryStore),
-    Dir(DirStore),
-    Log(LogStore),
+    Memory(Layer<MemoryStore>),
+    Dir(Layer<DirStore>),
+    Log(Layer<LogStore>),
 }
 
 impl Store {
     fn api(&self) -> &dyn SessionStore {
         match self {
-            Store::Memory(s) => s,
-            Store::Dir(s) => s,
-            Store::Log(s) => s,
+            Store::Memory(s) => s.api(),
+            Store::Dir(s) => s.api(),
+            Store::Log(s) => s.api(),
+        }
+    }
+}
+
+/// A backend as the test uses it: directly, or through `Encrypted`.
+enum Layer<S> {
+    Plain(S),
+    Encrypted(Encrypted<S>),
+}
+
+/// The keyring of `Config::encrypted`.
+fn keyring() -> Keyring {
+    Keyring::new("model", [7; 32]).expect("a valid key id")
+}
+
+impl<S: SessionStore> Layer<S> {
+    fn new(store: S, encrypted: bool) -> Layer<S> {
+        if encrypted {
+            Layer::Encrypted(Encrypted::new(store, keyring()))
+        } else {
+            Layer::Plain(store)
+        }
+    }
+
+    /// The backend itself (sync, compaction, stats).
+    fn raw(&self) -> &S {
+        match self {
+            Layer::Plain(s) => s,
+            Layer::Encrypted(e) => e.inner(),
+        }
+    }
+
+    fn api(&self) -> &dyn SessionStore {
+        match self {
+            Layer::Plain(s) => s,
+            Layer::Encrypted(e) => e,
         }
     }
 }
@@ -541,26 +580,35 @@ impl Runner {
 
     fn open(&self) -> Result<Store, String> {
         let idle = self.cfg.max_idle_ms.map(Duration::from_millis);
+        let enc = self.cfg.encrypted;
+        let max_size = if enc {
+            MAX_SIZE + Encrypted::new((), keyring()).overhead()
+        } else {
+            MAX_SIZE
+        };
         match self.cfg.backend {
             Backend::Memory => {
                 let mut o = MemoryStore::options()
                     .clock(self.clock.clone())
-                    .max_session_size(MAX_SIZE);
+                    .max_session_size(max_size);
                 if let Some(d) = idle {
                     o = o.max_idle(d);
                 }
-                Ok(Store::Memory(o.open().map_err(|e| e.to_string())?))
+                Ok(Store::Memory(Layer::new(
+                    o.open().map_err(|e| e.to_string())?,
+                    enc,
+                )))
             }
             Backend::Dir => {
                 let mut o = DirStore::options()
                     .sync(SyncPolicy::Never)
                     .clock(self.clock.clone())
-                    .max_session_size(MAX_SIZE);
+                    .max_session_size(max_size);
                 if let Some(d) = idle {
                     o = o.max_idle(d);
                 }
                 o.open(&self.path)
-                    .map(Store::Dir)
+                    .map(|s| Store::Dir(Layer::new(s, enc)))
                     .map_err(|e| unexpected("open", &e))
             }
             Backend::Log(policy) => {
@@ -568,12 +616,12 @@ impl Runner {
                     .background(false)
                     .sync(policy)
                     .clock(self.clock.clone())
-                    .max_session_size(MAX_SIZE);
+                    .max_session_size(max_size);
                 if let Some(d) = idle {
                     o = o.max_idle(d);
                 }
                 o.open(&self.path)
-                    .map(Store::Log)
+                    .map(|s| Store::Log(Layer::new(s, enc)))
                     .map_err(|e| unexpected("open", &e))
             }
         }
@@ -748,7 +796,7 @@ impl Runner {
             ),
             Op::Compact => match self.active() {
                 Store::Log(s) => {
-                    let st = s.compact().map_err(|e| unexpected("compact", &e))?;
+                    let st = s.raw().compact().map_err(|e| unexpected("compact", &e))?;
                     Out::Compacted {
                         kept: st.kept,
                         dropped: st.dropped,
@@ -763,8 +811,8 @@ impl Runner {
                     .has_session(&sid(0))
                     .map_err(|e| unexpected("has", &e))?;
                 match self.active() {
-                    Store::Log(s) => s.sync().map_err(|e| unexpected("sync", &e))?,
-                    Store::Dir(s) => s.sync().map_err(|e| unexpected("sync", &e))?,
+                    Store::Log(s) => s.raw().sync().map_err(|e| unexpected("sync", &e))?,
+                    Store::Dir(s) => s.raw().sync().map_err(|e| unexpected("sync", &e))?,
                     Store::Memory(_) => {}
                 }
                 Out::Unit
@@ -916,7 +964,7 @@ impl Runner {
             return Err(format!("store holds {seen:?}, model holds {first:?}"));
         }
         if let Store::Log(s) = self.active() {
-            let st = s.stats().map_err(|e| unexpected("stats", &e))?;
+            let st = s.raw().stats().map_err(|e| unexpected("stats", &e))?;
             let counts = (st.sessions, st.expired);
             let first = self.candidates[0].last().map(|m| m.counts(now, idle));
             self.candidates
