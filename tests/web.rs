@@ -3,7 +3,8 @@
 //! - `TowerStore` and `ActixStore` called through the frameworks' own store
 //!   traits, against every backend: LogStore, DirStore, MemoryStore and,
 //!   under their features, PostgreSQL, MariaDB and Redis (which must be
-//!   running: `bash .ci/servers.sh`; an unreachable one fails the test).
+//!   running: `bash .ci/servers.sh`; an unreachable one fails the test);
+//!   and each of them again through `Encrypted` (issue 29).
 //! - The real example binaries (`examples/axum_app.rs`,
 //!   `examples/actix_app.rs`) started as 2-4 processes on one LogStore and
 //!   driven over loopback HTTP by reqwest with a cookie jar. Every child is
@@ -374,6 +375,24 @@ web_store_tests!(
     hashed_redis,
     common::conformance::Hashed<common::servers::Redis>
 );
+// The adapters over `Encrypted` (data encrypted), alone and under
+// `HashedIds` (the recommended order).
+web_store_tests!(enc_memory, common::conformance::Enc<Memory>);
+web_store_tests!(enc_log, common::conformance::Enc<Log>);
+web_store_tests!(enc_dir, common::conformance::Enc<Dir>);
+web_store_tests!(
+    hashed_enc_log,
+    common::conformance::Hashed<common::conformance::Enc<Log>>
+);
+#[cfg(feature = "postgres")]
+web_store_tests!(
+    enc_postgres,
+    common::conformance::Enc<common::servers::Postgres>
+);
+#[cfg(feature = "mysql")]
+web_store_tests!(enc_mysql, common::conformance::Enc<common::servers::MySql>);
+#[cfg(feature = "redis")]
+web_store_tests!(enc_redis, common::conformance::Enc<common::servers::Redis>);
 
 #[test]
 fn debug_shows_no_secrets() {

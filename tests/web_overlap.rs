@@ -24,7 +24,8 @@
 //! Every scenario runs on MemoryStore, LogStore, `HashedIds<LogStore>`,
 //! DirStore, `HashedIds<DirStore>` and, under their features, PostgreSQL,
 //! MariaDB and Redis (which must be running: `bash .ci/servers.sh`; an
-//! unreachable one fails the test).
+//! unreachable one fails the test); and through `Encrypted` on MemoryStore,
+//! LogStore (also under `HashedIds`), DirStore and the three servers.
 
 #[macro_use]
 mod common;
@@ -33,7 +34,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::conformance::{Backend, Config, Hashed};
+use common::conformance::{Backend, Config, Enc, Hashed};
 use reqwest::cookie::CookieStore as _;
 use sessionlog::web::{ActixStore, TowerStore};
 use sessionlog::{DirStore, ManualClock, MemoryStore, SessionStore};
@@ -664,3 +665,14 @@ overlap_tests!(postgres, crate::common::servers::Postgres);
 overlap_tests!(mysql, crate::common::servers::MySql);
 #[cfg(feature = "redis")]
 overlap_tests!(redis, crate::common::servers::Redis);
+// Through `Encrypted` (issue 29).
+overlap_tests!(enc_memory, super::Enc<super::Memory>);
+overlap_tests!(enc_log, super::Enc<super::Log>);
+overlap_tests!(hashed_enc_log, super::Hashed<super::Enc<super::Log>>);
+overlap_tests!(enc_dir, super::Enc<super::Dir>);
+#[cfg(feature = "postgres")]
+overlap_tests!(enc_postgres, super::Enc<crate::common::servers::Postgres>);
+#[cfg(feature = "mysql")]
+overlap_tests!(enc_mysql, super::Enc<crate::common::servers::MySql>);
+#[cfg(feature = "redis")]
+overlap_tests!(enc_redis, super::Enc<crate::common::servers::Redis>);
