@@ -9,6 +9,7 @@ which releases the GIL during every store call.
 
 from ._errors import (
     BackendError,
+    BadKeysError,
     ConflictError,
     CorruptError,
     Error,
@@ -16,10 +17,12 @@ from ._errors import (
     InvalidOwnerError,
     InvalidOptionError,
     IoError,
+    KeyMissingError,
     NotAStoreError,
     PoisonedError,
     SerializationError,
     TooLargeError,
+    UndecryptableError,
     UnsafeError,
     BusyError,
     ServerTimeoutError,
@@ -68,4 +71,7 @@ __all__ = [
     "ServerTimeoutError",
     "QuotaExceededError",
     "RandomSourceError",
+    "KeyMissingError",
+    "UndecryptableError",
+    "BadKeysError",
 ]

@@ -29,6 +29,9 @@ __all__ = [
     "ServerTimeoutError",
     "QuotaExceededError",
     "RandomSourceError",
+    "KeyMissingError",
+    "UndecryptableError",
+    "BadKeysError",
 ]
 
 
@@ -130,3 +133,21 @@ class QuotaExceededError(Error):
 
 class RandomSourceError(Error):
     """The operating system's random source failed."""
+
+
+class KeyMissingError(Error):
+    """A session's record is encrypted under a key the store's
+    ``encryption_keys`` lack; the message names the key id it needs. No
+    data was returned: add that key (as a retired one) and retry."""
+
+
+class UndecryptableError(Error):
+    """A session's record did not decrypt: tampered with, moved from another
+    session or store, written under another key of the same id, or
+    plaintext in a store not opened with ``encryption_accept_plaintext``.
+    No data was returned."""
+
+
+class BadKeysError(Error, ValueError):
+    """A key file or an ``encryption_keys`` entry is malformed (the message
+    names the file or entry and line, never the key)."""

@@ -1,7 +1,7 @@
 """Type stubs for the Rust half of sessionlog (``sessionlog._native``)."""
 
 from os import PathLike
-from typing import Optional, Tuple, List, Dict, Union
+from typing import Optional, Tuple, List, Dict, Sequence, Union
 
 MAX_ID_LEN: int
 DEFAULT_MAX_SESSION_SIZE: int
@@ -32,6 +32,9 @@ class Store:
         max_sessions: Optional[int] = None,
         max_bytes: Optional[int] = None,
         when_full: Optional[str] = None,
+        encryption_key_file: Optional[Union[str, PathLike[str]]] = None,
+        encryption_keys: Optional[Sequence[str]] = None,
+        encryption_accept_plaintext: bool = False,
     ) -> Store: ...
     @staticmethod
     def dir(
@@ -45,9 +48,18 @@ class Store:
         allow_others_to_read_directory: bool = False,
         allow_others_to_write_directory: bool = False,
         maintain_as_owner: bool = False,
+        encryption_key_file: Optional[Union[str, PathLike[str]]] = None,
+        encryption_keys: Optional[Sequence[str]] = None,
+        encryption_accept_plaintext: bool = False,
     ) -> Store: ...
     @staticmethod
-    def memory(*, max_idle: Optional[float] = None, max_session_size: Optional[int] = None) -> Store: ...
+    def memory(
+        *,
+        max_idle: Optional[float] = None,
+        max_session_size: Optional[int] = None,
+        encryption_key_file: Optional[Union[str, PathLike[str]]] = None,
+        encryption_keys: Optional[Sequence[str]] = None,
+    ) -> Store: ...
     @property
     def kind(self) -> str: ...
     @property
@@ -58,6 +70,9 @@ class Store:
     @property
     def hashed_ids(self) -> bool:
         """True if only digests of session ids are stored."""
+    @property
+    def encrypted(self) -> bool:
+        """True if session data is encrypted (``encryption_keys``)."""
     @property
     def is_thread_safe(self) -> bool: ...
     @property

@@ -16,10 +16,10 @@ import pickle
 import threading
 import time
 import weakref
-from typing import Any, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _native
-from ._errors import SerializationError, UnsafeError
+from ._errors import BadKeysError, SerializationError, UnsafeError
 
 __all__ = [
     "SessionStore",
@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 Seconds = Union[int, float, _dt.timedelta]
+#: ``encryption_keys=``: a key file's path, or ``KEY_ID:BASE64`` entries.
+EncryptionKeys = Union[str, "os.PathLike[str]", Sequence[str]]
 Deadline = Union[int, float, _dt.datetime, _dt.timedelta]
 
 #: Attribute on a loaded or saved session holding the stored version.
@@ -95,6 +97,31 @@ def _seconds(name: str, value: Optional[Seconds]) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
     return float(value)
+
+
+def _encryption(keys: Optional[EncryptionKeys]) -> Dict[str, Any]:
+    """The native options for ``encryption_keys=``: a path (a str or a
+    path-like) names a key file, which the engine reads and checks as
+    ``Keyring::from_file`` does; a list or tuple holds ``KEY_ID:BASE64``
+    entries, the first the current key, the others retired."""
+    if keys is None:
+        return {}
+    if isinstance(keys, (str, os.PathLike)):
+        path = os.fspath(keys)
+        if isinstance(path, str) and "/" not in path and ":" in path and not os.path.lexists(path):
+            # Most likely a key given where a path was expected: say so
+            # without quoting it.
+            raise BadKeysError(
+                "encryption_keys: a str is the path of a key file, and no such file exists; "
+                "give KEY_ID:BASE64 entries as a list"
+            )
+        return {"encryption_key_file": path}
+    if isinstance(keys, (list, tuple)) and all(isinstance(k, str) for k in keys):
+        return {"encryption_keys": list(keys)}
+    raise TypeError(
+        "encryption_keys must be a key file's path or a list of 'KEY_ID:BASE64' strings, "
+        f"not {type(keys).__name__}"
+    )
 
 
 def _deadline_ms(expires: Deadline) -> int:
@@ -432,6 +459,18 @@ class LogSessionStore(SessionStore):
       and applied by every process; opening it with other values raises
       ``InvalidOptionError`` (leave them unset to follow the store; change
       them with ``sessionlog policy``).
+    - ``encryption_keys``: encrypt every session's data (Rust's
+      ``Encrypted``; ciphertext bound to the session and the key id) under
+      these keys: the path of a key file (one ``KEY_ID:BASE64`` line per
+      key, mode 0600, as ``sessionlog keygen`` prints; Rust's
+      ``Keyring::from_file``), or a list of such strings. The first key
+      encrypts; the others are retired keys, which only decrypt. A record
+      under a key not given raises :class:`sessionlog.KeyMissingError`
+      naming its key id; a tampered or moved one
+      :class:`sessionlog.UndecryptableError`. Default none.
+    - ``encryption_accept_plaintext``: with ``encryption_keys``, read
+      sessions saved before the store was encrypted (each is encrypted at
+      its next save); for that migration only. Default off.
     - ``pickle_protocol``: default ``pickle.HIGHEST_PROTOCOL``.
 
     Sessions are unpickled only from a store that belongs to this
@@ -460,6 +499,8 @@ class LogSessionStore(SessionStore):
         when_full: Optional[str] = None,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
+        encryption_keys: Optional[EncryptionKeys] = None,
+        encryption_accept_plaintext: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self._options = dict(
@@ -475,6 +516,8 @@ class LogSessionStore(SessionStore):
             max_sessions=max_sessions,
             max_bytes=max_bytes,
             when_full=when_full,
+            encryption_accept_plaintext=bool(encryption_accept_plaintext),
+            **_encryption(encryption_keys),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 
@@ -493,7 +536,7 @@ class DirSessionStore(SessionStore):
     named by a digest of its session's id. Options: ``sync``,
     ``sync_interval``, ``max_idle``, ``max_session_size``, ``hashed_ids``,
     ``allow_others_to_write_directory``, ``pickle_protocol``,
-    ``conditional`` as for :class:`LogSessionStore`, and (Rust's
+    ``conditional``, ``encryption_keys``, ``encryption_accept_plaintext`` as for :class:`LogSessionStore`, and (Rust's
     ``DirOptions`` of the same names):
 
     - ``allow_others_to_read_directory``: open a directory that grants its
@@ -523,6 +566,8 @@ class DirSessionStore(SessionStore):
         maintain_as_owner: bool = False,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
+        encryption_keys: Optional[EncryptionKeys] = None,
+        encryption_accept_plaintext: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self._options = dict(
@@ -534,6 +579,8 @@ class DirSessionStore(SessionStore):
             allow_others_to_read_directory=bool(allow_others_to_read_directory),
             allow_others_to_write_directory=bool(allow_others_to_write_directory),
             maintain_as_owner=bool(maintain_as_owner),
+            encryption_accept_plaintext=bool(encryption_accept_plaintext),
+            **_encryption(encryption_keys),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 
@@ -550,7 +597,8 @@ class DirSessionStore(SessionStore):
 class MemorySessionStore(SessionStore):
     """Sessions in this process's memory (lost when it exits; a forked child
     gets a copy). Options: ``max_idle``, ``max_session_size``,
-    ``pickle_protocol``, ``conditional``."""
+    ``pickle_protocol``, ``conditional``, ``encryption_keys`` (as for
+    :class:`LogSessionStore`)."""
 
     is_multiprocess_safe = False
     is_thread_safe = True
@@ -562,8 +610,13 @@ class MemorySessionStore(SessionStore):
         max_session_size: Optional[int] = None,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
+        encryption_keys: Optional[EncryptionKeys] = None,
     ) -> None:
-        self._options = dict(max_idle=_seconds("max_idle", max_idle), max_session_size=max_session_size)
+        self._options = dict(
+            max_idle=_seconds("max_idle", max_idle),
+            max_session_size=max_session_size,
+            **_encryption(encryption_keys),
+        )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)
 
     def _open(self) -> _native.Store:

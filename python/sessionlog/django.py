@@ -7,6 +7,11 @@ Settings::
     SESSIONLOG_OPTIONS = {"sync": "interval"}       # optional, as LogSessionStore
     SESSIONLOG_CONDITIONAL = False                  # optional, see below
 
+``SESSIONLOG_OPTIONS`` takes every option of ``LogSessionStore``; e.g.
+``{"encryption_keys": "/etc/myapp/session-keys"}`` keeps session data
+encrypted at rest (a key file, or a list of ``KEY_ID:BASE64`` strings, the
+first the current key).
+
 Every worker process opens the one store file; a session saved by one is
 seen by all. Session data is serialised with ``SESSION_SERIALIZER`` (JSON by
 default) and stored with its deadline from ``get_expiry_age()``, so the
@@ -169,7 +174,11 @@ def _configured() -> Tuple[Tuple[Any, ...], LogSessionStore, bool]:
         raise ImproperlyConfigured("SESSION_ENGINE 'sessionlog.django' needs SESSIONLOG_PATH (the store file)")
     options = dict(getattr(settings, "SESSIONLOG_OPTIONS", {}) or {})
     conditional = bool(getattr(settings, "SESSIONLOG_CONDITIONAL", False))
-    key = (str(path), tuple(sorted(options.items())))
+    # Lists (encryption_keys) become tuples: the key must be hashable.
+    key = (
+        str(path),
+        tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())),
+    )
     with _lock:
         store = _stores.get(key)
         if store is None:

@@ -315,6 +315,9 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
     ``LogSessionStore`` at ``app.config["SESSIONLOG_PATH"]`` with
     ``app.config.get("SESSIONLOG_OPTIONS", {})``. ``SESSIONLOG_CONDITIONAL``
     makes concurrent changes to one session raise instead of overwrite.
+    ``SESSIONLOG_OPTIONS`` takes every option of ``LogSessionStore``, e.g.
+    ``{"encryption_keys": "/etc/myapp/session-keys"}`` to keep session data
+    encrypted at rest.
 
     Flask-Session's names: ``SESSION_PERMANENT`` (new sessions' default
     ``permanent``; unset: Flask's default, False), ``SESSION_KEY_PREFIX``

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use sessionlog::{
-    DirOptions, DirStore, Error, HashedIds, LogStore, MemoryStore, Owner, Session, SessionId,
-    SessionStore, SyncPolicy, WhenFull,
+    DirOptions, DirStore, Encrypted, Error, HashedIds, Keyring, LogStore, MemoryStore, Owner,
+    Session, SessionId, SessionStore, SyncPolicy, WhenFull,
 };
 
 /// A store's result for Python: the engine's error, or a panic message.
@@ -117,6 +117,9 @@ fn error_to_py(py: Python<'_>, e: &Error) -> PyErr {
             "QuotaExceededError",
             vec![("limit", Some(*limit)), ("used", Some(*used))],
         ),
+        Error::KeyMissing { .. } => ("KeyMissingError", vec![]),
+        Error::Undecryptable { .. } => ("UndecryptableError", vec![]),
+        Error::BadKeys { .. } => ("BadKeysError", vec![]),
         _ => ("Error", vec![]),
     };
     make_error(py, class, msg, &attrs)
@@ -224,32 +227,49 @@ enum Backend {
     /// A `DirStore` directory.
     Dir(Ids<DirStore>),
     /// An in-process `MemoryStore`.
-    Memory(MemoryStore),
+    Memory(Ids<MemoryStore>),
 }
 
-/// A backend that keeps the ids it is given, or only their digests.
+/// A backend that keeps the ids it is given, or only their digests, and
+/// the data as given or encrypted (`HashedIds` outside `Encrypted`, the
+/// order DESIGN.md recommends).
 enum Ids<S> {
     /// Ids stored as given.
     Clear(S),
     /// Ids stored as `HashedIds::stored_id` digests.
     Hashed(HashedIds<S>),
+    /// Ids as given, data encrypted.
+    Encrypted(Encrypted<S>),
+    /// Digests of ids, data encrypted.
+    HashedEncrypted(HashedIds<Encrypted<S>>),
 }
 
+/// The keys of `encryption_keys=`, and whether plaintext records (a store
+/// written before it was encrypted) are read.
+type Encryption = Option<(Keyring, bool)>;
+
 impl<S: SessionStore> Ids<S> {
-    fn new(store: S, hashed: bool) -> Ids<S> {
-        if hashed {
-            Ids::Hashed(HashedIds::new(store))
-        } else {
-            Ids::Clear(store)
+    fn new(store: S, hashed: bool, encryption: Encryption) -> Ids<S> {
+        match (hashed, encryption) {
+            (false, None) => Ids::Clear(store),
+            (true, None) => Ids::Hashed(HashedIds::new(store)),
+            (false, Some((keys, plain))) => {
+                Ids::Encrypted(Encrypted::new(store, keys).accept_plaintext(plain))
+            }
+            (true, Some((keys, plain))) => Ids::HashedEncrypted(HashedIds::new(
+                Encrypted::new(store, keys).accept_plaintext(plain),
+            )),
         }
     }
 
-    /// The backend itself, for what `HashedIds` does not change (its
+    /// The backend itself, for what the wrappers do not change (its
     /// path, sync, compaction).
     fn raw(&self) -> &S {
         match self {
             Ids::Clear(s) => s,
             Ids::Hashed(h) => h.inner(),
+            Ids::Encrypted(e) => e.inner(),
+            Ids::HashedEncrypted(h) => h.inner().inner(),
         }
     }
 
@@ -258,12 +278,50 @@ impl<S: SessionStore> Ids<S> {
         match self {
             Ids::Clear(s) => s,
             Ids::Hashed(h) => h,
+            Ids::Encrypted(e) => e,
+            Ids::HashedEncrypted(h) => h,
         }
     }
 
     fn hashed(&self) -> bool {
-        matches!(self, Ids::Hashed(_))
+        matches!(self, Ids::Hashed(_) | Ids::HashedEncrypted(_))
     }
+
+    fn encrypted(&self) -> bool {
+        matches!(self, Ids::Encrypted(_) | Ids::HashedEncrypted(_))
+    }
+}
+
+/// The keyring of `encryption_key_file=` and `encryption_keys=` (the
+/// file's keys first, then the list's), `None` if neither is given; keys
+/// as `Keyring::from_file` and `Keyring::from_entries` read them.
+fn encryption(
+    py: Python<'_>,
+    key_file: Option<PathBuf>,
+    keys: Option<Vec<String>>,
+    accept_plaintext: bool,
+) -> PyResult<Encryption> {
+    let from_list = match keys {
+        Some(list) => Some(
+            Keyring::from_entries("encryption_keys", list.iter().map(String::as_str))
+                .map_err(|e| error_to_py(py, &e))?,
+        ),
+        None => None,
+    };
+    let ring = match (key_file, from_list) {
+        (None, None) => return Ok(None),
+        (None, Some(list)) => list,
+        (Some(path), list) => {
+            let file = run(py, move || Keyring::from_file(path))?;
+            match list {
+                Some(list) => file
+                    .with_retired_keys(&list)
+                    .map_err(|e| error_to_py(py, &e))?,
+                None => file,
+            }
+        }
+    };
+    Ok(Some((ring, accept_plaintext)))
 }
 
 /// A session store opened from Python: `LogStore`, `DirStore` or
@@ -313,7 +371,7 @@ impl Store {
         match &self.backend {
             Some(Backend::Log(s)) => Ok(s.store()),
             Some(Backend::Dir(s)) => Ok(s.store()),
-            Some(Backend::Memory(s)) => Ok(s),
+            Some(Backend::Memory(s)) => Ok(s.store()),
             None => Err(Error::InvalidOption("the store is closed".into())),
         }
     }
@@ -327,7 +385,8 @@ impl Store {
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
         max_session_size=None, repair=false, background=true, hashed_ids=false,
         allow_others_to_write_directory=false, maintain_as_owner=false,
-        max_sessions=None, max_bytes=None, when_full=None))]
+        max_sessions=None, max_bytes=None, when_full=None,
+        encryption_key_file=None, encryption_keys=None, encryption_accept_plaintext=false))]
     #[allow(clippy::too_many_arguments)]
     fn log(
         py: Python<'_>,
@@ -344,7 +403,16 @@ impl Store {
         max_sessions: Option<u64>,
         max_bytes: Option<u64>,
         when_full: Option<&str>,
+        encryption_key_file: Option<PathBuf>,
+        encryption_keys: Option<Vec<String>>,
+        encryption_accept_plaintext: bool,
     ) -> PyResult<Store> {
+        let keys = encryption(
+            py,
+            encryption_key_file,
+            encryption_keys,
+            encryption_accept_plaintext,
+        )?;
         let mut opts = LogStore::options()
             .sync(sync_policy(py, sync, sync_interval)?)
             .repair(repair)
@@ -388,7 +456,7 @@ impl Store {
             Ok((store, owner))
         })?;
         Ok(Store::new(
-            Backend::Log(Ids::new(store, hashed_ids)),
+            Backend::Log(Ids::new(store, hashed_ids, keys)),
             "log",
             Some(owner),
         ))
@@ -399,7 +467,8 @@ impl Store {
     #[staticmethod]
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
         max_session_size=None, hashed_ids=false, allow_others_to_read_directory=false,
-        allow_others_to_write_directory=false, maintain_as_owner=false))]
+        allow_others_to_write_directory=false, maintain_as_owner=false,
+        encryption_key_file=None, encryption_keys=None, encryption_accept_plaintext=false))]
     #[allow(clippy::too_many_arguments)]
     fn dir(
         py: Python<'_>,
@@ -412,7 +481,16 @@ impl Store {
         allow_others_to_read_directory: bool,
         allow_others_to_write_directory: bool,
         maintain_as_owner: bool,
+        encryption_key_file: Option<PathBuf>,
+        encryption_keys: Option<Vec<String>>,
+        encryption_accept_plaintext: bool,
     ) -> PyResult<Store> {
+        let keys = encryption(
+            py,
+            encryption_key_file,
+            encryption_keys,
+            encryption_accept_plaintext,
+        )?;
         let mut opts: DirOptions = DirStore::options()
             .sync(sync_policy(py, sync, sync_interval)?)
             .allow_others_to_read_directory(allow_others_to_read_directory)
@@ -427,20 +505,25 @@ impl Store {
         let store = run(py, move || opts.open(path))?;
         let owner = store.owner_uid();
         Ok(Store::new(
-            Backend::Dir(Ids::new(store, hashed_ids)),
+            Backend::Dir(Ids::new(store, hashed_ids, keys)),
             "dir",
             Some(owner),
         ))
     }
 
-    /// A new, empty in-process `MemoryStore`.
+    /// A new, empty in-process `MemoryStore`; `encryption_*` as for
+    /// [`Store::log`].
     #[staticmethod]
-    #[pyo3(signature = (*, max_idle=None, max_session_size=None))]
+    #[pyo3(signature = (*, max_idle=None, max_session_size=None,
+        encryption_key_file=None, encryption_keys=None))]
     fn memory(
         py: Python<'_>,
         max_idle: Option<f64>,
         max_session_size: Option<usize>,
+        encryption_key_file: Option<PathBuf>,
+        encryption_keys: Option<Vec<String>>,
     ) -> PyResult<Store> {
+        let keys = encryption(py, encryption_key_file, encryption_keys, false)?;
         let mut options = MemoryStore::options();
         if let Some(idle) = max_idle {
             options = options.max_idle(seconds(py, "max_idle", idle)?);
@@ -449,7 +532,11 @@ impl Store {
             options = options.max_session_size(size);
         }
         let store = options.open().map_err(|e| error_to_py(py, &e))?;
-        Ok(Store::new(Backend::Memory(store), "memory", None))
+        Ok(Store::new(
+            Backend::Memory(Ids::new(store, false, keys)),
+            "memory",
+            None,
+        ))
     }
 
     /// `"log"`, `"dir"` or `"memory"`.
@@ -482,7 +569,19 @@ impl Store {
         match &self.backend {
             Some(Backend::Log(s)) => s.hashed(),
             Some(Backend::Dir(s)) => s.hashed(),
-            Some(Backend::Memory(_)) | None => false,
+            Some(Backend::Memory(s)) => s.hashed(),
+            None => false,
+        }
+    }
+
+    /// True if session data is encrypted (`encryption_keys`).
+    #[getter]
+    fn encrypted(&self) -> bool {
+        match &self.backend {
+            Some(Backend::Log(s)) => s.encrypted(),
+            Some(Backend::Dir(s)) => s.encrypted(),
+            Some(Backend::Memory(s)) => s.encrypted(),
+            None => false,
         }
     }
 

@@ -196,6 +196,29 @@ impl Keyring {
         Keyring::parse(&source, &value, true)
     }
 
+    /// Reads the keys from `entries`, each one `KEY_ID:BASE64` as a line
+    /// of a key file, the first the current key (the Python binding's
+    /// `encryption_keys=[...]`). `source` names them in errors.
+    /// [`Error::BadKeys`] if there is none, or an entry is malformed or
+    /// holds a line break.
+    pub fn from_entries<'a>(
+        source: &str,
+        entries: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Keyring> {
+        let mut text = Zeroizing::new(String::new());
+        for (n, entry) in entries.into_iter().enumerate() {
+            if entry.contains(['\n', '\r']) {
+                return Err(bad(
+                    &format!("{source}, line {}", n + 1),
+                    "an entry holds a line break",
+                ));
+            }
+            text.push_str(entry);
+            text.push('\n');
+        }
+        Keyring::parse(source, &text, false)
+    }
+
     /// Parses the key file format; `lenient`: entries may also be
     /// separated by spaces and commas (a variable has one line).
     fn parse(source: &str, text: &str, lenient: bool) -> Result<Keyring> {
@@ -267,6 +290,21 @@ mod tests {
         assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["new", "old"]);
         let ring = Keyring::parse("v", &format!("new:{a}, old:{b}"), true).expect("parses");
         assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["new", "old"]);
+    }
+
+    #[test]
+    fn entries_parse_as_lines() {
+        let a = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let b = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
+        let (ea, eb) = (format!("new:{a}"), format!("old:{b}"));
+        let ring = Keyring::from_entries("keys", [ea.as_str(), eb.as_str()]).expect("parses");
+        assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["new", "old"]);
+        let joined = format!("{ea}\n{eb}");
+        let err = Keyring::from_entries("keys", [joined.as_str()]).expect_err("line break");
+        assert!(matches!(err, Error::BadKeys { .. }), "{err}");
+        assert!(!err.to_string().contains(&a), "{err} shows the key");
+        let err = Keyring::from_entries("keys", []).expect_err("empty");
+        assert!(err.to_string().contains("no key"), "{err}");
     }
 
     #[test]
