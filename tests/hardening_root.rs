@@ -2,7 +2,8 @@
 //! performed for real by uid 65534 (nobody) in a child process:
 //!
 //! - root's maintenance of a user's store redirected: the user holds the
-//!   compaction's lock so that root waits, swaps the store's directory for
+//!   compaction's lock so that root's compaction, once root has opened the
+//!   store, cannot go on (it polls the lock), swaps the store's directory for
 //!   a link to a root-only directory holding a root-owned file named like
 //!   the log, and lets go; root's compaction (the library's, and
 //!   `sessionlog compact`) must create, rename and chown nothing there;
@@ -75,21 +76,36 @@ fn listing(dir: &Path) -> BTreeMap<String, (u64, u32, u32, Vec<u8>)> {
         .collect()
 }
 
-/// Waits until some process is blocked in `flock` on the file `ino`
-/// (a `->` line of /proc/locks): the waiter is then queued on the lock,
-/// and whatever the holder does next happens while it waits.
-fn wait_for_flock_waiter(ino: u64) {
+/// Waits until a process other than `except` holds the directory `dir`
+/// open (a link of /proc/PID/fd): root's store, whose handle keeps the
+/// directory's descriptor from its open on. Whatever root does with its
+/// store from then on (a compaction waits for the `.compact` lock the
+/// attacker holds, polling until `lock_timeout`) comes after this point.
+fn wait_for_directory_holder(dir: &Path, except: u32) {
+    let dir = fs::canonicalize(dir).expect("canonicalize the store's directory");
     let until = Instant::now() + Duration::from_secs(30);
-    let suffix = format!(":{ino} ");
     loop {
-        let locks = fs::read_to_string("/proc/locks").expect("/proc/locks");
-        if locks
-            .lines()
-            .any(|l| l.contains("-> FLOCK") && l.contains(&suffix))
-        {
-            return;
+        let holders = fs::read_dir("/proc").expect("/proc").flatten().filter(|p| {
+            p.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| pid != except)
+        });
+        for p in holders {
+            let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+                continue; // the process ended meanwhile
+            };
+            if fds
+                .flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t == dir))
+            {
+                return;
+            }
         }
-        assert!(Instant::now() < until, "nobody waited for the lock");
+        assert!(
+            Instant::now() < until,
+            "no process opened the store's directory"
+        );
         std::thread::yield_now();
     }
 }
@@ -194,12 +210,9 @@ fn attack<R: Send>(test: &str, l: &Layout, compact: impl FnOnce() -> R + Send) -
     );
     let mut out = common::child::Reader::new(&mut c);
     assert_eq!(out.next().as_deref(), Some("LOCKED"));
-    let tmp_ino = fs::metadata(l.app.join("sessions.db.compact"))
-        .expect("stat")
-        .ino();
     let result = std::thread::scope(|s| {
         let root = s.spawn(compact);
-        wait_for_flock_waiter(tmp_ino);
+        wait_for_directory_holder(&l.app, c.id());
         writeln!(c.stdin.as_mut().expect("stdin"), "SWAP").expect("tell the attacker");
         assert_eq!(out.next().as_deref(), Some("SWAPPED"));
         root.join().expect("root's compaction")
