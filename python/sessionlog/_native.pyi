@@ -51,6 +51,8 @@ class Store:
         encryption_key_file: Optional[Union[str, PathLike[str]]] = None,
         encryption_keys: Optional[Sequence[str]] = None,
         encryption_accept_plaintext: bool = False,
+        max_sessions: Optional[int] = None,
+        max_bytes: Optional[int] = None,
     ) -> Store: ...
     @staticmethod
     def memory(

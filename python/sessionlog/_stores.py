@@ -547,6 +547,11 @@ class DirSessionStore(SessionStore):
       another user (maintenance: ``delete_old_sessions``, ``setup``). Sessions of
       such a store are never unpickled (:class:`sessionlog.UnsafeError`).
       Default off: such a directory is refused.
+    - ``max_sessions``, ``max_bytes``: a quota of live sessions, or of bytes
+      of their files (Rust's ``DirOptions`` of the same names, options of
+      this handle, not recorded in the directory): a save that would pass
+      it raises :class:`sessionlog.QuotaExceededError` and writes nothing;
+      expired sessions never count (a save that finds them removes them).
     """
 
     is_multiprocess_safe = True
@@ -568,6 +573,8 @@ class DirSessionStore(SessionStore):
         conditional: bool = False,
         encryption_keys: Optional[EncryptionKeys] = None,
         encryption_accept_plaintext: bool = False,
+        max_sessions: Optional[int] = None,
+        max_bytes: Optional[int] = None,
     ) -> None:
         self.path = os.fspath(path)
         self._options = dict(
@@ -580,6 +587,8 @@ class DirSessionStore(SessionStore):
             allow_others_to_write_directory=bool(allow_others_to_write_directory),
             maintain_as_owner=bool(maintain_as_owner),
             encryption_accept_plaintext=bool(encryption_accept_plaintext),
+            max_sessions=max_sessions,
+            max_bytes=max_bytes,
             **_encryption(encryption_keys),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)

@@ -468,7 +468,8 @@ impl Store {
     #[pyo3(signature = (path, *, sync="interval", sync_interval=1.0, max_idle=None,
         max_session_size=None, hashed_ids=false, allow_others_to_read_directory=false,
         allow_others_to_write_directory=false, maintain_as_owner=false,
-        encryption_key_file=None, encryption_keys=None, encryption_accept_plaintext=false))]
+        encryption_key_file=None, encryption_keys=None, encryption_accept_plaintext=false,
+        max_sessions=None, max_bytes=None))]
     #[allow(clippy::too_many_arguments)]
     fn dir(
         py: Python<'_>,
@@ -484,6 +485,8 @@ impl Store {
         encryption_key_file: Option<PathBuf>,
         encryption_keys: Option<Vec<String>>,
         encryption_accept_plaintext: bool,
+        max_sessions: Option<u64>,
+        max_bytes: Option<u64>,
     ) -> PyResult<Store> {
         let keys = encryption(
             py,
@@ -501,6 +504,12 @@ impl Store {
         }
         if let Some(size) = max_session_size {
             opts = opts.max_session_size(size);
+        }
+        if let Some(n) = max_sessions {
+            opts = opts.max_sessions(n);
+        }
+        if let Some(n) = max_bytes {
+            opts = opts.max_bytes(n);
         }
         let store = run(py, move || opts.open(path))?;
         let owner = store.owner_uid();
