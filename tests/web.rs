@@ -22,56 +22,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::conformance::{Backend, Config};
+use common::web_backends::{Dir, Log, Memory};
 use sessionlog::web::{ActixStore, TowerStore};
-use sessionlog::{DirStore, ManualClock, MemoryStore, SessionId, SessionStore};
+use sessionlog::{ManualClock, MemoryStore, SessionId, SessionStore};
 
 // ---------------------------------------------------------------------
 // Backends
-
-struct Memory;
-impl Backend for Memory {
-    type Store = MemoryStore;
-    const PERSISTENT: bool = false;
-    fn new_location() -> Self {
-        Memory
-    }
-    fn open(&self, cfg: &Config) -> MemoryStore {
-        MemoryStore::options()
-            .clock(cfg.clock.clone())
-            .open()
-            .expect("valid options")
-    }
-}
-
-struct Log(tempfile::TempDir);
-impl Backend for Log {
-    type Store = sessionlog::LogStore;
-    const PERSISTENT: bool = true;
-    fn new_location() -> Self {
-        Log(tempfile::tempdir().expect("temp dir"))
-    }
-    fn open(&self, cfg: &Config) -> sessionlog::LogStore {
-        sessionlog::LogStore::options()
-            .clock(cfg.clock.clone())
-            .open(self.0.path().join("sessions.db"))
-            .expect("open log store")
-    }
-}
-
-struct Dir(tempfile::TempDir);
-impl Backend for Dir {
-    type Store = DirStore;
-    const PERSISTENT: bool = true;
-    fn new_location() -> Self {
-        Dir(tempfile::tempdir().expect("temp dir"))
-    }
-    fn open(&self, cfg: &Config) -> DirStore {
-        DirStore::options()
-            .clock(cfg.clock.clone())
-            .open(self.0.path().join("sessions"))
-            .expect("open DirStore")
-    }
-}
 
 /// A store on a clock that starts at the real time (the frameworks compute
 /// deadlines from the real clock), moved forward by `loc.advance`.

@@ -35,60 +35,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::conformance::{Backend, Config, Enc, Hashed};
+use common::web_backends::{Dir, Log, Memory};
 use reqwest::cookie::CookieStore as _;
 use sessionlog::web::{ActixStore, TowerStore};
-use sessionlog::{DirStore, ManualClock, MemoryStore, SessionStore};
+use sessionlog::{ManualClock, SessionStore};
 
 /// The longest any single wait in these tests may take before it fails.
 const BOUND: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------
 // Backends
-
-struct Memory;
-impl Backend for Memory {
-    type Store = MemoryStore;
-    const PERSISTENT: bool = false;
-    fn new_location() -> Self {
-        Memory
-    }
-    fn open(&self, cfg: &Config) -> MemoryStore {
-        MemoryStore::options()
-            .clock(cfg.clock.clone())
-            .open()
-            .expect("valid options")
-    }
-}
-
-struct Log(tempfile::TempDir);
-impl Backend for Log {
-    type Store = sessionlog::LogStore;
-    const PERSISTENT: bool = true;
-    fn new_location() -> Self {
-        Log(tempfile::tempdir().expect("temp dir"))
-    }
-    fn open(&self, cfg: &Config) -> sessionlog::LogStore {
-        sessionlog::LogStore::options()
-            .clock(cfg.clock.clone())
-            .open(self.0.path().join("sessions.db"))
-            .expect("open log store")
-    }
-}
-
-struct Dir(tempfile::TempDir);
-impl Backend for Dir {
-    type Store = DirStore;
-    const PERSISTENT: bool = true;
-    fn new_location() -> Self {
-        Dir(tempfile::tempdir().expect("temp dir"))
-    }
-    fn open(&self, cfg: &Config) -> DirStore {
-        DirStore::options()
-            .clock(cfg.clock.clone())
-            .open(self.0.path().join("sessions"))
-            .expect("open DirStore")
-    }
-}
 
 /// A store on a clock that starts at the real time (the frameworks compute
 /// deadlines from the real clock). The location must outlive the store.

@@ -300,7 +300,9 @@ impl<S: SessionStore + 'static> Runner<S> {
 
     /// Runs `f` on the blocking pool whatever [`Blocking`] says: for
     /// maintenance (a compaction, a sweep of a server table), which may
-    /// take seconds or wait for another process's compaction.
+    /// take seconds or wait for another process's compaction. Only
+    /// tower-sessions' adapter has a maintenance call (`delete_expired`).
+    #[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
     pub(crate) async fn run_on_pool<T, F>(&self, f: F) -> Result<T, Failure>
     where
         T: Send + 'static,

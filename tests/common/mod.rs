@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod child;
 pub mod disk;
 pub mod servers;
+pub mod web_backends;
 
 use sessionlog::SessionId;
 
