@@ -34,14 +34,29 @@ change on the newer data.
 Flask-Session's configuration names are read where they make sense
 (``SESSION_PERMANENT``, ``SESSION_KEY_PREFIX``, ``SESSION_ID_LENGTH``,
 ``SESSION_TYPE``); see python/README.md, "Moving from Flask-Session".
+
+Sessions know their user: every save records the session's owner, by
+default Flask-Login's ``_user_id`` (what ``login_user`` stores), so that::
+
+    from sessionlog.flask import sessions_of, delete_sessions_of, erase_sessions_of
+
+    sessions_of(current_user)      # the user's live sessions, newest first
+    delete_sessions_of(current_user, keep=session)  # log out everywhere else
+    erase_sessions_of(current_user)  # on account deletion: no byte remains
+
+``SESSIONLOG_OWNER_KEY`` names another session key holding the owner, or is
+a callable taking the session's data and returning the owner (or None).
+``SESSIONLOG_MAX_SESSIONS_PER_USER = n`` lets each user keep at most ``n``
+sessions (the newest login wins).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import secrets
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, List, NamedTuple, Optional, TypeVar, Union
 
 from flask import Flask, Request, Response
 from flask.json.tag import TaggedJSONSerializer
@@ -57,7 +72,11 @@ __all__ = [
     "ConfigurationError",
     "ServerSession",
     "SessionlogSessionInterface",
+    "UserSession",
+    "delete_sessions_of",
+    "erase_sessions_of",
     "init_app",
+    "sessions_of",
     "update_session",
 ]
 
@@ -65,6 +84,25 @@ T = TypeVar("T")
 
 #: Flask-Session's ``SESSION_TYPE`` values that mean this interface.
 _OUR_TYPES = ("sessionlog",)
+
+#: Where Flask-Login keeps the logged-in user's id in a session.
+LOGIN_USER_KEY = "_user_id"
+
+#: The owner of a session: the session key holding it, or a function of the
+#: session's data returning it (or None: no owner).
+OwnerKey = Union[str, Callable[[dict], Any]]
+
+
+class UserSession(NamedTuple):
+    """One of a user's sessions, as :func:`sessions_of` lists it."""
+
+    #: The session's id, as ``session.sid`` holds it (without
+    #: ``SESSION_KEY_PREFIX``).
+    sid: str
+    #: When it was last saved, an aware UTC datetime.
+    modified: _dt.datetime
+    #: When it expires, an aware UTC datetime (or None).
+    expiry: Optional[_dt.datetime]
 
 
 class ConfigurationError(ValueError, RuntimeError):
@@ -141,8 +179,18 @@ class SessionlogSessionInterface(SessionInterface):
         permanent: Optional[bool] = None,
         key_prefix: str = "",
         sid_length: Optional[int] = None,
+        owner_key: OwnerKey = LOGIN_USER_KEY,
+        max_sessions_per_user: Optional[int] = None,
         **options: Any,
     ) -> None:
+        if not (callable(owner_key) or (isinstance(owner_key, str) and owner_key)):
+            raise ConfigurationError("SESSIONLOG_OWNER_KEY must be a session key (a str) or a callable")
+        if max_sessions_per_user is not None and (
+            isinstance(max_sessions_per_user, bool)
+            or not isinstance(max_sessions_per_user, int)
+            or max_sessions_per_user < 1
+        ):
+            raise ConfigurationError("SESSIONLOG_MAX_SESSIONS_PER_USER must be a positive int")
         if not isinstance(key_prefix, str) or (key_prefix and not _native.is_valid_id(key_prefix)):
             raise ConfigurationError(
                 "SESSION_KEY_PREFIX must be made of A-Z a-z 0-9 - _ , (the characters of a "
@@ -166,6 +214,28 @@ class SessionlogSessionInterface(SessionInterface):
         self.permanent = permanent
         self.key_prefix = key_prefix
         self.sid_length = sid_length
+        self.owner_key = owner_key
+        self.max_sessions_per_user = max_sessions_per_user
+
+    # -- owners --------------------------------------------------------------
+
+    def owner_of(self, data: dict) -> Optional[str]:
+        """The owner a session with ``data`` is saved with (None: none)."""
+        if callable(self.owner_key):
+            user = self.owner_key(data)
+        else:
+            user = data.get(self.owner_key)
+        return None if user is None or user == "" else str(user)
+
+    def _cap(self, native: _native.Store, owner: Optional[str], sid: str) -> None:
+        """Applies ``max_sessions_per_user`` after a save for ``owner``: the
+        user's least recently saved sessions beyond it are deleted, never
+        ``sid`` (the id in the store)."""
+        if owner is None or self.max_sessions_per_user is None:
+            return
+        others = [row[0] for row in native.sessions_of(owner) if row[0] != sid]
+        for old in others[self.max_sessions_per_user - 1 :]:
+            native.delete(old)
 
     # -- ids -----------------------------------------------------------------
 
@@ -256,14 +326,17 @@ class SessionlogSessionInterface(SessionInterface):
 
         expires_ms = self._expires_ms(app)
         payload = self.serializer.dumps(dict(session)).encode("utf-8")
+        owner = self.owner_of(dict(session))
 
         if session.sid is None:
-            self._create(native, session, payload, expires_ms)
-        elif not self._update(native, session, payload, expires_ms):
+            self._create(native, session, payload, expires_ms, owner)
+        elif not self._update(native, session, payload, expires_ms, owner):
             # Deleted meanwhile (a logout elsewhere): do not resurrect it.
             response.delete_cookie(name, **cookie)
             response.vary.add("Cookie")
             return
+        assert session.sid is not None
+        self._cap(native, owner, self._store_id(session.sid))
 
         signer = self._signer(app)
         assert signer is not None  # open_session returned a real session
@@ -275,12 +348,19 @@ class SessionlogSessionInterface(SessionInterface):
         )
         response.vary.add("Cookie")
 
-    def _create(self, native: _native.Store, session: ServerSession, payload: bytes, expires_ms: int) -> None:
+    def _create(
+        self,
+        native: _native.Store,
+        session: ServerSession,
+        payload: bytes,
+        expires_ms: int,
+        owner: Optional[str] = None,
+    ) -> None:
         """Stores a new session under a fresh id."""
         while True:
             sid = self._new_sid()
             try:
-                session.version, _ = native.save(self._store_id(sid), payload, expires_ms, 0, True)
+                session.version, _ = native.save(self._store_id(sid), payload, expires_ms, 0, True, owner)
             except ConflictError:
                 continue  # an id collision: astronomically unlikely
             session.sid = sid
@@ -290,14 +370,21 @@ class SessionlogSessionInterface(SessionInterface):
     def _expires_ms(self, app: Flask) -> int:
         return int((time.time() + app.permanent_session_lifetime.total_seconds()) * 1000)
 
-    def _update(self, native: _native.Store, session: ServerSession, payload: bytes, expires_ms: int) -> bool:
+    def _update(
+        self,
+        native: _native.Store,
+        session: ServerSession,
+        payload: bytes,
+        expires_ms: int,
+        owner: Optional[str] = None,
+    ) -> bool:
         """Saves a session that exists; false if it was deleted meanwhile."""
         assert session.sid is not None
         sid = self._store_id(session.sid)
         version = session.version
         for _attempt in range(16):
             try:
-                session.version, _ = native.save(sid, payload, expires_ms, version, True)
+                session.version, _ = native.save(sid, payload, expires_ms, version, True, owner)
                 return True
             except ConflictError as e:
                 if not e.found:
@@ -324,7 +411,10 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
     (prepended to the id in the store, so that apps can share one store;
     unset: none), ``SESSION_ID_LENGTH`` (bytes of entropy of new ids, at
     least 16; unset: sessionlog's 16-byte ids), ``SESSION_TYPE`` (unset or
-    ``"sessionlog"``). A missing or unusable value raises
+    ``"sessionlog"``). ``SESSIONLOG_OWNER_KEY`` (the session key holding
+    the owner, or a callable of the session's data; unset: Flask-Login's
+    ``_user_id``) and ``SESSIONLOG_MAX_SESSIONS_PER_USER`` (unset: no
+    limit): see :func:`sessions_of`. A missing or unusable value raises
     :class:`ConfigurationError` (a ``ValueError``, as in Flask-Session)."""
     cfg = app.config
     kind = cfg.get("SESSION_TYPE")
@@ -346,6 +436,8 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
         permanent=None if permanent is None else bool(permanent),
         key_prefix=cfg.get("SESSION_KEY_PREFIX") or "",
         sid_length=cfg.get("SESSION_ID_LENGTH"),
+        owner_key=cfg.get("SESSIONLOG_OWNER_KEY") or LOGIN_USER_KEY,
+        max_sessions_per_user=cfg.get("SESSIONLOG_MAX_SESSIONS_PER_USER"),
     )
     app.session_interface = interface
     return interface
@@ -382,7 +474,7 @@ def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
     created = False
     if session.sid is None or native.load(interface._store_id(session.sid)) is None:
         payload = interface.serializer.dumps(dict(session)).encode("utf-8")
-        interface._create(native, session, payload, interface._expires_ms(app))
+        interface._create(native, session, payload, interface._expires_ms(app), interface.owner_of(dict(session)))
         created = True
     assert session.sid is not None
     sid = interface._store_id(session.sid)
@@ -394,7 +486,7 @@ def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
         result = change(data)
         payload = interface.serializer.dumps(data).encode("utf-8")
         try:
-            version, _ = native.save(sid, payload, interface._expires_ms(app), found[1], True)
+            version, _ = native.save(sid, payload, interface._expires_ms(app), found[1], True, interface.owner_of(data))
         except ConflictError as e:
             if not e.found:
                 raise LookupError("the session was deleted by another request") from None
@@ -407,3 +499,75 @@ def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
         session.modified = created
         return result
     raise ConflictError(f"the session kept changing concurrently; gave up after {attempts} attempts")
+
+
+def _interface(app: Optional[Flask]) -> SessionlogSessionInterface:
+    if app is None:
+        from flask import current_app
+
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    interface = app.session_interface
+    if not isinstance(interface, SessionlogSessionInterface):
+        raise ConfigurationError("sessionlog.flask's session interface is not installed on the app")
+    return interface
+
+
+def _user_owner(user: Any) -> str:
+    """The owner a user's sessions are saved with: Flask-Login's
+    ``get_id()`` for a user object, else the value itself as a str."""
+    get_id = getattr(user, "get_id", None)
+    if callable(get_id):
+        user = get_id()
+    return str(user)
+
+
+def _utc(ms: Optional[int]) -> Optional[_dt.datetime]:
+    if ms is None:
+        return None
+    return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc)
+
+
+def _owned(interface: SessionlogSessionInterface, owner: str) -> List[tuple]:
+    """The owner's sessions in the store that are this app's (their id
+    starts with ``SESSION_KEY_PREFIX``), newest first."""
+    rows = interface.store.native.sessions_of(owner)
+    return [row for row in rows if row[0].startswith(interface.key_prefix)]
+
+
+def sessions_of(user: Any, *, app: Optional[Flask] = None) -> List[UserSession]:
+    """The user's live sessions (a Flask-Login user, or the owner as the
+    session holds it, e.g. the user's id), most recently saved first.
+    ``app``: the current app if not given."""
+    interface = _interface(app)
+    n = len(interface.key_prefix)
+    out = []
+    for sid, modified, expires, _version, _size in _owned(interface, _user_owner(user)):
+        out.append(UserSession(sid[n:], _utc(modified) or _dt.datetime.now(_dt.timezone.utc), _utc(expires)))
+    return out
+
+
+def delete_sessions_of(user: Any, keep: Any = None, *, app: Optional[Flask] = None) -> int:
+    """Log the user out of every session but ``keep`` (the current
+    ``session``, or a session's ``sid``); returns how many were deleted.
+    With ``SESSION_KEY_PREFIX`` only this app's sessions are deleted."""
+    interface = _interface(app)
+    if isinstance(keep, ServerSession):
+        keep = keep.sid
+    keep_id = None if keep is None else interface._store_id(str(keep))
+    owner = _user_owner(user)
+    native = interface.store.native
+    if not interface.key_prefix:
+        return native.delete_sessions_of(owner, keep_id)
+    deleted = 0
+    for row in _owned(interface, owner):
+        if row[0] != keep_id and native.delete(row[0]):
+            deleted += 1
+    return deleted
+
+
+def erase_sessions_of(user: Any, *, app: Optional[Flask] = None) -> int:
+    """Delete every session of the user so that no byte of them remains in
+    the store's file (for an account's deletion); returns how many. It acts
+    on the whole store: with a store shared through ``SESSION_KEY_PREFIX``,
+    the user's sessions of the other apps too."""
+    return _interface(app).store.native.erase_sessions_of(_user_owner(user))

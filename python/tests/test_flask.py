@@ -309,3 +309,152 @@ def test_session_permanent(tmp_path, permanent):
     assert "Set-Cookie" not in r.headers  # nothing stored for an unused session
     r = c.get("/set/")
     assert ("Expires=" in r.headers["Set-Cookie"]) is permanent
+
+
+# -- sessions that know their user ---------------------------------------------
+
+
+def owner_app(tmp_path, **config):
+    """An app whose login stores Flask-Login's ``_user_id`` (as
+    ``login_user`` does) and whose /others/ logs the user out elsewhere."""
+    from flask import Flask, jsonify, request
+
+    import sessionlog.flask as sf
+
+    app = Flask(__name__)
+    app.secret_key = "owner-test-secret-key-0123456789"
+    app.config["SESSIONLOG_PATH"] = str(tmp_path / "owners.db")
+    app.config["TESTING"] = True
+    app.config.update(config)
+    sf.init_app(app)
+
+    @app.route("/login/")
+    def login():
+        session.regenerate()
+        session["_user_id"] = request.args["user"]
+        session["acct"] = request.args["user"].upper()
+        return jsonify(user=session["_user_id"])
+
+    @app.route("/whoami/")
+    def whoami():
+        return jsonify(user=session.get("_user_id"))
+
+    @app.route("/others/")
+    def others():
+        return jsonify(deleted=sf.delete_sessions_of(session["_user_id"], keep=session))
+
+    @app.route("/mine/")
+    def mine():
+        return jsonify(sids=[s.sid for s in sf.sessions_of(session["_user_id"])])
+
+    return app
+
+
+def test_one_call_logs_out_the_users_other_browsers(tmp_path):
+    import sessionlog.flask as sf
+
+    app = owner_app(tmp_path)
+    laptop, phone, bob = app.test_client(), app.test_client(), app.test_client()
+    laptop.get("/login/?user=7")
+    phone.get("/login/?user=7")
+    bob.get("/login/?user=8")
+    ids = {sid_of(app, laptop), sid_of(app, phone)}
+    with app.app_context():
+        listed = sf.sessions_of("7")
+        assert {s.sid for s in listed} == ids
+        assert listed[0].modified >= listed[1].modified  # newest first
+        assert listed[0].expiry > listed[0].modified
+        assert [s.sid for s in sf.sessions_of("8")] == [sid_of(app, bob)]
+    assert native(app).load_owned(sid_of(app, laptop))[4] == "7"
+    assert set(phone.get("/mine/").json["sids"]) == ids
+
+    assert phone.get("/others/").json == {"deleted": 1}
+    assert laptop.get("/whoami/").json["user"] is None  # logged out
+    assert phone.get("/whoami/").json["user"] == "7"  # kept
+    assert bob.get("/whoami/").json["user"] == "8"  # another user: untouched
+    with app.app_context():
+        assert [s.sid for s in sf.sessions_of("7")] == [sid_of(app, phone)]
+        assert sf.delete_sessions_of("7") == 1
+    assert phone.get("/whoami/").json["user"] is None
+
+
+def test_logout_clears_the_owner_and_a_user_object_works(tmp_path):
+    import sessionlog.flask as sf
+
+    class User:  # Flask-Login's UserMixin gives get_id()
+        def get_id(self):
+            return "7"
+
+    app = owner_app(tmp_path)
+    c = app.test_client()
+    c.get("/login/?user=7")
+    with app.app_context():
+        assert len(sf.sessions_of(User())) == 1
+    # A session that stays but loses its user loses its owner.
+    with c.session_transaction() as s:
+        del s["_user_id"]
+    with app.app_context():
+        assert sf.sessions_of(User()) == []
+
+
+def test_owner_key_and_callable(tmp_path):
+    import sessionlog.flask as sf
+
+    (tmp_path / "a").mkdir(mode=0o700)
+    app = owner_app(tmp_path / "a", SESSIONLOG_OWNER_KEY="acct")
+    c = app.test_client()
+    c.get("/login/?user=ann")
+    with app.app_context():
+        assert len(sf.sessions_of("ANN")) == 1 and sf.sessions_of("ann") == []
+
+    (tmp_path / "b").mkdir(mode=0o700)
+    app = owner_app(tmp_path / "b", SESSIONLOG_OWNER_KEY=lambda d: d.get("acct", "")[:1] or None)
+    c = app.test_client()
+    c.get("/login/?user=ann")
+    with app.app_context():
+        assert len(sf.sessions_of("A")) == 1
+
+    with pytest.raises(sf.ConfigurationError):
+        sf.SessionlogSessionInterface(path=str(tmp_path / "c.db"), owner_key=3)
+
+
+def test_key_prefix_keep_and_erase(tmp_path):
+    import sessionlog.flask as sf
+
+    app = owner_app(tmp_path, SESSION_KEY_PREFIX="app1-")
+    a, b, c = app.test_client(), app.test_client(), app.test_client()
+    for client in (a, b, c):
+        client.get("/login/?user=7")
+    # Another app sharing the store with another prefix, same user id.
+    native(app).save("app2-otherappsession0000", b"{}", None, 0, False, "7")
+    with app.app_context():
+        assert {s.sid for s in sf.sessions_of("7")} == {sid_of(app, x) for x in (a, b, c)}
+        assert all(not s.sid.startswith("app1-") for s in sf.sessions_of("7"))
+        # keep is the session's sid as the cookie holds it (or the session).
+        assert sf.delete_sessions_of("7", keep=sid_of(app, b)) == 2
+        assert [s.sid for s in sf.sessions_of("7")] == [sid_of(app, b)]
+    assert native(app).has("app2-otherappsession0000")  # not this app's
+    assert b.get("/whoami/").json["user"] == "7"
+    assert a.get("/whoami/").json["user"] is None
+    with app.app_context():
+        assert sf.erase_sessions_of("7") == 2  # the whole store's: both apps
+        assert sf.sessions_of("7") == []
+    assert b.get("/whoami/").json["user"] is None
+
+
+def test_max_sessions_per_user(tmp_path):
+    import sessionlog.flask as sf
+
+    app = owner_app(tmp_path, SESSIONLOG_MAX_SESSIONS_PER_USER=2)
+    clients = [app.test_client() for _ in range(3)]
+    for client in clients:
+        client.get("/login/?user=7")
+    # The newest login wins: one of the earlier browsers is logged out (the
+    # least recently saved; two saves in one millisecond tie).
+    users = [c.get("/whoami/").json["user"] for c in clients]
+    assert users[2] == "7" and set(users[:2]) == {None, "7"}
+    with app.app_context():
+        assert len(sf.sessions_of("7")) == 2
+    for bad in (0, "2", True):
+        with pytest.raises(sf.ConfigurationError):
+            sf.SessionlogSessionInterface(path=str(tmp_path / "x.db"), max_sessions_per_user=bad)
