@@ -853,3 +853,113 @@ fn tower_store_records_the_owner_from_the_data() {
         );
     });
 }
+
+/// Issue 28: `ActixStore::with_owner` over real HTTP: an in-process
+/// actix-web server whose login puts the user in the session state; two
+/// browsers (cookie jars) of one user are both listed by `sessions_of`,
+/// `delete_sessions_of` with `keep` logs the other out, and a session that
+/// loses its user loses its owner.
+#[test]
+fn actix_store_records_the_owner_from_the_state() {
+    use actix_session::{Session, SessionMiddleware};
+    use actix_web::cookie::Key;
+    use actix_web::{App, HttpResponse, HttpServer, web};
+
+    async fn login(session: Session, form: web::Form<HashMap<String, String>>) -> HttpResponse {
+        session.renew();
+        session.insert("user", &form["user"]).expect("insert");
+        HttpResponse::Ok().body("in")
+    }
+    async fn whoami(session: Session) -> HttpResponse {
+        let user = session.get::<String>("user").expect("get");
+        HttpResponse::Ok().body(user.unwrap_or_else(|| "anonymous".into()))
+    }
+    async fn forget(session: Session) -> HttpResponse {
+        session.remove("user");
+        session.insert("visited", true).expect("insert");
+        HttpResponse::Ok().body("forgotten")
+    }
+
+    let store = ActixStore::new(MemoryStore::new()).with_owner(|state| {
+        let user: String = serde_json::from_str(state.get("user")?).ok()?;
+        sessionlog::Owner::new(user).ok()
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::channel();
+    let app_store = store.clone();
+    let server = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let key = Key::generate();
+            let srv = HttpServer::new(move || {
+                App::new()
+                    .wrap(
+                        SessionMiddleware::builder(app_store.clone(), key.clone())
+                            .cookie_secure(false)
+                            .build(),
+                    )
+                    .route("/login", web::post().to(login))
+                    .route("/whoami", web::get().to(whoami))
+                    .route("/forget", web::post().to(forget))
+            })
+            .workers(1)
+            .listen(listener)
+            .expect("listen")
+            .run();
+            tx.send(srv.handle()).expect("handle");
+            srv.await.expect("server")
+        })
+    });
+    let handle = rx.recv().expect("server started");
+
+    let ada = sessionlog::Owner::new("ada").expect("owner");
+    let ids = |store: &ActixStore<MemoryStore>| -> Vec<SessionId> {
+        let listed = store.store().sessions_of(&ada).expect("sessions_of");
+        listed.into_iter().map(|i| i.id).collect()
+    };
+    let (laptop, phone, bob) = (client(&jar()), client(&jar()), client(&jar()));
+    let login_as = |c: &reqwest::blocking::Client, user: &str| {
+        let r = send(c.post(format!("{base}/login")).form(&[("user", user)]));
+        assert_eq!(r, (200, "in".to_owned()));
+    };
+    let who = |c: &reqwest::blocking::Client| send(c.get(format!("{base}/whoami"))).1;
+    login_as(&laptop, "ada");
+    let laptop_id = ids(&store);
+    assert_eq!(laptop_id.len(), 1, "the laptop's session is ada's");
+    login_as(&phone, "ada");
+    login_as(&bob, "bob");
+    let both = ids(&store);
+    assert_eq!(both.len(), 2, "both browsers are listed");
+    let phone_id = both
+        .into_iter()
+        .find(|id| *id != laptop_id[0])
+        .expect("the phone's session");
+
+    // "Log out my other devices" from the phone.
+    let deleted = store
+        .store()
+        .delete_sessions_of(&ada, Some(&phone_id))
+        .expect("delete_sessions_of");
+    assert_eq!(deleted, 1);
+    assert_eq!(who(&laptop), "anonymous", "the laptop is logged out");
+    assert_eq!(who(&phone), "ada", "the phone is kept");
+    assert_eq!(who(&bob), "bob", "another user is untouched");
+    assert_eq!(ids(&store), vec![phone_id.clone()]);
+
+    // The phone's session stays but loses its user: no owner any more.
+    assert_eq!(send(phone.post(format!("{base}/forget"))).0, 200);
+    assert!(
+        ids(&store).is_empty(),
+        "a session without user has no owner"
+    );
+    assert!(
+        store
+            .store()
+            .load_session(&phone_id)
+            .expect("load")
+            .is_some()
+    );
+
+    runtime().block_on(handle.stop(true));
+    server.join().expect("server thread");
+}

@@ -7,7 +7,7 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, UpdateError};
 use actix_web::cookie::time::Duration as TtlDuration;
 
 use super::{Blocking, Failure, Runner, Saved, deadline, decode_map, encode_map, save_live};
-use crate::{Session, SessionId, SessionStore};
+use crate::{Owner, Session, SessionId, SessionStore};
 
 /// How many fresh ids `save` draws before giving up (a collision of
 /// 128-bit random ids does not happen by chance).
@@ -15,6 +15,9 @@ const CREATE_ATTEMPTS: usize = 8;
 
 /// The session state actix-session hands to its stores.
 type State = HashMap<String, String>;
+
+/// A function from a session's state to its owner.
+type OwnerFn = std::sync::Arc<dyn Fn(&State) -> Option<Owner> + Send + Sync>;
 
 /// An [actix-session](https://docs.rs/actix-session) session store over
 /// any sessionlog backend `S`, for actix-web.
@@ -41,14 +44,24 @@ type State = HashMap<String, String>;
 ///
 /// The state is stored as MessagePack (keys sorted). Clones share the
 /// backend.
+///
+/// Who a session belongs to: [`ActixStore::with_owner`] takes a function
+/// that reads the owner from the session's state, and every save records
+/// it, so that [`SessionStore::sessions_of`] and
+/// [`SessionStore::delete_sessions_of`] on the backend
+/// ([`ActixStore::store`]) list a user's sessions and log the user out of
+/// the others.
 pub struct ActixStore<S> {
     runner: Runner<S>,
+    /// The owner of a session's state, if the application said how to find it.
+    owner: Option<OwnerFn>,
 }
 
 impl<S> Clone for ActixStore<S> {
     fn clone(&self) -> Self {
         ActixStore {
             runner: self.runner.clone(),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -58,6 +71,7 @@ impl<S> std::fmt::Debug for ActixStore<S> {
         f.debug_struct("ActixStore")
             .field("backend", &std::any::type_name::<S>())
             .field("blocking_pool", &self.runner.pool)
+            .field("records_owner", &self.owner.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -67,7 +81,22 @@ impl<S: SessionStore + 'static> ActixStore<S> {
     pub fn new(store: S) -> ActixStore<S> {
         ActixStore {
             runner: Runner::new(store),
+            owner: None,
         }
+    }
+
+    /// Records an owner with every session: `owner` is given the session's
+    /// state (actix-session keeps each value as JSON: a user id `"7"`
+    /// inserted with `session.insert("user_id", "7")` is the string
+    /// `"\"7\""`) and returns whom it belongs to (`None`: no one, e.g.
+    /// logged out; a save then clears the owner). Without it, sessions are
+    /// saved without owner.
+    pub fn with_owner(
+        mut self,
+        owner: impl Fn(&HashMap<String, String>) -> Option<Owner> + Send + Sync + 'static,
+    ) -> ActixStore<S> {
+        self.owner = Some(std::sync::Arc::new(owner));
+        self
     }
 
     /// Chooses where the backend's calls run (default [`Blocking::Auto`]).
@@ -89,14 +118,17 @@ impl<S: SessionStore + 'static> ActixStore<S> {
     async fn create(&self, state: &State, ttl: &TtlDuration) -> Result<SessionKey, Failure> {
         let bytes = encode_map(state, None)?;
         let expires = deadline(ttl_duration(ttl));
+        let owner = self.owner.as_ref().and_then(|f| f(state));
         for _ in 0..CREATE_ATTEMPTS {
             let id = SessionId::try_generate()?;
             let data = bytes.clone();
             let sid = id.clone();
+            let owner = owner.clone();
             let r = self
                 .runner
                 .run(move |s| {
                     let mut session = Session::new(sid, data).with_expires(expires);
+                    session.owner = owner;
                     s.save_session_if_unchanged(&mut session)
                 })
                 .await;
@@ -122,9 +154,11 @@ impl<S: SessionStore + 'static> ActixStore<S> {
         let bytes = encode_map(state, None)?;
         let expires = deadline(ttl_duration(ttl));
         let sid = id.clone();
+        // Derived from the state: unchanged state keeps the stored owner.
+        let owner = self.owner.as_ref().map(|f| f(state));
         let saved = self
             .runner
-            .run(move |s| save_live(s, &sid, bytes, expires, None, None))
+            .run(move |s| save_live(s, &sid, bytes, expires, None, owner))
             .await?;
         match saved {
             Saved::Written | Saved::Touched => key(id).map(Some),
