@@ -284,7 +284,7 @@ end
 return n
 ";
 
-/// Options for [`RedisStore`]; start with [`RedisStore::builder`].
+/// Options for [`RedisStore`]; start with [`RedisStore::options`].
 #[derive(Clone)]
 pub struct RedisOptions {
     common: Common,
