@@ -407,6 +407,10 @@ fn check(path: &Path, file: &File) -> Result<()> {
     Ok(())
 }
 
+// SAFETY: the declaration matches glibc's prototype
+// `int pthread_mutex_clocklock(pthread_mutex_t *restrict, clockid_t,
+// const struct timespec *restrict)` (pthread.h, glibc 2.30 and later), so
+// calls through it pass arguments as the C function expects them.
 #[cfg(target_env = "gnu")]
 unsafe extern "C" {
     /// glibc 2.30 and later: `pthread_mutex_timedlock` with a deadline on
