@@ -316,6 +316,14 @@ pub(crate) fn save(inner: &Inner, session: &mut Session, mode: SaveMode) -> Resu
     }
 }
 
+/// The session's owner as a record stores it (empty: none).
+fn owner_bytes(session: &Session) -> &[u8] {
+    session
+        .owner
+        .as_ref()
+        .map_or(&[], |o| o.as_str().as_bytes())
+}
+
 /// One try of a save: `None` once it is written, or the quota's refusal
 /// and, if the store evicts, the session to evict before the next try.
 fn save_once(
@@ -325,10 +333,7 @@ fn save_once(
 ) -> Result<Option<(Error, Option<SessionId>)>> {
     let expires_ms = expires_millis(session.expires);
     let id = session.id.as_str().as_bytes();
-    let owner = session
-        .owner
-        .as_ref()
-        .map_or(&[][..], |o| o.as_str().as_bytes());
+    let owner = owner_bytes(session);
     for _ in 0..UPGRADE_TRIES {
         let (saved, at) = write(inner, |st, buf, now, _| {
             if needs_upgrade(st, owner) {
@@ -435,10 +440,7 @@ pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
         )));
     }
     let id = session.id.as_str().as_bytes();
-    let owner = session
-        .owner
-        .as_ref()
-        .map_or(&[][..], |o| o.as_str().as_bytes());
+    let owner = owner_bytes(session);
     for _ in 0..UPGRADE_TRIES {
         let (written, at) = write(inner, |st, buf, now, _| {
             if needs_upgrade(st, owner) {
