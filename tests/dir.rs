@@ -25,7 +25,7 @@ use sessionlog::{DirStore, Error, Session, SessionId, SessionStore, SyncPolicy};
 fn digest_name(name: &str) -> String {
     let stored = sessionlog::HashedIds::<()>::stored_id(&id(name));
     let digest = base64url_decode(&stored.as_str()[2..]);
-    format!("h-{}", base32(&digest))
+    format!("h-{}", common::base32(&digest))
 }
 
 fn base64url_decode(s: &str) -> Vec<u8> {
@@ -38,23 +38,6 @@ fn base64url_decode(s: &str) -> Vec<u8> {
             bits -= 8;
             out.push((acc >> bits) as u8);
         }
-    }
-    out
-}
-
-fn base32(bytes: &[u8]) -> String {
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let (mut acc, mut bits, mut out) = (0u64, 0, String::new());
-    for &b in bytes {
-        acc = (acc << 8) | u64::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(A[((acc >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(A[((acc << (5 - bits)) & 31) as usize]));
     }
     out
 }
@@ -503,7 +486,7 @@ fn interval_policy_syncs_without_another_write() {
 /// Turns the store's file of session `name` back into what an older
 /// version wrote: named `s-<base32 of the id>`, and no `.hashed-names`.
 fn make_legacy(dir: &Path, name: &str) -> PathBuf {
-    let legacy = dir.join(format!("s-{}", base32(name.as_bytes())));
+    let legacy = dir.join(format!("s-{}", common::base32(name.as_bytes())));
     fs::rename(dir.join(digest_name(name)), &legacy).expect("rename to the old name");
     let _ = fs::remove_file(dir.join(".hashed-names"));
     legacy
@@ -563,7 +546,7 @@ fn a_store_of_old_names_is_renamed_once_at_open_and_reads_as_before() {
     // A file an older process wrote after the migration: the next open
     // does not list the directory again, but setup (and expiry) move it.
     drop(store);
-    let straggler = dir.join(format!("s-{}", base32(b"dave")));
+    let straggler = dir.join(format!("s-{}", common::base32(b"dave")));
     fs::copy(dir.join(digest_name("bob")), &straggler).expect("copy");
     fs::set_permissions(&straggler, fs::Permissions::from_mode(0o600)).expect("chmod");
     let store = DirStore::open(&dir).expect("reopen");

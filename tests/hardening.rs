@@ -616,37 +616,6 @@ fn traversable_fixture() -> tempfile::TempDir {
     dir
 }
 
-fn lowercase_base32(bytes: &[u8]) -> String {
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let (mut acc, mut bits, mut out) = (0u64, 0, String::new());
-    for &b in bytes {
-        acc = (acc << 8) | u64::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(A[((acc >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(A[((acc << (5 - bits)) & 31) as usize]));
-    }
-    out
-}
-
-fn un_base32(s: &str) -> Option<Vec<u8>> {
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let (mut acc, mut bits, mut out) = (0u64, 0, Vec::new());
-    for c in s.bytes() {
-        acc = (acc << 5) | A.iter().position(|&a| a == c)? as u64;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 /// The attack of issue 25, item 2: a DirStore directory made with the
 /// default umask (0755) let every local user list it and decode a name
 /// into a session id. Now such a directory is refused unless the caller
@@ -699,12 +668,12 @@ fn a_listing_of_the_store_directory_gives_no_cookie() {
         names.iter().any(|n| n.starts_with("h-")),
         "the session's file was listed: {names:?}"
     );
-    let clear = lowercase_base32(victim.as_str().as_bytes());
+    let clear = common::base32(victim.as_str().as_bytes());
     for name in &names {
         assert!(!name.contains(&clear), "{name} holds the id");
         // every way the old names were turned into a cookie
         let suffix = name.get(2..).unwrap_or_default();
-        let decoded = un_base32(suffix).and_then(|b| String::from_utf8(b).ok());
+        let decoded = common::un_base32(suffix).and_then(|b| String::from_utf8(b).ok());
         for cookie in [Some(name.to_string()), Some(suffix.to_owned()), decoded]
             .into_iter()
             .flatten()
