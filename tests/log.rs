@@ -1546,3 +1546,77 @@ fn a_truncation_opens_by_itself_unless_it_cuts_synced_records() {
         .collect();
     assert_eq!(lost.len(), 1, "only the cut record is lost: {lost:?}");
 }
+
+/// The first time a handle's open maps the log, another handle saves
+/// until the file has grown past the mapped length: records are committed
+/// past it before the opener reads the committed end.
+#[derive(Debug)]
+struct GrowAtMap {
+    path: PathBuf,
+    other: LogStore,
+    saved: std::sync::Mutex<Vec<sessionlog::SessionId>>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl sessionlog::internals::hook::IoHook for GrowAtMap {
+    fn before(&self, e: &sessionlog::internals::hook::IoEvent<'_>) -> std::io::Result<()> {
+        if let sessionlog::internals::hook::IoEvent::Mapped { len, .. } = e
+            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let mut saved = self.saved.lock().expect("lock");
+            // The save that grows the file commits a record ending past
+            // `len`.
+            while fs::metadata(&self.path).expect("stat").len() <= *len {
+                let id = id(&format!("grow{}", saved.len()));
+                let mut s = Session::new(id.clone(), vec![b'g'; 32 << 10]);
+                self.other.save_session(&mut s).expect("save meanwhile");
+                saved.push(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A handle opened while another process grows the log (between the
+/// opener's mapping of the file and its reading of the committed end)
+/// replays every committed record: it neither takes the records past the
+/// mapped length for a torn tail and erases them (acknowledged saves lost,
+/// found by `cli/tests/backup.rs` under load) nor calls the store damaged.
+#[test]
+fn an_open_while_another_handle_grows_the_file_keeps_every_record() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let first = opts().open(&path).expect("create");
+    let mut s = Session::new(id("before"), b"x".to_vec());
+    first.save_session(&mut s).expect("save");
+    let hook = std::sync::Arc::new(GrowAtMap {
+        path: path.clone(),
+        other: opts().open(&path).expect("the growing handle"),
+        saved: std::sync::Mutex::new(Vec::new()),
+        fired: std::sync::atomic::AtomicBool::new(false),
+    });
+    let opener = opts()
+        .io_hook(hook.clone())
+        .open(&path)
+        .expect("open while the file grows");
+    let saved = hook.saved.lock().expect("lock").clone();
+    assert!(
+        !saved.is_empty(),
+        "the hook grew nothing: the test shows nothing"
+    );
+    for id in saved.iter().chain([&id("before")]) {
+        assert!(
+            opener.has_session(id).expect("has"),
+            "{id:?} missing in the opener"
+        );
+        assert!(
+            first.has_session(id).expect("has"),
+            "{id:?} erased from the store by the opener"
+        );
+    }
+    drop((opener, first));
+    let reopened = opts().open(&path).expect("reopen");
+    for id in &saved {
+        assert!(reopened.has_session(id).expect("has"), "{id:?} lost");
+    }
+}

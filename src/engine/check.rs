@@ -144,10 +144,12 @@ pub fn check_with(
 ) -> Result<CheckReport> {
     let path = path.as_ref();
     let mut file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
-    let file_bytes = file
-        .metadata()
-        .map_err(|e| Error::io(path, "stat", e))?
-        .len();
+    let stat = |file: &File| {
+        file.metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io(path, "stat", e))
+    };
+    let mut file_bytes = stat(&file)?;
 
     let mut header = Vec::new();
     (&mut file)
@@ -166,6 +168,12 @@ pub fn check_with(
     let committed = shared_word(path, &header, H_COMMITTED, "committed")?;
     let synced = shared_word(path, &header, H_SYNCED, "synced")?;
     let superseded = word_at(&header, H_SUPERSEDED) == SUPERSEDED;
+    if committed > file_bytes {
+        // A process appending to a store in use may have grown the file
+        // and committed past its old length since the `stat` above: a
+        // file is never shortened, so its length now is the one to judge.
+        file_bytes = stat(&file)?;
+    }
 
     // Records: [HEADER_SIZE, end). Past the file's end is handled below.
     // The file is mapped, not read into memory: a log of any size costs

@@ -59,6 +59,15 @@ pub enum IoEvent<'a> {
         /// A file in the directory.
         path: &'a Path,
     },
+    /// On open, the log file has just been mapped, `len` bytes long; its
+    /// committed end is read next. Another process may append meanwhile
+    /// (tests grow the file here). A failure fails the open.
+    Mapped {
+        /// The log file.
+        path: &'a Path,
+        /// The file's length when it was mapped.
+        len: u64,
+    },
     /// A hint file is about to be read (on open, ahead of another
     /// process's swap, or on moving to a new file). A failure makes the
     /// hint unusable, as a read error would.

@@ -11,7 +11,7 @@ use crate::engine::format::{
     self, DecodeError, H_COMMITTED, H_SYNCED, HEADER_SIZE, Policy, StaticHeader,
 };
 use crate::engine::hint;
-use crate::engine::hook::Hooks;
+use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::index::{Index, Records};
 use crate::engine::lock::LockFile;
 use crate::engine::state::State;
@@ -275,7 +275,7 @@ pub(crate) fn open_log(
     // the next round replays every record, and reports the damage exactly.
     let mut use_hint = true;
     loop {
-        let file = match LogFile::open(site, lock.owner) {
+        let mut file = match LogFile::open(site, lock.owner) {
             Ok(f) => Arc::new(f),
             // A damaged header (not a foreign file, not a future version):
             // repair mode can rebuild it.
@@ -295,6 +295,12 @@ pub(crate) fn open_log(
             }
             continue;
         }
+        hooks
+            .before(IoEvent::Mapped {
+                path,
+                len: file.mapped_file_len,
+            })
+            .map_err(|e| Error::io(path, "map", e))?;
         let (word, end) = match committed_of(&file) {
             Ok(c) => c,
             Err(Error::Corrupt { offset, reason, .. }) => {
@@ -302,6 +308,13 @@ pub(crate) fn open_log(
             }
             Err(e) => return Err(e),
         };
+        // Another process may have grown the file and committed records
+        // past the length mapped above since it was mapped: map it again,
+        // or the replay would stop short of the committed end and take
+        // acknowledged records for a torn tail to cut.
+        if end > file.mapped_file_len && file.file_len()? >= end {
+            file = Arc::new(file.remapped()?);
+        }
         let Some(synced) = file.synced() else {
             return Ok(Opened::Damaged(
                 H_SYNCED as u64,
