@@ -738,3 +738,92 @@ fn a_redis_database_holds_no_data() {
     );
     assert_holds_no_secret("redis-cli output", &dump);
 }
+
+/// The writer salt and nonce of an envelope under "k-new" (DESIGN.md
+/// §14.2: the salt at 7+k, 16 bytes, then the 12-byte nonce).
+fn salt_and_nonce(envelope: &[u8]) -> ([u8; 16], [u8; 12]) {
+    let at = 7 + "k-new".len();
+    (
+        envelope[at..at + 16].try_into().expect("salt"),
+        envelope[at + 16..at + 28].try_into().expect("nonce"),
+    )
+}
+
+/// Each `Encrypted` draws a salt of its own and numbers its seals: two
+/// seals never share a nonce under one salt, another instance (another
+/// process) seals under another salt, and each reads the other's records.
+#[test]
+fn each_writer_seals_under_its_own_salt_with_nonces_never_reused() {
+    let a = Encrypted::new(MemoryStore::new(), keys());
+    let b = Encrypted::new(MemoryStore::new(), keys());
+    let sid = SessionId::new("sid-0001").expect("id");
+    let mut seen = std::collections::HashSet::new();
+    let mut salts = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        for store in [&a, &b] {
+            let sealed = store.encrypt_record(&sid, MARKER.as_bytes()).expect("seal");
+            assert!(
+                seen.insert(salt_and_nonce(&sealed)),
+                "a salt and nonce used twice"
+            );
+            salts.insert(salt_and_nonce(&sealed).0);
+            let other = if std::ptr::eq(store, &a) { &b } else { &a };
+            assert_eq!(
+                other
+                    .decrypt_record(&sid, &sealed)
+                    .expect("the other writer reads it"),
+                MARKER.as_bytes()
+            );
+        }
+    }
+    assert_eq!(salts.len(), 2, "one salt per writer");
+}
+
+/// A forked child does not go on counting under its parent's salt: its
+/// first seal uses a salt of its own (the parent's next seal would use the
+/// same nonce as the child's if it did), and the parent's count goes on.
+#[test]
+fn a_forked_child_seals_under_a_salt_of_its_own() {
+    let store = Encrypted::new(MemoryStore::new(), keys());
+    let sid = SessionId::new("sid-0001").expect("id");
+    let (parent_salt, first) = salt_and_nonce(&store.encrypt_record(&sid, b"x").expect("seal"));
+    let (mut read, mut write) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    // SAFETY: the child only seals (allocation, getrandom, AES: safe after
+    // fork with glibc's fork handlers; this store's locks are held by no
+    // other thread), writes to the pipe and `_exit`s without returning into
+    // the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = store
+            .encrypt_record(&sid, b"x")
+            .ok()
+            .map(|e| salt_and_nonce(&e))
+            .and_then(|(s, n)| {
+                let mut out = s.to_vec();
+                out.extend_from_slice(&n);
+                std::io::Write::write_all(&mut write, &out).ok()
+            })
+            .is_some();
+        // SAFETY: ends the forked process at once, running no destructor
+        // of the test harness it copied.
+        unsafe { libc::_exit(i32::from(!ok)) }
+    }
+    drop(write);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut read, &mut got).expect("read the child's seal");
+    let pid = rustix::process::Pid::from_raw(pid).expect("pid");
+    let (_, status) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+        .expect("waitpid")
+        .expect("status");
+    assert_eq!(status.exit_status(), Some(0), "the child sealed");
+    assert_eq!(got.len(), 28, "the child's salt and nonce");
+    assert_ne!(
+        &got[..16],
+        &parent_salt[..],
+        "the child counted under its parent's salt"
+    );
+    let (salt, next) = salt_and_nonce(&store.encrypt_record(&sid, b"x").expect("seal"));
+    assert_eq!(salt, parent_salt, "the parent keeps its salt");
+    assert_ne!(next, first, "and its count goes on");
+}

@@ -4,41 +4,50 @@
 //! ```text
 //! offset     size    field
 //! 0          4       MAGIC: FF 53 4C 45 ("\xFFSLE"; 0xFF never occurs in UTF-8)
-//! 4          1       VERSION: 1
+//! 4          1       VERSION: 2
 //! 5          1       FLAGS: 0 (reserved; a set bit is refused)
 //! 6          1       k: length of the key id, 1..=32
 //! 7          k       the key id: ASCII A-Z a-z 0-9 . _ -
-//! 7+k        24      the nonce, drawn at random for every save
-//! 31+k       n+16    XChaCha20-Poly1305 ciphertext of the n data bytes,
-//!                    then its 16-byte tag
+//! 7+k        16      the writer's salt: its AES-256-GCM key is derived
+//!                    from the named key and this salt (`subkey`)
+//! 23+k       12      the nonce: the writer's count of its seals
+//! 35+k       n+16    AES-256-GCM ciphertext of the n data bytes, then
+//!                    its 16-byte tag
 //! ```
 //!
 //! The associated data is [`AAD_DOMAIN`], the header (bytes 0 to 7+k),
 //! the stored id's length as a little-endian u16 and the stored id: the
 //! ciphertext authenticates only under the key it names, in the record of
-//! the session it was written for.
+//! the session it was written for. The salt and nonce need no place in it:
+//! changing either changes the key or the keystream, and the tag fails.
 
-use chacha20poly1305::aead::AeadInPlace as _;
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
 
 /// What every envelope starts with.
 pub const MAGIC: [u8; 4] = [0xFF, b'S', b'L', b'E'];
 /// The one envelope version this build writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Offsets, each chained from the sizes before it.
 const VERSION_AT: usize = MAGIC.len();
 const FLAGS_AT: usize = VERSION_AT + 1;
 const KEY_ID_LEN_AT: usize = FLAGS_AT + 1;
 const KEY_ID_AT: usize = KEY_ID_LEN_AT + 1;
+/// Size of the writer's salt.
+pub const SALT_LEN: usize = 16;
 /// Size of the nonce.
-pub const NONCE_LEN: usize = 24;
+pub const NONCE_LEN: usize = 12;
 /// Size of the tag.
 pub const TAG_LEN: usize = 16;
 /// The longest key id.
 pub const MAX_KEY_ID_LEN: usize = 32;
 /// Domain separation of the associated data: of no use to any other
 /// scheme, and another scheme's is not one of these.
-pub const AAD_DOMAIN: &[u8] = b"sessionlog encrypted session v1\0";
+pub const AAD_DOMAIN: &[u8] = b"sessionlog encrypted session v2\0";
+/// HKDF's salt for extracting from a keyring key, and the label of the
+/// writer subkeys expanded from it.
+const KDF_SALT: &[u8] = b"sessionlog keyring key v2";
+const KDF_LABEL: &[u8] = b"sessionlog aes-256-gcm writer key v2";
 
 /// Whether `id` is a key id an envelope may name.
 pub fn valid_key_id(id: &str) -> bool {
@@ -50,7 +59,25 @@ pub fn valid_key_id(id: &str) -> bool {
 
 /// The bytes an envelope naming `key_id` adds to the data.
 pub fn overhead(key_id: &str) -> usize {
-    KEY_ID_AT + key_id.len() + NONCE_LEN + TAG_LEN
+    KEY_ID_AT + key_id.len() + SALT_LEN + NONCE_LEN + TAG_LEN
+}
+
+/// The AES-256-GCM key of the writer whose salt is `salt`, under the
+/// keyring key `key`: HKDF-SHA256 (extract with [`KDF_SALT`], expand with
+/// [`KDF_LABEL`] and the salt). Each writer (an `Encrypted` in one
+/// process) draws its salt at random and counts its nonces, so that no
+/// two seals under one derived key share a nonce, however many processes
+/// write and for however long.
+pub fn subkey(key: &[u8; 32], salt: &[u8; SALT_LEN]) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, KDF_SALT).extract(key);
+    let info = [KDF_LABEL, &salt[..]];
+    // Expanding fails only for an output longer than 255 hash blocks; an
+    // AES-256 key is one.
+    let okm = match prk.expand(&info, &AES_256_GCM) {
+        Ok(okm) => okm,
+        Err(_) => unreachable!("HKDF-SHA256 expands to 32 bytes"),
+    };
+    LessSafeKey::new(UnboundKey::from(okm))
 }
 
 /// A record's data, as far as it can be read without a key.
@@ -58,7 +85,7 @@ pub fn overhead(key_id: &str) -> usize {
 pub enum Parsed<'a> {
     /// Does not start with [`MAGIC`]: data saved before encryption.
     Plain,
-    /// An envelope: its key id, header, nonce, and ciphertext with tag.
+    /// An envelope: its key id, header, salt, nonce, and ciphertext with tag.
     Sealed(Sealed<'a>),
 }
 
@@ -67,8 +94,10 @@ pub enum Parsed<'a> {
 pub struct Sealed<'a> {
     /// The key the data was encrypted under.
     pub key_id: &'a str,
+    /// The writer's salt, which with the key gives the AES key.
+    pub salt: [u8; SALT_LEN],
     header: &'a [u8],
-    nonce: &'a [u8],
+    nonce: [u8; NONCE_LEN],
     body: &'a [u8],
 }
 
@@ -81,7 +110,7 @@ pub enum Malformed {
     Flags(u8),
     /// A key id of a length or character an envelope never has.
     KeyId,
-    /// Shorter than its header, nonce and tag.
+    /// Shorter than its header, salt, nonce and tag.
     Truncated,
 }
 
@@ -99,6 +128,13 @@ impl std::fmt::Display for Malformed {
     }
 }
 
+/// `N` bytes of `data` from `at`.
+fn array<const N: usize>(data: &[u8], at: usize) -> Result<[u8; N], Malformed> {
+    data.get(at..at + N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Malformed::Truncated)
+}
+
 /// Splits `data` into its parts; reads no key.
 pub fn parse(data: &[u8]) -> Result<Parsed<'_>, Malformed> {
     if !data.starts_with(&MAGIC) {
@@ -114,9 +150,10 @@ pub fn parse(data: &[u8]) -> Result<Parsed<'_>, Malformed> {
         return Err(Malformed::Flags(flags));
     }
     let k = usize::from(byte(KEY_ID_LEN_AT)?);
-    let nonce_at = KEY_ID_AT + k;
+    let salt_at = KEY_ID_AT + k;
+    let nonce_at = salt_at + SALT_LEN;
     let body_at = nonce_at + NONCE_LEN;
-    let id_bytes = data.get(KEY_ID_AT..nonce_at).ok_or(Malformed::Truncated)?;
+    let id_bytes = data.get(KEY_ID_AT..salt_at).ok_or(Malformed::Truncated)?;
     let key_id = std::str::from_utf8(id_bytes).map_err(|_| Malformed::KeyId)?;
     if !valid_key_id(key_id) {
         return Err(Malformed::KeyId);
@@ -126,8 +163,9 @@ pub fn parse(data: &[u8]) -> Result<Parsed<'_>, Malformed> {
     }
     Ok(Parsed::Sealed(Sealed {
         key_id,
-        header: &data[..nonce_at],
-        nonce: &data[nonce_at..body_at],
+        salt: array(data, salt_at)?,
+        header: &data[..salt_at],
+        nonce: array(data, nonce_at)?,
         body: &data[body_at..],
     }))
 }
@@ -145,17 +183,27 @@ fn aad(header: &[u8], stored_id: &str) -> Vec<u8> {
     a
 }
 
-/// Encrypts `plain` under `cipher`, named `key_id`, for the record of
-/// `stored_id`, with `nonce`. `key_id` must be [`valid_key_id`].
+/// The nonce of a writer's seal number `count`.
+pub fn nonce_of(count: u64) -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    n[..8].copy_from_slice(&count.to_le_bytes());
+    n
+}
+
+/// Encrypts `plain` under `key` (the subkey of the key named `key_id` for
+/// `salt`), for the record of `stored_id`, with `nonce`, which must never
+/// have sealed anything under that subkey. `key_id` must be
+/// [`valid_key_id`].
 pub fn seal(
-    cipher: &XChaCha20Poly1305,
+    key: &LessSafeKey,
     key_id: &str,
+    salt: &[u8; SALT_LEN],
+    nonce: [u8; NONCE_LEN],
     stored_id: &str,
-    nonce: &[u8; NONCE_LEN],
     plain: &[u8],
 ) -> Vec<u8> {
-    let nonce_at = KEY_ID_AT + key_id.len();
-    let body_at = nonce_at + NONCE_LEN;
+    let salt_at = KEY_ID_AT + key_id.len();
+    let body_at = salt_at + SALT_LEN + NONCE_LEN;
     let mut out = Vec::with_capacity(body_at + plain.len() + TAG_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
@@ -163,99 +211,110 @@ pub fn seal(
     // valid_key_id bounds the length by MAX_KEY_ID_LEN.
     out.push(u8::try_from(key_id.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(key_id.as_bytes());
-    out.extend_from_slice(nonce);
+    out.extend_from_slice(salt);
+    out.extend_from_slice(&nonce);
     out.extend_from_slice(plain);
-    let aad = aad(&out[..nonce_at], stored_id);
-    let (head, body) = out.split_at_mut(body_at);
-    let tag =
-        match cipher.encrypt_in_place_detached(XNonce::from_slice(&head[nonce_at..]), &aad, body) {
-            Ok(tag) => tag,
-            // XChaCha20 fails only past 256 GiB of data; sessions are capped
-            // far below that by every store's size limit.
-            Err(_) => unreachable!("XChaCha20-Poly1305 encrypts any session"),
-        };
-    out.extend_from_slice(&tag);
+    let aad = aad(&out[..salt_at], stored_id);
+    let tag = match key.seal_in_place_separate_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(&aad[..]),
+        &mut out[body_at..],
+    ) {
+        Ok(tag) => tag,
+        // AES-GCM fails only past 64 GiB in one message; sessions are
+        // capped far below that by every store's size limit.
+        Err(_) => unreachable!("AES-256-GCM encrypts any session"),
+    };
+    out.extend_from_slice(tag.as_ref());
     out
 }
 
-/// Decrypts `sealed` under `cipher` for the record of `stored_id`: the
-/// data, or `None` if it does not authenticate.
-pub fn open(cipher: &XChaCha20Poly1305, sealed: &Sealed<'_>, stored_id: &str) -> Option<Vec<u8>> {
+/// Decrypts `sealed` under `key` (the subkey for its key and salt) for the
+/// record of `stored_id`: the data, or `None` if it does not authenticate.
+pub fn open(key: &LessSafeKey, sealed: &Sealed<'_>, stored_id: &str) -> Option<Vec<u8>> {
     let aad = aad(sealed.header, stored_id);
-    let split = sealed.body.len() - TAG_LEN;
-    let (ciphertext, tag) = sealed.body.split_at(split);
-    let mut plain = ciphertext.to_vec();
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(sealed.nonce),
-            &aad,
-            &mut plain,
-            Tag::from_slice(tag),
+    let mut buf = sealed.body.to_vec();
+    let plain_len = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(sealed.nonce),
+            Aad::from(&aad[..]),
+            &mut buf,
         )
-        .ok()?;
-    Some(plain)
+        .ok()?
+        .len();
+    buf.truncate(plain_len);
+    Some(buf)
 }
 
 /// For the fuzz target: decodes `data` as the record of session `sid`
 /// under a fixed key `k1` (all bytes 1). Never panics; whatever opens
-/// re-seals, with its own nonce, to the same bytes.
+/// re-seals, with its own salt and nonce, to the same bytes.
 #[cfg(feature = "unstable-internals")]
 pub fn check_round_trip(data: &[u8]) {
-    use chacha20poly1305::KeyInit as _;
-    let cipher = XChaCha20Poly1305::new(&[1u8; 32].into());
-    if let Ok(Parsed::Sealed(s)) = parse(data)
-        && let Some(plain) = open(&cipher, &s, "sid")
-    {
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(s.nonce);
-        assert_eq!(seal(&cipher, s.key_id, "sid", &nonce, &plain), data);
+    if let Ok(Parsed::Sealed(s)) = parse(data) {
+        let key = subkey(&[1u8; 32], &s.salt);
+        if let Some(plain) = open(&key, &s, "sid") {
+            assert_eq!(seal(&key, s.key_id, &s.salt, s.nonce, "sid", &plain), data);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chacha20poly1305::KeyInit as _;
 
-    fn cipher(b: u8) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(&[b; 32].into())
+    const SALT: [u8; SALT_LEN] = [5; SALT_LEN];
+
+    fn key(b: u8) -> LessSafeKey {
+        subkey(&[b; 32], &SALT)
     }
 
     #[test]
     fn the_layout_is_the_documented_one() {
-        let sealed = seal(&cipher(1), "k1", "sid", &[7; NONCE_LEN], b"abc");
+        let sealed = seal(&key(1), "k1", &SALT, nonce_of(7), "sid", b"abc");
         assert_eq!(&sealed[..4], b"\xFFSLE");
-        assert_eq!(sealed[4], 1, "version");
+        assert_eq!(sealed[4], 2, "version");
         assert_eq!(sealed[5], 0, "flags");
         assert_eq!(sealed[6], 2, "key id length");
         assert_eq!(&sealed[7..9], b"k1");
-        assert_eq!(&sealed[9..33], &[7; NONCE_LEN]);
-        assert_eq!(sealed.len(), 33 + 3 + TAG_LEN);
-        assert_eq!(overhead("k1"), 33 + TAG_LEN);
-        assert_eq!(overhead(&"k".repeat(MAX_KEY_ID_LEN)), 79);
+        assert_eq!(&sealed[9..25], &SALT);
+        assert_eq!(&sealed[25..37], &nonce_of(7));
+        assert_eq!(sealed[25], 7, "the count, little-endian");
+        assert_eq!(sealed.len(), 37 + 3 + TAG_LEN);
+        assert_eq!(overhead("k1"), 37 + TAG_LEN);
+        assert_eq!(overhead(&"k".repeat(MAX_KEY_ID_LEN)), 83);
         let Ok(Parsed::Sealed(s)) = parse(&sealed) else {
             panic!("parses")
         };
         assert_eq!(s.key_id, "k1");
-        assert_eq!(open(&cipher(1), &s, "sid").as_deref(), Some(&b"abc"[..]));
-        assert_eq!(open(&cipher(1), &s, "other"), None, "bound to the id");
-        assert_eq!(open(&cipher(2), &s, "sid"), None, "bound to the key");
+        assert_eq!(s.salt, SALT);
+        assert_eq!(open(&key(1), &s, "sid").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(open(&key(1), &s, "other"), None, "bound to the id");
+        assert_eq!(open(&key(2), &s, "sid"), None, "bound to the key");
+        let other_salt = subkey(&[1; 32], &[6; SALT_LEN]);
+        assert_eq!(open(&other_salt, &s, "sid"), None, "bound to the salt");
+    }
+
+    #[test]
+    fn subkeys_differ_by_key_and_salt() {
+        let seal_with = |k: &LessSafeKey| seal(k, "k1", &SALT, nonce_of(0), "sid", &[0; 32]);
+        let a = seal_with(&subkey(&[1; 32], &SALT));
+        assert_eq!(a, seal_with(&subkey(&[1; 32], &SALT)), "deterministic");
+        assert_ne!(a, seal_with(&subkey(&[2; 32], &SALT)));
+        assert_ne!(a, seal_with(&subkey(&[1; 32], &[6; SALT_LEN])));
     }
 
     #[test]
     fn every_flipped_bit_is_refused() {
-        let sealed = seal(&cipher(1), "k1", "sid", &[7; NONCE_LEN], b"data");
+        let sealed = seal(&key(1), "k1", &SALT, nonce_of(3), "sid", b"data");
         for i in 0..sealed.len() * 8 {
             let mut bad = sealed.clone();
             bad[i / 8] ^= 1 << (i % 8);
             match parse(&bad) {
                 Ok(Parsed::Sealed(s)) => {
-                    let c = if s.key_id == "k1" {
-                        cipher(1)
-                    } else {
-                        cipher(9)
-                    };
-                    assert_eq!(open(&c, &s, "sid"), None, "bit {i}");
+                    let master = if s.key_id == "k1" { 1 } else { 9 };
+                    let k = subkey(&[master; 32], &s.salt);
+                    assert_eq!(open(&k, &s, "sid"), None, "bit {i}");
                 }
                 Ok(Parsed::Plain) | Err(_) => {}
             }
@@ -266,10 +325,13 @@ mod tests {
     fn malformed_envelopes_are_named() {
         assert_eq!(parse(b"plain"), Ok(Parsed::Plain));
         assert_eq!(parse(b"\xFFSLE"), Err(Malformed::Truncated));
-        assert_eq!(parse(b"\xFFSLE\x02"), Err(Malformed::Version(2)));
-        assert_eq!(parse(b"\xFFSLE\x01\x01"), Err(Malformed::Flags(1)));
-        assert_eq!(parse(b"\xFFSLE\x01\x00\x00"), Err(Malformed::KeyId));
-        assert_eq!(parse(b"\xFFSLE\x01\x00\x01 "), Err(Malformed::KeyId));
-        assert_eq!(parse(b"\xFFSLE\x01\x00\x01k"), Err(Malformed::Truncated));
+        assert_eq!(parse(b"\xFFSLE\x01"), Err(Malformed::Version(1)));
+        assert_eq!(parse(b"\xFFSLE\x02\x01"), Err(Malformed::Flags(1)));
+        assert_eq!(parse(b"\xFFSLE\x02\x00\x00"), Err(Malformed::KeyId));
+        assert_eq!(parse(b"\xFFSLE\x02\x00\x01 "), Err(Malformed::KeyId));
+        assert_eq!(parse(b"\xFFSLE\x02\x00\x01k"), Err(Malformed::Truncated));
+        let mut short = seal(&key(1), "k1", &SALT, nonce_of(0), "sid", b"");
+        short.pop();
+        assert_eq!(parse(&short), Err(Malformed::Truncated));
     }
 }

@@ -6,19 +6,18 @@ use std::io::Read as _;
 use std::path::Path;
 
 use base64::Engine as _;
-use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305};
 use zeroize::Zeroizing;
 
 use super::envelope::{MAX_KEY_ID_LEN, valid_key_id};
 use crate::error::{Error, Result};
 use crate::trust;
 
-/// One named key, held only as its initialised cipher (which zeroes the
-/// key when dropped).
+/// One named key (zeroed when dropped). The AES keys derived from it
+/// (`envelope::subkey`) live in ring's key objects, which are not.
 #[derive(Clone)]
 pub(crate) struct Key {
     pub id: String,
-    pub cipher: XChaCha20Poly1305,
+    pub key: Zeroizing<[u8; 32]>,
 }
 
 /// The keys of an [`Encrypted`](crate::Encrypted) store: one current key,
@@ -94,7 +93,7 @@ impl Keyring {
         Ok(Keyring {
             keys: vec![Key {
                 id: key_id.to_owned(),
-                cipher: XChaCha20Poly1305::new(&(*key).into()),
+                key,
             }],
         })
     }
@@ -129,7 +128,7 @@ impl Keyring {
         }
         self.keys.push(Key {
             id: key_id.to_owned(),
-            cipher: XChaCha20Poly1305::new(&(*key).into()),
+            key: Zeroizing::new(*key),
         });
         Ok(self)
     }
@@ -148,8 +147,18 @@ impl Keyring {
         &self.keys[0]
     }
 
-    pub(crate) fn find(&self, key_id: &str) -> Option<&Key> {
+    fn find(&self, key_id: &str) -> Option<&Key> {
         self.keys.iter().find(|k| k.id == key_id)
+    }
+
+    /// The position of the key named `key_id` (0: the current key).
+    pub(crate) fn position(&self, key_id: &str) -> Option<usize> {
+        self.keys.iter().position(|k| k.id == key_id)
+    }
+
+    /// The key at `position`.
+    pub(crate) fn at(&self, position: usize) -> Option<&Key> {
+        self.keys.get(position)
     }
 
     /// Reads a key file (see [the type's documentation](Keyring)). The

@@ -2,6 +2,7 @@
 //! (issue 29). The envelope's layout is in [`envelope`], the keys and the
 //! key file format in [`keyring`]; DESIGN.md §14.2 is the threat model.
 
+mod ciphers;
 pub(crate) mod envelope;
 mod keyring;
 
@@ -14,11 +15,13 @@ use crate::id::SessionId;
 use crate::owner::{Owner, SessionInfo};
 use crate::session::{Session, SessionRef};
 use crate::store::{SessionIter, SessionStore};
-use envelope::{NONCE_LEN, Parsed};
+use ciphers::Ciphers;
+use envelope::Parsed;
 
 /// A [`SessionStore`] that encrypts every session's data before the
-/// wrapped store sees it, with XChaCha20-Poly1305, a fresh random nonce
-/// per save, and associated data that binds the ciphertext to the key id
+/// wrapped store sees it, with AES-256-GCM under a key of this process's
+/// own derived from the keyring's (a random salt per process, a nonce
+/// never reused under it), and associated data that binds the ciphertext to the key id
 /// and to the session's stored id ([`SessionStore::stored_id_of`]): a
 /// record copied to another session, or to a store with other keys, does
 /// not decrypt. What the wrapped store keeps of a session is its (stored)
@@ -69,6 +72,7 @@ pub struct Encrypted<S> {
     inner: S,
     keys: Keyring,
     accept_plaintext: bool,
+    ciphers: Ciphers,
 }
 
 /// Shows the wrapped store and the key ids; never a key.
@@ -111,6 +115,7 @@ impl<S> Encrypted<S> {
             inner,
             keys,
             accept_plaintext: false,
+            ciphers: Ciphers::default(),
         }
     }
 
@@ -140,7 +145,7 @@ impl<S> Encrypted<S> {
     }
 
     /// The bytes an envelope under the current key adds to a session's
-    /// data: 47 plus the key id's length, at most 79. The wrapped store's
+    /// data: 51 plus the key id's length, at most 83. The wrapped store's
     /// size limit applies to the envelope; raise it by this much to keep a
     /// limit on the data itself (a `TooLarge` error from the wrapped store
     /// is reported in data bytes, less this overhead).
@@ -178,14 +183,13 @@ impl<S> Encrypted<S> {
 
     /// `plain` sealed under the current key for the record of `stored`.
     fn seal(&self, stored: &SessionId, plain: &[u8]) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(Error::random)?;
-        let key = self.keys.current();
+        let with = self.ciphers.seal_with(&self.keys)?;
         Ok(envelope::seal(
-            &key.cipher,
-            &key.id,
+            &with.key,
+            self.keys.current_key_id(),
+            &with.salt,
+            with.nonce,
             stored.as_str(),
-            &nonce,
             plain,
         ))
     }
@@ -218,13 +222,17 @@ impl<S> Encrypted<S> {
             )),
             Err(m) => Err(undecryptable(None, m.to_string())),
             Ok(Parsed::Sealed(sealed)) => {
-                let Some(key) = self.keys.find(sealed.key_id) else {
+                let Some(key) = self
+                    .keys
+                    .position(sealed.key_id)
+                    .and_then(|at| self.ciphers.open_with(&self.keys, at, &sealed.salt))
+                else {
                     return Err(Error::KeyMissing {
                         session: shown.digest_hint(),
                         key_id: sealed.key_id.to_owned(),
                     });
                 };
-                envelope::open(&key.cipher, &sealed, stored.as_str()).ok_or_else(|| {
+                envelope::open(&key, &sealed, stored.as_str()).ok_or_else(|| {
                     undecryptable(
                         Some(sealed.key_id),
                         format!(

@@ -89,7 +89,7 @@ pub fn open_log(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
 }
 
 /// `open_log`'s store wrapped in `Encrypted` (issue 29): every save
-/// encrypts, every load decrypts (XChaCha20-Poly1305, a fixed key).
+/// encrypts, every load decrypts (AES-256-GCM under a per-process key derived from a fixed key).
 pub fn open_log_encrypted(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     let store = LogStore::options()
         .sync(policy(mode))
