@@ -2,7 +2,7 @@
 
 Settings::
 
-    SESSION_ENGINE = "sessionlog.django"
+    SESSION_ENGINE = "sessionlog_store.django"
     SESSIONLOG_PATH = BASE_DIR / "sessions.db"     # required: the store file
     SESSIONLOG_OPTIONS = {"sync": "interval"}       # optional, as LogSessionStore
     SESSIONLOG_CONDITIONAL = False                  # optional, see below
@@ -34,7 +34,7 @@ Sessions know their user: every save records the logged-in user's id
 (``_auth_user_id``, what ``django.contrib.auth.login`` stores) as the
 session's owner, with no setting, so that::
 
-    from sessionlog.django import sessions_of, delete_sessions_of, erase_sessions_of
+    from sessionlog_store.django import sessions_of, delete_sessions_of, erase_sessions_of
 
     sessions_of(user)              # the user's live sessions, newest first
     delete_sessions_of(user, keep=request.session.session_key)  # log out elsewhere
@@ -171,7 +171,7 @@ def _configured() -> Tuple[Tuple[Any, ...], LogSessionStore, bool]:
         return cfg
     path = getattr(settings, "SESSIONLOG_PATH", None)
     if not path:
-        raise ImproperlyConfigured("SESSION_ENGINE 'sessionlog.django' needs SESSIONLOG_PATH (the store file)")
+        raise ImproperlyConfigured("SESSION_ENGINE 'sessionlog_store.django' needs SESSIONLOG_PATH (the store file)")
     options = dict(getattr(settings, "SESSIONLOG_OPTIONS", {}) or {})
     conditional = bool(getattr(settings, "SESSIONLOG_CONDITIONAL", False))
     # Lists (encryption_keys) become tuples: the key must be hashable.
@@ -360,7 +360,7 @@ def update_session(request: Any, change: Callable[[Dict[str, Any]], T], *, attem
     another request: it is not brought back)."""
     session = request.session
     if not isinstance(session, SessionStore):
-        raise ImproperlyConfigured("update_session needs SESSION_ENGINE = 'sessionlog.django'")
+        raise ImproperlyConfigured("update_session needs SESSION_ENGINE = 'sessionlog_store.django'")
     engine = session._engine()
     created = False
     if session.session_key is None or engine.load(session.session_key) is None:

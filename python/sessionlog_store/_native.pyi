@@ -1,4 +1,4 @@
-"""Type stubs for the Rust half of sessionlog (``sessionlog._native``)."""
+"""Type stubs for the Rust half of sessionlog (``sessionlog_store._native``)."""
 
 from os import PathLike
 from typing import Optional, Tuple, List, Dict, Sequence, Union

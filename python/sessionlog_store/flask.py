@@ -3,12 +3,12 @@
 ::
 
     from flask import Flask
-    import sessionlog.flask
+    import sessionlog_store.flask
 
     app = Flask(__name__)
     app.secret_key = ...
     app.config["SESSIONLOG_PATH"] = "/var/lib/app/sessions.db"
-    sessionlog.flask.init_app(app)
+    sessionlog_store.flask.init_app(app)
 
 The cookie holds only the session id, signed with ``app.secret_key`` (and
 ``SECRET_KEY_FALLBACKS``) like Flask's own cookie; the data lives in the
@@ -26,7 +26,7 @@ A save never brings back a session deleted meanwhile (a logout in a
 concurrent request stays a logout). Between two concurrent requests that
 both change a live session the last save wins, unless the interface is made
 with ``conditional=True`` (or ``SESSIONLOG_CONDITIONAL = True``): then the
-later save raises :class:`sessionlog.ConflictError` (the request fails with
+later save raises :class:`sessionlog_store.ConflictError` (the request fails with
 a 500 and its changes are not saved; nothing is lost silently). A view that
 wants to merge instead calls :func:`update_session`, which re-runs its
 change on the newer data.
@@ -38,7 +38,7 @@ Flask-Session's configuration names are read where they make sense
 Sessions know their user: every save records the session's owner, by
 default Flask-Login's ``_user_id`` (what ``login_user`` stores), so that::
 
-    from sessionlog.flask import sessions_of, delete_sessions_of, erase_sessions_of
+    from sessionlog_store.flask import sessions_of, delete_sessions_of, erase_sessions_of
 
     sessions_of(current_user)      # the user's live sessions, newest first
     delete_sessions_of(current_user, keep=session)  # log out everywhere else
@@ -161,7 +161,7 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
 class SessionlogSessionInterface(SessionInterface):
     """Flask's ``SessionInterface`` over a sessionlog store.
 
-    ``store`` is a :class:`sessionlog.LogSessionStore` (or any sessionlog
+    ``store`` is a :class:`sessionlog_store.LogSessionStore` (or any sessionlog
     store), or give ``path`` (and ``LogSessionStore`` options) to open one.
     """
 
@@ -420,14 +420,14 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
     kind = cfg.get("SESSION_TYPE")
     if kind is not None and str(kind).lower() not in _OUR_TYPES:
         raise ConfigurationError(
-            f"Unrecognized value for SESSION_TYPE: {kind!r}: sessionlog.flask keeps sessions in a "
+            f"Unrecognized value for SESSION_TYPE: {kind!r}: sessionlog_store.flask keeps sessions in a "
             "sessionlog store; remove SESSION_TYPE or set it to 'sessionlog'"
         )
     conditional = bool(cfg.get("SESSIONLOG_CONDITIONAL", False))
     if store is None:
         path = cfg.get("SESSIONLOG_PATH")
         if not path:
-            raise ConfigurationError("sessionlog.flask.init_app needs app.config['SESSIONLOG_PATH'] or a store")
+            raise ConfigurationError("sessionlog_store.flask.init_app needs app.config['SESSIONLOG_PATH'] or a store")
         store = LogSessionStore(path, **dict(cfg.get("SESSIONLOG_OPTIONS") or {}))
     permanent = cfg.get("SESSION_PERMANENT")
     interface = SessionlogSessionInterface(
@@ -457,7 +457,7 @@ def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
     ``flask.session`` holds what was stored; make every change of the
     request inside ``change``, since earlier unsaved changes are replaced.
 
-    Raises :class:`sessionlog.ConflictError` after ``attempts`` conflicts in
+    Raises :class:`sessionlog_store.ConflictError` after ``attempts`` conflicts in
     a row, and ``LookupError`` if the session was deleted meanwhile (a
     logout in another request: it is not brought back)."""
     from flask import current_app
@@ -466,7 +466,7 @@ def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     interface = app.session_interface
     if not isinstance(interface, SessionlogSessionInterface):
-        raise ConfigurationError("update_session needs sessionlog.flask's session interface on the app")
+        raise ConfigurationError("update_session needs sessionlog_store.flask's session interface on the app")
     session = current._get_current_object()  # type: ignore[attr-defined]
     if not isinstance(session, ServerSession):
         raise RuntimeError("the session is unavailable because no secret key was set")
@@ -508,7 +508,7 @@ def _interface(app: Optional[Flask]) -> SessionlogSessionInterface:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
     interface = app.session_interface
     if not isinstance(interface, SessionlogSessionInterface):
-        raise ConfigurationError("sessionlog.flask's session interface is not installed on the app")
+        raise ConfigurationError("sessionlog_store.flask's session interface is not installed on the app")
     return interface
 
 
