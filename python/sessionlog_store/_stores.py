@@ -524,7 +524,7 @@ class LogSessionStore(SessionStore):
     def _open(self) -> _native.Store:
         return _native.Store.log(self.path, **self._options)
 
-    def compact(self) -> dict:
+    def compact(self) -> Dict[str, int]:
         """Rewrite the live sessions into a new file now (the background
         thread does this when worthwhile); returns what it did."""
         return self.native.compact()

@@ -62,7 +62,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -209,6 +209,15 @@ class SessionStore(SessionBase):
         self._sessionlog_version = 0
         super().__init__(session_key)
 
+    if TYPE_CHECKING:
+        # Private members of SessionBase that Django's own backends use and
+        # django-stubs does not declare.
+        _session_cache: Dict[str, Any]
+
+        def _get_new_session_key(self) -> str: ...
+        def _get_session(self, no_load: bool = False) -> Dict[str, Any]: ...
+        def _get_or_create_session_key(self) -> str: ...
+
     @staticmethod
     def _engine() -> _native.Store:
         return _configured()[1].native
@@ -216,7 +225,8 @@ class SessionStore(SessionBase):
     def _validate_session_key(self, key: Any) -> bool:
         # Cookie values are untrusted: anything the engine would reject as
         # an id is no key at all.
-        return bool(super()._validate_session_key(key)) and isinstance(key, str) and _native.is_valid_id(key)
+        valid = super()._validate_session_key(key)  # type: ignore[misc]  # private, not in django-stubs
+        return bool(valid) and isinstance(key, str) and _native.is_valid_id(key)
 
     # -- the SessionBase contract -------------------------------------------
 
@@ -229,10 +239,11 @@ class SessionStore(SessionBase):
         data, version, _expires, _modified = found
         self._sessionlog_version = version
         try:
-            return self.serializer().loads(data)
+            loaded = self.serializer().loads(data)
         except Exception:
             # As Django's own decode(): unreadable data is an empty session.
             return {}
+        return loaded if isinstance(loaded, dict) else {}
 
     def exists(self, session_key: Optional[str]) -> bool:
         if not session_key or not _native.is_valid_id(session_key):

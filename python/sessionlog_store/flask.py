@@ -56,7 +56,7 @@ import datetime as _dt
 import hashlib
 import secrets
 import time
-from typing import Any, Callable, List, NamedTuple, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypedDict, TypeVar, Union
 
 from flask import Flask, Request, Response
 from flask.json.tag import TaggedJSONSerializer
@@ -90,7 +90,19 @@ LOGIN_USER_KEY = "_user_id"
 
 #: The owner of a session: the session key holding it, or a function of the
 #: session's data returning it (or None: no owner).
-OwnerKey = Union[str, Callable[[dict], Any]]
+OwnerKey = Union[str, Callable[[Dict[str, Any]], Any]]
+
+
+class _CookieOptions(TypedDict, total=False):
+    """The session cookie's parameters that ``set_cookie`` and
+    ``delete_cookie`` share."""
+
+    domain: Optional[str]
+    path: str
+    secure: bool
+    samesite: Optional[str]
+    httponly: bool
+    partitioned: bool
 
 
 class UserSession(NamedTuple):
@@ -133,7 +145,7 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.version = version
         self.new = sid is None
         self.modified = False
-        self._retired: list = []
+        self._retired: List[str] = []
 
     def __bool__(self) -> bool:
         # A session holding only its ``permanent`` flag is empty: nothing
@@ -219,7 +231,7 @@ class SessionlogSessionInterface(SessionInterface):
 
     # -- owners --------------------------------------------------------------
 
-    def owner_of(self, data: dict) -> Optional[str]:
+    def owner_of(self, data: Dict[str, Any]) -> Optional[str]:
         """The owner a session with ``data`` is saved with (None: none)."""
         if callable(self.owner_key):
             user = self.owner_key(data)
@@ -256,8 +268,9 @@ class SessionlogSessionInterface(SessionInterface):
     def _signer(self, app: Flask) -> Optional[Signer]:
         if not app.secret_key:
             return None
-        keys: list = list(app.config.get("SECRET_KEY_FALLBACKS") or [])
-        keys.append(app.secret_key)  # the current key last
+        # As bytes, the way itsdangerous reads a str key (UTF-8).
+        keys = [_as_bytes(k) for k in app.config.get("SECRET_KEY_FALLBACKS") or []]
+        keys.append(_as_bytes(app.secret_key))  # the current key last
         return Signer(keys, salt=self.salt, key_derivation="hmac", digest_method=self.digest_method)
 
     # -- SessionInterface ------------------------------------------------------
@@ -284,7 +297,7 @@ class SessionlogSessionInterface(SessionInterface):
             return self._new_session()
         return self.session_class(initial, sid=sid, version=version)
 
-    def _decode(self, data: bytes) -> Optional[dict]:
+    def _decode(self, data: bytes) -> Optional[Dict[str, Any]]:
         """Stored bytes as a session dict, or None if they are not one."""
         try:
             initial = self.serializer.loads(data.decode("utf-8"))
@@ -296,7 +309,7 @@ class SessionlogSessionInterface(SessionInterface):
         assert isinstance(session, ServerSession)
         native = self.store.native
         name = self.get_cookie_name(app)
-        cookie = dict(
+        cookie = _CookieOptions(
             domain=self.get_cookie_domain(app),
             path=self.get_cookie_path(app),
             secure=self.get_cookie_secure(app),
@@ -443,7 +456,7 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
     return interface
 
 
-def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
+def update_session(change: Callable[[Dict[str, Any]], T], *, attempts: int = 16) -> T:
     """Applies ``change`` to the current session's stored data and saves the
     result only if no other request saved the session in between; on such a
     conflict it reloads the newer data and runs ``change`` again (the
@@ -527,7 +540,11 @@ def _utc(ms: Optional[int]) -> Optional[_dt.datetime]:
     return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc)
 
 
-def _owned(interface: SessionlogSessionInterface, owner: str) -> List[tuple]:
+def _as_bytes(key: Union[str, bytes]) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else key
+
+
+def _owned(interface: SessionlogSessionInterface, owner: str) -> List[Tuple[str, int, Optional[int], int, int]]:
     """The owner's sessions in the store that are this app's (their id
     starts with ``SESSION_KEY_PREFIX``), newest first."""
     rows = interface.store.native.sessions_of(owner)

@@ -58,6 +58,16 @@ def test_class_attributes_match_the_engine(store):
     assert type(store).is_thread_safe == store.native.is_thread_safe
 
 
+def test_native_path_is_what_the_stub_declares(tmp_path):
+    # _native.pyi: ``path -> Optional[pathlib.Path]`` (stubtest cannot see a
+    # property's runtime type, so this holds the stub to it).
+    log = sessionlog_store.LogSessionStore(tmp_path / "s.db")
+    assert log.native.path == tmp_path / "s.db" and isinstance(log.native.path, Path)
+    directory = sessionlog_store.DirSessionStore(tmp_path / "d")
+    assert directory.native.path == tmp_path / "d" and isinstance(directory.native.path, Path)
+    assert sessionlog_store.MemorySessionStore().native.path is None
+
+
 def test_save_load_roundtrip(store):
     store.setup()
     s = Session("alice", user="alice", cart=[1, 2, 3], blob=bytes(range(256)))
