@@ -32,7 +32,7 @@ PG_DB = "sessionlog_bench"
 REDIS_URL = "redis://127.0.0.1:6379/9"
 
 BACKENDS = {
-    "sessionlog": {"DJAPP_SESSION_ENGINE": "sessionlog.django"},
+    "sessionlog": {"DJAPP_SESSION_ENGINE": "sessionlog_store.django"},
     "db-sqlite": {"DJAPP_SESSION_ENGINE": "django.contrib.sessions.backends.db", "DJAPP_DB": "sqlite"},
     "db-postgres": {"DJAPP_SESSION_ENGINE": "django.contrib.sessions.backends.db", "DJAPP_DB": "postgres"},
     "redis": {"DJAPP_SESSION_ENGINE": "django.contrib.sessions.backends.cache", "DJAPP_REDIS": REDIS_URL},

@@ -41,13 +41,13 @@ def configure() -> None:
     from django.conf import settings
 
     engine = {
-        "sessionlog": "sessionlog.django",
+        "sessionlog": "sessionlog_store.django",
         "redis": "django.contrib.sessions.backends.cache",
         "db-sqlite": "django.contrib.sessions.backends.db",
         "db-postgres": "django.contrib.sessions.backends.db",
         "file": "django.contrib.sessions.backends.file",
-        "session2": "sessionlog.django",
-        "native": "sessionlog.django",
+        "session2": "sessionlog_store.django",
+        "native": "sessionlog_store.django",
     }[BACKEND]
     databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(TMP, "db.sqlite3")}}
     if BACKEND == "db-postgres":
@@ -146,10 +146,10 @@ class Session:
 
 
 def session2_ops() -> dict:
-    import sessionlog
+    import sessionlog_store
 
-    store = sessionlog.LogSessionStore(os.path.join(TMP, "session2.db"))
-    ids = [sessionlog.generate_id() for _ in range(SESSIONS)]
+    store = sessionlog_store.LogSessionStore(os.path.join(TMP, "session2.db"))
+    ids = [sessionlog_store.generate_id() for _ in range(SESSIONS)]
     for sid in ids:
         store.save_session(Session(sid))
     loaded = [store.load_session(sid) for sid in ids]
@@ -173,10 +173,10 @@ def session2_ops() -> dict:
 
 
 def native_ops() -> dict:
-    import sessionlog
+    import sessionlog_store
 
-    store = sessionlog.LogSessionStore(os.path.join(TMP, "native.db")).native
-    ids = [sessionlog.generate_id() for _ in range(SESSIONS)]
+    store = sessionlog_store.LogSessionStore(os.path.join(TMP, "native.db")).native
+    ids = [sessionlog_store.generate_id() for _ in range(SESSIONS)]
     data = json.dumps(PAYLOAD).encode()
     for sid in ids:
         store.save(sid, data)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The package's benchmarks (not part of CI; a few minutes; loopback only):
 # per-operation cost from Python, then Django requests/s under gunicorn,
-# for sessionlog.django and Django's own db (SQLite, PostgreSQL), cache
+# for sessionlog_store.django and Django's own db (SQLite, PostgreSQL), cache
 # (Redis) and file backends. Needs the local PostgreSQL (127.0.0.1:5432,
 # trust) and Redis (127.0.0.1:6379), and the virtual environment made by
 # ../ci.sh (or SESSIONLOG_VENV). Installs wrk from Debian if missing.

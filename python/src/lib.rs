@@ -1,15 +1,15 @@
-//! `sessionlog._native`: the Rust half of the `sessionlog` Python package.
+//! `sessionlog_store._native`: the Rust half of the `sessionlog_store` Python package.
 //!
 //! One class, [`Store`], wraps a `LogStore` or `DirStore` (each optionally
 //! through `HashedIds`) or a `MemoryStore` behind bytes-in, bytes-out
-//! methods. The pure-Python half (`sessionlog`)
+//! methods. The pure-Python half (`sessionlog_store`)
 //! builds session2's store interface, the Django backend and the Flask
 //! session interface on top of it; pickling and serialising happen there.
 //!
 //! Every store call runs with the GIL released, so threads of one process
 //! use a store in parallel, and inside `catch_unwind`, so a panic in the
-//! engine becomes a `sessionlog.Error` rather than an abort. Rust errors
-//! become the exceptions defined in `sessionlog._errors`, with the Rust
+//! engine becomes a `sessionlog_store.Error` rather than an abort. Rust errors
+//! become the exceptions defined in `sessionlog_store._errors`, with the Rust
 //! error's message unchanged.
 
 use std::os::unix::fs::MetadataExt;
@@ -60,7 +60,7 @@ where
     outcome.map_err(|f| failure_to_py(py, f))
 }
 
-/// Builds the `sessionlog._errors` exception for `f`.
+/// Builds the `sessionlog_store._errors` exception for `f`.
 fn failure_to_py(py: Python<'_>, f: Failure) -> PyErr {
     match f {
         Failure::Store(e) => error_to_py(py, &e),
@@ -125,12 +125,12 @@ fn error_to_py(py: Python<'_>, e: &Error) -> PyErr {
     make_error(py, class, msg, &attrs)
 }
 
-/// Instantiates `sessionlog._errors.<class>(msg)` and sets `attrs` on it.
+/// Instantiates `sessionlog_store._errors.<class>(msg)` and sets `attrs` on it.
 /// If even that fails (the module cannot be imported), that failure is
 /// what the caller sees: still a Python exception, never a crash.
 fn make_error(py: Python<'_>, class: &str, msg: String, attrs: &[Attr]) -> PyErr {
     let build = || -> PyResult<PyErr> {
-        let cls = py.import("sessionlog._errors")?.getattr(class)?;
+        let cls = py.import("sessionlog_store._errors")?.getattr(class)?;
         let exc = cls.call1((msg,))?;
         for (name, value) in attrs {
             exc.setattr(*name, *value)?;
@@ -332,7 +332,7 @@ fn encryption(
 /// child must open its own (the Python wrappers do this by themselves). A
 /// value inherited through `fork()` is never torn down in the child, whose
 /// copy of the engine's background thread does not exist.
-#[pyclass(frozen, module = "sessionlog._native", name = "Store")]
+#[pyclass(frozen, module = "sessionlog_store._native", name = "Store")]
 struct Store {
     /// The engine; `None` only while being dropped.
     backend: Option<Backend>,
@@ -806,8 +806,8 @@ impl Store {
     /// The kind and path; never a session id.
     fn __repr__(&self) -> String {
         match self.path() {
-            Some(p) => format!("<sessionlog._native.Store {} {:?}>", self.kind, p),
-            None => format!("<sessionlog._native.Store {}>", self.kind),
+            Some(p) => format!("<sessionlog_store._native.Store {} {:?}>", self.kind, p),
+            None => format!("<sessionlog_store._native.Store {}>", self.kind),
         }
     }
 }

@@ -36,7 +36,7 @@ if not settings.configured:
         INSTALLED_APPS=["django.contrib.sessions"],
         MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
         ROOT_URLCONF="djapp.urls",
-        SESSION_ENGINE="sessionlog.django",
+        SESSION_ENGINE="sessionlog_store.django",
         SESSIONLOG_PATH=os.path.join(_DJANGO_DIR, "sessions.db"),
         DATABASES={},
         USE_TZ=True,

@@ -11,9 +11,9 @@ from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.core.management import call_command
 from django.test import Client, override_settings
 
-import sessionlog
-import sessionlog.django as backend
-from sessionlog.django import SessionConflict, SessionStore
+import sessionlog_store
+import sessionlog_store.django as backend
+from sessionlog_store.django import SessionConflict, SessionStore
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def own_store(tmp_path):
 def test_engine_setting_is_the_module():
     from django.conf import settings
 
-    assert settings.SESSION_ENGINE == "sessionlog.django"
+    assert settings.SESSION_ENGINE == "sessionlog_store.django"
 
 
 def test_create_saves_a_unique_key_before_returning():
@@ -257,7 +257,7 @@ def test_a_non_store_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "not-a-store"
     bad.write_bytes(b"hello" * 1000)
     with override_settings(SESSIONLOG_PATH=str(bad)):
-        with pytest.raises(sessionlog.NotAStoreError):
+        with pytest.raises(sessionlog_store.NotAStoreError):
             SessionStore().create()
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-import sessionlog
-import sessionlog.django as django_backend
-import sessionlog.flask
+import sessionlog_store
+import sessionlog_store.django as django_backend
+import sessionlog_store.flask
 
 MARKER = "marker-5b1f0c9e-secret-cart"
 
@@ -51,8 +51,8 @@ def files_of(path: Path) -> bytes:
 
 def open_store(kind: str, tmp_path: Path, **options):
     if kind == "log":
-        return sessionlog.LogSessionStore(tmp_path / "s.db", sync="always", **options), tmp_path / "s.db"
-    return sessionlog.DirSessionStore(tmp_path / "s", sync="always", **options), tmp_path / "s"
+        return sessionlog_store.LogSessionStore(tmp_path / "s.db", sync="always", **options), tmp_path / "s.db"
+    return sessionlog_store.DirSessionStore(tmp_path / "s", sync="always", **options), tmp_path / "s"
 
 
 @pytest.mark.parametrize("kind", ["log", "dir"])
@@ -72,12 +72,12 @@ def test_marker_is_in_no_file_and_loads_back(kind, hashed, tmp_path):
     # pickle: nothing of the session comes back.
     del store
     plain, _ = open_store(kind, tmp_path, hashed_ids=hashed)
-    with pytest.raises(sessionlog.SerializationError):
+    with pytest.raises(sessionlog_store.SerializationError):
         plain.load_session("sid-plain-1")
 
 
 def test_memory_store_encrypts_and_round_trips():
-    store = sessionlog.MemorySessionStore(encryption_keys=[entry("k1", 1)])
+    store = sessionlog_store.MemorySessionStore(encryption_keys=[entry("k1", 1)])
     assert store.native.encrypted
     store.save_session(Session("m1", cart=MARKER))
     assert store.load_session("m1").cart == MARKER
@@ -92,14 +92,14 @@ def test_a_missing_or_wrong_key_raises_the_typed_error(kind, tmp_path):
     del store
 
     other, _ = open_store(kind, tmp_path, encryption_keys=[entry("k2", 2)])
-    with pytest.raises(sessionlog.KeyMissingError) as info:
+    with pytest.raises(sessionlog_store.KeyMissingError) as info:
         other.load_session("victim")
     assert "k1" in str(info.value)
     assert "victim" not in str(info.value) and MARKER not in str(info.value)
     del other
 
     forged, _ = open_store(kind, tmp_path, encryption_keys=[entry("k1", 3)])
-    with pytest.raises(sessionlog.UndecryptableError) as info:
+    with pytest.raises(sessionlog_store.UndecryptableError) as info:
         forged.load_session("victim")
     assert "victim" not in str(info.value) and entry("k1", 3).split(":")[1] not in str(info.value)
     del forged
@@ -122,19 +122,19 @@ def test_key_file_first_line_current_others_retired(tmp_path):
     # s2 was written under the current key: the new key alone reads it.
     only_new, _ = open_store("log", tmp_path, encryption_keys=[entry("2026-12", 12)])
     assert only_new.load_session("s2").cart == MARKER
-    with pytest.raises(sessionlog.KeyMissingError) as info:
+    with pytest.raises(sessionlog_store.KeyMissingError) as info:
         only_new.load_session("s1")
     assert "2026-06" in str(info.value)
 
 
 def test_key_file_readable_by_others_is_refused(tmp_path):
     loose = key_file(tmp_path / "loose.keys", entry("k1", 1), mode=0o644)
-    with pytest.raises(sessionlog.UnsafeError):
-        sessionlog.LogSessionStore(tmp_path / "s.db", encryption_keys=loose)
+    with pytest.raises(sessionlog_store.UnsafeError):
+        sessionlog_store.LogSessionStore(tmp_path / "s.db", encryption_keys=loose)
     link = tmp_path / "link.keys"
     link.symlink_to(key_file(tmp_path / "ok.keys", entry("k1", 1)))
-    with pytest.raises(sessionlog.UnsafeError):
-        sessionlog.LogSessionStore(tmp_path / "s.db", encryption_keys=link)
+    with pytest.raises(sessionlog_store.UnsafeError):
+        sessionlog_store.LogSessionStore(tmp_path / "s.db", encryption_keys=link)
 
 
 @pytest.mark.parametrize(
@@ -149,8 +149,8 @@ def test_key_file_readable_by_others_is_refused(tmp_path):
     ],
 )
 def test_malformed_keys_are_bad_keys_errors_that_do_not_quote_them(keys, want, tmp_path):
-    with pytest.raises(sessionlog.BadKeysError) as info:
-        sessionlog.LogSessionStore(tmp_path / "s.db", encryption_keys=keys)
+    with pytest.raises(sessionlog_store.BadKeysError) as info:
+        sessionlog_store.LogSessionStore(tmp_path / "s.db", encryption_keys=keys)
     assert isinstance(info.value, ValueError)
     assert want in str(info.value)
     for k in ([keys] if isinstance(keys, str) else keys):
@@ -160,29 +160,29 @@ def test_malformed_keys_are_bad_keys_errors_that_do_not_quote_them(keys, want, t
 
 def test_wrong_types_are_type_errors(tmp_path):
     with pytest.raises(TypeError):
-        sessionlog.LogSessionStore(tmp_path / "s.db", encryption_keys=[b"k1:AAAA"])
+        sessionlog_store.LogSessionStore(tmp_path / "s.db", encryption_keys=[b"k1:AAAA"])
     with pytest.raises(TypeError):
-        sessionlog.LogSessionStore(tmp_path / "s.db", encryption_keys=42)
+        sessionlog_store.LogSessionStore(tmp_path / "s.db", encryption_keys=42)
 
 
 def test_plaintext_store_is_read_only_when_accepted_and_encrypted_on_save(tmp_path):
     path = tmp_path / "s.db"
-    plain = sessionlog.LogSessionStore(path, sync="always")
+    plain = sessionlog_store.LogSessionStore(path, sync="always")
     plain.save_session(Session("old", cart=MARKER))
     del plain
     keys = [entry("k1", 1)]
-    strict = sessionlog.LogSessionStore(path, sync="always", encryption_keys=keys)
-    with pytest.raises(sessionlog.UndecryptableError):
+    strict = sessionlog_store.LogSessionStore(path, sync="always", encryption_keys=keys)
+    with pytest.raises(sessionlog_store.UndecryptableError):
         strict.load_session("old")
     del strict
-    migrating = sessionlog.LogSessionStore(path, sync="always", encryption_keys=keys, encryption_accept_plaintext=True)
+    migrating = sessionlog_store.LogSessionStore(path, sync="always", encryption_keys=keys, encryption_accept_plaintext=True)
     session = migrating.load_session("old")
     assert session.cart == MARKER
     migrating.save_session(session)
     migrating.compact()
     assert MARKER.encode() not in path.read_bytes()
     del migrating
-    strict = sessionlog.LogSessionStore(path, encryption_keys=keys)
+    strict = sessionlog_store.LogSessionStore(path, encryption_keys=keys)
     assert strict.load_session("old").cart == MARKER
 
 
@@ -199,7 +199,7 @@ def test_django_sessionlog_options_encrypt(tmp_path):
             django_backend.get_store().sync()
             assert MARKER.encode() not in path.read_bytes()
     with override_settings(SESSIONLOG_PATH=str(path), SESSIONLOG_OPTIONS={"encryption_keys": [entry("dj2", 8)]}):
-        with pytest.raises(sessionlog.KeyMissingError):
+        with pytest.raises(sessionlog_store.KeyMissingError):
             django_backend.get_store().load_session(s.session_key)
 
 
@@ -224,7 +224,7 @@ def test_flask_sessionlog_options_encrypt(tmp_path):
     def get():
         return session.get("cart", "")
 
-    iface = sessionlog.flask.init_app(app)
+    iface = sessionlog_store.flask.init_app(app)
     assert iface.store.native.encrypted
     client = app.test_client()
     assert client.get("/put/").status_code == 200

@@ -9,8 +9,8 @@ import pytest
 from flask import session
 from itsdangerous import Signer
 
-import sessionlog
-from sessionlog.flask import SessionlogSessionInterface
+import sessionlog_store
+from sessionlog_store.flask import SessionlogSessionInterface
 
 from flaskapp import create_app
 
@@ -63,7 +63,7 @@ def test_cookie_holds_only_a_signed_id(app):
     value = c.get_cookie("session").value
     assert "secretuser" not in value
     sid = sid_of(app, c)
-    assert sessionlog.is_valid_id(sid) and len(sid) == 22
+    assert sessionlog_store.is_valid_id(sid) and len(sid) == 22
     data = native(app).load(sid)[0]
     assert b"secretuser" in data
 
@@ -145,7 +145,7 @@ def test_conditional_refuses_a_lost_update(tmp_path):
 
     c = app.test_client()
     c.get("/count/")
-    with pytest.raises(sessionlog.ConflictError):
+    with pytest.raises(sessionlog_store.ConflictError):
         c.get("/race/")
     assert c.get("/whoami/").json["count"] == 50  # the other save stands
 
@@ -182,7 +182,7 @@ def merge_route(app):
             data["count"] = data.get("count", 0) + 1
             return data["count"]
 
-        n = sessionlog.flask.update_session(change)
+        n = sessionlog_store.flask.update_session(change)
         return {"count": n, "attempts": len(calls)}
 
 
@@ -214,7 +214,7 @@ def test_update_session_does_not_bring_back_a_deleted_session(app):
             native(app).delete(session.sid)  # a logout lands meanwhile
             data["count"] = 1
 
-        sessionlog.flask.update_session(change)
+        sessionlog_store.flask.update_session(change)
         return "unreachable"
 
     c = app.test_client()
@@ -243,15 +243,15 @@ def test_missing_path_is_a_value_error(tmp_path):
     app = flask_app(tmp_path)
     del app.config["SESSIONLOG_PATH"]
     with pytest.raises(ValueError, match="SESSIONLOG_PATH"):
-        sessionlog.flask.init_app(app)
+        sessionlog_store.flask.init_app(app)
     with pytest.raises(RuntimeError):  # what it raised before: still caught
-        sessionlog.flask.init_app(app)
+        sessionlog_store.flask.init_app(app)
 
 
 def test_session_type_of_another_backend_is_refused(tmp_path):
     with pytest.raises(ValueError, match="SESSION_TYPE"):
-        sessionlog.flask.init_app(flask_app(tmp_path, SESSION_TYPE="redis"))
-    sessionlog.flask.init_app(flask_app(tmp_path, SESSION_TYPE="sessionlog"))
+        sessionlog_store.flask.init_app(flask_app(tmp_path, SESSION_TYPE="redis"))
+    sessionlog_store.flask.init_app(flask_app(tmp_path, SESSION_TYPE="sessionlog"))
 
 
 @pytest.mark.parametrize(
@@ -265,12 +265,12 @@ def test_session_type_of_another_backend_is_refused(tmp_path):
 )
 def test_unusable_flask_session_values_are_value_errors(tmp_path, config):
     with pytest.raises(ValueError):
-        sessionlog.flask.init_app(flask_app(tmp_path, **config))
+        sessionlog_store.flask.init_app(flask_app(tmp_path, **config))
 
 
 def test_key_prefix_and_id_length(tmp_path):
     app = flask_app(tmp_path, SESSION_KEY_PREFIX="shop_", SESSION_ID_LENGTH=32)
-    sessionlog.flask.init_app(app)
+    sessionlog_store.flask.init_app(app)
 
     @app.route("/set/")
     def set_():
@@ -293,7 +293,7 @@ def test_key_prefix_and_id_length(tmp_path):
 @pytest.mark.parametrize("permanent", [True, False])
 def test_session_permanent(tmp_path, permanent):
     app = flask_app(tmp_path, SESSION_PERMANENT=permanent)
-    sessionlog.flask.init_app(app)
+    sessionlog_store.flask.init_app(app)
 
     @app.route("/set/")
     def set_():
@@ -319,7 +319,7 @@ def owner_app(tmp_path, **config):
     ``login_user`` does) and whose /others/ logs the user out elsewhere."""
     from flask import Flask, jsonify, request
 
-    import sessionlog.flask as sf
+    import sessionlog_store.flask as sf
 
     app = Flask(__name__)
     app.secret_key = "owner-test-secret-key-0123456789"
@@ -351,7 +351,7 @@ def owner_app(tmp_path, **config):
 
 
 def test_one_call_logs_out_the_users_other_browsers(tmp_path):
-    import sessionlog.flask as sf
+    import sessionlog_store.flask as sf
 
     app = owner_app(tmp_path)
     laptop, phone, bob = app.test_client(), app.test_client(), app.test_client()
@@ -379,7 +379,7 @@ def test_one_call_logs_out_the_users_other_browsers(tmp_path):
 
 
 def test_logout_clears_the_owner_and_a_user_object_works(tmp_path):
-    import sessionlog.flask as sf
+    import sessionlog_store.flask as sf
 
     class User:  # Flask-Login's UserMixin gives get_id()
         def get_id(self):
@@ -398,7 +398,7 @@ def test_logout_clears_the_owner_and_a_user_object_works(tmp_path):
 
 
 def test_owner_key_and_callable(tmp_path):
-    import sessionlog.flask as sf
+    import sessionlog_store.flask as sf
 
     (tmp_path / "a").mkdir(mode=0o700)
     app = owner_app(tmp_path / "a", SESSIONLOG_OWNER_KEY="acct")
@@ -419,7 +419,7 @@ def test_owner_key_and_callable(tmp_path):
 
 
 def test_key_prefix_keep_and_erase(tmp_path):
-    import sessionlog.flask as sf
+    import sessionlog_store.flask as sf
 
     app = owner_app(tmp_path, SESSION_KEY_PREFIX="app1-")
     a, b, c = app.test_client(), app.test_client(), app.test_client()
@@ -443,7 +443,7 @@ def test_key_prefix_keep_and_erase(tmp_path):
 
 
 def test_max_sessions_per_user(tmp_path):
-    import sessionlog.flask as sf
+    import sessionlog_store.flask as sf
 
     app = owner_app(tmp_path, SESSIONLOG_MAX_SESSIONS_PER_USER=2)
     clients = [app.test_client() for _ in range(3)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import sessionlog
+import sessionlog_store
 
 NOBODY = 65534
 
@@ -48,23 +48,23 @@ def test_every_opt_in_an_error_names_is_a_keyword(tmp_path):
     shared.mkdir()
     shared.chmod(0o777)
     named = []
-    with pytest.raises(sessionlog.UnsafeError) as info:
-        sessionlog.LogSessionStore(shared / "s.db")
+    with pytest.raises(sessionlog_store.UnsafeError) as info:
+        sessionlog_store.LogSessionStore(shared / "s.db")
     assert _opt_ins(str(info.value)) == {"allow_others_to_write_directory"}
-    named.append((sessionlog.LogSessionStore, shared / "s.db", info.value))
-    with pytest.raises(sessionlog.UnsafeError) as info:
-        sessionlog.DirSessionStore(shared)
+    named.append((sessionlog_store.LogSessionStore, shared / "s.db", info.value))
+    with pytest.raises(sessionlog_store.UnsafeError) as info:
+        sessionlog_store.DirSessionStore(shared)
     assert _opt_ins(str(info.value)) == {"allow_others_to_write_directory"}
-    named.append((sessionlog.DirSessionStore, shared, info.value))
+    named.append((sessionlog_store.DirSessionStore, shared, info.value))
 
     listable = tmp_path / "listable"
     listable.mkdir()
     listable.chmod(0o755)
-    with pytest.raises(sessionlog.UnsafeError) as info:
-        sessionlog.DirSessionStore(listable)
+    with pytest.raises(sessionlog_store.UnsafeError) as info:
+        sessionlog_store.DirSessionStore(listable)
     assert "0755" in str(info.value)
     assert _opt_ins(str(info.value)) == {"allow_others_to_read_directory"}
-    named.append((sessionlog.DirSessionStore, listable, info.value))
+    named.append((sessionlog_store.DirSessionStore, listable, info.value))
 
     for cls, path, error in named:
         for opt in _opt_ins(str(error)):
@@ -90,9 +90,9 @@ def _plant_as_nobody(kind: str, path: str, sid: str, marker: str) -> None:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             if kind == "log":
-                store = sessionlog.LogSessionStore(path, background=False, sync="always")
+                store = sessionlog_store.LogSessionStore(path, background=False, sync="always")
             else:
-                store = sessionlog.DirSessionStore(path, sync="always")
+                store = sessionlog_store.DirSessionStore(path, sync="always")
             store.native.save(sid, pickle.dumps(_Plant(marker)))
             code = 0
         except BaseException:
@@ -122,13 +122,13 @@ def test_a_store_of_another_user_is_never_unpickled(kind, traversable_tmp):
     os.chown(home, NOBODY, NOBODY)
     path = str(home / ("sessions.db" if kind == "log" else "sessions"))
     marker = str(tmp_path / "code-ran")
-    sid = sessionlog.generate_id()
+    sid = sessionlog_store.generate_id()
     _plant_as_nobody(kind, path, sid, marker)
     assert os.stat(path).st_uid == NOBODY
 
     # Opened as any process would open its store: refused.
-    cls = sessionlog.LogSessionStore if kind == "log" else sessionlog.DirSessionStore
-    with pytest.raises(sessionlog.UnsafeError) as info:
+    cls = sessionlog_store.LogSessionStore if kind == "log" else sessionlog_store.DirSessionStore
+    with pytest.raises(sessionlog_store.UnsafeError) as info:
         cls(path).load_session(sid)
     assert f"uid {NOBODY}" in str(info.value)
     assert "maintain_as_owner(true)" in str(info.value)
@@ -138,10 +138,10 @@ def test_a_store_of_another_user_is_never_unpickled(kind, traversable_tmp):
     store = cls(path, maintain_as_owner=True)
     assert store.native.owner_uid == NOBODY
     assert store.has_session(sid)
-    with pytest.raises(sessionlog.UnsafeError) as info:
+    with pytest.raises(sessionlog_store.UnsafeError) as info:
         store.load_session(sid)
     assert "refusing to unpickle" in str(info.value)
-    with pytest.raises(sessionlog.UnsafeError):
+    with pytest.raises(sessionlog_store.UnsafeError):
         list(store.iter_sessions())
     deleted = store.delete_old_sessions(0)
     assert deleted == ((1, 0) if kind == "dir" else 1)
@@ -149,8 +149,8 @@ def test_a_store_of_another_user_is_never_unpickled(kind, traversable_tmp):
 
 
 def test_a_store_of_this_user_is_unpickled(tmp_path):
-    store = sessionlog.DirSessionStore(tmp_path / "d")
+    store = sessionlog_store.DirSessionStore(tmp_path / "d")
     assert store.native.owner_uid == os.geteuid()
     store.save_session(_Session("mine", n=2))
     assert store.load_session("mine").n == 2
-    assert sessionlog.MemorySessionStore().native.owner_uid is None
+    assert sessionlog_store.MemorySessionStore().native.owner_uid is None

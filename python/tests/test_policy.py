@@ -4,7 +4,7 @@ an open asking for another idle limit than the store records is refused."""
 
 import pytest
 
-from sessionlog import DirSessionStore, InvalidOptionError, LogSessionStore, QuotaExceededError
+from sessionlog_store import DirSessionStore, InvalidOptionError, LogSessionStore, QuotaExceededError
 
 
 class Session:

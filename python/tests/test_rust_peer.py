@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-import sessionlog
-from sessionlog import session_version
+import sessionlog_store
+from sessionlog_store import session_version
 
 from test_session2 import Session
 
@@ -59,7 +59,7 @@ def peer(peer_binary, store_path, processes) -> Peer:
 
 
 def test_python_and_rust_see_each_other(peer, store_path):
-    store = sessionlog.LogSessionStore(store_path)  # open at the same time as the peer
+    store = sessionlog_store.LogSessionStore(store_path)  # open at the same time as the peer
 
     # Python saves, Rust reads the pickled bytes.
     store.save_session(Session("from-python", user="py", n=1))
@@ -78,7 +78,7 @@ def test_python_and_rust_see_each_other(peer, store_path):
     # A Rust save between a Python load and a conditional save is a conflict.
     mine = store.load_session("from-python")
     assert peer.ask(f"put from-python {pickle.dumps(Session('from-python', user='rust-wins')).hex()}") == "ok 2"
-    with pytest.raises(sessionlog.ConflictError) as info:
+    with pytest.raises(sessionlog_store.ConflictError) as info:
         store.save_session(mine, if_unchanged=True)
     assert (info.value.expected, info.value.found) == (1, 2)
     assert store.load_session("from-python").user == "rust-wins"
@@ -93,7 +93,7 @@ def test_python_and_rust_see_each_other(peer, store_path):
 
 
 def test_django_session_is_readable_from_rust(peer, store_path):
-    from sessionlog.django import SessionStore
+    from sessionlog_store.django import SessionStore
 
     with override_settings(SESSIONLOG_PATH=store_path):
         s = SessionStore()
@@ -113,9 +113,9 @@ def test_rust_errors_on_bad_input(peer):
 def test_hashed_ids_agree_with_rust_and_keep_no_id_in_the_file(peer_binary, store_path, processes):
     """A Python store and a Rust ``HashedIds`` on one file find each other's
     sessions by the ids themselves, and the file holds only digests."""
-    store = sessionlog.LogSessionStore(store_path, hashed_ids=True, sync="always")
+    store = sessionlog_store.LogSessionStore(store_path, hashed_ids=True, sync="always")
     assert store.native.hashed_ids
-    py_id, rust_id = sessionlog.generate_id(), sessionlog.generate_id()
+    py_id, rust_id = sessionlog_store.generate_id(), sessionlog_store.generate_id()
     store.save_session(Session(py_id, user="py"))
 
     proc = processes.start(
@@ -141,6 +141,6 @@ def test_hashed_ids_agree_with_rust_and_keep_no_id_in_the_file(peer_binary, stor
     assert py_id.encode() not in raw and rust_id.encode() not in raw
 
     # without hashed_ids the same file finds neither id in the clear
-    clear = sessionlog.LogSessionStore(store_path)
+    clear = sessionlog_store.LogSessionStore(store_path)
     assert clear.load_session(py_id) is None and not clear.has_session(rust_id)
     assert sorted(row[0] for row in clear.native.sessions()) == stored

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import sessionlog
-from sessionlog import session_version
+import sessionlog_store
+from sessionlog_store import session_version
 
 from conftest import wait_for
 
@@ -35,27 +35,37 @@ def store(request, tmp_path):
 
 def make_store(kind, tmp_path, **options):
     if kind == "log":
-        return sessionlog.LogSessionStore(tmp_path / "sessions.db", **options)
+        return sessionlog_store.LogSessionStore(tmp_path / "sessions.db", **options)
     if kind == "dir":
-        return sessionlog.DirSessionStore(tmp_path / "sessions", **options)
-    return sessionlog.MemorySessionStore(**options)
+        return sessionlog_store.DirSessionStore(tmp_path / "sessions", **options)
+    return sessionlog_store.MemorySessionStore(**options)
 
 
 # -- the interface -----------------------------------------------------------
 
 
 def test_class_attributes():
-    assert sessionlog.LogSessionStore.is_multiprocess_safe is True
-    assert sessionlog.LogSessionStore.is_thread_safe is True
-    assert sessionlog.DirSessionStore.is_multiprocess_safe is True
-    assert sessionlog.DirSessionStore.is_thread_safe is True
-    assert sessionlog.MemorySessionStore.is_multiprocess_safe is False
-    assert sessionlog.MemorySessionStore.is_thread_safe is True
+    assert sessionlog_store.LogSessionStore.is_multiprocess_safe is True
+    assert sessionlog_store.LogSessionStore.is_thread_safe is True
+    assert sessionlog_store.DirSessionStore.is_multiprocess_safe is True
+    assert sessionlog_store.DirSessionStore.is_thread_safe is True
+    assert sessionlog_store.MemorySessionStore.is_multiprocess_safe is False
+    assert sessionlog_store.MemorySessionStore.is_thread_safe is True
 
 
 def test_class_attributes_match_the_engine(store):
     assert type(store).is_multiprocess_safe == store.native.is_multiprocess_safe
     assert type(store).is_thread_safe == store.native.is_thread_safe
+
+
+def test_native_path_is_what_the_stub_declares(tmp_path):
+    # _native.pyi: ``path -> Optional[pathlib.Path]`` (stubtest cannot see a
+    # property's runtime type, so this holds the stub to it).
+    log = sessionlog_store.LogSessionStore(tmp_path / "s.db")
+    assert log.native.path == tmp_path / "s.db" and isinstance(log.native.path, Path)
+    directory = sessionlog_store.DirSessionStore(tmp_path / "d")
+    assert directory.native.path == tmp_path / "d" and isinstance(directory.native.path, Path)
+    assert sessionlog_store.MemorySessionStore().native.path is None
 
 
 def test_save_load_roundtrip(store):
@@ -121,7 +131,7 @@ def test_delete_old_sessions(store):
 
 
 def test_dir_store_delete_old_returns_deleted_and_remaining(tmp_path):
-    store = sessionlog.DirSessionStore(tmp_path / "d")
+    store = sessionlog_store.DirSessionStore(tmp_path / "d")
     store.save_session(Session("x"))
     assert store.delete_old_sessions(60) == (0, 1)
     assert store.delete_old_sessions(0) == (1, 0)
@@ -137,7 +147,7 @@ def test_conditional_save_refuses_a_lost_update(store):
     first.n += 1
     store.save_session(first, if_unchanged=True)
     second.n += 1
-    with pytest.raises(sessionlog.ConflictError) as info:
+    with pytest.raises(sessionlog_store.ConflictError) as info:
         store.save_session(second, if_unchanged=True)
     assert info.value.expected == 1 and info.value.found == 2
     assert "changed concurrently" in str(info.value)
@@ -151,7 +161,7 @@ def test_conditional_save_refuses_a_lost_update(store):
 
 def test_conditional_create_only_if_absent(store):
     store.save_session(Session("taken"))
-    with pytest.raises(sessionlog.ConflictError) as info:
+    with pytest.raises(sessionlog_store.ConflictError) as info:
         store.save_session(Session("taken", x=1), if_unchanged=True)
     assert info.value.expected == 0
     store.save_session(Session("free"), if_unchanged=True)
@@ -162,25 +172,25 @@ def test_conditional_save_after_delete_is_a_conflict(store):
     store.save_session(Session("gone"))
     s = store.load_session("gone")
     store.delete_session(s)
-    with pytest.raises(sessionlog.ConflictError) as info:
+    with pytest.raises(sessionlog_store.ConflictError) as info:
         store.save_session(s, if_unchanged=True)
     assert info.value.found == 0
     assert not store.has_session("gone")
 
 
 def test_conditional_option_makes_every_save_conditional(tmp_path):
-    store = sessionlog.LogSessionStore(tmp_path / "s.db", conditional=True)
+    store = sessionlog_store.LogSessionStore(tmp_path / "s.db", conditional=True)
     store.save_session(Session("k", n=0))
     a, b = store.load_session("k"), store.load_session("k")
     store.save_session(a)
-    with pytest.raises(sessionlog.ConflictError):
+    with pytest.raises(sessionlog_store.ConflictError):
         store.save_session(b)
     store.save_session(b, if_unchanged=False)  # explicit override
     assert session_version(store.load_session("k")) == 3
 
 
 def test_threads_lose_no_increment(tmp_path):
-    store = sessionlog.LogSessionStore(tmp_path / "s.db")
+    store = sessionlog_store.LogSessionStore(tmp_path / "s.db")
     store.save_session(Session("counter", n=0))
     threads, per_thread = 8, 50
 
@@ -192,7 +202,7 @@ def test_threads_lose_no_increment(tmp_path):
                 try:
                     store.save_session(s, if_unchanged=True)
                     break
-                except sessionlog.ConflictError:
+                except sessionlog_store.ConflictError:
                     continue
 
     ts = [threading.Thread(target=work) for _ in range(threads)]
@@ -214,17 +224,17 @@ def test_expires_deadline(store):
     assert "past" not in dict(store.iter_sessions())
     # The deadline sticks to the object: a later save keeps it.
     s = store.load_session("later")
-    deadline = getattr(s, sessionlog._stores.EXPIRES_ATTR)
+    deadline = getattr(s, sessionlog_store._stores.EXPIRES_ATTR)
     assert abs(deadline / 1000 - (time.time() + 3600)) < 60
     store.save_session(s)
-    assert getattr(store.load_session("later"), sessionlog._stores.EXPIRES_ATTR) == deadline
+    assert getattr(store.load_session("later"), sessionlog_store._stores.EXPIRES_ATTR) == deadline
     aware = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
     store.save_session(s, expires=aware)
     assert not store.has_session("later")
 
 
 def test_max_idle(tmp_path):
-    store = sessionlog.LogSessionStore(tmp_path / "s.db", max_idle=dt.timedelta(milliseconds=200))
+    store = sessionlog_store.LogSessionStore(tmp_path / "s.db", max_idle=dt.timedelta(milliseconds=200))
     store.save_session(Session("idle"))
     wait_for(lambda: not store.has_session("idle"), timeout=10, what="the idle session to vanish")
     assert store.load_session("idle") is None
@@ -236,8 +246,8 @@ def test_max_idle(tmp_path):
 def test_not_a_store_file(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_bytes(b"this is a text file, not a session store\n" * 100)
-    with pytest.raises(sessionlog.NotAStoreError) as info:
-        sessionlog.LogSessionStore(path)
+    with pytest.raises(sessionlog_store.NotAStoreError) as info:
+        sessionlog_store.LogSessionStore(path)
     assert "not a sessionlog store" in str(info.value)
     assert str(path) in str(info.value)
     assert path.read_bytes().startswith(b"this is a text file")  # untouched
@@ -247,17 +257,17 @@ def test_a_directory_others_can_write_is_refused(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    with pytest.raises(sessionlog.UnsafeError) as info:
-        sessionlog.LogSessionStore(shared / "s.db")
+    with pytest.raises(sessionlog_store.UnsafeError) as info:
+        sessionlog_store.LogSessionStore(shared / "s.db")
     assert "writable by every user" in str(info.value)
     assert not (shared / "s.db").exists()
-    with pytest.raises(sessionlog.UnsafeError):
-        sessionlog.DirSessionStore(shared)
+    with pytest.raises(sessionlog_store.UnsafeError):
+        sessionlog_store.DirSessionStore(shared)
 
 
 def test_corrupt_store_and_repair(tmp_path):
     path = tmp_path / "s.db"
-    store = sessionlog.LogSessionStore(path, sync="always")
+    store = sessionlog_store.LogSessionStore(path, sync="always")
     for i in range(20):
         store.save_session(Session(f"id{i}", blob=b"x" * 500))
     store.sync()
@@ -267,11 +277,11 @@ def test_corrupt_store_and_repair(tmp_path):
     assert at > 0
     raw[at + 100] ^= 0xFF
     path.write_bytes(bytes(raw))
-    with pytest.raises(sessionlog.CorruptError) as info:
-        sessionlog.LogSessionStore(path)
+    with pytest.raises(sessionlog_store.CorruptError) as info:
+        sessionlog_store.LogSessionStore(path)
     assert "corrupt data at byte offset" in str(info.value)
     assert info.value.offset is not None and info.value.offset <= at
-    repaired = sessionlog.LogSessionStore(path, repair=True)
+    repaired = sessionlog_store.LogSessionStore(path, repair=True)
     ids = {sid for sid, _ in repaired.iter_sessions()}
     assert "id5" not in ids and len(ids) == 19
 
@@ -279,7 +289,7 @@ def test_corrupt_store_and_repair(tmp_path):
 def test_unpicklable_session(store):
     store.save_session(Session("u", ok=True))
     bad = Session("u", lock=threading.Lock(), secret="hunter2")
-    with pytest.raises(sessionlog.SerializationError) as info:
+    with pytest.raises(sessionlog_store.SerializationError) as info:
         store.save_session(bad)
     assert isinstance(info.value, TypeError)
     assert "hunter2" not in str(info.value) and "could not be pickled" in str(info.value)
@@ -289,7 +299,7 @@ def test_unpicklable_session(store):
 
 def test_undecodable_stored_bytes(store):
     store.native.save("raw", b"\x80\x05 not a pickle")
-    with pytest.raises(sessionlog.SerializationError):
+    with pytest.raises(sessionlog_store.SerializationError):
         store.load_session("raw")
 
 
@@ -302,7 +312,7 @@ def test_invalid_ids(store, bad):
         lambda: store.delete_session(bad),
         lambda: store.touch_session(bad),
     ):
-        with pytest.raises(sessionlog.InvalidIdError) as info:
+        with pytest.raises(sessionlog_store.InvalidIdError) as info:
             call()
         assert isinstance(info.value, ValueError)
         assert "invalid session id" in str(info.value)
@@ -318,9 +328,9 @@ def test_non_str_ids_are_type_errors(store):
 
 
 def test_oversized_session(tmp_path):
-    store = sessionlog.LogSessionStore(tmp_path / "s.db", max_session_size=1000)
+    store = sessionlog_store.LogSessionStore(tmp_path / "s.db", max_session_size=1000)
     secret = "SECRET-" + "z" * 2000
-    with pytest.raises(sessionlog.TooLargeError) as info:
+    with pytest.raises(sessionlog_store.TooLargeError) as info:
         store.save_session(Session("big", payload=secret))
     err = info.value
     assert err.limit == 1000 and err.size > 1000
@@ -341,33 +351,33 @@ def test_oversized_session(tmp_path):
     ],
 )
 def test_invalid_options(tmp_path, options):
-    with pytest.raises(sessionlog.InvalidOptionError) as info:
-        sessionlog.LogSessionStore(tmp_path / "s.db", **options)
+    with pytest.raises(sessionlog_store.InvalidOptionError) as info:
+        sessionlog_store.LogSessionStore(tmp_path / "s.db", **options)
     assert str(info.value).startswith("invalid option: ")
 
 
 def test_io_error_is_an_oserror(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(sessionlog.IoError) as info:
-        sessionlog.LogSessionStore(blocker / "sub" / "s.db")
+    with pytest.raises(sessionlog_store.IoError) as info:
+        sessionlog_store.LogSessionStore(blocker / "sub" / "s.db")
     assert isinstance(info.value, OSError)
     assert info.value.errno is not None
     assert str(blocker) in str(info.value)
 
 
 def test_reprs_carry_no_session_ids(tmp_path):
-    store = sessionlog.LogSessionStore(tmp_path / "s.db")
+    store = sessionlog_store.LogSessionStore(tmp_path / "s.db")
     store.save_session(Session("secret-id-123"))
     assert "secret-id-123" not in repr(store)
     assert str(tmp_path / "s.db") in repr(store)
 
 
 def test_generate_id():
-    ids = {sessionlog.generate_id() for _ in range(100)}
+    ids = {sessionlog_store.generate_id() for _ in range(100)}
     assert len(ids) == 100
-    assert all(len(i) == 22 and sessionlog.is_valid_id(i) for i in ids)
-    assert not sessionlog.is_valid_id("a/b")
+    assert all(len(i) == 22 and sessionlog_store.is_valid_id(i) for i in ids)
+    assert not sessionlog_store.is_valid_id("a/b")
 
 
 # -- the GIL is released ----------------------------------------------------
@@ -375,14 +385,14 @@ def test_generate_id():
 
 GIL_SCRIPT = r"""
 import fcntl, sys, threading, time
-import sessionlog
+import sessionlog_store
 
 path = sys.argv[1]
-sessionlog.LogSessionStore(path)            # create the store, then close it
+sessionlog_store.LogSessionStore(path)            # create the store, then close it
 lock = open(path + ".lock", "r+b")
 fcntl.flock(lock, fcntl.LOCK_EX)            # hold the store's open lock
 opened = []
-t = threading.Thread(target=lambda: opened.append(sessionlog.LogSessionStore(path)))
+t = threading.Thread(target=lambda: opened.append(sessionlog_store.LogSessionStore(path)))
 t.start()
 
 def in_flock():
@@ -421,9 +431,9 @@ def test_gil_released_during_store_calls(tmp_path):
 INCREMENT_SCRIPT = r"""
 import sys, pickle
 sys.path.insert(0, sys.argv[3])
-import sessionlog
+import sessionlog_store
 from test_session2 import Session
-store = sessionlog.LogSessionStore(sys.argv[1])
+store = sessionlog_store.LogSessionStore(sys.argv[1])
 for _ in range(int(sys.argv[2])):
     while True:
         s = store.load_session("shared")
@@ -431,14 +441,14 @@ for _ in range(int(sys.argv[2])):
         try:
             store.save_session(s, if_unchanged=True)
             break
-        except sessionlog.ConflictError:
+        except sessionlog_store.ConflictError:
             pass
 """
 
 
 def test_processes_lose_no_increment(tmp_path, processes):
     path = tmp_path / "s.db"
-    store = sessionlog.LogSessionStore(path)
+    store = sessionlog_store.LogSessionStore(path)
     store.save_session(Session("shared", n=0))
     here = str(Path(__file__).parent)
     procs = [
@@ -450,7 +460,7 @@ def test_processes_lose_no_increment(tmp_path, processes):
 
 
 def test_fork_child_reopens_the_store(tmp_path):
-    store = sessionlog.LogSessionStore(tmp_path / "s.db")
+    store = sessionlog_store.LogSessionStore(tmp_path / "s.db")
     store.save_session(Session("parent", n=1))
     pid = os.fork()
     if pid == 0:  # the child: use the inherited store object
@@ -469,7 +479,7 @@ def test_fork_child_reopens_the_store(tmp_path):
 
 
 def test_pickle_protocol_option(tmp_path):
-    store = sessionlog.LogSessionStore(tmp_path / "s.db", pickle_protocol=2)
+    store = sessionlog_store.LogSessionStore(tmp_path / "s.db", pickle_protocol=2)
     store.save_session(Session("p", n=1))
     data = store.native.load("p")[0]
     assert data[:2] == b"\x80\x02"
@@ -481,7 +491,7 @@ def test_hashed_ids_keep_every_id_out_of_the_store(kind, tmp_path):
     """With hashed_ids, neither the stored names nor the pickles hold the
     id, even where the session repeats it; loading puts it back."""
     store = make_store(kind, tmp_path, hashed_ids=True, sync="always")
-    sid = sessionlog.generate_id()
+    sid = sessionlog_store.generate_id()
     store.save_session(Session(sid, user="ada", seen=[sid, "other"]))
     loaded = store.load_session(sid)
     assert (loaded.id, loaded.user, loaded.seen) == (sid, "ada", [sid, "other"])
@@ -496,15 +506,15 @@ def test_hashed_ids_keep_every_id_out_of_the_store(kind, tmp_path):
 
 def test_hashed_ids_read_a_store_written_without_them(tmp_path):
     path = tmp_path / "sessions.db"
-    sessionlog.LogSessionStore(path).save_session(Session("before-hashing", n=1))
-    store = sessionlog.LogSessionStore(path, hashed_ids=True)
+    sessionlog_store.LogSessionStore(path).save_session(Session("before-hashing", n=1))
+    store = sessionlog_store.LogSessionStore(path, hashed_ids=True)
     old = store.load_session("before-hashing")
     assert old.n == 1
     old.n = 2
     store.save_session(old)  # moves it under its digest
     assert store.load_session("before-hashing").n == 2
     assert [sid for sid, _ in store.iter_sessions()] != ["before-hashing"]
-    assert not sessionlog.LogSessionStore(path).has_session("before-hashing")
+    assert not sessionlog_store.LogSessionStore(path).has_session("before-hashing")
 
 
 # -- issue 28: owners ---------------------------------------------------------
@@ -521,7 +531,7 @@ def test_owners_list_log_out_everywhere_and_erase(kind, hashed, tmp_path):
     store.save_session(Session("other", n=1), owner="7")
     store.save_session(Session("anon", n=1))
     listed = store.sessions_of("42")
-    assert len(listed) == 3 and all(isinstance(o, sessionlog.OwnedSession) for o in listed)
+    assert len(listed) == 3 and all(isinstance(o, sessionlog_store.OwnedSession) for o in listed)
     assert listed[0].modified_ms >= listed[-1].modified_ms and listed[0].size > 0
     # the owner sticks to a loaded session and stays out of its pickle
     phone = store.load_session("phone")
@@ -539,7 +549,7 @@ def test_owners_list_log_out_everywhere_and_erase(kind, hashed, tmp_path):
     assert store.sessions_of(42) == []
     assert store.erase_sessions_of("7") == 1 and not store.has_session("other")
     assert store.has_session("anon") and store.has_session("laptop")
-    with pytest.raises(sessionlog.InvalidOwnerError) as e:
+    with pytest.raises(sessionlog_store.InvalidOwnerError) as e:
         store.save_session(Session("x"), owner="bad\nowner")
     assert "bad" not in str(e.value)
 

@@ -6,7 +6,7 @@ import tempfile
 
 from flask import Flask, jsonify, request, session
 
-import sessionlog.flask
+import sessionlog_store.flask
 
 
 def create_app(path=None, conditional=None):
@@ -21,7 +21,7 @@ def create_app(path=None, conditional=None):
     if conditional is None:
         conditional = os.environ.get("FLASKAPP_CONDITIONAL", "") == "1"
     app.config["SESSIONLOG_CONDITIONAL"] = conditional
-    sessionlog.flask.init_app(app)
+    sessionlog_store.flask.init_app(app)
 
     def reply(**extra):
         body = {"pid": os.getpid(), "user": session.get("user"), "count": session.get("count", 0)}

@@ -14,7 +14,7 @@ ROOT_URLCONF = "djapp.urls"
 USE_TZ = True
 WSGI_APPLICATION = "djapp.wsgi.application"
 
-SESSION_ENGINE = os.environ.get("DJAPP_SESSION_ENGINE", "sessionlog.django")
+SESSION_ENGINE = os.environ.get("DJAPP_SESSION_ENGINE", "sessionlog_store.django")
 # A private directory by default: a store refuses one that other users can
 # write, such as /tmp itself.
 SESSIONLOG_PATH = os.environ.get(

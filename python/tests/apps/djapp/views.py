@@ -51,10 +51,10 @@ def delete_then_touch(request):
 
 
 def merge_count(request):
-    """Increments the counter with sessionlog.django.update_session. With
+    """Increments the counter with sessionlog_store.django.update_session. With
     ``?race=N`` another request's save (count + N) lands while the first
     attempt runs: the helper must re-run the change on it, so both count."""
-    from sessionlog.django import SessionStore, update_session
+    from sessionlog_store.django import SessionStore, update_session
 
     race = int(request.GET.get("race", "0"))
     calls = []
@@ -83,7 +83,7 @@ def auth_login(request):
 
 def logout_others(request):
     """"Log out my other devices": every other session of this user."""
-    from sessionlog.django import delete_sessions_of
+    from sessionlog_store.django import delete_sessions_of
 
     user = request.session.get("_auth_user_id")
     deleted = delete_sessions_of(user, keep=request.session.session_key) if user else 0

@@ -3,12 +3,12 @@
 ::
 
     from flask import Flask
-    import sessionlog.flask
+    import sessionlog_store.flask
 
     app = Flask(__name__)
     app.secret_key = ...
     app.config["SESSIONLOG_PATH"] = "/var/lib/app/sessions.db"
-    sessionlog.flask.init_app(app)
+    sessionlog_store.flask.init_app(app)
 
 The cookie holds only the session id, signed with ``app.secret_key`` (and
 ``SECRET_KEY_FALLBACKS``) like Flask's own cookie; the data lives in the
@@ -26,7 +26,7 @@ A save never brings back a session deleted meanwhile (a logout in a
 concurrent request stays a logout). Between two concurrent requests that
 both change a live session the last save wins, unless the interface is made
 with ``conditional=True`` (or ``SESSIONLOG_CONDITIONAL = True``): then the
-later save raises :class:`sessionlog.ConflictError` (the request fails with
+later save raises :class:`sessionlog_store.ConflictError` (the request fails with
 a 500 and its changes are not saved; nothing is lost silently). A view that
 wants to merge instead calls :func:`update_session`, which re-runs its
 change on the newer data.
@@ -38,7 +38,7 @@ Flask-Session's configuration names are read where they make sense
 Sessions know their user: every save records the session's owner, by
 default Flask-Login's ``_user_id`` (what ``login_user`` stores), so that::
 
-    from sessionlog.flask import sessions_of, delete_sessions_of, erase_sessions_of
+    from sessionlog_store.flask import sessions_of, delete_sessions_of, erase_sessions_of
 
     sessions_of(current_user)      # the user's live sessions, newest first
     delete_sessions_of(current_user, keep=session)  # log out everywhere else
@@ -56,7 +56,7 @@ import datetime as _dt
 import hashlib
 import secrets
 import time
-from typing import Any, Callable, List, NamedTuple, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypedDict, TypeVar, Union
 
 from flask import Flask, Request, Response
 from flask.json.tag import TaggedJSONSerializer
@@ -90,7 +90,19 @@ LOGIN_USER_KEY = "_user_id"
 
 #: The owner of a session: the session key holding it, or a function of the
 #: session's data returning it (or None: no owner).
-OwnerKey = Union[str, Callable[[dict], Any]]
+OwnerKey = Union[str, Callable[[Dict[str, Any]], Any]]
+
+
+class _CookieOptions(TypedDict, total=False):
+    """The session cookie's parameters that ``set_cookie`` and
+    ``delete_cookie`` share."""
+
+    domain: Optional[str]
+    path: str
+    secure: bool
+    samesite: Optional[str]
+    httponly: bool
+    partitioned: bool
 
 
 class UserSession(NamedTuple):
@@ -133,7 +145,7 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.version = version
         self.new = sid is None
         self.modified = False
-        self._retired: list = []
+        self._retired: List[str] = []
 
     def __bool__(self) -> bool:
         # A session holding only its ``permanent`` flag is empty: nothing
@@ -161,7 +173,7 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
 class SessionlogSessionInterface(SessionInterface):
     """Flask's ``SessionInterface`` over a sessionlog store.
 
-    ``store`` is a :class:`sessionlog.LogSessionStore` (or any sessionlog
+    ``store`` is a :class:`sessionlog_store.LogSessionStore` (or any sessionlog
     store), or give ``path`` (and ``LogSessionStore`` options) to open one.
     """
 
@@ -219,7 +231,7 @@ class SessionlogSessionInterface(SessionInterface):
 
     # -- owners --------------------------------------------------------------
 
-    def owner_of(self, data: dict) -> Optional[str]:
+    def owner_of(self, data: Dict[str, Any]) -> Optional[str]:
         """The owner a session with ``data`` is saved with (None: none)."""
         if callable(self.owner_key):
             user = self.owner_key(data)
@@ -256,8 +268,9 @@ class SessionlogSessionInterface(SessionInterface):
     def _signer(self, app: Flask) -> Optional[Signer]:
         if not app.secret_key:
             return None
-        keys: list = list(app.config.get("SECRET_KEY_FALLBACKS") or [])
-        keys.append(app.secret_key)  # the current key last
+        # As bytes, the way itsdangerous reads a str key (UTF-8).
+        keys = [_as_bytes(k) for k in app.config.get("SECRET_KEY_FALLBACKS") or []]
+        keys.append(_as_bytes(app.secret_key))  # the current key last
         return Signer(keys, salt=self.salt, key_derivation="hmac", digest_method=self.digest_method)
 
     # -- SessionInterface ------------------------------------------------------
@@ -284,7 +297,7 @@ class SessionlogSessionInterface(SessionInterface):
             return self._new_session()
         return self.session_class(initial, sid=sid, version=version)
 
-    def _decode(self, data: bytes) -> Optional[dict]:
+    def _decode(self, data: bytes) -> Optional[Dict[str, Any]]:
         """Stored bytes as a session dict, or None if they are not one."""
         try:
             initial = self.serializer.loads(data.decode("utf-8"))
@@ -296,7 +309,7 @@ class SessionlogSessionInterface(SessionInterface):
         assert isinstance(session, ServerSession)
         native = self.store.native
         name = self.get_cookie_name(app)
-        cookie = dict(
+        cookie = _CookieOptions(
             domain=self.get_cookie_domain(app),
             path=self.get_cookie_path(app),
             secure=self.get_cookie_secure(app),
@@ -420,14 +433,14 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
     kind = cfg.get("SESSION_TYPE")
     if kind is not None and str(kind).lower() not in _OUR_TYPES:
         raise ConfigurationError(
-            f"Unrecognized value for SESSION_TYPE: {kind!r}: sessionlog.flask keeps sessions in a "
+            f"Unrecognized value for SESSION_TYPE: {kind!r}: sessionlog_store.flask keeps sessions in a "
             "sessionlog store; remove SESSION_TYPE or set it to 'sessionlog'"
         )
     conditional = bool(cfg.get("SESSIONLOG_CONDITIONAL", False))
     if store is None:
         path = cfg.get("SESSIONLOG_PATH")
         if not path:
-            raise ConfigurationError("sessionlog.flask.init_app needs app.config['SESSIONLOG_PATH'] or a store")
+            raise ConfigurationError("sessionlog_store.flask.init_app needs app.config['SESSIONLOG_PATH'] or a store")
         store = LogSessionStore(path, **dict(cfg.get("SESSIONLOG_OPTIONS") or {}))
     permanent = cfg.get("SESSION_PERMANENT")
     interface = SessionlogSessionInterface(
@@ -443,7 +456,7 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
     return interface
 
 
-def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
+def update_session(change: Callable[[Dict[str, Any]], T], *, attempts: int = 16) -> T:
     """Applies ``change`` to the current session's stored data and saves the
     result only if no other request saved the session in between; on such a
     conflict it reloads the newer data and runs ``change`` again (the
@@ -457,7 +470,7 @@ def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
     ``flask.session`` holds what was stored; make every change of the
     request inside ``change``, since earlier unsaved changes are replaced.
 
-    Raises :class:`sessionlog.ConflictError` after ``attempts`` conflicts in
+    Raises :class:`sessionlog_store.ConflictError` after ``attempts`` conflicts in
     a row, and ``LookupError`` if the session was deleted meanwhile (a
     logout in another request: it is not brought back)."""
     from flask import current_app
@@ -466,7 +479,7 @@ def update_session(change: Callable[[dict], T], *, attempts: int = 16) -> T:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     interface = app.session_interface
     if not isinstance(interface, SessionlogSessionInterface):
-        raise ConfigurationError("update_session needs sessionlog.flask's session interface on the app")
+        raise ConfigurationError("update_session needs sessionlog_store.flask's session interface on the app")
     session = current._get_current_object()  # type: ignore[attr-defined]
     if not isinstance(session, ServerSession):
         raise RuntimeError("the session is unavailable because no secret key was set")
@@ -508,7 +521,7 @@ def _interface(app: Optional[Flask]) -> SessionlogSessionInterface:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
     interface = app.session_interface
     if not isinstance(interface, SessionlogSessionInterface):
-        raise ConfigurationError("sessionlog.flask's session interface is not installed on the app")
+        raise ConfigurationError("sessionlog_store.flask's session interface is not installed on the app")
     return interface
 
 
@@ -527,7 +540,11 @@ def _utc(ms: Optional[int]) -> Optional[_dt.datetime]:
     return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc)
 
 
-def _owned(interface: SessionlogSessionInterface, owner: str) -> List[tuple]:
+def _as_bytes(key: Union[str, bytes]) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else key
+
+
+def _owned(interface: SessionlogSessionInterface, owner: str) -> List[Tuple[str, int, Optional[int], int, int]]:
     """The owner's sessions in the store that are this app's (their id
     starts with ``SESSION_KEY_PREFIX``), newest first."""
     rows = interface.store.native.sessions_of(owner)

@@ -2,8 +2,8 @@
 
 session2's store interface (``LogSessionStore``, ``DirSessionStore``,
 ``MemorySessionStore``), a Django session backend
-(``SESSION_ENGINE = "sessionlog.django"``) and a Flask session interface
-(``sessionlog.flask.SessionlogSessionInterface``), all over the Rust engine,
+(``SESSION_ENGINE = "sessionlog_store.django"``) and a Flask session interface
+(``sessionlog_store.flask.SessionlogSessionInterface``), all over the Rust engine,
 which releases the GIL during every store call.
 """
 

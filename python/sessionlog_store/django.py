@@ -2,7 +2,7 @@
 
 Settings::
 
-    SESSION_ENGINE = "sessionlog.django"
+    SESSION_ENGINE = "sessionlog_store.django"
     SESSIONLOG_PATH = BASE_DIR / "sessions.db"     # required: the store file
     SESSIONLOG_OPTIONS = {"sync": "interval"}       # optional, as LogSessionStore
     SESSIONLOG_CONDITIONAL = False                  # optional, see below
@@ -34,7 +34,7 @@ Sessions know their user: every save records the logged-in user's id
 (``_auth_user_id``, what ``django.contrib.auth.login`` stores) as the
 session's owner, with no setting, so that::
 
-    from sessionlog.django import sessions_of, delete_sessions_of, erase_sessions_of
+    from sessionlog_store.django import sessions_of, delete_sessions_of, erase_sessions_of
 
     sessions_of(user)              # the user's live sessions, newest first
     delete_sessions_of(user, keep=request.session.session_key)  # log out elsewhere
@@ -62,7 +62,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -171,7 +171,7 @@ def _configured() -> Tuple[Tuple[Any, ...], LogSessionStore, bool]:
         return cfg
     path = getattr(settings, "SESSIONLOG_PATH", None)
     if not path:
-        raise ImproperlyConfigured("SESSION_ENGINE 'sessionlog.django' needs SESSIONLOG_PATH (the store file)")
+        raise ImproperlyConfigured("SESSION_ENGINE 'sessionlog_store.django' needs SESSIONLOG_PATH (the store file)")
     options = dict(getattr(settings, "SESSIONLOG_OPTIONS", {}) or {})
     conditional = bool(getattr(settings, "SESSIONLOG_CONDITIONAL", False))
     # Lists (encryption_keys) become tuples: the key must be hashable.
@@ -209,6 +209,15 @@ class SessionStore(SessionBase):
         self._sessionlog_version = 0
         super().__init__(session_key)
 
+    if TYPE_CHECKING:
+        # Private members of SessionBase that Django's own backends use and
+        # django-stubs does not declare.
+        _session_cache: Dict[str, Any]
+
+        def _get_new_session_key(self) -> str: ...
+        def _get_session(self, no_load: bool = False) -> Dict[str, Any]: ...
+        def _get_or_create_session_key(self) -> str: ...
+
     @staticmethod
     def _engine() -> _native.Store:
         return _configured()[1].native
@@ -216,7 +225,8 @@ class SessionStore(SessionBase):
     def _validate_session_key(self, key: Any) -> bool:
         # Cookie values are untrusted: anything the engine would reject as
         # an id is no key at all.
-        return bool(super()._validate_session_key(key)) and isinstance(key, str) and _native.is_valid_id(key)
+        valid = super()._validate_session_key(key)  # type: ignore[misc]  # private, not in django-stubs
+        return bool(valid) and isinstance(key, str) and _native.is_valid_id(key)
 
     # -- the SessionBase contract -------------------------------------------
 
@@ -229,10 +239,11 @@ class SessionStore(SessionBase):
         data, version, _expires, _modified = found
         self._sessionlog_version = version
         try:
-            return self.serializer().loads(data)
+            loaded = self.serializer().loads(data)
         except Exception:
             # As Django's own decode(): unreadable data is an empty session.
             return {}
+        return loaded if isinstance(loaded, dict) else {}
 
     def exists(self, session_key: Optional[str]) -> bool:
         if not session_key or not _native.is_valid_id(session_key):
@@ -360,7 +371,7 @@ def update_session(request: Any, change: Callable[[Dict[str, Any]], T], *, attem
     another request: it is not brought back)."""
     session = request.session
     if not isinstance(session, SessionStore):
-        raise ImproperlyConfigured("update_session needs SESSION_ENGINE = 'sessionlog.django'")
+        raise ImproperlyConfigured("update_session needs SESSION_ENGINE = 'sessionlog_store.django'")
     engine = session._engine()
     created = False
     if session.session_key is None or engine.load(session.session_key) is None:

@@ -190,7 +190,7 @@ class SessionStore:
 
     @property
     def native(self) -> _native.Store:
-        """The engine handle (``sessionlog._native.Store``), opened again
+        """The engine handle (``sessionlog_store._native.Store``), opened again
         after a fork."""
         n = self._native
         if n is None:
@@ -228,7 +228,7 @@ class SessionStore:
         the save conditional: it only happens if the stored session is still
         the version this object was loaded (or last saved) at, or, for a
         session never saved, only if no session has this id; otherwise
-        :class:`sessionlog.ConflictError` is raised and nothing is written.
+        :class:`sessionlog_store.ConflictError` is raised and nothing is written.
 
         ``expires`` sets an absolute deadline (a datetime, a Unix timestamp,
         or a timedelta from now) after which the session no longer exists;
@@ -446,7 +446,7 @@ class LogSessionStore(SessionStore):
     - ``allow_others_to_write_directory``: open a store whose directory
       other users may write (Rust's option of that name), giving up the
       protection against them. Default off: such a directory is refused
-      with :class:`sessionlog.UnsafeError`.
+      with :class:`sessionlog_store.UnsafeError`.
     - ``maintain_as_owner``: as root, open a store that belongs to another
       user (maintenance: ``delete_old_sessions``, ``compact``), working as
       that user; its sessions are never unpickled. Default off: refused.
@@ -465,16 +465,16 @@ class LogSessionStore(SessionStore):
       key, mode 0600, as ``sessionlog keygen`` prints; Rust's
       ``Keyring::from_file``), or a list of such strings. The first key
       encrypts; the others are retired keys, which only decrypt. A record
-      under a key not given raises :class:`sessionlog.KeyMissingError`
+      under a key not given raises :class:`sessionlog_store.KeyMissingError`
       naming its key id; a tampered or moved one
-      :class:`sessionlog.UndecryptableError`. Default none.
+      :class:`sessionlog_store.UndecryptableError`. Default none.
     - ``encryption_accept_plaintext``: with ``encryption_keys``, read
       sessions saved before the store was encrypted (each is encrypted at
       its next save); for that migration only. Default off.
     - ``pickle_protocol``: default ``pickle.HIGHEST_PROTOCOL``.
 
     Sessions are unpickled only from a store that belongs to this
-    process's effective user (:class:`sessionlog.UnsafeError` otherwise).
+    process's effective user (:class:`sessionlog_store.UnsafeError` otherwise).
     - ``conditional``: make every ``save_session`` conditional by default.
     """
 
@@ -524,7 +524,7 @@ class LogSessionStore(SessionStore):
     def _open(self) -> _native.Store:
         return _native.Store.log(self.path, **self._options)
 
-    def compact(self) -> dict:
+    def compact(self) -> Dict[str, int]:
         """Rewrite the live sessions into a new file now (the background
         thread does this when worthwhile); returns what it did."""
         return self.native.compact()
@@ -542,15 +542,15 @@ class DirSessionStore(SessionStore):
     - ``allow_others_to_read_directory``: open a directory that grants its
       group or other users any access (they see how many sessions there
       are and when each changed). Default off: refused with
-      :class:`sessionlog.UnsafeError`.
+      :class:`sessionlog_store.UnsafeError`.
     - ``maintain_as_owner``: as root, open a directory that belongs to
       another user (maintenance: ``delete_old_sessions``, ``setup``). Sessions of
-      such a store are never unpickled (:class:`sessionlog.UnsafeError`).
+      such a store are never unpickled (:class:`sessionlog_store.UnsafeError`).
       Default off: such a directory is refused.
     - ``max_sessions``, ``max_bytes``: a quota of live sessions, or of bytes
       of their files (Rust's ``DirOptions`` of the same names, options of
       this handle, not recorded in the directory): a save that would pass
-      it raises :class:`sessionlog.QuotaExceededError` and writes nothing;
+      it raises :class:`sessionlog_store.QuotaExceededError` and writes nothing;
       expired sessions never count (a save that finds them removes them).
     """
 

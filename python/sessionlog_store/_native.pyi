@@ -1,7 +1,10 @@
-"""Type stubs for the Rust half of sessionlog (``sessionlog._native``)."""
+"""Type stubs for the Rust half of sessionlog (``sessionlog_store._native``)."""
 
 from os import PathLike
-from typing import Optional, Tuple, List, Dict, Sequence, Union
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union, final
+
+__all__ = ["Store", "generate_id", "is_valid_id", "MAX_ID_LEN", "DEFAULT_MAX_SESSION_SIZE"]
 
 MAX_ID_LEN: int
 DEFAULT_MAX_SESSION_SIZE: int
@@ -12,6 +15,7 @@ def generate_id() -> str:
 def is_valid_id(id: str) -> bool:
     """Whether ``id`` is 1 to 128 of ``A-Z a-z 0-9 - _ ,``."""
 
+@final
 class Store:
     """A LogStore, DirStore or MemoryStore: bytes in, bytes out, times in
     milliseconds since the Unix epoch. Every call releases the GIL."""
@@ -65,7 +69,8 @@ class Store:
     @property
     def kind(self) -> str: ...
     @property
-    def path(self) -> Optional[str]: ...
+    def path(self) -> Optional[Path]:
+        """The store's file or directory (None for memory)."""
     @property
     def owner_uid(self) -> Optional[int]:
         """The user id the store's files belong to (None for memory)."""
