@@ -59,9 +59,11 @@ pub enum IoEvent<'a> {
         /// A file in the directory.
         path: &'a Path,
     },
-    /// On open, the log file has just been mapped, `len` bytes long; its
-    /// committed end is read next. Another process may append meanwhile
-    /// (tests grow the file here). A failure fails the open.
+    /// On an open while other handles have the store open, the log file
+    /// has just been mapped, `len` bytes long; its committed end is read
+    /// next. Another handle may append meanwhile (tests grow the file
+    /// here). A failure fails the open. A store's first opener, alone,
+    /// reports no such event.
     Mapped {
         /// The log file.
         path: &'a Path,

@@ -295,12 +295,15 @@ pub(crate) fn open_log(
             }
             continue;
         }
-        hooks
-            .before(IoEvent::Mapped {
-                path,
-                len: file.mapped_file_len,
-            })
-            .map_err(|e| Error::io(path, "map", e))?;
+        if !lock.first {
+            // Other handles may be appending (a first opener is alone).
+            hooks
+                .before(IoEvent::Mapped {
+                    path,
+                    len: file.mapped_file_len,
+                })
+                .map_err(|e| Error::io(path, "map", e))?;
+        }
         let (word, end) = match committed_of(&file) {
             Ok(c) => c,
             Err(Error::Corrupt { offset, reason, .. }) => {
