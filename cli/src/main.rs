@@ -187,9 +187,10 @@ enum Command {
     /// Write a compacted, checked copy of a store (mode 0600) while other
     /// processes keep writing: every save acknowledged before it began.
     Backup {
-        /// The store file.
+        /// The store file, or `dir:PATH` for a DirStore (the backup is
+        /// then a directory, 0700, files 0600).
         path: PathBuf,
-        /// The backup file to create.
+        /// The backup file (or directory) to create.
         dest: PathBuf,
         /// Replace DEST if it exists.
         #[arg(long)]
@@ -198,9 +199,11 @@ enum Command {
     /// Replace a store with a backup, keeping the replaced file beside it;
     /// refused while any process has the store open.
     Restore {
-        /// The backup file (checked first).
+        /// The backup file (checked first), or the backup directory of a
+        /// DirStore.
         backup: PathBuf,
-        /// The store file to replace (or create).
+        /// The store file to replace (or create), or `dir:PATH` for a
+        /// DirStore.
         path: PathBuf,
     },
     /// Copy every live session from one store to another, keeping ids,
