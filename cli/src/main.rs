@@ -210,6 +210,9 @@ enum Command {
     /// data, deadlines and owners (see CLI.md for what each backend keeps).
     /// A store is a LogStore file path, `dir:PATH`, or a `postgres://`,
     /// `mysql://` or `redis://` URL (with the matching build feature).
+    /// FROM may also be a tower-sessions app's own store,
+    /// `tower-sessions-redis://` or `tower-sessions-postgres://` (feature
+    /// `tower-sessions` too): its sessions keep their ids for `TowerStore`.
     Copy {
         /// The source store (must exist).
         from: String,
@@ -225,6 +228,14 @@ enum Command {
         /// The key prefix of a `redis://` end (default `sessionlog`).
         #[arg(long, value_name = "PREFIX")]
         key_prefix: Option<String>,
+        /// The key prefix of a `tower-sessions-redis://` source, as the
+        /// app gave `RedisStore::with_prefix` (default none).
+        #[arg(long, value_name = "PREFIX")]
+        tower_prefix: Option<String>,
+        /// The table of a `tower-sessions-postgres://` source (default
+        /// `tower_sessions.session`, `PostgresStore`'s).
+        #[arg(long, value_name = "SCHEMA.TABLE")]
+        tower_table: Option<String>,
     },
     /// Re-encrypt every live session under the current key (the first
     /// line of the key file), online, while servers write; then compact,
@@ -312,12 +323,16 @@ pub fn run(cli: Cli) -> Outcome {
             overwrite,
             table,
             key_prefix,
+            tower_prefix,
+            tower_table,
         } => copy::copy(
             &from,
             &to,
             &copy::Names {
                 table: table.as_deref(),
                 key_prefix: key_prefix.as_deref(),
+                tower_prefix: tower_prefix.as_deref(),
+                tower_table: tower_table.as_deref(),
             },
             overwrite,
         ),
