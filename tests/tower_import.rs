@@ -4,7 +4,11 @@
 //! `PostgresStore` are copied into a LogStore, and the example axum app
 //! (TowerStore over that LogStore) serves the same cookie as logged in,
 //! with the same data; expired records are not copied; a record that is
-//! not one fails the copy.
+//! not one fails the copy;
+//! - a client logged in to the example app on a LogStore stays logged in,
+//!   with its count, as the store is copied (`copy_sessions`, what
+//!   `sessionlog copy` runs) to PostgreSQL and the app restarted on it, and
+//!   again from PostgreSQL to Redis.
 //!
 //! The layouts are written here by hand, as those crates' sources write
 //! them (maxcountryman/tower-sessions-stores, `redis-store/src/lib.rs`:
@@ -90,8 +94,17 @@ impl Drop for App {
 
 impl App {
     fn start(store: &Path) -> App {
-        let mut child = Command::new(example())
-            .args(["--store", store.to_str().expect("utf-8")])
+        App::start_with(&[store.to_str().expect("utf-8")])
+    }
+
+    /// The app with `--store ARGS[0]` and, if given, `--name ARGS[1]`.
+    fn start_with(args: &[&str]) -> App {
+        let mut cmd = Command::new(example());
+        cmd.args(["--store", args[0]]);
+        if let Some(name) = args.get(1) {
+            cmd.args(["--name", name]);
+        }
+        let mut child = cmd
             .args(["--addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -294,6 +307,115 @@ fn a_tower_sessions_postgres_store_moves_without_logging_anyone_out() {
         tokio::spawn(conn);
         client
             .batch_execute(&format!("drop schema \"{schema}\" cascade"))
+            .await
+            .expect("drop");
+    });
+}
+
+/// A browser: one cookie jar across every app (cookies do not depend on
+/// the port).
+fn browser() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+fn call(req: reqwest::blocking::RequestBuilder) -> (u16, String) {
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().expect("body").trim().to_owned())
+}
+
+#[test]
+fn a_logged_in_client_of_the_example_app_stays_logged_in_across_switches_of_store() {
+    use sessionlog::{PostgresStore, RedisStore, copy_sessions};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("s.db");
+    let c = browser();
+    {
+        let app = App::start(&file);
+        let (status, body) = call(
+            c.post(format!("{}/login", app.base))
+                .form(&[("user", "ada")]),
+        );
+        assert_eq!((status, body.as_str()), (200, "logged in as ada"));
+        assert_eq!(
+            call(c.post(format!("{}/counter", app.base))),
+            (200, "1".into())
+        );
+    }
+
+    // LogStore -> PostgreSQL, the app restarted on PostgreSQL.
+    let table = unique("tsswitch");
+    let url = postgres_url();
+    {
+        let log = LogStore::open(&file).expect("open");
+        let pg = PostgresStore::options(&url)
+            .table(&table)
+            .open()
+            .expect("PostgreSQL");
+        pg.setup().expect("setup");
+        let report = copy_sessions(&log, &pg, &mut CopyOptions::new()).expect("copy");
+        assert_eq!(report.copied, 1, "{report:?}");
+    }
+    {
+        let app = App::start_with(&[&url, &table]);
+        assert_eq!(
+            call(c.get(format!("{}/counter", app.base))),
+            (200, "1".into()),
+            "still logged in on PostgreSQL"
+        );
+        assert_eq!(
+            call(c.post(format!("{}/counter", app.base))),
+            (200, "2".into())
+        );
+        // Another browser is not: the test can fail.
+        let other = browser();
+        assert_eq!(call(other.get(format!("{}/counter", app.base))).0, 401);
+    }
+
+    // PostgreSQL -> Redis, the app restarted on Redis.
+    let prefix = unique("tsswitch");
+    {
+        let pg = PostgresStore::options(&url)
+            .table(&table)
+            .open()
+            .expect("PostgreSQL");
+        let redis = RedisStore::options(&redis_url())
+            .key_prefix(&prefix)
+            .open()
+            .expect("Redis");
+        let report = copy_sessions(&pg, &redis, &mut CopyOptions::new()).expect("copy");
+        assert_eq!(report.copied, 1, "{report:?}");
+        for s in pg.iter_sessions().expect("iterate") {
+            pg.delete_session(&s.expect("session").id)
+                .expect("clean up");
+        }
+    }
+    {
+        let app = App::start_with(&[&redis_url(), &prefix]);
+        assert_eq!(
+            call(c.get(format!("{}/counter", app.base))),
+            (200, "2".into()),
+            "still logged in on Redis"
+        );
+        let (status, _) = call(c.post(format!("{}/logout", app.base)));
+        assert_eq!(status, 200);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("drop table \"{table}\""))
             .await
             .expect("drop");
     });
