@@ -33,8 +33,8 @@ if not settings.configured:
         DEBUG=False,
         SECRET_KEY="test-secret-key-not-for-production-0123456789",
         ALLOWED_HOSTS=["*"],
-        # "sessionlog" for its management command (sessionlog_import).
-        INSTALLED_APPS=["django.contrib.sessions", "sessionlog"],
+        # "sessionlog_store" for its management command (sessionlog_import).
+        INSTALLED_APPS=["django.contrib.sessions", "sessionlog_store"],
         MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
         ROOT_URLCONF="djapp.urls",
         SESSION_ENGINE="sessionlog_store.django",

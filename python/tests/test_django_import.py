@@ -1,6 +1,6 @@
 """``manage.py sessionlog_import``: a client logged in under Django's db,
 file or cache session backend is still logged in, as the same user and
-session key, once SESSION_ENGINE is switched to sessionlog.django; each
+session key, once SESSION_ENGINE is switched to sessionlog_store.django; each
 session keeps its expiry and its user as owner."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client, override_settings
 
-import sessionlog.django as backend
+import sessionlog_store.django as backend
 
 ENGINES = {
     "db": "django.contrib.sessions.backends.db",
@@ -80,7 +80,7 @@ def test_a_logged_in_client_stays_logged_in_across_the_switch(source):
 
     # The servers restart with sessionlog's engine; the browser keeps its
     # cookie.
-    with override_settings(SESSION_ENGINE="sessionlog.django"):
+    with override_settings(SESSION_ENGINE="sessionlog_store.django"):
         after = Client()
         after.cookies = browser.cookies
         reply = after.get("/whoami/").json()

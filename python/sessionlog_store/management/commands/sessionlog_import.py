@@ -1,7 +1,7 @@
 """``manage.py sessionlog_import``: copy the sessions of Django's own
 session backends into the sessionlog store, keeping each session's key,
 data, expiry and user, so that switching ``SESSION_ENGINE`` to
-``"sessionlog.django"`` logs nobody out.
+``"sessionlog_store.django"`` logs nobody out.
 
 Reads the engine ``--engine`` names, or else ``SESSION_ENGINE`` (run it
 before switching the setting):
@@ -23,7 +23,7 @@ computes it (``get_expiry_date``: the session's own ``set_expiry`` or
 owner. A key already live in the store is left alone unless
 ``--overwrite``. Signed session data is decoded with the source engine
 (under ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``) and stored with
-``SESSION_SERIALIZER``, as ``sessionlog.django`` stores every session; a
+``SESSION_SERIALIZER``, as ``sessionlog_store.django`` stores every session; a
 session that does not decode (its signature is wrong) is skipped and
 counted."""
 
@@ -47,7 +47,7 @@ Found = Tuple[str, Dict[str, Any], int]
 _DB = ("django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db")
 _FILE = "django.contrib.sessions.backends.file"
 _CACHE = "django.contrib.sessions.backends.cache"
-_OURS = "sessionlog.django"
+_OURS = "sessionlog_store.django"
 
 
 def _ms(when: _dt.datetime) -> int:
@@ -61,7 +61,7 @@ class Undecodable(Exception):
 def _decode(engine: Any, encoded: str) -> Dict[str, Any]:
     # Django's decode() returns {} for a bad signature; an empty session
     # is not worth copying either.
-    data = engine.SessionStore().decode(encoded)
+    data: Dict[str, Any] = engine.SessionStore().decode(encoded)
     if not data:
         raise Undecodable
     return data
@@ -115,25 +115,25 @@ def _from_files(engine: Any, now_ms: int) -> Iterator[Any]:
 def _from_cache(engine: Any, now_ms: int) -> Iterator[Any]:
     from django.core.cache import caches
     from django.core.cache.backends.locmem import LocMemCache
+    from django.core.cache.backends.redis import RedisCache
 
     alias = settings.SESSION_CACHE_ALIAS
     cache = caches[alias]
     prefix = engine.KEY_PREFIX
     made_prefix = cache.make_key(prefix)
     if isinstance(cache, LocMemCache):
-        keys = [(k, cache._expire_info.get(k)) for k in list(cache._cache.keys())]
+        # The cache's own dicts: it has no public way to list its keys.
+        entries: Dict[str, Any] = getattr(cache, "_cache")
+        expire_info: Dict[str, float] = getattr(cache, "_expire_info")
+        keys = [(k, expire_info.get(k)) for k in list(entries.keys())]
         found = [(k[len(made_prefix) :], None if e is None else int(e * 1000)) for k, e in keys if k.startswith(made_prefix)]
     else:
-        try:
-            from django.core.cache.backends.redis import RedisCache
-        except ImportError:  # pragma: no cover - Django < 4
-            RedisCache = ()  # type: ignore[assignment]
         if not isinstance(cache, RedisCache):
             raise CommandError(
                 f"the session cache {alias!r} ({type(cache).__name__}) cannot list its keys; "
                 "only the local-memory and Redis caches can be imported from"
             )
-        client = cache._cache.get_client(None, write=False)
+        client = getattr(cache, "_cache").get_client(None, write=False)
         found = []
         for raw in client.scan_iter(match=made_prefix.replace("*", "[*]") + "*", count=1000):
             k = raw.decode() if isinstance(raw, bytes) else raw
@@ -154,7 +154,7 @@ class Command(BaseCommand):
     help = (
         "Copy the sessions of Django's db, cached_db, file or cache session backend into "
         "the sessionlog store (SESSIONLOG_PATH), keeping keys, expiry and users, before "
-        "switching SESSION_ENGINE to 'sessionlog.django'."
+        "switching SESSION_ENGINE to 'sessionlog_store.django'."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -172,7 +172,7 @@ class Command(BaseCommand):
         name = options.get("engine") or settings.SESSION_ENGINE
         if name == _OURS:
             raise CommandError(
-                "SESSION_ENGINE is already 'sessionlog.django': name the engine to import from "
+                "SESSION_ENGINE is already 'sessionlog_store.django': name the engine to import from "
                 "with --engine (e.g. django.contrib.sessions.backends.db)"
             )
         if name in _DB:
