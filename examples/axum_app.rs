@@ -22,7 +22,10 @@
 //!   user as its owner); 401 without a logged-in session.
 //! - `GET /health`: `ok` and the process id.
 //!
-//! Flags: `--store PATH` (default `sessions.db`), `--addr HOST:PORT`
+//! Flags: `--store PATH` (default `sessions.db`; built with the `postgres`
+//! or `redis` feature also a `postgres://` or `redis://` URL, the store's
+//! default table or key prefix unless `--name NAME` says which, so that
+//! `sessionlog copy` moves its users), `--addr HOST:PORT`
 //! (default `127.0.0.1:3000`; port 0 picks a free one), `--sync
 //! always|never|interval:MS` (default `interval:1000`), `--idle-secs N`
 //! (sliding expiry, default 3600), `--always-save` (tower-sessions saves
@@ -45,12 +48,16 @@ use sessionlog::{LogStore, Owner, SessionId, SessionStore, SyncPolicy};
 use tower_sessions::cookie::time;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
+/// The store behind the app: a LogStore file, or with the `postgres` or
+/// `redis` feature a server named by its URL.
+type Backend = Box<dyn SessionStore>;
+
 #[derive(Clone)]
 struct AppState {
-    sessions: TowerStore<LogStore>,
+    sessions: TowerStore<Backend>,
 }
 
-impl FromRef<AppState> for TowerStore<LogStore> {
+impl FromRef<AppState> for TowerStore<Backend> {
     fn from_ref(state: &AppState) -> Self {
         state.sessions.clone()
     }
@@ -112,7 +119,7 @@ async fn read_counter(session: Session) -> Response {
 
 /// The conflict-safe increment: the closure runs again if another request
 /// saved the session in between.
-async fn increment(update: SessionUpdate<LogStore>) -> Result<Response, UpdateError> {
+async fn increment(update: SessionUpdate<Backend>) -> Result<Response, UpdateError> {
     let n = update
         .update(|data| {
             data.get(USER)?;
@@ -190,11 +197,15 @@ struct Flags {
     always_save: bool,
     blocking: Blocking,
     threads: Option<usize>,
+    /// The table of a `postgres://` store, the key prefix of a `redis://`
+    /// one (the store's default when absent).
+    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+    name: Option<String>,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "axum_app: {msg}\nusage: axum_app [--store PATH] [--addr HOST:PORT] \
+        "axum_app: {msg}\nusage: axum_app [--store PATH|URL] [--name TABLE|PREFIX] [--addr HOST:PORT] \
          [--sync always|never|interval:MS] [--idle-secs N] [--always-save] \
          [--blocking auto|inline|pool] [--threads N]"
     );
@@ -210,6 +221,7 @@ fn parse_flags() -> Flags {
         always_save: false,
         blocking: Blocking::Auto,
         threads: None,
+        name: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -222,6 +234,7 @@ fn parse_flags() -> Flags {
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--store" => f.store = value,
+            "--name" => f.name = Some(value),
             "--addr" => f.addr = value.parse().unwrap_or_else(|_| usage("--addr: HOST:PORT")),
             "--sync" => {
                 f.sync = match value.as_str() {
@@ -283,9 +296,35 @@ fn main() {
     }
 }
 
+/// `--store`: a `postgres://` or `redis://` URL (with that feature), else
+/// a LogStore file.
+fn open_backend(flags: &Flags) -> Result<Backend, Box<dyn std::error::Error>> {
+    #[cfg(feature = "postgres")]
+    if flags.store.starts_with("postgres://") {
+        let mut options = sessionlog::PostgresStore::options(&flags.store);
+        if let Some(table) = &flags.name {
+            options = options.table(table);
+        }
+        let store = options.open()?;
+        store.setup()?;
+        return Ok(Box::new(store));
+    }
+    #[cfg(feature = "redis")]
+    if flags.store.starts_with("redis://") {
+        let mut options = sessionlog::RedisStore::options(&flags.store);
+        if let Some(prefix) = &flags.name {
+            options = options.key_prefix(prefix);
+        }
+        return Ok(Box::new(options.open()?));
+    }
+    Ok(Box::new(
+        LogStore::options().sync(flags.sync).open(&flags.store)?,
+    ))
+}
+
 async fn serve(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
-    let log = LogStore::options().sync(flags.sync).open(&flags.store)?;
-    let sessions = TowerStore::new(log)
+    let backend = open_backend(&flags)?;
+    let sessions = TowerStore::new(backend)
         .with_blocking(flags.blocking)
         // Each session's owner is its user, so that /logout-others can
         // find the user's other sessions.

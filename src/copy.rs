@@ -82,8 +82,17 @@ pub fn copy_sessions(
     to: &dyn SessionStore,
     options: &mut CopyOptions<'_>,
 ) -> Result<CopyReport> {
+    copy_iter(from.iter_sessions()?, to, options)
+}
+
+/// [`copy_sessions`]'s loop over any source of sessions.
+pub(crate) fn copy_iter(
+    sessions: impl IntoIterator<Item = Result<crate::Session>>,
+    to: &dyn SessionStore,
+    options: &mut CopyOptions<'_>,
+) -> Result<CopyReport> {
     let mut report = CopyReport::default();
-    for session in from.iter_sessions()? {
+    for session in sessions {
         let session = session?;
         if session.expires.is_some_and(|t| t <= SystemTime::now()) {
             report.expired += 1;

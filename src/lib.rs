@@ -88,7 +88,7 @@ pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use copy::{CopyOptions, CopyReport, copy_sessions};
-pub use dir::{DirOptions, DirStore};
+pub use dir::{DirOptions, DirRestoreReport, DirStore};
 pub use encrypted::{Encrypted, Keyring, RekeyReport};
 pub use engine::{
     BackgroundError, BackupReport, CheckReport, CompactStats, Damage, LogOptions, LogStore,

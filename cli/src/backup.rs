@@ -8,13 +8,24 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{FlockOperation, flock};
+use sessionlog::DirStore;
 
 use crate::{Failure, Outcome, open_existing, spinner};
 
 pub fn backup(store: &Path, dest: &Path, force: bool) -> Outcome {
-    let store = open_existing(store)?;
-    let bar = spinner("backing up");
-    let report = store.backup_to(dest, force);
+    let bar;
+    let report = if let Some(dir) = dir_store(store) {
+        if !dir.is_dir() {
+            return Err(format!("{}: no such directory store", dir.display()).into());
+        }
+        let store = DirStore::open(dir)?;
+        bar = spinner("backing up");
+        store.backup_to(dest, force)
+    } else {
+        let store = open_existing(store)?;
+        bar = spinner("backing up");
+        store.backup_to(dest, force)
+    };
     bar.finish_and_clear();
     let report = report?;
     writeln!(
@@ -34,7 +45,28 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The directory of a `dir:PATH` store argument.
+fn dir_store(spec: &Path) -> Option<&Path> {
+    spec.to_str()?.strip_prefix("dir:").map(Path::new)
+}
+
 pub fn restore(backup: &Path, store: &Path) -> Outcome {
+    if let Some(dir) = dir_store(store) {
+        let report = DirStore::restore(backup, dir)?;
+        let mut out = io::stdout().lock();
+        write!(
+            out,
+            "restored {} sessions from {} into {}",
+            report.sessions,
+            backup.display(),
+            dir.display()
+        )?;
+        match report.kept {
+            Some(k) => writeln!(out, "; the replaced store is kept as {}", k.display())?,
+            None => writeln!(out)?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = sessionlog::check(backup)?;
     if !report.is_healthy() || report.torn_tail.is_some() {
         return Err(format!(

@@ -24,6 +24,83 @@ pub struct Names<'a> {
     pub table: Option<&'a str>,
     /// The key prefix of a Redis end.
     pub key_prefix: Option<&'a str>,
+    /// The key prefix of a tower-sessions Redis source (default none).
+    pub tower_prefix: Option<&'a str>,
+    /// `SCHEMA.TABLE` of a tower-sessions PostgreSQL source (default
+    /// `tower_sessions.session`).
+    pub tower_table: Option<&'a str>,
+}
+
+/// Copies from tower-sessions' published Redis or PostgreSQL store (the
+/// URL's scheme without `tower-sessions-`) into `to`.
+fn copy_from_tower(
+    backend: &str,
+    rest: &str,
+    names: &Names<'_>,
+    to: &dyn SessionStore,
+    options: &mut CopyOptions<'_>,
+) -> Result<sessionlog::CopyReport, Failure> {
+    let url = format!("{backend}://{rest}");
+    match backend {
+        "redis" | "rediss" => tower_redis(&url, names.tower_prefix.unwrap_or(""), to, options),
+        "postgres" | "postgresql" => {
+            let (schema, table) = names
+                .tower_table
+                .unwrap_or("tower_sessions.session")
+                .split_once('.')
+                .ok_or("--tower-table: SCHEMA.TABLE")?;
+            tower_postgres(&url, schema, table, to, options)
+        }
+        other => Err(format!(
+            "tower-sessions-{other}://: only tower-sessions-redis:// and \
+             tower-sessions-postgres:// stores can be copied from"
+        )
+        .into()),
+    }
+}
+
+#[cfg(all(feature = "tower-sessions", feature = "redis"))]
+fn tower_redis(
+    url: &str,
+    prefix: &str,
+    to: &dyn SessionStore,
+    options: &mut CopyOptions<'_>,
+) -> Result<sessionlog::CopyReport, Failure> {
+    Ok(sessionlog::web::tower_import::copy_from_tower_redis(
+        url, prefix, to, options,
+    )?)
+}
+#[cfg(not(all(feature = "tower-sessions", feature = "redis")))]
+fn tower_redis(
+    _: &str,
+    _: &str,
+    _: &dyn SessionStore,
+    _: &mut CopyOptions<'_>,
+) -> Result<sessionlog::CopyReport, Failure> {
+    Err(without("tower-sessions,redis"))
+}
+
+#[cfg(all(feature = "tower-sessions", feature = "postgres"))]
+fn tower_postgres(
+    url: &str,
+    schema: &str,
+    table: &str,
+    to: &dyn SessionStore,
+    options: &mut CopyOptions<'_>,
+) -> Result<sessionlog::CopyReport, Failure> {
+    Ok(sessionlog::web::tower_import::copy_from_tower_postgres(
+        url, schema, table, to, options,
+    )?)
+}
+#[cfg(not(all(feature = "tower-sessions", feature = "postgres")))]
+fn tower_postgres(
+    _: &str,
+    _: &str,
+    _: &str,
+    _: &dyn SessionStore,
+    _: &mut CopyOptions<'_>,
+) -> Result<sessionlog::CopyReport, Failure> {
+    Err(without("tower-sessions,postgres"))
 }
 
 pub fn copy(from: &str, to: &str, names: &Names<'_>, overwrite: bool) -> Outcome {
@@ -41,13 +118,38 @@ pub fn copy(from: &str, to: &str, names: &Names<'_>, overwrite: bool) -> Outcome
     if names.key_prefix.is_some() && !either(&["redis", "rediss"]) {
         return Err("--key-prefix names the keys of a redis:// store; neither is one".into());
     }
-    let src = open_spec(from, End::From, names)?;
+    let tower = from.split_once("://").and_then(|(scheme, rest)| {
+        let backend = scheme.strip_prefix("tower-sessions-")?;
+        Some((backend, rest))
+    });
+    if tower.is_none() && (names.tower_prefix.is_some() || names.tower_table.is_some()) {
+        return Err(
+            "--tower-prefix and --tower-table name the source of a tower-sessions-redis:// \
+                    or tower-sessions-postgres:// copy; FROM is neither"
+                .into(),
+        );
+    }
+    if to.starts_with("tower-sessions-") {
+        return Err(
+            "a tower-sessions-*:// store can only be copied from (the destination of a \
+                    tower-sessions app is TowerStore over any sessionlog store)"
+                .into(),
+        );
+    }
+    let src = match tower {
+        Some(_) => None,
+        None => Some(open_spec(from, End::From, names)?),
+    };
     let dst = open_spec(to, End::To, names)?;
     let bar = counter("copying");
     let mut options = CopyOptions::new()
         .overwrite(overwrite)
         .progress(|r| bar.set_position(r.copied + r.skipped + r.expired));
-    let report = copy_sessions(&*src, &*dst, &mut options)?;
+    let report = match (tower, &src) {
+        (Some((backend, rest)), _) => copy_from_tower(backend, rest, names, &*dst, &mut options)?,
+        (None, Some(src)) => copy_sessions(&**src, &*dst, &mut options)?,
+        (None, None) => unreachable!("a source is opened unless it is a tower-sessions one"),
+    };
     drop(options);
     bar.finish_and_clear();
     writeln!(
@@ -148,7 +250,12 @@ fn open_redis(_: &str, _: &Names<'_>) -> Result<Box<dyn SessionStore>, Failure> 
 }
 
 /// The error for a URL whose backend this binary was built without.
-#[cfg(not(all(feature = "postgres", feature = "mysql", feature = "redis")))]
+#[cfg(not(all(
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis",
+    feature = "tower-sessions"
+)))]
 fn without(feature: &str) -> Failure {
     format!(
         "this sessionlog was built without the `{feature}` feature \

@@ -187,9 +187,10 @@ enum Command {
     /// Write a compacted, checked copy of a store (mode 0600) while other
     /// processes keep writing: every save acknowledged before it began.
     Backup {
-        /// The store file.
+        /// The store file, or `dir:PATH` for a DirStore (the backup is
+        /// then a directory, 0700, files 0600).
         path: PathBuf,
-        /// The backup file to create.
+        /// The backup file (or directory) to create.
         dest: PathBuf,
         /// Replace DEST if it exists.
         #[arg(long)]
@@ -198,15 +199,20 @@ enum Command {
     /// Replace a store with a backup, keeping the replaced file beside it;
     /// refused while any process has the store open.
     Restore {
-        /// The backup file (checked first).
+        /// The backup file (checked first), or the backup directory of a
+        /// DirStore.
         backup: PathBuf,
-        /// The store file to replace (or create).
+        /// The store file to replace (or create), or `dir:PATH` for a
+        /// DirStore.
         path: PathBuf,
     },
     /// Copy every live session from one store to another, keeping ids,
     /// data, deadlines and owners (see CLI.md for what each backend keeps).
     /// A store is a LogStore file path, `dir:PATH`, or a `postgres://`,
     /// `mysql://` or `redis://` URL (with the matching build feature).
+    /// FROM may also be a tower-sessions app's own store,
+    /// `tower-sessions-redis://` or `tower-sessions-postgres://` (feature
+    /// `tower-sessions` too): its sessions keep their ids for `TowerStore`.
     Copy {
         /// The source store (must exist).
         from: String,
@@ -222,6 +228,14 @@ enum Command {
         /// The key prefix of a `redis://` end (default `sessionlog`).
         #[arg(long, value_name = "PREFIX")]
         key_prefix: Option<String>,
+        /// The key prefix of a `tower-sessions-redis://` source, as the
+        /// app gave `RedisStore::with_prefix` (default none).
+        #[arg(long, value_name = "PREFIX")]
+        tower_prefix: Option<String>,
+        /// The table of a `tower-sessions-postgres://` source (default
+        /// `tower_sessions.session`, `PostgresStore`'s).
+        #[arg(long, value_name = "SCHEMA.TABLE")]
+        tower_table: Option<String>,
     },
     /// Re-encrypt every live session under the current key (the first
     /// line of the key file), online, while servers write; then compact,
@@ -309,12 +323,16 @@ pub fn run(cli: Cli) -> Outcome {
             overwrite,
             table,
             key_prefix,
+            tower_prefix,
+            tower_table,
         } => copy::copy(
             &from,
             &to,
             &copy::Names {
                 table: table.as_deref(),
                 key_prefix: key_prefix.as_deref(),
+                tower_prefix: tower_prefix.as_deref(),
+                tower_table: tower_table.as_deref(),
             },
             overwrite,
         ),

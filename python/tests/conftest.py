@@ -33,12 +33,19 @@ if not settings.configured:
         DEBUG=False,
         SECRET_KEY="test-secret-key-not-for-production-0123456789",
         ALLOWED_HOSTS=["*"],
-        INSTALLED_APPS=["django.contrib.sessions"],
+        # "sessionlog_store" for its management command (sessionlog_import).
+        INSTALLED_APPS=["django.contrib.sessions", "sessionlog_store"],
         MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
         ROOT_URLCONF="djapp.urls",
         SESSION_ENGINE="sessionlog_store.django",
         SESSIONLOG_PATH=os.path.join(_DJANGO_DIR, "sessions.db"),
-        DATABASES={},
+        # For the import from Django's db backend (test_django_import.py).
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": os.path.join(_DJANGO_DIR, "django.sqlite3"),
+            }
+        },
         USE_TZ=True,
     )
     django.setup()

@@ -80,6 +80,18 @@ impl DirHandle {
         })
     }
 
+    /// Whether `path` still names this directory (a restore may have
+    /// swapped another in since it was opened).
+    pub fn is_at(&self, path: &Path) -> Result<bool> {
+        let here = rustix::fs::fstat(&self.fd)
+            .map_err(|e| Error::io(&self.path, "stat", from_rustix(e)))?;
+        match rustix::fs::stat(path) {
+            Ok(there) => Ok((there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(Error::io(path, "stat", from_rustix(e))),
+        }
+    }
+
     /// The path the caller gave.
     pub fn path(&self) -> &Path {
         &self.path

@@ -10,6 +10,7 @@
 //! The file layout is described in `dir/file.rs`; every file operation
 //! goes through the directory opened once (`dir/handle.rs`).
 
+mod backup;
 mod file;
 mod handle;
 mod migrate;
@@ -42,10 +43,12 @@ use crate::store::{SessionIter, SessionStore};
 use crate::trust::{self, Create};
 
 use file::{
-    LOCK_NAME, MAX_FILE_LEN, Stamp, Stored, TEMP_PREFIX, decode_file, decode_named, encode_file,
-    file_name, is_session_name, temp_name,
+    LOCK_NAME, MARKER_NAME, MAX_FILE_LEN, Stamp, Stored, TEMP_PREFIX, decode_file, decode_named,
+    encode_file, file_name, is_session_name, temp_name,
 };
 use handle::{Acceptance, DirHandle};
+
+pub use backup::DirRestoreReport;
 
 /// A temporary file this old belongs to a writer that died (live writers
 /// rename theirs while holding the lock, within one write).
@@ -214,21 +217,33 @@ impl DirOptions {
             ));
         }
         let path = dir.as_ref();
-        create_dir(path)?;
-        let dir = Arc::new(DirHandle::open(path, self.accept)?);
-        let lock_file = dir.open_file(LOCK_NAME, Create::IfMissing)?;
-        if migrate::needed(&dir)? {
-            lock_file
-                .lock()
-                .map_err(|e| Error::io(dir.at(LOCK_NAME), "lock", e))?;
-            let done = if migrate::needed(&dir)? {
-                migrate::run(&dir).map(drop)
-            } else {
-                Ok(())
-            };
-            let _ = lock_file.unlock();
-            done?;
-        }
+        let (dir, lock_file, open_lock) = loop {
+            create_dir(path)?;
+            let dir = Arc::new(DirHandle::open(path, self.accept)?);
+            let lock_file = dir.open_file(LOCK_NAME, Create::IfMissing)?;
+            if migrate::needed(&dir)? {
+                lock_file
+                    .lock()
+                    .map_err(|e| Error::io(dir.at(LOCK_NAME), "lock", e))?;
+                let done = if migrate::needed(&dir)? {
+                    migrate::run(&dir).map(drop)
+                } else {
+                    Ok(())
+                };
+                let _ = lock_file.unlock();
+                done?;
+            }
+            // Held shared while the store is open, so that a restore can
+            // tell (dir/backup.rs); it waits while a restore runs. If the
+            // restore swapped the directory meanwhile, open the new one.
+            let open_lock = dir.open_file(MARKER_NAME, Create::No)?;
+            open_lock
+                .lock_shared()
+                .map_err(|e| Error::io(dir.at(MARKER_NAME), "lock", e))?;
+            if dir.is_at(path)? {
+                break (dir, lock_file, open_lock);
+            }
+        };
         let state = Arc::new(Mutex::new(WriteState {
             pending: Pending::default(),
             last_sync: Instant::now(),
@@ -243,6 +258,7 @@ impl DirOptions {
         Ok(DirStore {
             dir,
             lock_file,
+            _open_lock: open_lock,
             state,
             flusher,
             sync: self.sync,
@@ -288,6 +304,9 @@ pub struct DirStore {
     dir: Arc<DirHandle>,
     /// Open for the store's life; writers `flock` it (one handle per store).
     lock_file: File,
+    /// `.hashed-names`, `flock`ed shared for the store's life: a restore
+    /// takes it exclusively to know that no process has the store open.
+    _open_lock: File,
     state: Arc<Mutex<WriteState>>,
     /// Makes `SyncPolicy::Interval` writes durable when no write comes.
     flusher: Option<Flusher>,
@@ -423,6 +442,15 @@ fn create_dir(dir: &Path) -> Result<()> {
     File::open(parent)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(parent, "fsync", e))
+}
+
+/// Creates the new directory `dir` (mode 0700; an existing one is an
+/// error) for a copy of a store.
+fn create_dir_private(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir, "create directory", e))
 }
 
 fn to_session(id: SessionId, s: Stored) -> Session {

@@ -164,6 +164,12 @@ fn describe(config: &Config) -> String {
 }
 
 /// [`describe`] for a string, or [`UNPARSED`].
+/// The server of `url` as messages show it, never the password.
+#[cfg(feature = "tower-sessions")]
+pub(crate) fn shown(url: &str) -> String {
+    super::shown_target(url, describe_url)
+}
+
 fn describe_url(url: &str) -> String {
     url.parse::<Config>()
         .map_or_else(|_| UNPARSED.to_owned(), |c| describe(&c))

@@ -306,6 +306,15 @@ impl std::fmt::Debug for RedisOptions {
     }
 }
 
+/// The server of `url` as messages show it, never the password.
+#[cfg(feature = "tower-sessions")]
+pub(crate) fn shown(url: &str) -> String {
+    super::shown_target(url, |url| {
+        redis::IntoConnectionInfo::into_connection_info(url)
+            .map_or_else(|_| UNPARSED.to_owned(), |i| describe(&i))
+    })
+}
+
 /// The target shown for a URL the client cannot parse.
 const UNPARSED: &str = "(unparsable connection URL)";
 

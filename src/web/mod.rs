@@ -177,6 +177,8 @@ mod actix;
 mod axum;
 #[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
 mod tower;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_import;
 
 #[cfg(feature = "actix-session")]
 pub use actix::ActixStore;
