@@ -70,6 +70,7 @@ mod id;
 mod memory;
 mod options;
 mod owner;
+mod pid;
 mod poison;
 mod record;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]

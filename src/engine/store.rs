@@ -204,7 +204,7 @@ impl LogStore {
         Ok(LogStore {
             inner,
             background,
-            pid: std::process::id(),
+            pid: crate::pid::current(),
         })
     }
 
@@ -216,7 +216,9 @@ impl LogStore {
     /// `Error::OtherProcess` unless this is the process that opened the
     /// handle (a child after `fork()` is not).
     fn in_this_process(&self) -> Result<()> {
-        let current = std::process::id();
+        // Not `std::process::id()`: a system call on every load and save
+        // (see `crate::pid`).
+        let current = crate::pid::current();
         if current == self.pid {
             return Ok(());
         }
@@ -448,7 +450,7 @@ impl LogStore {
 
 impl Drop for LogStore {
     fn drop(&mut self) {
-        if std::process::id() != self.pid {
+        if crate::pid::current() != self.pid {
             // Inherited through fork(): the background thread does not
             // exist here (joining it would wait forever or panic), a mutex
             // may have been held by a thread of the parent at the fork,
