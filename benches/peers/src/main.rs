@@ -9,6 +9,7 @@
 mod alloc;
 mod engines;
 mod flush;
+mod lockprobe;
 mod report;
 mod scale;
 
@@ -42,6 +43,9 @@ struct Args {
     rounds: usize,
     /// `--flush-probe`: the disk's own flush concurrency, no engine.
     flush_probe: bool,
+    /// `--lock-probe`: the write lock's cost against a save's, and the
+    /// pointer-free locks' (DESIGN.md §5.1).
+    lock_probe: bool,
     /// `--scale`: the session counts of the scale comparison.
     scale: Option<Vec<usize>>,
 }
@@ -57,6 +61,7 @@ fn parse_args() -> Result<Args> {
         rounds: 3,
         scale: None,
         flush_probe: false,
+        lock_probe: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +74,7 @@ fn parse_args() -> Result<Args> {
             "--tmp" => a.tmp = value()?.into(),
             "--memory" => a.memory = true,
             "--flush-probe" => a.flush_probe = true,
+            "--lock-probe" => a.lock_probe = true,
             "--rounds" => a.rounds = value()?.parse()?,
             "--scale" => {
                 a.scale = Some(
@@ -82,7 +88,7 @@ fn parse_args() -> Result<Args> {
                 println!(
                     "usage: sessionlog-peers [--sessions N] [--value-size B] [--out DIR] \
                      [--engines a,b,..] [--rounds R] [--tmp DIR] [--memory] \
-                     [--scale N1,N2,..] [--flush-probe]\nengines: {}",
+                     [--scale N1,N2,..] [--flush-probe] [--lock-probe]\nengines: {}",
                     engines::all()
                         .iter()
                         .map(|s| s.name)
@@ -528,6 +534,11 @@ fn memory(args: &Args, scratch: &Scratch) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // The second process of `--lock-probe`'s 2-process case.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 4 && argv[1] == "--lock-probe-child" {
+        return lockprobe::child(&argv[2], Path::new(&argv[3]));
+    }
     let args = parse_args()?;
     let scratch = Scratch::new(&args.tmp)?;
     if args.memory {
@@ -535,6 +546,14 @@ fn main() -> Result<()> {
     }
     if args.flush_probe {
         return flush::run(&scratch.dir("flush")?, args.value_size, args.rounds);
+    }
+    if args.lock_probe {
+        return lockprobe::run(
+            &scratch.dir("lock")?,
+            args.sessions,
+            args.value_size,
+            args.rounds,
+        );
     }
     // The scale comparison runs sessionlog, LMDB and redb unless told.
     let default_scale = ["sessionlog", "lmdb", "redb"].map(str::to_owned).to_vec();
