@@ -8,7 +8,8 @@
 //! between processes, and neither a syscall for randomness nor a key
 //! schedule per save. A fork gives the child a writer of its own (the
 //! process id is checked on every seal), so parent and child never count
-//! under one key.
+//! under one key (the id is read from memory, not asked of the kernel:
+//! `crate::pid`).
 //!
 //! Reading a record needs the key of the writer that sealed it: derived
 //! once per (key, salt) and kept in a bounded table.
@@ -61,7 +62,7 @@ impl Ciphers {
     /// The writer key of this process for the keyring's current key, and
     /// the next nonce under it.
     pub fn seal_with(&self, keys: &Keyring) -> Result<SealWith> {
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         loop {
             if let Some(w) = self.writer.read().as_ref().filter(|w| w.pid == pid) {
                 let n = w.seals.fetch_add(1, Ordering::Relaxed);
