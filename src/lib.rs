@@ -38,6 +38,8 @@
 //! | `tower-sessions` | `web::TowerStore` for tower-sessions 0.15 (axum), and the conflict-safe extractor `web::SessionUpdate` |
 //! | `tower-sessions-014` | `web::TowerStore` also implements tower-sessions-core 0.14's traits (axum-login 0.18) |
 //! | `actix-session` | `web::ActixStore` for actix-session 0.11 (actix-web) |
+//! | `metrics` | counters, gauges and histograms named `sessionlog_*` through the `metrics` facade (the application installs the recorder); [`Stats::gauges`] names the gauges |
+//! | `tracing` | spans (open, recovery, compaction and its phases, repair, server calls) and an event for every background error, through the `tracing` facade; no field holds a session id or data |
 //! | `unstable-internals` | the on-disk format and the I/O hook, for this project's own tests, fuzzing and benchmarks: not part of the API, may change in any release |
 //!
 //! # Design
@@ -68,6 +70,7 @@ mod fs_identity;
 mod hashed;
 mod id;
 mod memory;
+mod observe;
 mod options;
 mod owner;
 mod pid;
@@ -92,8 +95,9 @@ pub use copy::{CopyOptions, CopyReport, copy_sessions};
 pub use dir::{DirOptions, DirRestoreReport, DirStore};
 pub use encrypted::{Encrypted, Keyring, RekeyReport};
 pub use engine::{
-    BackgroundError, BackupReport, CheckReport, CompactStats, Damage, LogOptions, LogStore,
-    RecordCounts, RecoveryReport, Stats, StorePolicy, TornTail, WhenFull, check, check_with,
+    BackgroundError, BackupReport, CheckReport, CompactStats, Damage, GaugeReading, LogOptions,
+    LogStore, RecordCounts, RecoveryReport, Stats, StorePolicy, TornTail, WhenFull, check,
+    check_with,
 };
 pub use error::{Error, Remedy, Result};
 pub use hashed::HashedIds;

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::Result;
 use crate::id::SessionId;
+use crate::observe::{Backend, Meters, Op};
 use crate::options::{DEFAULT_MAX_SESSION_SIZE, Validate};
 use crate::owner::{Owner, SessionInfo, sort_newest_first};
 use crate::session::{
@@ -84,6 +85,7 @@ pub struct MemoryStore {
     max_idle_ms: Option<u64>,
     max_session_size: usize,
     max_sessions_per_owner: Option<usize>,
+    meters: Meters,
 }
 
 /// Shows the settings and how many sessions are held, never an id (ids
@@ -174,6 +176,7 @@ impl MemoryOptions {
             max_idle_ms: self.max_idle.map(duration_millis),
             max_session_size: self.max_session_size,
             max_sessions_per_owner: self.max_sessions_per_owner,
+            meters: memory_meters(),
         })
     }
 }
@@ -193,6 +196,7 @@ impl MemoryStore {
             max_idle_ms: None,
             max_session_size: DEFAULT_MAX_SESSION_SIZE,
             max_sessions_per_owner: None,
+            meters: memory_meters(),
         }
     }
 
@@ -269,6 +273,11 @@ impl MemoryStore {
     }
 }
 
+/// A MemoryStore has no path: every one is labelled `store="memory"`.
+fn memory_meters() -> Meters {
+    Meters::new(Backend::Memory, "memory")
+}
+
 fn to_session(id: &SessionId, s: &Stored) -> Session {
     let mut session = Session::restore(
         id.clone(),
@@ -287,31 +296,42 @@ impl SessionStore for MemoryStore {
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        let now = self.now_ms();
-        let map = self.map.read();
-        Ok(map
-            .by_id
-            .get(id)
-            .and_then(|s| self.live(s, now))
-            .map(|s| to_session(id, s)))
+        self.meters.call(Op::Load, || {
+            let now = self.now_ms();
+            let map = self.map.read();
+            let Some(s) = map.by_id.get(id) else {
+                return Ok(None);
+            };
+            match self.live(s, now) {
+                Some(s) => Ok(Some(to_session(id, s))),
+                None => {
+                    self.meters.expired_on_read();
+                    Ok(None)
+                }
+            }
+        })
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::Overwrite)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::IfUnchanged)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        let now = self.now_ms();
-        let mut map = self.map.write();
-        let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
-        if live && let Some(s) = map.by_id.get_mut(id) {
-            s.modified_ms = now;
-        }
-        Ok(live)
+        self.meters.call(Op::Touch, || {
+            let now = self.now_ms();
+            let mut map = self.map.write();
+            let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
+            if live && let Some(s) = map.by_id.get_mut(id) {
+                s.modified_ms = now;
+            }
+            Ok(live)
+        })
     }
 
     fn touch_session_until(
@@ -319,14 +339,16 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
-        let now = self.now_ms();
-        let mut map = self.map.write();
-        let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
-        if live && let Some(s) = map.by_id.get_mut(id) {
-            s.modified_ms = now;
-            s.expires_ms = expires_millis(expires);
-        }
-        Ok(live)
+        self.meters.call(Op::Touch, || {
+            let now = self.now_ms();
+            let mut map = self.map.write();
+            let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
+            if live && let Some(s) = map.by_id.get_mut(id) {
+                s.modified_ms = now;
+                s.expires_ms = expires_millis(expires);
+            }
+            Ok(live)
+        })
     }
 
     fn may_block(&self) -> bool {
@@ -334,9 +356,11 @@ impl SessionStore for MemoryStore {
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
-        let now = self.now_ms();
-        let removed = self.map.write().remove(id);
-        Ok(removed.is_some_and(|s| self.live(&s, now).is_some()))
+        self.meters.call(Op::Delete, || {
+            let now = self.now_ms();
+            let removed = self.map.write().remove(id);
+            Ok(removed.is_some_and(|s| self.live(&s, now).is_some()))
+        })
     }
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {

@@ -30,6 +30,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::clock::{Clock, SharedClock, system_clock};
 use crate::error::{Error, Remedy, Result};
 use crate::id::SessionId;
+use crate::observe::{Backend, Meters, Op};
 use crate::options::DEFAULT_MAX_SESSION_SIZE;
 use crate::options::{SyncPolicy, Validate};
 use crate::owner::{Owner as SessionOwner, SessionInfo, sort_newest_first};
@@ -217,6 +218,8 @@ impl DirOptions {
             ));
         }
         let path = dir.as_ref();
+        let meters = Arc::new(Meters::for_path(Backend::Dir, path));
+        let _span = meters.span("open");
         let (dir, lock_file, open_lock) = loop {
             create_dir(path)?;
             let dir = Arc::new(DirHandle::open(path, self.accept)?);
@@ -250,9 +253,12 @@ impl DirOptions {
             poison: Poison::default(),
         }));
         let flusher = match self.sync {
-            SyncPolicy::Interval(d) => {
-                Some(Flusher::spawn(Arc::clone(&dir), Arc::clone(&state), d)?)
-            }
+            SyncPolicy::Interval(d) => Some(Flusher::spawn(
+                Arc::clone(&dir),
+                Arc::clone(&state),
+                Arc::clone(&meters),
+                d,
+            )?),
             _ => None,
         };
         Ok(DirStore {
@@ -268,6 +274,7 @@ impl DirOptions {
             max_sessions: self.max_sessions,
             max_bytes: self.max_bytes,
             max_sessions_per_owner: self.max_sessions_per_owner,
+            meters,
         })
     }
 }
@@ -317,6 +324,8 @@ pub struct DirStore {
     max_sessions: Option<u64>,
     max_bytes: Option<u64>,
     max_sessions_per_owner: Option<usize>,
+    /// What the store reports (metrics, traces).
+    meters: Arc<Meters>,
 }
 
 /// The thread that syncs pending writes under `SyncPolicy::Interval`.
@@ -330,6 +339,7 @@ impl Flusher {
     fn spawn(
         dir: Arc<DirHandle>,
         state: Arc<Mutex<WriteState>>,
+        meters: Arc<Meters>,
         every: Duration,
     ) -> Result<Flusher> {
         let stop = Arc::new(StopSignal::default());
@@ -343,8 +353,11 @@ impl Flusher {
                         && !st.pending.is_empty()
                         && st.last_sync.elapsed() >= every
                     {
-                        // A failure poisons the store; writers then report it.
-                        let _ = flush(&dir, &mut st);
+                        // A failure poisons the store; writers then report
+                        // it. Counted and traced here.
+                        if let Err(e) = flush(&dir, &mut st, &meters) {
+                            meters.background_error("interval sync", &e);
+                        }
                     }
                 }
             })
@@ -628,7 +641,12 @@ impl DirStore {
     /// Applies the sync policy after a rename (`Some(name)`) or unlink.
     fn after_change(&self, state: &mut WriteState, name: Option<&str>) -> Result<()> {
         match self.sync {
-            SyncPolicy::Always => self.dir.sync().map_err(|e| poison(state, e)),
+            SyncPolicy::Always => {
+                let t = self.meters.start();
+                let r = self.dir.sync();
+                self.meters.synced(t);
+                r.map_err(|e| poison(state, e))
+            }
             SyncPolicy::Interval(d) => {
                 state.pending.note(name);
                 if state.last_sync.elapsed() >= d {
@@ -645,7 +663,7 @@ impl DirStore {
 
     /// Fsyncs pending files and the directory.
     fn flush(&self, state: &mut WriteState) -> Result<()> {
-        flush(&self.dir, state)
+        flush(&self.dir, state, &self.meters)
     }
 
     /// Removes temporary files left by writers that died. Call with the
@@ -791,10 +809,13 @@ impl DirStore {
 }
 
 /// Fsyncs the pending files of the store in `dir`, then `dir`.
-fn flush(dir: &DirHandle, state: &mut WriteState) -> Result<()> {
+fn flush(dir: &DirHandle, state: &mut WriteState, meters: &Meters) -> Result<()> {
     state.poison.check(dir.path())?;
     if !state.pending.is_empty() {
-        sync_pending(dir, &state.pending).map_err(|e| poison(state, e))?;
+        let t = meters.start();
+        let synced = sync_pending(dir, &state.pending);
+        meters.synced(t);
+        synced.map_err(|e| poison(state, e))?;
         state.pending = Pending::default();
     }
     state.last_sync = Instant::now();
@@ -827,8 +848,11 @@ impl Drop for DirStore {
         drop(self.flusher.take());
         let mut state = self.state.lock();
         if !state.poison.is_set() && !state.pending.is_empty() {
-            // Nowhere to report a failure; `sync` is the way to see it.
-            let _ = self.flush(&mut state);
+            // Nowhere to return a failure (it is counted and traced);
+            // `sync` is the way to see it.
+            if let Err(e) = self.flush(&mut state) {
+                self.meters.background_error("sync on close", &e);
+            }
         }
     }
 }
@@ -845,29 +869,37 @@ impl SessionStore for DirStore {
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        let now = self.now_ms();
-        Ok(self
-            .read(id)?
-            .filter(|s| self.live(s, now))
-            .map(|s| to_session(id.clone(), s)))
+        self.meters.call(Op::Load, || {
+            let now = self.now_ms();
+            let Some(s) = self.read(id)? else {
+                return Ok(None);
+            };
+            if !self.live(&s, now) {
+                self.meters.expired_on_read();
+                return Ok(None);
+            }
+            Ok(Some(to_session(id.clone(), s)))
+        })
     }
 
     /// Replaces the stored session. A file that fails to decode as
     /// [`Error::Corrupt`] is overwritten (the version restarts at 1).
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::Overwrite)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
     }
 
     /// Like the trait says; a damaged stored file gives [`Error::Corrupt`]
     /// and is left as it is.
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::IfUnchanged)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
     }
 
     /// Rewrites the file with a new modification time, same data and
     /// version.
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.touch(id, None)
+        self.meters.call(Op::Touch, || self.touch(id, None))
     }
 
     fn touch_session_until(
@@ -875,21 +907,24 @@ impl SessionStore for DirStore {
         id: &SessionId,
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
-        self.touch(id, Some(expires_millis(expires)))
+        self.meters
+            .call(Op::Touch, || self.touch(id, Some(expires_millis(expires))))
     }
 
     /// Removes the session's file. A damaged file is removed too, and
     /// counts as no live session (returns false).
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
-        let mut guard = self.write_lock()?;
-        let now = self.now_ms();
-        let live = match self.read(id) {
-            Ok(None) => return Ok(false),
-            Ok(Some(s)) => self.live(&s, now),
-            Err(Error::Corrupt { .. }) => false,
-            Err(e) => return Err(e),
-        };
-        Ok(self.unlink(&mut guard.state, id)? && live)
+        self.meters.call(Op::Delete, || {
+            let mut guard = self.write_lock()?;
+            let now = self.now_ms();
+            let live = match self.read(id) {
+                Ok(None) => return Ok(false),
+                Ok(Some(s)) => self.live(&s, now),
+                Err(Error::Corrupt { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            Ok(self.unlink(&mut guard.state, id)? && live)
+        })
     }
 
     /// The sessions as their files hold them: each with the id it was

@@ -44,22 +44,34 @@ fn run(inner: &Inner) {
     .min(CHECK_FILES_EVERY);
     let mut next_check = Instant::now() + check;
     let mut failures = 0u32;
+    // Every failure here is counted and traced (`Meters::background_error`)
+    // as well as handled.
+    let report = |what, r: Result<()>| {
+        if let Err(e) = r {
+            inner.meters.background_error(what, &e);
+        }
+    };
     if inner.open_sync_pending.swap(false, Ordering::AcqRel) {
         // A failure poisons the store; writers then report it.
-        let _ = inner.sync_all();
+        report("sync after recovery", inner.sync_all());
     }
+    let mut checked_files = true;
     while !inner.stop.wait(tick) {
         // A failure poisons the handle; writers (and, for a truncated
-        // file, readers) then report it.
-        let _ = inner
+        // file, readers) then report it. Traced once, not every tick.
+        let files = inner
             .check_lock_file()
             .and_then(|()| inner.check_file_len());
+        if checked_files && files.is_err() {
+            report("check of the lock file and the log's length", files);
+            checked_files = false;
+        }
         if matches!(inner.opts.sync, SyncPolicy::Interval(_))
             && inner.commit.is_dirty()
             && !inner.poison.is_set()
         {
             // A failure poisons the store; writers then report it.
-            let _ = inner.sync_all();
+            report("interval sync", inner.sync_all());
         }
         if inner.opts.sync == SyncPolicy::Always
             && inner.commit.header_behind()
@@ -67,7 +79,7 @@ fn run(inner: &Inner) {
         {
             // Durable saves leave the header page to this: one full sync a
             // second at most brings the synced word on disk up to date.
-            let _ = inner.sync_all();
+            report("header sync", inner.sync_all());
         }
         // A save that found expired sessions holding the quota's room asks
         // for a compaction now (unless compactions are failing).
@@ -78,6 +90,7 @@ fn run(inner: &Inner) {
                 match compact::try_compact(&inner.compaction()) {
                     Ok(_) => failures = 0,
                     Err(e) => {
+                        inner.meters.background_error("background compaction", &e);
                         // Visible to every process (`stats`), and retried
                         // later and later: a directory that cannot be
                         // written or a full disk must not make the thread
@@ -91,6 +104,8 @@ fn run(inner: &Inner) {
                 }
             }
             next_check = Instant::now() + wait;
+            // The gauges, as often as the check (with a recorder only).
+            inner.publish_gauges();
         }
     }
 }

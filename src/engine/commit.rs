@@ -14,6 +14,7 @@ use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::state::StateLock;
 use crate::error::{Error, Result};
+use crate::observe::Meters;
 use crate::options::SyncPolicy;
 use crate::poison::Poison;
 
@@ -52,6 +53,8 @@ pub(crate) struct Log<'a> {
     pub state: &'a StateLock,
     pub poison: &'a Poison,
     pub hooks: &'a Hooks,
+    /// Keeps each sync's latency.
+    pub meters: &'a Meters,
 }
 
 /// Group commit of one store handle.
@@ -159,6 +162,7 @@ impl GroupCommit {
                 (Arc::clone(&st.file), st.applied)
             };
             self.dirty.store(false, Ordering::Release);
+            let timer = log.meters.start();
             let result = match kind {
                 SyncKind::Full => log
                     .hooks
@@ -177,6 +181,7 @@ impl GroupCommit {
                         .and_then(|()| file.sync_range(from, upto))
                 }
             };
+            log.meters.synced(timer);
             if result.is_ok() {
                 file.set_synced(upto);
                 if let Some(w) = file.synced() {

@@ -38,6 +38,7 @@ use crate::engine::salvage;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::{CompactStats, RecoveryReport};
 use crate::error::{Error, Result};
+use crate::observe::{self, Meters};
 use crate::poison::Poison;
 use crate::session::{from_millis, is_expired};
 use crate::trust::{Create, Owner};
@@ -62,6 +63,8 @@ pub(crate) struct Handles<'a> {
     /// The policy this handle's options ask for: what a compaction records
     /// in a store whose file records none yet (one of an earlier build).
     pub policy: Policy,
+    /// Counts compactions, their duration and bytes; names the spans.
+    pub meters: &'a Meters,
 }
 
 /// The temporary file a compaction writes, locked by its compactor.
@@ -591,7 +594,13 @@ fn run(
     set: Option<Policy>,
     erase: &mut Option<Erase>,
 ) -> Result<CompactStats> {
+    let _span = h.meters.span("compaction");
+    let timer = h.meters.start();
     let result = run_locked(h, &tmp, idle_cutoff_ms, set, erase);
+    h.meters.compacted(
+        timer,
+        result.as_ref().map(|c| (c.bytes_before, c.bytes_after)),
+    );
     if result.is_ok() {
         // With the space the compaction freed (the old file is dropped by
         // now if the reserve was missing: see the end of `run_locked`).
@@ -812,6 +821,7 @@ fn run_locked(
 ) -> Result<CompactStats> {
     // Phase 1: snapshot the index and copy, without the write lock and
     // holding the state lock only in short turns (loads and saves go on).
+    let phase = observe::step_span("copy");
     let (mut src, from, upto, mut offsets) = snapshot(h);
     let generation = format::next_generation(src.header.generation).ok_or_else(|| {
         Error::corrupt(
@@ -868,12 +878,14 @@ fn run_locked(
         }
     }
 
+    drop(phase);
     // Catch up without the lock: copy what was appended since `from`, in
     // passes, until a pass finds little new; make it durable; write the
     // hint; catch up once more. Records below the committed end are never
     // rewritten, so they can be read without any lock. Under the lock
     // only the records appended during the last pass remain to be copied
     // and synced.
+    let phase = observe::step_span("catch_up");
     let mut copied = from;
     let mut hint_written = false;
     let mut announced = None;
@@ -942,9 +954,11 @@ fn run_locked(
             }
         }
     }
+    drop(phase);
     // Phase 2: under the write lock (no process appends), copy what was
     // appended since the catch-up. The state lock is taken only to catch
     // up and, at the end, to publish the new view.
+    let _phase = observe::step_span("swap");
     let _writer = h.follow.writer.lock();
     let _lock = h.follow.lock.lock()?;
     let (old_file, end) = {
@@ -1072,6 +1086,7 @@ pub(crate) fn repair(
     report: &mut RecoveryReport,
     now_ms: u64,
 ) -> Result<State> {
+    let _span = observe::step_span("repair");
     let _lock = lock.lock()?;
     let (src, head, len) = read_head(log, lock.owner)?;
     let copy = log.sibling(&format!(".damaged-{now_ms}"));

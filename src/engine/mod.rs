@@ -64,5 +64,5 @@ pub use backup::BackupReport;
 pub use check::{CheckReport, Damage, RecordCounts, TornTail, check, check_with};
 pub use options::LogOptions;
 pub use policy::{StorePolicy, WhenFull};
-pub use stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
+pub use stats::{BackgroundError, CompactStats, GaugeReading, RecoveryReport, Stats};
 pub use store::LogStore;

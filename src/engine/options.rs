@@ -36,6 +36,9 @@ pub struct LogOptions {
     pub(crate) when_full: Option<WhenFull>,
     pub(crate) max_sessions_per_owner: Option<usize>,
     pub(crate) hooks: Hooks,
+    /// Whether the store reports metrics (false for a store the
+    /// application never sees: a backup's working copy).
+    pub(crate) observed: bool,
 }
 
 impl Default for LogOptions {
@@ -59,6 +62,7 @@ impl Default for LogOptions {
             when_full: None,
             max_sessions_per_owner: None,
             hooks: Hooks::default(),
+            observed: true,
         }
     }
 }
@@ -224,6 +228,12 @@ impl LogOptions {
     }
 
     /// The policy these options ask a new store to record (DESIGN.md §9).
+    /// A store that reports no metrics (its spans still name it).
+    pub(crate) fn unobserved(mut self) -> Self {
+        self.observed = false;
+        self
+    }
+
     pub(crate) fn policy(&self) -> Policy {
         StorePolicy {
             max_idle: self.max_idle,

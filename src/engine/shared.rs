@@ -14,15 +14,21 @@ use crate::engine::commit::{GroupCommit, Log};
 use crate::engine::compact::Handles;
 use crate::engine::file::Site;
 use crate::engine::follow::Follow;
+use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::hook::Hooks;
+use crate::engine::index::live_len;
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
 use crate::engine::pending::Pending;
 use crate::engine::policy::LiveTotals;
+use crate::engine::policy::StorePolicy;
+use crate::engine::reserve;
 use crate::engine::state::{State, StateLock};
-use crate::engine::stats::RecoveryReport;
+use crate::engine::stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
 use crate::error::Result;
+use crate::observe::Meters;
 use crate::poison::Poison;
+use crate::session::from_millis;
 use crate::stop::StopSignal;
 
 /// Everything the store's threads share.
@@ -65,6 +71,8 @@ pub(crate) struct Inner {
     pub writes: std::sync::atomic::AtomicU64,
     /// The log's directory (opened once for the handle's life) and name.
     pub site: Site,
+    /// What the store reports (metrics, traces).
+    pub meters: Meters,
 }
 
 impl Inner {
@@ -95,6 +103,7 @@ impl Inner {
             state: &self.state,
             poison: &self.poison,
             hooks: &self.hooks,
+            meters: &self.meters,
         }
     }
 
@@ -111,6 +120,7 @@ impl Inner {
             poison: &self.poison,
             reserve: self.opts.space_reserve,
             policy: self.opts.policy(),
+            meters: &self.meters,
         }
     }
 
@@ -171,5 +181,81 @@ impl Inner {
         }
         let st = self.fresh()?;
         f(&st)
+    }
+
+    /// The store's figures from `st`, this handle's view (up to date for
+    /// `LogStore::stats`; as it is, under the shared lock, for the
+    /// background thread's gauges).
+    pub fn stats_of(&self, st: &State) -> Result<Stats> {
+        let inner = self;
+        let now = inner.now_ms();
+        let view = st.view();
+        let mut expired = 0u64;
+        let mut used_bytes = 0u64;
+        for off in st.index.offsets() {
+            if let Some((modified, expires)) = format::peek_times(view.tail(off))
+                && inner
+                    .expiry
+                    .expired(st.file.recorded_idle(), modified, expires, now)
+            {
+                expired += 1;
+            } else {
+                used_bytes += live_len(&view, off);
+            }
+        }
+        let log_bytes = st.applied - HEADER_SIZE;
+        let live = st.index.live_bytes();
+        let h = st.file.header;
+        let policy =
+            StorePolicy::from_format(&st.file.policy.unwrap_or_else(|| inner.opts.policy()));
+        Ok(Stats {
+            policy,
+            used_bytes,
+            policy_recorded: st.file.policy.is_some(),
+            reserve_bytes: reserve::held(&inner.site),
+            reserve_target: inner.opts.space_reserve,
+            free_bytes: reserve::free_bytes(&inner.site),
+            sessions: st.index.len() as u64,
+            expired,
+            live_bytes: live,
+            log_bytes,
+            file_bytes: st.file.file_len()?,
+            garbage_ratio: if log_bytes == 0 {
+                0.0
+            } else {
+                log_bytes.saturating_sub(live) as f64 / log_bytes as f64
+            },
+            generation: h.generation,
+            index_bytes: st.index.heap_bytes(),
+            recovery: inner.recovery.lock().clone(),
+            last_compaction: (h.generation > 1).then(|| CompactStats {
+                kept: h.compact_kept,
+                dropped: h.compact_dropped,
+                bytes_before: h.compact_source_bytes,
+                bytes_after: h.compact_result_bytes,
+                generation: h.generation,
+                finished: from_millis(h.created_ms),
+            }),
+            last_background_error: inner.lock.status().map(|(at, message)| BackgroundError {
+                at: from_millis(at),
+                message,
+            }),
+        })
+    }
+
+    /// Sets the store's gauges from `st` (as it is), if a recorder keeps
+    /// them: the background thread's refresh.
+    pub fn publish_gauges(&self) {
+        if !self.meters.is_recording() {
+            return;
+        }
+        let stats = {
+            let st = self.state.read();
+            self.stats_of(&st)
+        };
+        match stats {
+            Ok(s) => self.meters.gauges(&s.gauges()),
+            Err(e) => self.meters.background_error("gauge refresh", &e),
+        }
     }
 }

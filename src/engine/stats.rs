@@ -108,3 +108,125 @@ pub struct CompactStats {
     /// When the new file was written.
     pub finished: SystemTime,
 }
+
+/// One figure of [`Stats`] as a gauge: what `sessionlog stats --format
+/// prometheus` prints and what the `metrics` feature sets, under the same
+/// name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct GaugeReading {
+    /// The metric's name (`sessionlog_*`, Prometheus style: base units,
+    /// `_bytes`, `_ratio`, `_seconds`).
+    pub name: &'static str,
+    /// One line saying what it measures.
+    pub help: &'static str,
+    /// Its value.
+    pub value: f64,
+}
+
+impl Stats {
+    /// The figures as gauges: sessions, bytes, garbage ratio, the space
+    /// reserve, and the quota's limits and use when the store has one.
+    /// The names are stable; a gauge that does not apply (a quota the
+    /// store does not have, free space the system did not report) is left
+    /// out.
+    pub fn gauges(&self) -> Vec<GaugeReading> {
+        let g = |name, help, value: f64| GaugeReading { name, help, value };
+        let live = self.sessions.saturating_sub(self.expired);
+        let mut out = vec![
+            g(
+                "sessionlog_live_sessions",
+                "Sessions that are live (not expired).",
+                live as f64,
+            ),
+            g(
+                "sessionlog_expired_sessions",
+                "Expired sessions still in the log, dropped at the next compaction.",
+                self.expired as f64,
+            ),
+            g(
+                "sessionlog_used_bytes",
+                "Bytes of the live sessions' records (what the byte quota counts).",
+                self.used_bytes as f64,
+            ),
+            g(
+                "sessionlog_log_bytes",
+                "Bytes of records in the log, live or not.",
+                self.log_bytes as f64,
+            ),
+            g(
+                "sessionlog_file_bytes",
+                "Size of the log file, with the space kept for appends.",
+                self.file_bytes as f64,
+            ),
+            g(
+                "sessionlog_garbage_ratio",
+                "Share of the log's bytes that compaction would reclaim.",
+                self.garbage_ratio,
+            ),
+            g(
+                "sessionlog_generation",
+                "The log file's generation: 1 for a new store, +1 per compaction.",
+                self.generation as f64,
+            ),
+            g(
+                "sessionlog_index_bytes",
+                "Approximate heap bytes of this process's index.",
+                self.index_bytes as f64,
+            ),
+            g(
+                "sessionlog_reserve_bytes",
+                "Bytes the space reserve holds now.",
+                self.reserve_bytes as f64,
+            ),
+            g(
+                "sessionlog_reserve_target_bytes",
+                "The space reserve's size when whole.",
+                self.reserve_target as f64,
+            ),
+        ];
+        if let Some(free) = self.free_bytes {
+            out.push(g(
+                "sessionlog_free_bytes",
+                "Bytes free on the store's filesystem.",
+                free as f64,
+            ));
+        }
+        if let Some(max) = self.policy.max_sessions {
+            out.push(g(
+                "sessionlog_quota_max_sessions",
+                "The store's quota of live sessions.",
+                max as f64,
+            ));
+            out.push(g(
+                "sessionlog_quota_sessions_ratio",
+                "Share of the session quota in use.",
+                live as f64 / max.max(1) as f64,
+            ));
+        }
+        if let Some(max) = self.policy.max_bytes {
+            out.push(g(
+                "sessionlog_quota_max_bytes",
+                "The store's quota of bytes of live sessions' records.",
+                max as f64,
+            ));
+            out.push(g(
+                "sessionlog_quota_bytes_ratio",
+                "Share of the byte quota in use.",
+                self.used_bytes as f64 / max.max(1) as f64,
+            ));
+        }
+        if let Some(c) = &self.last_compaction {
+            let at = c
+                .finished
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            out.push(g(
+                "sessionlog_last_compaction_timestamp_seconds",
+                "When the compaction that wrote the current file finished (Unix time).",
+                at,
+            ));
+        }
+        out
+    }
+}

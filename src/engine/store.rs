@@ -16,20 +16,20 @@ use crate::engine::commit::GroupCommit;
 use crate::engine::file::Site;
 use crate::engine::file::View;
 use crate::engine::format::{self, HEADER_SIZE};
-use crate::engine::index::live_len;
 use crate::engine::lock::LockFile;
 use crate::engine::options::LogOptions;
 use crate::engine::pending::Pending;
 use crate::engine::policy::StorePolicy;
-use crate::engine::read::{decode_at, latest_at, live, owned_live, put_of};
+use crate::engine::read::{decode_at, latest, latest_at, live, owned_live, put_of};
 use crate::engine::recovery::{self, Opened, SyncAfterReplay};
 use crate::engine::reserve;
 use crate::engine::shared::Inner;
 use crate::engine::state::{State, StateLock};
-use crate::engine::stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
+use crate::engine::stats::{CompactStats, RecoveryReport, Stats};
 use crate::engine::{background, compact, write};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::observe::{self, Backend, Meters, Op};
 use crate::options::SyncPolicy;
 use crate::owner::{Owner, SessionInfo, sort_newest_first};
 use crate::poison::Poison;
@@ -109,6 +109,12 @@ impl LogStore {
         // The lock, the temporary files and compaction's rename follow the
         // file, not the name it was opened by.
         let path = &trust::resolve(path)?;
+        let meters = if opts.observed {
+            Meters::for_path(Backend::Log, path)
+        } else {
+            Meters::silent(Backend::Log, path)
+        };
+        let _span = meters.span("open");
         let name = path
             .file_name()
             .ok_or_else(|| trust::refusal(path, "not a file name"))?
@@ -130,7 +136,8 @@ impl LogStore {
         } else {
             SyncAfterReplay::Now
         };
-        let (state, sync_pending) = match recovery::open_log(
+        let recovering = observe::step_span("recovery");
+        let opened = recovery::open_log(
             &site,
             &lock,
             &mut report,
@@ -138,7 +145,9 @@ impl LogStore {
             when,
             &opts.hooks,
             &opts.policy(),
-        )? {
+        )?;
+        drop(recovering);
+        let (state, sync_pending) = match opened {
             // A file at the last generation cannot be compacted: repair
             // numbers the store's files from 1 again.
             Opened::Ready { state, .. }
@@ -194,8 +203,10 @@ impl LogStore {
             writes: std::sync::atomic::AtomicU64::new(0),
             compact_wanted: AtomicBool::new(false),
             live_totals: Mutex::new(None),
+            meters,
             opts,
         });
+        inner.publish_gauges();
         let background = if inner.opts.background {
             Some(background::spawn(Arc::clone(&inner))?)
         } else {
@@ -242,7 +253,9 @@ impl LogStore {
     /// time) is written as version 1 at the store's time.
     pub fn restore_session(&self, session: &Session) -> Result<()> {
         self.in_this_process()?;
-        write::restore(&self.inner, session)
+        self.inner
+            .meters
+            .call(Op::Save, || write::restore(&self.inner, session))
     }
 
     /// The rules every process applies to this store: the ones it records
@@ -274,7 +287,9 @@ impl LogStore {
             ));
         }
         self.inner.check_lock_file()?;
-        compact::compact(&self.inner.compaction(), None, Some(policy.to_format()))
+        let c = compact::compact(&self.inner.compaction(), None, Some(policy.to_format()))?;
+        self.inner.publish_gauges();
+        Ok(c)
     }
 
     /// Records a new idle limit in the store (`None`: none), keeping the
@@ -292,7 +307,9 @@ impl LogStore {
     pub fn compact(&self) -> Result<CompactStats> {
         self.in_this_process()?;
         self.inner.check_lock_file()?;
-        compact::compact(&self.inner.compaction(), None, None)
+        let c = compact::compact(&self.inner.compaction(), None, None)?;
+        self.inner.publish_gauges();
+        Ok(c)
     }
 
     /// Runs `f` while this handle holds the store's write lock (the
@@ -319,6 +336,7 @@ impl LogStore {
         let maintain = self.inner.opts.maintain_as_owner;
         backup::backup(&self.inner, dest.as_ref(), overwrite, |tmp| {
             let copy = LogStore::options()
+                .unobserved()
                 .background(false)
                 .maintain_as_owner(maintain)
                 .open(tmp)?;
@@ -328,64 +346,17 @@ impl LogStore {
     }
 
     /// Size and health figures of the store, as this process sees it.
+    /// With the `metrics` feature, also sets the store's gauges
+    /// ([`Stats::gauges`]).
     pub fn stats(&self) -> Result<Stats> {
         self.in_this_process()?;
         let inner = &self.inner;
         inner.check_file_len()?;
         let st = inner.fresh()?;
-        let now = inner.now_ms();
-        let view = st.view();
-        let mut expired = 0u64;
-        let mut used_bytes = 0u64;
-        for off in st.index.offsets() {
-            if let Some((modified, expires)) = format::peek_times(view.tail(off))
-                && inner
-                    .expiry
-                    .expired(st.file.recorded_idle(), modified, expires, now)
-            {
-                expired += 1;
-            } else {
-                used_bytes += live_len(&view, off);
-            }
-        }
-        let log_bytes = st.applied - HEADER_SIZE;
-        let live = st.index.live_bytes();
-        let h = st.file.header;
-        let policy =
-            StorePolicy::from_format(&st.file.policy.unwrap_or_else(|| inner.opts.policy()));
-        Ok(Stats {
-            policy,
-            used_bytes,
-            policy_recorded: st.file.policy.is_some(),
-            reserve_bytes: reserve::held(&inner.site),
-            reserve_target: inner.opts.space_reserve,
-            free_bytes: reserve::free_bytes(&inner.site),
-            sessions: st.index.len() as u64,
-            expired,
-            live_bytes: live,
-            log_bytes,
-            file_bytes: st.file.file_len()?,
-            garbage_ratio: if log_bytes == 0 {
-                0.0
-            } else {
-                log_bytes.saturating_sub(live) as f64 / log_bytes as f64
-            },
-            generation: h.generation,
-            index_bytes: st.index.heap_bytes(),
-            recovery: inner.recovery.lock().clone(),
-            last_compaction: (h.generation > 1).then(|| CompactStats {
-                kept: h.compact_kept,
-                dropped: h.compact_dropped,
-                bytes_before: h.compact_source_bytes,
-                bytes_after: h.compact_result_bytes,
-                generation: h.generation,
-                finished: from_millis(h.created_ms),
-            }),
-            last_background_error: inner.lock.status().map(|(at, message)| BackgroundError {
-                at: from_millis(at),
-                message,
-            }),
-        })
+        let stats = inner.stats_of(&st)?;
+        drop(st);
+        inner.meters.gauges(&stats.gauges());
+        Ok(stats)
     }
 }
 
@@ -408,6 +379,16 @@ impl LogStore {
         f: impl FnOnce(SessionRef<'_>) -> R,
     ) -> Result<Option<R>> {
         self.in_this_process()?;
+        self.inner
+            .meters
+            .call(Op::Load, || self.load_with_unmetered(id, f))
+    }
+
+    fn load_with_unmetered<R>(
+        &self,
+        id: &SessionId,
+        f: impl FnOnce(SessionRef<'_>) -> R,
+    ) -> Result<Option<R>> {
         let now = self.inner.now_ms();
         let key = id.as_str().as_bytes();
         // Under the read lock, only the index lookup; the record is decoded
@@ -433,6 +414,7 @@ impl LogStore {
             l.rec.expires_ms,
             now,
         ) {
+            self.inner.meters.expired_on_read();
             return Ok(None);
         }
         let put = put_of(&view, &l)?;
@@ -466,20 +448,34 @@ impl Drop for LogStore {
             let _ = h.join();
         }
         if self.inner.opts.sync != SyncPolicy::Never && !self.inner.poison.is_set() {
-            // Errors cannot be reported from drop; a failed sync poisons
-            // nothing that outlives this handle.
-            let _ = self.inner.sync_all();
+            // Errors cannot be returned from drop (they are counted and
+            // traced); a failed sync poisons nothing that outlives this
+            // handle.
+            if let Err(e) = self.inner.sync_all() {
+                self.inner.meters.background_error("sync on close", &e);
+            }
             // Likewise: without the hint, the next open replays the log.
-            let _ = compact::hint_on_close(&self.inner.compaction());
+            if let Err(e) = compact::hint_on_close(&self.inner.compaction()) {
+                self.inner.meters.background_error("hint on close", &e);
+            }
         }
     }
 }
 
 /// Reads a live session from a fresh view.
 fn read_session(inner: &Inner, st: &State, id: &SessionId, now: u64) -> Result<Option<Session>> {
-    let Some(l) = live(st, &inner.expiry, id, now)? else {
+    let Some(l) = latest(&st.index, &st.view(), id.as_str().as_bytes())? else {
         return Ok(None);
     };
+    if inner.expiry.expired(
+        st.file.recorded_idle(),
+        l.rec.modified_ms,
+        l.rec.expires_ms,
+        now,
+    ) {
+        inner.meters.expired_on_read();
+        return Ok(None);
+    }
     let put = put_of(&st.view(), &l)?;
     let mut s = Session::restore(
         id.clone(),
@@ -504,14 +500,18 @@ fn stored_owner(bytes: &[u8]) -> Option<Owner> {
 impl SessionStore for LogStore {
     fn setup(&self) -> Result<()> {
         self.in_this_process()?;
-        self.inner.with_fresh(|_| Ok(()))
+        self.inner
+            .meters
+            .call(Op::Setup, || self.inner.with_fresh(|_| Ok(())))
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
         self.in_this_process()?;
-        let now = self.inner.now_ms();
-        self.inner
-            .with_fresh(|st| read_session(&self.inner, st, id, now))
+        self.inner.meters.call(Op::Load, || {
+            let now = self.inner.now_ms();
+            self.inner
+                .with_fresh(|st| read_session(&self.inner, st, id, now))
+        })
     }
 
     fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
@@ -520,12 +520,16 @@ impl SessionStore for LogStore {
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
         self.in_this_process()?;
-        write::save(&self.inner, session, SaveMode::Overwrite)
+        self.inner.meters.call(Op::Save, || {
+            write::save(&self.inner, session, SaveMode::Overwrite)
+        })
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
         self.in_this_process()?;
-        write::save(&self.inner, session, SaveMode::IfUnchanged)
+        self.inner.meters.call(Op::Save, || {
+            write::save(&self.inner, session, SaveMode::IfUnchanged)
+        })
     }
 
     /// Keeps the session's modification time and version
@@ -542,7 +546,9 @@ impl SessionStore for LogStore {
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
         self.in_this_process()?;
-        write::touch(&self.inner, id, None)
+        self.inner
+            .meters
+            .call(Op::Touch, || write::touch(&self.inner, id, None))
     }
 
     fn touch_session_until(
@@ -551,12 +557,16 @@ impl SessionStore for LogStore {
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
         self.in_this_process()?;
-        write::touch(&self.inner, id, Some(expires_millis(expires)))
+        self.inner.meters.call(Op::Touch, || {
+            write::touch(&self.inner, id, Some(expires_millis(expires)))
+        })
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         self.in_this_process()?;
-        write::delete(&self.inner, id)
+        self.inner
+            .meters
+            .call(Op::Delete, || write::delete(&self.inner, id))
     }
 
     /// Only under `SyncPolicy::Always`, where a write waits for the flush.
@@ -566,9 +576,11 @@ impl SessionStore for LogStore {
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
         self.in_this_process()?;
-        let now = self.inner.now_ms();
-        self.inner
-            .with_fresh(|st| Ok(live(st, &self.inner.expiry, id, now)?.is_some()))
+        self.inner.meters.call(Op::Has, || {
+            let now = self.inner.now_ms();
+            self.inner
+                .with_fresh(|st| Ok(live(st, &self.inner.expiry, id, now)?.is_some()))
+        })
     }
 
     fn iter_sessions(&self) -> Result<SessionIter<'_>> {
@@ -628,11 +640,13 @@ impl SessionStore for LogStore {
     /// takes the lock is deleted, one saved after survives.
     fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
         self.in_this_process()?;
-        write::delete_owned(
-            &self.inner,
-            owner.as_str().as_bytes(),
-            keep.map(|k| k.as_str().as_bytes()),
-        )
+        self.inner.meters.call(Op::Owner, || {
+            write::delete_owned(
+                &self.inner,
+                owner.as_str().as_bytes(),
+                keep.map(|k| k.as_str().as_bytes()),
+            )
+        })
     }
 
     /// A compaction that leaves out every session of `owner` (and every
@@ -641,17 +655,22 @@ impl SessionStore for LogStore {
     /// all erased.
     fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
         self.in_this_process()?;
-        self.inner.check_lock_file()?;
-        compact::compact_erasing(&self.inner.compaction(), owner.as_str().as_bytes())
+        self.inner.meters.call(Op::Owner, || {
+            self.inner.check_lock_file()?;
+            compact::compact_erasing(&self.inner.compaction(), owner.as_str().as_bytes())
+        })
     }
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
         self.in_this_process()?;
-        let stats = compact::compact(
-            &self.inner.compaction(),
-            Some(duration_millis(max_idle)),
-            None,
-        )?;
+        let stats = self.inner.meters.call(Op::Expire, || {
+            compact::compact(
+                &self.inner.compaction(),
+                Some(duration_millis(max_idle)),
+                None,
+            )
+        })?;
+        self.inner.publish_gauges();
         Ok(usize::try_from(stats.dropped).unwrap_or(usize::MAX))
     }
 

@@ -354,6 +354,21 @@ pub(crate) fn shown_target(url: &str, describe: impl FnOnce(&str) -> String) -> 
     }
 }
 
+/// The `store` label of a server store's metrics: its target (already
+/// without the password) without the user name either, and the table or
+/// key prefix that tells two stores on one server apart.
+pub(crate) fn metrics_store(target: &str, what: &str, name: &str) -> String {
+    let bare = match target.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => target.to_owned(),
+        },
+        None => target.to_owned(),
+    };
+    let sep = if bare.contains('?') { '&' } else { '?' };
+    format!("{bare}{sep}{what}={name}")
+}
+
 /// Builds an [`Error::Timeout`].
 pub(crate) fn timeout_error(
     backend: &'static str,
@@ -606,6 +621,22 @@ impl<F: FnMut(Option<&SessionId>) -> Result<Page>> Iterator for Paged<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_labels_hold_no_user_name() {
+        assert_eq!(
+            metrics_store("postgres://app@db.internal:5432/app", "table", "sessions"),
+            "postgres://db.internal:5432/app?table=sessions"
+        );
+        assert_eq!(
+            metrics_store("redis+unix://u@/run/redis.sock?db=0", "prefix", "s"),
+            "redis+unix:///run/redis.sock?db=0&prefix=s"
+        );
+        assert_eq!(
+            metrics_store("mysql://localhost/db (socket /x)", "table", "t"),
+            "mysql://localhost/db (socket /x)?table=t"
+        );
+    }
 
     #[test]
     fn table_names() {

@@ -33,6 +33,7 @@ use mysql::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, PooledConn, para
 use super::{Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore};
 use crate::error::{Error, Result};
 use crate::id::{MAX_ID_LEN, SessionId};
+use crate::observe::{Backend, Meters, Op};
 use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
@@ -151,6 +152,10 @@ impl MySqlOptions {
         let pool =
             Pool::new(opts).map_err(|e| my_error(&target, limits, "could not connect", e))?;
         let mut store = MySqlStore {
+            meters: Meters::new(
+                Backend::MySql,
+                &super::metrics_store(&target, "table", &self.table),
+            ),
             sql: Sql::new(&self.table),
             pool,
             target,
@@ -206,6 +211,8 @@ pub struct MySqlStore {
     table: String,
     sql: Sql,
     common: Common,
+    /// What the store reports: call latency, timeouts, errors.
+    meters: Meters,
 }
 
 impl std::fmt::Debug for MySqlStore {
@@ -492,55 +499,61 @@ impl SessionStore for MySqlStore {
     /// table an earlier version created (a concurrent setup that added
     /// them first is fine).
     fn setup(&self) -> Result<()> {
-        let mut conn = self.conn()?;
-        let failed = self.err("setup failed (creating the table needs the CREATE privilege)");
-        conn.query_drop(&self.sql.setup).map_err(&failed)?;
-        let has_owner: Option<i64> = conn
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.columns \
-                 WHERE table_schema = DATABASE() AND table_name = :t AND column_name = 'owner'",
-                params! {"t" => &self.table},
-            )
-            .map_err(&failed)?;
-        if has_owner.unwrap_or(0) == 0 {
-            match conn.query_drop(&self.sql.add_owner) {
-                Ok(()) => {}
-                Err(mysql::Error::MySqlError(e))
-                    if e.code == ER_DUP_FIELDNAME || e.code == ER_DUP_KEYNAME => {}
-                Err(e) => {
-                    return Err(self.err(
-                        "setup failed (adding the owner column needs the ALTER privilege)",
-                    )(e));
+        self.meters.call(Op::Setup, || {
+            let mut conn = self.conn()?;
+            let failed = self.err("setup failed (creating the table needs the CREATE privilege)");
+            conn.query_drop(&self.sql.setup).map_err(&failed)?;
+            let has_owner: Option<i64> = conn
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.columns \
+                     WHERE table_schema = DATABASE() AND table_name = :t AND column_name = 'owner'",
+                    params! {"t" => &self.table},
+                )
+                .map_err(&failed)?;
+            if has_owner.unwrap_or(0) == 0 {
+                match conn.query_drop(&self.sql.add_owner) {
+                    Ok(()) => {}
+                    Err(mysql::Error::MySqlError(e))
+                        if e.code == ER_DUP_FIELDNAME || e.code == ER_DUP_KEYNAME => {}
+                    Err(e) => {
+                        return Err(self.err(
+                            "setup failed (adding the owner column needs the ALTER privilege)",
+                        )(e));
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        let off = self.common.clock_offset.millis();
-        let idle = self.common.idle_ms();
-        let row: Option<StoredRow> = self
-            .conn()?
-            .exec_first(&self.sql.load, params! {"id" => id.as_str(), off, idle})
-            .map_err(self.err("load failed"))?;
-        Ok(row.map(|(data, expires, modified, version, owner)| {
-            let mut s = restore(id.clone(), data, expires, modified, version);
-            s.owner = super::stored_owner(owner.as_deref());
-            s
-        }))
+        self.meters.call(Op::Load, || {
+            let off = self.common.clock_offset.millis();
+            let idle = self.common.idle_ms();
+            let row: Option<StoredRow> = self
+                .conn()?
+                .exec_first(&self.sql.load, params! {"id" => id.as_str(), off, idle})
+                .map_err(self.err("load failed"))?;
+            Ok(row.map(|(data, expires, modified, version, owner)| {
+                let mut s = restore(id.clone(), data, expires, modified, version);
+                s.owner = super::stored_owner(owner.as_deref());
+                s
+            }))
+        })
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::Overwrite)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::IfUnchanged)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.touch(id, None)
+        self.meters.call(Op::Touch, || self.touch(id, None))
     }
 
     /// One `UPDATE` of the deadline and `modified`: the data stay on the
@@ -551,34 +564,40 @@ impl SessionStore for MySqlStore {
         id: &SessionId,
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
-        self.touch(id, Some(ms_i64(expires_millis(expires))))
+        self.meters.call(Op::Touch, || {
+            self.touch(id, Some(ms_i64(expires_millis(expires))))
+        })
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
-        let mut conn = self.conn()?;
-        let now = self.now(&mut conn)?;
-        let idle = self.common.idle_ms();
-        let id = id.as_str();
-        let failed = self.err("delete failed");
-        self.write(&mut conn, &self.sql.delete_dead, || params! {id, now, idle})
-            .map_err(&failed)?;
-        let n = self
-            .write(&mut conn, &self.sql.delete, || params! {id})
-            .map_err(&failed)?;
-        Ok(n > 0)
+        self.meters.call(Op::Delete, || {
+            let mut conn = self.conn()?;
+            let now = self.now(&mut conn)?;
+            let idle = self.common.idle_ms();
+            let id = id.as_str();
+            let failed = self.err("delete failed");
+            self.write(&mut conn, &self.sql.delete_dead, || params! {id, now, idle})
+                .map_err(&failed)?;
+            let n = self
+                .write(&mut conn, &self.sql.delete, || params! {id})
+                .map_err(&failed)?;
+            Ok(n > 0)
+        })
     }
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
-        let off = self.common.clock_offset.millis();
-        let idle = self.common.idle_ms();
-        let row: Option<i64> = self
-            .conn()?
-            .exec_first(
-                &self.sql.version_c,
-                params! {"id" => id.as_str(), off, idle},
-            )
-            .map_err(self.err("lookup failed"))?;
-        Ok(row.is_some())
+        self.meters.call(Op::Has, || {
+            let off = self.common.clock_offset.millis();
+            let idle = self.common.idle_ms();
+            let row: Option<i64> = self
+                .conn()?
+                .exec_first(
+                    &self.sql.version_c,
+                    params! {"id" => id.as_str(), off, idle},
+                )
+                .map_err(self.err("lookup failed"))?;
+            Ok(row.is_some())
+        })
     }
 
     fn iter_sessions(&self) -> Result<SessionIter<'_>> {
@@ -586,53 +605,59 @@ impl SessionStore for MySqlStore {
     }
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
-        let mut conn = self.conn()?;
-        let now = self.now(&mut conn)?;
-        let limit = i64::try_from(duration_millis(max_idle))
-            .unwrap_or(i64::MAX)
-            .min(self.common.idle_ms());
-        let cutoff = now.saturating_sub(limit);
-        let mut total = 0u64;
-        loop {
-            let n = self
-                .write(&mut conn, &self.sql.delete_old, || params! {now, cutoff})
-                .map_err(self.err("deleting old sessions failed"))?;
-            total += n;
-            if n < super::SQL_DELETE_BATCH {
-                return Ok(usize::try_from(total).unwrap_or(usize::MAX));
+        self.meters.call(Op::Expire, || {
+            let mut conn = self.conn()?;
+            let now = self.now(&mut conn)?;
+            let limit = i64::try_from(duration_millis(max_idle))
+                .unwrap_or(i64::MAX)
+                .min(self.common.idle_ms());
+            let cutoff = now.saturating_sub(limit);
+            let mut total = 0u64;
+            loop {
+                let n = self
+                    .write(&mut conn, &self.sql.delete_old, || params! {now, cutoff})
+                    .map_err(self.err("deleting old sessions failed"))?;
+                total += n;
+                if n < super::SQL_DELETE_BATCH {
+                    return Ok(usize::try_from(total).unwrap_or(usize::MAX));
+                }
             }
-        }
+        })
     }
 
     /// One query on the `(owner, modified)` index.
     fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
-        let off = self.common.clock_offset.millis();
-        let idle = self.common.idle_ms();
-        let rows: Vec<(String, i64, i64, i64, i64)> = self
-            .conn()?
-            .exec(
-                &self.sql.sessions_of,
-                params! {"owner" => owner.as_str(), off, idle},
-            )
-            .map_err(self.err("listing an owner's sessions failed"))?;
-        let mut list = Vec::with_capacity(rows.len());
-        for (id, expires, modified, version, size) in rows {
-            list.push(super::info(
-                SessionId::new(id)?,
-                Some(owner.clone()),
-                expires,
-                modified,
-                version,
-                size,
-            ));
-        }
-        Ok(list)
+        self.meters.call(Op::Owner, || {
+            let off = self.common.clock_offset.millis();
+            let idle = self.common.idle_ms();
+            let rows: Vec<(String, i64, i64, i64, i64)> = self
+                .conn()?
+                .exec(
+                    &self.sql.sessions_of,
+                    params! {"owner" => owner.as_str(), off, idle},
+                )
+                .map_err(self.err("listing an owner's sessions failed"))?;
+            let mut list = Vec::with_capacity(rows.len());
+            for (id, expires, modified, version, size) in rows {
+                list.push(super::info(
+                    SessionId::new(id)?,
+                    Some(owner.clone()),
+                    expires,
+                    modified,
+                    version,
+                    size,
+                ));
+            }
+            Ok(list)
+        })
     }
 
     /// One `DELETE` of the owner's rows but `keep` (expired ones too), in
     /// a transaction with the count of the live ones it removes.
     fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
-        self.delete_of("deleting an owner's sessions failed", owner, keep)
+        self.meters.call(Op::Owner, || {
+            self.delete_of("deleting an owner's sessions failed", owner, keep)
+        })
     }
 
     /// The same `DELETE`: the rows are gone from the table when it returns,
@@ -640,7 +665,9 @@ impl SessionStore for MySqlStore {
     /// are reused or purged, and the binary log, replicas and backups keep
     /// them too (SERVERS.md).
     fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
-        self.delete_of("erasing an owner's sessions failed", owner, None)
+        self.meters.call(Op::Owner, || {
+            self.delete_of("erasing an owner's sessions failed", owner, None)
+        })
     }
 
     fn is_thread_safe(&self) -> bool {

@@ -38,6 +38,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::observe::{Backend, Meters, Op};
 use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
@@ -120,6 +121,10 @@ impl PostgresOptions {
         );
         pool.put(first);
         Ok(PostgresStore {
+            meters: Meters::new(
+                Backend::Postgres,
+                &super::metrics_store(&target, "table", &self.table),
+            ),
             sql: Sql::new(&self.table),
             lock_key: lock_key(&self.table),
             pool,
@@ -387,6 +392,8 @@ pub struct PostgresStore {
     sql: Sql,
     lock_key: i64,
     common: Common,
+    /// What the store reports: call latency, timeouts, errors.
+    meters: Meters,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -664,48 +671,54 @@ impl PostgresStore {
 
 impl SessionStore for PostgresStore {
     fn setup(&self) -> Result<()> {
-        let conn = self.conn()?;
-        // One simple query is one implicit transaction: the advisory lock
-        // serialises concurrent setups (CREATE ... IF NOT EXISTS alone can
-        // race on the catalog) and is released at its end.
-        let batch = format!(
-            "SELECT pg_advisory_xact_lock({}); {}",
-            self.lock_key, self.sql.setup
-        );
-        conn.block(self.common.io_timeout(), conn.client.batch_execute(&batch))
-            .map_err(|f| self.fail("setup (creating the table needs the CREATE privilege)", f))
+        self.meters.call(Op::Setup, || {
+            let conn = self.conn()?;
+            // One simple query is one implicit transaction: the advisory lock
+            // serialises concurrent setups (CREATE ... IF NOT EXISTS alone can
+            // race on the catalog) and is released at its end.
+            let batch = format!(
+                "SELECT pg_advisory_xact_lock({}); {}",
+                self.lock_key, self.sql.setup
+            );
+            conn.block(self.common.io_timeout(), conn.client.batch_execute(&batch))
+                .map_err(|f| self.fail("setup (creating the table needs the CREATE privilege)", f))
+        })
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        let Some(row) = self.by_id("load", &self.sql.load, id)? else {
-            return Ok(None);
-        };
-        let get = self.err("load");
-        let mut s = restore(
-            id.clone(),
-            row.try_get(0).map_err(&get)?,
-            row.try_get(1).map_err(&get)?,
-            row.try_get(2).map_err(&get)?,
-            row.try_get(3).map_err(&get)?,
-        );
-        s.owner = super::stored_owner(
-            row.try_get::<_, Option<&str>>(4)
-                .map_err(&get)?
-                .map(str::as_bytes),
-        );
-        Ok(Some(s))
+        self.meters.call(Op::Load, || {
+            let Some(row) = self.by_id("load", &self.sql.load, id)? else {
+                return Ok(None);
+            };
+            let get = self.err("load");
+            let mut s = restore(
+                id.clone(),
+                row.try_get(0).map_err(&get)?,
+                row.try_get(1).map_err(&get)?,
+                row.try_get(2).map_err(&get)?,
+                row.try_get(3).map_err(&get)?,
+            );
+            s.owner = super::stored_owner(
+                row.try_get::<_, Option<&str>>(4)
+                    .map_err(&get)?
+                    .map(str::as_bytes),
+            );
+            Ok(Some(s))
+        })
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::Overwrite)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::IfUnchanged)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.touch(id, None)
+        self.meters.call(Op::Touch, || self.touch(id, None))
     }
 
     /// One `UPDATE` of the deadline and `modified`: the data stay on the
@@ -716,18 +729,24 @@ impl SessionStore for PostgresStore {
         id: &SessionId,
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
-        self.touch(id, Some(ms_i64(expires_millis(expires))))
+        self.meters.call(Op::Touch, || {
+            self.touch(id, Some(ms_i64(expires_millis(expires))))
+        })
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
-        match self.by_id("delete", &self.sql.delete, id)? {
-            Some(row) => row.try_get(0).map_err(self.err("delete")),
-            None => Ok(false),
-        }
+        self.meters.call(Op::Delete, || {
+            match self.by_id("delete", &self.sql.delete, id)? {
+                Some(row) => row.try_get(0).map_err(self.err("delete")),
+                None => Ok(false),
+            }
+        })
     }
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
-        Ok(self.by_id("lookup", &self.sql.version, id)?.is_some())
+        self.meters.call(Op::Has, || {
+            Ok(self.by_id("lookup", &self.sql.version, id)?.is_some())
+        })
     }
 
     fn iter_sessions(&self) -> Result<SessionIter<'_>> {
@@ -735,70 +754,78 @@ impl SessionStore for PostgresStore {
     }
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
-        let (off, idle) = self.base();
-        let limit = i64::try_from(duration_millis(max_idle)).unwrap_or(i64::MAX);
-        let conn = self.conn()?;
-        let mut total = 0u64;
-        loop {
-            let n = conn
-                .block(
-                    self.common.io_timeout(),
-                    conn.client.execute_typed(
-                        &self.sql.delete_old,
-                        &[
-                            (&off, Type::INT8),
-                            (&idle, Type::INT8),
-                            (&limit, Type::INT8),
-                        ],
-                    ),
-                )
-                .map_err(|f| self.fail("deleting old sessions", f))?;
-            total += n;
-            if n < super::SQL_DELETE_BATCH {
-                return Ok(usize::try_from(total).unwrap_or(usize::MAX));
+        self.meters.call(Op::Expire, || {
+            let (off, idle) = self.base();
+            let limit = i64::try_from(duration_millis(max_idle)).unwrap_or(i64::MAX);
+            let conn = self.conn()?;
+            let mut total = 0u64;
+            loop {
+                let n = conn
+                    .block(
+                        self.common.io_timeout(),
+                        conn.client.execute_typed(
+                            &self.sql.delete_old,
+                            &[
+                                (&off, Type::INT8),
+                                (&idle, Type::INT8),
+                                (&limit, Type::INT8),
+                            ],
+                        ),
+                    )
+                    .map_err(|f| self.fail("deleting old sessions", f))?;
+                total += n;
+                if n < super::SQL_DELETE_BATCH {
+                    return Ok(usize::try_from(total).unwrap_or(usize::MAX));
+                }
             }
-        }
+        })
     }
 
     /// One query on the `(owner, modified)` index.
     fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
-        let (off, idle) = self.base();
-        let name = owner.as_str();
-        let conn = self.conn()?;
-        let rows = self.query(
-            &conn,
-            "listing an owner's sessions",
-            &self.sql.sessions_of,
-            &[(&off, Type::INT8), (&idle, Type::INT8), (&name, Type::TEXT)],
-        )?;
-        drop(conn);
-        let get = self.err("listing an owner's sessions");
-        let mut list = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: &str = row.try_get(0).map_err(&get)?;
-            list.push(super::info(
-                SessionId::new(id)?,
-                Some(owner.clone()),
-                row.try_get(1).map_err(&get)?,
-                row.try_get(2).map_err(&get)?,
-                row.try_get(3).map_err(&get)?,
-                row.try_get(4).map_err(&get)?,
-            ));
-        }
-        Ok(list)
+        self.meters.call(Op::Owner, || {
+            let (off, idle) = self.base();
+            let name = owner.as_str();
+            let conn = self.conn()?;
+            let rows = self.query(
+                &conn,
+                "listing an owner's sessions",
+                &self.sql.sessions_of,
+                &[(&off, Type::INT8), (&idle, Type::INT8), (&name, Type::TEXT)],
+            )?;
+            drop(conn);
+            let get = self.err("listing an owner's sessions");
+            let mut list = Vec::with_capacity(rows.len());
+            for row in rows {
+                let id: &str = row.try_get(0).map_err(&get)?;
+                list.push(super::info(
+                    SessionId::new(id)?,
+                    Some(owner.clone()),
+                    row.try_get(1).map_err(&get)?,
+                    row.try_get(2).map_err(&get)?,
+                    row.try_get(3).map_err(&get)?,
+                    row.try_get(4).map_err(&get)?,
+                ));
+            }
+            Ok(list)
+        })
     }
 
     /// One `DELETE` of the owner's rows but `keep` (expired ones too);
     /// counts the live ones.
     fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
-        self.delete_of("deleting an owner's sessions", owner, keep)
+        self.meters.call(Op::Owner, || {
+            self.delete_of("deleting an owner's sessions", owner, keep)
+        })
     }
 
     /// The same `DELETE`: the rows are gone from the table when it returns,
     /// but PostgreSQL keeps their bytes in dead tuples until `VACUUM`, in
     /// its write-ahead log, and in replicas and backups (SERVERS.md).
     fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
-        self.delete_of("erasing an owner's sessions", owner, None)
+        self.meters.call(Op::Owner, || {
+            self.delete_of("erasing an owner's sessions", owner, None)
+        })
     }
 
     fn is_thread_safe(&self) -> bool {

@@ -38,6 +38,7 @@ use super::pool::{Connect, Pool, Pooled};
 use super::{Common, Host, Page, Paged, backend_error, common_setters, ms_i64, restore};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::observe::{Backend, Meters, Op};
 use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
 use crate::store::{SessionIter, SessionStore};
@@ -392,6 +393,10 @@ impl RedisOptions {
         pool.put(first);
         let p = &self.prefix;
         Ok(RedisStore {
+            meters: Meters::new(
+                Backend::Redis,
+                &super::metrics_store(&target, "prefix", &self.prefix),
+            ),
             pool,
             target,
             keys: Keys {
@@ -436,6 +441,8 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Scripts,
     common: Common,
+    /// What the store reports: call latency, timeouts, errors.
+    meters: Meters,
 }
 
 struct Keys {
@@ -650,42 +657,48 @@ impl RedisStore {
 impl SessionStore for RedisStore {
     /// Checks that the server answers; Redis needs nothing created.
     fn setup(&self) -> Result<()> {
-        let mut conn = self.conn()?;
-        redis::cmd("PING")
-            .query::<()>(&mut *conn)
-            .map_err(|e| fail(&mut conn, "setup failed", e))
+        self.meters.call(Op::Setup, || {
+            let mut conn = self.conn()?;
+            redis::cmd("PING")
+                .query::<()>(&mut *conn)
+                .map_err(|e| fail(&mut conn, "setup failed", e))
+        })
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        let reply = self.run("load failed", &self.scripts.load, Some(id), &[b"1"])?;
-        match &reply {
-            Value::Nil => Ok(None),
-            Value::Array(f) if f.len() == 5 => {
-                let bad = || self.bad_reply("load failed", &reply);
-                let mut s = restore(
-                    id.clone(),
-                    bytes(&f[3]).ok_or_else(bad)?,
-                    int(&f[0]).ok_or_else(bad)?,
-                    int(&f[1]).ok_or_else(bad)?,
-                    int(&f[2]).ok_or_else(bad)?,
-                );
-                s.owner = super::stored_owner(bytes(&f[4]).as_deref());
-                Ok(Some(s))
+        self.meters.call(Op::Load, || {
+            let reply = self.run("load failed", &self.scripts.load, Some(id), &[b"1"])?;
+            match &reply {
+                Value::Nil => Ok(None),
+                Value::Array(f) if f.len() == 5 => {
+                    let bad = || self.bad_reply("load failed", &reply);
+                    let mut s = restore(
+                        id.clone(),
+                        bytes(&f[3]).ok_or_else(bad)?,
+                        int(&f[0]).ok_or_else(bad)?,
+                        int(&f[1]).ok_or_else(bad)?,
+                        int(&f[2]).ok_or_else(bad)?,
+                    );
+                    s.owner = super::stored_owner(bytes(&f[4]).as_deref());
+                    Ok(Some(s))
+                }
+                _ => Err(self.bad_reply("load failed", &reply)),
             }
-            _ => Err(self.bad_reply("load failed", &reply)),
-        }
+        })
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::Overwrite)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
     }
 
     fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.save(session, SaveMode::IfUnchanged)
+        self.meters
+            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
     }
 
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.touch(id, b"")
+        self.meters.call(Op::Touch, || self.touch(id, b""))
     }
 
     /// One script sets the deadline and `modified`: the data stay on the
@@ -696,25 +709,31 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         expires: Option<std::time::SystemTime>,
     ) -> Result<bool> {
-        let expires = ms_i64(expires_millis(expires)).to_string();
-        self.touch(id, expires.as_bytes())
+        self.meters.call(Op::Touch, || {
+            let expires = ms_i64(expires_millis(expires)).to_string();
+            self.touch(id, expires.as_bytes())
+        })
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
-        let reply = self.run(
-            "delete failed",
-            &self.scripts.delete,
-            Some(id),
-            &[id.as_str().as_bytes()],
-        )?;
-        int(&reply)
-            .map(|n| n == 1)
-            .ok_or_else(|| self.bad_reply("delete failed", &reply))
+        self.meters.call(Op::Delete, || {
+            let reply = self.run(
+                "delete failed",
+                &self.scripts.delete,
+                Some(id),
+                &[id.as_str().as_bytes()],
+            )?;
+            int(&reply)
+                .map(|n| n == 1)
+                .ok_or_else(|| self.bad_reply("delete failed", &reply))
+        })
     }
 
     fn has_session(&self, id: &SessionId) -> Result<bool> {
-        let reply = self.run("lookup failed", &self.scripts.load, Some(id), &[b"0"])?;
-        Ok(!matches!(reply, Value::Nil))
+        self.meters.call(Op::Has, || {
+            let reply = self.run("lookup failed", &self.scripts.load, Some(id), &[b"0"])?;
+            Ok(!matches!(reply, Value::Nil))
+        })
     }
 
     fn iter_sessions(&self) -> Result<SessionIter<'_>> {
@@ -722,73 +741,81 @@ impl SessionStore for RedisStore {
     }
 
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize> {
-        let limit = i64::try_from(duration_millis(max_idle))
-            .unwrap_or(i64::MAX)
-            .to_string();
-        let batch = DELETE_BATCH.to_string();
-        let mut total = 0usize;
-        loop {
-            let reply = self.run(
-                "deleting old sessions failed",
-                &self.scripts.delete_old,
-                None,
-                &[limit.as_bytes(), batch.as_bytes()],
-            )?;
-            match ints(&reply).as_deref() {
-                Some([removed, seen]) => {
-                    total += usize::try_from(*removed).unwrap_or(0);
-                    if *seen == 0 {
-                        return Ok(total);
+        self.meters.call(Op::Expire, || {
+            let limit = i64::try_from(duration_millis(max_idle))
+                .unwrap_or(i64::MAX)
+                .to_string();
+            let batch = DELETE_BATCH.to_string();
+            let mut total = 0usize;
+            loop {
+                let reply = self.run(
+                    "deleting old sessions failed",
+                    &self.scripts.delete_old,
+                    None,
+                    &[limit.as_bytes(), batch.as_bytes()],
+                )?;
+                match ints(&reply).as_deref() {
+                    Some([removed, seen]) => {
+                        total += usize::try_from(*removed).unwrap_or(0);
+                        if *seen == 0 {
+                            return Ok(total);
+                        }
                     }
+                    _ => return Err(self.bad_reply("deleting old sessions failed", &reply)),
                 }
-                _ => return Err(self.bad_reply("deleting old sessions failed", &reply)),
             }
-        }
+        })
     }
 
     /// One script over the owner's index, which it cleans on the way.
     fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
-        const WHAT: &str = "listing an owner's sessions failed";
-        let reply = self.run(
-            WHAT,
-            &self.scripts.sessions_of,
-            None,
-            &[owner.as_str().as_bytes()],
-        )?;
-        let bad = || self.bad_reply(WHAT, &reply);
-        let Value::Array(flat) = &reply else {
-            return Err(bad());
-        };
-        let mut list = Vec::with_capacity(flat.len() / 5);
-        for row in flat.chunks(5) {
-            let [id, e, m, v, size] = row else {
+        self.meters.call(Op::Owner, || {
+            const WHAT: &str = "listing an owner's sessions failed";
+            let reply = self.run(
+                WHAT,
+                &self.scripts.sessions_of,
+                None,
+                &[owner.as_str().as_bytes()],
+            )?;
+            let bad = || self.bad_reply(WHAT, &reply);
+            let Value::Array(flat) = &reply else {
                 return Err(bad());
             };
-            let id = SessionId::new(String::from_utf8_lossy(&bytes(id).ok_or_else(bad)?))?;
-            list.push(super::info(
-                id,
-                Some(owner.clone()),
-                int(e).ok_or_else(bad)?,
-                int(m).ok_or_else(bad)?,
-                int(v).ok_or_else(bad)?,
-                int(size).ok_or_else(bad)?,
-            ));
-        }
-        crate::owner::sort_newest_first(&mut list);
-        Ok(list)
+            let mut list = Vec::with_capacity(flat.len() / 5);
+            for row in flat.chunks(5) {
+                let [id, e, m, v, size] = row else {
+                    return Err(bad());
+                };
+                let id = SessionId::new(String::from_utf8_lossy(&bytes(id).ok_or_else(bad)?))?;
+                list.push(super::info(
+                    id,
+                    Some(owner.clone()),
+                    int(e).ok_or_else(bad)?,
+                    int(m).ok_or_else(bad)?,
+                    int(v).ok_or_else(bad)?,
+                    int(size).ok_or_else(bad)?,
+                ));
+            }
+            crate::owner::sort_newest_first(&mut list);
+            Ok(list)
+        })
     }
 
     /// One script: the owner's sessions but `keep` are deleted at one
     /// moment.
     fn delete_sessions_of(&self, owner: &Owner, keep: Option<&SessionId>) -> Result<usize> {
-        self.delete_of("deleting an owner's sessions failed", owner, keep)
+        self.meters.call(Op::Owner, || {
+            self.delete_of("deleting an owner's sessions failed", owner, keep)
+        })
     }
 
     /// The same script: the keys are gone when it returns, but Redis may
     /// keep their bytes in freed memory, its append-only file and
     /// snapshots, and replicas (SERVERS.md).
     fn erase_sessions_of(&self, owner: &Owner) -> Result<usize> {
-        self.delete_of("erasing an owner's sessions failed", owner, None)
+        self.meters.call(Op::Owner, || {
+            self.delete_of("erasing an owner's sessions failed", owner, None)
+        })
     }
 
     fn is_thread_safe(&self) -> bool {
