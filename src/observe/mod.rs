@@ -336,3 +336,28 @@ pub(crate) fn step_span(name: &'static str) -> Span {
         Some(trace::step(name)),
     )
 }
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::*;
+
+    /// With the no-op recorder in place (no application installed one),
+    /// a store registers nothing and its timers read no clock; with a
+    /// recorder, it registers its handles.
+    #[test]
+    fn nothing_is_registered_or_timed_without_a_recorder() {
+        let silent = metrics::with_local_recorder(&metrics::NoopRecorder, || {
+            Meters::new(Backend::Log, "/x/sessions.db")
+        });
+        assert!(!silent.is_recording());
+        assert!(silent.start().0.is_none());
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshot = recorder.snapshotter();
+        let on = metrics::with_local_recorder(&recorder, || {
+            Meters::new(Backend::Log, "/x/sessions.db")
+        });
+        assert!(on.is_recording());
+        assert!(on.start().0.is_some());
+        assert!(!snapshot.snapshot().into_vec().is_empty());
+    }
+}
