@@ -8,10 +8,13 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use sessionlog::{HashedIds, LogStore, Owner, Session, SessionId, SessionStore};
+use sessionlog::{HashedIds, LogStore, Owner, Session, SessionId, SessionStore, Stats};
 
 use crate::policy::{self, PolicyArgs};
-use crate::{Failure, Outcome, fmt_bytes, fmt_time, millis, open_existing, spinner, store_options};
+use crate::{
+    Failure, Outcome, StatsFormat, fmt_bytes, fmt_time, millis, open_existing, spinner,
+    store_options,
+};
 
 pub fn setup(path: &Path, policy: &PolicyArgs) -> Outcome {
     let existed = path.exists();
@@ -439,11 +442,15 @@ pub fn compact(path: &Path) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn stats(path: &Path, as_json: bool) -> Outcome {
+pub fn stats(path: &Path, format: StatsFormat) -> Outcome {
     let store = open_existing(path)?;
     let s = store.stats()?;
     let mut out = io::stdout().lock();
-    if as_json {
+    if format == StatsFormat::Prometheus {
+        prometheus(&mut out, &store.path().display().to_string(), &s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if format == StatsFormat::Json {
         let last = s.last_compaction.as_ref().map(|c| {
             json!({
                 "finished": fmt_time(c.finished),
@@ -506,4 +513,41 @@ pub fn stats(path: &Path, as_json: bool) -> Outcome {
     }
     policy::stats_lines(&mut out, &s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store's gauges ([`Stats::gauges`], the names the library's
+/// `metrics` feature sets) in the Prometheus text exposition format, each
+/// labelled as the library labels it: `backend="log"` and the store's path.
+fn prometheus(out: &mut impl Write, store: &str, s: &Stats) -> io::Result<()> {
+    let labels = format!("backend=\"log\",store=\"{}\"", escape_label(store));
+    for g in s.gauges() {
+        writeln!(out, "# HELP {} {}", g.name, escape_help(g.help))?;
+        writeln!(out, "# TYPE {} gauge", g.name)?;
+        writeln!(out, "{}{{{labels}}} {}", g.name, sample(g.value))?;
+    }
+    Ok(())
+}
+
+/// A label value as the text format quotes it: backslash, double quote
+/// and line feed escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A HELP text: backslash and line feed escaped.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A sample value: the text format's spelling of the infinities and NaN.
+fn sample(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        v.to_string()
+    }
 }

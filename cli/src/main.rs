@@ -157,9 +157,14 @@ enum Command {
     Stats {
         /// The store file.
         path: PathBuf,
-        /// Print one JSON object.
-        #[arg(long)]
+        /// Print one JSON object (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// How to print: lines for a person, one JSON object, or the
+        /// Prometheus text format (gauges named `sessionlog_*`, for
+        /// node-exporter's textfile collector).
+        #[arg(long, value_enum, default_value_t = StatsFormat::Text)]
+        format: StatsFormat,
     },
     /// Write every live session to stdout (or a new file) as JSON lines.
     Export {
@@ -265,6 +270,17 @@ enum Command {
     BenchFollower(follower::FollowerArgs),
 }
 
+/// How `stats` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatsFormat {
+    /// Lines for a person.
+    Text,
+    /// One JSON object.
+    Json,
+    /// The Prometheus text exposition format.
+    Prometheus,
+}
+
 /// When saves reach the disk, for `bench`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SyncArg {
@@ -308,7 +324,9 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Expire { path, idle } => admin::expire(&path, idle),
         Command::Compact { path } => admin::compact(&path),
         Command::Check { path, repair } => check::check(&path, repair),
-        Command::Stats { path, json } => admin::stats(&path, json),
+        Command::Stats { path, json, format } => {
+            admin::stats(&path, if json { StatsFormat::Json } else { format })
+        }
         Command::Export {
             path,
             output,

@@ -1191,3 +1191,97 @@ fn export_and_import_carry_the_owner_and_old_exports_still_import() {
     assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("secret"), "{}", stderr(&o));
 }
+
+/// `stats --format prometheus` prints the store's gauges in the Prometheus
+/// text format under the library's names (`Stats::gauges`), each labelled
+/// with the backend and the store's path, as a real parser of the format
+/// reads them: every line a comment or a sample it parses, every gauge
+/// typed and documented, the values those of `stats --json`.
+#[test]
+fn stats_prints_prometheus_text_that_a_parser_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("quota.db");
+    {
+        let store = LogStore::options()
+            .background(false)
+            .max_sessions(10)
+            .open(&path)
+            .expect("open");
+        for id in ["alice", "bob"] {
+            let mut s = Session::new(SessionId::new(id).expect("id"), b"x".to_vec());
+            store.save_session(&mut s).expect("save");
+        }
+    }
+    let p = s(&path);
+    let o = sessionlog(&["stats", p, "--format", "prometheus"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o).to_owned();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+    let sample_lines = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(
+        scrape.samples.len(),
+        sample_lines,
+        "a line the parser skipped:\n{text}"
+    );
+
+    let store = LogStore::options()
+        .background(false)
+        .open(&path)
+        .expect("reopen");
+    let stats = store.stats().expect("stats");
+    let gauges = stats.gauges();
+    assert_eq!(scrape.samples.len(), gauges.len());
+    let resolved = store.path().display().to_string();
+    for g in &gauges {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == g.name)
+            .unwrap_or_else(|| panic!("no sample of {}:\n{text}", g.name));
+        let prometheus_parse::Value::Gauge(v) = sample.value else {
+            panic!("{} is not typed a gauge:\n{text}", g.name);
+        };
+        // Sizes the reopen may change (the file's length, free space) are
+        // compared for presence only.
+        if ![
+            "sessionlog_file_bytes",
+            "sessionlog_free_bytes",
+            "sessionlog_index_bytes",
+        ]
+        .contains(&g.name)
+        {
+            assert_eq!(v, g.value, "{}", g.name);
+        }
+        assert_eq!(sample.labels.get("backend"), Some("log"));
+        assert_eq!(sample.labels.get("store"), Some(resolved.as_str()));
+        assert_eq!(sample.labels.len(), 2);
+        assert_eq!(scrape.docs.get(g.name).map(String::as_str), Some(g.help));
+    }
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("sessionlog_live_sessions"), Some(2.0));
+    assert_eq!(value("sessionlog_quota_max_sessions"), Some(10.0));
+    assert_eq!(value("sessionlog_quota_sessions_ratio"), Some(0.2));
+
+    // `--json` and `--format json` print the same object (but the free
+    // space, which other processes change).
+    let json = |args: &[&str]| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(stdout(&sessionlog(args)).trim()).expect("JSON");
+        v["limits"]["free_bytes"] = serde_json::Value::Null;
+        v
+    };
+    assert_eq!(
+        json(&["stats", p, "--json"]),
+        json(&["stats", p, "--format", "json"])
+    );
+}

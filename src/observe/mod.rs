@@ -353,9 +353,8 @@ mod tests {
         assert!(silent.start().0.is_none());
         let recorder = metrics_util::debugging::DebuggingRecorder::new();
         let snapshot = recorder.snapshotter();
-        let on = metrics::with_local_recorder(&recorder, || {
-            Meters::new(Backend::Log, "/x/sessions.db")
-        });
+        let on =
+            metrics::with_local_recorder(&recorder, || Meters::new(Backend::Log, "/x/sessions.db"));
         assert!(on.is_recording());
         assert!(on.start().0.is_some());
         assert!(!snapshot.snapshot().into_vec().is_empty());
