@@ -4,7 +4,10 @@ session2's store interface (``LogSessionStore``, ``DirSessionStore``,
 ``MemorySessionStore``), a Django session backend
 (``SESSION_ENGINE = "sessionlog_store.django"``) and a Flask session interface
 (``sessionlog_store.flask.SessionlogSessionInterface``), all over the Rust engine,
-which releases the GIL during every store call.
+which releases the GIL during every store call. ``metrics()`` returns
+what every store of the process counted (loads, saves, conflicts, errors,
+latencies, compactions), ``metrics_text()`` the same in the Prometheus text
+format.
 """
 
 from ._errors import (
@@ -30,6 +33,7 @@ from ._errors import (
     RandomSourceError,
     UnsupportedVersionError,
 )
+from ._metrics import metrics, metrics_text
 from ._native import DEFAULT_MAX_SESSION_SIZE, MAX_ID_LEN, generate_id, is_valid_id
 from ._stores import (
     DirSessionStore,
@@ -50,6 +54,8 @@ __all__ = [
     "session_version",
     "OwnedSession",
     "generate_id",
+    "metrics",
+    "metrics_text",
     "is_valid_id",
     "MAX_ID_LEN",
     "DEFAULT_MAX_SESSION_SIZE",

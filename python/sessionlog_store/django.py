@@ -55,6 +55,12 @@ on their next request, and stay stored until then)::
 ``SESSIONLOG_MAX_SESSIONS_PER_USER = n`` lets each user keep at most ``n``
 sessions: a login beyond it logs out that user's least recently used
 sessions (the newest login wins).
+
+What the store counts (loads, saves, conflicts, errors by kind, latencies,
+compactions) is :func:`metrics` (a dict), or, for a Prometheus scrape, the
+view :func:`metrics_view`::
+
+    path("metrics", sessionlog_store.django.metrics_view)
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from . import _native
+from . import _metrics, _native
 from ._errors import ConflictError
 from ._stores import LogSessionStore
 
@@ -406,3 +412,18 @@ def update_session(request: Any, change: Callable[[Dict[str, Any]], T], *, attem
         session.modified = created
         return result
     raise SessionConflict(f"the session kept changing concurrently; gave up after {attempts} attempts")
+
+
+def metrics() -> Dict[str, List[Dict[str, Any]]]:
+    """The counters, gauges and latencies of every store of this process
+    (:func:`sessionlog_store.metrics`), the session store's among them."""
+    return _metrics.metrics()
+
+
+def metrics_view(request: Any) -> Any:
+    """A view answering with :func:`sessionlog_store.metrics_text`: the
+    Prometheus text format. Route it where your scraper looks, behind
+    whatever protects your other internal endpoints."""
+    from django.http import HttpResponse
+
+    return HttpResponse(_metrics.metrics_text(), content_type=_metrics.CONTENT_TYPE)

@@ -48,6 +48,12 @@ default Flask-Login's ``_user_id`` (what ``login_user`` stores), so that::
 a callable taking the session's data and returning the owner (or None).
 ``SESSIONLOG_MAX_SESSIONS_PER_USER = n`` lets each user keep at most ``n``
 sessions (the newest login wins).
+
+What the store counts (loads, saves, conflicts, errors by kind, latencies,
+compactions) is :func:`metrics` (a dict), or, for a Prometheus scrape,
+:func:`metrics_response`::
+
+    app.add_url_rule("/metrics", view_func=sessionlog_store.flask.metrics_response)
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, Signer
 from werkzeug.datastructures import CallbackDict
 
-from . import _native
+from . import _metrics, _native
 from ._errors import ConflictError
 from ._stores import LogSessionStore, SessionStore
 
@@ -179,7 +185,7 @@ class SessionlogSessionInterface(SessionInterface):
 
     session_class = ServerSession
     serializer = TaggedJSONSerializer()
-    salt = "sessionlog.flask"
+    salt = "sessionlog_store.flask"
     digest_method = staticmethod(hashlib.sha256)
 
     def __init__(
@@ -588,3 +594,16 @@ def erase_sessions_of(user: Any, *, app: Optional[Flask] = None) -> int:
     on the whole store: with a store shared through ``SESSION_KEY_PREFIX``,
     the user's sessions of the other apps too."""
     return _interface(app).store.native.erase_sessions_of(_user_owner(user))
+
+
+def metrics() -> Dict[str, List[Dict[str, Any]]]:
+    """The counters, gauges and latencies of every store of this process
+    (:func:`sessionlog_store.metrics`), the session interface's among them."""
+    return _metrics.metrics()
+
+
+def metrics_response() -> Response:
+    """A response with :func:`sessionlog_store.metrics_text`: the Prometheus text
+    format, for a ``/metrics`` route (behind whatever protects your other
+    internal endpoints)."""
+    return Response(_metrics.metrics_text(), content_type=_metrics.CONTENT_TYPE)

@@ -12,6 +12,8 @@
 //! become the exceptions defined in `sessionlog_store._errors`, with the Rust
 //! error's message unchanged.
 
+mod metrics;
+
 use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -826,9 +828,49 @@ fn is_valid_id(id: &str) -> bool {
     SessionId::new(id).is_ok()
 }
 
+/// Every metric the stores of this process reported (the library's
+/// `metrics` feature, through the recorder this module installs): a list
+/// of `(kind, name, labels, count, value, help)`, `kind` one of
+/// `"counter"`, `"gauge"`, `"histogram"`; a histogram's `count` is its
+/// number of observations and `value` their sum, the others' `count` is
+/// `None`. Empty if the program embedding Python installed a recorder of
+/// its own first.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn metrics_samples<'py>(
+    py: Python<'py>,
+) -> PyResult<
+    Vec<(
+        &'static str,
+        String,
+        Bound<'py, PyDict>,
+        Option<u64>,
+        f64,
+        Option<String>,
+    )>,
+> {
+    let Some(registry) = metrics::registry() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for s in registry.samples() {
+        let labels = PyDict::new(py);
+        for (k, v) in &s.labels {
+            labels.set_item(k, v)?;
+        }
+        let help = registry.help(&s.name);
+        out.push((s.kind.name(), s.name, labels, s.count, s.value, help));
+    }
+    Ok(out)
+}
+
 /// The native module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Before any store is opened: a store registers its metrics with the
+    // recorder installed when it opens.
+    metrics::registry();
+    m.add_function(wrap_pyfunction!(metrics_samples, m)?)?;
     m.add_class::<Store>()?;
     m.add_function(wrap_pyfunction!(generate_id, m)?)?;
     m.add_function(wrap_pyfunction!(is_valid_id, m)?)?;

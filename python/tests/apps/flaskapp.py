@@ -49,6 +49,9 @@ def create_app(path=None, conditional=None):
         session.clear()
         return reply()
 
+    # What the session store counted, for a Prometheus scrape.
+    app.add_url_rule("/metrics", view_func=sessionlog_store.flask.metrics_response)
+
     return app
 
 

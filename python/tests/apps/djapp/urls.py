@@ -1,5 +1,7 @@
 from django.urls import path
 
+import sessionlog_store.django
+
 from . import views
 
 urlpatterns = [
@@ -11,4 +13,6 @@ urlpatterns = [
     path("merge-count/", views.merge_count),
     path("auth-login/", views.auth_login),
     path("logout-others/", views.logout_others),
+    # What the session store counted, for a Prometheus scrape.
+    path("metrics", sessionlog_store.django.metrics_view),
 ]
