@@ -38,9 +38,10 @@ def test_metrics_counts_each_store_call(tmp_path):
     store = sessionlog_store.LogSessionStore(path)
     label = os.path.realpath(path)
     sid = sessionlog_store.generate_id()
-    store.save(sid, {"user": "alice"})
-    assert store.load(sid)["user"] == "alice"
-    assert store.load(sessionlog_store.generate_id()) is None
+    engine = store.native
+    engine.save(sid, b"user=alice")
+    assert engine.load(sid)[0] == b"user=alice"
+    assert engine.load(sessionlog_store.generate_id()) is None
     m = sessionlog_store.metrics()
     mine = lambda name: [s for s in m.get(name, []) if s["labels"]["store"] == label]  # noqa: E731
     assert [s["value"] for s in mine("sessionlog_saves_total")] == [1]
