@@ -4,7 +4,14 @@ from os import PathLike
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union, final
 
-__all__ = ["Store", "generate_id", "is_valid_id", "MAX_ID_LEN", "DEFAULT_MAX_SESSION_SIZE"]
+__all__ = [
+    "Store",
+    "generate_id",
+    "is_valid_id",
+    "metrics_samples",
+    "MAX_ID_LEN",
+    "DEFAULT_MAX_SESSION_SIZE",
+]
 
 MAX_ID_LEN: int
 DEFAULT_MAX_SESSION_SIZE: int

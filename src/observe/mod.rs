@@ -241,8 +241,37 @@ impl Meters {
 
     /// Runs one `SessionStore` call: counts it (or its error by kind),
     /// keeps its latency, and for a server store opens a span around it.
+    /// With nothing to report to, `f` runs in the caller's place: its
+    /// result goes straight to the caller, copied nowhere.
     #[inline(always)]
+    #[cfg_attr(
+        not(any(feature = "metrics", feature = "tracing")),
+        allow(unused_variables)
+    )]
     pub fn call<T>(&self, op: Op, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        #[cfg(any(feature = "metrics", feature = "tracing"))]
+        if self.is_observed() {
+            return self.call_observed(op, f);
+        }
+        f()
+    }
+
+    /// Whether a call is worth observing: a recorder keeps metrics, or a
+    /// server store's call gets a span.
+    #[cfg(any(feature = "metrics", feature = "tracing"))]
+    #[inline(always)]
+    fn is_observed(&self) -> bool {
+        #[cfg(feature = "tracing")]
+        if self.backend.is_server() {
+            return true;
+        }
+        self.is_recording()
+    }
+
+    /// [`call`](Self::call) with something to report to, out of line.
+    #[cfg(any(feature = "metrics", feature = "tracing"))]
+    #[inline(never)]
+    fn call_observed<T>(&self, op: Op, f: impl FnOnce() -> Result<T>) -> Result<T> {
         #[cfg(feature = "tracing")]
         let _span = self
             .backend
@@ -255,6 +284,7 @@ impl Meters {
     }
 
     /// Counts a call that began at `t` and ended with `r`.
+    #[cfg(any(feature = "metrics", feature = "tracing"))]
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub fn finish<T>(&self, op: Op, t: Timer, r: &Result<T>) {
