@@ -239,3 +239,33 @@ fn dir_store_open_is_a_span() {
     );
     holds_none_of(&all, &[ID, DATA]);
 }
+
+#[cfg(feature = "redis")]
+#[test]
+fn server_calls_are_spans_naming_the_server_without_credentials() {
+    use sessionlog::RedisStore;
+    let (seen, _turn) = subscriber();
+    let prefix = format!("sessionlog-tracing-{}", std::process::id());
+    let store = RedisStore::options(&common::servers::redis_url())
+        .key_prefix(&prefix)
+        .open()
+        .unwrap_or_else(|e| common::servers::unreachable("Redis", "SESSIONLOG_REDIS_URL", &e));
+    let mut s = Session::new(common::id(ID), DATA.as_bytes().to_vec());
+    store.save_session(&mut s).expect("save");
+    assert!(store.load_session(&s.id).expect("load").is_some());
+    assert!(store.delete_session(&s.id).expect("delete"));
+    let all = snapshot(seen);
+    let calls: Vec<&Seen> = all
+        .iter()
+        .filter(|s| s.name == "sessionlog.server_call")
+        .collect();
+    let ops: Vec<&str> = calls.iter().filter_map(|s| s.field("op")).collect();
+    assert_eq!(ops, ["save", "load", "delete"]);
+    for c in &calls {
+        assert_eq!(c.field("backend"), Some("redis"));
+        let store = c.field("store").expect("store field");
+        assert!(store.ends_with(&format!("prefix={prefix}")), "{store}");
+        assert!(!store.contains('@'), "{store}");
+    }
+    holds_none_of(&all, &[ID, DATA]);
+}
