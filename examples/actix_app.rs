@@ -8,6 +8,8 @@
 //!
 //! Routes: `POST /login` (form `user=NAME`), `GET /counter`, `POST
 //! /counter` (last writer wins, as actix-session is), `POST /logout`,
+//! `POST /logout-others` ("log out my other devices": deletes every other
+//! session of this session's user; 401 without a logged-in session),
 //! `GET /health`. Flags: `--store PATH`, `--addr HOST:PORT` (port 0 picks
 //! a free one), `--sync always|never|interval:MS`, `--idle-secs N`,
 //! `--key-file PATH` (64 bytes signing the cookies, shared by every
@@ -20,8 +22,11 @@ use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::Key;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::Deserialize;
-use sessionlog::web::ActixStore;
-use sessionlog::{LogStore, SyncPolicy};
+use sessionlog::web::{ActixStore, actix_session_id};
+use sessionlog::{LogStore, Owner, SessionStore, SyncPolicy};
+
+/// The session store: every save records the session's user as its owner.
+type Store = ActixStore<LogStore>;
 
 #[derive(Deserialize)]
 struct Login {
@@ -78,6 +83,29 @@ async fn increment(session: Session) -> HttpResponse {
         },
         Ok(None) => HttpResponse::Unauthorized().body("not logged in"),
         Err(r) => *r,
+    }
+}
+
+/// "Log out my other devices": every other session of this user goes.
+/// The store knows each session's user because `ActixStore::with_owner`
+/// (in `main`) records it on every save; actix-session does not tell a
+/// handler its session's key, so `actix_session_id` reads the one the
+/// store put in the state when it loaded this session.
+async fn logout_others(session: Session, store: web::Data<Store>) -> HttpResponse {
+    let user = match session.get::<String>("user") {
+        Ok(Some(user)) => user,
+        Ok(None) => return HttpResponse::Unauthorized().body("not logged in"),
+        Err(e) => return internal(e),
+    };
+    let (Ok(owner), Some(here)) = (Owner::new(user), actix_session_id(&session)) else {
+        return internal("the session has no stored id or owner");
+    };
+    let store = store.into_inner();
+    let deleted = web::block(move || store.store().delete_sessions_of(&owner, Some(&here))).await;
+    match deleted {
+        Ok(Ok(n)) => HttpResponse::Ok().body(format!("logged out {n} other sessions\n")),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
     }
 }
 
@@ -195,7 +223,12 @@ async fn main() -> std::io::Result<()> {
         .sync(sync)
         .open(&store_path)
         .map_err(std::io::Error::other)?;
-    let store = ActixStore::new(log);
+    // Each session's owner is its user, so that /logout-others can find
+    // the user's other sessions.
+    let store: Store = ActixStore::new(log).with_owner(|state| {
+        let user: String = serde_json::from_str(state.get("user")?).ok()?;
+        Owner::new(user).ok()
+    });
     let key = load_key(&key_file)?;
     let server = HttpServer::new(move || {
         let lifecycle = SessionLifecycle::PersistentSession(
@@ -204,6 +237,7 @@ async fn main() -> std::io::Result<()> {
                 .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
         );
         App::new()
+            .app_data(web::Data::new(store.clone()))
             .wrap(
                 SessionMiddleware::builder(store.clone(), key.clone())
                     .cookie_secure(false)
@@ -214,6 +248,7 @@ async fn main() -> std::io::Result<()> {
             .route("/counter", web::get().to(read_counter))
             .route("/counter", web::post().to(increment))
             .route("/logout", web::post().to(logout))
+            .route("/logout-others", web::post().to(logout_others))
             .route("/health", web::get().to(health))
     })
     .workers(2)

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::conformance::{Backend, Config};
 use common::web_backends::{Dir, Log, Memory};
-use sessionlog::web::{ActixStore, TowerStore};
+use sessionlog::web::{ACTIX_SESSION_ID, ActixStore, TowerStore, actix_session_id};
 use sessionlog::{ManualClock, MemoryStore, SessionId, SessionStore};
 
 // ---------------------------------------------------------------------
@@ -219,7 +219,16 @@ fn actix_store<B: Backend>() {
             .expect("save");
         let text: String = key_of(key.as_ref()).into();
         assert_eq!(text.len(), 22, "a 128-bit id");
-        assert_eq!(store.load(&key).await.expect("load"), Some(state.clone()));
+        // A loaded state holds its own id (ACTIX_SESSION_ID), as JSON.
+        let with_id = |state: &HashMap<String, String>, key: &SessionKey| {
+            let mut state = state.clone();
+            state.insert(ACTIX_SESSION_ID.to_owned(), format!("\"{}\"", key.as_ref()));
+            state
+        };
+        assert_eq!(
+            store.load(&key).await.expect("load"),
+            Some(with_id(&state, &key))
+        );
         let other = store
             .save(state.clone(), &Ttl::seconds(60))
             .await
@@ -244,16 +253,35 @@ fn actix_store<B: Backend>() {
             store.delete(&k).await.expect("delete");
         }
 
-        // update of a live session: same key, new state.
+        // update of a live session: same key, new state. An id planted in
+        // the state (another session's) is not stored, and the load puts
+        // back the session's own.
         let new_state = actix_state(&[("user", "\"ada\""), ("count", "3")]);
+        let mut planted = new_state.clone();
+        planted.insert(
+            ACTIX_SESSION_ID.to_owned(),
+            format!("\"{}\"", other.as_ref()),
+        );
         let same = store
-            .update(key_of(key.as_ref()), new_state.clone(), &Ttl::seconds(60))
+            .update(key_of(key.as_ref()), planted, &Ttl::seconds(60))
             .await
             .expect("update");
         assert_eq!(same.as_ref(), key.as_ref());
         assert_eq!(
             store.load(&key).await.expect("load"),
-            Some(new_state.clone())
+            Some(with_id(&new_state, &key))
+        );
+        let stored = store
+            .store()
+            .load_session(&SessionId::new(key.as_ref()).expect("id"))
+            .expect("load")
+            .expect("present");
+        assert!(
+            !stored
+                .data
+                .windows(ACTIX_SESSION_ID.len())
+                .any(|w| w == ACTIX_SESSION_ID.as_bytes()),
+            "the id entry is never stored"
         );
 
         // update_ttl moves only the deadline.
@@ -264,7 +292,7 @@ fn actix_store<B: Backend>() {
         loc.advance(&cfg, Duration::from_secs(120));
         assert_eq!(
             store.load(&key).await.expect("load"),
-            Some(new_state.clone()),
+            Some(with_id(&new_state, &key)),
             "extended past the first ttl, data unchanged"
         );
         assert_eq!(store.load(&other).await.expect("load"), None, "expired");
@@ -794,6 +822,65 @@ fn axum_app_logs_out_my_other_devices() {
     assert_eq!(send(client(&jar()).post(a.url("/logout-others"))).0, 401);
 }
 
+/// Issue 28, actix-session: three browsers of one user (and one of
+/// another) on two processes; "log out my other devices" from one logs the
+/// two others out on every process and keeps the caller and the other
+/// user. The route knows its own session through the id `ActixStore` puts
+/// in the loaded state (`actix_session_id`).
+#[test]
+fn actix_app_logs_out_my_other_devices() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("cookie.key");
+    let key = key.to_str().expect("utf-8");
+    let servers = start_all(
+        &example("actix_app"),
+        2,
+        &dir.path().join("s.db"),
+        &["--key-file", key],
+    );
+    let (a, b) = (&servers[0], &servers[1]);
+    let (laptop, phone, tablet, other) = (
+        client(&jar()),
+        client(&jar()),
+        client(&jar()),
+        client(&jar()),
+    );
+    login(&laptop, a, "ada");
+    login(&phone, b, "ada");
+    login(&tablet, a, "ada");
+    login(&other, b, "bob");
+    for c in [&laptop, &phone, &tablet, &other] {
+        assert_eq!(send(c.post(a.url("/counter"))), (200, "1".into()));
+    }
+    assert_eq!(
+        send(phone.post(b.url("/logout-others"))),
+        (200, "logged out 2 other sessions".into())
+    );
+    for s in &servers {
+        for (name, c) in [("the laptop", &laptop), ("the tablet", &tablet)] {
+            assert_eq!(send(c.get(s.url("/counter"))).0, 401, "{name} is out");
+        }
+        assert_eq!(
+            send(phone.get(s.url("/counter"))),
+            (200, "1".into()),
+            "the phone stays"
+        );
+        assert_eq!(
+            send(other.get(s.url("/counter"))),
+            (200, "1".into()),
+            "bob stays"
+        );
+    }
+    // Nothing left to log out; the phone is still in.
+    assert_eq!(
+        send(phone.post(a.url("/logout-others"))),
+        (200, "logged out 0 other sessions".into())
+    );
+    assert_eq!(send(phone.post(b.url("/counter"))), (200, "2".into()));
+    assert_eq!(send(laptop.post(a.url("/logout-others"))).0, 401);
+    assert_eq!(send(client(&jar()).post(b.url("/logout-others"))).0, 401);
+}
+
 /// axum-login 0.18's data: the user id under `auth_data`, a number or a
 /// string, is the owner; no login, no owner.
 #[test]
@@ -879,6 +966,13 @@ fn actix_store_records_the_owner_from_the_state() {
         session.insert("visited", true).expect("insert");
         HttpResponse::Ok().body("forgotten")
     }
+    /// The id of this request's session, and none once renewed.
+    async fn mine(session: Session) -> HttpResponse {
+        let before = actix_session_id(&session).map_or("none".into(), |id| id.to_string());
+        session.renew();
+        let after = actix_session_id(&session).map_or("none".into(), |id| id.to_string());
+        HttpResponse::Ok().body(format!("{before} {after}"))
+    }
 
     let store = ActixStore::new(MemoryStore::new()).with_owner(|state| {
         let user: String = serde_json::from_str(state.get("user")?).ok()?;
@@ -901,6 +995,7 @@ fn actix_store_records_the_owner_from_the_state() {
                     .route("/login", web::post().to(login))
                     .route("/whoami", web::get().to(whoami))
                     .route("/forget", web::post().to(forget))
+                    .route("/mine", web::post().to(mine))
             })
             .workers(1)
             .listen(listener)
@@ -926,6 +1021,14 @@ fn actix_store_records_the_owner_from_the_state() {
     login_as(&laptop, "ada");
     let laptop_id = ids(&store);
     assert_eq!(laptop_id.len(), 1, "the laptop's session is ada's");
+    // A handler learns its own session's id (and none after `renew`,
+    // which gives the session a new one); a request without one has none.
+    let mine = |c: &reqwest::blocking::Client| send(c.post(format!("{base}/mine"))).1;
+    assert_eq!(mine(&laptop), format!("{} none", laptop_id[0]));
+    let laptop_id = ids(&store);
+    assert_eq!(laptop_id.len(), 1, "renewed: still one session");
+    assert_eq!(mine(&laptop), format!("{} none", laptop_id[0]));
+    assert_eq!(mine(&client(&jar())), "none none");
     login_as(&phone, "ada");
     login_as(&bob, "bob");
     let both = ids(&store);

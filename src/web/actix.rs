@@ -16,6 +16,34 @@ const CREATE_ATTEMPTS: usize = 8;
 /// The session state actix-session hands to its stores.
 type State = HashMap<String, String>;
 
+/// The entry of the session state where [`ActixStore`] puts the id the
+/// state was loaded under, as a JSON string (the way actix-session keeps
+/// values), so that a handler knows which session is its own:
+/// [`actix_session_id`] reads it. actix-session gives handlers no other way
+/// to learn their session's key. The entry is never stored (a save leaves
+/// it out) and a load always sets it to the key it loaded from, so no
+/// request and no stored state can plant another. Applications must not
+/// use this key.
+pub const ACTIX_SESSION_ID: &str = "__sessionlog.id";
+
+/// The id of the session this request loaded, the `keep` of
+/// [`SessionStore::delete_sessions_of`] for "log out my other devices"
+/// (see `examples/actix_app.rs`). `None` for a request that came without a
+/// live session, and once the handler has called `renew`, `purge` or
+/// `clear` (the id it loaded no longer names the session the response
+/// will carry). Needs the session's store to be an [`ActixStore`].
+pub fn actix_session_id(session: &actix_session::Session) -> Option<SessionId> {
+    use actix_session::SessionStatus;
+    if matches!(
+        session.status(),
+        SessionStatus::Renewed | SessionStatus::Purged
+    ) {
+        return None;
+    }
+    let id = session.get::<String>(ACTIX_SESSION_ID).ok()??;
+    SessionId::new(id).ok()
+}
+
 /// A function from a session's state to its owner.
 type OwnerFn = std::sync::Arc<dyn Fn(&State) -> Option<Owner> + Send + Sync>;
 
@@ -42,15 +70,17 @@ type OwnerFn = std::sync::Arc<dyn Fn(&State) -> Option<Owner> + Send + Sync>;
 ///   ([`SessionStore::touch_session_until`]) and never creates a session.
 /// - `save` is the only call that creates a session.
 ///
-/// The state is stored as MessagePack (keys sorted). Clones share the
-/// backend.
+/// The state is stored as MessagePack (keys sorted). A loaded state also
+/// holds its own id under [`ACTIX_SESSION_ID`] (never stored), which
+/// [`actix_session_id`] reads. Clones share the backend.
 ///
 /// Who a session belongs to: [`ActixStore::with_owner`] takes a function
 /// that reads the owner from the session's state, and every save records
 /// it, so that [`SessionStore::sessions_of`] and
 /// [`SessionStore::delete_sessions_of`] on the backend
 /// ([`ActixStore::store`]) list a user's sessions and log the user out of
-/// the others.
+/// the others; a handler finds its own session's id, to keep it, with
+/// [`actix_session_id`].
 pub struct ActixStore<S> {
     runner: Runner<S>,
     /// The owner of a session's state, if the application said how to find it.
@@ -116,7 +146,8 @@ impl<S: SessionStore + 'static> ActixStore<S> {
     }
 
     async fn create(&self, state: &State, ttl: &TtlDuration) -> Result<SessionKey, Failure> {
-        let bytes = encode_map(state, None)?;
+        // After `renew` the state still holds the old id: never stored.
+        let bytes = encode_map(state, Some(ACTIX_SESSION_ID))?;
         let expires = deadline(ttl_duration(ttl));
         let owner = self.owner.as_ref().and_then(|f| f(state));
         for _ in 0..CREATE_ATTEMPTS {
@@ -151,7 +182,7 @@ impl<S: SessionStore + 'static> ActixStore<S> {
         state: &State,
         ttl: &TtlDuration,
     ) -> Result<Option<SessionKey>, Failure> {
-        let bytes = encode_map(state, None)?;
+        let bytes = encode_map(state, Some(ACTIX_SESSION_ID))?;
         let expires = deadline(ttl_duration(ttl));
         let sid = id.clone();
         // Derived from the state: unchanged state keeps the stored owner.
@@ -199,6 +230,7 @@ impl<S: SessionStore + 'static> actix_session::storage::SessionStore for ActixSt
         };
         // Decoded straight from the store's bytes (for the LogStore, its
         // memory map), with no copy into a `Vec` first.
+        let own = serde_json::Value::from(id.as_str()).to_string();
         let loaded = self
             .runner
             .run(move |s| {
@@ -211,7 +243,10 @@ impl<S: SessionStore + 'static> actix_session::storage::SessionStore for ActixSt
         match loaded {
             None => Ok(None),
             Some(decoded) => decoded
-                .map(Some)
+                .map(|mut state: State| {
+                    state.insert(ACTIX_SESSION_ID.to_owned(), own);
+                    Some(state)
+                })
                 .map_err(|f| LoadError::Deserialization(other(f))),
         }
     }

@@ -181,7 +181,7 @@ mod tower;
 pub mod tower_import;
 
 #[cfg(feature = "actix-session")]
-pub use actix::ActixStore;
+pub use actix::{ACTIX_SESSION_ID, ActixStore, actix_session_id};
 #[cfg(feature = "tower-sessions")]
 pub use axum::{Data, SessionUpdate, UpdateError};
 #[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
