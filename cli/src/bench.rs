@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
-use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
+use sessionlog::{LogStore, Owner, Session, SessionId, SessionStore, SyncPolicy};
 
 use crate::follower::OtherProcess;
 use crate::{Failure, Outcome, SyncArg, fmt_bytes, progress};
@@ -47,6 +47,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "OPS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     load_rate: u64,
+    /// Sessions an owner has in the owner phases (0: skip them). Right
+    /// after `save` and after `overwrite`, the same phase runs again on a
+    /// second store, every save carrying an owner (session i belongs to
+    /// owner i modulo sessions/K, so an owner's sessions lie far apart in
+    /// the log); then `sessions_of` lists every owner once. The second
+    /// store is a fresh one in a temporary directory beside the first,
+    /// removed afterwards.
+    #[arg(long, value_name = "K", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    per_owner: u64,
     /// Run on PATH even though something is there already: the bench
     /// saves, overwrites and deletes its own sessions in it and compacts
     /// it, beside whatever it holds.
@@ -93,13 +103,13 @@ struct Phase {
 struct TempStore(PathBuf);
 
 impl TempStore {
-    fn new() -> Result<TempStore, Failure> {
+    /// A new directory in `base`.
+    fn new_in(base: &Path) -> Result<TempStore, Failure> {
         use std::os::unix::fs::DirBuilderExt;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("sessionlog-bench-{}-{nanos}", std::process::id()));
+        let dir = base.join(format!("sessionlog-bench-{}-{nanos}", std::process::id()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -126,11 +136,12 @@ fn record_bytes(value_size: u64) -> u64 {
 const RECORDS_AT_PEAK: u64 = 5;
 
 /// Heap the bench needs per session, in both of its processes together: the
-/// ids (64 bytes each, in both), the latencies of the six timed phases
+/// ids (64 bytes each, in both), the latencies of the nine timed phases
 /// (kept for the table, 8 bytes an operation), the index and the second
 /// index of a compaction (up to 32 bytes each), and the other process's
-/// index.
-const HEAP_PER_SESSION: u64 = 2 * 64 + 6 * 8 + 3 * 32;
+/// index. The owner phases' store (its index, up to 48 bytes a session)
+/// is closed before the compaction.
+const HEAP_PER_SESSION: u64 = 2 * 64 + 9 * 8 + 3 * 32;
 
 /// Refuses, with what it needs and what there is, a bench that would fill
 /// the disk under `path` or the machine's memory before it ends.
@@ -229,6 +240,8 @@ impl Rng {
 struct Worker<'a> {
     store: &'a LogStore,
     ids: &'a [SessionId],
+    /// Session i's owner is `owners[i % owners.len()]`; empty: no owners.
+    owners: &'a [Owner],
     rng: Rng,
     data: Vec<u8>,
 }
@@ -239,7 +252,21 @@ impl Worker<'_> {
         let k = self.data.len().min(8);
         self.data[..k].copy_from_slice(&n[..k]);
         let mut s = Session::new(self.ids[i].clone(), self.data.clone());
+        if !self.owners.is_empty() {
+            s.owner = Some(self.owners[i % self.owners.len()].clone());
+        }
         Ok(self.store.save_session(&mut s)?)
+    }
+    /// Lists owner `j`'s sessions, which must be all of them.
+    fn list(&mut self, j: usize) -> Result<(), Failure> {
+        let owners = self.owners.len();
+        let want = self.ids.len() / owners + usize::from(j < self.ids.len() % owners);
+        let got = self.store.sessions_of(&self.owners[j])?.len();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("sessions_of listed {got} sessions of an owner of {want}").into())
+        }
     }
     fn random(&mut self) -> usize {
         self.rng.below(self.ids.len())
@@ -264,15 +291,36 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             (p.clone(), None)
         }
         None => {
-            let dir = TempStore::new()?;
+            let dir = TempStore::new_in(&std::env::temp_dir())?;
             (dir.0.join("bench.db"), Some(dir))
         }
     };
     check_room(&path, args.sessions, args.value_size)?;
     let ids = random_ids(n)?;
     let open = || open_store(&path, args.sync);
-    let bar = progress(args.sessions * 6 + REOPENS * 4, "bench");
+    let per_owner = usize::try_from(args.per_owner)?;
+    let owners: Vec<Owner> = if per_owner == 0 {
+        Vec::new()
+    } else {
+        (0..(n / per_owner).max(1))
+            .map(|j| Owner::new(format!("user-{j}")))
+            .collect::<sessionlog::Result<_>>()?
+    };
+    let bar = progress(
+        args.sessions * if owners.is_empty() { 6 } else { 8 } + owners.len() as u64 + REOPENS * 4,
+        "bench",
+    );
     let data = random_data(value_size);
+    // The owner phases' store: a fresh one beside the first.
+    let mut owned: Option<(LogStore, TempStore)> = None;
+    if !owners.is_empty() {
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = TempStore::new_in(base)?;
+        owned = Some((open_store(&dir.0.join("owned.db"), args.sync)?, dir));
+    }
 
     let mut store = open()?;
     let mut phases = Vec::new();
@@ -311,7 +359,50 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     let mut stalls = None;
     for (k, (name, op)) in steps.into_iter().enumerate() {
         bar.set_message(name);
-        phases.push(run_phase(name, &store, &ids, threads, &data, &bar, op)?);
+        phases.push(run_phase(
+            name,
+            &store,
+            &ids,
+            &[],
+            n,
+            threads,
+            &data,
+            &bar,
+            op,
+        )?);
+        // Saves and overwrites with an owner, right after the same without.
+        if let Some((o, _)) = &owned
+            && (k == 0 || k == 2)
+        {
+            let name = if k == 0 {
+                "save, owner"
+            } else {
+                "overwrite, owner"
+            };
+            bar.set_message(name);
+            phases.push(run_phase(
+                name, o, &ids, &owners, n, threads, &data, &bar, op,
+            )?);
+        }
+        if k == 2
+            && let Some((o, dir)) = owned.take()
+        {
+            bar.set_message("sessions_of");
+            let lists = owners.len();
+            phases.push(run_phase(
+                "sessions_of",
+                &o,
+                &ids,
+                &owners,
+                lists,
+                threads,
+                &data,
+                &bar,
+                |w, j| w.list(j),
+            )?);
+            drop(o);
+            drop(dir);
+        }
         if k == 3 {
             // Every session live, in a log of about four records each
             // (two more overwrites of every session make it so): reopen
@@ -321,6 +412,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             let mut w = Worker {
                 store: &store,
                 ids: &ids,
+                owners: &[],
                 rng: Rng::seeded(),
                 data: data.clone(),
             };
@@ -509,6 +601,7 @@ pub(crate) fn load_and_save(
     let mut w = Worker {
         store,
         ids,
+        owners: &[],
         rng: Rng::seeded(),
         data: data.to_vec(),
     };
@@ -562,6 +655,7 @@ fn compaction_under_load(
         let mut w = Worker {
             store,
             ids,
+            owners: &[],
             rng: Rng::seeded(),
             data: data.to_vec(),
         };
@@ -664,16 +758,21 @@ fn random_ids(n: usize) -> Result<Vec<SessionId>, Failure> {
     Ok(ids)
 }
 
+/// Runs `op(i)` for i in 0..ops, spread over `threads` threads, each
+/// operation timed.
+#[allow(clippy::too_many_arguments)]
 fn run_phase(
     name: &'static str,
     store: &LogStore,
     ids: &[SessionId],
+    owners: &[Owner],
+    ops: usize,
     threads: usize,
     data: &[u8],
     bar: &ProgressBar,
     op: Op,
 ) -> Result<Phase, Failure> {
-    let n = ids.len();
+    let n = ops;
     let start = Instant::now();
     let results: Vec<Result<Vec<u64>, Failure>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -682,6 +781,7 @@ fn run_phase(
                     let mut w = Worker {
                         store,
                         ids,
+                        owners,
                         rng: Rng::seeded(),
                         data: data.to_vec(),
                     };

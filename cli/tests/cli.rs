@@ -504,11 +504,32 @@ fn bench_runs_every_phase() {
         "touch",
         "delete",
         "reopen",
+        // Issue 28: saves with an owner beside the same without, and
+        // sessions_of for each of the 30 owners (10 sessions each).
+        "save, owner",
+        "overwrite, owner",
+        "sessions_of",
     ] {
         assert!(out.contains(phase), "{phase}: {out}");
     }
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["sessions_of", "30"])),
+        "{out}"
+    );
     assert!(out.contains("p50") && out.contains("p99"), "{out}");
     assert_other_process_rows(&out);
+    let o = sessionlog(&[
+        "bench",
+        "--sessions",
+        "50",
+        "--per-owner",
+        "0",
+        "--compaction-rounds",
+        "0",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!stdout(&o).contains("owner"), "{}", stdout(&o));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("b.db");
