@@ -571,6 +571,7 @@ fn main() -> Result<()> {
     }
     let mut rng = StdRng::seed_from_u64(5);
     let n = args.sessions;
+    engines::set_owned_sessions(n);
     let ids = session_ids(&mut rng, n);
     let mut value = vec![0u8; args.value_size];
     rng.fill_bytes(&mut value);

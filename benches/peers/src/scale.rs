@@ -56,6 +56,7 @@ fn measure(spec: &Spec, n: usize, value_size: usize, scratch: &Scratch) -> Resul
     let picks: Vec<u64> = (0..ops).map(|_| rng.random()).collect();
     let pick = |i: usize| &ids[(picks[i % picks.len()] % n as u64) as usize];
     let dir = scratch.dir(&format!("{}-scale", spec.name))?;
+    crate::engines::set_owned_sessions(n);
     let e = spec.open(&dir, Mode::Buffered)?;
     let t = Instant::now();
     e.fill(&ids, &value)?;

@@ -2,17 +2,47 @@
 //! session) through the same `SessionStore` adapter.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sessionlog::{
-    DirStore, Encrypted, Keyring, LogStore, Session, SessionId, SessionStore, SyncPolicy,
+    DirStore, Encrypted, Keyring, LogStore, Owner, Session, SessionId, SessionStore, SyncPolicy,
 };
 
 use super::{Engine, Mode, Result};
+
+/// Sessions an owner has, on average, in the `sl-owner` engine.
+pub const PER_OWNER: u64 = 10;
+
+/// How many owners the `sl-owner` engine's sessions are spread over.
+static OWNERS: AtomicU64 = AtomicU64::new(1);
+
+/// Spreads the `sl-owner` engine's sessions over owners of `PER_OWNER`
+/// sessions each, for a store of `sessions` sessions.
+pub fn set_owned_sessions(sessions: usize) {
+    OWNERS.store((sessions as u64 / PER_OWNER).max(1), Ordering::Relaxed);
+}
+
+/// The owner of the session `id` in the `sl-owner` engine, fixed by the id:
+/// its first 16 hex characters (random) modulo the number of owners, so
+/// that an overwrite keeps the owner, as a logged-in user's requests do.
+/// Built on every save, as an application builds it from its user's id.
+fn owner_of(id: &str) -> Result<Owner> {
+    let bits = id
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .ok_or("sl-owner: ids must start with 16 hex characters")?;
+    Ok(Owner::new(format!(
+        "user-{}",
+        bits % OWNERS.load(Ordering::Relaxed)
+    ))?)
+}
 
 /// Any `SessionStore` as an engine; `compact` runs if one is given.
 pub struct StoreEngine<S> {
     store: S,
     compact: Option<fn(&S) -> Result<()>>,
+    /// Whether every save carries an owner (`owner_of`).
+    owned: bool,
 }
 
 impl<S: SessionStore> StoreEngine<S> {
@@ -20,6 +50,7 @@ impl<S: SessionStore> StoreEngine<S> {
         StoreEngine {
             store,
             compact: None,
+            owned: false,
         }
     }
 }
@@ -28,6 +59,9 @@ impl<S: SessionStore> Engine for StoreEngine<S> {
     fn save(&self, id: &str, data: &[u8]) -> Result<()> {
         // As a web application does: the id arrives as a string (cookie).
         let mut s = Session::new(SessionId::new(id)?, data.to_vec());
+        if self.owned {
+            s.owner = Some(owner_of(id)?);
+        }
         self.store.save_session(&mut s)?;
         Ok(())
     }
@@ -85,6 +119,20 @@ pub fn open_log(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     Ok(Box::new(StoreEngine {
         store,
         compact: Some(|s: &LogStore| s.compact().map(drop).map_err(Into::into)),
+        owned: false,
+    }))
+}
+
+/// `open_log`'s store, every save carrying an owner (issue 28): owners of
+/// `PER_OWNER` sessions on average, each session's fixed by its id.
+pub fn open_log_owned(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
+    let store = LogStore::options()
+        .sync(policy(mode))
+        .open(dir.join("sessions.log"))?;
+    Ok(Box::new(StoreEngine {
+        store,
+        compact: Some(|s: &LogStore| s.compact().map(drop).map_err(Into::into)),
+        owned: true,
     }))
 }
 
@@ -98,6 +146,7 @@ pub fn open_log_encrypted(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     Ok(Box::new(StoreEngine {
         store: Encrypted::new(store, keys),
         compact: Some(|s: &Encrypted<LogStore>| s.inner().compact().map(drop).map_err(Into::into)),
+        owned: false,
     }))
 }
 
@@ -110,5 +159,6 @@ pub fn open_dir(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     Ok(Box::new(StoreEngine {
         store,
         compact: None,
+        owned: false,
     }))
 }
