@@ -1,14 +1,30 @@
-//! Measures what owners cost a `LogStore` (issue 28): saves with an owner
-//! against saves without, `sessions_of` for an owner of 10 in a large
-//! store, and the index's heap bytes a session with and without owners.
+//! Measures what owners cost a `LogStore` (issue 28): the index's heap
+//! bytes a session with and without owners, and `sessions_of` for owners
+//! of 10 sessions in a large store. The save rates it prints are a rough
+//! guide only (two stores filled one after the other); the ratio of saves
+//! with and without an owner is measured side by side by `sessionlog bench`
+//! (its `save, owner` phases) and by `benches/peers` (`sl-owner`).
 //!
 //! `cargo run --release --example owner_index -- [SESSIONS]` (default
 //! 1,000,000); it writes two stores of that size in a temporary directory
-//! (about 150 bytes a session each) and removes them.
+//! (about 170 bytes a session each) and removes them.
+//!
+//! Ids are 32 random hex characters, as a web application's. Session `i`
+//! belongs to owner `i % (SESSIONS / 10)`, so that each owner's 10
+//! sessions were saved far apart and lie in 10 different places of the
+//! log, as a user's logins on several devices do. `sessions_of` is timed
+//! once for each of 10,000 distinct owners spread over the store, each call
+//! on its own: no owner is asked twice, so nothing it reads was brought
+//! into the cache by an earlier call for it.
 
 use std::time::Instant;
 
 use sessionlog::{LogStore, Owner, Session, SessionId, SessionStore, SyncPolicy};
+
+/// Sessions a user has.
+const PER_OWNER: usize = 10;
+/// Owners whose sessions are listed.
+const QUERIES: usize = 10_000;
 
 fn open(path: &std::path::Path) -> LogStore {
     LogStore::options()
@@ -18,56 +34,92 @@ fn open(path: &std::path::Path) -> LogStore {
         .expect("open")
 }
 
-/// Saves `n` sessions (owners of 10 each if `owned`); returns saves a second
-/// and the index's heap bytes a session.
-fn fill(store: &LogStore, n: usize, owned: bool) -> (f64, f64) {
+/// `n` ids of 32 hex characters from a fixed sequence (splitmix64).
+fn ids(n: usize) -> Vec<SessionId> {
+    let mut state = 0x5e55_1014_0000_0028_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..n)
+        .map(|_| SessionId::new(format!("{:016x}{:016x}", next(), next())).expect("id"))
+        .collect()
+}
+
+fn owner(k: usize) -> Owner {
+    Owner::new(format!("user-{k}")).expect("owner")
+}
+
+/// Saves every id (with an owner of `PER_OWNER` each if `owned`); returns
+/// saves a second and the index's heap bytes a session.
+fn fill(store: &LogStore, ids: &[SessionId], owned: bool) -> (f64, f64) {
     let data = vec![0x5a; 64];
+    let owners = (ids.len() / PER_OWNER).max(1);
     let t = Instant::now();
-    for i in 0..n {
-        let mut s = Session::new(
-            SessionId::new(format!("sess-{i:012}")).expect("id"),
-            data.clone(),
-        );
+    for (i, id) in ids.iter().enumerate() {
+        let mut s = Session::new(id.clone(), data.clone());
         if owned {
-            s.owner = Some(Owner::new(format!("user-{}", i / 10)).expect("owner"));
+            s.owner = Some(owner(i % owners));
         }
         store.save_session(&mut s).expect("save");
     }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    let bytes = store.stats().expect("stats").index_bytes as f64 / n as f64;
+    let rate = ids.len() as f64 / t.elapsed().as_secs_f64();
+    let bytes = store.stats().expect("stats").index_bytes as f64 / ids.len() as f64;
     (rate, bytes)
+}
+
+fn micros(ns: u64) -> f64 {
+    ns as f64 / 1000.0
 }
 
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .map_or(1_000_000, |a| a.parse().expect("a number of sessions"));
+    assert!(n >= PER_OWNER, "at least {PER_OWNER} sessions");
+    let ids = ids(n);
     let dir = tempfile::tempdir().expect("temp dir");
     let plain = open(&dir.path().join("plain.db"));
-    let (plain_rate, plain_bytes) = fill(&plain, n, false);
+    let (plain_rate, plain_bytes) = fill(&plain, &ids, false);
     drop(plain);
     let owned = open(&dir.path().join("owned.db"));
-    let (owned_rate, owned_bytes) = fill(&owned, n, true);
-    println!("sessions: {n}");
-    println!("saves/s without owner: {plain_rate:.0}");
-    println!(
-        "saves/s with owner:    {owned_rate:.0} ({:.2}x)",
-        owned_rate / plain_rate
-    );
+    let (owned_rate, owned_bytes) = fill(&owned, &ids, true);
+    println!("sessions: {n}, {PER_OWNER} an owner");
+    println!("saves/s without owner: {plain_rate:.0} (one fill, a rough guide)");
+    println!("saves/s with owner:    {owned_rate:.0} (one fill, a rough guide)");
     println!("index heap bytes/session without owners: {plain_bytes:.1}");
     println!("index heap bytes/session with owners:    {owned_bytes:.1}");
-    // sessions_of for 1,000 owners of 10 spread over the store.
-    let owners: Vec<Owner> = (0..1000)
-        .map(|k| Owner::new(format!("user-{}", k * (n / 10 / 1000).max(1))).expect("owner"))
+    println!(
+        "owner index heap bytes/session:          {:.1}",
+        owned_bytes - plain_bytes
+    );
+
+    // Distinct owners spread evenly over all of them, each listed once.
+    let owners = n / PER_OWNER;
+    let asked: Vec<Owner> = (0..QUERIES.min(owners))
+        .map(|q| owner(q * owners / QUERIES.min(owners)))
         .collect();
-    let mut listed = 0;
+    let mut lat = Vec::with_capacity(asked.len());
     let t = Instant::now();
-    for _ in 0..10 {
-        for o in &owners {
-            listed += owned.sessions_of(o).expect("sessions_of").len();
-        }
+    for o in &asked {
+        let t0 = Instant::now();
+        let listed = owned.sessions_of(o).expect("sessions_of");
+        lat.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        assert_eq!(listed.len(), PER_OWNER, "{o:?} has {PER_OWNER} sessions");
     }
-    let per = t.elapsed().as_secs_f64() / (10.0 * owners.len() as f64);
-    assert_eq!(listed, 10 * 10 * owners.len(), "each owner has 10");
-    println!("sessions_of (owner of 10): {:.2} us", per * 1e6);
+    let mean = t.elapsed().as_secs_f64() / asked.len() as f64;
+    lat.sort_unstable();
+    let pct = |p: usize| micros(lat[(lat.len() * p / 100).min(lat.len() - 1)]);
+    println!(
+        "sessions_of (owner of {PER_OWNER}, {} distinct owners, each once): \
+         mean {:.2} us, p50 {:.2} us, p99 {:.2} us, max {:.2} us",
+        asked.len(),
+        mean * 1e6,
+        pct(50),
+        pct(99),
+        micros(lat[lat.len() - 1]),
+    );
 }
