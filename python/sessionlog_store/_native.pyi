@@ -46,6 +46,7 @@ class Store:
         encryption_key_file: Optional[Union[str, PathLike[str]]] = None,
         encryption_keys: Optional[Sequence[str]] = None,
         encryption_accept_plaintext: bool = False,
+        max_sessions_per_owner: Optional[int] = None,
     ) -> Store: ...
     @staticmethod
     def dir(
@@ -64,6 +65,7 @@ class Store:
         encryption_accept_plaintext: bool = False,
         max_sessions: Optional[int] = None,
         max_bytes: Optional[int] = None,
+        max_sessions_per_owner: Optional[int] = None,
     ) -> Store: ...
     @staticmethod
     def memory(
@@ -72,6 +74,7 @@ class Store:
         max_session_size: Optional[int] = None,
         encryption_key_file: Optional[Union[str, PathLike[str]]] = None,
         encryption_keys: Optional[Sequence[str]] = None,
+        max_sessions_per_owner: Optional[int] = None,
     ) -> Store: ...
     @property
     def kind(self) -> str: ...

@@ -19,7 +19,7 @@ import weakref
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _native
-from ._errors import BadKeysError, SerializationError, UnsafeError
+from ._errors import BadKeysError, InvalidOptionError, SerializationError, UnsafeError
 
 __all__ = [
     "SessionStore",
@@ -97,6 +97,18 @@ def _seconds(name: str, value: Optional[Seconds]) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or a timedelta, not {type(value).__name__}")
     return float(value)
+
+
+def _per_owner(value: Optional[int]) -> Optional[int]:
+    """``max_sessions_per_owner`` checked: None, or an int of at least 1
+    (a bool is refused, though Python counts it as an int)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_sessions_per_owner must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise InvalidOptionError("invalid option: max_sessions_per_owner must be at least 1")
+    return value
 
 
 def _encryption(keys: Optional[EncryptionKeys]) -> Dict[str, Any]:
@@ -187,6 +199,12 @@ class SessionStore:
         # The native value refuses to tear down the parent's engine in the
         # child; drop our reference and open our own on first use.
         self._native = None
+
+    @property
+    def max_sessions_per_owner(self) -> Optional[int]:
+        """The limit of live sessions per owner this store was opened with
+        (``max_sessions_per_owner``), or None."""
+        return getattr(self, "_options", {}).get("max_sessions_per_owner")
 
     @property
     def native(self) -> _native.Store:
@@ -459,6 +477,13 @@ class LogSessionStore(SessionStore):
       and applied by every process; opening it with other values raises
       ``InvalidOptionError`` (leave them unset to follow the store; change
       them with ``sessionlog policy``).
+    - ``max_sessions_per_owner``: at most this many live sessions per owner
+      (Rust's option of that name): a save with an owner that would give it
+      more deletes that owner's least recently modified other sessions, in
+      the same append as the save and under the store's write lock, so the
+      limit holds however many processes log the same user in at once; the
+      newest login wins. An option of this handle, not recorded in the
+      store: give every process the same. Default none.
     - ``encryption_keys``: encrypt every session's data (Rust's
       ``Encrypted``; ciphertext bound to the session and the key id) under
       these keys: the path of a key file (one ``KEY_ID:BASE64`` line per
@@ -501,6 +526,7 @@ class LogSessionStore(SessionStore):
         conditional: bool = False,
         encryption_keys: Optional[EncryptionKeys] = None,
         encryption_accept_plaintext: bool = False,
+        max_sessions_per_owner: Optional[int] = None,
     ) -> None:
         self.path = os.fspath(path)
         self._options = dict(
@@ -508,6 +534,7 @@ class LogSessionStore(SessionStore):
             sync_interval=_seconds("sync_interval", sync_interval),
             max_idle=_seconds("max_idle", max_idle),
             max_session_size=max_session_size,
+            max_sessions_per_owner=_per_owner(max_sessions_per_owner),
             repair=repair,
             background=background,
             hashed_ids=bool(hashed_ids),
@@ -536,8 +563,11 @@ class DirSessionStore(SessionStore):
     named by a digest of its session's id. Options: ``sync``,
     ``sync_interval``, ``max_idle``, ``max_session_size``, ``hashed_ids``,
     ``allow_others_to_write_directory``, ``pickle_protocol``,
-    ``conditional``, ``encryption_keys``, ``encryption_accept_plaintext`` as for :class:`LogSessionStore`, and (Rust's
-    ``DirOptions`` of the same names):
+    ``conditional``, ``encryption_keys``, ``encryption_accept_plaintext``,
+    ``max_sessions_per_owner`` as for :class:`LogSessionStore` (here
+    decided under the directory's lock, and each save with an owner then
+    reads every session file), and (Rust's ``DirOptions`` of the same
+    names):
 
     - ``allow_others_to_read_directory``: open a directory that grants its
       group or other users any access (they see how many sessions there
@@ -575,6 +605,7 @@ class DirSessionStore(SessionStore):
         encryption_accept_plaintext: bool = False,
         max_sessions: Optional[int] = None,
         max_bytes: Optional[int] = None,
+        max_sessions_per_owner: Optional[int] = None,
     ) -> None:
         self.path = os.fspath(path)
         self._options = dict(
@@ -582,6 +613,7 @@ class DirSessionStore(SessionStore):
             sync_interval=_seconds("sync_interval", sync_interval),
             max_idle=_seconds("max_idle", max_idle),
             max_session_size=max_session_size,
+            max_sessions_per_owner=_per_owner(max_sessions_per_owner),
             hashed_ids=bool(hashed_ids),
             allow_others_to_read_directory=bool(allow_others_to_read_directory),
             allow_others_to_write_directory=bool(allow_others_to_write_directory),
@@ -606,8 +638,8 @@ class DirSessionStore(SessionStore):
 class MemorySessionStore(SessionStore):
     """Sessions in this process's memory (lost when it exits; a forked child
     gets a copy). Options: ``max_idle``, ``max_session_size``,
-    ``pickle_protocol``, ``conditional``, ``encryption_keys`` (as for
-    :class:`LogSessionStore`)."""
+    ``pickle_protocol``, ``conditional``, ``encryption_keys``,
+    ``max_sessions_per_owner`` (as for :class:`LogSessionStore`)."""
 
     is_multiprocess_safe = False
     is_thread_safe = True
@@ -620,10 +652,12 @@ class MemorySessionStore(SessionStore):
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         conditional: bool = False,
         encryption_keys: Optional[EncryptionKeys] = None,
+        max_sessions_per_owner: Optional[int] = None,
     ) -> None:
         self._options = dict(
             max_idle=_seconds("max_idle", max_idle),
             max_session_size=max_session_size,
+            max_sessions_per_owner=_per_owner(max_sessions_per_owner),
             **_encryption(encryption_keys),
         )
         super().__init__(pickle_protocol=pickle_protocol, conditional=conditional)

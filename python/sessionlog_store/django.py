@@ -54,7 +54,11 @@ on their next request, and stay stored until then)::
 
 ``SESSIONLOG_MAX_SESSIONS_PER_USER = n`` lets each user keep at most ``n``
 sessions: a login beyond it logs out that user's least recently used
-sessions (the newest login wins).
+sessions (the newest login wins). It is the store's own
+``max_sessions_per_owner`` option (which ``SESSIONLOG_OPTIONS`` may give
+instead): the save and the deletions are one append under the store's
+write lock, so the limit holds however many worker processes log the same
+user in at once.
 
 What the store counts (loads, saves, conflicts, errors by kind, latencies,
 compactions) is :func:`metrics` (a dict), or, for a Prometheus scrape, the
@@ -179,6 +183,19 @@ def _configured() -> Tuple[Tuple[Any, ...], LogSessionStore, bool]:
     if not path:
         raise ImproperlyConfigured("SESSION_ENGINE 'sessionlog_store.django' needs SESSIONLOG_PATH (the store file)")
     options = dict(getattr(settings, "SESSIONLOG_OPTIONS", {}) or {})
+    limit = getattr(settings, "SESSIONLOG_MAX_SESSIONS_PER_USER", None)
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ImproperlyConfigured("SESSIONLOG_MAX_SESSIONS_PER_USER must be a positive int")
+        given = options.get("max_sessions_per_owner")
+        if given is not None and given != limit:
+            raise ImproperlyConfigured(
+                "SESSIONLOG_MAX_SESSIONS_PER_USER and SESSIONLOG_OPTIONS['max_sessions_per_owner'] "
+                "differ; set one of them"
+            )
+        # The store's own limit: decided under its write lock, in the same
+        # append as the save, across every process.
+        options["max_sessions_per_owner"] = limit
     conditional = bool(getattr(settings, "SESSIONLOG_CONDITIONAL", False))
     # Lists (encryption_keys) become tuples: the key must be hashable.
     key = (
@@ -191,20 +208,6 @@ def _configured() -> Tuple[Tuple[Any, ...], LogSessionStore, bool]:
             store = _stores[key] = LogSessionStore(path, **options)
         cfg = _config = (key, store, conditional)
     return cfg
-
-
-def _cap(engine: _native.Store, owner: Optional[str], key: str) -> None:
-    """Applies ``SESSIONLOG_MAX_SESSIONS_PER_USER`` after a save for
-    ``owner``: the user's least recently saved sessions beyond the limit
-    are deleted, never ``key``."""
-    limit = getattr(settings, "SESSIONLOG_MAX_SESSIONS_PER_USER", None)
-    if owner is None or limit is None:
-        return
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ImproperlyConfigured("SESSIONLOG_MAX_SESSIONS_PER_USER must be a positive int")
-    others = [row[0] for row in engine.sessions_of(owner) if row[0] != key]
-    for sid in others[limit - 1 :]:
-        engine.delete(sid)
 
 
 class SessionStore(SessionBase):
@@ -282,7 +285,6 @@ class SessionStore(SessionBase):
             except ConflictError:
                 raise CreateError from None
             self._sessionlog_version = version
-            _cap(engine, owner, key)
             return
         conditional = _configured()[2]
         version = self._sessionlog_version
@@ -305,7 +307,6 @@ class SessionStore(SessionBase):
                 version = e.found  # last write wins, but never resurrects
                 continue
             self._sessionlog_version = new_version
-            _cap(engine, owner, key)
             return
         raise UpdateError
 

@@ -47,7 +47,8 @@ default Flask-Login's ``_user_id`` (what ``login_user`` stores), so that::
 ``SESSIONLOG_OWNER_KEY`` names another session key holding the owner, or is
 a callable taking the session's data and returning the owner (or None).
 ``SESSIONLOG_MAX_SESSIONS_PER_USER = n`` lets each user keep at most ``n``
-sessions (the newest login wins).
+sessions (the newest login wins): it is the store's own
+``max_sessions_per_owner`` option, atomic across worker processes.
 
 What the store counts (loads, saves, conflicts, errors by kind, latencies,
 compactions) is :func:`metrics` (a dict), or, for a Prometheus scrape,
@@ -224,9 +225,21 @@ class SessionlogSessionInterface(SessionInterface):
         if store is None:
             if path is None:
                 raise TypeError("SessionlogSessionInterface needs a store or a path")
+            if max_sessions_per_user is not None:
+                options["max_sessions_per_owner"] = _same_limit(
+                    max_sessions_per_user, options.get("max_sessions_per_owner")
+                )
             store = LogSessionStore(path, **options)
         elif path is not None or options:
             raise TypeError("give either a store or a path with options, not both")
+        elif max_sessions_per_user is not None and store.max_sessions_per_owner != max_sessions_per_user:
+            # The limit is the store's own (atomic under its lock): a store
+            # opened without it cannot apply it.
+            raise ConfigurationError(
+                f"SESSIONLOG_MAX_SESSIONS_PER_USER = {max_sessions_per_user} needs the store opened "
+                f"with max_sessions_per_owner={max_sessions_per_user} (it has "
+                f"{store.max_sessions_per_owner})"
+            )
         self.store = store
         self.conditional = conditional
         self.permanent = permanent
@@ -244,16 +257,6 @@ class SessionlogSessionInterface(SessionInterface):
         else:
             user = data.get(self.owner_key)
         return None if user is None or user == "" else str(user)
-
-    def _cap(self, native: _native.Store, owner: Optional[str], sid: str) -> None:
-        """Applies ``max_sessions_per_user`` after a save for ``owner``: the
-        user's least recently saved sessions beyond it are deleted, never
-        ``sid`` (the id in the store)."""
-        if owner is None or self.max_sessions_per_user is None:
-            return
-        others = [row[0] for row in native.sessions_of(owner) if row[0] != sid]
-        for old in others[self.max_sessions_per_user - 1 :]:
-            native.delete(old)
 
     # -- ids -----------------------------------------------------------------
 
@@ -355,7 +358,6 @@ class SessionlogSessionInterface(SessionInterface):
             response.vary.add("Cookie")
             return
         assert session.sid is not None
-        self._cap(native, owner, self._store_id(session.sid))
 
         signer = self._signer(app)
         assert signer is not None  # open_session returned a real session
@@ -416,6 +418,19 @@ class SessionlogSessionInterface(SessionInterface):
         raise ConflictError("the session kept changing concurrently; giving up after 16 attempts")
 
 
+def _same_limit(limit: Any, option: Any) -> int:
+    """``SESSIONLOG_MAX_SESSIONS_PER_USER`` as the store's
+    ``max_sessions_per_owner``, which the store's options may give too."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigurationError("SESSIONLOG_MAX_SESSIONS_PER_USER must be a positive int")
+    if option is not None and option != limit:
+        raise ConfigurationError(
+            "SESSIONLOG_MAX_SESSIONS_PER_USER and the store option max_sessions_per_owner differ; "
+            "set one of them"
+        )
+    return limit
+
+
 def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSessionInterface:
     """Installs server-side sessions on ``app``: the given store, or a
     ``LogSessionStore`` at ``app.config["SESSIONLOG_PATH"]`` with
@@ -447,7 +462,11 @@ def init_app(app: Flask, store: Optional[SessionStore] = None) -> SessionlogSess
         path = cfg.get("SESSIONLOG_PATH")
         if not path:
             raise ConfigurationError("sessionlog_store.flask.init_app needs app.config['SESSIONLOG_PATH'] or a store")
-        store = LogSessionStore(path, **dict(cfg.get("SESSIONLOG_OPTIONS") or {}))
+        options = dict(cfg.get("SESSIONLOG_OPTIONS") or {})
+        limit = cfg.get("SESSIONLOG_MAX_SESSIONS_PER_USER")
+        if limit is not None:
+            options["max_sessions_per_owner"] = _same_limit(limit, options.get("max_sessions_per_owner"))
+        store = LogSessionStore(path, **options)
     permanent = cfg.get("SESSION_PERMANENT")
     interface = SessionlogSessionInterface(
         store,

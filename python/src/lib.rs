@@ -388,7 +388,8 @@ impl Store {
         max_session_size=None, repair=false, background=true, hashed_ids=false,
         allow_others_to_write_directory=false, maintain_as_owner=false,
         max_sessions=None, max_bytes=None, when_full=None,
-        encryption_key_file=None, encryption_keys=None, encryption_accept_plaintext=false))]
+        encryption_key_file=None, encryption_keys=None, encryption_accept_plaintext=false,
+        max_sessions_per_owner=None))]
     #[allow(clippy::too_many_arguments)]
     fn log(
         py: Python<'_>,
@@ -408,6 +409,7 @@ impl Store {
         encryption_key_file: Option<PathBuf>,
         encryption_keys: Option<Vec<String>>,
         encryption_accept_plaintext: bool,
+        max_sessions_per_owner: Option<usize>,
     ) -> PyResult<Store> {
         let keys = encryption(
             py,
@@ -432,6 +434,9 @@ impl Store {
         }
         if let Some(n) = max_bytes {
             opts = opts.max_bytes(n);
+        }
+        if let Some(n) = max_sessions_per_owner {
+            opts = opts.max_sessions_per_owner(n);
         }
         match when_full {
             None => {}
@@ -471,7 +476,7 @@ impl Store {
         max_session_size=None, hashed_ids=false, allow_others_to_read_directory=false,
         allow_others_to_write_directory=false, maintain_as_owner=false,
         encryption_key_file=None, encryption_keys=None, encryption_accept_plaintext=false,
-        max_sessions=None, max_bytes=None))]
+        max_sessions=None, max_bytes=None, max_sessions_per_owner=None))]
     #[allow(clippy::too_many_arguments)]
     fn dir(
         py: Python<'_>,
@@ -489,6 +494,7 @@ impl Store {
         encryption_accept_plaintext: bool,
         max_sessions: Option<u64>,
         max_bytes: Option<u64>,
+        max_sessions_per_owner: Option<usize>,
     ) -> PyResult<Store> {
         let keys = encryption(
             py,
@@ -513,6 +519,9 @@ impl Store {
         if let Some(n) = max_bytes {
             opts = opts.max_bytes(n);
         }
+        if let Some(n) = max_sessions_per_owner {
+            opts = opts.max_sessions_per_owner(n);
+        }
         let store = run(py, move || opts.open(path))?;
         let owner = store.owner_uid();
         Ok(Store::new(
@@ -526,13 +535,14 @@ impl Store {
     /// [`Store::log`].
     #[staticmethod]
     #[pyo3(signature = (*, max_idle=None, max_session_size=None,
-        encryption_key_file=None, encryption_keys=None))]
+        encryption_key_file=None, encryption_keys=None, max_sessions_per_owner=None))]
     fn memory(
         py: Python<'_>,
         max_idle: Option<f64>,
         max_session_size: Option<usize>,
         encryption_key_file: Option<PathBuf>,
         encryption_keys: Option<Vec<String>>,
+        max_sessions_per_owner: Option<usize>,
     ) -> PyResult<Store> {
         let keys = encryption(py, encryption_key_file, encryption_keys, false)?;
         let mut options = MemoryStore::options();
@@ -541,6 +551,9 @@ impl Store {
         }
         if let Some(size) = max_session_size {
             options = options.max_session_size(size);
+        }
+        if let Some(n) = max_sessions_per_owner {
+            options = options.max_sessions_per_owner(n);
         }
         let store = options.open().map_err(|e| error_to_py(py, &e))?;
         Ok(Store::new(

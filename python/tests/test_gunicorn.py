@@ -9,10 +9,12 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import pytest
 import requests
+
+import sessionlog_store
 
 from conftest import wait_for
 
@@ -51,14 +53,19 @@ class Server:
         return worker_pids(self.proc.pid)
 
 
-def start_server(kind: str, tmp_path: Path, processes, conditional: bool) -> Server:
+def start_server(
+    kind: str, tmp_path: Path, processes, conditional: bool, max_sessions_per_user: Optional[int] = None
+) -> Server:
     store = str(tmp_path / f"{kind}.db")
     env = dict(os.environ)
+    limit = "" if max_sessions_per_user is None else str(max_sessions_per_user)
     env.update(
         DJAPP_SESSIONLOG_PATH=store,
         DJAPP_CONDITIONAL="1" if conditional else "",
+        DJAPP_MAX_SESSIONS_PER_USER=limit,
         FLASKAPP_SESSIONLOG_PATH=store,
         FLASKAPP_CONDITIONAL="1" if conditional else "",
+        FLASKAPP_MAX_SESSIONS_PER_USER=limit,
         PYTHONPATH=str(APPS),
     )
     app = "djapp.wsgi:application" if kind == "django" else "flaskapp:app"
@@ -221,3 +228,42 @@ def test_django_one_call_logs_out_every_other_browser_on_every_worker(tmp_path, 
     assert r["deleted"] == 1
     assert all(r["user"] is None for r in spread(server, there, "/whoami/", workers))
     assert all(r["user"] == "42" for r in spread(server, here, "/whoami/", workers))
+
+
+def test_the_per_user_limit_holds_across_workers(kind, tmp_path, processes):
+    """Issue 28: with SESSIONLOG_MAX_SESSIONS_PER_USER = 2, 8 browsers log
+    one user in 5 times each, all at once, on 4 workers. The limit is the
+    store's own, decided under its write lock in the same append as the
+    save, so this process, watching the store all along, never sees the
+    user with more than 2 sessions; 2 remain, and exactly the 2 browsers
+    holding them are logged in."""
+    limit = 2
+    server = start_server(kind, tmp_path, processes, conditional=False, max_sessions_per_user=limit)
+    login = "/auth-login/?user=77" if kind == "django" else "/login/?user=77"
+    watcher = sessionlog_store.LogSessionStore(tmp_path / f"{kind}.db")
+    clients: List[requests.Session] = []
+    pids: Set[int] = set()
+    lock = threading.Lock()
+
+    def log_in() -> None:
+        for _ in range(5):
+            c = requests.Session()
+            r = server.get(c, login)
+            assert r.status_code == 200 and r.json()["user"] == "77", r.text
+            with lock:
+                clients.append(c)
+                pids.add(r.json()["pid"])
+
+    threads = [threading.Thread(target=log_in) for _ in range(8)]
+    for t in threads:
+        t.start()
+    seen = []
+    while any(t.is_alive() for t in threads):
+        seen.append(len(watcher.sessions_of("77")))
+    for t in threads:
+        t.join()
+    assert len(clients) == 40 and len(pids) >= 2
+    assert seen and max(seen) <= limit, f"the watcher saw {max(seen)} sessions of one user"
+    assert len(watcher.sessions_of("77")) == limit
+    still_in = [c for c in clients if server.get(c, "/whoami/").json()["user"] == "77"]
+    assert len(still_in) == limit

@@ -348,6 +348,8 @@ def test_oversized_session(tmp_path):
         {"max_idle": float("nan")},
         {"max_session_size": 0},
         {"max_session_size": 1 << 40},
+        {"max_sessions_per_owner": 0},
+        {"max_sessions_per_owner": -1},
     ],
 )
 def test_invalid_options(tmp_path, options):
@@ -553,3 +555,50 @@ def test_owners_list_log_out_everywhere_and_erase(kind, hashed, tmp_path):
         store.save_session(Session("x"), owner="bad\nowner")
     assert "bad" not in str(e.value)
 
+
+
+@pytest.mark.parametrize("kind", ["log", "dir", "memory"])
+def test_max_sessions_per_owner_keeps_the_newest(kind, tmp_path):
+    store = make_store(kind, tmp_path, max_sessions_per_owner=2)
+    assert store.max_sessions_per_owner == 2
+    for sid in ["first", "second", "third"]:
+        store.save_session(Session(sid, n=1), owner=9)
+        time.sleep(0.002)  # distinct modification times, so "oldest" is one session
+    store.save_session(Session("other", n=1), owner=8)
+    assert {o.id for o in store.sessions_of(9)} == {"second", "third"}
+    assert not store.has_session("first") and store.has_session("other")
+    with pytest.raises(TypeError):
+        make_store(kind, tmp_path, max_sessions_per_owner=True)
+
+
+# Saves `count` new sessions of owner "u" in a store capped at 3 per owner.
+LOGIN_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[4])
+import sessionlog_store
+from test_session2 import Session
+store = sessionlog_store.LogSessionStore(sys.argv[1], max_sessions_per_owner=3)
+for i in range(int(sys.argv[3])):
+    store.save_session(Session(f"{sys.argv[2]}-{i}", n=i), owner="u")
+"""
+
+
+def test_max_sessions_per_owner_holds_across_processes(tmp_path, processes):
+    """Issue 28: two processes log one user in 300 times each at once; the
+    store's limit (3) is decided under its write lock, in the same append
+    as each save, so a third process watching the store all along never
+    sees the user with more than 3 sessions, and 3 remain."""
+    path = tmp_path / "s.db"
+    watcher = sessionlog_store.LogSessionStore(path)
+    here = str(Path(__file__).parent)
+    procs = [
+        processes.start([sys.executable, "-c", LOGIN_SCRIPT, str(path), name, "300", here])
+        for name in ("a", "b")
+    ]
+    seen = []
+    while any(p.poll() is None for p in procs):
+        seen.append(len(watcher.sessions_of("u")))
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    assert len(watcher.sessions_of("u")) == 3
+    assert seen and max(seen) <= 3, f"the watcher saw {max(seen)} sessions of one user"

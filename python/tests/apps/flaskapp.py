@@ -21,6 +21,10 @@ def create_app(path=None, conditional=None):
     if conditional is None:
         conditional = os.environ.get("FLASKAPP_CONDITIONAL", "") == "1"
     app.config["SESSIONLOG_CONDITIONAL"] = conditional
+    if os.environ.get("FLASKAPP_MAX_SESSIONS_PER_USER"):
+        # The login below keeps the user under "user" (no Flask-Login).
+        app.config["SESSIONLOG_OWNER_KEY"] = "user"
+        app.config["SESSIONLOG_MAX_SESSIONS_PER_USER"] = int(os.environ["FLASKAPP_MAX_SESSIONS_PER_USER"])
     sessionlog_store.flask.init_app(app)
 
     def reply(**extra):

@@ -23,6 +23,8 @@ SESSIONLOG_PATH = os.environ.get(
 SESSIONLOG_CONDITIONAL = os.environ.get("DJAPP_CONDITIONAL", "") == "1"
 SESSIONLOG_OPTIONS = {"sync": os.environ.get("DJAPP_SYNC", "interval")}
 SESSION_FILE_PATH = os.environ.get("DJAPP_SESSION_FILE_PATH") or None
+if os.environ.get("DJAPP_MAX_SESSIONS_PER_USER"):
+    SESSIONLOG_MAX_SESSIONS_PER_USER = int(os.environ["DJAPP_MAX_SESSIONS_PER_USER"])
 
 _db = os.environ.get("DJAPP_DB", "sqlite")
 if _db == "postgres":
