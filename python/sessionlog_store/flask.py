@@ -182,6 +182,9 @@ class SessionlogSessionInterface(SessionInterface):
 
     ``store`` is a :class:`sessionlog_store.LogSessionStore` (or any sessionlog
     store), or give ``path`` (and ``LogSessionStore`` options) to open one.
+    ``max_sessions_per_user`` is the store's ``max_sessions_per_owner``: with
+    ``path`` it opens the store with it; a given store must have been
+    opened with it (:class:`ConfigurationError` otherwise).
     """
 
     session_class = ServerSession

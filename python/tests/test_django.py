@@ -429,3 +429,16 @@ def test_max_sessions_per_user_logs_out_the_oldest():
         assert browsers[1].get("/whoami/").json()["user"] == "9"
         assert browsers[2].get("/whoami/").json()["user"] == "9"
         assert len(backend.sessions_of(9)) == 2
+        # The store's own limit (atomic across processes), not a trim after.
+        assert backend.get_store().max_sessions_per_owner == 2
+    from django.core.exceptions import ImproperlyConfigured
+
+    for bad in (0, "2", True):
+        with override_settings(SESSIONLOG_MAX_SESSIONS_PER_USER=bad), pytest.raises(ImproperlyConfigured):
+            backend.get_store()
+    with override_settings(
+        SESSIONLOG_MAX_SESSIONS_PER_USER=2, SESSIONLOG_OPTIONS={"max_sessions_per_owner": 3}
+    ), pytest.raises(ImproperlyConfigured):
+        backend.get_store()
+    with override_settings(SESSIONLOG_OPTIONS={"max_sessions_per_owner": 3}):
+        assert backend.get_store().max_sessions_per_owner == 3

@@ -458,3 +458,11 @@ def test_max_sessions_per_user(tmp_path):
     for bad in (0, "2", True):
         with pytest.raises(sf.ConfigurationError):
             sf.SessionlogSessionInterface(path=str(tmp_path / "x.db"), max_sessions_per_user=bad)
+    # The limit is the store's own option: a given store must carry it.
+    assert app.session_interface.store.max_sessions_per_owner == 2
+    with pytest.raises(sf.ConfigurationError):
+        sf.SessionlogSessionInterface(sessionlog_store.LogSessionStore(tmp_path / "y.db"), max_sessions_per_user=2)
+    capped = sessionlog_store.LogSessionStore(tmp_path / "z.db", max_sessions_per_owner=2)
+    assert sf.SessionlogSessionInterface(capped, max_sessions_per_user=2).store is capped
+    with pytest.raises(sf.ConfigurationError):
+        sf.SessionlogSessionInterface(path=str(tmp_path / "w.db"), max_sessions_per_user=2, max_sessions_per_owner=3)
