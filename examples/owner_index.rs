@@ -1,9 +1,12 @@
-//! Measures what owners cost a `LogStore` (issue 28): the index's heap
+//! Measures what owners cost a `LogStore` (issue 28): saves of new
+//! sessions with an owner against the same saves without, the index's heap
 //! bytes a session with and without owners, and `sessions_of` for owners
-//! of 10 sessions in a large store. The save rates it prints are a rough
-//! guide only (two stores filled one after the other); the ratio of saves
-//! with and without an owner is measured side by side by `sessionlog bench`
-//! (its `save, owner` phases) and by `benches/peers` (`sl-owner`).
+//! of 10 sessions in a large store.
+//!
+//! The two stores are filled in turns of 10,000 saves each (the same ids,
+//! in the same order), each turn timed, so that a busy spell of the machine
+//! falls on both alike; `sessionlog bench` (its `save, owner` phases) and
+//! `benches/peers` (`sl-owner`) measure the same ratio phase by phase.
 //!
 //! `cargo run --release --example owner_index -- [SESSIONS]` (default
 //! 1,000,000); it writes two stores of that size in a temporary directory
@@ -53,22 +56,35 @@ fn owner(k: usize) -> Owner {
     Owner::new(format!("user-{k}")).expect("owner")
 }
 
-/// Saves every id (with an owner of `PER_OWNER` each if `owned`); returns
-/// saves a second and the index's heap bytes a session.
-fn fill(store: &LogStore, ids: &[SessionId], owned: bool) -> (f64, f64) {
+/// Saves per turn of `fill`.
+const TURN: usize = 10_000;
+
+/// Saves every id into `plain` without an owner and into `owned` with one
+/// (owners of `PER_OWNER`), in alternating turns; returns the seconds each
+/// store's saves took.
+fn fill(plain: &LogStore, owned: &LogStore, ids: &[SessionId]) -> (f64, f64) {
     let data = vec![0x5a; 64];
     let owners = (ids.len() / PER_OWNER).max(1);
-    let t = Instant::now();
-    for (i, id) in ids.iter().enumerate() {
-        let mut s = Session::new(id.clone(), data.clone());
-        if owned {
-            s.owner = Some(owner(i % owners));
+    let mut secs = [0.0; 2];
+    for start in (0..ids.len()).step_by(TURN) {
+        let end = (start + TURN).min(ids.len());
+        for (k, store) in [plain, owned].into_iter().enumerate() {
+            let t = Instant::now();
+            for (i, id) in ids.iter().enumerate().take(end).skip(start) {
+                let mut s = Session::new(id.clone(), data.clone());
+                if k == 1 {
+                    s.owner = Some(owner(i % owners));
+                }
+                store.save_session(&mut s).expect("save");
+            }
+            secs[k] += t.elapsed().as_secs_f64();
         }
-        store.save_session(&mut s).expect("save");
     }
-    let rate = ids.len() as f64 / t.elapsed().as_secs_f64();
-    let bytes = store.stats().expect("stats").index_bytes as f64 / ids.len() as f64;
-    (rate, bytes)
+    (secs[0], secs[1])
+}
+
+fn bytes_a_session(store: &LogStore, n: usize) -> f64 {
+    store.stats().expect("stats").index_bytes as f64 / n as f64
 }
 
 fn micros(ns: u64) -> f64 {
@@ -83,13 +99,17 @@ fn main() {
     let ids = ids(n);
     let dir = tempfile::tempdir().expect("temp dir");
     let plain = open(&dir.path().join("plain.db"));
-    let (plain_rate, plain_bytes) = fill(&plain, &ids, false);
-    drop(plain);
     let owned = open(&dir.path().join("owned.db"));
-    let (owned_rate, owned_bytes) = fill(&owned, &ids, true);
+    let (plain_secs, owned_secs) = fill(&plain, &owned, &ids);
+    let (plain_bytes, owned_bytes) = (bytes_a_session(&plain, n), bytes_a_session(&owned, n));
+    drop(plain);
     println!("sessions: {n}, {PER_OWNER} an owner");
-    println!("saves/s without owner: {plain_rate:.0} (one fill, a rough guide)");
-    println!("saves/s with owner:    {owned_rate:.0} (one fill, a rough guide)");
+    println!("saves/s without owner: {:.0}", n as f64 / plain_secs);
+    println!(
+        "saves/s with owner:    {:.0} ({:.2}x)",
+        n as f64 / owned_secs,
+        plain_secs / owned_secs
+    );
     println!("index heap bytes/session without owners: {plain_bytes:.1}");
     println!("index heap bytes/session with owners:    {owned_bytes:.1}");
     println!(

@@ -352,6 +352,16 @@ impl Index {
         }
     }
 
+    /// Starts loading where the owner index keeps `owner`'s entries (a
+    /// random place in a table of 10.7 to 14.2 bytes a session): a save
+    /// with an owner calls it before it looks its id up, so that the two
+    /// cache misses overlap rather than follow each other.
+    pub fn warm_owner(&self, owner: &[u8]) {
+        if !owner.is_empty() && self.owners.len() > 0 {
+            self.owners.warm(owners::tag(self.keys.hash_one(owner)));
+        }
+    }
+
     /// Offsets of the latest records of the sessions whose owner is
     /// `owner` (non-empty), into `out`, each once, in no order. Costs what
     /// the owner has: a walk of its entries in the owner index, and of the

@@ -85,6 +85,15 @@ impl OwnerIndex {
         self.slots[i] = e;
     }
 
+    /// Loads the home slot of `tag` now, so that an `add` or `remove` for
+    /// it soon after finds its cache line present: the load's miss then
+    /// overlaps the caller's other misses instead of following them.
+    pub fn warm(&self, tag: u32) {
+        if !self.slots.is_empty() {
+            std::hint::black_box(self.slots[self.home(tag)]);
+        }
+    }
+
     /// Removes one entry for (`tag`, `id_hi`); false if there was none.
     pub fn remove(&mut self, tag: u32, id_hi: u32) -> bool {
         if self.slots.is_empty() {

@@ -339,6 +339,9 @@ fn save_once(
             if needs_upgrade(st, owner) {
                 return Ok(None);
             }
+            // A new session of an owner adds an entry to the owner index:
+            // its cache miss now overlaps the id index's just below.
+            st.index.warm_owner(owner);
             let found = live(st, &inner.expiry, &session.id, now)?.map_or(0, |l| l.rec.version);
             let version = next_version(session, found, mode)?;
             encode(
