@@ -47,11 +47,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "OPS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     load_rate: u64,
-    /// Sessions an owner has in the owner phases (0: skip them). Right
-    /// after `save` and after `overwrite`, the same phase runs again on a
-    /// second store, every save carrying an owner (session i belongs to
-    /// owner i modulo sessions/K, so an owner's sessions lie far apart in
-    /// the log); then `sessions_of` lists every owner once. The second
+    /// Sessions an owner has in the owner phases (0: skip them). `save`
+    /// and `overwrite` run in alternating turns with the same phase on a
+    /// second store, every save there carrying an owner (session i belongs
+    /// to owner i modulo sessions/K, so an owner's sessions lie far apart
+    /// in the log); then `sessions_of` lists every owner once. The second
     /// store is a fresh one in a temporary directory beside the first,
     /// removed afterwards.
     #[arg(long, value_name = "K", default_value_t = 10,
@@ -359,30 +359,33 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     let mut stalls = None;
     for (k, (name, op)) in steps.into_iter().enumerate() {
         bar.set_message(name);
-        phases.push(run_phase(
-            name,
-            &store,
-            &ids,
-            &[],
-            n,
-            threads,
-            &data,
-            &bar,
-            op,
-        )?);
-        // Saves and overwrites with an owner, right after the same without.
-        if let Some((o, _)) = &owned
-            && (k == 0 || k == 2)
-        {
-            let name = if k == 0 {
-                "save, owner"
-            } else {
-                "overwrite, owner"
-            };
-            bar.set_message(name);
-            phases.push(run_phase(
-                name, o, &ids, &owners, n, threads, &data, &bar, op,
-            )?);
+        match &owned {
+            // Saves and overwrites with an owner, in turns with the same
+            // without.
+            Some((o, _)) if k == 0 || k == 2 => {
+                let with = if k == 0 {
+                    "save, owner"
+                } else {
+                    "overwrite, owner"
+                };
+                let pair = Pair {
+                    names: [name, with],
+                    stores: [&store, o],
+                    owners: [&[], &owners],
+                };
+                phases.extend(run_pair(&pair, &ids, threads, &data, &bar, op)?);
+            }
+            _ => phases.push(run_phase(
+                name,
+                &store,
+                &ids,
+                &[],
+                0..n,
+                threads,
+                &data,
+                &bar,
+                op,
+            )?),
         }
         if k == 2
             && let Some((o, dir)) = owned.take()
@@ -394,7 +397,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
                 &o,
                 &ids,
                 &owners,
-                lists,
+                0..lists,
                 threads,
                 &data,
                 &bar,
@@ -758,7 +761,60 @@ fn random_ids(n: usize) -> Result<Vec<SessionId>, Failure> {
     Ok(ids)
 }
 
-/// Runs `op(i)` for i in 0..ops, spread over `threads` threads, each
+/// Operations in one turn of a pair of phases (`run_pair`).
+const TURN: usize = 10_000;
+
+/// Two phases compared side by side: the same operation on two stores,
+/// sessions without an owner in the first and with one in the second.
+struct Pair<'a> {
+    names: [&'static str; 2],
+    stores: [&'a LogStore; 2],
+    owners: [&'a [Owner]; 2],
+}
+
+/// `run_phase` for both phases of `pair`, in alternating turns of `TURN`
+/// operations over the same range of ids, so that a busy spell of the
+/// machine falls on both alike.
+fn run_pair(
+    pair: &Pair<'_>,
+    ids: &[SessionId],
+    threads: usize,
+    data: &[u8],
+    bar: &ProgressBar,
+    op: Op,
+) -> Result<[Phase; 2], Failure> {
+    let mut out = pair.names.map(|name| Phase {
+        name,
+        ops: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::with_capacity(ids.len()),
+    });
+    for start in (0..ids.len()).step_by(TURN) {
+        let turn = start..(start + TURN).min(ids.len());
+        for (k, phase) in out.iter_mut().enumerate() {
+            let p = run_phase(
+                phase.name,
+                pair.stores[k],
+                ids,
+                pair.owners[k],
+                turn.clone(),
+                threads,
+                data,
+                bar,
+                op,
+            )?;
+            phase.ops += p.ops;
+            phase.elapsed += p.elapsed;
+            phase.latencies.extend(p.latencies);
+        }
+    }
+    for phase in &mut out {
+        phase.latencies.sort_unstable();
+    }
+    Ok(out)
+}
+
+/// Runs `op(i)` for each i of `range`, spread over `threads` threads, each
 /// operation timed.
 #[allow(clippy::too_many_arguments)]
 fn run_phase(
@@ -766,13 +822,14 @@ fn run_phase(
     store: &LogStore,
     ids: &[SessionId],
     owners: &[Owner],
-    ops: usize,
+    range: std::ops::Range<usize>,
     threads: usize,
     data: &[u8],
     bar: &ProgressBar,
     op: Op,
 ) -> Result<Phase, Failure> {
-    let n = ops;
+    let n = range.len();
+    let first = range.start;
     let start = Instant::now();
     let results: Vec<Result<Vec<u64>, Failure>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -786,7 +843,7 @@ fn run_phase(
                         data: data.to_vec(),
                     };
                     let mut lat = Vec::with_capacity(n / threads + 1);
-                    for i in (t..n).step_by(threads) {
+                    for i in (first + t..first + n).step_by(threads) {
                         let t0 = Instant::now();
                         op(&mut w, i)?;
                         lat.push(nanos(t0.elapsed()));
