@@ -60,11 +60,11 @@ fn owner(k: usize) -> Owner {
 const TURN: usize = 10_000;
 
 /// Saves every id into `plain` without an owner and into `owned` with one
-/// (owners of `PER_OWNER`), in alternating turns; returns the seconds each
-/// store's saves took.
+/// (owners of `PER_OWNER`, cloned from a list as `sessionlog bench` does),
+/// in alternating turns; returns the seconds each store's saves took.
 fn fill(plain: &LogStore, owned: &LogStore, ids: &[SessionId]) -> (f64, f64) {
     let data = vec![0x5a; 64];
-    let owners = (ids.len() / PER_OWNER).max(1);
+    let owners: Vec<Owner> = (0..(ids.len() / PER_OWNER).max(1)).map(owner).collect();
     let mut secs = [0.0; 2];
     for start in (0..ids.len()).step_by(TURN) {
         let end = (start + TURN).min(ids.len());
@@ -73,7 +73,7 @@ fn fill(plain: &LogStore, owned: &LogStore, ids: &[SessionId]) -> (f64, f64) {
             for (i, id) in ids.iter().enumerate().take(end).skip(start) {
                 let mut s = Session::new(id.clone(), data.clone());
                 if k == 1 {
-                    s.owner = Some(owner(i % owners));
+                    s.owner = Some(owners[i % owners.len()].clone());
                 }
                 store.save_session(&mut s).expect("save");
             }
