@@ -299,12 +299,12 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     let ids = random_ids(n)?;
     let open = || open_store(&path, args.sync);
     let per_owner = usize::try_from(args.per_owner)?;
-    let owners: Vec<Owner> = if per_owner == 0 {
-        Vec::new()
-    } else {
-        (0..(n / per_owner).max(1))
+    // No owner phases for 0 (`checked_div` gives `None`).
+    let owners: Vec<Owner> = match n.checked_div(per_owner) {
+        None => Vec::new(),
+        Some(k) => (0..k.max(1))
             .map(|j| Owner::new(format!("user-{j}")))
-            .collect::<sessionlog::Result<_>>()?
+            .collect::<sessionlog::Result<_>>()?,
     };
     let bar = progress(
         args.sessions * if owners.is_empty() { 6 } else { 8 } + owners.len() as u64 + REOPENS * 4,

@@ -205,7 +205,7 @@ mod tests {
             x ^= x << 17;
             // 500 owners with tags spread as a hash's are, one of them
             // (tag(0)) with a large share.
-            let t = if x % 7 == 0 {
+            let t = if x.is_multiple_of(7) {
                 tag(0)
             } else {
                 tag(((x >> 8) % 500).wrapping_mul(0x9E37_79B9_7F4A_7C15))
