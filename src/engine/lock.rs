@@ -3,8 +3,9 @@
 //! The file holds one page, mapped shared by every process that has the
 //! store open. It carries a process-shared, *robust* mutex (the writer
 //! lock): uncontended, locking and unlocking it is two atomic instructions
-//! in user space, where an `flock` pair costs two system calls (0.78 µs
-//! measured here, a third of a save). If its holder dies, the kernel marks
+//! in user space, where an `flock` pair costs two system calls (a fifth to
+//! a third of a save; DESIGN.md §5.1 has the measurement, made with
+//! `benches/peers --lock-probe`). If its holder dies, the kernel marks
 //! it and hands it to the next locker, as `flock` does when its holder's
 //! descriptors close.
 //!
