@@ -392,9 +392,8 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
                     .with_owner(owner.as_ref()));
                 // The plaintext lent to `f` does not outlive the call in
                 // this buffer: a fill kept by `black_box` (a memset) rather
-                // than `zeroize`'s byte-by-byte volatile stores, which cost
-                // about a fifth of an encrypted load of 1 KiB
-                // (benches/peers/src/bin/encload.rs).
+                // than `zeroize`'s byte-by-byte volatile stores (DESIGN.md
+                // §14.2 has what those cost a load).
                 data.fill(0);
                 std::hint::black_box(&data);
                 Ok(true)
