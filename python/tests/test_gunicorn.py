@@ -254,15 +254,21 @@ def test_the_per_user_limit_holds_across_workers(kind, tmp_path, processes):
                 clients.append(c)
                 pids.add(r.json()["pid"])
 
-    threads = [threading.Thread(target=log_in) for _ in range(8)]
-    for t in threads:
-        t.start()
+    # A burst is served by whichever workers accept its connections: one
+    # worker may take all of them. Bursts go on (at most 10) until at least
+    # two workers have logged the user in; the limit must hold throughout.
     seen = []
-    while any(t.is_alive() for t in threads):
-        seen.append(len(watcher.sessions_of("77")))
-    for t in threads:
-        t.join()
-    assert len(clients) == 40 and len(pids) >= 2
+    bursts = 0
+    while bursts < 10 and len(pids) < 2:
+        bursts += 1
+        threads = [threading.Thread(target=log_in) for _ in range(8)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            seen.append(len(watcher.sessions_of("77")))
+        for t in threads:
+            t.join()
+    assert len(clients) == 40 * bursts and len(pids) >= 2, f"{len(pids)} worker(s) in {bursts} bursts"
     assert seen and max(seen) <= limit, f"the watcher saw {max(seen)} sessions of one user"
     assert len(watcher.sessions_of("77")) == limit
     still_in = [c for c in clients if server.get(c, "/whoami/").json()["user"] == "77"]
