@@ -145,24 +145,34 @@ fn committed_of(file: &LogFile) -> Result<(u64, u64)> {
     Ok((word, end))
 }
 
+/// `file` and its length as last seen, the length never past the mapping:
+/// others may have appended (and grown the file) since it was mapped, so
+/// a committed `end` past the length mapped asks the file again, and maps
+/// it again if it outgrew the mapping. A length still short of `end` is for
+/// the caller to judge.
+fn covering(file: Arc<LogFile>, end: u64) -> Result<(Arc<LogFile>, u64)> {
+    if end <= file.mapped_file_len {
+        let len = file.mapped_file_len;
+        return Ok((file, len));
+    }
+    let len = file.file_len()?;
+    if len > file.map_len() {
+        return Ok((Arc::new(file.remapped()?), len));
+    }
+    Ok((file, len))
+}
+
 /// Builds a fresh view of `file`, which must be complete (a file written
 /// by compaction, or one whose tail was already checked).
-pub(crate) fn load_complete(mut file: Arc<LogFile>) -> Result<State> {
+pub(crate) fn load_complete(file: Arc<LogFile>) -> Result<State> {
     let (word, end) = committed_of(&file)?;
-    let mut file_len = file.mapped_file_len;
+    let (file, file_len) = covering(file, end)?;
     if end > file_len {
-        // Others appended (and grew the file) since it was mapped.
-        file_len = file.file_len()?;
-        if end > file_len {
-            return Err(Error::corrupt(
-                &file.path,
-                file_len,
-                "the file is shorter than its committed length",
-            ));
-        }
-        if end > file.map_len() {
-            file = Arc::new(file.remapped()?);
-        }
+        return Err(Error::corrupt(
+            &file.path,
+            file_len,
+            "the file is shorter than its committed length",
+        ));
     }
     let mut index = Index::default();
     // SAFETY: `end` is the committed end, checked against the file's length.
@@ -208,16 +218,9 @@ pub(crate) fn load_indexed(
     let Ok((mut index, from)) = hinted else {
         return load_complete(file);
     };
-    let mut file = file;
-    let mut file_len = file.mapped_file_len;
+    let (file, file_len) = covering(file, end)?;
     if end > file_len {
-        file_len = file.file_len()?;
-        if end > file_len {
-            return load_complete(file);
-        }
-        if end > file.map_len() {
-            file = Arc::new(file.remapped()?);
-        }
+        return load_complete(file);
     }
     // SAFETY: `end` is the committed end, checked against the file's length.
     let view = unsafe { View::new(&file, end) };
@@ -275,7 +278,7 @@ pub(crate) fn open_log(
     // the next round replays every record, and reports the damage exactly.
     let mut use_hint = true;
     loop {
-        let mut file = match LogFile::open(site, lock.owner) {
+        let file = match LogFile::open(site, lock.owner) {
             Ok(f) => Arc::new(f),
             // A damaged header (not a foreign file, not a future version):
             // repair mode can rebuild it.
@@ -312,19 +315,16 @@ pub(crate) fn open_log(
             Err(e) => return Err(e),
         };
         // Another process may have grown the file and committed records
-        // past the length mapped above since it was mapped: map it again,
-        // or the replay would stop short of the committed end and take
-        // acknowledged records for a torn tail to cut.
-        if end > file.mapped_file_len && file.file_len()? >= end {
-            file = Arc::new(file.remapped()?);
-        }
+        // past the length mapped above since it was mapped: judged by the
+        // length mapped, the replay would stop short of the committed end
+        // and take acknowledged records for a torn tail to cut.
+        let (file, file_len) = covering(file, end)?;
         let Some(synced) = file.synced() else {
             return Ok(Opened::Damaged(
                 H_SYNCED as u64,
                 "the synced-length word is damaged".into(),
             ));
         };
-        let file_len = file.mapped_file_len;
         // A hint may stand for records up to the synced end only: those
         // can never be cut as a torn tail.
         let hinted = if use_hint {
