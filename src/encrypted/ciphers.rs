@@ -93,20 +93,24 @@ impl Ciphers {
         }
     }
 
-    /// The key of the writer that sealed with `salt` under the keyring's
-    /// key at `position`.
-    pub fn open_with(
+    /// Runs `f` with the key of the writer that sealed with `salt` under
+    /// the keyring's key at `position`; `None` if the keyring has no key
+    /// there. A key already derived is used under the table's read lock,
+    /// not cloned out of it: a load then writes no shared reference count.
+    pub fn with_read_key<R>(
         &self,
         keys: &Keyring,
         position: usize,
         salt: &[u8; SALT_LEN],
-    ) -> Option<Arc<LessSafeKey>> {
+        f: impl FnOnce(&LessSafeKey) -> R,
+    ) -> Option<R> {
         if let Some(k) = self.read.read().get(&(position, *salt)) {
-            return Some(Arc::clone(k));
+            return Some(f(k));
         }
         let key = Arc::new(envelope::subkey(&keys.at(position)?.key, salt));
-        self.remember(position, *salt, Arc::clone(&key));
-        Some(key)
+        let r = f(&key);
+        self.remember(position, *salt, key);
+        Some(r)
     }
 
     fn remember(&self, position: usize, salt: [u8; SALT_LEN], key: Arc<LessSafeKey>) {

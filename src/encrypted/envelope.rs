@@ -231,19 +231,40 @@ pub fn seal(
 
 /// Decrypts `sealed` under `key` (the subkey for its key and salt) for the
 /// record of `stored_id`: the data, or `None` if it does not authenticate.
+#[cfg(any(test, feature = "unstable-internals"))]
 pub fn open(key: &LessSafeKey, sealed: &Sealed<'_>, stored_id: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(sealed.body.len());
+    open_into(key, sealed, stored_id, &mut out).then_some(out)
+}
+
+/// [`open`] into `out` (cleared first), decrypting in place there: `true`
+/// with the data in `out`, or `false` with `out` zeroed and empty if it
+/// does not authenticate.
+pub fn open_into(
+    key: &LessSafeKey,
+    sealed: &Sealed<'_>,
+    stored_id: &str,
+    out: &mut Vec<u8>,
+) -> bool {
     let aad = aad(sealed.header, stored_id);
-    let mut buf = sealed.body.to_vec();
-    let plain_len = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(sealed.nonce),
-            Aad::from(&aad[..]),
-            &mut buf,
-        )
-        .ok()?
-        .len();
-    buf.truncate(plain_len);
-    Some(buf)
+    out.clear();
+    out.extend_from_slice(sealed.body);
+    match key.open_in_place(
+        Nonce::assume_unique_for_key(sealed.nonce),
+        Aad::from(&aad[..]),
+        out,
+    ) {
+        Ok(plain) => {
+            let len = plain.len();
+            out.truncate(len);
+            true
+        }
+        Err(_) => {
+            out.fill(0);
+            out.clear();
+            false
+        }
+    }
 }
 
 /// For the fuzz target: decodes `data` as the record of session `sid`

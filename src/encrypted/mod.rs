@@ -207,13 +207,32 @@ impl<S> Encrypted<S> {
         data: &[u8],
         accept_plaintext: bool,
     ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_into(shown, stored, data, accept_plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Encrypted::open_as`] into `out` (cleared first; left empty on an
+    /// error, with nothing of the record's plaintext in it).
+    fn open_into(
+        &self,
+        shown: &SessionId,
+        stored: &SessionId,
+        data: &[u8],
+        accept_plaintext: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
         let undecryptable = |key_id: Option<&str>, reason: String| Error::Undecryptable {
             session: shown.digest_hint(),
             key_id: key_id.map(str::to_owned),
             reason,
         };
         match envelope::parse(data) {
-            Ok(Parsed::Plain) if accept_plaintext => Ok(data.to_vec()),
+            Ok(Parsed::Plain) if accept_plaintext => {
+                out.extend_from_slice(data);
+                Ok(())
+            }
             Ok(Parsed::Plain) => Err(undecryptable(
                 None,
                 "it is not encrypted (saved before the store was): open the store with \
@@ -222,26 +241,27 @@ impl<S> Encrypted<S> {
             )),
             Err(m) => Err(undecryptable(None, m.to_string())),
             Ok(Parsed::Sealed(sealed)) => {
-                let Some(key) = self
-                    .keys
-                    .position(sealed.key_id)
-                    .and_then(|at| self.ciphers.open_with(&self.keys, at, &sealed.salt))
-                else {
-                    return Err(Error::KeyMissing {
+                let opened = self.keys.position(sealed.key_id).and_then(|at| {
+                    self.ciphers
+                        .with_read_key(&self.keys, at, &sealed.salt, |key| {
+                            envelope::open_into(key, &sealed, stored.as_str(), out)
+                        })
+                });
+                match opened {
+                    Some(true) => Ok(()),
+                    None => Err(Error::KeyMissing {
                         session: shown.digest_hint(),
                         key_id: sealed.key_id.to_owned(),
-                    });
-                };
-                envelope::open(&key, &sealed, stored.as_str()).ok_or_else(|| {
-                    undecryptable(
+                    }),
+                    Some(false) => Err(undecryptable(
                         Some(sealed.key_id),
                         format!(
                             "it does not authenticate under key {:?}: it was altered, moved from \
                              another session or store, or written under another key of that id",
                             sealed.key_id
                         ),
-                    )
-                })
+                    )),
+                }
             }
         }
     }
@@ -336,27 +356,65 @@ impl<S: SessionStore> Encrypted<S> {
     }
 }
 
-/// A loaded session's decrypted data, deadline, modification time and
-/// version.
-type Opened = (Vec<u8>, Option<SystemTime>, SystemTime, u64, Option<Owner>);
+/// A loaded session's deadline, modification time, version and owner.
+type Loaded = (Option<SystemTime>, SystemTime, u64, Option<Owner>);
+
+/// Largest buffer a thread keeps between loads for the plaintext that
+/// [`SessionStore::load_session_with`] lends: a larger session's buffer is
+/// wiped and freed after its load.
+const KEPT_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's buffer for the plaintext `load_session_with` lends,
+    /// reused so that a load allocates nothing. Taken out for the call
+    /// (a nested load finds it empty and uses a new one) and always wiped
+    /// before it is put back.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A thread's plaintext buffer, taken for one load; dropping it (after
+/// the load, or in a panic of the caller's callback) wipes it and puts it
+/// back for the thread's next load.
+struct Scratch(Vec<u8>);
+
+impl Scratch {
+    fn take() -> Scratch {
+        Scratch(SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        // The plaintext lent to the callback does not outlive the call: a
+        // fill kept by `black_box` (a memset) rather than `zeroize`'s
+        // byte-by-byte volatile stores (DESIGN.md §14.2 has what those
+        // cost a load).
+        buf.fill(0);
+        std::hint::black_box(&buf);
+        buf.clear();
+        if buf.capacity() <= KEPT_SCRATCH {
+            // During the thread's exit the slot may be gone: the buffer,
+            // already wiped, is then freed.
+            let _ = SCRATCH.try_with(|s| s.set(buf));
+        }
+    }
+}
 
 impl<S: SessionStore> Encrypted<S> {
-    /// The session `id`, decrypted, or `None` if it is absent.
-    fn load_opened(&self, id: &SessionId) -> Result<Option<Opened>> {
+    /// The session `id`, decrypted into `out`, or `None` if it is absent
+    /// (`out` then empty).
+    fn load_into(&self, id: &SessionId, out: &mut Vec<u8>) -> Result<Option<Loaded>> {
         let stored = self.inner.stored_id_of(id);
-        let mut opened = None;
+        let mut loaded = None;
+        out.clear();
         self.inner.load_session_with(id, &mut |v| {
-            opened = Some(self.open(id, &stored, v.data()).map(|data| {
-                (
-                    data,
-                    v.expires(),
-                    v.modified(),
-                    v.version(),
-                    v.owner().cloned(),
-                )
-            }));
+            loaded = Some(
+                self.open_into(id, &stored, v.data(), self.accept_plaintext, out)
+                    .map(|()| (v.expires(), v.modified(), v.version(), v.owner().cloned())),
+            );
         })?;
-        opened.transpose()
+        loaded.transpose()
     }
 }
 
@@ -373,11 +431,11 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
     }
 
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        // Decrypted once, from the wrapped store's borrowed bytes, into the
-        // buffer the caller gets.
+        // Decrypted in place in the buffer the caller gets.
+        let mut data = Vec::new();
         Ok(self
-            .load_opened(id)?
-            .map(|(data, expires, modified, version, owner)| {
+            .load_into(id, &mut data)?
+            .map(|(expires, modified, version, owner)| {
                 let mut s = Session::restore(id.clone(), data, expires, modified, version);
                 s.owner = owner;
                 s
@@ -385,21 +443,15 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
     }
 
     fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
-        match self.load_opened(id)? {
-            Some((data, expires, modified, version, owner)) => {
-                let mut data = data;
-                f(SessionRef::new(id, &data, expires, modified, version)
+        let mut buf = Scratch::take();
+        Ok(match self.load_into(id, &mut buf.0)? {
+            Some((expires, modified, version, owner)) => {
+                f(SessionRef::new(id, &buf.0, expires, modified, version)
                     .with_owner(owner.as_ref()));
-                // The plaintext lent to `f` does not outlive the call in
-                // this buffer: a fill kept by `black_box` (a memset) rather
-                // than `zeroize`'s byte-by-byte volatile stores (DESIGN.md
-                // §14.2 has what those cost a load).
-                data.fill(0);
-                std::hint::black_box(&data);
-                Ok(true)
+                true
             }
-            None => Ok(false),
-        }
+            None => false,
+        })
     }
 
     fn save_session(&self, session: &mut Session) -> Result<()> {
