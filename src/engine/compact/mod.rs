@@ -11,12 +11,21 @@
 //! fsyncs the directory. No step holds the state lock for longer than a
 //! catch-up of a few records or a pointer swap.
 //!
-//! The parts, in the order a compaction uses them: `temp` (the temporary
-//! file whose lock serializes compactions), `space` (the free-space check
-//! before the start), `copy` (the snapshot, the copy and the catch-ups),
-//! `writer` (the new file: every record goes through `Writer::append`),
-//! `hint_ahead` (the new file's hint, announced before the swap), `swap`
-//! (phase 2); beside them `repair` and `close_hint`.
+//! `run_locked` below calls the phases in order. The parts, each importing
+//! only parts below it in this list (`.ci/layers.sh` checks):
+//!
+//! - `swap`: phase 2, under the write lock: the last records copied, the
+//!   new file finished and swapped in;
+//! - `hint_ahead`: the new file's hint, written and announced to other
+//!   processes before the swap;
+//! - `copy`: the snapshot of the index, the copy of the live sessions and
+//!   the catch-ups with what was appended since;
+//! - `repair`: salvaging a damaged log with the same writer;
+//! - `close_hint`: the hint a close writes;
+//! - `writer`: the new file; every record reaches it through
+//!   `Writer::append` (encoded with the new file's salt, appended);
+//! - `space`: the free-space check before a compaction starts;
+//! - `temp`: the temporary file, whose lock serializes compactions.
 
 mod close_hint;
 mod copy;

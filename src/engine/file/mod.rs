@@ -1,10 +1,14 @@
 //! The log file: read through a shared memory map, appended with positioned
 //! writes (or copies into the map), preallocated in chunks.
 //!
-//! Beside it: `site` (a file of the store, reached by name through the
-//! store's directory descriptor), `blocks` (reserving the file's blocks,
-//! finding where its data is) and `premapped` (another process's mapping
-//! of a compaction's file, made ahead of the swap).
+//! Beside it, parts that import none of each other (`.ci/layers.sh`
+//! checks):
+//!
+//! - `premapped`: another process's mapping of a compaction's file, made
+//!   ahead of the swap;
+//! - `blocks`: reserving the file's blocks, finding where its data is;
+//! - `site`: a file of the store, reached by name through the store's
+//!   directory descriptor.
 
 mod blocks;
 mod premapped;
