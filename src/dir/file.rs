@@ -20,8 +20,8 @@
 //! the id's SHA-256 digest, the one `HashedIds::stored_id` encodes
 //! (`crate::hashed::id_digest`): 54 characters, no `/` or `.`, no two that
 //! differ only in case, and nothing in them that is a cookie. A name is
-//! checked against the id the file holds. Stores written before (issue 25)
-//! named files `s-<base32 of the id itself>`; opening such a store renames
+//! checked against the id the file holds. Stores written before digest
+//! names (DESIGN.md §11, "Names") named files `s-<base32 of the id itself>`; opening such a store renames
 //! them (`dir/migrate.rs`), then creates `.hashed-names`. Neither `.lock`,
 //! `.hashed-names` nor `.tmp-*` starts with `h-` or `s-`.
 
@@ -46,7 +46,7 @@ pub(crate) const MAX_FILE_LEN: u64 =
 
 /// Prefix of session file names.
 pub(crate) const SESSION_PREFIX: &str = "h-";
-/// Prefix of session file names before issue 25: the id in base32.
+/// Prefix of session file names before digest names: the id in base32.
 pub(crate) const LEGACY_PREFIX: &str = "s-";
 /// Present once every session file is named by its digest.
 pub(crate) const MARKER_NAME: &str = ".hashed-names";
@@ -111,7 +111,7 @@ pub(crate) fn is_session_name(name: &str) -> bool {
 /// Base32 characters of a 32-byte digest.
 const DIGEST_CHARS: usize = 52;
 
-/// The name a session's file had before issue 25 (the id in base32).
+/// The name a session's file had before digest names (the id in base32).
 #[cfg(test)]
 pub(crate) fn legacy_name(id: &SessionId) -> String {
     format!("{LEGACY_PREFIX}{}", base32(id.as_str().as_bytes()))

@@ -445,9 +445,9 @@ mod tests {
         }
     }
 
-    /// Issue 27, point 5: a live-bytes counter past what the file can
-    /// hold (with a valid CRC: a crafted hint) is refused, so that no
-    /// later save adds to it and overflows.
+    /// Crafted counters (README's table of attacks): a live-bytes counter
+    /// past what the file can hold (with a valid CRC: a crafted hint) is
+    /// refused, so that no later save adds to it and overflows.
     #[test]
     fn a_live_bytes_counter_past_the_file_is_refused() {
         let ix = index(5);

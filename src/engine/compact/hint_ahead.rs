@@ -13,9 +13,9 @@ use super::copy::Copy;
 
 /// How long, per byte of hint, a compaction waits after announcing its
 /// hint before it swaps, so that other processes read the hint ahead
-/// instead of with a request waiting (reading and checking it went at
-/// about 300 MB/s here, slower while the compaction runs): 8 ns a byte,
-/// 256 ms for a million sessions, 2.6 s for ten million.
+/// instead of with a request waiting (DESIGN.md §8 has the reading rate
+/// this allows for): 8 ns a byte, 256 ms for a million sessions, 2.6 s
+/// for ten million.
 /// It catches up meanwhile, so the swap's own work stays small.
 const READ_AHEAD_NS_PER_BYTE: u64 = 8;
 /// The wait is skipped when shorter than a step, and capped.

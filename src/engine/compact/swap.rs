@@ -70,8 +70,7 @@ pub(super) fn swap(
     let (written, index, new_end) = c.w.finish(&header, Some(&policy))?;
     // The mapping the compaction read the new file back through stays:
     // unmapping it here, its page tables filled in by the id comparisons,
-    // held every writer for 11 ms at ten million sessions (1-3 ms at one
-    // million).
+    // held every writer for milliseconds (DESIGN.md §8, the swap).
     let new_log = Arc::new(written.with_header_read_again()?);
     let word = new_log.committed_word();
 

@@ -353,8 +353,8 @@ impl LogFile {
     /// which would fault) unless `pwrite` is preferred; otherwise `pwrite`s.
     ///
     /// Logs that are synced prefer `pwrite`: the sync then has no mapped
-    /// page to write-protect (durable saves measured 5-10 % faster here),
-    /// and no copy faults on a page a sync write-protected.
+    /// page to write-protect (faster durable saves: DESIGN.md §4), and no
+    /// copy faults on a page a sync write-protected.
     pub fn write_record(
         &self,
         buf: &[u8],
@@ -391,8 +391,8 @@ impl LogFile {
     ///
     /// With `zero_fill` (for `SyncPolicy::Always`) the chunk is written
     /// with zeros and synced instead of `fallocate`d: a later `fdatasync`
-    /// then has no extent to convert from unwritten to written, which
-    /// measured about 25 % faster per durable save here. Chunks are smaller
+    /// then has no extent to convert from unwritten to written (faster
+    /// durable saves: DESIGN.md §4). Chunks are smaller
     /// (at most 8 MiB) to bound the pause of writing them.
     ///
     /// With `least`, the file grows by the least whole pages that hold
