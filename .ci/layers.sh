@@ -6,7 +6,10 @@
 # or `super::NAME` from the module's top (groups like `crate::engine::{a, b}`
 # too), prints the import graph, and fails naming each pair that imports
 # both ways and each import of a module that mod.rs's list puts above the
-# importer. Needs only python3 (which python/ci.sh needs too).
+# importer. The same holds one level down, inside each folder module
+# (src/engine/NAME/, e.g. compact/): its parts may not import each other,
+# nor one that NAME/mod.rs's list (`//! - `part``) puts above them. Needs
+# only python3 (which python/ci.sh needs too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec python3 - "$@" <<'EOF'
@@ -89,11 +92,16 @@ def group_heads(text, start):
     return [m.group(0) for h in heads if (m := re.match(r"\w+", h.strip()))]
 
 
-PATH = re.compile(r"\b(crate\s*::\s*engine\s*::|(?:super\s*::\s*)+)\s*(\{|\w+)")
+def path_re(parent):
+    """Paths from `crate::engine[::parent]::` or from `super::`s."""
+    crate = r"crate\s*::\s*engine\s*::" + (rf"\s*{parent}\s*::" if parent else "")
+    return re.compile(rf"\b({crate}|(?:super\s*::\s*)+)\s*(\{{|\w+)")
 
 
-def imports(path, module, depth_in_engine):
-    """Sibling modules that the file at path (a file of engine::module) names."""
+def imports(path, module, depth_in_engine, modules=modules, parent=None):
+    """Sibling modules (of `modules`) that the file at path (a file of
+    engine::module, or of engine::parent::module) names; `depth_in_engine`
+    counts the `super`s from the file up to the siblings' parent."""
     text = strip(path.read_text())
     found = set()
     # Inline `mod x { .. }` blocks move `super::` one level down each.
@@ -106,7 +114,7 @@ def imports(path, module, depth_in_engine):
         elif c == "}" and opens:
             opens.pop()
         depth_at[i] = sum(opens)
-    for m in PATH.finditer(text):
+    for m in path_re(parent).finditer(text):
         head = m.group(1)
         if head.startswith("crate"):
             up_to_engine = True
@@ -156,8 +164,53 @@ cycles = sorted({tuple(sorted((a, b))) for a in modules for b in edges[a] if a i
 if cycles:
     for a, b in cycles:
         print(f"layers.sh: engine::{a} and engine::{b} import each other", file=sys.stderr)
-if cycles or upward:
+
+
+def check_parts(folder):
+    """The same two rules among the parts of the folder module `folder`."""
+    mod = (ENGINE / folder / "mod.rs").read_text()
+    parts = re.findall(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", mod, re.M)
+    part_edges = {}
+    for part in parts:
+        single = ENGINE / folder / f"{part}.rs"
+        sub = ENGINE / folder / part
+        files = [(single, 1)] if single.exists() else []
+        if sub.is_dir():
+            for f in sorted(sub.rglob("*.rs")):
+                rel = f.relative_to(sub).parts
+                files.append((f, 1 + (len(rel) if f.name != "mod.rs" else len(rel) - 1)))
+        if not files:
+            sys.exit(f"layers.sh: no source for engine module `{folder}::{part}`")
+        part_edges[part] = set()
+        for f, depth in files:
+            part_edges[part] |= imports(f, part, depth, parts, folder)
+    for part in parts:
+        print(f"{folder + '::' + part:24} -> {', '.join(sorted(part_edges[part])) or '(nothing)'}")
+    part_order = re.findall(r"^//! - `(\w+)`", mod, re.M)
+    bad = 0
+    for a in part_order:
+        for b in sorted(part_edges.get(a, ())):
+            if b in part_order and part_order.index(b) < part_order.index(a):
+                bad += 1
+                print(f"layers.sh: engine::{folder}::{a} imports {b}, which {folder}/mod.rs lists "
+                      "above it", file=sys.stderr)
+    for a, b in sorted({tuple(sorted((a, b))) for a in parts for b in part_edges[a]
+                        if a in part_edges[b]}):
+        bad += 1
+        print(f"layers.sh: engine::{folder}::{a} and {b} import each other", file=sys.stderr)
+    return len(parts), bad
+
+
+folders = [m for m in modules if (ENGINE / m).is_dir()]
+part_count = part_failures = 0
+for folder in folders:
+    n, bad = check_parts(folder)
+    part_count += n
+    part_failures += bad
+
+if cycles or upward or part_failures:
     sys.exit(1)
 print(f"layers.sh: {len(modules)} engine modules, no two import each other, "
-      f"none imports one above it in mod.rs's list of {len(order)}")
+      f"none imports one above it in mod.rs's list of {len(order)}; "
+      f"the same within {', '.join(folders) or 'no folder module'} ({part_count} parts)")
 EOF

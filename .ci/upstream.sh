@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the web frameworks' own test suites, unchanged, against sessionlog's
-# adapters on every backend (issue 26):
+# adapters on every backend:
 #   - tower-sessions 0.15.0: the `route_tests!` of tests/integration-tests.rs
 #     and the middleware tests of src/service.rs (TowerStore, feature
 #     `tower-sessions`);

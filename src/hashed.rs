@@ -1,5 +1,5 @@
 //! `HashedIds`: any store, keeping a digest of each session id instead of
-//! the id itself (issue 12, item 12).
+//! the id itself (DESIGN.md §14.1).
 //!
 //! A session id is a login credential: whoever presents it is logged in.
 //! A store that keeps ids in the clear hands every login to whoever reads

@@ -69,6 +69,7 @@ mod error;
 mod fs_identity;
 mod hashed;
 mod id;
+mod layout;
 mod memory;
 mod observe;
 mod options;

@@ -2,8 +2,8 @@
 //!
 //! A `LogStore` checks on every call that it runs in the process that
 //! opened it (a child after `fork()` must not use it). `getpid` is a system
-//! call (glibc stopped caching it in 2.25), 0.3-0.5 µs in this project's
-//! VM, a tenth of a save or a load. So the answer is kept in a word of a
+//! call (glibc stopped caching it in 2.25), a tenth of a save or a load
+//! (DESIGN.md §5). So the answer is kept in a word of a
 //! private page marked `MADV_WIPEONFORK` (Linux 4.14): the kernel hands
 //! every child made by `fork`, `_Fork` or `clone` without `CLONE_VM` a
 //! zeroed copy of that page, however the child was made and before any of

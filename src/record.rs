@@ -6,40 +6,13 @@
 //! record := 40-byte record header, id, owner, data, zero padding to 8 bytes
 //! ```
 //!
-//! All integers are little-endian. This module depends on nothing but the
-//! id rules.
+//! The byte layout is `crate::layout::record` (re-exported here). This
+//! module depends on nothing but the id rules and the layouts.
 
 use crate::id::{MAX_ID_LEN, check_id_bytes};
 
-/// XORed into record CRCs so that a run of zeros never checks out.
-pub const RECORD_CRC_XOR: u32 = 0xA5E5_5105;
+pub use crate::layout::record::*;
 
-/// Offset of the record CRC: CRC32 of bytes `[4, unpadded length)`.
-pub const R_CRC: usize = 0;
-/// Offset of the data length (u32).
-pub const R_DATA_LEN: usize = R_CRC + 4;
-/// Offset of the kind byte.
-pub const R_KIND: usize = R_DATA_LEN + 4;
-/// Offset of the id length byte (1 to 128).
-pub const R_ID_LEN: usize = R_KIND + 1;
-/// Offset of the owner length byte (0 for none, else 1 to 255): reserved
-/// and zero in format version 1, which had no owners, so that a version-1
-/// record is a version-2 record without an owner.
-pub const R_OWNER_LEN: usize = R_ID_LEN + 1;
-/// Offset of five reserved bytes, zero.
-pub const R_RESERVED: usize = R_OWNER_LEN + 1;
-/// Offset of the session version (u64).
-pub const R_VERSION: usize = R_RESERVED + 5;
-/// Offset of the modification time (u64 ms since the epoch).
-pub const R_MODIFIED: usize = R_VERSION + 8;
-/// Offset of the deadline (u64 ms since the epoch, 0 for none).
-pub const R_EXPIRES: usize = R_MODIFIED + 8;
-/// Size of the record header; the id follows, then the owner, then the data.
-pub const RECORD_HEADER: usize = R_EXPIRES + 8;
-/// Records start at multiples of this.
-pub const RECORD_ALIGN: usize = 8;
-
-const _: () = assert!(R_VERSION == 16 && RECORD_HEADER == 40);
 /// Largest data length any record may declare (1 GiB); a larger length is
 /// damage, rejected before anything is read or allocated.
 pub const MAX_RECORD_DATA: usize = 1 << 30;
@@ -109,11 +82,6 @@ impl std::fmt::Display for DecodeError {
         }
     }
 }
-
-/// Data length of a `Touch` record: the offset (u64) of the `Put` record
-/// whose session it refreshes, so that an index entry pointing at a touch
-/// still reaches the data.
-pub const TOUCH_DATA_LEN: usize = 8;
 
 impl RecordRef<'_> {
     /// For a `Touch` record, the offset of the `Put` it refreshes.

@@ -1,5 +1,5 @@
 //! Encrypted stores: `--key-file` for the commands that read or write
-//! session data, `rekey` and `keygen` (issue 29).
+//! session data, `rekey` and `keygen` (DESIGN.md §14.2).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -7,11 +7,12 @@
 //!              h-<base32 of the id's digest>  (one per session)
 //!              .tmp-<16 hex digits>  (a write in progress, renamed into place)
 //!
-//! session file := file header (FILE_HEADER bytes) + exactly one Put record
+//! session file := file header (DIR_HEADER bytes) + exactly one Put record
 //! file header  := magic (8) | format version (u32) | reserved (4, zero)
 //! ```
 //!
-//! The record is the log's record (`crate::record`, unsalted), so it carries its own
+//! The byte layout is `crate::layout::dir`. The record is the log's
+//! record (`crate::record`, unsalted), so it carries its own
 //! length fields and CRC. All integers are little-endian. Nothing follows
 //! the record's padding.
 //!
@@ -19,8 +20,8 @@
 //! the id's SHA-256 digest, the one `HashedIds::stored_id` encodes
 //! (`crate::hashed::id_digest`): 54 characters, no `/` or `.`, no two that
 //! differ only in case, and nothing in them that is a cookie. A name is
-//! checked against the id the file holds. Stores written before (issue 25)
-//! named files `s-<base32 of the id itself>`; opening such a store renames
+//! checked against the id the file holds. Stores written before digest
+//! names (DESIGN.md §11, "Names") named files `s-<base32 of the id itself>`; opening such a store renames
 //! them (`dir/migrate.rs`), then creates `.hashed-names`. Neither `.lock`,
 //! `.hashed-names` nor `.tmp-*` starts with `h-` or `s-`.
 
@@ -29,41 +30,23 @@ use std::path::Path;
 use crate::error::{Error, Remedy, Result};
 use crate::hashed::id_digest;
 use crate::id::{MAX_ID_LEN, SessionId};
+use crate::layout::dir::{
+    DIR_HEADER, DIR_MAGIC, DIR_PLAIN_VERSION, DIR_VERSION, F_MAGIC, F_RESERVED, F_VERSION,
+};
 use crate::owner::{MAX_OWNER_LEN, Owner as SessionOwner};
 use crate::record::{
     self as format, DecodeError, Kind, MAX_RECORD_DATA, R_KIND, R_VERSION, RECORD_HEADER,
     RecordFields,
 };
 
-/// First bytes of every session file: distinct from the log's magic; the
-/// high-bit byte catches 7-bit transfers, CR LF line-ending conversion.
-pub(crate) const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'D', b'I', b'R', b'\r', b'\n'];
-/// The newest session file version this build reads and writes: 2, a file
-/// whose record carries the session's owner. A session without an owner
-/// is written as version 1 (identical but for the version field), which
-/// older builds read.
-pub(crate) const FORMAT_VERSION: u32 = 2;
-/// The version of a file whose session has no owner.
-const PLAIN_VERSION: u32 = 1;
-
-/// Offset of the magic.
-const F_MAGIC: usize = 0;
-/// Offset of the format version (u32).
-const F_VERSION: usize = F_MAGIC + MAGIC.len();
-/// Offset of four reserved bytes, zero.
-const F_RESERVED: usize = F_VERSION + 4;
-/// Size of the file header; the record starts here.
-pub(crate) const FILE_HEADER: usize = F_RESERVED + 4;
-const _: () = assert!(FILE_HEADER == 16);
-
 /// Largest session file that can be valid; a larger one is damage and is
 /// rejected before it is read.
 pub(crate) const MAX_FILE_LEN: u64 =
-    (FILE_HEADER + format::record_len_owned(MAX_ID_LEN, MAX_OWNER_LEN, MAX_RECORD_DATA)) as u64;
+    (DIR_HEADER + format::record_len_owned(MAX_ID_LEN, MAX_OWNER_LEN, MAX_RECORD_DATA)) as u64;
 
 /// Prefix of session file names.
 pub(crate) const SESSION_PREFIX: &str = "h-";
-/// Prefix of session file names before issue 25: the id in base32.
+/// Prefix of session file names before digest names: the id in base32.
 pub(crate) const LEGACY_PREFIX: &str = "s-";
 /// Present once every session file is named by its digest.
 pub(crate) const MARKER_NAME: &str = ".hashed-names";
@@ -128,7 +111,7 @@ pub(crate) fn is_session_name(name: &str) -> bool {
 /// Base32 characters of a 32-byte digest.
 const DIGEST_CHARS: usize = 52;
 
-/// The name a session's file had before issue 25 (the id in base32).
+/// The name a session's file had before digest names (the id in base32).
 #[cfg(test)]
 pub(crate) fn legacy_name(id: &SessionId) -> String {
     format!("{LEGACY_PREFIX}{}", base32(id.as_str().as_bytes()))
@@ -176,16 +159,16 @@ pub(crate) fn encode_file(
 ) -> Vec<u8> {
     let owner = owner.map_or(&[][..], |o| o.as_str().as_bytes());
     let mut out = Vec::with_capacity(
-        FILE_HEADER + format::record_len_owned(id.as_str().len(), owner.len(), data.len()),
+        DIR_HEADER + format::record_len_owned(id.as_str().len(), owner.len(), data.len()),
     );
-    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&DIR_MAGIC);
     let version = if owner.is_empty() {
-        PLAIN_VERSION
+        DIR_PLAIN_VERSION
     } else {
-        FORMAT_VERSION
+        DIR_VERSION
     };
     out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&[0u8; FILE_HEADER - F_RESERVED]);
+    out.extend_from_slice(&[0u8; DIR_HEADER - F_RESERVED]);
     format::encode_record(
         &mut out,
         &RecordFields {
@@ -224,7 +207,7 @@ pub(crate) fn decode_named(path: &Path, name: &str, buf: Vec<u8>) -> Result<(Ses
 fn mismatch(path: &Path) -> Error {
     Error::corrupt_in(
         path,
-        (FILE_HEADER + RECORD_HEADER) as u64,
+        (DIR_HEADER + RECORD_HEADER) as u64,
         "the record's session id does not match the file name",
         Remedy::ReplaceSessionFile,
     )
@@ -235,43 +218,43 @@ fn decode(path: &Path, mut buf: Vec<u8>) -> Result<(Vec<u8>, Stored)> {
     let corrupt = |offset: usize, reason: &str| {
         Error::corrupt_in(path, offset as u64, reason, Remedy::ReplaceSessionFile)
     };
-    let m = buf.len().min(MAGIC.len());
-    if buf[..m] != MAGIC[..m] {
+    let m = buf.len().min(DIR_MAGIC.len());
+    if buf[..m] != DIR_MAGIC[..m] {
         return Err(corrupt(
             F_MAGIC,
             "not a sessionlog session file (wrong magic)",
         ));
     }
-    if buf.len() < FILE_HEADER {
+    if buf.len() < DIR_HEADER {
         return Err(corrupt(buf.len(), "the file ends inside its header"));
     }
     let mut version = [0u8; 4];
     version.copy_from_slice(&buf[F_VERSION..F_RESERVED]);
     let version = u32::from_le_bytes(version);
-    if !(PLAIN_VERSION..=FORMAT_VERSION).contains(&version) {
+    if !(DIR_PLAIN_VERSION..=DIR_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
-            supported: FORMAT_VERSION,
+            supported: DIR_VERSION,
         });
     }
-    if buf[F_RESERVED..FILE_HEADER].iter().any(|&b| b != 0) {
+    if buf[F_RESERVED..DIR_HEADER].iter().any(|&b| b != 0) {
         return Err(corrupt(F_RESERVED, "reserved header bytes are not zero"));
     }
-    let r = format::decode_record(&buf[FILE_HEADER..]).map_err(|e| match e {
-        DecodeError::Truncated => corrupt(FILE_HEADER, "the session record is cut short"),
-        e => corrupt(FILE_HEADER, &e.to_string()),
+    let r = format::decode_record(&buf[DIR_HEADER..]).map_err(|e| match e {
+        DecodeError::Truncated => corrupt(DIR_HEADER, "the session record is cut short"),
+        e => corrupt(DIR_HEADER, &e.to_string()),
     })?;
     if r.kind != Kind::Put {
         return Err(corrupt(
-            FILE_HEADER + R_KIND,
+            DIR_HEADER + R_KIND,
             "the record is not a put record",
         ));
     }
     if r.version == 0 {
-        return Err(corrupt(FILE_HEADER + R_VERSION, "stored version is 0"));
+        return Err(corrupt(DIR_HEADER + R_VERSION, "stored version is 0"));
     }
-    let end = FILE_HEADER + r.padded_len;
+    let end = DIR_HEADER + r.padded_len;
     if buf.len() != end {
         return Err(corrupt(end, "unexpected bytes after the session record"));
     }
@@ -281,15 +264,15 @@ fn decode(path: &Path, mut buf: Vec<u8>) -> Result<(Vec<u8>, Stored)> {
         modified_ms: r.modified_ms,
         expires_ms: r.expires_ms,
     };
-    if version == PLAIN_VERSION && !r.owner.is_empty() {
+    if version == DIR_PLAIN_VERSION && !r.owner.is_empty() {
         return Err(corrupt(
-            FILE_HEADER + format::R_OWNER_LEN,
+            DIR_HEADER + format::R_OWNER_LEN,
             "a version 1 file's record carries an owner",
         ));
     }
     // Checked by the record's decoder: UTF-8 without control characters.
     let owner = SessionOwner::from_stored(r.owner);
-    let start = FILE_HEADER + RECORD_HEADER + r.id.len() + r.owner.len();
+    let start = DIR_HEADER + RECORD_HEADER + r.id.len() + r.owner.len();
     let data_end = start + r.data.len();
     buf.truncate(data_end);
     buf.drain(..start);
@@ -400,7 +383,7 @@ mod tests {
     fn file_round_trips() {
         let p = Path::new("x");
         let bytes = encode_sample(&id("abc"));
-        assert_eq!(&bytes[..8], &MAGIC);
+        assert_eq!(&bytes[..8], &DIR_MAGIC);
         assert_eq!(
             decode_file(p, &id("abc"), bytes).expect("decodes"),
             sample()
@@ -431,7 +414,7 @@ mod tests {
             decode_file(p, &id("abd"), good.clone()),
             Err(Error::Corrupt { .. })
         ));
-        for i in 0..FILE_HEADER + RECORD_HEADER + 3 + 5 {
+        for i in 0..DIR_HEADER + RECORD_HEADER + 3 + 5 {
             if (F_VERSION..F_RESERVED).contains(&i) {
                 continue;
             }

@@ -2,7 +2,7 @@
 //! operation is made relative to this one descriptor (`openat`,
 //! `renameat`, `unlinkat`, `statat`, `fsync`), so that swapping the
 //! directory's path for a symbolic link after it was opened redirects
-//! nothing (issue 25, item 1).
+//! nothing (DESIGN.md §11, "The directory").
 //!
 //! Opening checks the directory once, through the descriptor: its owner
 //! must be this process's user unless the caller maintains another user's

@@ -1,4 +1,5 @@
-//! Moving a store written before issue 25 to digest names.
+//! Moving a store written before digest names (DESIGN.md §11, "Names") to
+//! them.
 //!
 //! Such a store named each file `s-<base32 of the id>`, so that anyone who
 //! could list the directory held every session id. The first open by this

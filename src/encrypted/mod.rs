@@ -1,5 +1,5 @@
-//! `Encrypted`: any store, keeping each session's data encrypted at rest
-//! (issue 29). The envelope's layout is in [`envelope`], the keys and the
+//! `Encrypted`: any store, keeping each session's data encrypted at rest.
+//! The envelope's layout is in [`envelope`], the keys and the
 //! key file format in [`keyring`]; DESIGN.md §14.2 is the threat model.
 
 mod ciphers;

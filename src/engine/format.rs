@@ -2,114 +2,18 @@
 //! crate's record codec (`crate::record`, re-exported here) with this
 //! file's salt.
 //!
-//! This module depends on nothing else in the crate but the record codec;
-//! it only turns values into bytes and back. DESIGN.md describes the same
-//! layout for people.
-//!
-//! ```text
-//! file    := header (HEADER_SIZE bytes) record* unused-space
-//! header  := static part (H_STATIC_END = 72 bytes, CRC-protected)
-//!            + shared words (atomic, from H_COMMITTED = 128)
-//! record  := 40-byte record header, id, data, zero padding to 8 bytes
-//! ```
-//!
-//! All integers are little-endian.
+//! This module depends on nothing else in the crate but the record codec
+//! and the layouts (`crate::layout::log`, re-exported here, has the header's
+//! byte layout); it only turns values into bytes and back. DESIGN.md §2
+//! describes the same layout for people.
 
+pub use crate::layout::log::*;
 pub use crate::record::*;
-
-/// First bytes of every log file. The high-bit byte catches 7-bit
-/// transfers; CR LF catches line-ending conversion; 0x1A stops `type`.
-pub const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'O', b'G', b'\r', b'\n', 0x1A];
-/// The format version this build writes: 2, whose put records may carry
-/// the session's owner (`R_OWNER_LEN`).
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format version this build reads: 1, whose records are
-/// version-2 records without owners. Appends to a version-1 file never
-/// carry an owner (an older build would take the owner length for damaged
-/// reserved bytes): a save with an owner first compacts the file, which
-/// rewrites it as version 2.
-pub const MIN_FORMAT_VERSION: u32 = 1;
 
 /// Whether this build reads files of format `version`.
 pub const fn reads_version(version: u32) -> bool {
     version >= MIN_FORMAT_VERSION && version <= FORMAT_VERSION
 }
-/// Bytes reserved for the header; records start here. One page, so the
-/// shared words never share a page with record data.
-pub const HEADER_SIZE: u64 = 4096;
-
-// ---- static header fields, written once when the file is created ----
-/// Offset of the magic.
-pub const H_MAGIC: usize = 0;
-/// Offset of the format version (u32).
-pub const H_VERSION: usize = H_MAGIC + MAGIC.len();
-/// Offset of the header size (u32), equal to `HEADER_SIZE`.
-pub const H_HEADER_SIZE: usize = H_VERSION + 4;
-/// Offset of the generation (u64): 1 for a new store, +1 per compaction.
-pub const H_GENERATION: usize = H_HEADER_SIZE + 4;
-/// Offset of the creation time of this file (u64 ms since the epoch).
-pub const H_CREATED: usize = H_GENERATION + 8;
-/// Offset of the number of sessions the compaction that wrote this file kept.
-pub const H_COMPACT_KEPT: usize = H_CREATED + 8;
-/// Offset of the number of sessions that compaction dropped.
-pub const H_COMPACT_DROPPED: usize = H_COMPACT_KEPT + 8;
-/// Offset of the committed length of the file that compaction replaced.
-pub const H_COMPACT_SOURCE_BYTES: usize = H_COMPACT_DROPPED + 8;
-/// Offset of this file's committed length when that compaction finished.
-pub const H_COMPACT_RESULT_BYTES: usize = H_COMPACT_SOURCE_BYTES + 8;
-/// Offset of the file's salt (u32): a random number drawn when the file is
-/// written, XORed into every record CRC of this file. Record-shaped bytes
-/// that did not come from this file (inside session data, or left over
-/// from another file) fail their check, so a rescan cannot be fooled.
-pub const H_SALT: usize = H_COMPACT_RESULT_BYTES + 8;
-/// Offset of the CRC32 of bytes `[0, H_CRC)`, XORed with `HEADER_CRC_XOR`.
-pub const H_CRC: usize = H_SALT + 4;
-/// End of the static part.
-pub const H_STATIC_END: usize = H_CRC + 4;
-
-// ---- shared words, updated in place through the shared mapping ----
-/// Offset of the committed word: end of the last complete record. The
-/// shared words start a cache line of their own, apart from the static part
-/// that every load does not need.
-pub const H_COMMITTED: usize = 128;
-/// Offset of the synced word: everything before it is on stable storage.
-pub const H_SYNCED: usize = H_COMMITTED + 8;
-/// Offset of the superseded word: `SUPERSEDED` once a compaction has
-/// replaced this file, 0 before.
-pub const H_SUPERSEDED: usize = H_SYNCED + 8;
-/// Offset of the pending word: while a compaction runs, the identity of
-/// the file that will replace this one, once its hint is written (so that
-/// other processes can read the hint before the swap); 0 before. Only an
-/// invitation to read ahead: a reader checks the hint against the new
-/// file when it moves to it, so any value is harmless. Version 1 files
-/// written before this word existed hold 0 here (the bytes were reserved).
-pub const H_PENDING: usize = H_SUPERSEDED + 8;
-/// End of the shared words.
-pub const H_SHARED_END: usize = H_PENDING + 8;
-
-// ---- the store's policy, written with the static part (bytes 72..104,
-// zero in files of earlier builds, which ignore them) ----
-/// Offset of the policy's idle limit.
-pub const H_POLICY: usize = H_STATIC_END;
-/// Offset of the policy's session quota.
-pub const H_POLICY_SESSIONS: usize = H_POLICY + 8;
-/// Offset of the policy's byte quota.
-pub const H_POLICY_BYTES: usize = H_POLICY_SESSIONS + 8;
-/// Offset of the policy's flags.
-pub const H_POLICY_FLAGS: usize = H_POLICY_BYTES + 8;
-/// Offset of the policy's CRC.
-pub const H_POLICY_CRC: usize = H_POLICY_FLAGS + 4;
-/// End of the policy.
-pub const H_POLICY_END: usize = H_POLICY_CRC + 4;
-/// XORed into the policy's CRC, so that zeros (no policy) never check out.
-pub const POLICY_CRC_XOR: u32 = 0x504F_4C59;
-/// Policy flag: set in every recorded policy (so one is never all zeros).
-pub const POLICY_RECORDED: u32 = 1;
-/// Policy flag: a save over the quota evicts the oldest sessions instead
-/// of being refused.
-pub const POLICY_EVICT: u32 = 2;
-
-const _: () = assert!(H_POLICY_END <= H_COMMITTED);
 
 /// The store's expiry policy and quota as its file records them: every
 /// process, the command-line tool and compaction apply these, whatever
@@ -130,36 +34,35 @@ pub struct Policy {
 
 /// Writes `p` into bytes `H_POLICY..H_POLICY_END` of a header page.
 pub fn encode_policy(p: &Policy, page: &mut [u8]) {
-    let b = &mut page[H_POLICY..H_POLICY_END];
-    b[0..8].copy_from_slice(&p.max_idle_ms.to_le_bytes());
-    b[8..16].copy_from_slice(&p.max_sessions.to_le_bytes());
-    b[16..24].copy_from_slice(&p.max_bytes.to_le_bytes());
+    page[H_POLICY..H_POLICY_SESSIONS].copy_from_slice(&p.max_idle_ms.to_le_bytes());
+    page[H_POLICY_SESSIONS..H_POLICY_BYTES].copy_from_slice(&p.max_sessions.to_le_bytes());
+    page[H_POLICY_BYTES..H_POLICY_FLAGS].copy_from_slice(&p.max_bytes.to_le_bytes());
     let flags = POLICY_RECORDED | if p.evict { POLICY_EVICT } else { 0 };
-    b[24..28].copy_from_slice(&flags.to_le_bytes());
-    let crc = crc32fast::hash(&b[..28]) ^ POLICY_CRC_XOR;
-    b[28..32].copy_from_slice(&crc.to_le_bytes());
+    page[H_POLICY_FLAGS..H_POLICY_CRC].copy_from_slice(&flags.to_le_bytes());
+    let crc = crc32fast::hash(&page[H_POLICY..H_POLICY_CRC]) ^ POLICY_CRC_XOR;
+    page[H_POLICY_CRC..H_POLICY_END].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The policy a header page records: `None` if the bytes are all zero (a
 /// file of an earlier build, which records none), damage if they are not
 /// a policy whose CRC checks out.
 pub fn decode_policy(page: &[u8]) -> Result<Option<Policy>, HeaderError> {
-    let Some(b) = page.get(H_POLICY..H_POLICY_END) else {
+    let Some(b) = page.get(..H_POLICY_END) else {
         return Err(HeaderError::Corrupt(
             page.len() as u64,
             "the file ends inside the header",
         ));
     };
-    if b.iter().all(|&x| x == 0) {
+    if b[H_POLICY..].iter().all(|&x| x == 0) {
         return Ok(None);
     }
-    if crc32fast::hash(&b[..28]) ^ POLICY_CRC_XOR != u32_at(b, 28) {
+    if crc32fast::hash(&b[H_POLICY..H_POLICY_CRC]) ^ POLICY_CRC_XOR != u32_at(b, H_POLICY_CRC) {
         return Err(HeaderError::Corrupt(
             H_POLICY as u64,
             "the recorded policy's checksum does not match",
         ));
     }
-    let flags = u32_at(b, 24);
+    let flags = u32_at(b, H_POLICY_FLAGS);
     if flags & POLICY_RECORDED == 0 || flags & !(POLICY_RECORDED | POLICY_EVICT) != 0 {
         return Err(HeaderError::Corrupt(
             H_POLICY_FLAGS as u64,
@@ -167,9 +70,9 @@ pub fn decode_policy(page: &[u8]) -> Result<Option<Policy>, HeaderError> {
         ));
     }
     Ok(Some(Policy {
-        max_idle_ms: u64_at(b, 0),
-        max_sessions: u64_at(b, 8),
-        max_bytes: u64_at(b, 16),
+        max_idle_ms: u64_at(b, H_POLICY),
+        max_sessions: u64_at(b, H_POLICY_SESSIONS),
+        max_bytes: u64_at(b, H_POLICY_BYTES),
         evict: flags & POLICY_EVICT != 0,
     }))
 }
@@ -193,14 +96,6 @@ pub fn next_generation(g: u64) -> Option<u64> {
 pub fn pending_token(generation: u64, salt: u32) -> u64 {
     ((generation << 32) ^ u64::from(salt)) | (1 << 63)
 }
-
-const _: () = assert!(H_STATIC_END == 72);
-const _: () = assert!(H_COMMITTED.is_multiple_of(8) && H_SHARED_END as u64 <= HEADER_SIZE);
-
-/// XORed into the header CRC so that a zeroed header never checks out.
-pub const HEADER_CRC_XOR: u32 = 0x5E55_10C0;
-/// Value of the superseded word once the file has been replaced.
-pub const SUPERSEDED: u64 = u64::from_le_bytes(*b"SUPERSED");
 
 /// The static part of a header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

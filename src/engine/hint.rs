@@ -8,10 +8,11 @@
 //! reflects it; it is checksummed, written to a temporary file, synced and
 //! renamed into place. A hint that is missing, damaged, of another file or
 //! past what the file holds is ignored, and the index is rebuilt by a
-//! replay. DESIGN.md §2.3 has the byte layout.
+//! replay. The byte layout is `crate::layout::hint`; DESIGN.md §2.3 has it
+//! for people.
 //!
 //! ```text
-//! hint := head (80 bytes) slot* crc (4 bytes) zero (4 bytes)
+//! hint := head (HINT_HEAD = 80 bytes) slot* crc (4 bytes) zero (4 bytes)
 //! slot := hash (u64) offset (u64), offset 0 for an empty slot
 //! ```
 
@@ -23,36 +24,12 @@ use crate::engine::format::{self, HEADER_SIZE, RECORD_ALIGN, StaticHeader};
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::index::{Index, RawIndex};
 use crate::error::{Error, Result};
+use crate::layout::hint::{
+    HINT_CRC_XOR, HINT_FLAG_OWNERS, HINT_HEAD, HINT_MAGIC, HINT_SLOT, HINT_TAIL, HINT_VERSION,
+    I_CREATED, I_FLAGS, I_GENERATION, I_LEN, I_LIVE, I_LOG_END, I_MAGIC, I_SALT, I_SEED, I_SLOTS,
+    I_VERSION,
+};
 use crate::trust::{Create, Owner};
-
-/// First bytes of a hint file.
-pub const MAGIC: [u8; 8] = [0x89, b'S', b'L', b'H', b'I', b'N', b'T', b'\n'];
-/// The hint format this build reads and writes.
-pub const VERSION: u32 = 1;
-/// Bytes before the slots.
-pub const HEAD: usize = 80;
-/// Bytes after the slots: the CRC and 4 zero bytes.
-pub const TAIL: usize = 8;
-/// XORed into the CRC so that a zeroed file never checks out.
-pub const CRC_XOR: u32 = 0x4849_4E54;
-
-// Offsets of the head's fields (all little-endian).
-pub const O_VERSION: usize = 8;
-pub const O_FLAGS: usize = 12;
-pub const O_GENERATION: usize = 16;
-pub const O_CREATED: usize = 24;
-pub const O_SALT: usize = 32;
-pub const O_END: usize = 40;
-pub const O_SEED: usize = 48;
-pub const O_LEN: usize = 56;
-pub const O_LIVE: usize = 64;
-pub const O_SLOTS: usize = 72;
-
-/// Flag: some sessions of the file have owners. The hint does not hold
-/// the owner index: a reader rebuilds it from the records (one look at
-/// each session's record). Builds that read format version 1 only refuse
-/// such a hint, as they refuse the version-2 log it describes.
-pub const FLAG_OWNERS: u32 = 1;
 
 /// `<log>.hint`.
 pub fn site(log: &Site) -> Site {
@@ -69,11 +46,15 @@ pub fn tmp_site(log: &Site) -> Site {
 pub fn encode(header: &StaticHeader, end: u64, index: &Index) -> Vec<u8> {
     let slots = index.raw_slots();
     let n = slots.len();
-    let mut b = Vec::with_capacity(HEAD + n * 16 + TAIL);
+    let mut b = Vec::with_capacity(HINT_HEAD + n * HINT_SLOT + HINT_TAIL);
     let (seed, len, live) = index.raw_header();
-    b.extend_from_slice(&MAGIC);
-    b.extend_from_slice(&VERSION.to_le_bytes());
-    let flags = if index.has_owners() { FLAG_OWNERS } else { 0 };
+    b.extend_from_slice(&HINT_MAGIC);
+    b.extend_from_slice(&HINT_VERSION.to_le_bytes());
+    let flags = if index.has_owners() {
+        HINT_FLAG_OWNERS
+    } else {
+        0
+    };
     b.extend_from_slice(&flags.to_le_bytes());
     b.extend_from_slice(&header.generation.to_le_bytes());
     b.extend_from_slice(&header.created_ms.to_le_bytes());
@@ -84,12 +65,12 @@ pub fn encode(header: &StaticHeader, end: u64, index: &Index) -> Vec<u8> {
     b.extend_from_slice(&len.to_le_bytes());
     b.extend_from_slice(&live.to_le_bytes());
     b.extend_from_slice(&(n as u64).to_le_bytes());
-    debug_assert_eq!(b.len(), HEAD);
+    debug_assert_eq!(b.len(), HINT_HEAD);
     for (hash, offset) in slots {
         b.extend_from_slice(&hash.to_le_bytes());
         b.extend_from_slice(&offset.to_le_bytes());
     }
-    let crc = crc32fast::hash(&b) ^ CRC_XOR;
+    let crc = crc32fast::hash(&b) ^ HINT_CRC_XOR;
     b.extend_from_slice(&crc.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
     b
@@ -137,17 +118,17 @@ pub fn write(
 /// new hint is worth it), else `None`.
 pub fn covered(log: &Site, header: &StaticHeader, owner: Owner) -> Option<u64> {
     let f = site(log).open_read(owner).ok()??;
-    let mut b = [0u8; HEAD];
+    let mut b = [0u8; HINT_HEAD];
     f.read_exact_at(&mut b, 0).ok()?;
-    (b[..8] == MAGIC
-        && u32_at(&b, O_VERSION) == VERSION
+    (b[I_MAGIC..I_VERSION] == HINT_MAGIC
+        && u32_at(&b, I_VERSION) == HINT_VERSION
         && names(
             header,
-            u64_at(&b, O_GENERATION),
-            u64_at(&b, O_CREATED),
-            u32_at(&b, O_SALT),
+            u64_at(&b, I_GENERATION),
+            u64_at(&b, I_CREATED),
+            u32_at(&b, I_SALT),
         ))
-    .then(|| u64_at(&b, O_END))
+    .then(|| u64_at(&b, I_LOG_END))
 }
 
 /// Whether a hint naming the file of this generation, creation time and
@@ -281,45 +262,48 @@ pub fn decode(
 /// Checks the bytes of a hint on their own and rebuilds its index. Never
 /// panics, whatever the bytes.
 pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
-    if b.len() < HEAD + TAIL || b[..8] != MAGIC || u32_at(b, O_VERSION) != VERSION {
+    if b.len() < HINT_HEAD + HINT_TAIL
+        || b[I_MAGIC..I_VERSION] != HINT_MAGIC
+        || u32_at(b, I_VERSION) != HINT_VERSION
+    {
         return Err(Unused::Malformed);
     }
-    let n = u64_at(b, O_SLOTS);
-    let body = (b.len() - HEAD - TAIL) as u64;
-    if n.checked_mul(16) != Some(body) {
+    let n = u64_at(b, I_SLOTS);
+    let body = (b.len() - HINT_HEAD - HINT_TAIL) as u64;
+    if n.checked_mul(HINT_SLOT as u64) != Some(body) {
         return Err(Unused::Malformed);
     }
-    let crc_at = b.len() - TAIL;
-    let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
+    let crc_at = b.len() - HINT_TAIL;
+    let crc = crc32fast::hash(&b[..crc_at]) ^ HINT_CRC_XOR;
     if crc != u32_at(b, crc_at)
         || u32_at(b, crc_at + 4) != 0
-        || u32_at(b, O_FLAGS) & !FLAG_OWNERS != 0
+        || u32_at(b, I_FLAGS) & !HINT_FLAG_OWNERS != 0
     {
         return Err(Unused::Damaged);
     }
-    let end = u64_at(b, O_END);
+    let end = u64_at(b, I_LOG_END);
     if end < HEADER_SIZE {
         return Err(Unused::Malformed);
     }
-    let slots = b[HEAD..crc_at]
-        .chunks_exact(16)
+    let slots = b[HINT_HEAD..crc_at]
+        .chunks_exact(HINT_SLOT)
         .map(|c| (u64_at(c, 0), u64_at(c, 8)))
         .collect();
     let raw = RawIndex {
-        seed: u64_at(b, O_SEED),
-        len: u64_at(b, O_LEN),
-        live_bytes: u64_at(b, O_LIVE),
+        seed: u64_at(b, I_SEED),
+        len: u64_at(b, I_LEN),
+        live_bytes: u64_at(b, I_LIVE),
         slots,
     };
     let mut index = Index::from_raw(raw, HEADER_SIZE, end, RECORD_ALIGN as u64)
         .map_err(|_| Unused::BadTable)?;
-    if u32_at(b, O_FLAGS) & FLAG_OWNERS != 0 {
+    if u32_at(b, I_FLAGS) & HINT_FLAG_OWNERS != 0 {
         index.mark_owners_stale();
     }
     Ok(Checked {
-        generation: u64_at(b, O_GENERATION),
-        created_ms: u64_at(b, O_CREATED),
-        salt: u32_at(b, O_SALT),
+        generation: u64_at(b, I_GENERATION),
+        created_ms: u64_at(b, I_CREATED),
+        salt: u32_at(b, I_SALT),
         end,
         index,
         extended_from: None,
@@ -378,7 +362,7 @@ pub fn read(
         Ok(Some(f)) => f,
         _ => return Err(Unused::Missing),
     };
-    let most = limit.saturating_mul(4 * 16) / 48 + 4096;
+    let most = limit.saturating_mul(4 * HINT_SLOT as u64) / 48 + 4096;
     let len = f.metadata().map_err(|_| Unused::Missing)?.len();
     if len > most {
         return Err(Unused::Malformed);
@@ -461,9 +445,9 @@ mod tests {
         }
     }
 
-    /// Issue 27, point 5: a live-bytes counter past what the file can
-    /// hold (with a valid CRC: a crafted hint) is refused, so that no
-    /// later save adds to it and overflows.
+    /// Crafted counters (README's table of attacks): a live-bytes counter
+    /// past what the file can hold (with a valid CRC: a crafted hint) is
+    /// refused, so that no later save adds to it and overflows.
     #[test]
     fn a_live_bytes_counter_past_the_file_is_refused() {
         let ix = index(5);
@@ -471,9 +455,9 @@ mod tests {
         let good = encode(&header(), end, &ix);
         for live in [end - HEADER_SIZE + 1, u64::MAX] {
             let mut b = good.clone();
-            b[O_LIVE..O_LIVE + 8].copy_from_slice(&live.to_le_bytes());
-            let crc_at = b.len() - TAIL;
-            let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
+            b[I_LIVE..I_LIVE + 8].copy_from_slice(&live.to_le_bytes());
+            let crc_at = b.len() - HINT_TAIL;
+            let crc = crc32fast::hash(&b[..crc_at]) ^ HINT_CRC_XOR;
             b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
             assert_eq!(check(&b).err(), Some(Unused::BadTable), "live bytes {live}");
         }
@@ -546,27 +530,29 @@ mod tests {
         let ix = index(3);
         let end = HEADER_SIZE + 64 * 3;
         let mut b = encode(&header(), end, &ix);
-        let slots = (b.len() - HEAD - TAIL) / 16;
+        let slots = (b.len() - HINT_HEAD - HINT_TAIL) / HINT_SLOT;
         let occupied: Vec<usize> = (0..slots)
-            .filter(|i| u64_at(&b, HEAD + i * 16 + 8) != 0)
+            .filter(|i| u64_at(&b, HINT_HEAD + i * HINT_SLOT + 8) != 0)
             .collect();
         // Move a slot one place back from its home (cyclically), to where
         // a lookup starting at the home never looks.
         let before_home = |i: usize| {
-            let hash = u64_at(&b, HEAD + i * 16);
+            let hash = u64_at(&b, HINT_HEAD + i * HINT_SLOT);
             ((hash.rotate_left(32) as usize & (slots - 1)) + slots - 1) & (slots - 1)
         };
         let from = *occupied
             .iter()
-            .find(|&&i| u64_at(&b, HEAD + before_home(i) * 16 + 8) == 0)
+            .find(|&&i| u64_at(&b, HINT_HEAD + before_home(i) * HINT_SLOT + 8) == 0)
             .expect("with this key, some slot has a free one before its home");
         let to = before_home(from);
         {
-            let entry: Vec<u8> = b[HEAD + from * 16..HEAD + from * 16 + 16].to_vec();
-            b[HEAD + from * 16..HEAD + from * 16 + 16].fill(0);
-            b[HEAD + to * 16..HEAD + to * 16 + 16].copy_from_slice(&entry);
-            let crc_at = b.len() - TAIL;
-            let crc = crc32fast::hash(&b[..crc_at]) ^ CRC_XOR;
+            let entry: Vec<u8> =
+                b[HINT_HEAD + from * HINT_SLOT..HINT_HEAD + from * HINT_SLOT + HINT_SLOT].to_vec();
+            b[HINT_HEAD + from * HINT_SLOT..HINT_HEAD + from * HINT_SLOT + HINT_SLOT].fill(0);
+            b[HINT_HEAD + to * HINT_SLOT..HINT_HEAD + to * HINT_SLOT + HINT_SLOT]
+                .copy_from_slice(&entry);
+            let crc_at = b.len() - HINT_TAIL;
+            let crc = crc32fast::hash(&b[..crc_at]) ^ HINT_CRC_XOR;
             b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
             assert_eq!(decode(&b, &header(), end).err(), Some(Unused::BadTable));
         }

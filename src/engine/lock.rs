@@ -32,28 +32,12 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::engine::file::Site;
 use crate::error::{Error, Remedy, Result};
+use crate::layout::lock::{
+    L_HEAD_END, L_MAGIC, L_MUTEX, L_MUTEX_LAYOUT, L_RESERVED, L_STATUS, L_STATUS_LEN,
+    L_STATUS_MESSAGE, L_VERSION, LOCK_FILE_SIZE, LOCK_LIBC_NAME, LOCK_MAGIC, LOCK_MUTEX_LAYOUT,
+    LOCK_STATUS_MESSAGE, LOCK_VERSION,
+};
 use crate::trust::{Create, Owner};
-
-/// Bytes of the lock file: one page.
-const LOCK_FILE_SIZE: u64 = 4096;
-/// The lock file's first bytes.
-const LOCK_MAGIC: [u8; 8] = *b"SLOGLOCK";
-/// The lock protocol. A process finding another value refuses the store:
-/// two protocols cannot share one. Version 2 records who wrote the mutex.
-const LOCK_VERSION: u32 = 2;
-/// Offset of the mutex layout record: the C library's name (16 bytes,
-/// zero-padded) and `size_of::<pthread_mutex_t>()` (u32). A process built
-/// against another C library, or another layout, refuses the store rather
-/// than share a mutex it cannot read.
-const LAYOUT_OFFSET: usize = 16;
-const LAYOUT_LEN: usize = 20;
-/// Where the mutex lives (64-byte aligned).
-const MUTEX_OFFSET: usize = 64;
-/// The last background failure of any process on the store (for `stats`
-/// and `sessionlog stats`): time in ms (u64, 0 for none, written last),
-/// message length (u32), message (UTF-8, at most `STATUS_MESSAGE` bytes).
-const STATUS_OFFSET: usize = 512;
-const STATUS_MESSAGE: usize = 480;
 
 /// This build's C library, as recorded in the lock page.
 const LIBC: &[u8] = if cfg!(target_env = "musl") {
@@ -64,16 +48,15 @@ const LIBC: &[u8] = if cfg!(target_env = "musl") {
     b"other"
 };
 
-fn layout_record() -> [u8; LAYOUT_LEN] {
-    let mut r = [0u8; LAYOUT_LEN];
+fn layout_record() -> [u8; LOCK_MUTEX_LAYOUT] {
+    let mut r = [0u8; LOCK_MUTEX_LAYOUT];
     r[..LIBC.len()].copy_from_slice(LIBC);
-    r[16..].copy_from_slice(&(size_of::<libc::pthread_mutex_t>() as u32).to_le_bytes());
+    r[LOCK_LIBC_NAME..].copy_from_slice(&(size_of::<libc::pthread_mutex_t>() as u32).to_le_bytes());
     r
 }
 
-const _: () = assert!(MUTEX_OFFSET + size_of::<libc::pthread_mutex_t>() <= STATUS_OFFSET);
-const _: () = assert!(LAYOUT_OFFSET + LAYOUT_LEN <= MUTEX_OFFSET);
-const _: () = assert!(STATUS_OFFSET + 12 + STATUS_MESSAGE <= LOCK_FILE_SIZE as usize);
+const _: () = assert!(LIBC.len() <= LOCK_LIBC_NAME);
+const _: () = assert!(L_MUTEX + size_of::<libc::pthread_mutex_t>() <= L_STATUS);
 
 /// The lock file, mapped. One handle per store handle: `flock` locks belong
 /// to the open file description.
@@ -175,9 +158,9 @@ impl LockFile {
 
     fn mutex(&self) -> *mut libc::pthread_mutex_t {
         // SAFETY: the mapping is LOCK_FILE_SIZE bytes, page-aligned, so the
-        // mutex (MUTEX_OFFSET, 64-byte aligned, size checked above) is in
+        // mutex (L_MUTEX, 64-byte aligned, size checked above) is in
         // bounds and aligned.
-        unsafe { self.map.as_mut_ptr().add(MUTEX_OFFSET).cast() }
+        unsafe { self.map.as_mut_ptr().add(L_MUTEX).cast() }
     }
 
     /// Waits until this thread holds the writer lock (against every other
@@ -225,9 +208,9 @@ impl LockFile {
     }
 
     fn status_word(&self) -> &std::sync::atomic::AtomicU64 {
-        // SAFETY: STATUS_OFFSET is 8-aligned and in bounds of the mapped
+        // SAFETY: L_STATUS is 8-aligned and in bounds of the mapped
         // page (checked above); the word is only accessed atomically.
-        unsafe { &*self.map.as_mut_ptr().add(STATUS_OFFSET).cast() }
+        unsafe { &*self.map.as_mut_ptr().add(L_STATUS).cast() }
     }
 
     /// Records a background failure for every process to see (`stats`).
@@ -235,15 +218,19 @@ impl LockFile {
     /// read back as lossy UTF-8 of a bounded length, never trusted.
     pub fn set_status(&self, at_ms: u64, message: &str) {
         use std::sync::atomic::Ordering;
-        let msg = &message.as_bytes()[..message.len().min(STATUS_MESSAGE)];
+        let msg = &message.as_bytes()[..message.len().min(LOCK_STATUS_MESSAGE)];
         let word = self.status_word();
         word.store(0, Ordering::Release);
         // SAFETY: the range lies in the mapped page after the status word
         // (checked above); other processes read it only as plain bytes.
         unsafe {
-            let base = self.map.as_mut_ptr().add(STATUS_OFFSET + 8);
-            std::ptr::copy_nonoverlapping((msg.len() as u32).to_le_bytes().as_ptr(), base, 4);
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), base.add(4), msg.len());
+            let page = self.map.as_mut_ptr();
+            std::ptr::copy_nonoverlapping(
+                (msg.len() as u32).to_le_bytes().as_ptr(),
+                page.add(L_STATUS_LEN),
+                4,
+            );
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), page.add(L_STATUS_MESSAGE), msg.len());
         }
         word.store(at_ms.max(1), Ordering::Release);
     }
@@ -256,14 +243,18 @@ impl LockFile {
             return None;
         }
         let mut len = [0u8; 4];
-        let mut msg = vec![0u8; STATUS_MESSAGE];
+        let mut msg = vec![0u8; LOCK_STATUS_MESSAGE];
         // SAFETY: as in `set_status`; the copies are of plain bytes.
         unsafe {
-            let base = self.map.as_ptr().add(STATUS_OFFSET + 8);
-            std::ptr::copy_nonoverlapping(base, len.as_mut_ptr(), 4);
-            std::ptr::copy_nonoverlapping(base.add(4), msg.as_mut_ptr(), STATUS_MESSAGE);
+            let page = self.map.as_ptr();
+            std::ptr::copy_nonoverlapping(page.add(L_STATUS_LEN), len.as_mut_ptr(), 4);
+            std::ptr::copy_nonoverlapping(
+                page.add(L_STATUS_MESSAGE),
+                msg.as_mut_ptr(),
+                LOCK_STATUS_MESSAGE,
+            );
         }
-        msg.truncate((u32::from_le_bytes(len) as usize).min(STATUS_MESSAGE));
+        msg.truncate((u32::from_le_bytes(len) as usize).min(LOCK_STATUS_MESSAGE));
         Some((at, String::from_utf8_lossy(&msg).into_owned()))
     }
 
@@ -323,7 +314,7 @@ fn init(path: &Path, file: &File) -> Result<()> {
         .map_err(|e| io("mmap", e))?;
     let m: *mut libc::pthread_mutex_t =
         // SAFETY: in bounds and aligned, as in `LockFile::mutex`.
-        unsafe { map.as_mut_ptr().add(MUTEX_OFFSET).cast() };
+        unsafe { map.as_mut_ptr().add(L_MUTEX).cast() };
     // SAFETY: `attr` is initialised by `pthread_mutexattr_init` before use
     // and destroyed after; `m` points at zeroed, mapped, aligned memory
     // that no thread uses (we hold the exclusive flock, and users hold the
@@ -350,16 +341,16 @@ fn init(path: &Path, file: &File) -> Result<()> {
     if rc != 0 {
         return Err(io("initialise the lock", io::Error::from_raw_os_error(rc)));
     }
-    let mut head = [0u8; LAYOUT_OFFSET + LAYOUT_LEN];
-    head[..8].copy_from_slice(&LOCK_MAGIC);
-    head[8..12].copy_from_slice(&LOCK_VERSION.to_le_bytes());
-    head[LAYOUT_OFFSET..].copy_from_slice(&layout_record());
+    let mut head = [0u8; L_HEAD_END];
+    head[L_MAGIC..L_VERSION].copy_from_slice(&LOCK_MAGIC);
+    head[L_VERSION..L_RESERVED].copy_from_slice(&LOCK_VERSION.to_le_bytes());
+    head[L_MUTEX_LAYOUT..].copy_from_slice(&layout_record());
     file.write_all_at(&head, 0).map_err(|e| io("write", e))
 }
 
 /// Checks that the page was written by this protocol.
 fn check(path: &Path, file: &File) -> Result<()> {
-    let mut head = [0u8; LAYOUT_OFFSET + LAYOUT_LEN];
+    let mut head = [0u8; L_HEAD_END];
     let len = file
         .metadata()
         .map_err(|e| Error::io(path, "stat", e))?
@@ -374,7 +365,7 @@ fn check(path: &Path, file: &File) -> Result<()> {
     }
     file.read_exact_at(&mut head, 0)
         .map_err(|e| Error::io(path, "read", e))?;
-    if head[..8] != LOCK_MAGIC {
+    if head[L_MAGIC..L_VERSION] != LOCK_MAGIC {
         return Err(Error::corrupt_in(
             path,
             0,
@@ -382,7 +373,12 @@ fn check(path: &Path, file: &File) -> Result<()> {
             Remedy::RemoveLockFile,
         ));
     }
-    let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    let version = u32::from_le_bytes([
+        head[L_VERSION],
+        head[L_VERSION + 1],
+        head[L_VERSION + 2],
+        head[L_VERSION + 3],
+    ]);
     if version != LOCK_VERSION {
         return Err(Error::UnsupportedVersion {
             path: path.to_owned(),
@@ -390,12 +386,12 @@ fn check(path: &Path, file: &File) -> Result<()> {
             supported: LOCK_VERSION,
         });
     }
-    if head[LAYOUT_OFFSET..] != layout_record() {
-        let name_end = head[LAYOUT_OFFSET..LAYOUT_OFFSET + 16]
+    if head[L_MUTEX_LAYOUT..] != layout_record() {
+        let name_end = head[L_MUTEX_LAYOUT..L_MUTEX_LAYOUT + LOCK_LIBC_NAME]
             .iter()
             .position(|&b| b == 0)
-            .unwrap_or(16);
-        let theirs = String::from_utf8_lossy(&head[LAYOUT_OFFSET..LAYOUT_OFFSET + name_end]);
+            .unwrap_or(LOCK_LIBC_NAME);
+        let theirs = String::from_utf8_lossy(&head[L_MUTEX_LAYOUT..L_MUTEX_LAYOUT + name_end]);
         return Err(Error::Unsafe {
             path: path.to_owned(),
             reason: format!(

@@ -231,9 +231,9 @@ mod tests {
         }
     }
 
-    /// Issue 28: at most 16 bytes an entry at every count (from 8 entries,
-    /// the smallest table's 16 slots), where a power-of-two table would
-    /// take up to 21.3.
+    /// The owner index's memory bound (DESIGN.md §3.1): at most 16 bytes an
+    /// entry at every count (from 8 entries, the smallest table's 16
+    /// slots), where a power-of-two table would take up to 21.3.
     #[test]
     fn costs_at_most_16_bytes_an_entry_at_every_count() {
         let mut ix = OwnerIndex::default();

@@ -19,8 +19,8 @@
 //! any hint plus the inode its records were replayed from, the mapping by
 //! inode ([`LogFile::adopt`]): a read-ahead can only save time. Without
 //! it, the switch's replay after the hint faulted in a page for nearly
-//! every record (60 ms at 10M sessions), and then still had the 5 MB that
-//! the compactor copied while others read the hint (17-27 ms).
+//! every record, and then still had what the compactor copied while
+//! others read the hint (DESIGN.md §8 has the figures).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

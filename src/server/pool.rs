@@ -5,7 +5,7 @@
 //! connects itself, in its own thread, under the store's connect deadline;
 //! a caller that finds the pool full waits (bounded) for a connection to be
 //! returned. Nothing runs in the background, so dropping a store frees
-//! everything at once (issue 12, item 17: r2d2 kept three threads alive for
+//! everything at once (r2d2, used before, kept three threads alive for
 //! about 30 s per dropped pool). Idle connections older than
 //! [`MAX_IDLE_AGE`] are closed when the pool is next used instead of being
 //! reaped by a thread.

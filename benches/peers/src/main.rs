@@ -1,5 +1,6 @@
-//! Runs the session workload of issue 5 against sessionlog and its peers
-//! and prints one Markdown table (ops/s, and sessionlog's ratio to each).
+//! Runs a web-session workload (this package's README.md) against
+//! sessionlog and its peers and prints one Markdown table (ops/s, and
+//! sessionlog's ratio to each).
 //!
 //! ```text
 //! cargo run --release --manifest-path benches/peers/Cargo.toml -- \

@@ -119,8 +119,9 @@ pub fn all() -> Vec<Spec> {
             buffered: true,
             open: sessionlog::open_log_encrypted,
         },
-        // The same store with an owner on every save (issue 28: at least
-        // 0.9x the saves of the column before).
+        // The same store with an owner on every save (the owner index's
+        // aim, DESIGN.md §3.1: at least 0.9x the saves of the column
+        // before).
         Spec {
             name: "sl-owner",
             on_disk: true,

@@ -123,7 +123,7 @@ pub fn open_log(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     }))
 }
 
-/// `open_log`'s store, every save carrying an owner (issue 28): owners of
+/// `open_log`'s store, every save carrying an owner: owners of
 /// `PER_OWNER` sessions on average, each session's fixed by its id.
 pub fn open_log_owned(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     let store = LogStore::options()
@@ -136,7 +136,7 @@ pub fn open_log_owned(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     }))
 }
 
-/// `open_log`'s store wrapped in `Encrypted` (issue 29): every save
+/// `open_log`'s store wrapped in `Encrypted`: every save
 /// encrypts, every load decrypts (AES-256-GCM under a per-process key derived from a fixed key).
 pub fn open_log_encrypted(dir: &Path, mode: Mode) -> Result<Box<dyn Engine>> {
     let store = LogStore::options()

@@ -1,12 +1,23 @@
 //! The log file: read through a shared memory map, appended with positioned
 //! writes (or copies into the map), preallocated in chunks.
+//!
+//! Beside it, parts that import none of each other (`.ci/layers.sh`
+//! checks):
+//!
+//! - `premapped`: another process's mapping of a compaction's file, made
+//!   ahead of the swap;
+//! - `blocks`: reserving the file's blocks, finding where its data is;
+//! - `site`: a file of the store, reached by name through the store's
+//!   directory descriptor.
 
-use std::ffi::OsString;
+mod blocks;
+mod premapped;
+mod site;
+
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -16,83 +27,12 @@ use crate::engine::format::{
     StaticHeader,
 };
 use crate::error::{Error, Result};
-use crate::store_dir::{self, Found, StoreDir};
 use crate::trust::{self, Create, Owner};
 
-/// `<path><suffix>`, e.g. `sessions.db.lock`: a label for messages and
-/// hooks (files are reached through a [`Site`]).
-pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// A file of the store: the store's directory, opened once per handle,
-/// and the file's name in it. Every operation on the file by name goes
-/// through the directory's descriptor (see `store_dir`); the path is for
-/// messages only.
-#[derive(Clone, Debug)]
-pub(crate) struct Site {
-    pub dir: Arc<StoreDir>,
-    pub name: OsString,
-    pub path: PathBuf,
-}
-
-impl Site {
-    /// The file `name` of the directory `dir`.
-    pub fn new(dir: Arc<StoreDir>, name: OsString) -> Site {
-        let path = dir.join(&name);
-        Site { dir, name, path }
-    }
-
-    /// `<name><suffix>` in the same directory.
-    pub fn sibling(&self, suffix: &str) -> Site {
-        Site {
-            dir: Arc::clone(&self.dir),
-            name: store_dir::with_suffix(&self.name, suffix),
-            path: sibling(&self.path, suffix),
-        }
-    }
-
-    /// Opens the file (see [`StoreDir::open_file`]).
-    pub fn open(&self, create: Create, owner: Owner) -> Result<File> {
-        self.dir.open_file(&self.name, create, owner)
-    }
-
-    /// Opens the file for reading (see [`StoreDir::open_read`]).
-    pub fn open_read(&self, owner: Owner) -> Result<Option<File>> {
-        self.dir.open_read(&self.name, owner)
-    }
-
-    /// What is at the name now (not following a link), or `None`.
-    pub fn stat(&self) -> Result<Option<Found>> {
-        self.dir
-            .stat(&self.name)
-            .map_err(|e| Error::io(&self.path, "stat", e))
-    }
-
-    /// Whether the name now holds the file with this device and inode.
-    pub fn holds(&self, ino: (u64, u64)) -> bool {
-        self.dir
-            .stat(&self.name)
-            .is_ok_and(|f| f.is_some_and(|f| f.ino() == ino))
-    }
-
-    /// Renames this file over `to` (in the same directory).
-    pub fn rename_to(&self, to: &Site) -> io::Result<()> {
-        self.dir.rename(&self.name, &to.name)
-    }
-
-    /// Removes the file.
-    pub fn remove(&self) -> io::Result<()> {
-        self.dir.unlink(&self.name)
-    }
-
-    /// fsyncs the directory, making a create or rename in it durable.
-    pub fn sync_dir(&self) -> Result<()> {
-        self.dir.sync()
-    }
-}
+use blocks::write_zeros;
+pub(crate) use blocks::{allocate, data_ranges};
+pub(crate) use premapped::Premapped;
+pub(crate) use site::{Site, sibling};
 
 /// One open log file and its shared mapping. Immutable once built: when
 /// the file outgrows the mapping, a new `LogFile` with a larger mapping
@@ -413,8 +353,8 @@ impl LogFile {
     /// which would fault) unless `pwrite` is preferred; otherwise `pwrite`s.
     ///
     /// Logs that are synced prefer `pwrite`: the sync then has no mapped
-    /// page to write-protect (durable saves measured 5-10 % faster here),
-    /// and no copy faults on a page a sync write-protected.
+    /// page to write-protect (faster durable saves: DESIGN.md §4), and no
+    /// copy faults on a page a sync write-protected.
     pub fn write_record(
         &self,
         buf: &[u8],
@@ -451,8 +391,8 @@ impl LogFile {
     ///
     /// With `zero_fill` (for `SyncPolicy::Always`) the chunk is written
     /// with zeros and synced instead of `fallocate`d: a later `fdatasync`
-    /// then has no extent to convert from unwritten to written, which
-    /// measured about 25 % faster per durable save here. Chunks are smaller
+    /// then has no extent to convert from unwritten to written (faster
+    /// durable saves: DESIGN.md §4). Chunks are smaller
     /// (at most 8 MiB) to bound the pause of writing them.
     ///
     /// With `least`, the file grows by the least whole pages that hold
@@ -539,186 +479,6 @@ impl LogFile {
     }
 }
 
-/// A mapping of a file that a compaction is still writing, made by
-/// another process ahead of the swap: a thread of its own fills in the
-/// page tables of the file's first reads ([`Premapped::populate`]) and
-/// replays the records the compactor has written so far
-/// ([`Premapped::written`]), and the switch takes the mapping in place of
-/// its own ([`LogFile::adopt`]) once it has checked that the file at the
-/// path is this very one.
-///
-/// Reads through it stay below the file's length, and no file that anyone
-/// may have mapped is ever shortened (a compaction that finds a dead
-/// compactor's file at the temporary path removes it and starts a new
-/// one, it never cuts it), so they cannot raise SIGBUS; populating never
-/// could (`MADV_POPULATE_READ` reports a page past the end as an error).
-pub(crate) struct Premapped {
-    map: MmapRaw,
-    ino: (u64, u64),
-    /// The file, to learn how far it has grown.
-    file: File,
-}
-
-impl std::fmt::Debug for Premapped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Premapped")
-            .field("ino", &self.ino)
-            .field("map_len", &self.map.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Premapped {
-    /// Maps the file at `site` (a compaction's temporary file) with the
-    /// same room to grow as a log's mapping, or `None` if it cannot be
-    /// opened as one of `owner`'s files.
-    pub fn open(site: &Site, owner: Owner) -> Option<Premapped> {
-        let file = site.open(Create::No, owner).ok()?;
-        let meta = file.metadata().ok()?;
-        let map = LogFile::map(&site.path, &file, meta.len()).ok()?;
-        Some(Premapped {
-            map,
-            ino: (meta.dev(), meta.ino()),
-            file,
-        })
-    }
-
-    /// The file's length now, capped at the mapping's (0 if unknown).
-    pub fn file_len(&self) -> u64 {
-        self.file
-            .metadata()
-            .map_or(0, |m| m.len())
-            .min(self.map.len() as u64)
-    }
-
-    /// Device and inode of the file mapped.
-    pub fn ino(&self) -> (u64, u64) {
-        self.ino
-    }
-
-    /// Whether `site` still holds the file mapped.
-    pub fn is_at(&self, site: &Site) -> bool {
-        site.holds(self.ino)
-    }
-
-    /// The records the compactor has written so far: its temporary file's
-    /// committed word, which it raises after each write of records (and
-    /// the swap leaves at the file's end), if the file holds a header yet
-    /// and the word is intact. Any file at the temporary path is written
-    /// only that way, so the records below the word are complete and
-    /// never written again; whose records they are (this compaction's or
-    /// another's) is for their salt and the switch's checks to tell.
-    pub fn written(&self) -> Option<Written<'_>> {
-        if self.file_len() < HEADER_SIZE {
-            return None;
-        }
-        // SAFETY: the file holds a header (just checked), and no file
-        // anyone may have mapped is ever shortened.
-        let word = unsafe { shared_word(&self.map, H_COMMITTED) }.load(Ordering::Acquire);
-        let end = format::decode_offset(word)?;
-        // The length again, after the word: it covers every byte the word
-        // does (the compactor wrote them before raising it).
-        (end >= HEADER_SIZE && end <= self.file_len()).then_some(Written {
-            map: &self.map,
-            end,
-        })
-    }
-
-    /// Fills in the page tables of `[from, to)` from the page cache.
-    /// Returns false if the kernel would not (a page past the file's end,
-    /// no `MADV_POPULATE_READ` before Linux 5.14): the mapping stays good,
-    /// its pages then fault on first touch as any mapping's do.
-    pub fn populate(&self, from: u64, to: u64) -> bool {
-        let to = to.min(self.map.len() as u64);
-        if from >= to {
-            return true;
-        }
-        let (Ok(off), Ok(len)) = (usize::try_from(from), usize::try_from(to - from)) else {
-            return false;
-        };
-        self.map
-            .advise_range(memmap2::Advice::PopulateRead, off, len)
-            .is_ok()
-    }
-}
-
-/// The records of a compaction's temporary file below its committed word,
-/// read through a [`Premapped`] mapping: see [`Premapped::written`].
-#[derive(Clone, Copy)]
-pub(crate) struct Written<'a> {
-    map: &'a MmapRaw,
-    end: u64,
-}
-
-impl Written<'_> {
-    /// The end of what the compactor has written.
-    pub fn end(&self) -> u64 {
-        self.end
-    }
-}
-
-impl crate::engine::index::Records for Written<'_> {
-    fn from(&self, offset: u64) -> &[u8] {
-        let start = offset.clamp(HEADER_SIZE, self.end);
-        // SAFETY: `[HEADER_SIZE, end)` lies inside the mapping (`end` is at
-        // most the file's length, which the mapping covered when made or
-        // `file_len` capped it at) and inside the file, which is never
-        // shortened; its bytes are complete records that nobody writes
-        // again (`Premapped::written`). The header page below is left out:
-        // the compactor writes it again at the swap.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.map.as_ptr().add(start as usize),
-                (self.end - start) as usize,
-            )
-        }
-    }
-}
-
-/// The parts of `[from, to)` of `file` that may hold data (see
-/// [`LogFile::data_ranges`]).
-pub(crate) fn data_ranges(file: &File, from: u64, to: u64) -> Vec<(u64, u64)> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-
-    let seek = |pos: u64, whence| -> Option<io::Result<u64>> {
-        let p = libc::off_t::try_from(pos).ok()?;
-        // SAFETY: lseek only reads its integer arguments; the
-        // descriptor is owned by `file`. It moves the file offset, which
-        // callers do not use: every read and write of theirs is
-        // positioned or through a mapping.
-        let r = unsafe { libc::lseek(fd, p, whence) };
-        Some(if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r as u64)
-        })
-    };
-    let mut out = Vec::new();
-    let mut pos = from;
-    while pos < to {
-        let data = match seek(pos, libc::SEEK_DATA) {
-            Some(Ok(d)) => d,
-            // No data at or after `pos`.
-            Some(Err(e)) if e.raw_os_error() == Some(libc::ENXIO) => break,
-            _ => {
-                out.push((pos, to));
-                break;
-            }
-        };
-        if data >= to {
-            break;
-        }
-        let hole = match seek(data, libc::SEEK_HOLE) {
-            Some(Ok(h)) => h.min(to),
-            _ => to,
-        };
-        out.push((data, hole));
-        pos = hole.max(data + 1);
-    }
-    out
-}
-
 /// Decodes a static header into the crate's error types.
 pub(crate) fn check_header(path: &Path, head: &[u8]) -> Result<StaticHeader> {
     format::decode_static_header(head).map_err(|e| match e {
@@ -741,40 +501,6 @@ pub(crate) fn check_policy(path: &Path, head: &[u8]) -> Result<Option<Policy>> {
         HeaderError::Corrupt(offset, reason) => Error::corrupt(path, offset, reason),
         other => Error::corrupt(path, format::H_POLICY as u64, format!("{other:?}")),
     })
-}
-
-/// Writes zeros over `[offset, offset + len)`.
-fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let zeros = vec![0u8; len.min(1 << 20) as usize];
-    let mut at = offset;
-    while at < offset + len {
-        let n = usize::try_from(offset + len - at)
-            .unwrap_or(usize::MAX)
-            .min(zeros.len());
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-    }
-    Ok(())
-}
-
-/// Reserves `[offset, offset + len)`, extending the file. Returns false if
-/// the filesystem cannot reserve blocks and the file was only extended.
-pub(crate) fn allocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(l)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return Err(io::Error::from(io::ErrorKind::FileTooLarge));
-    };
-    // SAFETY: fallocate only reads its integer arguments; the descriptor is
-    // owned by `file`, which is open for writing.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, off, l) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(offset + len).map(|()| false),
-        _ => Err(err),
-    }
 }
 
 /// A random salt for a new file (the time, if the OS random source fails:
@@ -865,6 +591,8 @@ pub(crate) fn create_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store_dir::StoreDir;
+    use std::sync::Arc;
 
     /// The file `name` of the directory `dir`, opened as a store's.
     pub(crate) fn site(dir: &Path, name: &str) -> Site {

@@ -1,0 +1,142 @@
+//! Phase 2 of a compaction: under the write lock, the last records copied,
+//! the new file finished and swapped in for the old one.
+
+use std::sync::Arc;
+
+use crate::engine::file::View;
+use crate::engine::format::{self, Policy, StaticHeader};
+use crate::engine::hook::IoEvent;
+use crate::engine::reserve;
+use crate::engine::state::{self, State};
+use crate::engine::stats::CompactStats;
+use crate::error::{Error, Result};
+use crate::session::from_millis;
+
+use super::Handles;
+use super::copy::Copy;
+use super::temp::TempFile;
+
+/// Under the write lock (no process appends), copies what was appended
+/// since the last catch-up, finishes the new file (of this `generation`,
+/// created at `now`, recording `policy`) and swaps it in: this process's
+/// view first, then the old file's mark, the rename and the directory's
+/// fsync. The state lock is taken only to catch up and to publish the
+/// new view.
+pub(super) fn swap(
+    h: &Handles<'_>,
+    tmp: &TempFile,
+    mut c: Copy<'_>,
+    generation: u64,
+    now: u64,
+    policy: Policy,
+) -> Result<CompactStats> {
+    let _writer = h.follow.writer.lock();
+    let _lock = h.follow.lock.lock()?;
+    let (old_file, end) = {
+        let st = h.follow.fresh()?;
+        if st.file.ino != c.src.ino {
+            return Err(Error::Busy {
+                path: h.path.to_owned(),
+                what: "another process compacted the log meanwhile".into(),
+            });
+        }
+        (Arc::clone(&st.file), st.applied)
+    };
+    if end < c.copied {
+        return Err(Error::Busy {
+            path: h.path.to_owned(),
+            what: "the log was cut back during the compaction".into(),
+        });
+    }
+    // SAFETY: `end` is this process's applied end of the file, and under
+    // the write lock nobody appends or cuts.
+    c.rest(&unsafe { View::new(&old_file, end) })?;
+    if c.erase.as_ref().is_some_and(|e| e.copied_then_owned) {
+        return Err(Error::Busy {
+            path: h.path.to_owned(),
+            what: "a session was given to the owner being erased during the copy".into(),
+        });
+    }
+    let header = StaticHeader {
+        version: format::FORMAT_VERSION,
+        generation,
+        created_ms: now,
+        compact_kept: c.w.index.len() as u64,
+        compact_dropped: c.dropped.len() as u64,
+        compact_source_bytes: end,
+        compact_result_bytes: 0,
+        salt: 0,
+    };
+    let (written, index, new_end) = c.w.finish(&header, Some(&policy))?;
+    // The mapping the compaction read the new file back through stays:
+    // unmapping it here, its page tables filled in by the id comparisons,
+    // held every writer for milliseconds (DESIGN.md §8, the swap).
+    let new_log = Arc::new(written.with_header_read_again()?);
+    let word = new_log.committed_word();
+
+    // The swap. This process's view moves to the new file first (it is
+    // complete, and nobody can append meanwhile): its readers never see
+    // the mark below, so never wait for a switch. Then the mark, so that a
+    // process that sees it either finds the new file at the path or
+    // (while we hold the lock) keeps reading the old one, which no one can
+    // change meanwhile.
+    let previous = std::mem::replace(
+        &mut *h.state.write(),
+        State {
+            file: new_log,
+            index,
+            applied: new_end,
+            applied_word: word,
+            file_len: new_end,
+        },
+    );
+    old_file.set_superseded(true);
+    let renamed = tmp
+        .check_before_rename(h.site, old_file.ino)
+        .and_then(|()| {
+            h.hooks
+                .before(IoEvent::Rename {
+                    from: &tmp.path,
+                    to: h.path,
+                })
+                .and_then(|()| tmp.site.rename_to(h.site))
+                .map_err(|e| Error::io(h.path, "rename compacted file", e))
+        });
+    if let Err(e) = renamed {
+        old_file.set_superseded(false);
+        *h.state.write() = previous;
+        return Err(e);
+    }
+    let dir_synced = h
+        .hooks
+        .before(IoEvent::SyncDir { path: h.path })
+        .map_err(|e| Error::io(h.path, "fsync directory", e))
+        .and_then(|()| h.site.sync_dir());
+    h.follow.commit.switch_file(header.generation, new_end);
+    if let Err(e) = dir_synced {
+        if let Error::Io { source, .. } = &e {
+            h.poison
+                .set("fsync of the directory after compaction", source);
+        }
+        return Err(e);
+    }
+    let _ = tmp.file.unlock();
+    drop(_lock);
+    drop(_writer);
+    if h.reserve > 0 && reserve::held(h.site) < h.reserve {
+        // The space reserve was given back (a full disk): drop the old
+        // file here, so that its blocks are free (unless another process
+        // still maps it) when `run` makes the reserve again.
+        drop(previous);
+    } else {
+        state::retire(previous);
+    }
+    Ok(CompactStats {
+        kept: header.compact_kept,
+        dropped: header.compact_dropped,
+        bytes_before: end,
+        bytes_after: new_end,
+        generation: header.generation,
+        finished: from_millis(now),
+    })
+}

@@ -1,0 +1,304 @@
+//! Writing the new file: a placeholder header, then records (each encoded
+//! with the new file's salt and appended by [`Writer::append`]), then the
+//! real header, and the fsyncs.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use crate::engine::file::{self, LogFile, Site};
+use crate::engine::format::{
+    self, HEADER_SIZE, Kind, Policy, RecordFields, RecordRef, StaticHeader,
+};
+use crate::engine::hook::{Hooks, IoEvent};
+use crate::engine::index::{Index, Records};
+use crate::error::{Error, Result};
+
+use super::temp::TempFile;
+
+/// The new file being written: records are buffered and written in large
+/// `pwrite`s; what was written is read back through a mapping (the index
+/// compares ids against records it already holds).
+pub(super) struct Out {
+    pub log: LogFile,
+    hooks: Hooks,
+    /// Bytes `[HEADER_SIZE, flushed)` are in the file.
+    flushed: u64,
+    /// Bytes `[flushed, pos)`.
+    buf: Vec<u8>,
+    pub pos: u64,
+}
+
+const FLUSH_AT: usize = 1 << 20;
+/// How far behind the writing the writeback of the new file may lag.
+const WRITE_BEHIND: u64 = 8 << 20;
+
+impl Records for Out {
+    fn from(&self, offset: u64) -> &[u8] {
+        if offset >= self.flushed {
+            let start = usize::try_from(offset - self.flushed).unwrap_or(usize::MAX);
+            self.buf.get(start..).unwrap_or(&[])
+        } else {
+            // SAFETY: only this compaction writes the new file (it holds the
+            // temporary file's lock; other processes may map it ahead of
+            // the swap, see `pending.rs`, but write nothing through that
+            // mapping, and after the swap append only past its end), bytes
+            // below `flushed` were written and are never written again
+            // (`finish` writes only the header), and `flushed` is within
+            // its length, which nothing shortens while this compaction
+            // holds the lock.
+            unsafe { self.log.bytes(offset, self.flushed) }
+        }
+    }
+}
+
+impl Out {
+    /// Starts writeback of `[from, to)` (just written) and waits for the
+    /// writeback of what was written `WRITE_BEHIND` bytes before it: the
+    /// new file reaches the disk as it is written, a few MiB in flight at
+    /// a time, instead of in one burst at the final fsync that would queue
+    /// the foreground's writes behind hundreds of MiB. Only a hint to the
+    /// kernel: durability still comes from the fsync.
+    fn write_behind(&self, from: u64, to: u64) {
+        use std::os::fd::AsRawFd;
+        let fd = self.log.file.as_raw_fd();
+        let (Ok(start), Ok(len)) = (
+            libc::off64_t::try_from(from),
+            libc::off64_t::try_from(to - from),
+        ) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the
+        // descriptor is owned by `self.log.file`. Errors only mean the
+        // hint was not taken.
+        unsafe {
+            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        let back = from.saturating_sub(WRITE_BEHIND);
+        if back > HEADER_SIZE
+            && let (Ok(start), Ok(len)) = (
+                libc::off64_t::try_from(back),
+                libc::off64_t::try_from(to - from),
+            )
+        {
+            // SAFETY: as above.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    start,
+                    len,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Result<u64> {
+        if !self.buf.is_empty() && self.buf.len() + bytes.len() > FLUSH_AT {
+            self.flush()?;
+        }
+        let off = self.pos;
+        self.buf.extend_from_slice(bytes);
+        self.pos += bytes.len() as u64;
+        Ok(off)
+    }
+
+    /// Writes what is buffered, then raises the file's committed word to
+    /// the end of it: other processes replay the new file ahead of the
+    /// swap up to that word (see `pending.rs`).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.hooks
+            .before(IoEvent::Write {
+                path: &tmp_path(&self.log),
+                offset: self.flushed,
+                bytes: &self.buf,
+            })
+            .and_then(|()| self.log.write_at(&self.buf, self.flushed))
+            .map_err(|e| Error::io(&self.log.path, "write", e))?;
+        self.write_behind(self.flushed, self.pos);
+        self.flushed = self.pos;
+        self.buf.clear();
+        if self.flushed > self.log.map_len() {
+            self.log = self.log.remapped()?;
+        }
+        let word = self.log.set_committed(self.flushed);
+        self.hooks
+            .word(&tmp_path(&self.log), format::H_COMMITTED, word);
+        Ok(())
+    }
+}
+
+/// The header a new file starts with, until `Writer::finish` writes the
+/// real one.
+pub(super) fn placeholder() -> StaticHeader {
+    StaticHeader {
+        version: format::FORMAT_VERSION,
+        generation: 0,
+        created_ms: 0,
+        compact_kept: 0,
+        compact_dropped: 0,
+        compact_source_bytes: 0,
+        compact_result_bytes: 0,
+        salt: 0,
+    }
+}
+
+/// Writes the new file: a placeholder header, then records, then the real
+/// header.
+pub(super) struct Writer {
+    pub out: Out,
+    pub index: Index,
+    scratch: Vec<u8>,
+    /// The new file's salt: every record is re-encoded with it.
+    pub salt: u32,
+}
+
+impl Writer {
+    pub fn new(tmp: &TempFile, log: &Site, hooks: Hooks) -> Result<Writer> {
+        let f = tmp
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(&tmp.path, "dup", e))?;
+        f.write_all_at(&format::encode_header(&placeholder(), HEADER_SIZE), 0)
+            .map_err(|e| Error::io(&tmp.path, "write", e))?;
+        let log = LogFile::from_file(log, f)?;
+        Ok(Writer {
+            out: Out {
+                log,
+                hooks,
+                flushed: HEADER_SIZE,
+                buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+                pos: HEADER_SIZE,
+            },
+            index: Index::default(),
+            scratch: Vec::new(),
+            salt: file::new_salt(),
+        })
+    }
+
+    /// Encodes a record with the new file's salt and appends it: the one
+    /// way every record reaches the new file. Returns its offset.
+    fn append(&mut self, rec: &RecordFields<'_>) -> Result<u64> {
+        self.scratch.clear();
+        format::encode_record_salted(&mut self.scratch, rec, self.salt);
+        self.out.push(&self.scratch)
+    }
+
+    /// Writes a put for `id` with the given state.
+    pub fn put(&mut self, rec: &RecordRef<'_>, data: &[u8]) -> Result<()> {
+        let off = self.append(&RecordFields {
+            kind: Kind::Put,
+            id: rec.id,
+            data,
+            version: rec.version,
+            modified_ms: rec.modified_ms,
+            expires_ms: rec.expires_ms,
+            owner: rec.owner,
+        })?;
+        self.index.insert(&self.out, rec.id, off);
+        Ok(())
+    }
+
+    /// Re-targets a touch at the session's put in the new file.
+    pub fn touch(&mut self, rec: &RecordRef<'_>, current: u64) -> Result<()> {
+        let put = format::peek_touch_target(self.out.from(current))
+            .unwrap_or(current)
+            .to_le_bytes();
+        let off = self.append(&RecordFields {
+            kind: Kind::Touch,
+            id: rec.id,
+            data: &put,
+            version: rec.version,
+            modified_ms: rec.modified_ms,
+            expires_ms: rec.expires_ms,
+            owner: &[],
+        })?;
+        self.index.insert(&self.out, rec.id, off);
+        Ok(())
+    }
+
+    /// Re-encodes a put or delete with the new file's salt and applies it.
+    pub fn copy(&mut self, rec: &RecordRef<'_>) -> Result<()> {
+        let off = self.append(&RecordFields {
+            kind: rec.kind,
+            id: rec.id,
+            data: rec.data,
+            version: rec.version,
+            modified_ms: rec.modified_ms,
+            expires_ms: rec.expires_ms,
+            owner: rec.owner,
+        })?;
+        self.index.apply(&self.out, off, rec);
+        Ok(())
+    }
+
+    /// Writes out what is buffered and fsyncs the file's data (not yet
+    /// its header).
+    pub fn sync_data(&mut self) -> Result<()> {
+        self.out.flush()?;
+        let path = tmp_path(&self.out.log);
+        self.out
+            .hooks
+            .before(IoEvent::Sync { path: &path })
+            .and_then(|()| self.out.log.file.sync_data())
+            .map_err(|e| Error::io(&path, "fsync", e))
+    }
+
+    /// Flushes, writes the header and fsyncs. Returns the file (with the
+    /// mapping it was read back through), its index and its end.
+    pub fn finish(
+        mut self,
+        header: &StaticHeader,
+        policy: Option<&Policy>,
+    ) -> Result<(LogFile, Index, u64)> {
+        self.out.flush()?;
+        let end = self.out.pos;
+        let mut head = format::encode_header(
+            &StaticHeader {
+                salt: self.salt,
+                compact_result_bytes: end,
+                ..*header
+            },
+            end,
+        );
+        let out = self.out;
+        let log = &out.log;
+        // Only the static part is written over the placeholder: the shared
+        // words are stores through the mapping, since other processes may
+        // be reading the committed word through theirs (`flush` already
+        // raised it to `end`; the other words stay as the placeholder set
+        // them, synced aside). The page is then `encode_header(.., end)`.
+        if let Some(p) = policy {
+            format::encode_policy(p, &mut head);
+        }
+        let static_part = &head[..format::H_POLICY_END];
+        log.set_synced(end);
+        out.hooks
+            .word(&tmp_path(log), format::H_SYNCED, format::encode_offset(end));
+        out.hooks
+            .before(IoEvent::Write {
+                path: &tmp_path(log),
+                offset: 0,
+                bytes: static_part,
+            })
+            .and_then(|()| log.write_at(static_part, 0))
+            .and_then(|()| {
+                out.hooks.before(IoEvent::Sync {
+                    path: &tmp_path(log),
+                })
+            })
+            .and_then(|()| log.file.sync_all())
+            .map_err(|e| Error::io(&log.path, "write and fsync", e))?;
+        Ok((out.log, self.index, end))
+    }
+}
+
+/// The temporary file's path (the `LogFile` of the file being written
+/// carries the log's path for its error messages).
+fn tmp_path(log: &LogFile) -> PathBuf {
+    file::sibling(&log.path, ".compact")
+}
