@@ -8,15 +8,15 @@
 //! recomputes from the cookie it receives, and which is useless as a
 //! cookie itself (the server would hash it again).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sha2::Digest as _;
 
 use crate::error::{Error, Result};
 use crate::id::{SessionId, base64url};
 use crate::owner::{Owner, SessionInfo};
-use crate::session::Session;
-use crate::store::{SessionIter, SessionStore};
+use crate::session::{SaveMode, Session};
+use crate::store::{SessionIter, SessionStore, Touch};
 
 /// What every stored digest starts with. A caller's id of the digest's
 /// shape is never looked up in the clear (see [`HashedIds::is_digest`]).
@@ -231,6 +231,29 @@ impl<S: SessionStore> HashedIds<S> {
         r.map_err(|e| with_caller_id(e, &session.id))
     }
 
+    /// A conditional save through the digest, counting a live session
+    /// still under the clear id as the one being replaced.
+    fn save_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        // Creating: a live session under the clear id counts as existing.
+        if session.version() == 0
+            && may_be_clear(&session.id)
+            && let Some(clear) = self.inner.load_session(&session.id)?
+        {
+            return Err(Error::Conflict {
+                id: session.id.clone(),
+                expected: 0,
+                found: clear.version(),
+            });
+        }
+        match self.as_stored(session, |inner, s| inner.save_session_if_unchanged(s)) {
+            Ok(()) => self.drop_clear_copy(session),
+            Err(Error::Conflict {
+                expected, found: 0, ..
+            }) if expected > 0 && may_be_clear(&session.id) => self.migrate(session, expected),
+            Err(e) => Err(e),
+        }
+    }
+
     /// After a save that created the digest's record (version 1): the
     /// session may have been stored in the clear before; remove that copy.
     fn drop_clear_copy(&self, session: &Session) -> Result<()> {
@@ -298,47 +321,21 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
         Ok(self.inner.load_session(&stored)?.map(|s| renamed(s, id)))
     }
 
-    fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.as_stored(session, |inner, s| inner.save_session(s))?;
-        self.drop_clear_copy(session)
-    }
-
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        // Creating: a live session under the clear id counts as existing.
-        if session.version() == 0
-            && may_be_clear(&session.id)
-            && let Some(clear) = self.inner.load_session(&session.id)?
-        {
-            return Err(Error::Conflict {
-                id: session.id.clone(),
-                expected: 0,
-                found: clear.version(),
-            });
-        }
-        match self.as_stored(session, |inner, s| inner.save_session_if_unchanged(s)) {
-            Ok(()) => self.drop_clear_copy(session),
-            Err(Error::Conflict {
-                expected, found: 0, ..
-            }) if expected > 0 && may_be_clear(&session.id) => self.migrate(session, expected),
-            Err(e) => Err(e),
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+        match mode {
+            SaveMode::Overwrite => {
+                self.as_stored(session, |inner, s| inner.save(s, mode))?;
+                self.drop_clear_copy(session)
+            }
+            SaveMode::IfUnchanged => self.save_if_unchanged(session),
         }
     }
 
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        if self.inner.touch_session(&Self::stored_id(id))? {
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
+        if self.inner.touch(&Self::stored_id(id), touch)? {
             return Ok(true);
         }
-        Ok(may_be_clear(id) && self.inner.touch_session(id)?)
-    }
-
-    fn touch_session_until(&self, id: &SessionId, expires: Option<SystemTime>) -> Result<bool> {
-        if self
-            .inner
-            .touch_session_until(&Self::stored_id(id), expires)?
-        {
-            return Ok(true);
-        }
-        Ok(may_be_clear(id) && self.inner.touch_session_until(id, expires)?)
+        Ok(may_be_clear(id) && self.inner.touch(id, touch)?)
     }
 
     fn may_block(&self) -> bool {

@@ -114,8 +114,8 @@ pub use server::mysql::{MySqlOptions, MySqlStore};
 pub use server::postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "redis")]
 pub use server::redis::{RedisOptions, RedisStore};
-pub use session::{Session, SessionRef};
-pub use store::{SessionIter, SessionStore};
+pub use session::{SaveMode, Session, SessionRef};
+pub use store::{SessionIter, SessionStore, Touch};
 
 /// The engine's on-disk format and I/O hook, for this project's own tests,
 /// fuzzing and benchmarks (feature `unstable-internals`). Not part of the

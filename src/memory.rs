@@ -15,7 +15,7 @@ use crate::session::{
     SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
     from_millis, is_expired, next_version, to_millis,
 };
-use crate::store::{SessionIter, SessionStore};
+use crate::store::{SessionIter, SessionStore, Touch};
 
 #[derive(Clone)]
 struct Stored {
@@ -214,7 +214,7 @@ impl MemoryStore {
         (!is_expired(s.modified_ms, s.expires_ms, self.max_idle_ms, now)).then_some(s)
     }
 
-    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+    fn save_as(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         check_size(session, self.max_session_size)?;
         let mut map = self.map.write();
         let now = self.now_ms();
@@ -312,40 +312,20 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+        self.meters.call(Op::Save, || self.save_as(session, mode))
     }
 
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
-    }
-
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
         self.meters.call(Op::Touch, || {
             let now = self.now_ms();
             let mut map = self.map.write();
             let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
             if live && let Some(s) = map.by_id.get_mut(id) {
                 s.modified_ms = now;
-            }
-            Ok(live)
-        })
-    }
-
-    fn touch_session_until(
-        &self,
-        id: &SessionId,
-        expires: Option<std::time::SystemTime>,
-    ) -> Result<bool> {
-        self.meters.call(Op::Touch, || {
-            let now = self.now_ms();
-            let mut map = self.map.write();
-            let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
-            if live && let Some(s) = map.by_id.get_mut(id) {
-                s.modified_ms = now;
-                s.expires_ms = expires_millis(expires);
+                if let Touch::Until(expires) = touch {
+                    s.expires_ms = expires_millis(expires);
+                }
             }
             Ok(live)
         })

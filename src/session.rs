@@ -245,12 +245,15 @@ pub(crate) fn check_size(session: &Session, limit: usize) -> crate::Result<()> {
     Ok(())
 }
 
-/// Whether a save may replace whatever version is stored.
+/// Whether a save may replace whatever version is stored: the mode of
+/// [`SessionStore::save`](crate::SessionStore::save).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SaveMode {
-    /// Last write wins (`save_session`).
+pub enum SaveMode {
+    /// Last write wins
+    /// ([`save_session`](crate::SessionStore::save_session)).
     Overwrite,
-    /// Only over the version the caller loaded (`save_session_if_unchanged`).
+    /// Only over the version the caller loaded
+    /// ([`save_session_if_unchanged`](crate::SessionStore::save_session_if_unchanged)).
     IfUnchanged,
 }
 

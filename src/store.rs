@@ -5,7 +5,18 @@ use std::time::{Duration, SystemTime};
 use crate::error::Result;
 use crate::id::SessionId;
 use crate::owner::{Owner, SessionInfo, sort_newest_first};
-use crate::session::{Session, SessionRef};
+use crate::session::{SaveMode, Session, SessionRef};
+
+/// What a touch does to a session: the mode of [`SessionStore::touch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    /// Refreshes the session's `modified` time (a sliding idle timeout)
+    /// and keeps its deadline ([`SessionStore::touch_session`]).
+    Idle,
+    /// Sets the session's absolute deadline (`None`: none) and refreshes
+    /// its `modified` time ([`SessionStore::touch_session_until`]).
+    Until(Option<SystemTime>),
+}
 
 /// An iterator over the live sessions of a store, for admin tools.
 pub type SessionIter<'a> = Box<dyn Iterator<Item = Result<Session>> + 'a>;
@@ -55,32 +66,66 @@ pub trait SessionStore: Send + Sync {
         }
     }
 
+    /// Stores `session` as `mode` says; on success stamps the store's
+    /// `modified` time and the new version into `session`. The one save a
+    /// backend implements: [`save_session`](Self::save_session) and
+    /// [`save_session_if_unchanged`](Self::save_session_if_unchanged), the
+    /// names session2's interface uses, call it.
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()>;
+
     /// Stores `session`, replacing any stored version (last write wins).
     /// On success stamps the store's `modified` time and the new version
     /// into `session`.
-    fn save_session(&self, session: &mut Session) -> Result<()>;
+    fn save_session(&self, session: &mut Session) -> Result<()> {
+        self.save(session, SaveMode::Overwrite)
+    }
 
     /// Stores `session` only if the stored version still equals
     /// `session.version()` (for version 0: only if no live session has this
     /// id); otherwise returns [`Error::Conflict`](crate::Error::Conflict) and
     /// writes nothing. This is how two concurrent requests avoid silently
     /// overwriting each other.
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()>;
+    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+        self.save(session, SaveMode::IfUnchanged)
+    }
+
+    /// Touches the session `id` as `touch` says, without changing its
+    /// data; false (and nothing written) if no live session has this id:
+    /// a touch never creates one. The one touch a backend implements:
+    /// [`touch_session`](Self::touch_session) and
+    /// [`touch_session_until`](Self::touch_session_until) call it.
+    ///
+    /// Every backend in this crate writes only the deadline and `modified`
+    /// and keeps the version, so that a touch never makes a concurrent
+    /// [`save_session_if_unchanged`](Self::save_session_if_unchanged)
+    /// conflict. The default, for backends that cannot, loads the session
+    /// and re-saves it conditionally (which rewrites the data and
+    /// increments the version), reloading and retrying if a concurrent
+    /// save got in between.
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
+        // Each retry follows a save that another writer completed, so a
+        // bounded number only gives up under extreme contention, and then
+        // the concurrent save has refreshed the session anyway.
+        for _ in 0..16 {
+            let Some(mut s) = self.load_session(id)? else {
+                return Ok(false);
+            };
+            if let Touch::Until(expires) = touch {
+                s.expires = expires;
+            }
+            match self.save_session_if_unchanged(&mut s) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.has_session(id)
+    }
 
     /// Refreshes the session's `modified` time (a sliding idle timeout)
-    /// without changing its data or version. Returns false if it is absent.
-    ///
-    /// The default loads and re-saves the session, which also increments
-    /// its version; backends override it with something cheaper.
+    /// without changing its data. Returns false if it is absent.
     fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        match self.load_session(id)? {
-            Some(mut s) => match self.save_session_if_unchanged(&mut s) {
-                Ok(()) => Ok(true),
-                Err(e) if e.is_conflict() => Ok(self.has_session(id)?),
-                Err(e) => Err(e),
-            },
-            None => Ok(false),
-        }
+        self.touch(id, Touch::Idle)
     }
 
     /// Sets the session's absolute deadline to `expires` and refreshes its
@@ -89,30 +134,8 @@ pub trait SessionStore: Send + Sync {
     /// one. This is the sliding expiry of a web framework that re-sends
     /// the cookie with a later deadline on every request (tower-sessions'
     /// always-save, actix-session's `update_ttl`).
-    ///
-    /// Every backend in this crate writes only the deadline and `modified`
-    /// and keeps the version, so that a touch never makes a concurrent
-    /// [`save_session_if_unchanged`](Self::save_session_if_unchanged)
-    /// conflict. The default, for backends that cannot, loads the session
-    /// and re-saves it conditionally with the new deadline (which rewrites
-    /// the data and increments the version), reloading and retrying if a
-    /// concurrent save got in between.
     fn touch_session_until(&self, id: &SessionId, expires: Option<SystemTime>) -> Result<bool> {
-        // Each retry follows a save that another writer completed, so a
-        // bounded number only gives up under extreme contention, and then
-        // the concurrent save has refreshed the session anyway.
-        for _ in 0..16 {
-            let Some(mut s) = self.load_session(id)? else {
-                return Ok(false);
-            };
-            s.expires = expires;
-            match self.save_session_if_unchanged(&mut s) {
-                Ok(()) => return Ok(true),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        self.has_session(id)
+        self.touch(id, Touch::Until(expires))
     }
 
     /// True if a call may wait on slow I/O (a server round trip, a disk
@@ -248,17 +271,11 @@ impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
     fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
         (**self).load_session_with(id, f)
     }
-    fn save_session(&self, session: &mut Session) -> Result<()> {
-        (**self).save_session(session)
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+        (**self).save(session, mode)
     }
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        (**self).save_session_if_unchanged(session)
-    }
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        (**self).touch_session(id)
-    }
-    fn touch_session_until(&self, id: &SessionId, expires: Option<SystemTime>) -> Result<bool> {
-        (**self).touch_session_until(id, expires)
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
+        (**self).touch(id, touch)
     }
     fn may_block(&self) -> bool {
         (**self).may_block()

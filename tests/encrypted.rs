@@ -11,11 +11,11 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sessionlog::{
-    DirStore, Encrypted, Error, HashedIds, Keyring, LogStore, MemoryStore, Session, SessionId,
-    SessionIter, SessionStore,
+    DirStore, Encrypted, Error, HashedIds, Keyring, LogStore, MemoryStore, SaveMode, Session,
+    SessionId, SessionIter, SessionStore, Touch,
 };
 
 const MARKER: &str = "MARKER-7f3a91-user-credit-card";
@@ -458,22 +458,17 @@ impl SessionStore for Interleaved {
     fn load_session(&self, id: &SessionId) -> sessionlog::Result<Option<Session>> {
         self.inner.load_session(id)
     }
-    fn save_session(&self, s: &mut Session) -> sessionlog::Result<()> {
-        self.inner.save_session(s)
-    }
-    fn save_session_if_unchanged(&self, s: &mut Session) -> sessionlog::Result<()> {
-        let next = self.before.lock().expect("lock").pop();
-        if let Some(f) = next {
-            f();
+    fn save(&self, s: &mut Session, mode: SaveMode) -> sessionlog::Result<()> {
+        if mode == SaveMode::IfUnchanged {
+            let next = self.before.lock().expect("lock").pop();
+            if let Some(f) = next {
+                f();
+            }
         }
-        self.inner.save_session_if_unchanged(s)
+        self.inner.save(s, mode)
     }
-    fn touch_session_until(
-        &self,
-        id: &SessionId,
-        expires: Option<SystemTime>,
-    ) -> sessionlog::Result<bool> {
-        self.inner.touch_session_until(id, expires)
+    fn touch(&self, id: &SessionId, touch: Touch) -> sessionlog::Result<bool> {
+        self.inner.touch(id, touch)
     }
     fn delete_session(&self, id: &SessionId) -> sessionlog::Result<bool> {
         self.inner.delete_session(id)
@@ -501,11 +496,8 @@ impl SessionStore for Shared {
     fn load_session(&self, id: &SessionId) -> sessionlog::Result<Option<Session>> {
         self.0.load_session(id)
     }
-    fn save_session(&self, s: &mut Session) -> sessionlog::Result<()> {
-        self.0.save_session(s)
-    }
-    fn save_session_if_unchanged(&self, s: &mut Session) -> sessionlog::Result<()> {
-        self.0.save_session_if_unchanged(s)
+    fn save(&self, s: &mut Session, mode: SaveMode) -> sessionlog::Result<()> {
+        self.0.save(s, mode)
     }
     fn delete_session(&self, id: &SessionId) -> sessionlog::Result<bool> {
         self.0.delete_session(id)

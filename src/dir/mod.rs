@@ -40,7 +40,7 @@ use crate::session::{
     from_millis, is_expired, next_version, to_millis,
 };
 use crate::stop::StopSignal;
-use crate::store::{SessionIter, SessionStore};
+use crate::store::{SessionIter, SessionStore, Touch};
 use crate::trust::{self, Create};
 
 use file::{
@@ -689,7 +689,7 @@ impl DirStore {
 
     /// A new modification time (and, if given, deadline in ms, 0 for none)
     /// for a live session; data and version unchanged.
-    fn touch(&self, id: &SessionId, expires_ms: Option<u64>) -> Result<bool> {
+    fn touch_as(&self, id: &SessionId, expires_ms: Option<u64>) -> Result<bool> {
         let mut guard = self.write_lock()?;
         let now = self.now_ms();
         let Some(s) = self.read(id)?.filter(|s| self.live(s, now)) else {
@@ -704,7 +704,7 @@ impl DirStore {
         Ok(true)
     }
 
-    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+    fn save_as(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         check_size(session, self.max_session_size)?;
         let mut guard = self.write_lock()?;
         let now = self.now_ms();
@@ -883,32 +883,22 @@ impl SessionStore for DirStore {
     }
 
     /// Replaces the stored session. A file that fails to decode as
-    /// [`Error::Corrupt`] is overwritten (the version restarts at 1).
-    fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
+    /// [`Error::Corrupt`] is overwritten by an unconditional save (the
+    /// version restarts at 1); a conditional one gives [`Error::Corrupt`]
+    /// and leaves it as it is.
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+        self.meters.call(Op::Save, || self.save_as(session, mode))
     }
 
-    /// Like the trait says; a damaged stored file gives [`Error::Corrupt`]
-    /// and is left as it is.
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
+    /// Rewrites the file with a new modification time (and deadline), same
+    /// data and version.
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
+        let expires_ms = match touch {
+            Touch::Idle => None,
+            Touch::Until(expires) => Some(expires_millis(expires)),
+        };
         self.meters
-            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
-    }
-
-    /// Rewrites the file with a new modification time, same data and
-    /// version.
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.meters.call(Op::Touch, || self.touch(id, None))
-    }
-
-    fn touch_session_until(
-        &self,
-        id: &SessionId,
-        expires: Option<std::time::SystemTime>,
-    ) -> Result<bool> {
-        self.meters
-            .call(Op::Touch, || self.touch(id, Some(expires_millis(expires))))
+            .call(Op::Touch, || self.touch_as(id, expires_ms))
     }
 
     /// Removes the session's file. A damaged file is removed too, and

@@ -13,8 +13,8 @@ pub use keyring::Keyring;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::owner::{Owner, SessionInfo};
-use crate::session::{Session, SessionRef};
-use crate::store::{SessionIter, SessionStore};
+use crate::session::{SaveMode, Session, SessionRef};
+use crate::store::{SessionIter, SessionStore, Touch};
 use ciphers::Ciphers;
 use envelope::Parsed;
 
@@ -454,20 +454,12 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
         })
     }
 
-    fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.sealed_save(session, |inner, s| inner.save_session(s))
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+        self.sealed_save(session, |inner, s| inner.save(s, mode))
     }
 
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.sealed_save(session, |inner, s| inner.save_session_if_unchanged(s))
-    }
-
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.inner.touch_session(id)
-    }
-
-    fn touch_session_until(&self, id: &SessionId, expires: Option<SystemTime>) -> Result<bool> {
-        self.inner.touch_session_until(id, expires)
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
+        self.inner.touch(id, touch)
     }
 
     fn may_block(&self) -> bool {

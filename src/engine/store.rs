@@ -38,7 +38,7 @@ use crate::session::{
     from_millis, to_millis,
 };
 use crate::stop::StopSignal;
-use crate::store::{SessionIter, SessionStore};
+use crate::store::{SessionIter, SessionStore, Touch};
 use crate::store_dir::{self, StoreDir};
 use crate::trust;
 
@@ -518,18 +518,11 @@ impl SessionStore for LogStore {
         Ok(self.load_with(id, f)?.is_some())
     }
 
-    fn save_session(&self, session: &mut Session) -> Result<()> {
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.in_this_process()?;
-        self.inner.meters.call(Op::Save, || {
-            write::save(&self.inner, session, SaveMode::Overwrite)
-        })
-    }
-
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.in_this_process()?;
-        self.inner.meters.call(Op::Save, || {
-            write::save(&self.inner, session, SaveMode::IfUnchanged)
-        })
+        self.inner
+            .meters
+            .call(Op::Save, || write::save(&self.inner, session, mode))
     }
 
     /// Keeps the session's modification time and version
@@ -544,22 +537,15 @@ impl SessionStore for LogStore {
         Ok(true)
     }
 
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
         self.in_this_process()?;
+        let expires = match touch {
+            Touch::Idle => None,
+            Touch::Until(expires) => Some(expires_millis(expires)),
+        };
         self.inner
             .meters
-            .call(Op::Touch, || write::touch(&self.inner, id, None))
-    }
-
-    fn touch_session_until(
-        &self,
-        id: &SessionId,
-        expires: Option<std::time::SystemTime>,
-    ) -> Result<bool> {
-        self.in_this_process()?;
-        self.inner.meters.call(Op::Touch, || {
-            write::touch(&self.inner, id, Some(expires_millis(expires)))
-        })
+            .call(Op::Touch, || write::touch(&self.inner, id, expires))
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {

@@ -36,7 +36,7 @@ use crate::id::{MAX_ID_LEN, SessionId};
 use crate::observe::{Backend, Meters, Op};
 use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
-use crate::store::{SessionIter, SessionStore};
+use crate::store::{SessionIter, SessionStore, Touch};
 
 const BACKEND: &str = "mysql";
 
@@ -295,7 +295,7 @@ impl MySqlStore {
 
     /// Refreshes `modified`, and sets the deadline to `expires` (ms, 0:
     /// none) if given; false if no live session has this id.
-    fn touch(&self, id: &SessionId, expires: Option<i64>) -> Result<bool> {
+    fn touch_as(&self, id: &SessionId, expires: Option<i64>) -> Result<bool> {
         let mut conn = self.conn()?;
         let now = self.now(&mut conn)?;
         let idle = self.common.idle_ms();
@@ -309,7 +309,7 @@ impl MySqlStore {
         Ok(n > 0)
     }
 
-    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+    fn save_as(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let mut conn = self.conn()?;
         let now = self.now(&mut conn)?;
@@ -542,31 +542,19 @@ impl SessionStore for MySqlStore {
         })
     }
 
-    fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+        self.meters.call(Op::Save, || self.save_as(session, mode))
     }
 
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
-    }
-
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.meters.call(Op::Touch, || self.touch(id, None))
-    }
-
-    /// One `UPDATE` of the deadline and `modified`: the data stay on the
-    /// server and the version stays, so a conditional save loaded before
-    /// the touch still succeeds.
-    fn touch_session_until(
-        &self,
-        id: &SessionId,
-        expires: Option<std::time::SystemTime>,
-    ) -> Result<bool> {
-        self.meters.call(Op::Touch, || {
-            self.touch(id, Some(ms_i64(expires_millis(expires))))
-        })
+    /// One `UPDATE` of `modified` (and the deadline): the data stay on
+    /// the server and the version stays, so a conditional save loaded
+    /// before the touch still succeeds.
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
+        let expires = match touch {
+            Touch::Idle => None,
+            Touch::Until(expires) => Some(ms_i64(expires_millis(expires))),
+        };
+        self.meters.call(Op::Touch, || self.touch_as(id, expires))
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {

@@ -41,7 +41,7 @@ use crate::id::SessionId;
 use crate::observe::{Backend, Meters, Op};
 use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
-use crate::store::{SessionIter, SessionStore};
+use crate::store::{SessionIter, SessionStore, Touch};
 
 const BACKEND: &str = "postgres";
 
@@ -489,7 +489,7 @@ impl PostgresStore {
         (self.common.clock_offset.millis(), self.common.idle_ms())
     }
 
-    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+    fn save_as(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let (off, idle) = self.base();
         let id = session.id.as_str();
@@ -643,7 +643,7 @@ impl PostgresStore {
     /// One statement by id (`$1` offset, `$2` idle limit, `$3` id).
     /// Refreshes `modified`, and sets the deadline to `expires` (ms, 0:
     /// none) if given; false if no live session has this id.
-    fn touch(&self, id: &SessionId, expires: Option<i64>) -> Result<bool> {
+    fn touch_as(&self, id: &SessionId, expires: Option<i64>) -> Result<bool> {
         let (off, idle) = self.base();
         let id = id.as_str();
         let conn = self.conn()?;
@@ -707,31 +707,19 @@ impl SessionStore for PostgresStore {
         })
     }
 
-    fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+        self.meters.call(Op::Save, || self.save_as(session, mode))
     }
 
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
-    }
-
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.meters.call(Op::Touch, || self.touch(id, None))
-    }
-
-    /// One `UPDATE` of the deadline and `modified`: the data stay on the
-    /// server and the version stays, so a conditional save loaded before
-    /// the touch still succeeds.
-    fn touch_session_until(
-        &self,
-        id: &SessionId,
-        expires: Option<std::time::SystemTime>,
-    ) -> Result<bool> {
-        self.meters.call(Op::Touch, || {
-            self.touch(id, Some(ms_i64(expires_millis(expires))))
-        })
+    /// One `UPDATE` of `modified` (and the deadline): the data stay on
+    /// the server and the version stays, so a conditional save loaded
+    /// before the touch still succeeds.
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
+        let expires = match touch {
+            Touch::Idle => None,
+            Touch::Until(expires) => Some(ms_i64(expires_millis(expires))),
+        };
+        self.meters.call(Op::Touch, || self.touch_as(id, expires))
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {

@@ -41,7 +41,7 @@ use crate::id::SessionId;
 use crate::observe::{Backend, Meters, Op};
 use crate::owner::{Owner, SessionInfo};
 use crate::session::{SaveMode, Session, duration_millis, expires_millis, from_millis};
-use crate::store::{SessionIter, SessionStore};
+use crate::store::{SessionIter, SessionStore, Touch};
 
 const BACKEND: &str = "redis";
 
@@ -542,7 +542,7 @@ impl RedisStore {
 
     /// Refreshes `modified`, and sets the deadline to `expires` (ms as
     /// text) unless it is empty.
-    fn touch(&self, id: &SessionId, expires: &[u8]) -> Result<bool> {
+    fn touch_as(&self, id: &SessionId, expires: &[u8]) -> Result<bool> {
         let reply = self.run(
             "touch failed",
             &self.scripts.touch,
@@ -554,7 +554,7 @@ impl RedisStore {
             .ok_or_else(|| self.bad_reply("touch failed", &reply))
     }
 
-    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+    fn save_as(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
         self.common.check_size(session)?;
         let expected = session.version().to_string();
         let expires = ms_i64(expires_millis(session.expires)).to_string();
@@ -687,31 +687,20 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn save_session(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::Overwrite))
+    fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
+        self.meters.call(Op::Save, || self.save_as(session, mode))
     }
 
-    fn save_session_if_unchanged(&self, session: &mut Session) -> Result<()> {
-        self.meters
-            .call(Op::Save, || self.save(session, SaveMode::IfUnchanged))
-    }
-
-    fn touch_session(&self, id: &SessionId) -> Result<bool> {
-        self.meters.call(Op::Touch, || self.touch(id, b""))
-    }
-
-    /// One script sets the deadline and `modified`: the data stay on the
-    /// server and the version stays, so a conditional save loaded before
-    /// the touch still succeeds.
-    fn touch_session_until(
-        &self,
-        id: &SessionId,
-        expires: Option<std::time::SystemTime>,
-    ) -> Result<bool> {
-        self.meters.call(Op::Touch, || {
-            let expires = ms_i64(expires_millis(expires)).to_string();
-            self.touch(id, expires.as_bytes())
+    /// One script refreshes `modified` (and sets the deadline): the data
+    /// stay on the server and the version stays, so a conditional save
+    /// loaded before the touch still succeeds.
+    fn touch(&self, id: &SessionId, touch: Touch) -> Result<bool> {
+        self.meters.call(Op::Touch, || match touch {
+            Touch::Idle => self.touch_as(id, b""),
+            Touch::Until(expires) => {
+                let expires = ms_i64(expires_millis(expires)).to_string();
+                self.touch_as(id, expires.as_bytes())
+            }
         })
     }
 
