@@ -567,8 +567,58 @@ fn bench_runs_every_phase() {
     assert_other_process_rows(&out);
 }
 
+/// Each phase's row is printed when its phase ends, not when the run
+/// does: the rows of the phases before the compaction phase arrive while
+/// the bench still has 100 compaction rounds (of at least 1.3 s each: a
+/// one-second window with no compaction, then one around the compaction)
+/// ahead of it.
+#[test]
+fn bench_prints_each_row_as_its_phase_ends() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("b.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(["bench", "--sessions", "300", "--value-size", "64"])
+        .args(["--per-owner", "0", "--compaction-rounds", "100", s(&path)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut phases = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read a line");
+        let name = line.get(..18).unwrap_or(&line).trim_end().to_owned();
+        phases.push(name);
+        if line.starts_with("reopen, compacted") {
+            break;
+        }
+    }
+    let running = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        running,
+        "the bench had ended when its first rows came: {phases:?}"
+    );
+    assert_eq!(
+        phases[1..],
+        [
+            "phase",
+            "save",
+            "load",
+            "overwrite",
+            "mixed 90/10",
+            "reopen, replay",
+            "reopen, hint",
+            "reopen, compacted"
+        ]
+    );
+}
+
 /// The compaction-under-load table has the other process's four rows
-/// (load and save, idle and compacting), each load row with operations.
+/// (load and save, quiet and compacting), each load row with operations.
 fn assert_other_process_rows(out: &str) {
     assert!(out.contains("compaction under load"), "{out}");
     let rows: Vec<Vec<&str>> = out
@@ -580,9 +630,9 @@ fn assert_other_process_rows(out: &str) {
     assert_eq!(
         kinds,
         [
-            ("load", "idle"),
+            ("load", "quiet"),
             ("load", "compacting"),
-            ("save", "idle"),
+            ("save", "quiet"),
             ("save", "compacting")
         ],
         "{out}"
