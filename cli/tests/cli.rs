@@ -265,6 +265,72 @@ fn expire_compact_and_stats() {
     assert!(stdout(&o).contains("removed 2 sessions"), "{}", stdout(&o));
 }
 
+/// `expire` says how many sessions it removed because their deadline had
+/// passed (or the store's own idle limit) and how many because they were
+/// idle for `--idle`, each counted apart.
+#[test]
+fn expire_reports_deadline_and_idle_expiry_apart() {
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    // Sessions written as a backup restores them: `fresh` saved now,
+    // `idle` 20 days ago, `deadline` now with a deadline an hour ago,
+    // `both` 20 days ago with a deadline a day ago (its deadline passed:
+    // counted as that).
+    let fill = |path: &Path| {
+        let store = LogStore::options()
+            .background(false)
+            .open(path)
+            .expect("open");
+        for (id, modified, expires) in [
+            ("fresh", now, None),
+            ("idle", now - 20 * day, None),
+            ("deadline", now, Some(now - Duration::from_secs(3600))),
+            ("both", now - 20 * day, Some(now - day)),
+        ] {
+            let id = SessionId::new(id).expect("id");
+            let session = Session::restore(id, b"x".to_vec(), expires, modified, 1);
+            store.restore_session(&session).expect("restore");
+        }
+        store.sync().expect("sync");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    fill(&path);
+    let o = sessionlog(&["expire", s(&path), "--idle", "14d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "removed 3 sessions: 2 past their deadline, 1 idle for 14days or longer; 1 remain\n"
+    );
+
+    // A store whose own idle limit (18 days) already ended `idle`: it
+    // counts with the deadlines, and --idle 14d finds none left.
+    let path = dir.path().join("p.db");
+    let o = sessionlog(&["setup", s(&path), "--max-idle", "18d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    fill(&path);
+    let o = sessionlog(&["expire", s(&path), "--idle", "14d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "removed 3 sessions: 3 past their deadline or the store's idle limit (18days), \
+         0 idle for 14days or longer; 1 remain\n"
+    );
+    // With a shorter --idle than the store's, the sessions idle between
+    // the two count as idle.
+    let path = dir.path().join("q.db");
+    let o = sessionlog(&["setup", s(&path), "--max-idle", "25d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    fill(&path);
+    let o = sessionlog(&["expire", s(&path), "--idle", "14d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "removed 3 sessions: 2 past their deadline or the store's idle limit (25days), \
+         1 idle for 14days or longer; 1 remain\n"
+    );
+}
+
 #[test]
 fn check_finds_corruption_and_repair_salvages() {
     let dir = tempfile::tempdir().expect("tempdir");
