@@ -5,6 +5,7 @@
 pub mod conformance;
 pub mod child;
 pub mod disk;
+pub mod root;
 pub mod servers;
 pub mod web_backends;
 
