@@ -2,7 +2,7 @@
 //! actix-session and a sessionlog `LogStore` (`ActixStore`).
 //!
 //! ```text
-//! cargo run --example actix_app --features actix-session -- \
+//! cargo run -p sessionlog-examples --example actix_app --features actix-session -- \
 //!     --store sessions.db --addr 127.0.0.1:8080 --key-file cookie.key
 //! ```
 //!

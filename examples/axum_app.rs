@@ -2,7 +2,7 @@
 //! log out. Several processes may serve one store file at once.
 //!
 //! ```text
-//! cargo run --release --example axum_app --features tower-sessions -- \
+//! cargo run --release -p sessionlog-examples --example axum_app --features tower-sessions -- \
 //!     --store sessions.db --addr 127.0.0.1:3000 --sync interval:1000
 //! curl -c jar -b jar -d user=ada http://127.0.0.1:3000/login
 //! curl -c jar -b jar -X POST http://127.0.0.1:3000/counter      # 1

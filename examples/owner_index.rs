@@ -8,9 +8,9 @@
 //! falls on both alike; `sessionlog bench` (its `save, owner` phases) and
 //! `benches/peers` (`sl-owner`) measure the same ratio phase by phase.
 //!
-//! `cargo run --release --example owner_index -- [SESSIONS]` (default
-//! 1,000,000); it writes two stores of that size in a temporary directory
-//! (about 170 bytes a session each) and removes them.
+//! `cargo run --release -p sessionlog-examples --example owner_index --
+//! [SESSIONS]` (default 1,000,000); it writes two stores of that size in a
+//! temporary directory (about 170 bytes a session each) and removes them.
 //!
 //! Ids are 32 random hex characters, as a web application's. Session `i`
 //! belongs to owner `i % (SESSIONS / 10)`, so that each owner's 10

@@ -1,5 +1,7 @@
 //! The README's demonstration: open a store, save, load, touch, expire,
 //! compact and reopen sessions, printing what happens.
+//!
+//! `cargo run -p sessionlog-examples --example quickstart`
 
 use std::time::{Duration, SystemTime};
 

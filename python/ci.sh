@@ -31,6 +31,14 @@ step "build tools at $BUILD_VENV"
 python3 -m venv "$BUILD_VENV"
 "$BUILD_VENV/bin/python" -m pip install -q -r requirements-build.txt
 
+# README.md is PyPI's long description, where a link relative to the
+# repository leads nowhere.
+step "README.md links only to absolute URLs"
+if grep -nP '\]\((?!https?://|#)[^)]*\)|^\[[^]]+\]:\s*(?!https?://|#)' README.md; then
+    echo "README.md: the links above are relative: PyPI shows this file; use absolute URLs" >&2
+    exit 1
+fi
+
 step "cargo fmt --check (extension, peer)"
 cargo fmt --check
 cargo fmt --check --manifest-path tests/peer/Cargo.toml

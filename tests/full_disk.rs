@@ -6,8 +6,9 @@
 //! work again and the reserve is made again.
 //!
 //! The disks are real small ones, made for the test: a tmpfs and a
-//! loop-mounted ext4 (CI runs as root). Where mounting is not permitted
-//! the test fails and says so.
+//! loop-mounted ext4, which need root (CI runs as root). Not root, each
+//! test is skipped and says so on stderr (tests/common/root.rs); as root
+//! where mounting is not permitted, it fails and says why.
 
 #[macro_use]
 mod common;
@@ -184,6 +185,9 @@ fn a_logout_succeeds_on_a_full_tmpfs() {
     if let Some(role) = child::role() {
         return child_role(&role);
     }
+    if common::root::skip_unless_root("mounts a 64 MiB tmpfs") {
+        return;
+    }
     let disk = Disk::tmpfs("64m").unwrap_or_else(|e| {
         panic!("full_disk needs a 64 MiB tmpfs and mounting it failed ({e}); run as root")
     });
@@ -194,6 +198,9 @@ fn a_logout_succeeds_on_a_full_tmpfs() {
 fn a_logout_succeeds_on_a_full_ext4() {
     if let Some(role) = child::role() {
         return child_role(&role);
+    }
+    if common::root::skip_unless_root("loop-mounts a 64 MiB ext4") {
+        return;
     }
     let disk = Disk::ext4(64).unwrap_or_else(|e| {
         panic!(
@@ -210,6 +217,9 @@ fn a_logout_succeeds_on_a_full_ext4() {
 fn a_compaction_starts_on_a_disk_full_to_the_last_byte() {
     if let Some(role) = child::role() {
         return child_role(&role);
+    }
+    if common::root::skip_unless_root("mounts a 64 MiB tmpfs") {
+        return;
     }
     let disk = Disk::tmpfs("64m").unwrap_or_else(|e| {
         panic!("full_disk needs a 64 MiB tmpfs and mounting it failed ({e}); run as root")

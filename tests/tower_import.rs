@@ -29,13 +29,48 @@ use sessionlog::web::tower_import::{copy_from_tower_postgres, copy_from_tower_re
 use sessionlog::{CopyOptions, LogStore, SessionId, SessionStore};
 use tower_sessions::session::{Id, Record};
 
-fn redis_url() -> String {
+#[path = "common/server_check.rs"]
+mod server_check;
+
+fn raw_redis_url() -> String {
     std::env::var("SESSIONLOG_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".into())
 }
 
-fn postgres_url() -> String {
+fn raw_postgres_url() -> String {
     std::env::var("SESSIONLOG_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into())
+}
+
+/// Once per process: both servers answer, or the process says how to
+/// start them and the calling test fails (tests/common/server_check.rs).
+fn require_servers(name: &str) {
+    use server_check::{Server, require};
+    require(name, || {
+        vec![
+            Server {
+                name: "PostgreSQL",
+                var: "SESSIONLOG_POSTGRES_URL",
+                url: raw_postgres_url(),
+                default_port: 5432,
+            },
+            Server {
+                name: "Redis",
+                var: "SESSIONLOG_REDIS_URL",
+                url: raw_redis_url(),
+                default_port: 6379,
+            },
+        ]
+    });
+}
+
+fn redis_url() -> String {
+    require_servers("Redis");
+    raw_redis_url()
+}
+
+fn postgres_url() -> String {
+    require_servers("PostgreSQL");
+    raw_postgres_url()
 }
 
 /// A name no other run uses.
@@ -67,13 +102,18 @@ fn record(user: &str, count: u64, expires_in: i64) -> Record {
     }
 }
 
+/// The example axum app of the `sessionlog-examples` crate, built with its
+/// `postgres` and `redis` features by `cargo test --all-features` at the
+/// workspace's root (the crate is a default member).
 fn example() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("examples").join("axum_app");
     assert!(
         bin.exists(),
-        "{} is missing: run the tests with `cargo test --features tower-sessions,redis,postgres`",
+        "{} is missing: run the tests with `cargo test --all-features` at the workspace's root \
+         (it builds the examples crate too), or build it first with `cargo build -p \
+         sessionlog-examples --example axum_app --features tower-sessions,postgres,redis`",
         bin.display()
     );
     bin

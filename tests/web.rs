@@ -397,7 +397,10 @@ fn debug_shows_no_secrets() {
 // ---------------------------------------------------------------------
 // The example apps over HTTP
 
-/// The example binary `name`, built by `cargo test` next to the tests.
+/// The example binary `name` of the `sessionlog-examples` crate, which
+/// `cargo test --all-features` at the workspace's root builds next to the
+/// tests (the crate is a default member; `cargo test -p sessionlog` alone
+/// does not build it).
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let path = exe
@@ -408,8 +411,9 @@ fn example(name: &str) -> PathBuf {
         .join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --features tower-sessions,actix-session` \
-         (cargo test builds the examples)",
+        "{} is missing: run the tests with `cargo test --all-features` at the workspace's root \
+         (it builds the examples crate too), or build them first with `cargo build -p \
+         sessionlog-examples --examples --all-features`",
         path.display()
     );
     path

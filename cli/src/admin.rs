@@ -408,16 +408,36 @@ pub fn delete(path: &Path, ids: &[SessionId]) -> Outcome {
     })
 }
 
+/// Removes the sessions idle for `idle` or longer, with those already
+/// expired under the store's own rules, and says how many of each.
+///
+/// The compaction that removes them counts only their sum, so the split
+/// comes from the store as it was just before: the sessions already
+/// expired then (past their deadline, or the store's recorded idle limit)
+/// are counted as such, the rest of those removed as idle. A session that
+/// expires by its deadline while the compaction runs counts as idle; one
+/// that a server saves anew meanwhile is not removed, and the counts stay
+/// within the total removed.
 pub fn expire(path: &Path, idle: Duration) -> Outcome {
     let store = open_existing(path)?;
+    let before = store.stats()?;
     let bar = spinner("expiring");
     let removed = store.delete_old_sessions(idle);
     bar.finish_and_clear();
-    let removed = removed?;
+    let removed = removed? as u64;
     let stats = store.stats()?;
+    let expired = before.expired.min(removed);
+    let rule = match before.policy.max_idle {
+        None => "past their deadline".to_owned(),
+        Some(limit) => format!(
+            "past their deadline or the store's idle limit ({})",
+            humantime::format_duration(limit)
+        ),
+    };
     writeln!(
         io::stdout().lock(),
-        "removed {removed} sessions idle for {} or longer; {} remain",
+        "removed {removed} sessions: {expired} {rule}, {} idle for {} or longer; {} remain",
+        removed - expired,
         humantime::format_duration(idle),
         stats.sessions - stats.expired
     )?;

@@ -136,12 +136,13 @@ fn record_bytes(value_size: u64) -> u64 {
 const RECORDS_AT_PEAK: u64 = 5;
 
 /// Heap the bench needs per session, in both of its processes together: the
-/// ids (64 bytes each, in both), the latencies of the nine timed phases
-/// (kept for the table, 8 bytes an operation), the index and the second
-/// index of a compaction (up to 32 bytes each), and the other process's
-/// index. The owner phases' store (its index, up to 48 bytes a session)
-/// is closed before the compaction.
-const HEAP_PER_SESSION: u64 = 2 * 64 + 9 * 8 + 3 * 32;
+/// ids (64 bytes each, in both), the latencies of the phases being timed
+/// (two at a time in the owner pairs, 8 bytes an operation; a phase's row
+/// is printed when it ends and its latencies dropped), the index and the
+/// second index of a compaction (up to 32 bytes each), and the other
+/// process's index. The owner phases' store (its index, up to 48 bytes a
+/// session) is closed before the compaction.
+const HEAP_PER_SESSION: u64 = 2 * 64 + 2 * 8 + 3 * 32;
 
 /// Refuses, with what it needs and what there is, a bench that would fill
 /// the disk under `path` or the machine's memory before it ends.
@@ -306,8 +307,9 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             .map(|j| Owner::new(format!("user-{j}")))
             .collect::<sessionlog::Result<_>>()?,
     };
+    let units = Units::new(args.sessions);
     let bar = progress(
-        args.sessions * if owners.is_empty() { 6 } else { 8 } + owners.len() as u64 + REOPENS * 4,
+        units.total(owners.len() as u64, args.compaction_rounds),
         "bench",
     );
     let data = random_data(value_size);
@@ -323,7 +325,16 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     }
 
     let mut store = open()?;
-    let mut phases = Vec::new();
+    let mut table = Table::new(&bar);
+    table.title(format_args!(
+        "sessionlog bench: {} sessions, {value_size}-byte values, {threads} thread(s), sync {}, {}",
+        args.sessions,
+        format!("{:?}", args.sync).to_lowercase(),
+        match &args.path {
+            Some(p) => format!("store {}", p.display()),
+            None => "temporary store".to_owned(),
+        }
+    ))?;
     let steps: [(&'static str, Op); 6] = [
         ("save", |w, i| w.save(i)),
         ("load", |w, _| {
@@ -356,7 +367,6 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             Ok(())
         }),
     ];
-    let mut stalls = None;
     for (k, (name, op)) in steps.into_iter().enumerate() {
         bar.set_message(name);
         match &owned {
@@ -373,9 +383,11 @@ pub fn bench(args: &BenchArgs) -> Outcome {
                     stores: [&store, o],
                     owners: [&[], &owners],
                 };
-                phases.extend(run_pair(&pair, &ids, threads, &data, &bar, op)?);
+                for p in run_pair(&pair, &ids, threads, &data, &bar, op)? {
+                    table.row(&p)?;
+                }
             }
-            _ => phases.push(run_phase(
+            _ => table.row(&run_phase(
                 name,
                 &store,
                 &ids,
@@ -385,14 +397,14 @@ pub fn bench(args: &BenchArgs) -> Outcome {
                 &data,
                 &bar,
                 op,
-            )?),
+            )?)?,
         }
         if k == 2
             && let Some((o, dir)) = owned.take()
         {
             bar.set_message("sessions_of");
             let lists = owners.len();
-            phases.push(run_phase(
+            table.row(&run_phase(
                 "sessions_of",
                 &o,
                 &ids,
@@ -402,7 +414,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
                 &data,
                 &bar,
                 |w, j| w.list(j),
-            )?);
+            )?)?;
             drop(o);
             drop(dir);
         }
@@ -419,95 +431,200 @@ pub fn bench(args: &BenchArgs) -> Outcome {
                 rng: Rng::seeded(),
                 data: data.clone(),
             };
-            for i in (0..n).chain(0..n) {
+            for (k, i) in (0..n).chain(0..n).enumerate() {
                 w.save(i)?;
+                if k % 1024 == 1023 {
+                    bar.inc(1024);
+                }
             }
+            bar.inc((2 * n % 1024) as u64);
             drop(store);
             let hint = hint_path(&path);
             let _ = std::fs::remove_file(&hint);
-            phases.push(reopen_phase("reopen, replay", &open, &bar, || {
-                // Keep the next close from writing a hint for the next open.
-                std::fs::remove_file(&hint).or_else(|e| {
-                    if e.kind() == io::ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
-            })?);
+            table.row(&reopen_phase(
+                "reopen, replay",
+                &open,
+                &bar,
+                units.reopen,
+                || {
+                    // Keep the next close from writing a hint for the next open.
+                    std::fs::remove_file(&hint).or_else(|e| {
+                        if e.kind() == io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                },
+            )?)?;
             // This close writes the hint the next opens read.
             drop(open()?);
-            phases.push(reopen_phase("reopen, hint", &open, &bar, || Ok(()))?);
+            table.row(&reopen_phase(
+                "reopen, hint",
+                &open,
+                &bar,
+                units.reopen,
+                || Ok(()),
+            )?)?;
             let s = open()?;
             s.compact()?;
             drop(s);
-            phases.push(reopen_phase("reopen, compacted", &open, &bar, || Ok(()))?);
+            bar.inc(units.compact);
+            table.row(&reopen_phase(
+                "reopen, compacted",
+                &open,
+                &bar,
+                units.reopen,
+                || Ok(()),
+            )?)?;
             store = open()?;
         }
         if k == 3 && args.compaction_rounds > 0 {
             bar.set_message("compaction");
             let mut other =
                 OtherProcess::spawn(&path, args.sync, value_size, args.load_rate, &ids)?;
-            stalls = Some(compaction_under_load(
+            let stalls = compaction_under_load(
                 &store,
                 &mut other,
                 &ids,
                 &data,
                 args.compaction_rounds,
                 args.load_rate,
-            )?);
+                (&bar, &units),
+            )?;
             other.finish()?;
+            table.stalls(&stalls)?;
         }
     }
     drop(store);
 
     bar.set_message("reopen");
-    phases.push(reopen_phase("reopen, empty", &open, &bar, || Ok(()))?);
+    table.row(&reopen_phase(
+        "reopen, empty",
+        &open,
+        &bar,
+        units.reopen,
+        || Ok(()),
+    )?)?;
     let store = open()?;
     let stats = store.stats()?;
     drop(store);
     bar.finish_and_clear();
-
-    let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "sessionlog bench: {} sessions, {value_size}-byte values, {threads} thread(s), sync {}, {}",
-        args.sessions,
-        format!("{:?}", args.sync).to_lowercase(),
-        match &args.path {
-            Some(p) => format!("store {}", p.display()),
-            None => "temporary store".to_owned(),
-        }
-    )?;
-    writeln!(
-        out,
-        "{:<18} {:>9} {:>12} {:>10} {:>10}",
-        "phase", "ops", "ops/s", "p50", "p99"
-    )?;
-    for p in &phases {
-        let secs = p.elapsed.as_secs_f64();
-        let rate = if secs > 0.0 { p.ops as f64 / secs } else { 0.0 };
-        writeln!(
-            out,
-            "{:<18} {:>9} {:>12.0} {:>10} {:>10}",
-            p.name,
-            p.ops,
-            rate,
-            fmt_nanos(percentile(&p.latencies, 50)),
-            fmt_nanos(percentile(&p.latencies, 99)),
-        )?;
-    }
-    if let Some(s) = &stalls {
-        s.print(&mut out)?;
-    }
-    writeln!(
-        out,
+    table.title(format_args!(
         "final file: {} on disk, {} of log, generation {}",
         fmt_bytes(stats.file_bytes),
         fmt_bytes(stats.log_bytes),
         stats.generation
-    )?;
+    ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bench's output on stdout, a line at a time as each phase ends (above
+/// the progress bar, which is drawn on stderr and cleared meanwhile).
+struct Table<'a> {
+    bar: &'a ProgressBar,
+    /// Whether the next phase row needs the column header first: before
+    /// the first row, and again after the compaction's own table.
+    header_due: bool,
+}
+
+impl<'a> Table<'a> {
+    fn new(bar: &'a ProgressBar) -> Table<'a> {
+        Table {
+            bar,
+            header_due: true,
+        }
+    }
+
+    /// Writes with `f` to stdout, out of the progress bar's way.
+    fn print(
+        &self,
+        f: impl FnOnce(&mut io::StdoutLock<'static>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.bar.suspend(|| {
+            let mut out = io::stdout().lock();
+            f(&mut out)?;
+            out.flush()
+        })
+    }
+
+    /// A line of its own (the title, the final file).
+    fn title(&mut self, line: std::fmt::Arguments<'_>) -> io::Result<()> {
+        self.print(|out| writeln!(out, "{line}"))
+    }
+
+    /// A phase's row, the column header first where due.
+    fn row(&mut self, p: &Phase) -> io::Result<()> {
+        let header = std::mem::take(&mut self.header_due);
+        self.print(|out| {
+            if header {
+                writeln!(
+                    out,
+                    "{:<18} {:>9} {:>12} {:>10} {:>10}",
+                    "phase", "ops", "ops/s", "p50", "p99"
+                )?;
+            }
+            let secs = p.elapsed.as_secs_f64();
+            let rate = if secs > 0.0 { p.ops as f64 / secs } else { 0.0 };
+            writeln!(
+                out,
+                "{:<18} {:>9} {:>12.0} {:>10} {:>10}",
+                p.name,
+                p.ops,
+                rate,
+                fmt_nanos(percentile(&p.latencies, 50)),
+                fmt_nanos(percentile(&p.latencies, 99)),
+            )
+        })
+    }
+
+    /// The compaction-under-load table, between the phase rows of the
+    /// phases before and after it.
+    fn stalls(&mut self, s: &Stalls) -> io::Result<()> {
+        self.header_due = true;
+        self.print(|out| s.print(out))
+    }
+}
+
+/// The progress bar's units: one an operation of a phase, and for the
+/// steps that are not counted operations (an open, a compaction, the
+/// compaction phase's windows of fixed length) a share of a phase's,
+/// so that the bar moves through them too.
+struct Units {
+    /// Sessions: the operations of one phase.
+    n: u64,
+    /// One reopen phase (`REOPENS` opens).
+    reopen: u64,
+    /// The compaction between the reopen phases.
+    compact: u64,
+    /// One window of a compaction-under-load round.
+    window: u64,
+}
+
+impl Units {
+    fn new(n: u64) -> Units {
+        Units {
+            n,
+            reopen: (n / 2).max(REOPENS),
+            compact: n / 2,
+            window: n,
+        }
+    }
+
+    /// All of a run: six phases of `n` operations, the two owner phases
+    /// and one list per owner (when there are owners), the reopen phases
+    /// with the two overwrites of every session before them and the
+    /// compaction between them, the last reopen phase, and per compaction
+    /// round an overwrite of every session and two windows.
+    fn total(&self, owners: u64, rounds: u64) -> u64 {
+        let owner_phases = if owners == 0 { 0 } else { 2 * self.n + owners };
+        6 * self.n
+            + owner_phases
+            + 2 * self.n
+            + 4 * self.reopen
+            + self.compact
+            + rounds * (self.n + 2 * self.window)
+    }
 }
 
 /// Latencies of one kind of operation on one handle, with and without a
@@ -522,7 +639,7 @@ struct Window {
 
 /// What the compaction-under-load phase measured: `[handle][op][window]`,
 /// handle 0 the compacting one (this process), 1 the other process's; op 0
-/// load, 1 save; window 0 idle, 1 compacting.
+/// load, 1 save; window 0 quiet (no compaction), 1 compacting.
 struct Stalls {
     rounds: u64,
     /// Operations per second per thread (0: flat out).
@@ -555,7 +672,7 @@ impl Stalls {
         )?;
         for (h, handle) in ["compacting", "other process"].iter().enumerate() {
             for (o, op) in ["load", "save"].iter().enumerate() {
-                for (w, window) in ["idle", "compacting"].iter().enumerate() {
+                for (w, window) in ["quiet", "compacting"].iter().enumerate() {
                     let win = &self.windows[h][o][w];
                     let mut lat = win.lat.clone();
                     lat.sort_unstable();
@@ -584,10 +701,10 @@ impl Stalls {
     }
 }
 
-/// How long the idle window runs, and how long the compacting window goes
-/// on after `compact()` returns (so that the other process's move to the
-/// new file is inside it).
-const IDLE_WINDOW: Duration = Duration::from_secs(1);
+/// How long the quiet window (no compaction) runs, and how long the
+/// compacting window goes on after `compact()` returns (so that the other
+/// process's move to the new file is inside it).
+const QUIET_WINDOW: Duration = Duration::from_secs(1);
 const AFTER_COMPACTION: Duration = Duration::from_millis(200);
 
 /// Loads and saves on `store` (1 in 10 a save) until `stop`, as
@@ -637,8 +754,10 @@ pub(crate) fn load_and_save(
 
 /// The compaction-under-load phase: each round makes the store half
 /// garbage, then measures loads and saves in this process (on `store`) and
-/// in `other` for a second with no compaction, then while `store` compacts
-/// (and for a moment after, while `other` moves to the new file).
+/// in `other` for a second with no compaction (the quiet window), then
+/// while `store` compacts (and for a moment after, while `other` moves to
+/// the new file). Moves `bar` by `units.n` for each round's overwrites
+/// and `units.window` for each window.
 fn compaction_under_load(
     store: &LogStore,
     other: &mut OtherProcess,
@@ -646,6 +765,7 @@ fn compaction_under_load(
     data: &[u8],
     rounds: u64,
     rate: u64,
+    (bar, units): (&ProgressBar, &Units),
 ) -> Result<Stalls, Failure> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let mut stalls = Stalls {
@@ -664,7 +784,11 @@ fn compaction_under_load(
         };
         for i in 0..ids.len() {
             w.save(i)?;
+            if i % 1024 == 1023 {
+                bar.inc(1024);
+            }
         }
+        bar.inc((ids.len() % 1024) as u64);
         for window in 0..2 {
             // The other process catches up with those saves untimed, and
             // answers when its loader/saver starts.
@@ -673,18 +797,31 @@ fn compaction_under_load(
             let start = Instant::now();
             let (result, took, stopped) = std::thread::scope(|s| {
                 let worker = s.spawn(|| load_and_save(store, ids, data, rate, &stop));
+                // The bar moves through the window in tenths: one per
+                // tenth of the quiet window; through the compacting one
+                // (as long as the compaction) one before it starts, eight
+                // when it ends, the rest after.
+                let tenth = units.window / 10;
                 let took = if window == 0 {
-                    std::thread::sleep(IDLE_WINDOW);
+                    for _ in 0..10 {
+                        std::thread::sleep(QUIET_WINDOW / 10);
+                        bar.inc(tenth);
+                    }
                     None
                 } else {
                     // Let both workers get going first.
                     std::thread::sleep(Duration::from_millis(100));
+                    bar.inc(tenth);
                     let t = Instant::now();
                     let r = store.compact();
                     let took = t.elapsed();
+                    bar.inc(8 * tenth);
                     std::thread::sleep(AFTER_COMPACTION);
+                    bar.inc(tenth);
                     Some(r.map(|_| took))
                 };
+                // What the tenths left over.
+                bar.inc(units.window % 10);
                 stop.store(true, Ordering::Relaxed);
                 let stopped = other.stop();
                 let result = worker.join().expect("a bench thread panicked");
@@ -718,22 +855,24 @@ fn hint_path(log: &std::path::Path) -> PathBuf {
 }
 
 /// Opens and closes the store `REOPENS` times, running `between` after
-/// each close, and times the opens.
+/// each close, and times the opens; moves `bar` by `units` in all.
 fn reopen_phase(
     name: &'static str,
     open: &dyn Fn() -> sessionlog::Result<LogStore>,
     bar: &ProgressBar,
+    units: u64,
     between: impl Fn() -> io::Result<()>,
 ) -> Result<Phase, Failure> {
     let mut lat = Vec::new();
     let start = Instant::now();
-    for _ in 0..REOPENS {
+    for k in 0..REOPENS {
         let t = Instant::now();
         let s = open()?;
         lat.push(nanos(t.elapsed()));
         drop(s);
         between()?;
-        bar.inc(1);
+        // `units` in all, the last open taking what division leaves.
+        bar.inc(units / REOPENS + if k + 1 == REOPENS { units % REOPENS } else { 0 });
     }
     let elapsed = start.elapsed();
     lat.sort_unstable();

@@ -129,8 +129,9 @@ enum Command {
         #[arg(long, value_name = "OWNER", value_parser = parse_owner)]
         owner: Owner,
     },
-    /// Delete sessions idle for at least DURATION (safe to run from cron
-    /// while servers use the store).
+    /// Delete sessions idle for at least DURATION and those past their
+    /// deadline, counting each apart (safe to run from cron while servers
+    /// use the store).
     Expire {
         /// The store file.
         path: PathBuf,

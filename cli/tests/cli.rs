@@ -265,6 +265,72 @@ fn expire_compact_and_stats() {
     assert!(stdout(&o).contains("removed 2 sessions"), "{}", stdout(&o));
 }
 
+/// `expire` says how many sessions it removed because their deadline had
+/// passed (or the store's own idle limit) and how many because they were
+/// idle for `--idle`, each counted apart.
+#[test]
+fn expire_reports_deadline_and_idle_expiry_apart() {
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    // Sessions written as a backup restores them: `fresh` saved now,
+    // `idle` 20 days ago, `deadline` now with a deadline an hour ago,
+    // `both` 20 days ago with a deadline a day ago (its deadline passed:
+    // counted as that).
+    let fill = |path: &Path| {
+        let store = LogStore::options()
+            .background(false)
+            .open(path)
+            .expect("open");
+        for (id, modified, expires) in [
+            ("fresh", now, None),
+            ("idle", now - 20 * day, None),
+            ("deadline", now, Some(now - Duration::from_secs(3600))),
+            ("both", now - 20 * day, Some(now - day)),
+        ] {
+            let id = SessionId::new(id).expect("id");
+            let session = Session::restore(id, b"x".to_vec(), expires, modified, 1);
+            store.restore_session(&session).expect("restore");
+        }
+        store.sync().expect("sync");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    fill(&path);
+    let o = sessionlog(&["expire", s(&path), "--idle", "14d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "removed 3 sessions: 2 past their deadline, 1 idle for 14days or longer; 1 remain\n"
+    );
+
+    // A store whose own idle limit (18 days) already ended `idle`: it
+    // counts with the deadlines, and --idle 14d finds none left.
+    let path = dir.path().join("p.db");
+    let o = sessionlog(&["setup", s(&path), "--max-idle", "18d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    fill(&path);
+    let o = sessionlog(&["expire", s(&path), "--idle", "14d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "removed 3 sessions: 3 past their deadline or the store's idle limit (18days), \
+         0 idle for 14days or longer; 1 remain\n"
+    );
+    // With a shorter --idle than the store's, the sessions idle between
+    // the two count as idle.
+    let path = dir.path().join("q.db");
+    let o = sessionlog(&["setup", s(&path), "--max-idle", "25d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    fill(&path);
+    let o = sessionlog(&["expire", s(&path), "--idle", "14d"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "removed 3 sessions: 2 past their deadline or the store's idle limit (25days), \
+         1 idle for 14days or longer; 1 remain\n"
+    );
+}
+
 #[test]
 fn check_finds_corruption_and_repair_salvages() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -567,8 +633,58 @@ fn bench_runs_every_phase() {
     assert_other_process_rows(&out);
 }
 
+/// Each phase's row is printed when its phase ends, not when the run
+/// does: the rows of the phases before the compaction phase arrive while
+/// the bench still has 100 compaction rounds (of at least 1.3 s each: a
+/// one-second window with no compaction, then one around the compaction)
+/// ahead of it.
+#[test]
+fn bench_prints_each_row_as_its_phase_ends() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("b.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(["bench", "--sessions", "300", "--value-size", "64"])
+        .args(["--per-owner", "0", "--compaction-rounds", "100", s(&path)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut phases = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read a line");
+        let name = line.get(..18).unwrap_or(&line).trim_end().to_owned();
+        phases.push(name);
+        if line.starts_with("reopen, compacted") {
+            break;
+        }
+    }
+    let running = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        running,
+        "the bench had ended when its first rows came: {phases:?}"
+    );
+    assert_eq!(
+        phases[1..],
+        [
+            "phase",
+            "save",
+            "load",
+            "overwrite",
+            "mixed 90/10",
+            "reopen, replay",
+            "reopen, hint",
+            "reopen, compacted"
+        ]
+    );
+}
+
 /// The compaction-under-load table has the other process's four rows
-/// (load and save, idle and compacting), each load row with operations.
+/// (load and save, quiet and compacting), each load row with operations.
 fn assert_other_process_rows(out: &str) {
     assert!(out.contains("compaction under load"), "{out}");
     let rows: Vec<Vec<&str>> = out
@@ -580,9 +696,9 @@ fn assert_other_process_rows(out: &str) {
     assert_eq!(
         kinds,
         [
-            ("load", "idle"),
+            ("load", "quiet"),
             ("load", "compacting"),
-            ("save", "idle"),
+            ("save", "quiet"),
             ("save", "compacting")
         ],
         "{out}"
@@ -830,6 +946,25 @@ fn setup_records_a_policy_that_policy_changes_and_stats_shows() {
     assert_eq!(code(&o), 2, "a quota of 0 is a usage error");
 }
 
+/// Whether the calling test must stop here, skipped: true when not root
+/// (CI runs as root), after a line on stderr that names the test and says
+/// what it needs root for. Written to the file descriptor, past libtest's
+/// capture of `eprintln!`, so that the skip shows whatever the outcome (as
+/// the library's tests/common/root.rs does).
+fn skip_unless_root(why: &str) -> bool {
+    use std::io::Write;
+    if rustix::process::geteuid().is_root() {
+        return false;
+    }
+    let thread = std::thread::current();
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED (not root) cli: {}: {why}; run as root to run it",
+        thread.name().unwrap_or("?")
+    );
+    true
+}
+
 /// A tmpfs mounted for one test (root: CI runs as root), unmounted when
 /// dropped, also when the test panics.
 struct Tmpfs(tempfile::TempDir);
@@ -851,6 +986,9 @@ impl Drop for Tmpfs {
 /// login works again, the reserve is back).
 #[test]
 fn expire_gives_back_a_disk_full_to_the_last_byte() {
+    if skip_unless_root("mounts a 32 MiB tmpfs") {
+        return;
+    }
     let mnt = tempfile::tempdir().expect("tempdir");
     let out = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs"])
@@ -859,7 +997,7 @@ fn expire_gives_back_a_disk_full_to_the_last_byte() {
         .expect("run mount");
     assert!(
         out.status.success(),
-        "this test needs a tmpfs (run as root): {}",
+        "this test needs a tmpfs and mounting one failed as root: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let disk = Tmpfs(mnt);

@@ -236,17 +236,54 @@ fn hashed_stores_copy_stored_ids_as_they_are() {
 }
 
 #[cfg(all(feature = "postgres", feature = "redis"))]
+#[path = "common/server_check.rs"]
+mod server_check;
+
+#[cfg(all(feature = "postgres", feature = "redis"))]
 mod servers {
     use super::*;
     use sessionlog::{PostgresStore, RedisStore};
 
-    fn postgres_url() -> String {
+    fn raw_postgres_url() -> String {
         std::env::var("SESSIONLOG_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".to_owned())
     }
 
-    fn redis_url() -> String {
+    fn raw_redis_url() -> String {
         std::env::var("SESSIONLOG_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1/".to_owned())
+    }
+
+    /// Once per process: both servers answer, or the process says how to
+    /// start them and the calling test fails (cli/tests/common/server_check.rs,
+    /// the library's tests' file).
+    fn require_servers(name: &str) {
+        use super::server_check::{Server, require};
+        require(name, || {
+            vec![
+                Server {
+                    name: "PostgreSQL",
+                    var: "SESSIONLOG_POSTGRES_URL",
+                    url: raw_postgres_url(),
+                    default_port: 5432,
+                },
+                Server {
+                    name: "Redis",
+                    var: "SESSIONLOG_REDIS_URL",
+                    url: raw_redis_url(),
+                    default_port: 6379,
+                },
+            ]
+        });
+    }
+
+    fn postgres_url() -> String {
+        require_servers("PostgreSQL");
+        raw_postgres_url()
+    }
+
+    fn redis_url() -> String {
+        require_servers("Redis");
+        raw_redis_url()
     }
 
     /// A table and key prefix no other run uses, emptied on drop.

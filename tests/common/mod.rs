@@ -5,6 +5,9 @@
 pub mod conformance;
 pub mod child;
 pub mod disk;
+pub mod root;
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+pub mod server_check;
 pub mod servers;
 pub mod web_backends;
 

@@ -1,6 +1,11 @@
 //! Test locations on the database servers: one private table or key prefix
 //! per test (random suffix), dropped again when the location is dropped.
-//! A server that cannot be reached fails the test with how to start it.
+//! Every server URL comes from `postgres_url`, `mysql_url` or `redis_url`,
+//! the first of which checks that the servers of the enabled features
+//! answer (tests/common/server_check.rs: when one does not, the process
+//! says how to start them, once, and every server test fails with one line
+//! pointing to that). A server that answers but refuses the test (no `test`
+//! database, say) fails that test with how to start the servers.
 
 #![cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 
@@ -17,19 +22,72 @@ pub fn url(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The test PostgreSQL's URL, after the servers' check.
 pub fn postgres_url() -> String {
+    require_servers("PostgreSQL");
+    raw_postgres_url()
+}
+
+/// The test MariaDB's URL, after the servers' check.
+pub fn mysql_url() -> String {
+    require_servers("MariaDB/MySQL");
+    raw_mysql_url()
+}
+
+/// The test Redis's URL, after the servers' check.
+pub fn redis_url() -> String {
+    require_servers("Redis");
+    raw_redis_url()
+}
+
+fn raw_postgres_url() -> String {
     url(
         "SESSIONLOG_POSTGRES_URL",
         "postgres://postgres@127.0.0.1/test",
     )
 }
 
-pub fn mysql_url() -> String {
+fn raw_mysql_url() -> String {
     url("SESSIONLOG_MYSQL_URL", "mysql://root@127.0.0.1/test")
 }
 
-pub fn redis_url() -> String {
+fn raw_redis_url() -> String {
     url("SESSIONLOG_REDIS_URL", "redis://127.0.0.1/")
+}
+
+/// Once per process, every server of the enabled features is checked;
+/// when one is down the process says how to start them, and a test that
+/// asks for that one (`name`) fails.
+fn require_servers(name: &str) {
+    use super::server_check::{Server, require};
+    require(name, || {
+        let mut needed = Vec::new();
+        if cfg!(feature = "postgres") {
+            needed.push(Server {
+                name: "PostgreSQL",
+                var: "SESSIONLOG_POSTGRES_URL",
+                url: raw_postgres_url(),
+                default_port: 5432,
+            });
+        }
+        if cfg!(feature = "mysql") {
+            needed.push(Server {
+                name: "MariaDB/MySQL",
+                var: "SESSIONLOG_MYSQL_URL",
+                url: raw_mysql_url(),
+                default_port: 3306,
+            });
+        }
+        if cfg!(feature = "redis") {
+            needed.push(Server {
+                name: "Redis",
+                var: "SESSIONLOG_REDIS_URL",
+                url: raw_redis_url(),
+                default_port: 6379,
+            });
+        }
+        needed
+    });
 }
 
 /// Fails the test: the server is needed and did not answer.

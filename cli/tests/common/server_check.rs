@@ -1,0 +1,1 @@
+../../../tests/common/server_check.rs
