@@ -54,6 +54,23 @@ const MUTEX_OFFSET: usize = 64;
 /// message length (u32), message (UTF-8, at most `STATUS_MESSAGE` bytes).
 const STATUS_OFFSET: usize = 512;
 const STATUS_MESSAGE: usize = 480;
+/// The shared flush (DESIGN.md §6, group commit across processes): a
+/// second robust mutex, held by the one process that flushes for every
+/// durable save waiting (the *flush turn*), 64-byte aligned.
+const FLUSH_MUTEX_OFFSET: usize = 1024;
+/// `FLUSH_MAGIC` once the first opener initialised the flush turn's mutex.
+/// A page written by an earlier build holds zeros here: its processes
+/// flush each for itself, and so do this build's on that page.
+const FLUSH_MAGIC_OFFSET: usize = 1088;
+const FLUSH_MAGIC: [u8; 8] = *b"SLOGFLSH";
+/// A futex word (u32) that every flush turn's end increments: processes
+/// waiting for another's flush sleep on it.
+const FLUSH_SEQ_OFFSET: usize = 1096;
+/// Durable writers (u32) of every process between entering a write and
+/// finishing its append: an elected flusher gives them a moment to join
+/// its flush. A process killed in that window leaves its count behind,
+/// which only shortens later gathers (see `GroupCommit`).
+const FLUSH_WRITERS_OFFSET: usize = 1100;
 
 /// This build's C library, as recorded in the lock page.
 const LIBC: &[u8] = if cfg!(target_env = "musl") {
@@ -74,6 +91,11 @@ fn layout_record() -> [u8; LAYOUT_LEN] {
 const _: () = assert!(MUTEX_OFFSET + size_of::<libc::pthread_mutex_t>() <= STATUS_OFFSET);
 const _: () = assert!(LAYOUT_OFFSET + LAYOUT_LEN <= MUTEX_OFFSET);
 const _: () = assert!(STATUS_OFFSET + 12 + STATUS_MESSAGE <= LOCK_FILE_SIZE as usize);
+const _: () = assert!(STATUS_OFFSET + 12 + STATUS_MESSAGE <= FLUSH_MUTEX_OFFSET);
+const _: () =
+    assert!(FLUSH_MUTEX_OFFSET + size_of::<libc::pthread_mutex_t>() <= FLUSH_MAGIC_OFFSET);
+const _: () = assert!(FLUSH_MUTEX_OFFSET.is_multiple_of(64));
+const _: () = assert!(FLUSH_WRITERS_OFFSET + 4 <= LOCK_FILE_SIZE as usize);
 
 /// The lock file, mapped. One handle per store handle: `flock` locks belong
 /// to the open file description.
@@ -96,6 +118,9 @@ pub(crate) struct LockFile {
     timeout: Duration,
     /// Device and inode of the lock file this handle locks with.
     ino: (u64, u64),
+    /// The page carries the flush turn (`FLUSH_MAGIC`): durable saves are
+    /// flushed by one process for all.
+    shared_flush: bool,
 }
 
 /// Holds the writer lock until dropped. Not `Send`: a robust mutex must be
@@ -146,7 +171,14 @@ impl LockFile {
             .len(LOCK_FILE_SIZE as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(&path, "mmap", e))?;
+        // Written by the initialiser under the exclusive flock, before
+        // this handle could take its shared one: it cannot change while
+        // the handle lives.
+        let mut magic = [0u8; 8];
+        file.read_exact_at(&mut magic, FLUSH_MAGIC_OFFSET as u64)
+            .map_err(|e| Error::io(&path, "read", e))?;
         Ok(LockFile {
+            shared_flush: magic == FLUSH_MAGIC,
             file,
             path,
             site,
@@ -310,8 +342,178 @@ impl LockFile {
     }
 }
 
-/// Writes the page anew: magic, version, an unlocked robust mutex. Only
-/// under the exclusive flock.
+/// The flush turn: while held, this thread flushes for every process's
+/// durable saves (DESIGN.md §6). Dropping it lets the turn go and wakes
+/// every process waiting for a flush. Not `Send`: a robust mutex must be
+/// unlocked by the thread that locked it.
+#[must_use]
+pub(crate) struct FlushTurn<'a> {
+    lock: &'a LockFile,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for FlushTurn<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in `LockGuard::drop`, for the flush turn's mutex,
+        // which this thread holds (the turn is not `Send`).
+        unsafe {
+            libc::pthread_mutex_unlock(self.lock.flush_mutex());
+        }
+        // After the unlock: a waiter that found the turn taken read the
+        // sequence before trying it, so it either sees this increment
+        // (its wait returns at once) or is woken by the wake below, and
+        // then finds the turn free.
+        let seq = self.lock.flush_seq_word();
+        seq.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        futex_wake_all(seq);
+    }
+}
+
+impl LockFile {
+    /// Whether durable saves on this store may share flushes between
+    /// processes: the page carries the flush turn (written by this build
+    /// or a later one; a page an earlier build initialised does not, and
+    /// then every process flushes for itself, as that build does).
+    pub fn shares_flush(&self) -> bool {
+        self.shared_flush
+    }
+
+    fn flush_mutex(&self) -> *mut libc::pthread_mutex_t {
+        // SAFETY: in bounds and aligned (checked above), as in `mutex`.
+        unsafe { self.map.as_mut_ptr().add(FLUSH_MUTEX_OFFSET).cast() }
+    }
+
+    fn word32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the offsets passed are 4-aligned and in bounds of the
+        // mapped page (checked above); the words are only accessed
+        // atomically, by every process.
+        unsafe { &*self.map.as_mut_ptr().add(offset).cast() }
+    }
+
+    fn flush_seq_word(&self) -> &std::sync::atomic::AtomicU32 {
+        self.word32(FLUSH_SEQ_OFFSET)
+    }
+
+    /// How many flush turns have ended (wrapping): read before trying the
+    /// turn, and passed to [`LockFile::wait_flush`].
+    pub fn flush_seq(&self) -> u32 {
+        self.flush_seq_word()
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Takes the flush turn if nobody holds it. A turn whose holder died
+    /// (killed in the middle of its flush) passes to the caller: the
+    /// synced word it protects moves only after a flush succeeded, so
+    /// there is nothing to repair. Only if [`LockFile::shares_flush`].
+    pub fn try_flush_turn(&self) -> Result<Option<FlushTurn<'_>>> {
+        debug_assert!(self.shared_flush);
+        // SAFETY: the mutex was initialised by the first opener (the magic
+        // says so) before any process could hold the shared flock that
+        // this handle holds; the mapping lives as long as `self`.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.flush_mutex()) };
+        let turn = || FlushTurn {
+            lock: self,
+            _not_send: PhantomData,
+        };
+        match rc {
+            0 => Ok(Some(turn())),
+            libc::EBUSY => Ok(None),
+            libc::EOWNERDEAD => {
+                // SAFETY: this thread holds the mutex (EOWNERDEAD means it
+                // was acquired), as `pthread_mutex_consistent` requires.
+                let rc = unsafe { libc::pthread_mutex_consistent(self.flush_mutex()) };
+                if rc != 0 {
+                    return Err(Error::io(
+                        &self.path,
+                        "take over the flush of a dead process",
+                        io::Error::from_raw_os_error(rc),
+                    ));
+                }
+                Ok(Some(turn()))
+            }
+            e => Err(Error::io(
+                &self.path,
+                "flush turn",
+                io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+
+    /// Sleeps until a flush turn ends after `seen` was read from
+    /// [`LockFile::flush_seq`], or `max` passed (or a spurious wake-up):
+    /// the caller looks again either way. A holder that died never ends
+    /// its turn; the caller's next try of the turn takes it over.
+    pub fn wait_flush(&self, seen: u32, max: Duration) {
+        futex_wait(self.flush_seq_word(), seen, max);
+    }
+
+    /// Counts a durable writer of this process as inside a write (see
+    /// `FLUSH_WRITERS_OFFSET`) until [`LockFile::leave_durable_write`].
+    pub fn enter_durable_write(&self) {
+        self.word32(FLUSH_WRITERS_OFFSET)
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Undoes [`LockFile::enter_durable_write`].
+    pub fn leave_durable_write(&self) {
+        self.word32(FLUSH_WRITERS_OFFSET)
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Durable writers of every process inside a write now (plus any that
+    /// a killed process left counted).
+    pub fn durable_writers(&self) -> u32 {
+        self.word32(FLUSH_WRITERS_OFFSET)
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Sleeps while `word` holds `expected`, at most `max` (`FUTEX_WAIT` on a
+/// shared mapping: not the private variant, which only sees the threads
+/// of one process).
+fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, max: Duration) {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(max.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(max.subsec_nanos() as i32),
+    };
+    // SAFETY: `word` is an aligned u32 that lives for the call (in the
+    // lock page's mapping); FUTEX_WAIT reads it and sleeps, the timeout is
+    // a valid relative timespec on the stack, the other arguments are
+    // ignored by FUTEX_WAIT. Every result (woken, value changed, timed
+    // out, interrupted) means "look again", so it is not examined.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every process sleeping in `futex_wait` on `word`.
+fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: `word` is an aligned u32 in a live mapping; FUTEX_WAKE only
+    // wakes sleepers on it and ignores the later arguments. A failure
+    // cannot leave anyone stuck: sleepers wait with a timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Writes the page anew: magic, version, the unlocked robust mutexes of
+/// the write lock and the flush turn. Only under the exclusive flock.
 fn init(path: &Path, file: &File) -> Result<()> {
     let io = |op, e| Error::io(path, op, e);
     file.set_len(0)
@@ -321,13 +523,27 @@ fn init(path: &Path, file: &File) -> Result<()> {
         .len(LOCK_FILE_SIZE as usize)
         .map_raw(file)
         .map_err(|e| io("mmap", e))?;
-    let m: *mut libc::pthread_mutex_t =
-        // SAFETY: in bounds and aligned, as in `LockFile::mutex`.
-        unsafe { map.as_mut_ptr().add(MUTEX_OFFSET).cast() };
+    for offset in [MUTEX_OFFSET, FLUSH_MUTEX_OFFSET] {
+        // SAFETY: both offsets are in bounds and 64-byte aligned (checked
+        // above), as in `LockFile::mutex`.
+        let m: *mut libc::pthread_mutex_t = unsafe { map.as_mut_ptr().add(offset).cast() };
+        init_mutex(m).map_err(|e| io("initialise the lock", e))?;
+    }
+    file.write_all_at(&FLUSH_MAGIC, FLUSH_MAGIC_OFFSET as u64)
+        .map_err(|e| io("write", e))?;
+    let mut head = [0u8; LAYOUT_OFFSET + LAYOUT_LEN];
+    head[..8].copy_from_slice(&LOCK_MAGIC);
+    head[8..12].copy_from_slice(&LOCK_VERSION.to_le_bytes());
+    head[LAYOUT_OFFSET..].copy_from_slice(&layout_record());
+    file.write_all_at(&head, 0).map_err(|e| io("write", e))
+}
+
+/// Initialises the zeroed `m` as a process-shared, robust mutex.
+fn init_mutex(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
     // SAFETY: `attr` is initialised by `pthread_mutexattr_init` before use
     // and destroyed after; `m` points at zeroed, mapped, aligned memory
-    // that no thread uses (we hold the exclusive flock, and users hold the
-    // shared one).
+    // that no thread uses (the caller holds the exclusive flock, and users
+    // hold the shared one).
     let rc = unsafe {
         let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
         let mut rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
@@ -348,13 +564,9 @@ fn init(path: &Path, file: &File) -> Result<()> {
         rc
     };
     if rc != 0 {
-        return Err(io("initialise the lock", io::Error::from_raw_os_error(rc)));
+        return Err(io::Error::from_raw_os_error(rc));
     }
-    let mut head = [0u8; LAYOUT_OFFSET + LAYOUT_LEN];
-    head[..8].copy_from_slice(&LOCK_MAGIC);
-    head[8..12].copy_from_slice(&LOCK_VERSION.to_le_bytes());
-    head[LAYOUT_OFFSET..].copy_from_slice(&layout_record());
-    file.write_all_at(&head, 0).map_err(|e| io("write", e))
+    Ok(())
 }
 
 /// Checks that the page was written by this protocol.
