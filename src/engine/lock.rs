@@ -54,10 +54,17 @@ const MUTEX_OFFSET: usize = 64;
 /// message length (u32), message (UTF-8, at most `STATUS_MESSAGE` bytes).
 const STATUS_OFFSET: usize = 512;
 const STATUS_MESSAGE: usize = 480;
-/// The shared flush (DESIGN.md §6, group commit across processes): a
-/// second robust mutex, held by the one process that flushes for every
-/// durable save waiting (the *flush turn*), 64-byte aligned.
-const FLUSH_MUTEX_OFFSET: usize = 1024;
+/// The shared flush (DESIGN.md §6, group commit across processes): robust
+/// mutexes, each held by a process that flushes for every durable save
+/// waiting (a *flush turn*), 64-byte aligned. `FLUSH_TURNS` of them are
+/// used; every one is initialised.
+const FLUSH_MUTEX_OFFSETS: [usize; 2] = [1024, 1152];
+/// How many flushes may run at once for the whole store: one, so that
+/// each covers every process waiting. The page holds a second turn,
+/// initialised and unused: a disk whose flushes complete much faster when
+/// two are in flight may want two (DESIGN.md §6 has the measurements), and
+/// a build that takes both shares the page with one that takes one.
+const FLUSH_TURNS: usize = 1;
 /// `FLUSH_MAGIC` once the first opener initialised the flush turn's mutex.
 /// A page written by an earlier build holds zeros here: its processes
 /// flush each for itself, and so do this build's on that page.
@@ -91,10 +98,15 @@ fn layout_record() -> [u8; LAYOUT_LEN] {
 const _: () = assert!(MUTEX_OFFSET + size_of::<libc::pthread_mutex_t>() <= STATUS_OFFSET);
 const _: () = assert!(LAYOUT_OFFSET + LAYOUT_LEN <= MUTEX_OFFSET);
 const _: () = assert!(STATUS_OFFSET + 12 + STATUS_MESSAGE <= LOCK_FILE_SIZE as usize);
-const _: () = assert!(STATUS_OFFSET + 12 + STATUS_MESSAGE <= FLUSH_MUTEX_OFFSET);
+const _: () = assert!(STATUS_OFFSET + 12 + STATUS_MESSAGE <= FLUSH_MUTEX_OFFSETS[0]);
 const _: () =
-    assert!(FLUSH_MUTEX_OFFSET + size_of::<libc::pthread_mutex_t>() <= FLUSH_MAGIC_OFFSET);
-const _: () = assert!(FLUSH_MUTEX_OFFSET.is_multiple_of(64));
+    assert!(FLUSH_MUTEX_OFFSETS[0] + size_of::<libc::pthread_mutex_t>() <= FLUSH_MAGIC_OFFSET);
+const _: () = assert!(FLUSH_WRITERS_OFFSET + 4 <= FLUSH_MUTEX_OFFSETS[1]);
+const _: () =
+    assert!(FLUSH_MUTEX_OFFSETS[1] + size_of::<libc::pthread_mutex_t>() <= LOCK_FILE_SIZE as usize);
+const _: () = assert!(FLUSH_MUTEX_OFFSETS[0].is_multiple_of(64));
+const _: () = assert!(FLUSH_MUTEX_OFFSETS[1].is_multiple_of(64));
+const _: () = assert!(FLUSH_TURNS >= 1 && FLUSH_TURNS <= FLUSH_MUTEX_OFFSETS.len());
 const _: () = assert!(FLUSH_WRITERS_OFFSET + 4 <= LOCK_FILE_SIZE as usize);
 
 /// The lock file, mapped. One handle per store handle: `flock` locks belong
@@ -349,6 +361,7 @@ impl LockFile {
 #[must_use]
 pub(crate) struct FlushTurn<'a> {
     lock: &'a LockFile,
+    slot: usize,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -357,7 +370,7 @@ impl Drop for FlushTurn<'_> {
         // SAFETY: as in `LockGuard::drop`, for the flush turn's mutex,
         // which this thread holds (the turn is not `Send`).
         unsafe {
-            libc::pthread_mutex_unlock(self.lock.flush_mutex());
+            libc::pthread_mutex_unlock(self.lock.flush_mutex(self.slot));
         }
         // After the unlock: a waiter that found the turn taken read the
         // sequence before trying it, so it either sees this increment
@@ -378,9 +391,10 @@ impl LockFile {
         self.shared_flush
     }
 
-    fn flush_mutex(&self) -> *mut libc::pthread_mutex_t {
-        // SAFETY: in bounds and aligned (checked above), as in `mutex`.
-        unsafe { self.map.as_mut_ptr().add(FLUSH_MUTEX_OFFSET).cast() }
+    fn flush_mutex(&self, slot: usize) -> *mut libc::pthread_mutex_t {
+        // SAFETY: in bounds and aligned (checked above), as in `mutex`;
+        // `slot` is below FLUSH_TURNS (the array index checks it too).
+        unsafe { self.map.as_mut_ptr().add(FLUSH_MUTEX_OFFSETS[slot]).cast() }
     }
 
     fn word32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
@@ -407,12 +421,22 @@ impl LockFile {
     /// there is nothing to repair. Only if [`LockFile::shares_flush`].
     pub fn try_flush_turn(&self) -> Result<Option<FlushTurn<'_>>> {
         debug_assert!(self.shared_flush);
+        for slot in 0..FLUSH_TURNS {
+            if let Some(turn) = self.try_flush_slot(slot)? {
+                return Ok(Some(turn));
+            }
+        }
+        Ok(None)
+    }
+
+    fn try_flush_slot(&self, slot: usize) -> Result<Option<FlushTurn<'_>>> {
         // SAFETY: the mutex was initialised by the first opener (the magic
         // says so) before any process could hold the shared flock that
         // this handle holds; the mapping lives as long as `self`.
-        let rc = unsafe { libc::pthread_mutex_trylock(self.flush_mutex()) };
+        let rc = unsafe { libc::pthread_mutex_trylock(self.flush_mutex(slot)) };
         let turn = || FlushTurn {
             lock: self,
+            slot,
             _not_send: PhantomData,
         };
         match rc {
@@ -421,7 +445,7 @@ impl LockFile {
             libc::EOWNERDEAD => {
                 // SAFETY: this thread holds the mutex (EOWNERDEAD means it
                 // was acquired), as `pthread_mutex_consistent` requires.
-                let rc = unsafe { libc::pthread_mutex_consistent(self.flush_mutex()) };
+                let rc = unsafe { libc::pthread_mutex_consistent(self.flush_mutex(slot)) };
                 if rc != 0 {
                     return Err(Error::io(
                         &self.path,
@@ -523,7 +547,7 @@ fn init(path: &Path, file: &File) -> Result<()> {
         .len(LOCK_FILE_SIZE as usize)
         .map_raw(file)
         .map_err(|e| io("mmap", e))?;
-    for offset in [MUTEX_OFFSET, FLUSH_MUTEX_OFFSET] {
+    for offset in [MUTEX_OFFSET, FLUSH_MUTEX_OFFSETS[0], FLUSH_MUTEX_OFFSETS[1]] {
         // SAFETY: both offsets are in bounds and 64-byte aligned (checked
         // above), as in `LockFile::mutex`.
         let m: *mut libc::pthread_mutex_t = unsafe { map.as_mut_ptr().add(offset).cast() };
