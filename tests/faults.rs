@@ -705,7 +705,7 @@ fn a_save_covered_by_another_handle_s_flush_is_not_flushed_again() {
                 st.flushes[0].push((*start, *end));
                 self.0.changed.notify_all();
                 if st.flushes[0].len() == 1 {
-                    while st.commits[1..].iter().any(|&c| c == 0) {
+                    while st.commits[1..].contains(&0) {
                         self.0.changed.wait(&mut st);
                     }
                 }
