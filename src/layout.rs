@@ -291,9 +291,40 @@ pub mod lock {
     /// Most bytes of the status message.
     pub const LOCK_STATUS_MESSAGE: usize = 480;
 
+    /// Offsets of the shared flush's robust mutexes (DESIGN.md §6, group
+    /// commit across processes), each held by a process that flushes for
+    /// every durable save waiting (a *flush turn*). Not chained: 64-byte
+    /// aligned, their size is the C library's (`lock.rs` checks that each
+    /// ends before what follows it). `lock.rs`'s `FLUSH_TURNS` of them are
+    /// used; every one is initialised.
+    pub const L_FLUSH_MUTEXES: [usize; 2] = [1024, 1152];
+    /// Offset of `LOCK_FLUSH_MAGIC`, written once the first opener
+    /// initialised the flush turns. A page written by an earlier build
+    /// holds zeros here: its processes flush each for itself, and so do
+    /// this build's on that page. Not chained: past the first turn's
+    /// mutex.
+    pub const L_FLUSH_MAGIC: usize = 1088;
+    /// What `L_FLUSH_MAGIC` holds once the flush turns are set up.
+    pub const LOCK_FLUSH_MAGIC: [u8; 8] = *b"SLOGFLSH";
+    /// Offset of a futex word (u32) that every flush turn's end
+    /// increments: processes waiting for another's flush sleep on it.
+    pub const L_FLUSH_SEQ: usize = L_FLUSH_MAGIC + LOCK_FLUSH_MAGIC.len();
+    /// Offset of the count (u32) of durable writers of every process
+    /// between entering a write and finishing its append: an elected
+    /// flusher gives them a moment to join its flush.
+    pub const L_FLUSH_WRITERS: usize = L_FLUSH_SEQ + 4;
+    /// End of the flush words.
+    pub const L_FLUSH_END: usize = L_FLUSH_WRITERS + 4;
+
     const _: () = assert!(L_HEAD_END <= L_MUTEX && L_MUTEX.is_multiple_of(64));
     const _: () = assert!(L_STATUS.is_multiple_of(8));
     const _: () = assert!(L_STATUS_MESSAGE + LOCK_STATUS_MESSAGE <= LOCK_FILE_SIZE as usize);
+    const _: () = assert!(L_STATUS_MESSAGE + LOCK_STATUS_MESSAGE <= L_FLUSH_MUTEXES[0]);
+    const _: () = assert!(L_FLUSH_MUTEXES[0].is_multiple_of(64));
+    const _: () = assert!(L_FLUSH_MUTEXES[1].is_multiple_of(64));
+    const _: () = assert!(L_FLUSH_END <= L_FLUSH_MUTEXES[1]);
+    const _: () = assert!(L_FLUSH_MUTEXES[1] < LOCK_FILE_SIZE as usize);
+    const _: () = assert!(L_FLUSH_SEQ.is_multiple_of(4));
 }
 
 /// A `DirStore` session file (`h-<digest>`): a file header, then exactly

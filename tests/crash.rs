@@ -771,3 +771,209 @@ fn kill_9_at_random_moments_of_a_close_loses_nothing() {
     }
     eprintln!("last close {close:?}; kills landed: {landed:?}");
 }
+
+// The flush turn (DESIGN.md §6): durable saves of several processes elect
+// one flusher among them.
+
+/// Blocks the process in its first flush of the log, while it holds the
+/// flush turn: says `FLUSHING`, then waits for its stdin to close (it is
+/// killed first, or stays hung).
+#[derive(Debug)]
+struct HangInFlush(PathBuf);
+
+impl IoHook for HangInFlush {
+    fn before(&self, e: &IoEvent<'_>) -> std::io::Result<()> {
+        if let IoEvent::SyncRange { path, .. } = e
+            && *path == self.0
+        {
+            println!("FLUSHING");
+            std::io::stdout().flush().expect("stdout");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
+        Ok(())
+    }
+}
+
+/// The process elected to flush: one durable save, which hangs in its
+/// flush holding the turn.
+fn hung_flusher_child() {
+    let log = log_in(store_path().parent().expect("dir"));
+    let store = LogStore::options()
+        .sync(SyncPolicy::Always)
+        .background(false)
+        .io_hook(Arc::new(HangInFlush(log)))
+        .open(store_path())
+        .expect("open");
+    bump(&store, "hung");
+    println!("UNHUNG");
+}
+
+/// A durable saver: `SAVES` saves of its own sessions, each acknowledged
+/// on stdout, then `DONE`; it keeps the store open until its stdin closes.
+/// `TIMEOUT_MS` is its lock timeout: how long it waits for another
+/// process's flush turn before it flushes alone.
+fn durable_saver_child() {
+    let timeout: u64 = std::env::var("TIMEOUT_MS")
+        .expect("TIMEOUT_MS")
+        .parse()
+        .expect("ms");
+    let saves: u64 = std::env::var("SAVES").expect("SAVES").parse().expect("n");
+    let me = std::env::var("NAME").expect("NAME");
+    let store = LogStore::options()
+        .sync(SyncPolicy::Always)
+        .background(false)
+        .lock_timeout(std::time::Duration::from_millis(timeout))
+        .open(store_path())
+        .expect("open");
+    println!("STARTED");
+    for i in 0..saves {
+        let name = format!("{me}-{}", i % 3);
+        let v = bump(&store, &name);
+        println!("ACK {name} {v}");
+    }
+    println!("DONE");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+/// Starts the hung flusher and `savers` durable savers on `path`, and
+/// collects the savers' acknowledgements. `kill_first`: the flusher is
+/// SIGKILLed once every saver has started (its turn must pass to one of
+/// them); else it stays hung, and the savers' lock timeout (`timeout_ms`)
+/// bounds their wait. Returns the acknowledgements, with the savers still
+/// open, and the children.
+fn run_flush_turn_case(
+    test: &str,
+    path: &Path,
+    savers: usize,
+    saves: u64,
+    timeout_ms: u64,
+    kill_first: bool,
+) -> (
+    HashMap<String, u64>,
+    std::process::Child,
+    Vec<(std::process::Child, Reader)>,
+) {
+    let store_var = ("STORE", path.display().to_string());
+    let mut hung = child::spawn(test, "hung", std::slice::from_ref(&store_var));
+    assert_eq!(Reader::new(&mut hung).next().as_deref(), Some("FLUSHING"));
+    let mut kids = Vec::new();
+    let mut readers = Vec::new();
+    for k in 0..savers {
+        let mut c = child::spawn(
+            test,
+            "saver",
+            &[
+                store_var.clone(),
+                ("TIMEOUT_MS", timeout_ms.to_string()),
+                ("SAVES", saves.to_string()),
+                ("NAME", format!("s{k}")),
+            ],
+        );
+        let mut r = Reader::new(&mut c);
+        assert_eq!(r.next().as_deref(), Some("STARTED"));
+        kids.push(c);
+        readers.push(r);
+    }
+    if kill_first {
+        child::kill9(&mut hung);
+    }
+    let mut acked = HashMap::new();
+    for r in &mut readers {
+        let mut n = 0;
+        loop {
+            let line = r.next().expect("a saver ended before DONE");
+            if line == "DONE" {
+                break;
+            }
+            let (name, v) = line
+                .strip_prefix("ACK ")
+                .and_then(|l| l.split_once(' '))
+                .expect("ACK name v");
+            acked.insert(name.to_owned(), v.parse::<u64>().expect("version"));
+            n += 1;
+        }
+        assert_eq!(n, saves, "every save of a saver was acknowledged");
+    }
+    (acked, hung, kids.into_iter().zip(readers).collect())
+}
+
+/// Every acknowledged save lies below the synced word (checked while the
+/// savers still have the store open, before any close syncs), then the
+/// savers close, and a reopen holds every acknowledged save.
+fn check_durable_then_close(
+    path: &Path,
+    acked: &HashMap<String, u64>,
+    kids: Vec<(std::process::Child, Reader)>,
+) {
+    let report = sessionlog::check(path).expect("check");
+    assert!(
+        report.synced >= report.committed,
+        "acknowledged saves past the synced word: synced {}, committed {}",
+        report.synced,
+        report.committed
+    );
+    for (mut c, mut r) in kids {
+        drop(c.stdin.take());
+        // Read to the end: a child whose output is closed fails.
+        while r.next().is_some() {}
+        assert!(c.wait().expect("wait").success(), "a saver failed");
+    }
+    verify(path, acked);
+}
+
+/// Four processes save durably; the one elected to flush is SIGKILLed in
+/// the middle of its flush, holding the turn. The other three take the
+/// turn over (the robust mutex reports its holder dead) instead of waiting
+/// for it: their lock timeout is ten minutes, so no saver ever flushes
+/// alone. All their saves are acknowledged, durable (below the synced
+/// word) and found after a reopen.
+#[test]
+fn kill_9_of_the_elected_flusher_passes_the_flush_to_the_other_processes() {
+    match child::role().as_deref() {
+        Some("hung") => return hung_flusher_child(),
+        Some("saver") => return durable_saver_child(),
+        _ => {}
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let (acked, _hung, kids) = run_flush_turn_case(
+        "kill_9_of_the_elected_flusher_passes_the_flush_to_the_other_processes",
+        &path,
+        3,
+        12,
+        600_000,
+        true,
+    );
+    check_durable_then_close(&path, &acked, kids);
+}
+
+/// The elected flusher hangs in its flush and never ends its turn (a
+/// stopped or hung process): the other processes wait for it at most
+/// their lock timeout, then flush for themselves; their saves are
+/// acknowledged, durable and kept.
+#[test]
+fn a_hung_flusher_delays_the_others_by_their_lock_timeout_at_most() {
+    match child::role().as_deref() {
+        Some("hung") => return hung_flusher_child(),
+        Some("saver") => return durable_saver_child(),
+        _ => {}
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let (acked, mut hung, kids) = run_flush_turn_case(
+        "a_hung_flusher_delays_the_others_by_their_lock_timeout_at_most",
+        &path,
+        3,
+        3,
+        50,
+        false,
+    );
+    assert!(
+        hung.try_wait().expect("try_wait").is_none(),
+        "the flusher still hangs, holding its turn"
+    );
+    check_durable_then_close(&path, &acked, kids);
+    child::kill9(&mut hung);
+}

@@ -418,3 +418,361 @@ fn power_loss_images_keep_every_acknowledged_save_under_always() {
     }
     assert!(images > 100, "{images} images checked");
 }
+
+/// What the handles of the shared-flush tests saw, in one order: the
+/// events of every handle, and the committed words each has published.
+#[derive(Debug, Default)]
+struct Shared {
+    events: Mutex<Vec<Ev>>,
+    state: Mutex<Handles>,
+    changed: parking_lot::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Handles {
+    /// Per handle: committed words published (appends made visible).
+    commits: Vec<usize>,
+    /// Per handle: range syncs it made (`SyncRange` events).
+    flushes: Vec<Vec<(u64, u64)>>,
+    /// Per handle: saves its thread saw acknowledged.
+    acked: Vec<usize>,
+    /// Per handle: its thread has finished its workload.
+    done: Vec<bool>,
+}
+
+impl Shared {
+    fn new(n: usize) -> Arc<Shared> {
+        let s = Shared::default();
+        *s.state.lock() = Handles {
+            commits: vec![0; n],
+            flushes: vec![Vec::new(); n],
+            acked: vec![0; n],
+            done: vec![false; n],
+        };
+        Arc::new(s)
+    }
+}
+
+/// The recorder of one of several handles on one store. With `gate`, the
+/// handle's flushes (every other one, from its first) wait, while it holds
+/// the flush turn and after it read the committed end it will flush to,
+/// until another handle has published an append: that append is not
+/// covered by this flush, and its handle must not be acknowledged by it.
+/// Unless none can come: every other handle is done, or has an append
+/// that waits for a flush (its thread saves one session at a time).
+#[derive(Debug)]
+struct HandleRecorder {
+    log: PathBuf,
+    me: usize,
+    gate: bool,
+    shared: Arc<Shared>,
+}
+
+impl HandleRecorder {
+    fn others_commits(&self, st: &Handles) -> usize {
+        (0..st.commits.len())
+            .filter(|&h| h != self.me)
+            .map(|h| st.commits[h])
+            .sum()
+    }
+}
+
+impl IoHook for HandleRecorder {
+    fn before(&self, e: &IoEvent<'_>) -> io::Result<()> {
+        match e {
+            IoEvent::Write {
+                path,
+                offset,
+                bytes,
+            } if *path == self.log => {
+                self.shared
+                    .events
+                    .lock()
+                    .push(Ev::Write(*offset, bytes.to_vec()));
+                if *offset == sessionlog::internals::format::H_COMMITTED as u64 {
+                    // Reported after the word is stored: the append is
+                    // visible to every handle.
+                    self.shared.state.lock().commits[self.me] += 1;
+                    self.shared.changed.notify_all();
+                }
+            }
+            IoEvent::Sync { path } if *path == self.log => {
+                self.shared.events.lock().push(Ev::Sync);
+            }
+            IoEvent::SyncRange { path, start, end } if *path == self.log => {
+                let mut st = self.shared.state.lock();
+                st.flushes[self.me].push((*start, *end));
+                if self.gate && st.flushes[self.me].len() % 2 == 1 {
+                    let seen = self.others_commits(&st);
+                    while self.others_commits(&st) == seen
+                        && !(0..st.done.len())
+                            .all(|h| h == self.me || st.done[h] || st.commits[h] > st.acked[h])
+                    {
+                        self.shared.changed.wait(&mut st);
+                    }
+                }
+                drop(st);
+                self.shared.events.lock().push(Ev::SyncRange(*start, *end));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `n` handles on a new store at `path`, each with its recorder (the
+/// first `gated` of them gating their flushes), `SyncPolicy::Always`. A
+/// long lock timeout: no handle gives up on another's flush turn and
+/// flushes alone, so every flush is an elected one.
+fn shared_handles(path: &Path, n: usize, gated: usize) -> (Vec<LogStore>, Arc<Shared>) {
+    let shared = Shared::new(n);
+    let stores = (0..n)
+        .map(|me| {
+            LogStore::options()
+                .sync(SyncPolicy::Always)
+                .background(false)
+                .lock_timeout(std::time::Duration::from_secs(600))
+                .io_hook(Arc::new(HandleRecorder {
+                    log: path.to_owned(),
+                    me,
+                    gate: me < gated,
+                    shared: Arc::clone(&shared),
+                }))
+                .open(path)
+                .expect("open")
+        })
+        .collect();
+    (stores, shared)
+}
+
+/// Durable saves of several handles on one store (as several processes:
+/// each handle has its own lock-file mapping and group commit) share
+/// flushes. Power-loss images taken at every event hold every save any
+/// handle acknowledged: no handle is acknowledged by a flush that began
+/// before its append was written. The gated handles make that case
+/// happen: while one holds the flush turn, another appends past the end
+/// it flushes to.
+#[test]
+fn power_loss_images_keep_every_save_acknowledged_through_another_handle_s_flush() {
+    const HANDLES: usize = 3;
+    const SAVES: usize = 16;
+    let mut rng = Rng::from_env_or_time();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    drop(
+        LogStore::options()
+            .background(false)
+            .open(&path)
+            .expect("create"),
+    );
+    let base = std::fs::read(&path).expect("read");
+    let (stores, shared) = shared_handles(&path, HANDLES, 2);
+    // Acknowledgements as events: (handle, session, version).
+    let acks: Mutex<Vec<(usize, usize, String, u64)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (h, store) in stores.iter().enumerate() {
+            let (shared, acks) = (&shared, &acks);
+            s.spawn(move || {
+                for i in 0..SAVES {
+                    let name = format!("h{h}-{}", i % 3);
+                    let v = (i / 3 + 1) as u64;
+                    let data = versioned_data(&name, v, 40 + (i * 331 + h * 97) % 2500);
+                    store
+                        .save_session(&mut Session::new(id(&name), data))
+                        .expect("save");
+                    {
+                        let mut ev = shared.events.lock();
+                        let at = ev.len();
+                        ev.push(Ev::Ack(at));
+                        acks.lock().push((at, h, name, v));
+                    }
+                    shared.state.lock().acked[h] += 1;
+                    shared.changed.notify_all();
+                }
+                shared.state.lock().done[h] = true;
+                shared.changed.notify_all();
+            });
+        }
+    });
+    drop(stores);
+    let events = shared.events.lock().clone();
+    let acks = acks.into_inner();
+    let flushes: usize = shared.state.lock().flushes.iter().map(Vec::len).sum();
+    assert!(
+        flushes < HANDLES * SAVES,
+        "{flushes} flushes for {} saves: no save was covered by another's flush",
+        HANDLES * SAVES
+    );
+    let img_path = dir.path().join("image.db");
+    let mut images = 0;
+    for k in 0..=events.len() {
+        let last_sync = events[..k].iter().rposition(|e| matches!(e, Ev::Sync));
+        let durable = |j: usize, off: u64, len: u64| {
+            last_sync.is_some_and(|s| j < s)
+                || events[j..k]
+                    .iter()
+                    .any(|e| matches!(e, Ev::SyncRange(a, b) if *a <= off && off + len <= *b))
+        };
+        let mut img = base.clone();
+        let mut pending = Vec::new();
+        for (j, e) in events[..k].iter().enumerate() {
+            if let Ev::Write(off, b) = e {
+                if durable(j, *off, b.len() as u64) {
+                    apply(&mut img, *off, b);
+                } else {
+                    pending.push((*off, b.clone()));
+                }
+            }
+        }
+        let keep = rng.below(pending.len() as u64 + 1) as usize;
+        for (j, (off, b)) in pending.iter().enumerate().take(keep + 1) {
+            if j < keep {
+                apply(&mut img, *off, b);
+            } else if b.len() != 8 {
+                let cut = rng.below(b.len() as u64 + 1) as usize;
+                apply(&mut img, *off, &b[..cut]);
+            }
+        }
+        std::fs::write(&img_path, &img).expect("write image");
+        std::fs::set_permissions(
+            &img_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod image");
+        let _ = std::fs::remove_file(dir.path().join("image.db.lock"));
+        let store = LogStore::options()
+            .background(false)
+            .open(&img_path)
+            .unwrap_or_else(|e| panic!("image at event {k} does not open: {e}"));
+        let mut acked: HashMap<&str, u64> = HashMap::new();
+        for (at, _, name, v) in &acks {
+            if *at < k {
+                let e = acked.entry(name.as_str()).or_default();
+                *e = (*e).max(*v);
+            }
+        }
+        for (name, v) in acked {
+            let s = store
+                .load_session(&id(name))
+                .expect("load")
+                .unwrap_or_else(|| panic!("image at event {k}: acknowledged {name} v{v} lost"));
+            let head = String::from_utf8_lossy(&s.data[..s.data.len().min(24)]).into_owned();
+            let found: u64 = head
+                .split(':')
+                .nth(1)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("image at event {k}: {name} holds {head:?}"));
+            assert!(
+                found >= v,
+                "image at event {k}: {name} acknowledged at v{v}, the image holds v{found}"
+            );
+            assert_eq!(
+                s.data,
+                versioned_data(name, found, s.data.len()),
+                "image at event {k}: {name} altered"
+            );
+        }
+        images += 1;
+    }
+    assert!(images > 100, "{images} images checked");
+}
+
+/// Two handles append while a third holds the flush turn: when its turn
+/// ends, one flush covers both, and the handle it covered does not flush
+/// again (DESIGN.md §6). Deterministic: the two save only once the third
+/// holds the turn, and it lets the turn go only once both appends are
+/// visible.
+#[test]
+fn a_save_covered_by_another_handle_s_flush_is_not_flushed_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    drop(
+        LogStore::options()
+            .background(false)
+            .open(&path)
+            .expect("create"),
+    );
+    let shared = Shared::new(3);
+    // Handle 0 waits, in its first flush, for appends of both others.
+    #[derive(Debug)]
+    struct Holder(Arc<Shared>, PathBuf);
+    impl IoHook for Holder {
+        fn before(&self, e: &IoEvent<'_>) -> io::Result<()> {
+            if let IoEvent::SyncRange { path, start, end } = e
+                && *path == self.1
+            {
+                let mut st = self.0.state.lock();
+                st.flushes[0].push((*start, *end));
+                self.0.changed.notify_all();
+                if st.flushes[0].len() == 1 {
+                    while st.commits[1..].contains(&0) {
+                        self.0.changed.wait(&mut st);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let open = |hook: Arc<dyn IoHook>| {
+        LogStore::options()
+            .sync(SyncPolicy::Always)
+            .background(false)
+            .lock_timeout(std::time::Duration::from_secs(600))
+            .io_hook(hook)
+            .open(&path)
+            .expect("open")
+    };
+    let holder = open(Arc::new(Holder(Arc::clone(&shared), path.clone())));
+    let others: Vec<LogStore> = (1..3)
+        .map(|me| {
+            open(Arc::new(HandleRecorder {
+                log: path.clone(),
+                me,
+                gate: false,
+                shared: Arc::clone(&shared),
+            }))
+        })
+        .collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            holder
+                .save_session(&mut Session::new(id("held"), b"h".to_vec()))
+                .expect("save");
+        });
+        for (k, store) in others.iter().enumerate() {
+            let shared = &shared;
+            s.spawn(move || {
+                {
+                    let mut st = shared.state.lock();
+                    while st.flushes[0].is_empty() {
+                        shared.changed.wait(&mut st);
+                    }
+                }
+                store
+                    .save_session(&mut Session::new(id(&format!("o{k}")), b"o".to_vec()))
+                    .expect("save");
+            });
+        }
+    });
+    let flushes = shared.state.lock().flushes.clone();
+    let committed = sessionlog::check(&path).expect("check").committed;
+    let synced = sessionlog::check(&path).expect("check").synced;
+    assert_eq!(flushes[0].len(), 1, "the holder flushed once: {flushes:?}");
+    assert_eq!(
+        flushes[1].len() + flushes[2].len(),
+        1,
+        "one flush covered both appends made during the holder's: {flushes:?}"
+    );
+    let last = flushes[1].iter().chain(&flushes[2]).next().expect("one");
+    assert_eq!(last.1, committed, "it flushed up to the committed end");
+    assert!(
+        synced >= committed,
+        "synced {synced} < committed {committed}"
+    );
+    drop(others);
+    drop(holder);
+    let store = LogStore::open(&path).expect("reopen");
+    for n in ["held", "o0", "o1"] {
+        assert!(store.has_session(&id(n)).expect("has"), "{n} lost");
+    }
+}

@@ -62,6 +62,23 @@ pub struct BenchArgs {
     /// it, beside whatever it holds.
     #[arg(long)]
     yes: bool,
+    /// Measure only durable saves (`SyncPolicy::Always`) per second when
+    /// this many processes save into one store at once, each count in
+    /// turn (e.g. `1,2,4`), and print a table; the other phases do not
+    /// run. Each run uses a fresh store in a temporary directory beside
+    /// PATH (or in the system's temporary directory).
+    #[arg(long, value_name = "N,N,..", value_delimiter = ',',
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    durable_processes: Vec<u64>,
+    /// Seconds each run of `--durable-processes` saves for.
+    #[arg(long, value_name = "S", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    durable_seconds: u64,
+    /// Rounds of `--durable-processes` (each runs every count in turn;
+    /// the table shows every round and the median).
+    #[arg(long, value_name = "R", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    durable_rounds: u64,
     /// The store to use (kept afterwards); default: a temporary store,
     /// removed afterwards. An existing one is refused without `--yes`.
     path: Option<PathBuf>,
@@ -100,11 +117,11 @@ struct Phase {
 /// A private directory (mode 0700) for a temporary store, removed with
 /// everything in it when dropped. A store refuses a directory that other
 /// users can write, such as `/tmp` itself.
-struct TempStore(PathBuf);
+pub(crate) struct TempStore(PathBuf);
 
 impl TempStore {
     /// A new directory in `base`.
-    fn new_in(base: &Path) -> Result<TempStore, Failure> {
+    pub(crate) fn new_in(base: &Path) -> Result<TempStore, Failure> {
         use std::os::unix::fs::DirBuilderExt;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -116,6 +133,11 @@ impl TempStore {
             .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
         Ok(TempStore(dir))
     }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
 impl Drop for TempStore {
@@ -126,7 +148,7 @@ impl Drop for TempStore {
 
 /// Bytes of log per session record: the header, a 32-character id and the
 /// data, aligned to 8, rounded up.
-fn record_bytes(value_size: u64) -> u64 {
+pub(crate) fn record_bytes(value_size: u64) -> u64 {
     (48 + 32 + value_size).next_multiple_of(8)
 }
 
@@ -283,6 +305,20 @@ impl Worker<'_> {
 type Op = fn(&mut Worker<'_>, usize) -> Result<(), Failure>;
 
 pub fn bench(args: &BenchArgs) -> Outcome {
+    if !args.durable_processes.is_empty() {
+        let base = match args.path.as_deref().and_then(Path::parent) {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            Some(_) => PathBuf::from("."),
+            None => std::env::temp_dir(),
+        };
+        return crate::durable::run(
+            &base,
+            &args.durable_processes,
+            args.value_size,
+            args.durable_seconds,
+            args.durable_rounds,
+        );
+    }
     let n = usize::try_from(args.sessions)?;
     let threads = usize::try_from(args.threads)?;
     let value_size = usize::try_from(args.value_size)?;
@@ -885,7 +921,7 @@ fn reopen_phase(
 }
 
 /// `n` distinct ids of 32 hex characters from the system's random source.
-fn random_ids(n: usize) -> Result<Vec<SessionId>, Failure> {
+pub(crate) fn random_ids(n: usize) -> Result<Vec<SessionId>, Failure> {
     let mut raw = vec![0u8; n * 16];
     getrandom::fill(&mut raw).map_err(|e| format!("random source failed: {e}"))?;
     let mut ids = Vec::with_capacity(n);

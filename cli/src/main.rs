@@ -5,6 +5,7 @@ mod backup;
 mod bench;
 mod check;
 mod copy;
+mod durable;
 mod follower;
 mod keys;
 mod policy;
@@ -269,6 +270,10 @@ enum Command {
     /// and driven over stdin and stdout by `bench` itself.
     #[command(hide = true)]
     BenchFollower(follower::FollowerArgs),
+    /// One process of `bench --durable-processes`, started and driven over
+    /// stdin and stdout by `bench` itself.
+    #[command(hide = true)]
+    BenchDurable(durable::DurableArgs),
 }
 
 /// How `stats` prints.
@@ -363,6 +368,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Keygen { key_id } => keys::keygen(&key_id),
         Command::Bench(args) => bench::bench(&args),
         Command::BenchFollower(args) => follower::follower(&args),
+        Command::BenchDurable(args) => durable::child(&args),
     }
 }
 

@@ -738,6 +738,47 @@ fn bench_follower_is_hidden() {
     let help = stdout(&sessionlog(&["--help"]));
     assert!(help.contains("bench"), "{help}");
     assert!(!help.contains("bench-follower"), "{help}");
+    assert!(!help.contains("bench-durable"), "{help}");
+}
+
+/// `bench --durable-processes` prints one row per count of processes, with
+/// the store's durable saves and the raw flushes beside them, and leaves
+/// no store behind.
+#[test]
+fn bench_durable_processes_prints_a_row_per_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("d.db");
+    let o = sessionlog(&[
+        "bench",
+        "--durable-processes",
+        "1,2",
+        "--durable-seconds",
+        "1",
+        "--durable-rounds",
+        "1",
+        "--value-size",
+        "64",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("raw flushes/s"), "{out}");
+    for procs in ["1", "2"] {
+        let row = out
+            .lines()
+            .find(|l| l.split('|').nth(1).map(str::trim) == Some(procs))
+            .unwrap_or_else(|| panic!("no row for {procs}: {out}"));
+        // processes | round 1 | median | × | raw | raw ×: numbers, the
+        // saves above zero.
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let saves: f64 = cells[2].parse().unwrap_or_else(|_| panic!("{row}"));
+        assert!(saves > 0.0, "{row}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("list").count(),
+        0,
+        "the bench's stores are removed"
+    );
 }
 
 /// A store kept through `HashedIds`: `list` shows digests and no id,

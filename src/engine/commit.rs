@@ -1,17 +1,24 @@
-//! Making appends durable: group commit. One thread syncs at a time;
-//! threads that arrive meanwhile wait and are usually covered by the next
-//! sync. The background thread's interval syncs come through here too.
+//! Making appends durable: group commit. One thread of a process syncs at
+//! a time; threads that arrive meanwhile wait and are usually covered by
+//! the next sync. Between processes, durable saves elect one flusher (the
+//! flush turn in the lock file) that flushes every process's records, and
+//! a process whose records another's flush covered does not flush again
+//! (DESIGN.md §6). The background thread's interval syncs come through
+//! here too.
 
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::engine::file::LogFile;
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::hook::{Hooks, IoEvent};
+use crate::engine::lock::LockFile;
 use crate::engine::state::StateLock;
 use crate::error::{Error, Result};
 use crate::observe::Meters;
@@ -47,6 +54,11 @@ pub(crate) enum SyncKind {
 /// Longest a sync leader waits for writers in flight to join its group.
 const GATHER_FOR: Duration = Duration::from_micros(200);
 
+/// Longest a process waiting for another's flush sleeps before it looks
+/// at the flush turn again: a flusher killed in its flush never wakes
+/// anyone, and its turn passes to the first process that tries it.
+const FLUSH_WAIT_SLICE: Duration = Duration::from_millis(10);
+
 /// The log a sync works on: what group commit reads, reports and poisons.
 pub(crate) struct Log<'a> {
     pub path: &'a Path,
@@ -55,6 +67,8 @@ pub(crate) struct Log<'a> {
     pub hooks: &'a Hooks,
     /// Keeps each sync's latency.
     pub meters: &'a Meters,
+    /// The lock file: the flush turn shared with other processes.
+    pub lock: &'a LockFile,
 }
 
 /// Group commit of one store handle.
@@ -68,16 +82,25 @@ pub(crate) struct GroupCommit {
     in_flight: AtomicUsize,
     /// Set when something was appended since the last sync.
     dirty: AtomicBool,
+    /// Durable writers counted in the lock file that this process judged
+    /// left behind by killed processes: an elected flusher gathers only
+    /// while more than these are inside a write.
+    stale_writers: AtomicU32,
 }
 
 /// Counts a writing thread as in flight while it lives, for the group
 /// commit of `SyncPolicy::Always` (other policies have no sync to gather
 /// for, and skip the shared counter).
-pub(crate) struct InFlight<'a>(&'a GroupCommit);
+/// The lock file, when durable writers are counted there too (for other
+/// processes' flushers).
+pub(crate) struct InFlight<'a>(&'a GroupCommit, Option<&'a LockFile>);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(lock) = self.1 {
+            lock.leave_durable_write();
+        }
     }
 }
 
@@ -96,16 +119,22 @@ impl GroupCommit {
             done: Condvar::new(),
             in_flight: AtomicUsize::new(0),
             dirty: AtomicBool::new(dirty),
+            stale_writers: AtomicU32::new(0),
         }
     }
 
-    /// Marks the calling thread as about to append, until the guard drops.
-    pub fn enter(&self) -> Option<InFlight<'_>> {
+    /// Marks the calling thread as about to append, until the guard drops:
+    /// in this process, and in `lock` for other processes' flushers.
+    pub fn enter<'a>(&'a self, lock: &'a LockFile) -> Option<InFlight<'a>> {
         if self.policy != SyncPolicy::Always {
             return None;
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Some(InFlight(self))
+        let shared = lock.shares_flush().then(|| {
+            lock.enter_durable_write();
+            lock
+        });
+        Some(InFlight(self, shared))
     }
 
     /// Records that something was appended since the last sync.
@@ -167,42 +196,28 @@ impl GroupCommit {
                 SyncKind::Full => log
                     .hooks
                     .before(IoEvent::Sync { path: &file.path })
-                    .and_then(|()| file.sync_data()),
-                SyncKind::Range => {
-                    // Everything below the synced word is durable already
-                    // (whichever process synced it).
-                    let from = file.synced().unwrap_or(HEADER_SIZE).min(upto);
-                    log.hooks
-                        .before(IoEvent::SyncRange {
-                            path: &file.path,
-                            start: from,
-                            end: upto,
-                        })
-                        .and_then(|()| file.sync_range(from, upto))
-                }
+                    .and_then(|()| file.sync_data())
+                    .map(|()| {
+                        raise_synced(log, &file, upto);
+                        upto
+                    }),
+                SyncKind::Range => self.flush_range(log, &file, upto),
             };
             log.meters.synced(timer);
-            if result.is_ok() {
-                file.set_synced(upto);
-                if let Some(w) = file.synced() {
-                    log.hooks
-                        .word(&file.path, format::H_SYNCED, format::encode_offset(w));
-                }
-            }
             s = self.synced.lock();
             s.running = false;
             self.done.notify_all();
             match result {
-                Ok(()) => {
+                Ok(durable) => {
                     if kind == SyncKind::Range {
                         s.header_behind = true;
                     }
                     let g = file.header.generation;
                     if g > s.generation {
                         s.generation = g;
-                        s.synced = upto;
+                        s.synced = durable;
                     } else if g == s.generation {
-                        s.synced = s.synced.max(upto);
+                        s.synced = s.synced.max(durable);
                     }
                 }
                 Err(e) => {
@@ -211,6 +226,96 @@ impl GroupCommit {
                     return Err(Error::io(log.path, "fsync", e));
                 }
             }
+        }
+    }
+
+    /// Makes `file` durable up to `end` at least, and returns the end that
+    /// is durable now. With a lock file that carries the flush turn:
+    ///
+    /// - if the synced word says another process's flush covered `end`
+    ///   already, nothing is flushed;
+    /// - else the first to take the flush turn flushes from the synced
+    ///   word to the log's committed end, every process's records up to
+    ///   there, after giving durable writers inside a write a moment to
+    ///   append (`gather_shared`); the others sleep until the turn ends,
+    ///   then look at the synced word again;
+    /// - a turn whose holder died passes to the next that tries it; a
+    ///   holder that is stopped or hung is waited for at most the store's
+    ///   lock timeout, then this process flushes for itself (as every
+    ///   process does on a lock file without the turn).
+    ///
+    /// Why no save is acknowledged before its bytes are durable: the
+    /// synced word moves only in `flush_from`, to the committed end read
+    /// *before* its flush began, and the committed word is published only
+    /// after the bytes below it were written (DESIGN.md §5). So the flush
+    /// began after every byte below the new synced word was written, and
+    /// `RWF_DSYNC` returns once they and everything written before are on
+    /// stable storage (the range and a flush of the disk's cache). A save
+    /// returns only when the synced word is at or past its end, in the
+    /// file it appended to.
+    fn flush_range(&self, log: &Log<'_>, file: &LogFile, end: u64) -> io::Result<u64> {
+        if !log.lock.shares_flush() {
+            return flush_from(log, file, end);
+        }
+        let patience = log.lock.timeout();
+        let start = Instant::now();
+        loop {
+            if let Some(w) = file.synced().filter(|&w| w >= end) {
+                return Ok(w);
+            }
+            let seen = log.lock.flush_seq();
+            let turn = match log.lock.try_flush_turn() {
+                Ok(turn) => turn,
+                // Not a state the turn can be in; flushing alone is
+                // always correct.
+                Err(_) => return flush_from(log, file, end),
+            };
+            if let Some(turn) = turn {
+                // The turn's last holder may have covered `end`.
+                if let Some(w) = file.synced().filter(|&w| w >= end) {
+                    return Ok(w);
+                }
+                self.gather_shared(log.lock, file);
+                let upto = format::decode_offset(file.committed_word()).map_or(end, |c| c.max(end));
+                let r = flush_from(log, file, upto);
+                drop(turn);
+                return r;
+            }
+            let waited = start.elapsed();
+            if waited >= patience {
+                return flush_from(log, file, end);
+            }
+            log.lock
+                .wait_flush(seen, FLUSH_WAIT_SLICE.min(patience - waited));
+        }
+    }
+
+    /// The flush turn's `gather`: gives the durable writers of every
+    /// process that are inside a write (counted in the lock file) up to
+    /// `GATHER_FOR` to append, so that this flush covers them. Without
+    /// it, the processes a flush releases come back just after the next
+    /// one started and wait a whole flush more. A count that stays up
+    /// while the committed end does not move is taken as left by killed
+    /// processes, and later gathers wait only for writers beyond it.
+    fn gather_shared(&self, lock: &LockFile, file: &LogFile) {
+        let start = Instant::now();
+        let mut n = lock.durable_writers();
+        let stale = self.stale_writers.load(Ordering::Relaxed);
+        if n < stale {
+            // Fewer than judged stale: some of those were live after all.
+            self.stale_writers.store(n, Ordering::Relaxed);
+        }
+        let floor = stale.min(n);
+        let committed = file.committed_word();
+        while n > floor {
+            if start.elapsed() >= GATHER_FOR {
+                if file.committed_word() == committed {
+                    self.stale_writers.store(n, Ordering::Relaxed);
+                }
+                return;
+            }
+            thread::yield_now();
+            n = lock.durable_writers();
         }
     }
 
@@ -235,5 +340,32 @@ impl GroupCommit {
         while self.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < GATHER_FOR {
             thread::yield_now();
         }
+    }
+}
+
+/// Flushes `file` from its synced word to `upto` (`RWF_DSYNC`), then
+/// raises the synced word to `upto`: everything below the synced word is
+/// durable already, whichever process flushed it. The caller read `upto`
+/// (a committed end) before calling, so the flush begins after every byte
+/// below it was written.
+fn flush_from(log: &Log<'_>, file: &LogFile, upto: u64) -> io::Result<u64> {
+    let from = file.synced().unwrap_or(HEADER_SIZE).min(upto);
+    log.hooks.before(IoEvent::SyncRange {
+        path: &file.path,
+        start: from,
+        end: upto,
+    })?;
+    file.sync_range(from, upto)?;
+    raise_synced(log, file, upto);
+    Ok(upto)
+}
+
+/// Raises the synced word of `file` to `upto`, which a flush that began
+/// after every byte below it was written has made durable.
+fn raise_synced(log: &Log<'_>, file: &LogFile, upto: u64) {
+    file.set_synced(upto);
+    if let Some(w) = file.synced() {
+        log.hooks
+            .word(&file.path, format::H_SYNCED, format::encode_offset(w));
     }
 }

@@ -33,11 +33,20 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::engine::file::Site;
 use crate::error::{Error, Remedy, Result};
 use crate::layout::lock::{
-    L_HEAD_END, L_MAGIC, L_MUTEX, L_MUTEX_LAYOUT, L_RESERVED, L_STATUS, L_STATUS_LEN,
-    L_STATUS_MESSAGE, L_VERSION, LOCK_FILE_SIZE, LOCK_LIBC_NAME, LOCK_MAGIC, LOCK_MUTEX_LAYOUT,
+    L_FLUSH_MAGIC, L_FLUSH_MUTEXES, L_FLUSH_SEQ, L_FLUSH_WRITERS, L_HEAD_END, L_MAGIC, L_MUTEX,
+    L_MUTEX_LAYOUT, L_RESERVED, L_STATUS, L_STATUS_LEN, L_STATUS_MESSAGE, L_VERSION,
+    LOCK_FILE_SIZE, LOCK_FLUSH_MAGIC, LOCK_LIBC_NAME, LOCK_MAGIC, LOCK_MUTEX_LAYOUT,
     LOCK_STATUS_MESSAGE, LOCK_VERSION,
 };
 use crate::trust::{Create, Owner};
+
+/// How many flushes may run at once for the whole store: one, so that
+/// each covers every process waiting. The page holds a second turn
+/// (`L_FLUSH_MUTEXES`), initialised and unused: a disk whose flushes
+/// complete much faster when two are in flight may want two (DESIGN.md §6
+/// has the measurements), and a build that takes both shares the page with
+/// one that takes one.
+const FLUSH_TURNS: usize = 1;
 
 /// This build's C library, as recorded in the lock page.
 const LIBC: &[u8] = if cfg!(target_env = "musl") {
@@ -57,6 +66,10 @@ fn layout_record() -> [u8; LOCK_MUTEX_LAYOUT] {
 
 const _: () = assert!(LIBC.len() <= LOCK_LIBC_NAME);
 const _: () = assert!(L_MUTEX + size_of::<libc::pthread_mutex_t>() <= L_STATUS);
+const _: () = assert!(L_FLUSH_MUTEXES[0] + size_of::<libc::pthread_mutex_t>() <= L_FLUSH_MAGIC);
+const _: () =
+    assert!(L_FLUSH_MUTEXES[1] + size_of::<libc::pthread_mutex_t>() <= LOCK_FILE_SIZE as usize);
+const _: () = assert!(FLUSH_TURNS >= 1 && FLUSH_TURNS <= L_FLUSH_MUTEXES.len());
 
 /// The lock file, mapped. One handle per store handle: `flock` locks belong
 /// to the open file description.
@@ -79,6 +92,9 @@ pub(crate) struct LockFile {
     timeout: Duration,
     /// Device and inode of the lock file this handle locks with.
     ino: (u64, u64),
+    /// The page carries the flush turn (`LOCK_FLUSH_MAGIC`): durable saves are
+    /// flushed by one process for all.
+    shared_flush: bool,
 }
 
 /// Holds the writer lock until dropped. Not `Send`: a robust mutex must be
@@ -129,7 +145,14 @@ impl LockFile {
             .len(LOCK_FILE_SIZE as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(&path, "mmap", e))?;
+        // Written by the initialiser under the exclusive flock, before
+        // this handle could take its shared one: it cannot change while
+        // the handle lives.
+        let mut magic = [0u8; 8];
+        file.read_exact_at(&mut magic, L_FLUSH_MAGIC as u64)
+            .map_err(|e| Error::io(&path, "read", e))?;
         Ok(LockFile {
+            shared_flush: magic == LOCK_FLUSH_MAGIC,
             file,
             path,
             site,
@@ -301,8 +324,190 @@ impl LockFile {
     }
 }
 
-/// Writes the page anew: magic, version, an unlocked robust mutex. Only
-/// under the exclusive flock.
+/// The flush turn: while held, this thread flushes for every process's
+/// durable saves (DESIGN.md §6). Dropping it lets the turn go and wakes
+/// every process waiting for a flush. Not `Send`: a robust mutex must be
+/// unlocked by the thread that locked it.
+#[must_use]
+pub(crate) struct FlushTurn<'a> {
+    lock: &'a LockFile,
+    slot: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for FlushTurn<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in `LockGuard::drop`, for the flush turn's mutex,
+        // which this thread holds (the turn is not `Send`).
+        unsafe {
+            libc::pthread_mutex_unlock(self.lock.flush_mutex(self.slot));
+        }
+        // After the unlock: a waiter that found the turn taken read the
+        // sequence before trying it, so it either sees this increment
+        // (its wait returns at once) or is woken by the wake below, and
+        // then finds the turn free.
+        let seq = self.lock.flush_seq_word();
+        seq.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        futex_wake_all(seq);
+    }
+}
+
+impl LockFile {
+    /// Whether durable saves on this store may share flushes between
+    /// processes: the page carries the flush turn (written by this build
+    /// or a later one; a page an earlier build initialised does not, and
+    /// then every process flushes for itself, as that build does).
+    pub fn shares_flush(&self) -> bool {
+        self.shared_flush
+    }
+
+    fn flush_mutex(&self, slot: usize) -> *mut libc::pthread_mutex_t {
+        // SAFETY: in bounds and aligned (checked above), as in `mutex`;
+        // `slot` is below FLUSH_TURNS (the array index checks it too).
+        unsafe { self.map.as_mut_ptr().add(L_FLUSH_MUTEXES[slot]).cast() }
+    }
+
+    fn word32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the offsets passed are 4-aligned and in bounds of the
+        // mapped page (checked above); the words are only accessed
+        // atomically, by every process.
+        unsafe { &*self.map.as_mut_ptr().add(offset).cast() }
+    }
+
+    fn flush_seq_word(&self) -> &std::sync::atomic::AtomicU32 {
+        self.word32(L_FLUSH_SEQ)
+    }
+
+    /// How many flush turns have ended (wrapping): read before trying the
+    /// turn, and passed to [`LockFile::wait_flush`].
+    pub fn flush_seq(&self) -> u32 {
+        self.flush_seq_word()
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Takes the flush turn if nobody holds it. A turn whose holder died
+    /// (killed in the middle of its flush) passes to the caller: the
+    /// synced word it protects moves only after a flush succeeded, so
+    /// there is nothing to repair. Only if [`LockFile::shares_flush`].
+    pub fn try_flush_turn(&self) -> Result<Option<FlushTurn<'_>>> {
+        debug_assert!(self.shared_flush);
+        for slot in 0..FLUSH_TURNS {
+            if let Some(turn) = self.try_flush_slot(slot)? {
+                return Ok(Some(turn));
+            }
+        }
+        Ok(None)
+    }
+
+    fn try_flush_slot(&self, slot: usize) -> Result<Option<FlushTurn<'_>>> {
+        // SAFETY: the mutex was initialised by the first opener (the magic
+        // says so) before any process could hold the shared flock that
+        // this handle holds; the mapping lives as long as `self`.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.flush_mutex(slot)) };
+        let turn = || FlushTurn {
+            lock: self,
+            slot,
+            _not_send: PhantomData,
+        };
+        match rc {
+            0 => Ok(Some(turn())),
+            libc::EBUSY => Ok(None),
+            libc::EOWNERDEAD => {
+                // SAFETY: this thread holds the mutex (EOWNERDEAD means it
+                // was acquired), as `pthread_mutex_consistent` requires.
+                let rc = unsafe { libc::pthread_mutex_consistent(self.flush_mutex(slot)) };
+                if rc != 0 {
+                    return Err(Error::io(
+                        &self.path,
+                        "take over the flush of a dead process",
+                        io::Error::from_raw_os_error(rc),
+                    ));
+                }
+                Ok(Some(turn()))
+            }
+            e => Err(Error::io(
+                &self.path,
+                "flush turn",
+                io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+
+    /// Sleeps until a flush turn ends after `seen` was read from
+    /// [`LockFile::flush_seq`], or `max` passed (or a spurious wake-up):
+    /// the caller looks again either way. A holder that died never ends
+    /// its turn; the caller's next try of the turn takes it over.
+    pub fn wait_flush(&self, seen: u32, max: Duration) {
+        futex_wait(self.flush_seq_word(), seen, max);
+    }
+
+    /// Counts a durable writer of this process as inside a write (see
+    /// `L_FLUSH_WRITERS`) until [`LockFile::leave_durable_write`].
+    pub fn enter_durable_write(&self) {
+        self.word32(L_FLUSH_WRITERS)
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Undoes [`LockFile::enter_durable_write`].
+    pub fn leave_durable_write(&self) {
+        self.word32(L_FLUSH_WRITERS)
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Durable writers of every process inside a write now (plus any that
+    /// a killed process left counted).
+    pub fn durable_writers(&self) -> u32 {
+        self.word32(L_FLUSH_WRITERS)
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Sleeps while `word` holds `expected`, at most `max` (`FUTEX_WAIT` on a
+/// shared mapping: not the private variant, which only sees the threads
+/// of one process).
+fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, max: Duration) {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(max.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(max.subsec_nanos() as i32),
+    };
+    // SAFETY: `word` is an aligned u32 that lives for the call (in the
+    // lock page's mapping); FUTEX_WAIT reads it and sleeps, the timeout is
+    // a valid relative timespec on the stack, the other arguments are
+    // ignored by FUTEX_WAIT. Every result (woken, value changed, timed
+    // out, interrupted) means "look again", so it is not examined.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every process sleeping in `futex_wait` on `word`.
+fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: `word` is an aligned u32 in a live mapping; FUTEX_WAKE only
+    // wakes sleepers on it and ignores the later arguments. A failure
+    // cannot leave anyone stuck: sleepers wait with a timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Writes the page anew: magic, version, the unlocked robust mutexes of
+/// the write lock and the flush turn. Only under the exclusive flock.
 fn init(path: &Path, file: &File) -> Result<()> {
     let io = |op, e| Error::io(path, op, e);
     file.set_len(0)
@@ -312,13 +517,27 @@ fn init(path: &Path, file: &File) -> Result<()> {
         .len(LOCK_FILE_SIZE as usize)
         .map_raw(file)
         .map_err(|e| io("mmap", e))?;
-    let m: *mut libc::pthread_mutex_t =
-        // SAFETY: in bounds and aligned, as in `LockFile::mutex`.
-        unsafe { map.as_mut_ptr().add(L_MUTEX).cast() };
+    for offset in [L_MUTEX, L_FLUSH_MUTEXES[0], L_FLUSH_MUTEXES[1]] {
+        // SAFETY: every offset is in bounds and 64-byte aligned (checked
+        // in `layout::lock` and above), as in `LockFile::mutex`.
+        let m: *mut libc::pthread_mutex_t = unsafe { map.as_mut_ptr().add(offset).cast() };
+        init_mutex(m).map_err(|e| io("initialise the lock", e))?;
+    }
+    file.write_all_at(&LOCK_FLUSH_MAGIC, L_FLUSH_MAGIC as u64)
+        .map_err(|e| io("write", e))?;
+    let mut head = [0u8; L_HEAD_END];
+    head[L_MAGIC..L_VERSION].copy_from_slice(&LOCK_MAGIC);
+    head[L_VERSION..L_RESERVED].copy_from_slice(&LOCK_VERSION.to_le_bytes());
+    head[L_MUTEX_LAYOUT..].copy_from_slice(&layout_record());
+    file.write_all_at(&head, 0).map_err(|e| io("write", e))
+}
+
+/// Initialises the zeroed `m` as a process-shared, robust mutex.
+fn init_mutex(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
     // SAFETY: `attr` is initialised by `pthread_mutexattr_init` before use
     // and destroyed after; `m` points at zeroed, mapped, aligned memory
-    // that no thread uses (we hold the exclusive flock, and users hold the
-    // shared one).
+    // that no thread uses (the caller holds the exclusive flock, and users
+    // hold the shared one).
     let rc = unsafe {
         let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
         let mut rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
@@ -339,13 +558,9 @@ fn init(path: &Path, file: &File) -> Result<()> {
         rc
     };
     if rc != 0 {
-        return Err(io("initialise the lock", io::Error::from_raw_os_error(rc)));
+        return Err(io::Error::from_raw_os_error(rc));
     }
-    let mut head = [0u8; L_HEAD_END];
-    head[L_MAGIC..L_VERSION].copy_from_slice(&LOCK_MAGIC);
-    head[L_VERSION..L_RESERVED].copy_from_slice(&LOCK_VERSION.to_le_bytes());
-    head[L_MUTEX_LAYOUT..].copy_from_slice(&layout_record());
-    file.write_all_at(&head, 0).map_err(|e| io("write", e))
+    Ok(())
 }
 
 /// Checks that the page was written by this protocol.

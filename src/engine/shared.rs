@@ -104,6 +104,7 @@ impl Inner {
             poison: &self.poison,
             hooks: &self.hooks,
             meters: &self.meters,
+            lock: &self.lock,
         }
     }
 

@@ -50,7 +50,7 @@ fn write<R>(
     f: impl FnOnce(&State, &mut Vec<u8>, u64, &mut bool) -> Result<R>,
 ) -> Result<(R, Appended)> {
     inner.poison.check(&inner.path)?;
-    let _busy = inner.commit.enter();
+    let _busy = inner.commit.enter(&inner.lock);
     let (mut buf, _lock) = loop {
         let buf = inner.writer.lock();
         let lock = inner.lock.lock()?;

@@ -445,10 +445,18 @@ impl LogFile {
             return Ok(());
         }
         // A copy: the source of a write must not be a mapping of the pages
-        // it writes to.
-        // SAFETY: callers sync committed bytes, which nobody rewrites, and
-        // the committed end lies inside the file.
-        let bytes = unsafe { self.bytes(start, end) }.to_vec();
+        // it writes to. Read from the file where the range passes this
+        // handle's mapping: another process grew the file and committed
+        // records past it (a flush for every process covers theirs too).
+        let bytes = if end <= self.map_len() {
+            // SAFETY: callers sync committed bytes, which nobody rewrites,
+            // and the committed end lies inside the file.
+            unsafe { self.bytes(start, end) }.to_vec()
+        } else {
+            let mut b = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
+            self.file.read_exact_at(&mut b, start)?;
+            b
+        };
         let mut done = 0usize;
         while done < bytes.len() {
             let rest = &bytes[done..];
