@@ -389,7 +389,6 @@ impl LogStore {
         id: &SessionId,
         f: impl FnOnce(SessionRef<'_>) -> R,
     ) -> Result<Option<R>> {
-        let now = self.inner.now_ms();
         let key = id.as_str().as_bytes();
         // Under the read lock, only the index lookup; the record is decoded
         // and checked after the lock is released.
@@ -408,12 +407,11 @@ impl LogStore {
         // map) lives as long as this view.
         let view = unsafe { View::new(&file, end) };
         let l = latest_at(&view, offset, key)?;
-        if self.inner.expiry.expired(
-            file.recorded_idle(),
-            l.rec.modified_ms,
-            l.rec.expires_ms,
-            now,
-        ) {
+        if self
+            .inner
+            .expiry
+            .expired_now(file.recorded_idle(), l.rec.modified_ms, l.rec.expires_ms)
+        {
             self.inner.meters.expired_on_read();
             return Ok(None);
         }
