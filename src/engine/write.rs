@@ -130,6 +130,9 @@ fn write<R>(
         generation: st.file.header.generation,
         end,
     };
+    drop(st);
+    // Published: the writeback thread, if this woke it, sees the record.
+    inner.writeback.appended(off, end);
     Ok((r, at))
 }
 
