@@ -58,9 +58,9 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     per_owner: u64,
     /// The store starts writeback of the log every M MiB appended
-    /// (`LogOptions::writeback_every`; 0: leave writeback to the kernel,
-    /// as before it existed), to compare the two.
-    #[arg(long, value_name = "M", default_value_t = 4,
+    /// (`LogOptions::writeback_every`; 0, the library's default: leave
+    /// writeback to the kernel), to compare the two.
+    #[arg(long, value_name = "M", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
     writeback_mib: u64,
     /// Run on PATH even though something is there already: the bench

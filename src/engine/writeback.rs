@@ -15,8 +15,10 @@ use crate::engine::format::HEADER_SIZE;
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::stop::StopSignal;
 
-/// Default of `LogOptions::writeback_every`.
-pub(crate) const DEFAULT_EVERY: u64 = 4 << 20;
+/// Default of `LogOptions::writeback_every`: off, until it is shown to
+/// help (DESIGN.md §6: on this project's ext4 it made saves wait in
+/// `pwrite` more often, not less).
+pub(crate) const DEFAULT_EVERY: u64 = 0;
 
 /// How far behind the newest chunk the thread waits for writeback to
 /// finish: at most this much (and a chunk) is in flight at a time, so that
