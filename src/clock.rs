@@ -90,11 +90,27 @@ impl Expiry {
         expires_ms: u64,
         now_ms: u64,
     ) -> bool {
-        let idle = match recorded {
+        crate::session::is_expired(modified_ms, expires_ms, self.idle(recorded), now_ms)
+    }
+
+    /// [`expired`](Self::expired) at the clock's time, which is read only
+    /// when the answer depends on it: for a session with a deadline, or
+    /// under an idle limit (a load of a session with neither reads no
+    /// clock).
+    pub fn expired_now(&self, recorded: Option<u64>, modified_ms: u64, expires_ms: u64) -> bool {
+        let idle = self.idle(recorded);
+        if expires_ms == 0 && idle.is_none() {
+            return false;
+        }
+        crate::session::is_expired(modified_ms, expires_ms, idle, self.now_ms())
+    }
+
+    /// The idle limit in force, in ms, under what the store records.
+    fn idle(&self, recorded: Option<u64>) -> Option<u64> {
+        match recorded {
             Some(0) => None,
             Some(ms) => Some(ms),
             None => self.max_idle_ms,
-        };
-        crate::session::is_expired(modified_ms, expires_ms, idle, now_ms)
+        }
     }
 }

@@ -57,6 +57,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "K", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     per_owner: u64,
+    /// The store starts writeback of the log every M MiB appended
+    /// (`LogOptions::writeback_every`; 0, the library's default: leave
+    /// writeback to the kernel), to compare the two.
+    #[arg(long, value_name = "M", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    writeback_mib: u64,
     /// Run on PATH even though something is there already: the bench
     /// saves, overwrites and deletes its own sessions in it and compacts
     /// it, beside whatever it holds.
@@ -215,17 +221,22 @@ fn mem_available() -> Option<u64> {
 
 /// Opens the store at `path` as the bench opens every handle of it, in
 /// this process and in the other one of the compaction-under-load phase.
-pub(crate) fn open_store(path: &Path, sync: SyncArg) -> sessionlog::Result<LogStore> {
+pub(crate) fn open_store(
+    path: &Path,
+    sync: SyncArg,
+    writeback_mib: u64,
+) -> sessionlog::Result<LogStore> {
     let (sync, background) = match sync {
         SyncArg::Always => (SyncPolicy::Always, false),
         SyncArg::Interval => (SyncPolicy::Interval(Duration::from_secs(1)), true),
-        SyncArg::Never => (SyncPolicy::Never, false),
+        SyncArg::Never => (SyncPolicy::Never, true),
     };
-    // The background thread syncs, but does not compact: the bench
-    // compacts when it measures a compaction, and only then.
+    // The background thread syncs (and writes back), but does not compact:
+    // the bench compacts when it measures a compaction, and only then.
     LogStore::options()
         .sync(sync)
         .background(background)
+        .writeback_every(writeback_mib << 20)
         .compact_check_interval(Duration::from_secs(86_400))
         .allow_others_to_write_directory(crate::allow_others())
         .open(path)
@@ -334,7 +345,7 @@ pub fn bench(args: &BenchArgs) -> Outcome {
     };
     check_room(&path, args.sessions, args.value_size)?;
     let ids = random_ids(n)?;
-    let open = || open_store(&path, args.sync);
+    let open = || open_store(&path, args.sync, args.writeback_mib);
     let per_owner = usize::try_from(args.per_owner)?;
     // No owner phases for 0 (`checked_div` gives `None`).
     let owners: Vec<Owner> = match n.checked_div(per_owner) {
@@ -357,7 +368,10 @@ pub fn bench(args: &BenchArgs) -> Outcome {
             _ => Path::new("."),
         };
         let dir = TempStore::new_in(base)?;
-        owned = Some((open_store(&dir.0.join("owned.db"), args.sync)?, dir));
+        owned = Some((
+            open_store(&dir.0.join("owned.db"), args.sync, args.writeback_mib)?,
+            dir,
+        ));
     }
 
     let mut store = open()?;
@@ -517,8 +531,14 @@ pub fn bench(args: &BenchArgs) -> Outcome {
         }
         if k == 3 && args.compaction_rounds > 0 {
             bar.set_message("compaction");
-            let mut other =
-                OtherProcess::spawn(&path, args.sync, value_size, args.load_rate, &ids)?;
+            let mut other = OtherProcess::spawn(
+                &path,
+                args.sync,
+                args.writeback_mib,
+                value_size,
+                args.load_rate,
+                &ids,
+            )?;
             let stalls = compaction_under_load(
                 &store,
                 &mut other,
@@ -596,20 +616,21 @@ impl<'a> Table<'a> {
             if header {
                 writeln!(
                     out,
-                    "{:<18} {:>9} {:>12} {:>10} {:>10}",
-                    "phase", "ops", "ops/s", "p50", "p99"
+                    "{:<18} {:>9} {:>12} {:>10} {:>10} {:>10}",
+                    "phase", "ops", "ops/s", "p50", "p99", "worst"
                 )?;
             }
             let secs = p.elapsed.as_secs_f64();
             let rate = if secs > 0.0 { p.ops as f64 / secs } else { 0.0 };
             writeln!(
                 out,
-                "{:<18} {:>9} {:>12.0} {:>10} {:>10}",
+                "{:<18} {:>9} {:>12.0} {:>10} {:>10} {:>10}",
                 p.name,
                 p.ops,
                 rate,
                 fmt_nanos(percentile(&p.latencies, 50)),
                 fmt_nanos(percentile(&p.latencies, 99)),
+                fmt_nanos(p.latencies.iter().copied().max().unwrap_or(0)),
             )
         })
     }

@@ -61,7 +61,7 @@ pub fn child(args: &DurableArgs) -> Outcome {
     if args.raw {
         return raw_child(args);
     }
-    let store = open_store(&args.path, SyncArg::Always)?;
+    let store = open_store(&args.path, SyncArg::Always, 0)?;
     let ids = random_ids(IDS_PER_CHILD)?;
     let mut data = random_data(usize::try_from(args.value_size)?);
     ready()?;
@@ -175,7 +175,7 @@ fn once(
     let path = dir.path().join("durable.db");
     if !raw {
         // Created here, so that the children only open it.
-        drop(open_store(&path, SyncArg::Always)?);
+        drop(open_store(&path, SyncArg::Always, 0)?);
     }
     let exe = std::env::current_exe()?;
     let mut kids = Vec::with_capacity(procs);

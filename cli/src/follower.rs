@@ -45,6 +45,9 @@ pub struct FollowerArgs {
     /// When saves reach the disk (as the bench's own handles).
     #[arg(long, value_enum)]
     sync: SyncArg,
+    /// Writeback every M MiB appended (as the bench's own handles).
+    #[arg(long, value_name = "M")]
+    writeback_mib: u64,
     /// Bytes of data per session saved.
     #[arg(long, value_name = "B", value_parser = clap::value_parser!(u64).range(0..=16 << 20))]
     value_size: u64,
@@ -138,6 +141,7 @@ impl OtherProcess {
     pub fn spawn(
         path: &Path,
         sync: SyncArg,
+        writeback_mib: u64,
         value_size: usize,
         rate: u64,
         ids: &[SessionId],
@@ -154,6 +158,7 @@ impl OtherProcess {
         let mut child = cmd
             .arg(SUBCOMMAND)
             .args(["--sync", &sync])
+            .args(["--writeback-mib", &writeback_mib.to_string()])
             .args(["--value-size", &value_size.to_string()])
             .args(["--load-rate", &rate.to_string()])
             .arg("--")
@@ -349,7 +354,7 @@ pub fn follower(args: &FollowerArgs) -> Outcome {
     let mut out = io::stdout().lock();
     let mut line = String::new();
     let ids = read_ids(&mut input, &mut line)?;
-    let store = open_store(&args.path, args.sync)?;
+    let store = open_store(&args.path, args.sync, args.writeback_mib)?;
     let data = random_data(value_size);
     writeln!(out, "ready")?;
     out.flush()?;

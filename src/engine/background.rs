@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::engine::compact;
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::shared::Inner;
+use crate::engine::writeback::{self, Progress};
 use crate::error::{Error, Result};
 use crate::options::SyncPolicy;
 
@@ -24,6 +25,50 @@ const CHECK_FILES_EVERY: Duration = Duration::from_secs(1);
 /// After `n` failed compactions in a row the next try waits
 /// `compact_check_interval * 2^min(n, MAX_BACKOFF_DOUBLINGS)`.
 const MAX_BACKOFF_DOUBLINGS: u32 = 6;
+
+/// Starts the thread that writes back behind the writers
+/// (`writeback.rs`): woken by a writer every `writeback_every` bytes
+/// appended.
+pub(crate) fn spawn_writeback(inner: Arc<Inner>) -> Result<JoinHandle<()>> {
+    let path = inner.path.clone();
+    thread::Builder::new()
+        .name("sessionlog-wb".into())
+        .spawn(move || write_back(&inner))
+        .map_err(|e| Error::io(path, "spawn writeback thread", e))
+}
+
+fn write_back(inner: &Inner) {
+    let mut progress = Progress::default();
+    let mut reported = false;
+    while !inner.writeback.signal.wait(writeback::IDLE) {
+        if inner.poison.is_set() {
+            continue;
+        }
+        let (file, end) = {
+            let st = inner.state.read();
+            (Arc::clone(&st.file), st.applied)
+        };
+        if let Err(e) = progress.step(&inner.hooks, &file.path, &file.file, file.ino, end) {
+            // A write error seen here is seen once (the kernel reports it
+            // to one waiter of this descriptor): the data may be lost, so
+            // the store is poisoned as after a failed sync. Anything else
+            // (a file system without the call) only ends the hints.
+            let lost = matches!(
+                e.raw_os_error(),
+                Some(libc::EIO | libc::ENOSPC | libc::EDQUOT)
+            );
+            if lost {
+                inner.poison.set("write back", &e);
+            }
+            if lost || !reported {
+                inner
+                    .meters
+                    .background_error("writeback", &Error::io(&inner.path, "write back", e));
+                reported = true;
+            }
+        }
+    }
+}
 
 /// Starts the thread that syncs (`SyncPolicy::Interval`) and compacts.
 pub(crate) fn spawn(inner: Arc<Inner>) -> Result<JoinHandle<()>> {

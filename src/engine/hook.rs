@@ -47,6 +47,21 @@ pub enum IoEvent<'a> {
         /// End of the range.
         end: u64,
     },
+    /// Writeback of the committed bytes `[start, end)` of `path` is about
+    /// to be started, behind the writers (`wait`: and waited for); a hint
+    /// to the kernel, which makes nothing durable. A failure counts as the
+    /// call's: an I/O error (`EIO`, `ENOSPC`, `EDQUOT`) poisons the handle,
+    /// since the kernel reports a lost page to one waiter only.
+    Writeback {
+        /// The file.
+        path: &'a Path,
+        /// First byte (a page boundary, past the header page).
+        start: u64,
+        /// End of the range (a page boundary at or below the committed end).
+        end: u64,
+        /// Whether the call waits for the range's writeback to finish.
+        wait: bool,
+    },
     /// `from` is about to be renamed over `to`.
     Rename {
         /// The new file.

@@ -6,13 +6,15 @@
 //!   (`LogStore::backup_to`);
 //! - `write`: the write path (save, restore, touch, delete);
 //! - `quota`: the quota check of a save;
-//! - `background`: the thread that syncs on an interval and compacts;
+//! - `background`: the thread that syncs on an interval and compacts, and
+//!   the one that writes back behind the writers;
 //! - `shared`: what a handle's threads share (`Inner`), and the handles a
 //!   compaction gets from it;
 //! - `compact`: rewriting live sessions into a new file (and expiry),
 //!   and repair;
 //! - `follow`: catching up with other processes' appends and swaps;
 //! - `commit`: group commit (making appends durable);
+//! - `writeback`: starting writeback of what writers appended, behind them;
 //! - `pending`: reading ahead the hint of another process's compaction;
 //! - `recovery`: replaying the log on open, cutting a torn tail;
 //! - `salvage`: what repair reads from a damaged header;
@@ -59,6 +61,7 @@ mod state;
 mod stats;
 mod store;
 mod write;
+mod writeback;
 
 pub use backup::BackupReport;
 pub use check::{CheckReport, Damage, RecordCounts, TornTail, check, check_with};

@@ -20,7 +20,8 @@ pub(crate) struct Latest<'a> {
     pub put_offset: u64,
 }
 
-/// Finds and checks the latest record of `id` in `view`.
+/// Finds and checks the latest record of `id` (valid, as for
+/// [`latest_at`]) in `view`.
 pub(crate) fn latest<'a>(index: &Index, view: &View<'a>, id: &[u8]) -> Result<Option<Latest<'a>>> {
     let Some(offset) = index.get(view, id) else {
         return Ok(None);
@@ -29,9 +30,10 @@ pub(crate) fn latest<'a>(index: &Index, view: &View<'a>, id: &[u8]) -> Result<Op
 }
 
 /// Checks that the record at `offset` of `view` (where an index found
-/// `id`) is a put or touch of `id`, and returns it.
+/// `id`, a valid id: a `SessionId`'s or a checked record's) is a put or
+/// touch of `id`, and returns it.
 pub(crate) fn latest_at<'a>(view: &View<'a>, offset: u64, id: &[u8]) -> Result<Latest<'a>> {
-    let rec = decode_at(view, offset)?;
+    let rec = decode_at_of(view, offset, id)?;
     if rec.id != id || rec.kind == Kind::Delete {
         return Err(Error::corrupt(
             &view.file.path,
@@ -79,6 +81,17 @@ pub(crate) fn decode_at<'a>(view: &View<'a>, offset: u64) -> Result<RecordRef<'a
     let bytes = view.tail(offset);
     warm(bytes);
     format::decode_record_salted(bytes, file.header.salt)
+        .map_err(|e| Error::corrupt(&file.path, offset, e.to_string()))
+}
+
+/// [`decode_at`] for a record that should hold `id`, a validated id
+/// (`format::decode_record_of`): the same checks and errors, without
+/// checking the id's alphabet when the record holds `id`.
+fn decode_at_of<'a>(view: &View<'a>, offset: u64, id: &[u8]) -> Result<RecordRef<'a>> {
+    let file: &'a LogFile = view.file;
+    let bytes = view.tail(offset);
+    warm(bytes);
+    format::decode_record_of(bytes, file.header.salt, id)
         .map_err(|e| Error::corrupt(&file.path, offset, e.to_string()))
 }
 

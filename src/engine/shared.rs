@@ -25,6 +25,7 @@ use crate::engine::policy::StorePolicy;
 use crate::engine::reserve;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::{BackgroundError, CompactStats, RecoveryReport, Stats};
+use crate::engine::writeback::Writeback;
 use crate::error::Result;
 use crate::observe::Meters;
 use crate::poison::Poison;
@@ -60,6 +61,8 @@ pub(crate) struct Inner {
     pub open_sync_pending: AtomicBool,
     /// Raised to stop the background thread; woken for an early round.
     pub stop: StopSignal,
+    /// Wakes (and stops) the writeback thread.
+    pub writeback: Writeback,
     pub recovery: Mutex<RecoveryReport>,
     /// Set when a save found expired sessions holding the quota's room:
     /// the background thread compacts at its next tick.

@@ -26,6 +26,7 @@ use crate::engine::reserve;
 use crate::engine::shared::Inner;
 use crate::engine::state::{State, StateLock};
 use crate::engine::stats::{CompactStats, RecoveryReport, Stats};
+use crate::engine::writeback::Writeback;
 use crate::engine::{background, compact, write};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -55,6 +56,8 @@ use crate::trust;
 pub struct LogStore {
     inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
+    /// The thread that writes back behind the writers.
+    writeback: Option<JoinHandle<()>>,
     /// The process that opened the handle.
     pid: u32,
 }
@@ -199,6 +202,11 @@ impl LogStore {
             poison: Poison::default(),
             open_sync_pending: AtomicBool::new(sync_pending),
             stop: StopSignal::default(),
+            writeback: Writeback::new(if opts.background && opts.sync != SyncPolicy::Always {
+                opts.writeback_every
+            } else {
+                0
+            }),
             recovery: Mutex::new(report),
             writes: std::sync::atomic::AtomicU64::new(0),
             compact_wanted: AtomicBool::new(false),
@@ -212,9 +220,15 @@ impl LogStore {
         } else {
             None
         };
+        let writeback = if inner.writeback.is_on() {
+            Some(background::spawn_writeback(Arc::clone(&inner))?)
+        } else {
+            None
+        };
         Ok(LogStore {
             inner,
             background,
+            writeback,
             pid: crate::pid::current(),
         })
     }
@@ -389,7 +403,6 @@ impl LogStore {
         id: &SessionId,
         f: impl FnOnce(SessionRef<'_>) -> R,
     ) -> Result<Option<R>> {
-        let now = self.inner.now_ms();
         let key = id.as_str().as_bytes();
         // Under the read lock, only the index lookup; the record is decoded
         // and checked after the lock is released.
@@ -408,12 +421,11 @@ impl LogStore {
         // map) lives as long as this view.
         let view = unsafe { View::new(&file, end) };
         let l = latest_at(&view, offset, key)?;
-        if self.inner.expiry.expired(
-            file.recorded_idle(),
-            l.rec.modified_ms,
-            l.rec.expires_ms,
-            now,
-        ) {
+        if self
+            .inner
+            .expiry
+            .expired_now(file.recorded_idle(), l.rec.modified_ms, l.rec.expires_ms)
+        {
             self.inner.meters.expired_on_read();
             return Ok(None);
         }
@@ -438,13 +450,20 @@ impl Drop for LogStore {
             // may have been held by a thread of the parent at the fork,
             // and the file locks are the parent's. Touch nothing; the
             // thread's share of `inner` keeps the rest from being dropped.
-            if let Some(h) = self.background.take() {
+            for h in [self.background.take(), self.writeback.take()]
+                .into_iter()
+                .flatten()
+            {
                 std::mem::forget(h);
             }
             return;
         }
         self.inner.stop.stop();
-        if let Some(h) = self.background.take() {
+        self.inner.writeback.signal.stop();
+        for h in [self.background.take(), self.writeback.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = h.join();
         }
         if self.inner.opts.sync != SyncPolicy::Never && !self.inner.poison.is_set() {

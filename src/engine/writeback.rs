@@ -1,0 +1,157 @@
+//! Writeback behind the writers (DESIGN.md §6): a thread of the handle
+//! starts writeback of what was appended, a chunk at a time, so that the
+//! log's dirty pages stay a few MiB instead of the gigabytes the kernel
+//! lets pile up before its flusher starts (and before it makes writers
+//! wait). Writers only count: one that crosses a chunk boundary wakes the
+//! thread, which does every system call.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::engine::format::HEADER_SIZE;
+use crate::engine::hook::{Hooks, IoEvent};
+use crate::stop::StopSignal;
+
+/// Default of `LogOptions::writeback_every`: off, until it is shown to
+/// help (DESIGN.md §6: on this project's ext4 it made saves wait in
+/// `pwrite` more often, not less).
+pub(crate) const DEFAULT_EVERY: u64 = 0;
+
+/// How far behind the newest chunk the thread waits for writeback to
+/// finish: at most this much (and a chunk) is in flight at a time, so that
+/// the disk's queue never holds hundreds of MiB ahead of other I/O.
+const WAIT_BEHIND: u64 = 16 << 20;
+
+/// The thread works only when a writer wakes it (a trickle of saves that
+/// never fills a chunk threatens no burst: the kernel writes it back on
+/// its own), or when the handle is dropped; this bounds its sleep.
+pub(crate) const IDLE: Duration = Duration::from_secs(3600);
+
+/// Pages are this long at least; only whole pages are written back.
+const PAGE: u64 = 4096;
+
+/// What writers share with the writeback thread.
+#[derive(Debug, Default)]
+pub(crate) struct Writeback {
+    /// Bytes appended between two wakes of the thread; 0: no thread.
+    every: u64,
+    /// Wakes the thread, or stops it.
+    pub signal: StopSignal,
+}
+
+impl Writeback {
+    /// A writeback signal for a thread woken every `every` bytes (0: no
+    /// thread runs, and writers wake nothing).
+    pub fn new(every: u64) -> Writeback {
+        Writeback {
+            every,
+            signal: StopSignal::default(),
+        }
+    }
+
+    /// Whether a thread writes back for this handle.
+    pub fn is_on(&self) -> bool {
+        self.every != 0
+    }
+
+    /// A writer appended `[off, end)`: wakes the thread when that crossed
+    /// a chunk boundary.
+    #[inline]
+    pub fn appended(&self, off: u64, end: u64) {
+        if self.every != 0 && off / self.every != end / self.every {
+            self.signal.wake();
+        }
+    }
+}
+
+/// Where the thread got to in one file.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// The file (device, inode) the offsets are of.
+    ino: (u64, u64),
+    /// Writeback was started for `[HEADER_SIZE, started)`.
+    started: u64,
+    /// Writeback finished (or was waited for) below this.
+    waited: u64,
+}
+
+impl Progress {
+    /// Starts writeback of the whole pages of `file` (device and inode
+    /// `ino`) below `end`, its committed end, past what was started
+    /// before, and waits for the writeback started `WAIT_BEHIND` before
+    /// them. The header page is never included: writers store the
+    /// committed word into it through the map, and a page written back is
+    /// write-protected until its next fault. Nor is the page `end` lies
+    /// in: appends still fill it. Pages below a committed end are never
+    /// written again, so cleaning them costs writers nothing.
+    pub fn step(
+        &mut self,
+        hooks: &Hooks,
+        path: &Path,
+        file: &File,
+        ino: (u64, u64),
+        end: u64,
+    ) -> io::Result<()> {
+        if self.ino != ino {
+            *self = Progress {
+                ino,
+                started: HEADER_SIZE,
+                waited: HEADER_SIZE,
+            };
+        }
+        let to = end / PAGE * PAGE;
+        if to <= self.started {
+            return Ok(());
+        }
+        range(hooks, path, file, self.started, to, false)?;
+        self.started = to;
+        let behind = to.saturating_sub(WAIT_BEHIND);
+        if behind > self.waited {
+            range(hooks, path, file, self.waited, behind, true)?;
+            self.waited = behind;
+        }
+        Ok(())
+    }
+}
+
+/// `sync_file_range(2)` over `[from, to)` of `file`: starts its writeback,
+/// and with `wait` also waits for it (and for what was started before).
+fn range(
+    hooks: &Hooks,
+    path: &Path,
+    file: &File,
+    from: u64,
+    to: u64,
+    wait: bool,
+) -> io::Result<()> {
+    hooks.before(IoEvent::Writeback {
+        path,
+        start: from,
+        end: to,
+        wait,
+    })?;
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    let (Ok(start), Ok(len)) = (
+        libc::off64_t::try_from(from),
+        libc::off64_t::try_from(to - from),
+    ) else {
+        return Ok(());
+    };
+    // SAFETY: sync_file_range only reads its integer arguments; the
+    // descriptor is owned by `file`, borrowed for the call.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), start, len, flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

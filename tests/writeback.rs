@@ -1,0 +1,164 @@
+//! Guards the writeback behind the writers (`LogOptions::writeback_every`,
+//! DESIGN.md §6), through the engine's I/O seam:
+//! - a handle starts writeback of what its writers append, chunk by chunk,
+//!   over whole pages past the header page and at or below the committed
+//!   end (the pages writers still store into are never cleaned under
+//!   them), and waits for the writeback further behind, under
+//!   `SyncPolicy::Never` (records written through the map) and
+//!   `Interval` (written with `pwrite`);
+//! - a writeback that fails with an I/O error poisons the handle, as a
+//!   failed sync does: the kernel reports a lost page to one waiter only.
+
+#[macro_use]
+mod common;
+use common::id;
+
+use std::io;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sessionlog::internals::hook::{IoEvent, IoHook};
+use sessionlog::{Error, LogStore, Session, SessionStore, SyncPolicy};
+
+/// Longest a test waits for the writeback thread's next step before it
+/// counts as never coming (a bound on a wait for an event, not a sleep).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One writeback call the hook saw: start, end, whether it waited.
+type Seen = (u64, u64, bool);
+
+/// Reports every writeback of the log over a channel; fails them with
+/// `EIO` when told to.
+#[derive(Debug)]
+struct Watch {
+    tx: Mutex<Sender<Seen>>,
+    fail: bool,
+}
+
+impl IoHook for Watch {
+    fn before(&self, e: &IoEvent<'_>) -> io::Result<()> {
+        if let IoEvent::Writeback {
+            start, end, wait, ..
+        } = *e
+        {
+            let _ = self.tx.lock().send((start, end, wait));
+            if self.fail {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open(path: &std::path::Path, sync: SyncPolicy, fail: bool) -> (LogStore, Receiver<Seen>) {
+    let (tx, rx) = channel();
+    let store = LogStore::options()
+        .sync(sync)
+        .writeback_every(1 << 20)
+        .io_hook(std::sync::Arc::new(Watch {
+            tx: Mutex::new(tx),
+            fail,
+        }))
+        .open(path)
+        .expect("open");
+    (store, rx)
+}
+
+/// Saves sessions of 64 KiB until about `bytes` are appended.
+fn fill(store: &LogStore, bytes: usize) -> sessionlog::Result<()> {
+    for i in 0..bytes / (64 << 10) {
+        store.save_session(&mut Session::new(
+            id(&format!("s{i}")),
+            vec![b'x'; 64 << 10],
+        ))?;
+    }
+    Ok(())
+}
+
+fn writeback_follows_the_writer(sync: SyncPolicy) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.log");
+    let (store, rx) = open(&path, sync, false);
+    fill(&store, 24 << 20).expect("save");
+    let committed = store.stats().expect("stats").log_bytes + 4096;
+    // The thread catches up with a writer that crossed a chunk boundary:
+    // the writeback started reaches the last whole page the saves filled
+    // before the last chunk boundary, and some range was waited for.
+    let mut started_to = 4096;
+    let mut waited = false;
+    while started_to < (committed >> 20 << 20).min(committed / 4096 * 4096) || !waited {
+        let (start, end, wait) = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("writeback stopped at {started_to} of {committed}"));
+        assert!(start >= 4096, "the header page was written back: {start}");
+        assert!(start < end, "an empty range: {start}..{end}");
+        assert!(
+            start.is_multiple_of(4096) && end.is_multiple_of(4096),
+            "not whole pages: {start}..{end}"
+        );
+        assert!(
+            end <= committed,
+            "past the committed end: {end} > {committed}"
+        );
+        if wait {
+            waited = true;
+            assert!(end < started_to, "waited for a range not yet started");
+        } else {
+            assert_eq!(start, started_to, "a gap or overlap in what was started");
+            started_to = end;
+        }
+    }
+    drop(store);
+    let again = LogStore::options().open(&path).expect("reopen");
+    assert_eq!(
+        again.stats().expect("stats").sessions,
+        (24 << 20) / (64 << 10)
+    );
+}
+
+#[test]
+fn writeback_follows_the_writer_through_the_map() {
+    writeback_follows_the_writer(SyncPolicy::Never);
+}
+
+#[test]
+fn writeback_follows_the_writer_with_pwrite() {
+    writeback_follows_the_writer(SyncPolicy::Interval(Duration::from_secs(3600)));
+}
+
+#[test]
+fn a_failed_writeback_poisons_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.log");
+    let (store, rx) = open(&path, SyncPolicy::Never, true);
+    // Saves go on until the thread, woken at the first MiB, fails its
+    // writeback and poisons the store; from then on every save is refused.
+    let mut refused = None;
+    let mut tried = false;
+    for i in 0..1_000_000 {
+        let data = vec![b'x'; 64 << 10];
+        if let Err(e) = store.save_session(&mut Session::new(id(&format!("s{i}")), data)) {
+            refused = Some((i, e));
+            break;
+        }
+        if i >= 16 && !tried {
+            // Past the first MiB: wait for the writeback to be tried.
+            rx.recv_timeout(PATIENCE).expect("no writeback was tried");
+            tried = true;
+        }
+    }
+    let Some((saved, error)) = refused else {
+        panic!("saves were never refused");
+    };
+    assert!(saved >= 16, "refused before a MiB was appended: {saved}");
+    assert!(matches!(error, Error::Poisoned { .. }), "{error:?}");
+    assert!(
+        store
+            .save_session(&mut Session::new(id("late"), vec![1; 10]))
+            .is_err(),
+        "a later save was taken"
+    );
+    // Loads go on.
+    assert!(store.load_session(&id("s0")).expect("load").is_some());
+}
