@@ -162,3 +162,76 @@ fn a_failed_writeback_poisons_the_store() {
     // Loads go on.
     assert!(store.load_session(&id("s0")).expect("load").is_some());
 }
+
+/// Fails the first wait a compaction makes for the writeback of its new
+/// file (`<log>.compact`), once.
+#[derive(Debug, Default)]
+struct FailCompactionWait(std::sync::atomic::AtomicBool);
+
+impl IoHook for FailCompactionWait {
+    fn before(&self, e: &IoEvent<'_>) -> io::Result<()> {
+        if let IoEvent::Writeback {
+            path, wait: true, ..
+        } = *e
+            && path.to_string_lossy().ends_with(".compact")
+            && !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_write_behind_fails_the_compaction_and_keeps_every_session() {
+    // A compaction waits for the writeback of its new file behind its
+    // writes; that wait reports a lost page to this file description once
+    // and the final fsync then would not: the compaction must fail there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.log");
+    let hook = std::sync::Arc::new(FailCompactionWait::default());
+    let open = || {
+        LogStore::options()
+            .sync(SyncPolicy::Never)
+            .background(false)
+            .io_hook(hook.clone())
+            .open(&path)
+            .expect("open")
+    };
+    let store = open();
+    // 12 MiB of live sessions: the new file grows past the write-behind
+    // distance, so the compaction waits.
+    fill(&store, 12 << 20).expect("fill");
+    let n = (12 << 20) / (64 << 10);
+    let error = store
+        .compact()
+        .expect_err("the compaction went on past a failed writeback");
+    assert!(
+        hook.0.load(std::sync::atomic::Ordering::SeqCst),
+        "no wait was made"
+    );
+    assert!(
+        matches!(&error, Error::Io { op: "write back", path, .. } if path.to_string_lossy().ends_with(".compact")),
+        "{error:?}"
+    );
+    let all_there = |store: &LogStore| {
+        (0..n).all(|i| {
+            store
+                .load_session(&id(&format!("s{i}")))
+                .expect("load")
+                .is_some()
+        })
+    };
+    assert!(
+        all_there(&store),
+        "a session was lost with the failed compaction"
+    );
+    // The next compaction (the hook fails once) goes through, and a reopen
+    // has every session.
+    store.compact().expect("a second compaction");
+    drop(store);
+    assert!(
+        all_there(&open()),
+        "a session was lost after the second compaction"
+    );
+}

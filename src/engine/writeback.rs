@@ -119,7 +119,10 @@ impl Progress {
 
 /// `sync_file_range(2)` over `[from, to)` of `file`: starts its writeback,
 /// and with `wait` also waits for it (and for what was started before).
-fn range(
+/// Also the compaction's write-behind of its new file. A wait reports a
+/// writeback error to this file description once (a later `fsync` of it
+/// then does not): callers fail on it.
+pub(crate) fn range(
     hooks: &Hooks,
     path: &Path,
     file: &File,

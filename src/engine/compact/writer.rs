@@ -11,6 +11,7 @@ use crate::engine::format::{
 };
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::index::{Index, Records};
+use crate::engine::writeback;
 use crate::error::{Error, Result};
 
 use super::temp::TempFile;
@@ -58,40 +59,27 @@ impl Out {
     /// a time, instead of in one burst at the final fsync that would queue
     /// the foreground's writes behind hundreds of MiB. Only a hint to the
     /// kernel: durability still comes from the fsync.
-    fn write_behind(&self, from: u64, to: u64) {
-        use std::os::fd::AsRawFd;
-        let fd = self.log.file.as_raw_fd();
-        let (Ok(start), Ok(len)) = (
-            libc::off64_t::try_from(from),
-            libc::off64_t::try_from(to - from),
-        ) else {
-            return;
-        };
-        // SAFETY: sync_file_range only reads its integer arguments; the
-        // descriptor is owned by `self.log.file`. Errors only mean the
-        // hint was not taken.
-        unsafe {
-            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
-        }
+    ///
+    /// A failure fails the compaction (the live file stays): a wait takes
+    /// a writeback error of the file description off the final fsync's
+    /// report, since the kernel reports a lost page to one waiter only.
+    fn write_behind(&self, from: u64, to: u64) -> Result<()> {
+        let path = tmp_path(&self.log);
+        let fail = |e| Error::io(&path, "write back", e);
+        writeback::range(&self.hooks, &path, &self.log.file, from, to, false).map_err(fail)?;
         let back = from.saturating_sub(WRITE_BEHIND);
-        if back > HEADER_SIZE
-            && let (Ok(start), Ok(len)) = (
-                libc::off64_t::try_from(back),
-                libc::off64_t::try_from(to - from),
+        if back > HEADER_SIZE {
+            writeback::range(
+                &self.hooks,
+                &path,
+                &self.log.file,
+                back,
+                back + (to - from),
+                true,
             )
-        {
-            // SAFETY: as above.
-            unsafe {
-                libc::sync_file_range(
-                    fd,
-                    start,
-                    len,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
+            .map_err(fail)?;
         }
+        Ok(())
     }
 
     fn push(&mut self, bytes: &[u8]) -> Result<u64> {
@@ -119,7 +107,7 @@ impl Out {
             })
             .and_then(|()| self.log.write_at(&self.buf, self.flushed))
             .map_err(|e| Error::io(&self.log.path, "write", e))?;
-        self.write_behind(self.flushed, self.pos);
+        self.write_behind(self.flushed, self.pos)?;
         self.flushed = self.pos;
         self.buf.clear();
         if self.flushed > self.log.map_len() {
