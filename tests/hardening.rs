@@ -310,7 +310,9 @@ impl IoHook for FullDisk {
         if let IoEvent::Write { path, offset, .. } = event
             && path.to_string_lossy().ends_with(".compact")
         {
-            if *offset == format::HEADER_SIZE {
+            // An attempt's first write, the new file's placeholder header,
+            // fails: one write at offset 0 per attempt.
+            if *offset == 0 {
                 self.attempts.0.lock().expect("lock").push(Instant::now());
             }
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::engine::file::LogFile;
+use crate::engine::file::{LogFile, Site};
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::lock::LockFile;
@@ -38,6 +38,13 @@ struct Synced {
     /// durable without writing the header page. The next full sync (the
     /// background thread's, `sync()`, close) writes it.
     header_behind: bool,
+    /// A compaction of this process swapped in a new file and is syncing
+    /// it and its directory: no sync completes until it is done.
+    switching: bool,
+    /// The view moved to a file another process's compaction renamed into
+    /// place, whose directory entry may not be durable yet: the next sync
+    /// syncs the directory first.
+    dir_pending: bool,
 }
 
 /// How a sync makes records durable.
@@ -69,6 +76,9 @@ pub(crate) struct Log<'a> {
     pub meters: &'a Meters,
     /// The lock file: the flush turn shared with other processes.
     pub lock: &'a LockFile,
+    /// The log's directory, synced after a move to another process's
+    /// compacted file.
+    pub site: &'a Site,
 }
 
 /// Group commit of one store handle.
@@ -115,6 +125,8 @@ impl GroupCommit {
                 synced,
                 running: false,
                 header_behind: false,
+                switching: false,
+                dir_pending: false,
             }),
             done: Condvar::new(),
             in_flight: AtomicUsize::new(0),
@@ -152,12 +164,58 @@ impl GroupCommit {
         self.synced.lock().header_behind
     }
 
-    /// The store moved to another file (a compaction's swap), durable up
-    /// to `synced`.
+    /// Whether every save waits for its sync (`SyncPolicy::Always`).
+    pub fn is_always(&self) -> bool {
+        self.policy == SyncPolicy::Always
+    }
+
+    /// This process's compaction is about to swap in a new file and will
+    /// sync it and its directory after letting go of the write lock: until
+    /// [`GroupCommit::switch_file`] (or `cancel_switch`, `fail_switch`), no
+    /// sync starts, and one that ran across the swap counts for nothing in
+    /// the new file.
+    pub fn begin_switch(&self) {
+        self.synced.lock().switching = true;
+    }
+
+    /// The swap did not happen: syncs go on as before.
+    pub fn cancel_switch(&self) {
+        let mut s = self.synced.lock();
+        s.switching = false;
+        self.done.notify_all();
+    }
+
+    /// The swap happened but syncing the new file or its directory failed
+    /// (the handle is poisoned): nothing of file `generation` counts as
+    /// durable, so every sync reports the poison.
+    pub fn fail_switch(&self, generation: u64) {
+        let mut s = self.synced.lock();
+        s.generation = generation;
+        s.synced = HEADER_SIZE;
+        s.switching = false;
+        s.dir_pending = true;
+        self.done.notify_all();
+    }
+
+    /// This process's compaction moved the store to another file, durable
+    /// up to `synced`, its directory entry too.
     pub fn switch_file(&self, generation: u64, synced: u64) {
         let mut s = self.synced.lock();
         s.generation = generation;
         s.synced = synced;
+        s.switching = false;
+        self.done.notify_all();
+    }
+
+    /// The view moved to another process's compacted file, durable up to
+    /// `synced`; the rename that put it at the path may not be (that
+    /// process syncs the directory after letting go of the write lock), so
+    /// the next sync syncs the directory before anything counts as durable.
+    pub fn follow_file(&self, generation: u64, synced: u64) {
+        let mut s = self.synced.lock();
+        s.generation = generation;
+        s.synced = synced;
+        s.dir_pending = true;
     }
 
     /// Returns once `end` in file `generation` is on stable storage (and,
@@ -167,14 +225,15 @@ impl GroupCommit {
         loop {
             let covered =
                 s.generation > generation || (s.generation == generation && s.synced >= end);
-            if covered && (kind == SyncKind::Range || !s.header_behind) {
+            let settled = !s.switching && !s.dir_pending;
+            if covered && settled && (kind == SyncKind::Range || !s.header_behind) {
                 return Ok(());
             }
             if log.poison.is_set() {
                 drop(s);
                 return log.poison.check(log.path);
             }
-            if s.running {
+            if s.running || s.switching {
                 self.done.wait(&mut s);
                 continue;
             }
@@ -182,7 +241,17 @@ impl GroupCommit {
             if kind == SyncKind::Full {
                 s.header_behind = false;
             }
+            let dir = std::mem::take(&mut s.dir_pending);
             drop(s);
+            if dir && let Err(e) = sync_dir(log) {
+                s = self.synced.lock();
+                s.running = false;
+                s.dir_pending = true;
+                self.done.notify_all();
+                log.poison.set("fsync of the directory", &e);
+                drop(s);
+                return Err(Error::io(log.path, "fsync directory", e));
+            }
             if kind == SyncKind::Range {
                 self.gather();
             }
@@ -213,7 +282,9 @@ impl GroupCommit {
                         s.header_behind = true;
                     }
                     let g = file.header.generation;
-                    if g > s.generation {
+                    // A sync that read the new file of a swap still being
+                    // synced (`begin_switch`) counts for nothing there.
+                    if g > s.generation && !s.switching {
                         s.generation = g;
                         s.synced = durable;
                     } else if g == s.generation {
@@ -341,6 +412,16 @@ impl GroupCommit {
             thread::yield_now();
         }
     }
+}
+
+/// Syncs the directory of the log (after a move to a file another
+/// process renamed into place).
+fn sync_dir(log: &Log<'_>) -> io::Result<()> {
+    log.hooks.before(IoEvent::SyncDir { path: log.path })?;
+    log.site.sync_dir().map_err(|e| match e {
+        Error::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    })
 }
 
 /// Flushes `file` from its synced word to `upto` (`RWF_DSYNC`), then

@@ -203,9 +203,9 @@ impl<'a> Follow<'a> {
         Ok(())
     }
 
-    /// Tells group commit that the view moved to another file.
+    /// Tells group commit that the view moved to another process's file.
     fn switched(&self, st: &State) {
-        self.commit.switch_file(
+        self.commit.follow_file(
             st.file.header.generation,
             st.file.synced().unwrap_or(HEADER_SIZE),
         );

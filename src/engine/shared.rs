@@ -108,6 +108,7 @@ impl Inner {
             hooks: &self.hooks,
             meters: &self.meters,
             lock: &self.lock,
+            site: &self.site,
         }
     }
 

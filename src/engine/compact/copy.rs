@@ -114,6 +114,9 @@ pub(super) struct Copy<'e> {
     pub src: Arc<LogFile>,
     /// The end of `src` copied so far.
     pub copied: u64,
+    /// The end of `src` whose records the new file holds durably: what
+    /// was copied when the new file was last fsynced (`mark_synced`).
+    pub synced_from: u64,
 }
 
 impl<'e> Copy<'e> {
@@ -151,6 +154,7 @@ impl<'e> Copy<'e> {
             dropped,
             erase,
             copied: snap.from,
+            synced_from: 0,
             src: snap.src,
         })
     }
@@ -181,6 +185,20 @@ impl<'e> Copy<'e> {
             }
         }
         Ok(())
+    }
+
+    /// Records that the new file was just fsynced with everything copied
+    /// so far: raises its synced word to its end, and `synced_from` to
+    /// `copied`.
+    pub fn mark_synced(&mut self) {
+        let end = self.w.out.pos;
+        self.w.out.log.set_synced(end);
+        self.w.out.hooks.word(
+            &super::writer::tmp_path(&self.w.out.log),
+            format::H_SYNCED,
+            format::encode_offset(end),
+        );
+        self.synced_from = self.copied;
     }
 
     /// Phase 2: copies the records of `view` (the old file under the write

@@ -250,12 +250,19 @@ fn run_locked(
         lead.wait(h, &mut c)?;
     }
     c.catch_up(h)?;
+    // The real header goes in before the last fsync outside the lock (its
+    // compaction figures count what was copied until then), so that once
+    // that fsync returns the new file is a valid store up to there, and
+    // the swap need not fsync under the write lock (`swap.rs`).
+    let head = swap::header(&c, generation, now, c.copied);
+    c.w.write_header(&head, Some(&policy))?;
     c.w.sync_data()?;
+    c.mark_synced();
     c.catch_up(h)?;
     c.w.out.flush()?;
     drop(phase);
 
     // Phase 2: under the write lock, the rest of the copy and the swap.
     let _phase = observe::step_span("swap");
-    swap::swap(h, tmp, c, generation, now, policy)
+    swap::swap(h, tmp, c, generation, now)
 }

@@ -3,7 +3,7 @@
 //! real header, and the fsyncs.
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::engine::file::{self, LogFile, Site};
 use crate::engine::format::{
@@ -21,7 +21,7 @@ use super::temp::TempFile;
 /// compares ids against records it already holds).
 pub(super) struct Out {
     pub log: LogFile,
-    hooks: Hooks,
+    pub hooks: Hooks,
     /// Bytes `[HEADER_SIZE, flushed)` are in the file.
     flushed: u64,
     /// Bytes `[flushed, pos)`.
@@ -151,7 +151,14 @@ impl Writer {
             .file
             .try_clone()
             .map_err(|e| Error::io(&tmp.path, "dup", e))?;
-        f.write_all_at(&format::encode_header(&placeholder(), HEADER_SIZE), 0)
+        let head = format::encode_header(&placeholder(), HEADER_SIZE);
+        hooks
+            .before(IoEvent::Write {
+                path: &tmp.path,
+                offset: 0,
+                bytes: &head,
+            })
+            .and_then(|()| f.write_all_at(&head, 0))
             .map_err(|e| Error::io(&tmp.path, "write", e))?;
         let log = LogFile::from_file(log, f)?;
         Ok(Writer {
@@ -224,8 +231,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes out what is buffered and fsyncs the file's data (not yet
-    /// its header).
+    /// Writes out what is buffered and fsyncs the file's data
+    /// (`fdatasync`: the header page too, as far as it was written).
     pub fn sync_data(&mut self) -> Result<()> {
         self.out.flush()?;
         let path = tmp_path(&self.out.log);
@@ -236,13 +243,12 @@ impl Writer {
             .map_err(|e| Error::io(&path, "fsync", e))
     }
 
-    /// Flushes, writes the header and fsyncs. Returns the file (with the
-    /// mapping it was read back through), its index and its end.
-    pub fn finish(
-        mut self,
-        header: &StaticHeader,
-        policy: Option<&Policy>,
-    ) -> Result<(LogFile, Index, u64)> {
+    /// Flushes and writes the static part of the header (`header` with
+    /// this file's salt and end, and `policy`) over the placeholder, not
+    /// yet synced. A compaction writes it once before its last fsync
+    /// outside the write lock (so that the file is a valid store once that
+    /// fsync returns, whatever follows) and again with the final figures.
+    pub fn write_header(&mut self, header: &StaticHeader, policy: Option<&Policy>) -> Result<()> {
         self.out.flush()?;
         let end = self.out.pos;
         let mut head = format::encode_header(
@@ -253,40 +259,73 @@ impl Writer {
             },
             end,
         );
-        let out = self.out;
-        let log = &out.log;
+        let log = &self.out.log;
         // Only the static part is written over the placeholder: the shared
         // words are stores through the mapping, since other processes may
         // be reading the committed word through theirs (`flush` already
-        // raised it to `end`; the other words stay as the placeholder set
-        // them, synced aside). The page is then `encode_header(.., end)`.
+        // raised it to `end`; the synced word is raised only by what
+        // synced). The page is then `encode_header(.., end)` but for the
+        // synced word.
         if let Some(p) = policy {
             format::encode_policy(p, &mut head);
         }
         let static_part = &head[..format::H_POLICY_END];
-        log.set_synced(end);
-        out.hooks
-            .word(&tmp_path(log), format::H_SYNCED, format::encode_offset(end));
-        out.hooks
+        self.out
+            .hooks
             .before(IoEvent::Write {
                 path: &tmp_path(log),
                 offset: 0,
                 bytes: static_part,
             })
             .and_then(|()| log.write_at(static_part, 0))
-            .and_then(|()| {
-                out.hooks.before(IoEvent::Sync {
-                    path: &tmp_path(log),
-                })
-            })
-            .and_then(|()| log.file.sync_all())
-            .map_err(|e| Error::io(&log.path, "write and fsync", e))?;
-        Ok((out.log, self.index, end))
+            .map_err(|e| Error::io(&log.path, "write", e))
     }
+
+    /// Writes out what is buffered, fsyncs the whole file (data, header
+    /// and length) and raises its synced word to its end.
+    pub fn sync_all(&mut self) -> Result<()> {
+        self.out.flush()?;
+        let path = tmp_path(&self.out.log);
+        sync_all(&self.out.log, &path, &self.out.hooks, self.out.pos)
+    }
+
+    /// The file (with the mapping it was read back through), its index and
+    /// its end; what is still buffered is written out first.
+    pub fn into_parts(mut self) -> Result<(LogFile, Index, u64)> {
+        self.out.flush()?;
+        Ok((self.out.log, self.index, self.out.pos))
+    }
+
+    /// Flushes, writes the header and fsyncs. Returns the file (with the
+    /// mapping it was read back through), its index and its end.
+    pub fn finish(
+        mut self,
+        header: &StaticHeader,
+        policy: Option<&Policy>,
+    ) -> Result<(LogFile, Index, u64)> {
+        self.write_header(header, policy)?;
+        self.sync_all()?;
+        self.into_parts()
+    }
+}
+
+/// Fsyncs `log`, the new file, now at `path` (the temporary file's, or the
+/// log's after the rename), then raises its synced word to `end`, which
+/// the fsync made durable. The word is raised after the fsync, never
+/// before: a crash in between must not leave a header that calls unsynced
+/// records synced.
+pub(super) fn sync_all(log: &LogFile, path: &Path, hooks: &Hooks, end: u64) -> Result<()> {
+    hooks
+        .before(IoEvent::Sync { path })
+        .and_then(|()| log.file.sync_all())
+        .map_err(|e| Error::io(&log.path, "fsync", e))?;
+    log.set_synced(end);
+    hooks.word(path, format::H_SYNCED, format::encode_offset(end));
+    Ok(())
 }
 
 /// The temporary file's path (the `LogFile` of the file being written
 /// carries the log's path for its error messages).
-fn tmp_path(log: &LogFile) -> PathBuf {
+pub(super) fn tmp_path(log: &LogFile) -> PathBuf {
     file::sibling(&log.path, ".compact")
 }
