@@ -235,3 +235,97 @@ fn a_failed_write_behind_fails_the_compaction_and_keeps_every_session() {
         "a session was lost after the second compaction"
     );
 }
+
+/// Reports every growth of the log and the thread that made it, and the
+/// end of every record write.
+#[derive(Debug)]
+struct Growth {
+    tx: Mutex<Sender<(String, u64)>>,
+    end: std::sync::atomic::AtomicU64,
+}
+
+impl IoHook for Growth {
+    fn before(&self, e: &IoEvent<'_>) -> io::Result<()> {
+        match *e {
+            IoEvent::Grow { len, .. } => {
+                let who = std::thread::current().name().unwrap_or("").to_owned();
+                let _ = self.tx.lock().send((who, len));
+            }
+            IoEvent::Write { offset, bytes, .. } if bytes.len() > 8 => {
+                self.end.fetch_max(
+                    offset + bytes.len() as u64,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The log grows ahead of the writers (DESIGN.md §6): once an append
+/// comes within half a growth step of the file's end, the handle's thread
+/// reserves the next step, and the save that reaches the old end finds the
+/// room there instead of growing the file itself (a `fallocate` that
+/// waited up to 32 ms here). Deterministic: after the save that came near
+/// the end, the test waits for the thread's growth before it saves on.
+#[test]
+fn the_log_is_grown_ahead_by_the_handle_s_thread_not_by_the_save_that_reaches_its_end() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let (tx, rx) = channel();
+    let hook = std::sync::Arc::new(Growth {
+        tx: Mutex::new(tx),
+        end: std::sync::atomic::AtomicU64::new(0),
+    });
+    let store = LogStore::options()
+        .sync(SyncPolicy::Never)
+        .io_hook(hook.clone())
+        .open(&path)
+        .expect("open");
+    let data = vec![7u8; 4000];
+    let len = || std::fs::metadata(&path).expect("stat").len();
+    let mut ahead = 0;
+    let mut i = 0;
+    let seen = |who: String, asked: u64, i: usize, ahead: &mut usize| {
+        if who == "sessionlog-wb" {
+            // The hook runs just before the `fallocate`: wait until the
+            // file holds the byte asked for (a bound, not a sleep).
+            let deadline = std::time::Instant::now() + PATIENCE;
+            while len() < asked {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the growth ahead never came"
+                );
+                std::thread::yield_now();
+            }
+            *ahead += 1;
+        } else {
+            // The first save grows the new file (header only) itself.
+            assert!(
+                *ahead == 0,
+                "save {i} grew the file itself although it was grown ahead"
+            );
+        }
+    };
+    // Three growths ahead; a log under 16 MiB grows by 1 MiB at a time,
+    // and the thread is woken 512 KiB before the end.
+    while ahead < 3 {
+        i += 1;
+        assert!(i < 2_000, "no growth ahead after {i} saves");
+        store
+            .save_session(&mut Session::new(id(&format!("g{i}")), data.clone()))
+            .expect("save");
+        while let Ok((who, asked)) = rx.try_recv() {
+            seen(who, asked, i, &mut ahead);
+        }
+        let end = hook.end.load(std::sync::atomic::Ordering::SeqCst);
+        if end + (512 << 10) > len() {
+            // The thread was woken and has not grown the file yet: its
+            // growth comes before the next save.
+            let (who, asked) = rx.recv_timeout(PATIENCE).expect("a growth ahead");
+            assert_eq!(who, "sessionlog-wb", "the growth ahead's thread");
+            seen(who, asked, i, &mut ahead);
+        }
+    }
+}

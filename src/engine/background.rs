@@ -8,7 +8,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::engine::compact;
+use crate::engine::file::LogFile;
 use crate::engine::format::{self, HEADER_SIZE};
+use crate::engine::hook::IoEvent;
+use crate::engine::reserve;
 use crate::engine::shared::Inner;
 use crate::engine::writeback::{self, Progress};
 use crate::error::{Error, Result};
@@ -26,9 +29,9 @@ const CHECK_FILES_EVERY: Duration = Duration::from_secs(1);
 /// `compact_check_interval * 2^min(n, MAX_BACKOFF_DOUBLINGS)`.
 const MAX_BACKOFF_DOUBLINGS: u32 = 6;
 
-/// Starts the thread that writes back behind the writers
-/// (`writeback.rs`): woken by a writer every `writeback_every` bytes
-/// appended.
+/// Starts the thread that grows the log ahead of the writers and writes
+/// back behind them (`writeback.rs`): woken by a writer near the file's
+/// end, and every `writeback_every` bytes appended.
 pub(crate) fn spawn_writeback(inner: Arc<Inner>) -> Result<JoinHandle<()>> {
     let path = inner.path.clone();
     thread::Builder::new()
@@ -40,6 +43,8 @@ pub(crate) fn spawn_writeback(inner: Arc<Inner>) -> Result<JoinHandle<()>> {
 fn write_back(inner: &Inner) {
     let mut progress = Progress::default();
     let mut reported = false;
+    let mut grow_reported = false;
+    let mut last_chunk = 0;
     while !inner.writeback.signal.wait(writeback::IDLE) {
         if inner.poison.is_set() {
             continue;
@@ -48,6 +53,22 @@ fn write_back(inner: &Inner) {
             let st = inner.state.read();
             (Arc::clone(&st.file), st.applied)
         };
+        if inner.writeback.grows()
+            && let Err(e) = grow_ahead(inner, &file, end)
+            && !grow_reported
+        {
+            // The writers grow the file themselves, and report what
+            // fails there; this is traced once.
+            inner.meters.background_error("growing the log ahead", &e);
+            grow_reported = true;
+        }
+        // Writeback goes a chunk at a time: a wake to grow alone, before
+        // the next chunk boundary, starts none.
+        let chunk = inner.writeback.chunk_of(end);
+        if chunk.is_none_or(|c| c == last_chunk) {
+            continue;
+        }
+        last_chunk = chunk.unwrap_or(0);
         if let Err(e) = progress.step(&inner.hooks, &file.path, &file.file, file.ino, end) {
             // A write error seen here is seen once (the kernel reports it
             // to one waiter of this descriptor): the data may be lost, so
@@ -152,6 +173,36 @@ fn run(inner: &Inner) {
             // The gauges, as often as the check (with a recorder only).
             inner.publish_gauges();
         }
+    }
+}
+
+/// Grows `file` (appended up to `end`) by a growth step when `end` is
+/// within [`writeback::grow_headroom`] of its end, without the write lock:
+/// `fallocate` only reserves blocks and never shortens the file or touches
+/// written data, so it cannot race a writer's own growth or append.
+/// Nothing is grown while the space reserve is given back (a disk near
+/// full): then each save grows the file by what it needs, as `write.rs`
+/// decides. A full disk here is no error: the writer that needs the
+/// space finds out.
+fn grow_ahead(inner: &Inner, file: &LogFile, end: u64) -> Result<()> {
+    let len = file.file_len()?;
+    if end.saturating_add(writeback::grow_headroom(len)) <= len {
+        return Ok(());
+    }
+    let want = inner.opts.space_reserve;
+    if want > 0 && reserve::held(&inner.site) < want {
+        return Ok(());
+    }
+    inner
+        .hooks
+        .before(IoEvent::Grow {
+            path: &file.path,
+            len: len + 1,
+        })
+        .map_err(|e| Error::io(&file.path, "grow file", e))?;
+    match file.ensure_len(len + 1, len, false, false) {
+        Err(e) if reserve::is_full(&e) => Ok(()),
+        other => other.map(|_| ()),
     }
 }
 

@@ -202,11 +202,13 @@ impl LogStore {
             poison: Poison::default(),
             open_sync_pending: AtomicBool::new(sync_pending),
             stop: StopSignal::default(),
-            writeback: Writeback::new(if opts.background && opts.sync != SyncPolicy::Always {
-                opts.writeback_every
+            // Under `Always` the log grows by chunks written with zeros
+            // and synced, which only a writer holding the lock may do.
+            writeback: if opts.background && opts.sync != SyncPolicy::Always {
+                Writeback::new(opts.writeback_every, true)
             } else {
-                0
-            }),
+                Writeback::new(0, false)
+            },
             recovery: Mutex::new(report),
             writes: std::sync::atomic::AtomicU64::new(0),
             compact_wanted: AtomicBool::new(false),

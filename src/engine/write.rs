@@ -131,8 +131,8 @@ fn write<R>(
         end,
     };
     drop(st);
-    // Published: the writeback thread, if this woke it, sees the record.
-    inner.writeback.appended(off, end);
+    // Published: the thread, if this woke it, sees the record.
+    inner.writeback.appended(off, end, file_len);
     Ok((r, at))
 }
 

@@ -1,16 +1,25 @@
-//! Writeback behind the writers (DESIGN.md §6): a thread of the handle
-//! starts writeback of what was appended, a chunk at a time, so that the
-//! log's dirty pages stay a few MiB instead of the gigabytes the kernel
-//! lets pile up before its flusher starts (and before it makes writers
-//! wait). Writers only count: one that crosses a chunk boundary wakes the
+//! The I/O a handle's writers leave to a thread of its own (DESIGN.md §6):
+//!
+//! - growing the log ahead of them: when an append comes within half a
+//!   growth step of the file's end, the thread reserves the next step
+//!   (`fallocate`, which on ext4 waited 4–32 ms for block bitmaps here),
+//!   so that a save rarely grows the file itself;
+//! - with `LogOptions::writeback_every`, writeback behind them: it starts
+//!   writeback of what was appended, a chunk at a time, so that the log's
+//!   dirty pages stay a few MiB instead of the gigabytes the kernel lets
+//!   pile up before its flusher starts (and before it makes writers wait).
+//!
+//! Writers only compare offsets: one that crosses a boundary wakes the
 //! thread, which does every system call.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::engine::file;
 use crate::engine::format::HEADER_SIZE;
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::stop::StopSignal;
@@ -33,38 +42,66 @@ pub(crate) const IDLE: Duration = Duration::from_secs(3600);
 /// Pages are this long at least; only whole pages are written back.
 const PAGE: u64 = 4096;
 
-/// What writers share with the writeback thread.
+/// What writers share with the thread.
 #[derive(Debug, Default)]
 pub(crate) struct Writeback {
-    /// Bytes appended between two wakes of the thread; 0: no thread.
+    /// Bytes appended between two writebacks; 0: none.
     every: u64,
+    /// Whether the thread grows the log ahead of the writers.
+    grow: bool,
+    /// The largest file length for which a writer asked for growth.
+    asked: AtomicU64,
     /// Wakes the thread, or stops it.
     pub signal: StopSignal,
 }
 
 impl Writeback {
-    /// A writeback signal for a thread woken every `every` bytes (0: no
-    /// thread runs, and writers wake nothing).
-    pub fn new(every: u64) -> Writeback {
+    /// A signal for a thread that writes back every `every` bytes (0:
+    /// never) and, with `grow`, grows the log ahead of the writers.
+    pub fn new(every: u64, grow: bool) -> Writeback {
         Writeback {
             every,
+            grow,
+            asked: AtomicU64::new(0),
             signal: StopSignal::default(),
         }
     }
 
-    /// Whether a thread writes back for this handle.
+    /// Whether a thread runs for this handle.
     pub fn is_on(&self) -> bool {
-        self.every != 0
+        self.every != 0 || self.grow
     }
 
-    /// A writer appended `[off, end)`: wakes the thread when that crossed
-    /// a chunk boundary.
+    /// The writeback chunk `end` lies in; `None` if the thread writes
+    /// nothing back.
+    pub fn chunk_of(&self, end: u64) -> Option<u64> {
+        end.checked_div(self.every)
+    }
+
+    /// Whether the thread grows the log ahead.
+    pub fn grows(&self) -> bool {
+        self.grow
+    }
+
+    /// A writer appended `[off, end)` to a file `file_len` long: wakes the
+    /// thread when that crossed a writeback chunk's boundary, or came
+    /// within [`grow_headroom`] of the end (once per length).
     #[inline]
-    pub fn appended(&self, off: u64, end: u64) {
-        if self.every != 0 && off / self.every != end / self.every {
+    pub fn appended(&self, off: u64, end: u64, file_len: u64) {
+        let chunk = self.every != 0 && off / self.every != end / self.every;
+        let near = self.grow
+            && end.saturating_add(grow_headroom(file_len)) > file_len
+            && self.asked.fetch_max(file_len, Ordering::Relaxed) < file_len;
+        if chunk || near {
             self.signal.wake();
         }
     }
+}
+
+/// How close to the end of a file `file_len` long an append wakes the
+/// thread to grow it: half the next growth step.
+pub(crate) fn grow_headroom(file_len: u64) -> u64 {
+    file::growth_step(file_len, false) / 2
 }
 
 /// Where the thread got to in one file.

@@ -401,8 +401,7 @@ impl LogFile {
         if end <= current {
             return Ok(current);
         }
-        let max_step = if zero_fill { 8 << 20 } else { 64 << 20 };
-        let step = (current / 16).clamp(1 << 20, max_step);
+        let step = growth_step(current, zero_fill);
         let target = if least {
             end.next_multiple_of(4096)
         } else {
@@ -594,6 +593,14 @@ pub(crate) fn create_log(
     }
     written?;
     log.sync_dir()
+}
+
+/// How much a log `current` bytes long grows by at a time (see
+/// [`LogFile::ensure_len`]): a sixteenth of it, between 1 MiB and 64 MiB
+/// (8 MiB when the growth is written with zeros).
+pub(crate) fn growth_step(current: u64, zero_fill: bool) -> u64 {
+    let max_step = if zero_fill { 8 << 20 } else { 64 << 20 };
+    (current / 16).clamp(1 << 20, max_step)
 }
 
 #[cfg(test)]
