@@ -13,6 +13,7 @@
 #[macro_use]
 mod common;
 use common::id;
+use common::power_loss::{apply, fresh_store, open_image};
 
 use std::collections::HashMap;
 use std::io;
@@ -300,26 +301,11 @@ impl IoHook for Recorder {
     }
 }
 
-fn apply(img: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
-    let end = offset as usize + bytes.len();
-    if img.len() < end {
-        img.resize(end, 0);
-    }
-    img[offset as usize..end].copy_from_slice(bytes);
-}
-
 #[test]
 fn power_loss_images_keep_every_acknowledged_save_under_always() {
     let mut rng = Rng::from_env_or_time();
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("s.db");
-    drop(
-        LogStore::options()
-            .background(false)
-            .open(&path)
-            .expect("create"),
-    );
-    let base = std::fs::read(&path).expect("read");
+    let (path, base) = fresh_store(dir.path());
     let rec = Arc::new(Recorder {
         log: path.clone(),
         events: Mutex::new(Vec::new()),
@@ -357,7 +343,6 @@ fn power_loss_images_keep_every_acknowledged_save_under_always() {
     }
     drop(store);
     let events = rec.events.lock().clone();
-    let img_path = dir.path().join("image.db");
     let mut images = 0;
     for k in 0..=events.len() {
         // Durable: every write before the last full sync before k, and
@@ -399,18 +384,7 @@ fn power_loss_images_keep_every_acknowledged_save_under_always() {
             .filter_map(|e| if let Ev::Ack(n) = e { Some(*n) } else { None })
             .max()
             .unwrap_or(0);
-        std::fs::write(&img_path, &img).expect("write image");
-        // As a store's own files are: nobody else may read them.
-        std::fs::set_permissions(
-            &img_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .expect("chmod image");
-        let _ = std::fs::remove_file(dir.path().join("image.db.lock"));
-        let store = LogStore::options()
-            .background(false)
-            .open(&img_path)
-            .unwrap_or_else(|e| panic!("image at event {k} does not open: {e}"));
+        let store = open_image(dir.path(), &img, k);
         let got: HashMap<&str, Vec<u8>> = names
             .iter()
             .filter_map(|n| {
@@ -570,14 +544,7 @@ fn power_loss_images_keep_every_save_acknowledged_through_another_handle_s_flush
     const SAVES: usize = 16;
     let mut rng = Rng::from_env_or_time();
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("s.db");
-    drop(
-        LogStore::options()
-            .background(false)
-            .open(&path)
-            .expect("create"),
-    );
-    let base = std::fs::read(&path).expect("read");
+    let (path, base) = fresh_store(dir.path());
     let (stores, shared) = shared_handles(&path, HANDLES, 2);
     // Acknowledgements as events: (handle, session, version).
     let acks: Mutex<Vec<(usize, usize, String, u64)>> = Mutex::new(Vec::new());
@@ -615,7 +582,6 @@ fn power_loss_images_keep_every_save_acknowledged_through_another_handle_s_flush
         "{flushes} flushes for {} saves: no save was covered by another's flush",
         HANDLES * SAVES
     );
-    let img_path = dir.path().join("image.db");
     let mut images = 0;
     for k in 0..=events.len() {
         let last_sync = events[..k].iter().rposition(|e| matches!(e, Ev::Sync));
@@ -645,17 +611,7 @@ fn power_loss_images_keep_every_save_acknowledged_through_another_handle_s_flush
                 apply(&mut img, *off, &b[..cut]);
             }
         }
-        std::fs::write(&img_path, &img).expect("write image");
-        std::fs::set_permissions(
-            &img_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .expect("chmod image");
-        let _ = std::fs::remove_file(dir.path().join("image.db.lock"));
-        let store = LogStore::options()
-            .background(false)
-            .open(&img_path)
-            .unwrap_or_else(|e| panic!("image at event {k} does not open: {e}"));
+        let store = open_image(dir.path(), &img, k);
         let mut acked: HashMap<&str, u64> = HashMap::new();
         for (at, _, name, v) in &acks {
             if *at < k {

@@ -13,6 +13,7 @@
 #[macro_use]
 mod common;
 use common::id;
+use common::power_loss::{apply, fresh_store, open_image};
 
 use std::collections::HashMap;
 use std::io;
@@ -182,14 +183,6 @@ enum DirOp {
     Rename(PathBuf, PathBuf),
 }
 
-fn apply(img: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
-    let end = offset as usize + bytes.len();
-    if img.len() < end {
-        img.resize(end, 0);
-    }
-    img[offset as usize..end].copy_from_slice(bytes);
-}
-
 /// Files a power loss at event `k` of `events` may leave at `path`, `base`
 /// being the store file's bytes before the first event: for each prefix
 /// of the changes to the directory (creations, renames) not yet synced, the file then at the path
@@ -293,14 +286,7 @@ fn images(events: &[Ev], k: usize, path: &Path, base: &[u8], rng: &mut Rng) -> V
 fn power_loss_images_of_compactions_under_never_keep_what_was_synced() {
     let mut rng = Rng::from_env_or_time();
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("s.db");
-    drop(
-        LogStore::options()
-            .background(false)
-            .open(&path)
-            .expect("create"),
-    );
-    let base = std::fs::read(&path).expect("read");
+    let (path, base) = fresh_store(dir.path());
     let model = Arc::new(Mutex::new(Model {
         events: Vec::new(),
         states: vec![HashMap::new()],
@@ -375,7 +361,6 @@ fn power_loss_images_of_compactions_under_never_keep_what_was_synced() {
         "{} operations, saves during compactions included",
         states.len()
     );
-    let img_path = dir.path().join("image.db");
     let mut checked = 0;
     for (k, img) in (0..=events.len()).flat_map(|k| {
         images(&events, k, &path, &base, &mut rng)
@@ -390,17 +375,7 @@ fn power_loss_images_of_compactions_under_never_keep_what_was_synced() {
                 _ => {}
             }
         }
-        std::fs::write(&img_path, &img).expect("write image");
-        std::fs::set_permissions(
-            &img_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .expect("chmod image");
-        let _ = std::fs::remove_file(dir.path().join("image.db.lock"));
-        let store = LogStore::options()
-            .background(false)
-            .open(&img_path)
-            .unwrap_or_else(|e| panic!("image at event {k} does not open: {e}"));
+        let store = open_image(dir.path(), &img, k);
         let every: std::collections::HashSet<&String> =
             states.iter().flat_map(|s| s.keys()).collect();
         let got: HashMap<String, Vec<u8>> = every

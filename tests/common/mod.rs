@@ -5,6 +5,7 @@
 pub mod conformance;
 pub mod child;
 pub mod disk;
+pub mod power_loss;
 pub mod root;
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 pub mod server_check;
