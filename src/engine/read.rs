@@ -63,16 +63,14 @@ pub(crate) fn live<'a>(
     id: &SessionId,
     now: u64,
 ) -> Result<Option<Latest<'a>>> {
-    Ok(
-        latest(&st.index, &st.view(), id.as_str().as_bytes())?.filter(|l| {
-            !expiry.expired(
-                st.file.recorded_idle(),
-                l.rec.modified_ms,
-                l.rec.expires_ms,
-                now,
-            )
-        }),
-    )
+    Ok(latest(&st.index, &st.view(), id.as_bytes())?.filter(|l| {
+        !expiry.expired(
+            st.file.recorded_idle(),
+            l.rec.modified_ms,
+            l.rec.expires_ms,
+            now,
+        )
+    }))
 }
 
 /// Decodes the record at `offset` of `view`, as a typed error if damaged.
