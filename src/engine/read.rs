@@ -105,8 +105,11 @@ fn warm(bytes: &[u8]) {
     // every cache line inside it is read; the last byte covers the line
     // the record ends in.
     let mut x = rec.last().copied().unwrap_or(0);
-    for i in (64..rec.len()).step_by(64) {
+    // A plain loop: `step_by` cost half as much again in instructions.
+    let mut i = 64;
+    while i < rec.len() {
         x ^= rec[i];
+        i += 64;
     }
     std::hint::black_box(x);
 }
