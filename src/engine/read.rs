@@ -115,6 +115,7 @@ fn warm(bytes: &[u8]) {
 }
 
 /// A session's put (checked to be the right one): its data and owner.
+#[inline]
 pub(crate) fn put_of<'a>(view: &View<'a>, l: &Latest<'a>) -> Result<RecordRef<'a>> {
     if l.put_offset == l.offset {
         return Ok(l.rec);
