@@ -140,7 +140,7 @@ impl<S> HashedIds<S> {
     /// 45 characters in all. The same for every store and process, so
     /// that several servers, `export` and `import` agree on it.
     pub fn stored_id(id: &SessionId) -> SessionId {
-        match SessionId::new(digest_string(DOMAIN, id.as_str().as_bytes())) {
+        match SessionId::new(digest_string(DOMAIN, id.as_bytes())) {
             Ok(stored) => stored,
             // `h,` and base64url are within the id alphabet and 45 bytes
             // within its length: this arm cannot be reached.
@@ -185,7 +185,7 @@ fn as_asked(mut list: Vec<SessionInfo>, owner: &Owner) -> Vec<SessionInfo> {
 /// [`HashedIds::stored_id`] encodes, and what a `DirStore` names a
 /// session's file by.
 pub(crate) fn id_digest(id: &SessionId) -> [u8; 32] {
-    raw_digest(DOMAIN, id.as_str().as_bytes())
+    raw_digest(DOMAIN, id.as_bytes())
 }
 
 /// Whether a session with the caller's `id` may still be stored in the

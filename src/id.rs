@@ -1,6 +1,8 @@
 //! Validated session ids.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
@@ -14,24 +16,55 @@ pub const MAX_ID_LEN: usize = 128;
 /// That alphabet covers hex, base64url and PHP-style ids, and contains no
 /// `/`, `.` or NUL, so an id can never name a path outside a store's
 /// directory or one of a store's own files.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(Box<str>);
+///
+/// An id of up to 46 bytes (every id sites generate: 22 base64url, 32 hex,
+/// 43 base64url of 256 bits) is held inline, without a heap allocation;
+/// longer ones are boxed. Equality, ordering and hashing are the id
+/// string's, whichever way it is held.
+#[derive(Clone)]
+pub struct SessionId(Repr);
 
-/// True for the bytes an id may contain.
-pub(crate) const fn is_id_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b','
+/// Longest id held inline: 46 bytes and a length byte fill the 48 bytes
+/// the boxed form (16 bytes, 8-aligned) and the enum's tag round up to.
+const INLINE_CAP: usize = 46;
+
+/// How an id is held. Invariant: the bytes are a valid id (so ASCII), and
+/// `Inline` is used exactly for ids of at most [`INLINE_CAP`] bytes.
+#[derive(Clone)]
+enum Repr {
+    /// The id is `bytes[..len]`; the rest is zero.
+    Inline { len: u8, bytes: [u8; INLINE_CAP] },
+    /// An id longer than [`INLINE_CAP`].
+    Heap(Box<str>),
 }
 
-/// `ID_BYTE[b]` is true for the bytes an id may contain.
-static ID_BYTE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = is_id_byte(b as u8);
-        b += 1;
-    }
-    t
-};
+/// True for the bytes an id may contain, by arithmetic rather than a table
+/// lookup, so that a loop over a fixed block of bytes vectorizes.
+#[inline(always)]
+fn id_byte_ok(b: u8) -> bool {
+    // `b | 0x20` maps A-Z onto a-z and nothing else onto a-z.
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'_')
+        | (b == b',')
+}
+
+/// Whether every byte of `block` may be in an id (branch-free: an OR of
+/// 16 lanes, one SSE2 compare sequence).
+#[inline(always)]
+fn id_block_ok(bytes: &[u8], at: usize) -> bool {
+    let Some(block) = bytes.get(at..at + 16) else {
+        return false;
+    };
+    block
+        .iter()
+        .fold(0u8, |bad, &b| bad | u8::from(!id_byte_ok(b)))
+        == 0
+}
+
+/// Why an id with a byte outside its alphabet was refused.
+const BAD_BYTE: &str = "only A-Z a-z 0-9 - _ , are allowed";
 
 /// Checks `bytes` against the id rules; `Err` carries the reason.
 pub(crate) fn check_id_bytes(bytes: &[u8]) -> std::result::Result<(), &'static str> {
@@ -41,19 +74,42 @@ pub(crate) fn check_id_bytes(bytes: &[u8]) -> std::result::Result<(), &'static s
     if bytes.len() > MAX_ID_LEN {
         return Err("it is longer than 128 characters");
     }
-    // Branch-free over the bytes: ids are checked on every decode.
-    if !bytes.iter().fold(true, |ok, &b| ok & ID_BYTE[b as usize]) {
-        return Err("only A-Z a-z 0-9 - _ , are allowed");
+    // Ids are checked on every load and every decode: 16 bytes at a time,
+    // the last block overlapping the one before it (a short id padded with
+    // a valid byte).
+    let ok = match bytes.len().checked_sub(16) {
+        None => {
+            let mut block = [b'a'; 16];
+            block[..bytes.len()].copy_from_slice(bytes);
+            id_block_ok(&block, 0)
+        }
+        Some(last) => {
+            // Leaving at the first bad block also keeps the compiler from
+            // vectorizing across blocks, which is larger and slower here.
+            let mut at = 0;
+            while at < last {
+                if !id_block_ok(bytes, at) {
+                    return Err(BAD_BYTE);
+                }
+                at += 16;
+            }
+            id_block_ok(bytes, last)
+        }
+    };
+    if !ok {
+        return Err(BAD_BYTE);
     }
     Ok(())
 }
 
 impl SessionId {
-    /// Validates `s` as a session id.
-    pub fn new(s: impl Into<String>) -> Result<SessionId> {
-        let s: String = s.into();
+    /// Validates `s` as a session id. Takes any string form (`&str`,
+    /// `String`, `Cow<str>`, ...) without allocating for an id of up to 46
+    /// bytes.
+    pub fn new(s: impl AsRef<str>) -> Result<SessionId> {
+        let s = s.as_ref();
         match check_id_bytes(s.as_bytes()) {
-            Ok(()) => Ok(SessionId(s.into_boxed_str())),
+            Ok(()) => Ok(SessionId::from_valid(s.as_bytes())),
             Err(reason) => Err(Error::InvalidId {
                 id: s.chars().take(160).collect(),
                 reason,
@@ -76,12 +132,33 @@ impl SessionId {
     pub fn try_generate() -> Result<SessionId> {
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).map_err(Error::random)?;
-        Ok(SessionId(base64url(&raw).into_boxed_str()))
+        let mut bytes = [0u8; INLINE_CAP];
+        let mut len = 0;
+        base64url_each(&raw, |c| {
+            bytes[len] = c;
+            len += 1;
+        });
+        Ok(SessionId(Repr::Inline {
+            len: len as u8,
+            bytes,
+        }))
     }
 
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Inline { len, bytes } => inline_str(&bytes[..usize::from(*len)]),
+            Repr::Heap(s) => s,
+        }
+    }
+
+    /// The id's bytes (ASCII), as [`SessionId::as_str`] without the UTF-8
+    /// view: what the engines key and compare on.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(s) => s.as_bytes(),
+        }
     }
 
     /// A short, stable digest of the id for messages and logs: the first 8
@@ -92,7 +169,7 @@ impl SessionId {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
         h.update(b"sessionlog id hint\0");
-        h.update(self.0.as_bytes());
+        h.update(self.as_bytes());
         let d = h.finalize();
         d[..4].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -100,16 +177,39 @@ impl SessionId {
     /// Builds an id from bytes read from disk, re-validating them.
     pub(crate) fn from_stored(bytes: &[u8]) -> Option<SessionId> {
         check_id_bytes(bytes).ok()?;
-        // Every byte is ASCII, so this cannot fail.
-        let s = std::str::from_utf8(bytes).ok()?;
-        Some(SessionId(s.into()))
+        Some(SessionId::from_valid(bytes))
     }
+
+    /// Holds `bytes`, which passed [`check_id_bytes`].
+    fn from_valid(bytes: &[u8]) -> SessionId {
+        if bytes.len() <= INLINE_CAP {
+            let mut inline = [0u8; INLINE_CAP];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            return SessionId(Repr::Inline {
+                len: bytes.len() as u8,
+                bytes: inline,
+            });
+        }
+        SessionId(Repr::Heap(inline_str(bytes).into()))
+    }
+}
+
+/// `bytes`, a valid id's, as a `str`.
+fn inline_str(bytes: &[u8]) -> &str {
+    // Never the default: a valid id is ASCII.
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 /// Unpadded base64url (RFC 4648 section 5).
 pub(crate) fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    base64url_each(bytes, |c| out.push(char::from(c)));
+    out
+}
+
+/// Unpadded base64url of `bytes`, one output byte at a time.
+fn base64url_each(bytes: &[u8], mut push: impl FnMut(u8)) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     for chunk in bytes.chunks(3) {
         let b = [
             chunk[0],
@@ -119,10 +219,39 @@ pub(crate) fn base64url(bytes: &[u8]) -> String {
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
         }
     }
-    out
+}
+
+/// Equal exactly when the id strings are (as `Borrow<str>` requires).
+impl PartialEq for SessionId {
+    fn eq(&self, other: &SessionId) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for SessionId {}
+
+/// Hashes as the id's `str` does, so that a map keyed by `SessionId` can be
+/// searched with a `&str`.
+impl Hash for SessionId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+/// Orders as the id strings do (bytewise).
+impl Ord for SessionId {
+    fn cmp(&self, other: &SessionId) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl PartialOrd for SessionId {
+    fn partial_cmp(&self, other: &SessionId) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl FromStr for SessionId {
@@ -148,7 +277,7 @@ impl TryFrom<String> for SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -163,13 +292,13 @@ impl fmt::Debug for SessionId {
 
 impl AsRef<str> for SessionId {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl std::borrow::Borrow<str> for SessionId {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -227,6 +356,129 @@ mod tests {
 
     fn id_of(s: &str) -> SessionId {
         SessionId::new(s).expect("valid")
+    }
+
+    /// Ids around the inline limit, and the longest.
+    fn boundary_ids() -> Vec<String> {
+        let mut out = Vec::new();
+        for len in [1, 21, 22, 32, 43, 45, 46, 47, 48, 64, 127, 128] {
+            // Distinct ids of each length, with a shared prefix so that
+            // ordering depends on length as well as on bytes.
+            out.push("a".repeat(len));
+            out.push(format!("{}Z", "a".repeat(len - 1)));
+            out.push(format!("{}-", "_".repeat(len - 1)));
+        }
+        out
+    }
+
+    #[test]
+    fn inline_and_boxed_ids_round_trip_at_every_length() {
+        assert!(matches!(
+            id_of(&"x".repeat(INLINE_CAP)).0,
+            Repr::Inline { .. }
+        ));
+        assert!(matches!(
+            id_of(&"x".repeat(INLINE_CAP + 1)).0,
+            Repr::Heap(_)
+        ));
+        assert!(matches!(
+            SessionId::generate().0,
+            Repr::Inline { len: 22, .. }
+        ));
+        for s in boundary_ids() {
+            let id = id_of(&s);
+            assert_eq!(id.as_str(), s);
+            assert_eq!(id.as_bytes(), s.as_bytes());
+            assert_eq!(id.to_string(), s);
+            assert_eq!(AsRef::<str>::as_ref(&id), s);
+            // Every way in builds the same id.
+            let owned = SessionId::new(s.clone()).expect("valid");
+            let parsed: SessionId = s.parse().expect("valid");
+            let stored = SessionId::from_stored(s.as_bytes()).expect("valid");
+            let cow = SessionId::new(std::borrow::Cow::Borrowed(s.as_str())).expect("valid");
+            for other in [owned, parsed, stored, cow, id.clone()] {
+                assert_eq!(other, id);
+                assert_eq!(other.cmp(&id), Ordering::Equal);
+            }
+        }
+        assert!(SessionId::from_stored(&[b'x'; MAX_ID_LEN + 1]).is_none());
+        assert!(SessionId::from_stored(b"a.b").is_none());
+    }
+
+    #[test]
+    fn equality_order_and_hash_are_the_strings() {
+        use std::hash::BuildHasher;
+        let state = std::collections::hash_map::RandomState::new();
+        let strs = boundary_ids();
+        let ids: Vec<SessionId> = strs.iter().map(|s| id_of(s)).collect();
+        for (a, sa) in ids.iter().zip(&strs) {
+            assert_eq!(state.hash_one(a), state.hash_one(sa.as_str()), "{sa}");
+            for (b, sb) in ids.iter().zip(&strs) {
+                assert_eq!(a == b, sa == sb, "{sa} {sb}");
+                assert_eq!(a.cmp(b), sa.cmp(sb), "{sa} {sb}");
+                assert_eq!(a.partial_cmp(b), sa.partial_cmp(sb), "{sa} {sb}");
+            }
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let mut sorted_strs = strs.clone();
+        sorted_strs.sort();
+        let as_strs: Vec<&str> = sorted.iter().map(SessionId::as_str).collect();
+        assert_eq!(as_strs, sorted_strs);
+    }
+
+    #[test]
+    fn maps_keyed_by_ids_are_searched_by_str() {
+        let strs = boundary_ids();
+        let map: std::collections::HashMap<SessionId, usize> = strs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (id_of(s), i))
+            .collect();
+        let set: std::collections::BTreeSet<SessionId> = strs.iter().map(|s| id_of(s)).collect();
+        assert_eq!(map.len(), strs.len());
+        for (i, s) in strs.iter().enumerate() {
+            assert_eq!(map.get(s.as_str()), Some(&i), "{s}");
+            assert!(set.contains(s.as_str()), "{s}");
+        }
+        assert_eq!(map.get("a".repeat(129).as_str()), None);
+        assert_eq!(map.get("b"), None);
+    }
+
+    #[test]
+    fn debug_shows_a_digest_inline_or_boxed() {
+        for s in ["inline-secret", &"boxed-secret".repeat(8)] {
+            let id = id_of(s);
+            let shown = format!("{id:?}");
+            assert_eq!(shown, format!("SessionId(#{})", id.digest_hint()));
+            assert!(!shown.contains("secret"));
+        }
+    }
+
+    #[test]
+    fn an_id_is_at_most_48_bytes() {
+        assert_eq!(std::mem::size_of::<SessionId>(), 48);
+        assert_eq!(std::mem::size_of::<Option<SessionId>>(), 48);
+    }
+
+    #[test]
+    fn the_byte_check_is_the_documented_alphabet_at_every_position() {
+        for b in 0..=255u8 {
+            let allowed = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b',';
+            assert_eq!(id_byte_ok(b), allowed, "{b:#x}");
+            // In a full block, a partial one and after a full one.
+            for len in [1, 5, 16, 17, 31, 32, 33, 128] {
+                for at in [0, len / 2, len - 1] {
+                    let mut id = vec![b'a'; len];
+                    id[at] = b;
+                    assert_eq!(
+                        check_id_bytes(&id).is_ok(),
+                        allowed,
+                        "{b:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

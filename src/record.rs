@@ -162,7 +162,10 @@ pub const fn record_len_owned(id_len: usize, owner_len: usize, data_len: usize) 
 /// Whether `owner` is a valid stored owner: at most 255 bytes of UTF-8
 /// without control characters (empty: none).
 fn owner_ok(owner: &[u8]) -> bool {
-    owner.len() <= 255 && std::str::from_utf8(owner).is_ok_and(|s| !s.chars().any(char::is_control))
+    // Most sessions have none: that answer costs no call.
+    owner.is_empty()
+        || owner.len() <= 255
+            && std::str::from_utf8(owner).is_ok_and(|s| !s.chars().any(char::is_control))
 }
 
 pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -233,7 +236,7 @@ pub fn encode_record_salted(out: &mut Vec<u8>, r: &RecordFields<'_>, salt: u32) 
     out.extend_from_slice(r.id);
     out.extend_from_slice(r.owner);
     out.extend_from_slice(r.data);
-    let crc = crc32fast::hash(&out[start + R_DATA_LEN..]) ^ RECORD_CRC_XOR ^ salt;
+    let crc = crc32(&out[start + R_DATA_LEN..]) ^ RECORD_CRC_XOR ^ salt;
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + padded, 0);
     padded
@@ -265,6 +268,17 @@ pub fn decode_record_unchecked(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError>
     decode_inner(buf, None, None)
 }
 
+/// CRC-32 (IEEE) of `bytes`, as `crc32fast::hash` computes it, without
+/// the CPU feature detection that repeats on every call there: the hasher
+/// it picks is made once and copied (about 30 instructions a record).
+fn crc32(bytes: &[u8]) -> u32 {
+    static PROTO: std::sync::LazyLock<crc32fast::Hasher> =
+        std::sync::LazyLock::new(crc32fast::Hasher::new);
+    let mut h = PROTO.clone();
+    h.update(bytes);
+    h.finalize()
+}
+
 /// `valid_id`: an id known to be valid; a record holding it skips the
 /// alphabet check.
 fn decode_inner<'a>(
@@ -289,7 +303,7 @@ fn decode_inner<'a>(
     }
     if let Some(salt) = salt {
         let stored = u32_at(buf, R_CRC);
-        if crc32fast::hash(&buf[R_DATA_LEN..unpadded]) ^ RECORD_CRC_XOR ^ salt != stored {
+        if crc32(&buf[R_DATA_LEN..unpadded]) ^ RECORD_CRC_XOR ^ salt != stored {
             return Err(DecodeError::Checksum);
         }
     }

@@ -114,7 +114,7 @@ const DIGEST_CHARS: usize = 52;
 /// The name a session's file had before digest names (the id in base32).
 #[cfg(test)]
 pub(crate) fn legacy_name(id: &SessionId) -> String {
-    format!("{LEGACY_PREFIX}{}", base32(id.as_str().as_bytes()))
+    format!("{LEGACY_PREFIX}{}", base32(id.as_bytes()))
 }
 
 /// The session an old-style file name belongs to, or `None` for any
@@ -173,7 +173,7 @@ pub(crate) fn encode_file(
         &mut out,
         &RecordFields {
             kind: Kind::Put,
-            id: id.as_str().as_bytes(),
+            id: id.as_bytes(),
             data,
             version: s.version,
             modified_ms: s.modified_ms,
@@ -187,7 +187,7 @@ pub(crate) fn encode_file(
 /// Decodes the contents of the file `path`, which must hold session `id`.
 pub(crate) fn decode_file(path: &Path, id: &SessionId, buf: Vec<u8>) -> Result<Stored> {
     let (found, stored) = decode(path, buf)?;
-    if found != *id.as_str().as_bytes() {
+    if found != *id.as_bytes() {
         return Err(mismatch(path));
     }
     Ok(stored)

@@ -102,7 +102,7 @@ pub(crate) enum RawError {
     Count,
 }
 
-fn id_at(src: &dyn Records, offset: u64) -> Option<&[u8]> {
+fn id_at<R: Records + ?Sized>(src: &R, offset: u64) -> Option<&[u8]> {
     format::peek_id(src.from(offset))
 }
 
@@ -271,7 +271,7 @@ impl Index {
     }
 
     /// The slot holding `id`, if any.
-    fn find(&self, src: &dyn Records, id: &[u8], h: u64) -> Option<usize> {
+    fn find<R: Records + ?Sized>(&self, src: &R, id: &[u8], h: u64) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
@@ -392,7 +392,8 @@ impl Index {
     }
 
     /// Offset of the latest record of `id`.
-    pub fn get(&self, src: &dyn Records, id: &[u8]) -> Option<u64> {
+    /// Generic, so that a load's lookup in a `View` calls no `dyn` method.
+    pub fn get<R: Records + ?Sized>(&self, src: &R, id: &[u8]) -> Option<u64> {
         let i = self.find(src, id, self.hash(id))?;
         Some(self.slots[i].offset)
     }

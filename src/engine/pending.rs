@@ -93,12 +93,20 @@ impl Pending {
     /// this handle has not seen, and lets go of what was read ahead if the
     /// word was cleared. `file` is the view's current file: a hint
     /// describes at most as many bytes of records as it holds.
+    #[inline]
     pub fn watch(&self, file: &LogFile, owner: Owner, hooks: &Hooks) {
+        // Inline, the check every load and save makes; the rest is rare.
         let token = file.pending();
         let seen = self.seen.load(Ordering::Relaxed);
-        if token == seen {
-            return;
+        if token != seen {
+            self.watch_changed(file, owner, hooks, token, seen);
         }
+    }
+
+    /// [`Pending::watch`] when the pending word is not the one last seen.
+    #[cold]
+    #[inline(never)]
+    fn watch_changed(&self, file: &LogFile, owner: Owner, hooks: &Hooks, token: u64, seen: u64) {
         if token == 0 {
             // The compaction is over: moved past, or failed.
             if self.seen.swap(0, Ordering::Relaxed) != 0 {

@@ -63,16 +63,14 @@ pub(crate) fn live<'a>(
     id: &SessionId,
     now: u64,
 ) -> Result<Option<Latest<'a>>> {
-    Ok(
-        latest(&st.index, &st.view(), id.as_str().as_bytes())?.filter(|l| {
-            !expiry.expired(
-                st.file.recorded_idle(),
-                l.rec.modified_ms,
-                l.rec.expires_ms,
-                now,
-            )
-        }),
-    )
+    Ok(latest(&st.index, &st.view(), id.as_bytes())?.filter(|l| {
+        !expiry.expired(
+            st.file.recorded_idle(),
+            l.rec.modified_ms,
+            l.rec.expires_ms,
+            now,
+        )
+    }))
 }
 
 /// Decodes the record at `offset` of `view`, as a typed error if damaged.
@@ -107,13 +105,17 @@ fn warm(bytes: &[u8]) {
     // every cache line inside it is read; the last byte covers the line
     // the record ends in.
     let mut x = rec.last().copied().unwrap_or(0);
-    for i in (64..rec.len()).step_by(64) {
+    // A plain loop: `step_by` cost half as much again in instructions.
+    let mut i = 64;
+    while i < rec.len() {
         x ^= rec[i];
+        i += 64;
     }
     std::hint::black_box(x);
 }
 
 /// A session's put (checked to be the right one): its data and owner.
+#[inline]
 pub(crate) fn put_of<'a>(view: &View<'a>, l: &Latest<'a>) -> Result<RecordRef<'a>> {
     if l.put_offset == l.offset {
         return Ok(l.rec);

@@ -405,7 +405,7 @@ impl LogStore {
         id: &SessionId,
         f: impl FnOnce(SessionRef<'_>) -> R,
     ) -> Result<Option<R>> {
-        let key = id.as_str().as_bytes();
+        let key = id.as_bytes();
         // Under the read lock, only the index lookup; the record is decoded
         // and checked after the lock is released.
         let found = self.inner.with_fresh(|st| {
@@ -485,7 +485,7 @@ impl Drop for LogStore {
 
 /// Reads a live session from a fresh view.
 fn read_session(inner: &Inner, st: &State, id: &SessionId, now: u64) -> Result<Option<Session>> {
-    let Some(l) = latest(&st.index, &st.view(), id.as_str().as_bytes())? else {
+    let Some(l) = latest(&st.index, &st.view(), id.as_bytes())? else {
         return Ok(None);
     };
     if inner.expiry.expired(

@@ -345,7 +345,7 @@ fn save_once(
     mode: SaveMode,
 ) -> Result<Option<(Error, Option<SessionId>)>> {
     let expires_ms = expires_millis(session.expires);
-    let id = session.id.as_str().as_bytes();
+    let id = session.id.as_bytes();
     let owner = owner_bytes(session);
     for _ in 0..UPGRADE_TRIES {
         let (saved, at) = write(inner, |st, buf, now, _| {
@@ -455,7 +455,7 @@ pub(crate) fn restore(inner: &Inner, session: &Session) -> Result<()> {
             u64::MAX - 1
         )));
     }
-    let id = session.id.as_str().as_bytes();
+    let id = session.id.as_bytes();
     let owner = owner_bytes(session);
     for _ in 0..UPGRADE_TRIES {
         let (written, at) = write(inner, |st, buf, now, _| {
@@ -505,7 +505,7 @@ pub(crate) fn touch(inner: &Inner, id: &SessionId, expires: Option<u64>) -> Resu
             buf,
             &RecordFields {
                 kind: Kind::Touch,
-                id: id.as_str().as_bytes(),
+                id: id.as_bytes(),
                 data: &target,
                 version,
                 modified_ms: now,
@@ -525,19 +525,17 @@ pub(crate) fn touch(inner: &Inner, id: &SessionId, expires: Option<u64>) -> Resu
 pub(crate) fn delete(inner: &Inner, id: &SessionId) -> Result<bool> {
     let (existed, at) = write(inner, |st, buf, now, may_use_reserve| {
         *may_use_reserve = true;
-        let Some((version, is_live)) =
-            latest(&st.index, &st.view(), id.as_str().as_bytes())?.map(|l| {
-                (
-                    l.rec.version,
-                    !inner.expiry.expired(
-                        st.file.recorded_idle(),
-                        l.rec.modified_ms,
-                        l.rec.expires_ms,
-                        now,
-                    ),
-                )
-            })
-        else {
+        let Some((version, is_live)) = latest(&st.index, &st.view(), id.as_bytes())?.map(|l| {
+            (
+                l.rec.version,
+                !inner.expiry.expired(
+                    st.file.recorded_idle(),
+                    l.rec.modified_ms,
+                    l.rec.expires_ms,
+                    now,
+                ),
+            )
+        }) else {
             return Ok(None);
         };
         encode(
@@ -545,7 +543,7 @@ pub(crate) fn delete(inner: &Inner, id: &SessionId) -> Result<bool> {
             buf,
             &RecordFields {
                 kind: Kind::Delete,
-                id: id.as_str().as_bytes(),
+                id: id.as_bytes(),
                 data: &[],
                 version,
                 modified_ms: now,

@@ -547,7 +547,7 @@ impl RedisStore {
             "touch failed",
             &self.scripts.touch,
             Some(id),
-            &[id.as_str().as_bytes(), expires],
+            &[id.as_bytes(), expires],
         )?;
         int(&reply)
             .map(|n| n == 1)
@@ -574,7 +574,7 @@ impl RedisStore {
                 expected.as_bytes(),
                 &session.data,
                 expires.as_bytes(),
-                session.id.as_str().as_bytes(),
+                session.id.as_bytes(),
                 self.keys.session.as_bytes(),
                 trim.as_bytes(),
                 owner.as_bytes(),
@@ -710,7 +710,7 @@ impl SessionStore for RedisStore {
                 "delete failed",
                 &self.scripts.delete,
                 Some(id),
-                &[id.as_str().as_bytes()],
+                &[id.as_bytes()],
             )?;
             int(&reply)
                 .map(|n| n == 1)
