@@ -7,7 +7,8 @@
 //! the floor an encrypted load cannot go below: ring's `open_in_place` of
 //! 1 KiB alone (with an associated data as long as an envelope's for these
 //! ids), the copy of the ciphertext into a buffer it needs first (it opens
-//! in place only), and the wipe of that buffer after the load:
+//! in place only), and the wipe of that buffer after the load; then a
+//! tenth of the sessions saved again, plain and encrypted:
 //! `cargo run --release --manifest-path benches/peers/Cargo.toml --bin encload`.
 use sessionlog::{Encrypted, Keyring, LogStore, Session, SessionId, SessionStore, SyncPolicy};
 
@@ -140,9 +141,25 @@ fn main() {
             std::hint::black_box(&mut buf);
         }
         let wipe = t.per_op(n);
+        // Saves: the first tenth of the sessions again, same data.
+        let m = n / 10;
+        let t = Timer::now();
+        for id in &ids[..m] {
+            plain
+                .save_session(&mut Session::new(id.clone(), data.clone()))
+                .unwrap();
+        }
+        let psave = t.per_op(m);
+        let t = Timer::now();
+        for id in &ids[..m] {
+            enc.save_session(&mut Session::new(id.clone(), data.clone()))
+                .unwrap();
+        }
+        let esave = t.per_op(m);
         println!(
             "  floor: copy 1 KiB + tag {copy:.0} ns, copy + ring open_in_place {open:.0} ns (ring alone {:.0} ns), wipe 1 KiB {wipe:.0} ns",
             open - copy
         );
+        println!("  save: plain {psave:.0} ns, encrypted {esave:.0} ns");
     }
 }
