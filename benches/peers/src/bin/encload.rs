@@ -15,7 +15,10 @@ use sessionlog::{Encrypted, Keyring, LogStore, Session, SessionId, SessionStore,
 /// This thread's CPU time in ns: unlike wall time it leaves out the time
 /// other processes hold the CPU, so a busy machine inflates it far less.
 fn cpu_ns() -> u128 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `t` is a valid, writable timespec for the call's duration and
     // CLOCK_THREAD_CPUTIME_ID is supported by every Linux this runs on.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
