@@ -200,19 +200,31 @@ impl AsRef<[u8]> for AadBytes {
 fn aad(header: &[u8], stored_id: &str) -> AadBytes {
     // Session ids are at most MAX_ID_LEN (far below 65536) bytes.
     let len = u16::try_from(stored_id.len()).unwrap_or(u16::MAX);
-    let parts: [&[u8]; 4] = [AAD_DOMAIN, header, &len.to_le_bytes(), stored_id.as_bytes()];
-    let total = parts.iter().map(|p| p.len()).sum::<usize>();
-    if total > AAD_INLINE {
-        return AadBytes::Heap(parts.concat());
+    let id = stored_id.as_bytes();
+    let len_at = AAD_DOMAIN.len() + header.len();
+    let id_at = len_at + 2;
+    let end = id_at + id.len();
+    if end > AAD_INLINE {
+        return AadBytes::Heap([AAD_DOMAIN, header, &len.to_le_bytes(), id].concat());
     }
-    let mut buf = [0u8; AAD_INLINE];
-    let mut at = 0;
-    for p in parts {
-        buf[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
-    }
-    AadBytes::Inline(buf, at)
+    let mut buf = AAD_START;
+    buf[AAD_DOMAIN.len()..len_at].copy_from_slice(header);
+    buf[len_at..id_at].copy_from_slice(&len.to_le_bytes());
+    buf[id_at..end].copy_from_slice(id);
+    AadBytes::Inline(buf, end)
 }
+
+/// The inline associated data before a header is added: the domain, then
+/// room for the rest.
+const AAD_START: [u8; AAD_INLINE] = {
+    let mut b = [0u8; AAD_INLINE];
+    let mut i = 0;
+    while i < AAD_DOMAIN.len() {
+        b[i] = AAD_DOMAIN[i];
+        i += 1;
+    }
+    b
+};
 
 /// The nonce of a writer's seal number `count`.
 pub fn nonce_of(count: u64) -> [u8; NONCE_LEN] {
