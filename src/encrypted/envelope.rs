@@ -187,6 +187,7 @@ enum AadBytes {
 }
 
 impl AsRef<[u8]> for AadBytes {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         match self {
             AadBytes::Inline(buf, len) => &buf[..*len],
@@ -196,7 +197,8 @@ impl AsRef<[u8]> for AadBytes {
 }
 
 /// The associated data of an envelope with `header` in the record of
-/// `stored_id`.
+/// `stored_id`. Inlined: built in its caller's frame, not moved there.
+#[inline]
 fn aad(header: &[u8], stored_id: &str) -> AadBytes {
     // Session ids are at most MAX_ID_LEN (far below 65536) bytes.
     let len = u16::try_from(stored_id.len()).unwrap_or(u16::MAX);
