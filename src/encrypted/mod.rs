@@ -6,7 +6,8 @@ mod ciphers;
 pub(crate) mod envelope;
 mod keyring;
 
-use std::time::{Duration, SystemTime};
+use std::cell::Cell;
+use std::time::Duration;
 
 pub use keyring::Keyring;
 
@@ -183,15 +184,17 @@ impl<S> Encrypted<S> {
 
     /// `plain` sealed under the current key for the record of `stored`.
     fn seal(&self, stored: &SessionId, plain: &[u8]) -> Result<Vec<u8>> {
-        let with = self.ciphers.seal_with(&self.keys)?;
-        Ok(envelope::seal(
-            &with.key,
-            self.keys.current_key_id(),
-            &with.salt,
-            with.nonce,
-            stored.as_str(),
-            plain,
-        ))
+        let mut out = Vec::new();
+        self.seal_into(stored, plain, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Encrypted::seal`] into `out` (cleared first).
+    fn seal_into(&self, stored: &SessionId, plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let key_id = self.keys.current_key_id();
+        self.ciphers.with_seal_key(&self.keys, |key, salt, nonce| {
+            envelope::seal_into(key, key_id, salt, nonce, stored.as_str(), plain, out)
+        })
     }
 
     /// The data of the record of `stored` (named `shown` in errors), or
@@ -275,11 +278,21 @@ impl<S: SessionStore> Encrypted<S> {
         session: &mut Session,
         f: impl FnOnce(&S, &mut Session) -> Result<()>,
     ) -> Result<()> {
-        let stored = self.inner.stored_id_of(&session.id);
-        let sealed = self.seal(&stored, &session.data)?;
+        let stored = self.inner.stored_id_cow(&session.id);
+        // The envelope goes in the thread's buffer of the last save's: from
+        // about 1 KiB of data an envelope is past the allocator's per-thread
+        // cache (glibc's ends at 1032 bytes), and a fresh one took its slow
+        // path twice a save.
+        let mut sealed = SEALED.try_with(Cell::take).unwrap_or_default();
+        self.seal_into(&stored, &session.data, &mut sealed)?;
         let plain = std::mem::replace(&mut session.data, sealed);
         let r = f(&self.inner, session);
-        session.data = plain;
+        let sealed = std::mem::replace(&mut session.data, plain);
+        if sealed.capacity() <= KEPT_SCRATCH {
+            // Ciphertext only: nothing in it needs wiping. During the
+            // thread's exit the slot may be gone; the buffer is then freed.
+            let _ = SEALED.try_with(|s| s.set(sealed));
+        }
         let overhead = self.overhead();
         r.map_err(|e| match e {
             Error::TooLarge { size, limit } => Error::TooLarge {
@@ -356,9 +369,6 @@ impl<S: SessionStore> Encrypted<S> {
     }
 }
 
-/// A loaded session's deadline, modification time, version and owner.
-type Loaded = (Option<SystemTime>, SystemTime, u64, Option<Owner>);
-
 /// Largest buffer a thread keeps between loads for the plaintext that
 /// [`SessionStore::load_session_with`] lends: a larger session's buffer is
 /// wiped and freed after its load.
@@ -369,7 +379,12 @@ thread_local! {
     /// reused so that a load allocates nothing. Taken out for the call
     /// (a nested load finds it empty and uses a new one) and always wiped
     /// before it is put back.
-    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+
+    /// Each thread's buffer for the envelope a save hands the wrapped
+    /// store, reused from save to save (taken out for the call: a nested
+    /// save finds it empty).
+    static SEALED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// A thread's plaintext buffer, taken for one load; dropping it (after
@@ -379,7 +394,7 @@ struct Scratch(Vec<u8>);
 
 impl Scratch {
     fn take() -> Scratch {
-        Scratch(SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default())
+        Scratch(SCRATCH.try_with(Cell::take).unwrap_or_default())
     }
 }
 
@@ -402,17 +417,29 @@ impl Drop for Scratch {
 }
 
 impl<S: SessionStore> Encrypted<S> {
-    /// The session `id`, decrypted into `out`, or `None` if it is absent
-    /// (`out` then empty).
-    fn load_into(&self, id: &SessionId, out: &mut Vec<u8>) -> Result<Option<Loaded>> {
-        let stored = self.inner.stored_id_of(id);
+    /// Decrypts the session `id` into `out` and runs `then` with it and
+    /// the wrapped store's view of the record (its times, version and
+    /// owner, borrowed: nothing of them is copied), inside the wrapped
+    /// store's callback; `None` if the session is absent (`out` then
+    /// empty).
+    fn load_into<R>(
+        &self,
+        id: &SessionId,
+        out: &mut Vec<u8>,
+        then: impl FnOnce(&[u8], SessionRef<'_>) -> R,
+    ) -> Result<Option<R>> {
+        let stored = self.inner.stored_id_cow(id);
+        let mut then = Some(then);
         let mut loaded = None;
         out.clear();
         self.inner.load_session_with(id, &mut |v| {
-            loaded = Some(
-                self.open_into(id, &stored, v.data(), self.accept_plaintext, out)
-                    .map(|()| (v.expires(), v.modified(), v.version(), v.owner().cloned())),
-            );
+            // A store calls back at most once.
+            if let Some(then) = then.take() {
+                loaded = Some(
+                    self.open_into(id, &stored, v.data(), self.accept_plaintext, out)
+                        .map(|()| then(out.as_slice(), v)),
+                );
+            }
         })?;
         loaded.transpose()
     }
@@ -433,25 +460,25 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
         // Decrypted in place in the buffer the caller gets.
         let mut data = Vec::new();
-        Ok(self
-            .load_into(id, &mut data)?
-            .map(|(expires, modified, version, owner)| {
-                let mut s = Session::restore(id.clone(), data, expires, modified, version);
-                s.owner = owner;
-                s
-            }))
+        let loaded = self.load_into(id, &mut data, |_, v| {
+            (v.expires(), v.modified(), v.version(), v.owner().cloned())
+        })?;
+        Ok(loaded.map(|(expires, modified, version, owner)| {
+            let mut s = Session::restore(id.clone(), data, expires, modified, version);
+            s.owner = owner;
+            s
+        }))
     }
 
     fn load_session_with(&self, id: &SessionId, f: &mut dyn FnMut(SessionRef<'_>)) -> Result<bool> {
         let mut buf = Scratch::take();
-        Ok(match self.load_into(id, &mut buf.0)? {
-            Some((expires, modified, version, owner)) => {
-                f(SessionRef::new(id, &buf.0, expires, modified, version)
-                    .with_owner(owner.as_ref()));
-                true
-            }
-            None => false,
-        })
+        let loaded = self.load_into(id, &mut buf.0, |data, v| {
+            f(
+                SessionRef::new(id, data, v.expires(), v.modified(), v.version())
+                    .with_owner(v.owner()),
+            );
+        })?;
+        Ok(loaded.is_some())
     }
 
     fn save(&self, session: &mut Session, mode: SaveMode) -> Result<()> {
@@ -468,6 +495,10 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
 
     fn stored_id_of(&self, id: &SessionId) -> SessionId {
         self.inner.stored_id_of(id)
+    }
+
+    fn stored_id_cow<'a>(&self, id: &'a SessionId) -> std::borrow::Cow<'a, SessionId> {
+        self.inner.stored_id_cow(id)
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
