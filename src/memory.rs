@@ -331,11 +331,6 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    /// Keeps every id as it is.
-    fn stored_id_cow<'a>(&self, id: &'a SessionId) -> std::borrow::Cow<'a, SessionId> {
-        std::borrow::Cow::Borrowed(id)
-    }
-
     fn may_block(&self) -> bool {
         false
     }

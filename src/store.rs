@@ -1,6 +1,5 @@
 //! The trait every backend implements.
 
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
@@ -157,18 +156,6 @@ pub trait SessionStore: Send + Sync {
         id.clone()
     }
 
-    /// [`stored_id_of`](Self::stored_id_of), borrowing `id` where the
-    /// store keeps it as it is: [`Encrypted`](crate::Encrypted) asks for
-    /// the stored id on every load and save, and a copy of it was 3% of
-    /// an encrypted load of 1 KiB from a [`LogStore`](crate::LogStore).
-    /// The default returns `stored_id_of(id)`, right for every store; a
-    /// store overrides it with `Cow::Borrowed(id)` only if it keeps the
-    /// default `stored_id_of`, and a wrapper forwards it to what it wraps
-    /// only if it does not rename ids.
-    fn stored_id_cow<'a>(&self, id: &'a SessionId) -> Cow<'a, SessionId> {
-        Cow::Owned(self.stored_id_of(id))
-    }
-
     /// Deletes the session; true if a live session existed.
     fn delete_session(&self, id: &SessionId) -> Result<bool>;
 
@@ -295,9 +282,6 @@ impl<S: SessionStore + ?Sized> SessionStore for Box<S> {
     }
     fn stored_id_of(&self, id: &SessionId) -> SessionId {
         (**self).stored_id_of(id)
-    }
-    fn stored_id_cow<'a>(&self, id: &'a SessionId) -> Cow<'a, SessionId> {
-        (**self).stored_id_cow(id)
     }
     fn delete_session(&self, id: &SessionId) -> Result<bool> {
         (**self).delete_session(id)

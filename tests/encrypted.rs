@@ -156,41 +156,6 @@ fn a_dir_store_holds_no_data_and_no_key() {
     assert_dir_holds_no_secret(dir.path());
 }
 
-/// `stored_id_cow` (which `Encrypted` binds each ciphertext to) is
-/// `stored_id_of` on every store and through every wrapper, borrowed only
-/// where the id is kept as it is.
-#[test]
-fn the_borrowed_stored_id_is_the_stored_id() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = LogStore::open(dir.path().join("sessions.db")).expect("open");
-    let dirs = DirStore::open(dir.path().join("sessions")).expect("open");
-    let stores: Vec<(Box<dyn SessionStore>, bool)> = vec![
-        (Box::new(MemoryStore::new()), true),
-        (Box::new(log), true),
-        (Box::new(dirs), true),
-        (Box::new(Encrypted::new(MemoryStore::new(), keys())), true),
-        (Box::new(HashedIds::new(MemoryStore::new())), false),
-        (
-            Box::new(Encrypted::new(HashedIds::new(MemoryStore::new()), keys())),
-            false,
-        ),
-        (
-            Box::new(HashedIds::new(Encrypted::new(MemoryStore::new(), keys()))),
-            false,
-        ),
-    ];
-    let id = SessionId::generate();
-    for (i, (store, kept)) in stores.iter().enumerate() {
-        let cow = store.stored_id_cow(&id);
-        assert_eq!(*cow, store.stored_id_of(&id), "store {i}");
-        assert_eq!(
-            matches!(cow, std::borrow::Cow::Borrowed(_)),
-            *kept,
-            "store {i}"
-        );
-    }
-}
-
 #[test]
 fn the_keyring_shows_no_key_in_debug_or_errors() {
     let ring = rotated();

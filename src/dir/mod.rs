@@ -868,12 +868,6 @@ impl SessionStore for DirStore {
         self.remove_stale_temps()
     }
 
-    /// Keeps every id as it is (its file's name is a digest, the record
-    /// holds the id).
-    fn stored_id_cow<'a>(&self, id: &'a SessionId) -> std::borrow::Cow<'a, SessionId> {
-        std::borrow::Cow::Borrowed(id)
-    }
-
     fn load_session(&self, id: &SessionId) -> Result<Option<Session>> {
         self.meters.call(Op::Load, || {
             let now = self.now_ms();

@@ -278,7 +278,7 @@ impl<S: SessionStore> Encrypted<S> {
         session: &mut Session,
         f: impl FnOnce(&S, &mut Session) -> Result<()>,
     ) -> Result<()> {
-        let stored = self.inner.stored_id_cow(&session.id);
+        let stored = self.inner.stored_id_of(&session.id);
         // The envelope goes in the thread's buffer of the last save's: from
         // about 1 KiB of data an envelope is past the allocator's per-thread
         // cache (glibc's ends at 1032 bytes), and a fresh one took its slow
@@ -428,7 +428,7 @@ impl<S: SessionStore> Encrypted<S> {
         out: &mut Vec<u8>,
         then: impl FnOnce(&[u8], SessionRef<'_>) -> R,
     ) -> Result<Option<R>> {
-        let stored = self.inner.stored_id_cow(id);
+        let stored = self.inner.stored_id_of(id);
         let mut then = Some(then);
         let mut loaded = None;
         out.clear();
@@ -495,10 +495,6 @@ impl<S: SessionStore> SessionStore for Encrypted<S> {
 
     fn stored_id_of(&self, id: &SessionId) -> SessionId {
         self.inner.stored_id_of(id)
-    }
-
-    fn stored_id_cow<'a>(&self, id: &'a SessionId) -> std::borrow::Cow<'a, SessionId> {
-        self.inner.stored_id_cow(id)
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool> {

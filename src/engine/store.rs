@@ -576,11 +576,6 @@ impl SessionStore for LogStore {
             .call(Op::Delete, || write::delete(&self.inner, id))
     }
 
-    /// Keeps every id as it is.
-    fn stored_id_cow<'a>(&self, id: &'a SessionId) -> std::borrow::Cow<'a, SessionId> {
-        std::borrow::Cow::Borrowed(id)
-    }
-
     /// Only under `SyncPolicy::Always`, where a write waits for the flush.
     fn may_block(&self) -> bool {
         self.inner.opts.sync == SyncPolicy::Always
