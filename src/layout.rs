@@ -313,16 +313,8 @@ pub mod lock {
     /// between entering a write and finishing its append: an elected
     /// flusher gives them a moment to join its flush.
     pub const L_FLUSH_WRITERS: usize = L_FLUSH_SEQ + 4;
-    /// Offset of the count (u32) of durable appends finished since the
-    /// current (or last) flush read the end it flushes to: records no
-    /// flush has covered yet. Zero on a page of an earlier build.
-    pub const L_FLUSH_JOINED: usize = L_FLUSH_WRITERS + 4;
-    /// Offset of the number (u32) of waiters the last flush turn's end
-    /// woke: how many writers are likely to append again at once, for the
-    /// next flusher to wait for (with the last turn's holder).
-    pub const L_FLUSH_WOKEN: usize = L_FLUSH_JOINED + 4;
     /// End of the flush words.
-    pub const L_FLUSH_END: usize = L_FLUSH_WOKEN + 4;
+    pub const L_FLUSH_END: usize = L_FLUSH_WRITERS + 4;
 
     const _: () = assert!(L_HEAD_END <= L_MUTEX && L_MUTEX.is_multiple_of(64));
     const _: () = assert!(L_STATUS.is_multiple_of(8));

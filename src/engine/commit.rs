@@ -347,7 +347,6 @@ impl GroupCommit {
                     return Ok(w);
                 }
                 self.gather_shared(log.lock, file);
-                log.lock.flush_begins();
                 let upto = format::decode_offset(file.committed_word()).map_or(end, |c| c.max(end));
                 let r = flush_from(log, file, upto);
                 drop(turn);
@@ -363,15 +362,12 @@ impl GroupCommit {
     }
 
     /// The flush turn's `gather`: gives the durable writers of every
-    /// process up to `GATHER_FOR` to append, so that this flush covers
-    /// them: those inside a write (counted in the lock file), and, until as
-    /// many appends joined since the last flush began, the waiters the
-    /// last turn's end woke and its holder (they save again at once in a
-    /// busy server). Without it, the processes a flush releases come back
-    /// just after the next one started and wait a whole flush more. A
-    /// count that stays up while the committed end does not move is taken
-    /// as left by killed processes, and later gathers wait only for
-    /// writers beyond it.
+    /// process that are inside a write (counted in the lock file) up to
+    /// `GATHER_FOR` to append, so that this flush covers them. Without
+    /// it, the processes a flush releases come back just after the next
+    /// one started and wait a whole flush more. A count that stays up
+    /// while the committed end does not move is taken as left by killed
+    /// processes, and later gathers wait only for writers beyond it.
     fn gather_shared(&self, lock: &LockFile, file: &LogFile) {
         let start = Instant::now();
         let mut n = lock.durable_writers();
@@ -382,8 +378,7 @@ impl GroupCommit {
         }
         let floor = stale.min(n);
         let committed = file.committed_word();
-        let expected = lock.last_woken().saturating_add(1);
-        while n > floor || lock.durable_joined() < expected {
+        while n > floor {
             if start.elapsed() >= GATHER_FOR {
                 if file.committed_word() == committed {
                     self.stale_writers.store(n, Ordering::Relaxed);

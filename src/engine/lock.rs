@@ -33,10 +33,10 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::engine::file::Site;
 use crate::error::{Error, Remedy, Result};
 use crate::layout::lock::{
-    L_FLUSH_JOINED, L_FLUSH_MAGIC, L_FLUSH_MUTEXES, L_FLUSH_SEQ, L_FLUSH_WOKEN, L_FLUSH_WRITERS,
-    L_HEAD_END, L_MAGIC, L_MUTEX, L_MUTEX_LAYOUT, L_RESERVED, L_STATUS, L_STATUS_LEN,
-    L_STATUS_MESSAGE, L_VERSION, LOCK_FILE_SIZE, LOCK_FLUSH_MAGIC, LOCK_LIBC_NAME, LOCK_MAGIC,
-    LOCK_MUTEX_LAYOUT, LOCK_STATUS_MESSAGE, LOCK_VERSION,
+    L_FLUSH_MAGIC, L_FLUSH_MUTEXES, L_FLUSH_SEQ, L_FLUSH_WRITERS, L_HEAD_END, L_MAGIC, L_MUTEX,
+    L_MUTEX_LAYOUT, L_RESERVED, L_STATUS, L_STATUS_LEN, L_STATUS_MESSAGE, L_VERSION,
+    LOCK_FILE_SIZE, LOCK_FLUSH_MAGIC, LOCK_LIBC_NAME, LOCK_MAGIC, LOCK_MUTEX_LAYOUT,
+    LOCK_STATUS_MESSAGE, LOCK_VERSION,
 };
 use crate::trust::{Create, Owner};
 
@@ -348,10 +348,7 @@ impl Drop for FlushTurn<'_> {
         // then finds the turn free.
         let seq = self.lock.flush_seq_word();
         seq.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let woken = futex_wake_all(seq);
-        self.lock
-            .word32(L_FLUSH_WOKEN)
-            .store(woken, std::sync::atomic::Ordering::Release);
+        futex_wake_all(seq);
     }
 }
 
@@ -451,32 +448,10 @@ impl LockFile {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// Undoes [`LockFile::enter_durable_write`]; the write's append (if
-    /// it made one) is done and counts as joined for the next flush.
+    /// Undoes [`LockFile::enter_durable_write`].
     pub fn leave_durable_write(&self) {
-        self.word32(L_FLUSH_JOINED)
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.word32(L_FLUSH_WRITERS)
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-
-    /// Durable appends finished since the last [`LockFile::flush_begins`].
-    pub fn durable_joined(&self) -> u32 {
-        self.word32(L_FLUSH_JOINED)
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The flush turn's holder is about to read the end it flushes to:
-    /// appends from here on are for the next flush.
-    pub fn flush_begins(&self) {
-        self.word32(L_FLUSH_JOINED)
-            .store(0, std::sync::atomic::Ordering::Release);
-    }
-
-    /// How many waiters the last flush turn's end woke.
-    pub fn last_woken(&self) -> u32 {
-        self.word32(L_FLUSH_WOKEN)
-            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Durable writers of every process inside a write now (plus any that
@@ -513,13 +488,12 @@ fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, max: Duration)
     }
 }
 
-/// Wakes every process sleeping in `futex_wait` on `word`; returns how
-/// many it woke (0 if the call failed).
-fn futex_wake_all(word: &std::sync::atomic::AtomicU32) -> u32 {
+/// Wakes every process sleeping in `futex_wait` on `word`.
+fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
     // SAFETY: `word` is an aligned u32 in a live mapping; FUTEX_WAKE only
     // wakes sleepers on it and ignores the later arguments. A failure
     // cannot leave anyone stuck: sleepers wait with a timeout.
-    let woken = unsafe {
+    unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -528,9 +502,8 @@ fn futex_wake_all(word: &std::sync::atomic::AtomicU32) -> u32 {
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
             0u32,
-        )
-    };
-    u32::try_from(woken).unwrap_or(0)
+        );
+    }
 }
 
 /// Writes the page anew: magic, version, the unlocked robust mutexes of
