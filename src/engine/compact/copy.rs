@@ -115,7 +115,7 @@ pub(super) struct Copy<'e> {
     /// The end of `src` copied so far.
     pub copied: u64,
     /// The end of `src` whose records the new file holds durably: what
-    /// was copied when the new file was last fsynced (`mark_synced`).
+    /// was copied when the new file was last fsynced.
     pub synced_from: u64,
 }
 
@@ -187,18 +187,12 @@ impl<'e> Copy<'e> {
         Ok(())
     }
 
-    /// Records that the new file was just fsynced with everything copied
-    /// so far: raises its synced word to its end, and `synced_from` to
-    /// `copied`.
-    pub fn mark_synced(&mut self) {
-        let end = self.w.out.pos;
-        self.w.out.log.set_synced(end);
-        self.w.out.hooks.word(
-            &super::writer::tmp_path(&self.w.out.log),
-            format::H_SYNCED,
-            format::encode_offset(end),
-        );
+    /// Writes out and fsyncs the new file (`Writer::sync_data`), which
+    /// then holds every record copied so far durably.
+    pub fn sync_data(&mut self) -> Result<()> {
+        self.w.sync_data()?;
         self.synced_from = self.copied;
+        Ok(())
     }
 
     /// Phase 2: copies the records of `view` (the old file under the write

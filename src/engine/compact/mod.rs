@@ -245,7 +245,7 @@ fn run_locked(
     // pass remain to be copied and synced.
     let phase = observe::step_span("catch_up");
     c.catch_up(h)?;
-    c.w.sync_data()?;
+    c.sync_data()?;
     if let Some(lead) = hint_ahead::announce(h, &c, generation, now) {
         lead.wait(h, &mut c)?;
     }
@@ -256,8 +256,7 @@ fn run_locked(
     // the swap need not fsync under the write lock (`swap.rs`).
     let head = swap::header(&c, generation, now, c.copied);
     c.w.write_header(&head, Some(&policy))?;
-    c.w.sync_data()?;
-    c.mark_synced();
+    c.sync_data()?;
     c.catch_up(h)?;
     c.w.out.flush()?;
     drop(phase);

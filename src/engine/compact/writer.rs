@@ -21,7 +21,7 @@ use super::temp::TempFile;
 /// compares ids against records it already holds).
 pub(super) struct Out {
     pub log: LogFile,
-    pub hooks: Hooks,
+    hooks: Hooks,
     /// Bytes `[HEADER_SIZE, flushed)` are in the file.
     flushed: u64,
     /// Bytes `[flushed, pos)`.
@@ -231,8 +231,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes out what is buffered and fsyncs the file's data
-    /// (`fdatasync`: the header page too, as far as it was written).
+    /// Writes out what is buffered, fsyncs the file's data (`fdatasync`:
+    /// the header page too, as far as it was written) and raises its
+    /// synced word to its end.
     pub fn sync_data(&mut self) -> Result<()> {
         self.out.flush()?;
         let path = tmp_path(&self.out.log);
@@ -240,14 +241,16 @@ impl Writer {
             .hooks
             .before(IoEvent::Sync { path: &path })
             .and_then(|()| self.out.log.file.sync_data())
-            .map_err(|e| Error::io(&path, "fsync", e))
+            .map_err(|e| Error::io(&path, "fsync", e))?;
+        raise_synced(&self.out.log, &path, &self.out.hooks, self.out.pos);
+        Ok(())
     }
 
     /// Flushes and writes the static part of the header (`header` with
     /// this file's salt and end, and `policy`) over the placeholder, not
-    /// yet synced. A compaction writes it once before its last fsync
-    /// outside the write lock (so that the file is a valid store once that
-    /// fsync returns, whatever follows) and again with the final figures.
+    /// yet synced. A compaction writes it once, before its last fsync
+    /// outside the write lock, so that the file is a valid store once that
+    /// fsync returns, whatever follows.
     pub fn write_header(&mut self, header: &StaticHeader, policy: Option<&Policy>) -> Result<()> {
         self.out.flush()?;
         let end = self.out.pos;
@@ -319,13 +322,19 @@ pub(super) fn sync_all(log: &LogFile, path: &Path, hooks: &Hooks, end: u64) -> R
         .before(IoEvent::Sync { path })
         .and_then(|()| log.file.sync_all())
         .map_err(|e| Error::io(&log.path, "fsync", e))?;
+    raise_synced(log, path, hooks, end);
+    Ok(())
+}
+
+/// Raises the synced word of `log` (at `path`) to `end`, which a sync just
+/// made durable.
+fn raise_synced(log: &LogFile, path: &Path, hooks: &Hooks, end: u64) {
     log.set_synced(end);
     hooks.word(path, format::H_SYNCED, format::encode_offset(end));
-    Ok(())
 }
 
 /// The temporary file's path (the `LogFile` of the file being written
 /// carries the log's path for its error messages).
-pub(super) fn tmp_path(log: &LogFile) -> PathBuf {
+fn tmp_path(log: &LogFile) -> PathBuf {
     file::sibling(&log.path, ".compact")
 }
