@@ -64,11 +64,10 @@ fn write_back(inner: &Inner) {
         }
         // Writeback goes a chunk at a time: a wake to grow alone, before
         // the next chunk boundary, starts none.
-        let chunk = inner.writeback.chunk_of(end);
-        if chunk.is_none_or(|c| c == last_chunk) {
+        let Some(chunk) = inner.writeback.chunk_of(end).filter(|&c| c != last_chunk) else {
             continue;
-        }
-        last_chunk = chunk.unwrap_or(0);
+        };
+        last_chunk = chunk;
         if let Err(e) = progress.step(&inner.hooks, &file.path, &file.file, file.ino, end) {
             // A write error seen here is seen once (the kernel reports it
             // to one waiter of this descriptor): the data may be lost, so
