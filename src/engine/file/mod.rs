@@ -109,18 +109,7 @@ impl LogFile {
             ));
         }
         let policy = check_policy(path, &head)?;
-        let map = Self::map(path, &file, meta.len())?;
-        Ok(LogFile {
-            path: path.to_owned(),
-            site: site.clone(),
-            file,
-            map,
-            mapped_file_len: meta.len(),
-            reserved: AtomicBool::new(false),
-            header,
-            policy,
-            ino: (meta.dev(), meta.ino()),
-        })
+        Self::mapped(site, file, &meta, header, policy)
     }
 
     /// Maps the damaged log at `site` for repair, whose header could not
@@ -131,16 +120,28 @@ impl LogFile {
         let path = &site.path;
         let file = site.open(Create::No, owner)?;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
-        let map = Self::map(path, &file, meta.len())?;
+        Self::mapped(site, file, &meta, header, None)
+    }
+
+    /// Maps `file` (at `site`, of metadata `meta`) as a log whose header
+    /// and policy are the ones given.
+    fn mapped(
+        site: &Site,
+        file: File,
+        meta: &std::fs::Metadata,
+        header: StaticHeader,
+        policy: Option<Policy>,
+    ) -> Result<LogFile> {
+        let map = Self::map(&site.path, &file, meta.len())?;
         Ok(LogFile {
-            path: path.to_owned(),
+            path: site.path.clone(),
             site: site.clone(),
             file,
             map,
             mapped_file_len: meta.len(),
             reserved: AtomicBool::new(false),
             header,
-            policy: None,
+            policy,
             ino: (meta.dev(), meta.ino()),
         })
     }
