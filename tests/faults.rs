@@ -13,7 +13,7 @@
 #[macro_use]
 mod common;
 use common::id;
-use common::power_loss::{apply, fresh_store, open_image};
+use common::power_loss::{apply, apply_torn_prefix, fresh_store, open_image};
 
 use std::collections::HashMap;
 use std::io;
@@ -367,18 +367,7 @@ fn power_loss_images_keep_every_acknowledged_save_under_always() {
         }
         // Plus a prefix of what was not synced, the last write torn.
         let keep = rng.below(pending.len() as u64 + 1) as usize;
-        for (j, (off, b)) in pending.iter().enumerate().take(keep + 1) {
-            // A header word is one aligned 8-byte store inside a sector:
-            // disks write it whole or not at all (DESIGN.md, assumptions).
-            if j < keep || b.len() == 8 {
-                if j < keep {
-                    apply(&mut img, *off, b);
-                }
-            } else {
-                let cut = rng.below(b.len() as u64 + 1) as usize;
-                apply(&mut img, *off, &b[..cut]);
-            }
-        }
+        apply_torn_prefix(&mut img, &pending, keep, &mut rng);
         let acked = events[..k]
             .iter()
             .filter_map(|e| if let Ev::Ack(n) = e { Some(*n) } else { None })
@@ -603,14 +592,7 @@ fn power_loss_images_keep_every_save_acknowledged_through_another_handle_s_flush
             }
         }
         let keep = rng.below(pending.len() as u64 + 1) as usize;
-        for (j, (off, b)) in pending.iter().enumerate().take(keep + 1) {
-            if j < keep {
-                apply(&mut img, *off, b);
-            } else if b.len() != 8 {
-                let cut = rng.below(b.len() as u64 + 1) as usize;
-                apply(&mut img, *off, &b[..cut]);
-            }
-        }
+        apply_torn_prefix(&mut img, &pending, keep, &mut rng);
         let store = open_image(dir.path(), &img, k);
         let mut acked: HashMap<&str, u64> = HashMap::new();
         for (at, _, name, v) in &acks {

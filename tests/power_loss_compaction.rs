@@ -13,7 +13,7 @@
 #[macro_use]
 mod common;
 use common::id;
-use common::power_loss::{apply, fresh_store, open_image};
+use common::power_loss::{apply, apply_torn_prefix, fresh_store, open_image};
 
 use std::collections::HashMap;
 use std::io;
@@ -267,15 +267,7 @@ fn images(events: &[Ev], k: usize, path: &Path, base: &[u8], rng: &mut Rng) -> V
         keeps.dedup();
         for keep in keeps {
             let mut img = img.clone();
-            for (j, (off, b)) in pending.iter().enumerate().take(keep + 1) {
-                if j < keep {
-                    apply(&mut img, *off, b);
-                } else if b.len() != 8 {
-                    // Header words are written whole or not at all.
-                    let cut = rng.below(b.len() as u64 + 1) as usize;
-                    apply(&mut img, *off, &b[..cut]);
-                }
-            }
+            apply_torn_prefix(&mut img, &pending, keep, rng);
             out.push(img);
         }
     }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use sessionlog::LogStore;
 
+use super::child::Rng;
+
 /// Creates the store `s.db` in `dir`; returns its path and its bytes, the
 /// image every power-loss image starts from.
 pub fn fresh_store(dir: &Path) -> (PathBuf, Vec<u8>) {
@@ -44,4 +46,26 @@ pub fn open_image(dir: &Path, img: &[u8], k: usize) -> LogStore {
         .background(false)
         .open(&img_path)
         .unwrap_or_else(|e| panic!("image at event {k} does not open: {e}"))
+}
+
+/// Lays onto `img` the first `keep` of the writes `pending` (offset,
+/// bytes; not synced, in the order made) and a random prefix of the next
+/// one, the write a power loss tore. A header word (8 bytes, one aligned
+/// store inside a sector) is written whole or not at all (DESIGN.md, the
+/// assumptions), so a torn one is left out.
+pub fn apply_torn_prefix<B: AsRef<[u8]>>(
+    img: &mut Vec<u8>,
+    pending: &[(u64, B)],
+    keep: usize,
+    rng: &mut Rng,
+) {
+    for (j, (off, b)) in pending.iter().enumerate().take(keep + 1) {
+        let b = b.as_ref();
+        if j < keep {
+            apply(img, *off, b);
+        } else if b.len() != 8 {
+            let cut = rng.below(b.len() as u64 + 1) as usize;
+            apply(img, *off, &b[..cut]);
+        }
+    }
 }
