@@ -40,20 +40,19 @@ impl Timer {
 }
 fn main() {
     let n = 50_000usize;
-    let _ = std::fs::remove_dir_all("/tmp/encload");
-    std::fs::create_dir_all("/tmp/encload").unwrap();
-    let open = |p: &str| {
+    // A directory of this process's own: two runs at once must not share
+    // (and overwrite) one store.
+    let dir = std::env::temp_dir().join(format!("encload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let open = |name: &str| {
         LogStore::options()
             .sync(SyncPolicy::Never)
             .background(false)
-            .open(p)
+            .open(dir.join(name))
             .unwrap()
     };
-    let plain = open("/tmp/encload/p.db");
-    let enc = Encrypted::new(
-        open("/tmp/encload/e.db"),
-        Keyring::new("k1", [1; 32]).unwrap(),
-    );
+    let plain = open("p.db");
+    let enc = Encrypted::new(open("e.db"), Keyring::new("k1", [1; 32]).unwrap());
     let ids: Vec<SessionId> = (0..n)
         .map(|i| {
             SessionId::new(format!(
@@ -179,4 +178,6 @@ fn main() {
         println!("  save: plain {psave:.0} ns, encrypted {esave:.0} ns");
         println!("  decrypt_record of each stored envelope in turn {cold:.0} ns");
     }
+    drop((plain, enc));
+    let _ = std::fs::remove_dir_all(&dir);
 }
