@@ -329,3 +329,125 @@ fn the_log_is_grown_ahead_by_the_handle_s_thread_not_by_the_save_that_reaches_it
         }
     }
 }
+
+/// Reports every prefault of the log (the thread, start and end), and the
+/// end of every record write.
+#[derive(Debug)]
+struct Prefaults {
+    tx: Mutex<Sender<(String, u64, u64)>>,
+    end: std::sync::atomic::AtomicU64,
+}
+
+impl IoHook for Prefaults {
+    fn before(&self, e: &IoEvent<'_>) -> io::Result<()> {
+        match *e {
+            IoEvent::Prefault { start, end, .. } => {
+                let who = std::thread::current().name().unwrap_or("").to_owned();
+                let _ = self.tx.lock().send((who, start, end));
+            }
+            IoEvent::Write { offset, bytes, .. } if bytes.len() > 8 => {
+                self.end.fetch_max(
+                    offset + bytes.len() as u64,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The address at which this process maps byte `offset` of `path`
+/// (from /proc/self/maps).
+fn mapped_at(path: &std::path::Path, offset: u64) -> Option<u64> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (range, _perms, map_off) = (f.next()?, f.next()?, f.next()?);
+        let (_dev, _inode) = (f.next()?, f.next()?);
+        if std::path::Path::new(f.next()?) != path {
+            return None;
+        }
+        let (lo, hi) = range.split_once('-')?;
+        let (lo, hi) = (
+            u64::from_str_radix(lo, 16).ok()?,
+            u64::from_str_radix(hi, 16).ok()?,
+        );
+        let map_off = u64::from_str_radix(map_off, 16).ok()?;
+        let at = lo + offset.checked_sub(map_off)?;
+        (at < hi).then_some(at)
+    })
+}
+
+/// Whether the page at virtual address `addr` of this process is present
+/// in its page table (bit 63 of its /proc/self/pagemap entry, which needs
+/// no privilege).
+fn page_present(addr: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let pagemap = std::fs::File::open("/proc/self/pagemap").expect("open pagemap");
+    let mut entry = [0u8; 8];
+    pagemap
+        .read_exact_at(&mut entry, addr / 4096 * 8)
+        .expect("read pagemap");
+    u64::from_le_bytes(entry) >> 63 == 1
+}
+
+/// Under `SyncPolicy::Never` writers copy records into the map, and the
+/// first copy into a page of the file used to fault there (the kernel
+/// allocating, zeroing and dirtying the page: two thirds of a save's time
+/// in `benches/peers`). The handle's thread faults the pages ahead of the
+/// log's end in (DESIGN.md §4): once appends cross a 256 KiB boundary it
+/// is woken, and pages past anything written become present in this
+/// process's map without a writer touching them.
+#[test]
+fn the_pages_ahead_of_the_log_s_end_are_faulted_in_by_the_handle_s_thread() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.db");
+    let (tx, rx) = channel();
+    let hook = std::sync::Arc::new(Prefaults {
+        tx: Mutex::new(tx),
+        end: std::sync::atomic::AtomicU64::new(0),
+    });
+    let store = LogStore::options()
+        .sync(SyncPolicy::Never)
+        .io_hook(hook.clone())
+        .open(&path)
+        .expect("open");
+    let data = vec![7u8; 4000];
+    let mut i = 0;
+    let (who, _, ahead) = loop {
+        i += 1;
+        assert!(i < 2_000, "no pages faulted in ahead after {i} saves");
+        store
+            .save_session(&mut Session::new(id(&format!("p{i}")), data.clone()))
+            .expect("save");
+        // Past the first 256 KiB the thread is woken; its prefault comes
+        // before the next save, or soon after (a bound, not a sleep).
+        if hook.end.load(std::sync::atomic::Ordering::SeqCst) > 256 << 10 {
+            break rx.recv_timeout(PATIENCE).expect("a prefault ahead");
+        }
+        if let Ok(seen) = rx.try_recv() {
+            break seen;
+        }
+    };
+    assert_eq!(who, "sessionlog-wb", "the prefault's thread");
+    // Only pages past every record written count: no writer touched them.
+    let written = hook.end.load(std::sync::atomic::Ordering::SeqCst);
+    let first = written.next_multiple_of(4096);
+    assert!(
+        ahead >= first + (64 << 10),
+        "the prefault ends at {ahead}, not well past the records' end {written}"
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    for page in (first..ahead).step_by(4096) {
+        let addr = mapped_at(&path, page).expect("the log is mapped there");
+        while !page_present(addr) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "page at {page} (records end at {written}) never became present"
+            );
+            std::thread::yield_now();
+        }
+    }
+}

@@ -13,7 +13,7 @@ use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::hook::IoEvent;
 use crate::engine::reserve;
 use crate::engine::shared::Inner;
-use crate::engine::writeback::{self, Progress};
+use crate::engine::writeback::{self, Prefaulted, Progress};
 use crate::error::{Error, Result};
 use crate::options::SyncPolicy;
 
@@ -42,8 +42,10 @@ pub(crate) fn spawn_writeback(inner: Arc<Inner>) -> Result<JoinHandle<()>> {
 
 fn write_back(inner: &Inner) {
     let mut progress = Progress::default();
+    let mut prefaulted = Prefaulted::default();
     let mut reported = false;
     let mut grow_reported = false;
+    let mut prefault_reported = false;
     let mut last_chunk = 0;
     while !inner.writeback.signal.wait(writeback::IDLE) {
         if inner.poison.is_set() {
@@ -61,6 +63,21 @@ fn write_back(inner: &Inner) {
             // fails there; this is traced once.
             inner.meters.background_error("growing the log ahead", &e);
             grow_reported = true;
+        }
+        // After the growth, which may give the pages ahead a file to be in.
+        // A failure only leaves the faults to the writers; traced once.
+        if inner.writeback.prefaults()
+            && let Err(e) = file.file_len().and_then(|len| {
+                prefaulted
+                    .step(&inner.hooks, &file, end, len)
+                    .map_err(|e| Error::io(&file.path, "fault in the pages ahead", e))
+            })
+            && !prefault_reported
+        {
+            inner
+                .meters
+                .background_error("faulting in the pages ahead", &e);
+            prefault_reported = true;
         }
         // Writeback goes a chunk at a time: a wake to grow alone, before
         // the next chunk boundary, starts none.

@@ -62,6 +62,17 @@ pub enum IoEvent<'a> {
         /// Whether the call waits for the range's writeback to finish.
         wait: bool,
     },
+    /// The pages of `[start, end)` of `path`, past the log's end, are about
+    /// to be faulted in writable (`MADV_POPULATE_WRITE`) ahead of the
+    /// writers that copy records into the map.
+    Prefault {
+        /// The file.
+        path: &'a Path,
+        /// First byte (a page boundary).
+        start: u64,
+        /// End of the range (a page boundary inside the file).
+        end: u64,
+    },
     /// `from` is about to be renamed over `to`.
     Rename {
         /// The new file.

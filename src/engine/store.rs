@@ -205,9 +205,9 @@ impl LogStore {
             // Under `Always` the log grows by chunks written with zeros
             // and synced, which only a writer holding the lock may do.
             writeback: if opts.background && opts.sync != SyncPolicy::Always {
-                Writeback::new(opts.writeback_every, true)
+                Writeback::new(opts.writeback_every, true, opts.sync == SyncPolicy::Never)
             } else {
-                Writeback::new(0, false)
+                Writeback::new(0, false, false)
             },
             recovery: Mutex::new(report),
             writes: std::sync::atomic::AtomicU64::new(0),

@@ -4,6 +4,11 @@
 //!   growth step of the file's end, the thread reserves the next step
 //!   (`fallocate`, which on ext4 waited 4–32 ms for block bitmaps here),
 //!   so that a save rarely grows the file itself;
+//! - under `SyncPolicy::Never`, where writers copy records into the map,
+//!   faulting in the pages ahead of them (`MADV_POPULATE_WRITE`): the
+//!   first copy into a page of the file faulted, and the kernel allocated,
+//!   zeroed and dirtied the page there, about two thirds of a save's time
+//!   (DESIGN.md §4);
 //! - with `LogOptions::writeback_every`, writeback behind them: it starts
 //!   writeback of what was appended, a chunk at a time, so that the log's
 //!   dirty pages stay a few MiB instead of the gigabytes the kernel lets
@@ -42,6 +47,15 @@ pub(crate) const IDLE: Duration = Duration::from_secs(3600);
 /// Pages are this long at least; only whole pages are written back.
 const PAGE: u64 = 4096;
 
+/// Writers wake the thread each time their appends cross a multiple of
+/// this, and it faults in the pages up to `PREFAULT_AHEAD` past the log's
+/// end: a burst of saves finds a few hundred pages ready, and little of
+/// the file is dirtied ahead of a trickle.
+const PREFAULT_EVERY: u64 = 256 << 10;
+
+/// How far past the log's end the thread faults pages in.
+const PREFAULT_AHEAD: u64 = 1 << 20;
+
 /// What writers share with the thread.
 #[derive(Debug, Default)]
 pub(crate) struct Writeback {
@@ -49,6 +63,8 @@ pub(crate) struct Writeback {
     every: u64,
     /// Whether the thread grows the log ahead of the writers.
     grow: bool,
+    /// Whether the thread faults in the pages ahead of the writers.
+    prefault: bool,
     /// The largest file length for which a writer asked for growth.
     asked: AtomicU64,
     /// Wakes the thread, or stops it.
@@ -57,11 +73,14 @@ pub(crate) struct Writeback {
 
 impl Writeback {
     /// A signal for a thread that writes back every `every` bytes (0:
-    /// never) and, with `grow`, grows the log ahead of the writers.
-    pub fn new(every: u64, grow: bool) -> Writeback {
+    /// never), with `grow` grows the log ahead of the writers, and with
+    /// `prefault` faults in the pages ahead of them (only where they write
+    /// through the map).
+    pub fn new(every: u64, grow: bool, prefault: bool) -> Writeback {
         Writeback {
             every,
             grow,
+            prefault,
             asked: AtomicU64::new(0),
             signal: StopSignal::default(),
         }
@@ -83,16 +102,23 @@ impl Writeback {
         self.grow
     }
 
+    /// Whether the thread faults in the pages ahead of the writers.
+    pub fn prefaults(&self) -> bool {
+        self.prefault
+    }
+
     /// A writer appended `[off, end)` to a file `file_len` long: wakes the
-    /// thread when that crossed a writeback chunk's boundary, or came
-    /// within [`grow_headroom`] of the end (once per length).
+    /// thread when that crossed a writeback chunk's boundary or a multiple
+    /// of `PREFAULT_EVERY`, or came within [`grow_headroom`] of the end
+    /// (once per length).
     #[inline]
     pub fn appended(&self, off: u64, end: u64, file_len: u64) {
         let chunk = self.every != 0 && off / self.every != end / self.every;
+        let prefault = self.prefault && off / PREFAULT_EVERY != end / PREFAULT_EVERY;
         let near = self.grow
             && end.saturating_add(grow_headroom(file_len)) > file_len
             && self.asked.fetch_max(file_len, Ordering::Relaxed) < file_len;
-        if chunk || near {
+        if chunk || prefault || near {
             self.signal.wake();
         }
     }
@@ -150,6 +176,55 @@ impl Progress {
             range(hooks, path, file, self.waited, behind, true)?;
             self.waited = behind;
         }
+        Ok(())
+    }
+}
+
+/// How far the thread faulted in pages ahead of the writers in one file.
+#[derive(Debug, Default)]
+pub(crate) struct Prefaulted {
+    /// The file (device, inode) the offset is of.
+    ino: (u64, u64),
+    /// Pages below this were faulted in (or written) already.
+    upto: u64,
+}
+
+impl Prefaulted {
+    /// Faults in the pages of `file` from the log's end `end` to
+    /// `PREFAULT_AHEAD` past it, within the file (`file_len` long) and its
+    /// map, past what was faulted in before. Touches no byte: a writer
+    /// copying into the page the end lies in, or a reader of the pages
+    /// below it, sees only the kernel map in what was already there.
+    pub fn step(
+        &mut self,
+        hooks: &Hooks,
+        file: &crate::engine::file::LogFile,
+        end: u64,
+        file_len: u64,
+    ) -> io::Result<()> {
+        if self.ino != file.ino {
+            *self = Prefaulted {
+                ino: file.ino,
+                upto: 0,
+            };
+        }
+        let from = self.upto.max(end / PAGE * PAGE);
+        let to = end
+            .saturating_add(PREFAULT_AHEAD)
+            .min(file_len)
+            .min(file.map_len())
+            / PAGE
+            * PAGE;
+        if to <= from {
+            return Ok(());
+        }
+        hooks.before(IoEvent::Prefault {
+            path: &file.path,
+            start: from,
+            end: to,
+        })?;
+        file.prefault(from, to)?;
+        self.upto = to;
         Ok(())
     }
 }

@@ -385,6 +385,41 @@ impl LogFile {
         Ok(())
     }
 
+    /// Faults in the pages of `[start, end)` writable in this handle's
+    /// map (`MADV_POPULATE_WRITE`), ahead of the writers that copy records
+    /// there (`write_record`), so that their copies do not fault: the
+    /// kernel allocates, zeroes and dirties each page now, on the caller's
+    /// thread. Only where records are written through the map (the blocks
+    /// are reserved); elsewhere nothing is done. `start` and `end` are
+    /// page boundaries past the committed end, inside the file and the
+    /// map.
+    pub fn prefault(&self, start: u64, end: u64) -> io::Result<()> {
+        if !self.reserved.load(Ordering::Relaxed) || start >= end || end > self.map_len() {
+            return Ok(());
+        }
+        let (Ok(at), Ok(len)) = (usize::try_from(start), usize::try_from(end - start)) else {
+            return Ok(());
+        };
+        // SAFETY: `[start, end)` lies inside the mapping (checked above),
+        // which lives as long as `self`, and `start` is a page boundary (the
+        // mapping starts at one). MADV_POPULATE_WRITE only faults the pages
+        // in writable; it reads and writes no byte of them, so it cannot
+        // race a writer copying into the range or a reader below it. Pages
+        // past the file's end would fail it (EFAULT), not signal.
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(at).cast(),
+                len,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Makes sure the file is at least `end` bytes long, growing it in
     /// chunks so that blocks are reserved (a full disk shows up here,
     /// before any record byte is written) and so that most appends do not
