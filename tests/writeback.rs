@@ -236,20 +236,32 @@ fn a_failed_write_behind_fails_the_compaction_and_keeps_every_session() {
     );
 }
 
-/// Reports every growth of the log and the thread that made it, and the
-/// end of every record write.
+/// A growth of the log the hook saw: the thread, the length asked for.
+type Growth = (String, u64);
+
+/// A prefault the hook saw: the thread, start and end.
+type Prefault = (String, u64, u64);
+
+/// Reports what the handle's thread does ahead of the writers, each with
+/// the thread that did it: every growth of the log (the length asked for)
+/// and every prefault (start and end); and keeps the end of every record
+/// write.
 #[derive(Debug)]
-struct Growth {
-    tx: Mutex<Sender<(String, u64)>>,
+struct Ahead {
+    grows: Mutex<Sender<Growth>>,
+    prefaults: Mutex<Sender<Prefault>>,
     end: std::sync::atomic::AtomicU64,
 }
 
-impl IoHook for Growth {
+impl IoHook for Ahead {
     fn before(&self, e: &IoEvent<'_>) -> io::Result<()> {
+        let who = || std::thread::current().name().unwrap_or("").to_owned();
         match *e {
             IoEvent::Grow { len, .. } => {
-                let who = std::thread::current().name().unwrap_or("").to_owned();
-                let _ = self.tx.lock().send((who, len));
+                let _ = self.grows.lock().send((who(), len));
+            }
+            IoEvent::Prefault { start, end, .. } => {
+                let _ = self.prefaults.lock().send((who(), start, end));
             }
             IoEvent::Write { offset, bytes, .. } if bytes.len() > 8 => {
                 self.end.fetch_max(
@@ -263,6 +275,31 @@ impl IoHook for Growth {
     }
 }
 
+/// A store at `path` under `SyncPolicy::Never` watched by an [`Ahead`]
+/// hook, with the receivers of its growths and its prefaults.
+fn open_ahead(
+    path: &std::path::Path,
+) -> (
+    LogStore,
+    std::sync::Arc<Ahead>,
+    Receiver<Growth>,
+    Receiver<Prefault>,
+) {
+    let (grows, grown) = channel();
+    let (prefaults, prefaulted) = channel();
+    let hook = std::sync::Arc::new(Ahead {
+        grows: Mutex::new(grows),
+        prefaults: Mutex::new(prefaults),
+        end: std::sync::atomic::AtomicU64::new(0),
+    });
+    let store = LogStore::options()
+        .sync(SyncPolicy::Never)
+        .io_hook(hook.clone())
+        .open(path)
+        .expect("open");
+    (store, hook, grown, prefaulted)
+}
+
 /// The log grows ahead of the writers (DESIGN.md §6): once an append
 /// comes within half a growth step of the file's end, the handle's thread
 /// reserves the next step, and the save that reaches the old end finds the
@@ -273,16 +310,7 @@ impl IoHook for Growth {
 fn the_log_is_grown_ahead_by_the_handle_s_thread_not_by_the_save_that_reaches_its_end() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("s.db");
-    let (tx, rx) = channel();
-    let hook = std::sync::Arc::new(Growth {
-        tx: Mutex::new(tx),
-        end: std::sync::atomic::AtomicU64::new(0),
-    });
-    let store = LogStore::options()
-        .sync(SyncPolicy::Never)
-        .io_hook(hook.clone())
-        .open(&path)
-        .expect("open");
+    let (store, hook, rx, _) = open_ahead(&path);
     let data = vec![7u8; 4000];
     let len = || std::fs::metadata(&path).expect("stat").len();
     let mut ahead = 0;
@@ -327,33 +355,6 @@ fn the_log_is_grown_ahead_by_the_handle_s_thread_not_by_the_save_that_reaches_it
             assert_eq!(who, "sessionlog-wb", "the growth ahead's thread");
             seen(who, asked, i, &mut ahead);
         }
-    }
-}
-
-/// Reports every prefault of the log (the thread, start and end), and the
-/// end of every record write.
-#[derive(Debug)]
-struct Prefaults {
-    tx: Mutex<Sender<(String, u64, u64)>>,
-    end: std::sync::atomic::AtomicU64,
-}
-
-impl IoHook for Prefaults {
-    fn before(&self, e: &IoEvent<'_>) -> io::Result<()> {
-        match *e {
-            IoEvent::Prefault { start, end, .. } => {
-                let who = std::thread::current().name().unwrap_or("").to_owned();
-                let _ = self.tx.lock().send((who, start, end));
-            }
-            IoEvent::Write { offset, bytes, .. } if bytes.len() > 8 => {
-                self.end.fetch_max(
-                    offset + bytes.len() as u64,
-                    std::sync::atomic::Ordering::SeqCst,
-                );
-            }
-            _ => {}
-        }
-        Ok(())
     }
 }
 
@@ -404,16 +405,7 @@ fn page_present(addr: u64) -> bool {
 fn the_pages_ahead_of_the_log_s_end_are_faulted_in_by_the_handle_s_thread() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("s.db");
-    let (tx, rx) = channel();
-    let hook = std::sync::Arc::new(Prefaults {
-        tx: Mutex::new(tx),
-        end: std::sync::atomic::AtomicU64::new(0),
-    });
-    let store = LogStore::options()
-        .sync(SyncPolicy::Never)
-        .io_hook(hook.clone())
-        .open(&path)
-        .expect("open");
+    let (store, hook, _, rx) = open_ahead(&path);
     let data = vec![7u8; 4000];
     let mut i = 0;
     let (who, _, ahead) = loop {
