@@ -205,7 +205,11 @@ impl LogStore {
             // Under `Always` the log grows by chunks written with zeros
             // and synced, which only a writer holding the lock may do.
             writeback: if opts.background && opts.sync != SyncPolicy::Always {
-                Writeback::new(opts.writeback_every, true, opts.sync == SyncPolicy::Never)
+                Writeback::new(
+                    opts.writeback_every,
+                    true,
+                    write::copies_into_map(opts.sync),
+                )
             } else {
                 Writeback::new(0, false, false)
             },

@@ -166,12 +166,7 @@ fn append(
             io::Error::from(io::ErrorKind::FileTooLarge),
         ));
     }
-    // Only a log that is never synced is written through the map: a sync
-    // write-protects the pages it writes back, and the next copy into such
-    // a page faults and can wait in the kernel for milliseconds (16 ms
-    // measured, with nothing else running), where a `pwrite` does not
-    // (DESIGN.md §4).
-    let prefer_pwrite = inner.opts.sync != SyncPolicy::Never;
+    let prefer_pwrite = !copies_into_map(inner.opts.sync);
     if end > file_len {
         file_len = file.file_len()?;
         if end > file_len {
@@ -195,6 +190,17 @@ fn append(
         return Err(Error::io(path, "write", e));
     }
     Ok((end, file_len))
+}
+
+/// Whether records are copied into the map (where the file's blocks are
+/// reserved) rather than written with `pwrite`: only in a log that is
+/// never synced. A sync write-protects the pages it writes back, and the
+/// next copy into such a page faults and can wait in the kernel for
+/// milliseconds (16 ms measured, with nothing else running), where a
+/// `pwrite` does not (DESIGN.md §4). The handle's I/O thread faults the
+/// pages in ahead of such copies (`writeback.rs`).
+pub(crate) fn copies_into_map(sync: SyncPolicy) -> bool {
+    sync == SyncPolicy::Never
 }
 
 /// Grows `file` (now `current` long) to hold `end`: a chunk, or, on a full
