@@ -1620,3 +1620,32 @@ fn an_open_while_another_handle_grows_the_file_keeps_every_record() {
         assert!(reopened.has_session(id).expect("has"), "{id:?} lost");
     }
 }
+
+/// `max_sessions_per_owner` logs out the oldest login even when the
+/// logins came within one millisecond (the clock stands still here): the
+/// order of their puts in the log decides, not their ids. The ids are
+/// saved in descending order, so an order by id would evict the newest
+/// of the others instead (Django's test client logged three browsers in
+/// within one millisecond and kept the first).
+#[test]
+fn the_owner_limit_evicts_the_oldest_of_logins_made_in_one_millisecond() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LogStore::options()
+        .sync(SyncPolicy::Never)
+        .clock(ManualClock::fixed())
+        .max_sessions_per_owner(2)
+        .open(dir.path().join("s.db"))
+        .expect("open");
+    let alice = sessionlog::Owner::new("alice").expect("owner");
+    for name in ["z9", "m5", "a0"] {
+        let mut s = Session::new(id(name), name.as_bytes().to_vec());
+        s.owner = Some(alice.clone());
+        store.save_session(&mut s).expect("save");
+    }
+    assert!(
+        !store.has_session(&id("z9")).expect("has"),
+        "the first login is logged out"
+    );
+    assert!(store.has_session(&id("m5")).expect("has"));
+    assert!(store.has_session(&id("a0")).expect("has"));
+}

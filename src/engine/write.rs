@@ -291,14 +291,14 @@ fn upgrade(inner: &Inner) -> Result<()> {
 const UPGRADE_TRIES: usize = 3;
 
 /// The owned sessions over the limit once `keep_id` is saved for them:
-/// the least recently modified first.
+/// the least recently modified first. Sessions modified in the same
+/// millisecond (three logins in a row) go in the order their puts were
+/// appended: the earlier put is the older, which the ids, random, do not
+/// say.
 fn over_limit<'a>(mut others: Vec<Owned<'a>>, keep_id: &[u8], limit: usize) -> Vec<Owned<'a>> {
     others.retain(|o| o.latest.rec.id != keep_id);
     let excess = (others.len() + 1).saturating_sub(limit);
-    others.sort_unstable_by(|a, b| {
-        (a.latest.rec.modified_ms, a.latest.rec.id)
-            .cmp(&(b.latest.rec.modified_ms, b.latest.rec.id))
-    });
+    others.sort_unstable_by_key(|o| (o.latest.rec.modified_ms, o.latest.put_offset));
     others.truncate(excess);
     others
 }
