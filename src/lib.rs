@@ -74,6 +74,7 @@ mod memory;
 mod observe;
 mod options;
 mod owner;
+mod pace;
 mod pid;
 mod poison;
 mod record;

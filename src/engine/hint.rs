@@ -29,6 +29,7 @@ use crate::layout::hint::{
     I_CREATED, I_FLAGS, I_GENERATION, I_LEN, I_LIVE, I_LOG_END, I_MAGIC, I_SALT, I_SEED, I_SLOTS,
     I_VERSION,
 };
+use crate::pace::Pace;
 use crate::trust::{Create, Owner};
 
 /// `<log>.hint`.
@@ -66,11 +67,13 @@ pub fn encode(header: &StaticHeader, end: u64, index: &Index) -> Vec<u8> {
     b.extend_from_slice(&live.to_le_bytes());
     b.extend_from_slice(&(n as u64).to_le_bytes());
     debug_assert_eq!(b.len(), HINT_HEAD);
+    let mut pace = Pace::new();
     for (hash, offset) in slots {
+        pace.step();
         b.extend_from_slice(&hash.to_le_bytes());
         b.extend_from_slice(&offset.to_le_bytes());
     }
-    let crc = crc32fast::hash(&b) ^ HINT_CRC_XOR;
+    let crc = crc_paced(&b, &mut pace) ^ HINT_CRC_XOR;
     b.extend_from_slice(&crc.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
     b
@@ -99,7 +102,7 @@ pub fn write(
             offset: 0,
             bytes: &bytes,
         })
-        .and_then(|()| f.write_all_at(&bytes, 0))
+        .and_then(|()| write_paced(&f, &bytes))
         .and_then(|()| hooks.before(IoEvent::Sync { path: &tmp.path }))
         .and_then(|()| f.sync_data())
         .map_err(|e| Error::io(&tmp.path, "write hint", e))?;
@@ -111,6 +114,31 @@ pub fn write(
         })
         .and_then(|()| tmp.rename_to(&to))
         .map_err(|e| Error::io(&to.path, "rename hint", e))
+}
+
+/// Hints are read, written and checksummed in pieces of this size, with a
+/// [`Pace`] between them: a hint of a million sessions is 32 MiB, and one
+/// `read` or `write` of it keeps a CPU for milliseconds.
+const PIECE: usize = 1 << 20;
+
+/// `f.write_all_at(bytes, 0)`, a piece at a time.
+fn write_paced(f: &std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    let mut pace = Pace::new();
+    for (i, piece) in bytes.chunks(PIECE).enumerate() {
+        f.write_all_at(piece, (i * PIECE) as u64)?;
+        pace.chunk();
+    }
+    Ok(())
+}
+
+/// The CRC-32 of `b`, a piece at a time.
+fn crc_paced(b: &[u8], pace: &mut Pace) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    for piece in b.chunks(PIECE) {
+        crc.update(piece);
+        pace.chunk();
+    }
+    crc.finalize()
 }
 
 /// The end of the hint beside `log` if its head names the file with
@@ -274,7 +302,8 @@ pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
         return Err(Unused::Malformed);
     }
     let crc_at = b.len() - HINT_TAIL;
-    let crc = crc32fast::hash(&b[..crc_at]) ^ HINT_CRC_XOR;
+    let mut pace = Pace::new();
+    let crc = crc_paced(&b[..crc_at], &mut pace) ^ HINT_CRC_XOR;
     if crc != u32_at(b, crc_at)
         || u32_at(b, crc_at + 4) != 0
         || u32_at(b, I_FLAGS) & !HINT_FLAG_OWNERS != 0
@@ -287,7 +316,10 @@ pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
     }
     let slots = b[HINT_HEAD..crc_at]
         .chunks_exact(HINT_SLOT)
-        .map(|c| (u64_at(c, 0), u64_at(c, 8)))
+        .map(|c| {
+            pace.step();
+            (u64_at(c, 0), u64_at(c, 8))
+        })
         .collect();
     let raw = RawIndex {
         seed: u64_at(b, I_SEED),
@@ -370,9 +402,19 @@ pub fn read(
     // One allocation of the right size: a hint of a million sessions is
     // 32 MiB, and growing a buffer to that by doubling copies it again.
     let mut b = Vec::with_capacity(usize::try_from(len).map_err(|_| Unused::Malformed)?);
-    f.take(most + 1)
-        .read_to_end(&mut b)
-        .map_err(|_| Unused::Missing)?;
+    let mut f = f.take(most + 1);
+    let mut pace = Pace::new();
+    loop {
+        // A piece at a time (`read_to_end` asks for all that is left).
+        let got = (&mut f)
+            .take(PIECE as u64)
+            .read_to_end(&mut b)
+            .map_err(|_| Unused::Missing)?;
+        if got == 0 {
+            break;
+        }
+        pace.chunk();
+    }
     if b.len() as u64 > most {
         return Err(Unused::Malformed);
     }

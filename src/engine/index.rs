@@ -16,6 +16,7 @@ use std::hash::BuildHasher;
 
 use crate::engine::format::{self, Kind, RecordRef};
 use crate::engine::owners::{self, OwnerIndex};
+use crate::pace::Pace;
 
 /// The bytes of the records at and after an offset: a mapped log file, or
 /// a file being written by compaction.
@@ -182,13 +183,20 @@ impl Index {
             return Err(RawError::Shape);
         }
         let mut ix = Index::with_seed(raw.seed);
+        // Millions of slots (a hint being read): the run yields the CPU
+        // to request threads as it goes.
+        let mut pace = Pace::new();
         ix.slots = raw
             .slots
             .into_iter()
-            .map(|(hash, offset)| Slot { hash, offset })
+            .map(|(hash, offset)| {
+                pace.step();
+                Slot { hash, offset }
+            })
             .collect();
         let mut count = 0usize;
         for (i, s) in ix.slots.iter().enumerate() {
+            pace.step();
             if s.is_empty() {
                 continue;
             }
@@ -210,6 +218,7 @@ impl Index {
             let last_empty = (0..n).rev().find(|&i| ix.slots[i].is_empty()).unwrap_or(0);
             let mut run_start = (last_empty + 1) & mask;
             for k in 0..n {
+                pace.step();
                 let i = (last_empty + 1 + k) & mask;
                 let s = ix.slots[i];
                 if s.is_empty() {

@@ -11,6 +11,7 @@ use crate::engine::file::{LogFile, View};
 use crate::engine::format::{self, Kind, RecordRef};
 use crate::engine::read::{decode_at, session_at};
 use crate::error::{Error, Result};
+use crate::pace::Pace;
 
 use super::writer::Writer;
 use super::{Erase, Handles};
@@ -71,17 +72,22 @@ impl Snapshot {
             let mut offsets = Vec::with_capacity(slots / 2 + 16);
             let mut at = 0;
             let mut upto = from;
+            let mut pace = Pace::new();
             let complete = loop {
-                let st = h.state.read_turn();
-                if st.file.ino != src.ino || st.index.moves() != moves {
-                    break false;
+                {
+                    let st = h.state.read_turn();
+                    if st.file.ino != src.ino || st.index.moves() != moves {
+                        break false;
+                    }
+                    if at >= slots {
+                        upto = st.applied;
+                        break true;
+                    }
+                    st.index.offsets_in(at..at + SNAPSHOT_SLOTS, &mut offsets);
+                    at += SNAPSHOT_SLOTS;
                 }
-                if at >= slots {
-                    upto = st.applied;
-                    break true;
-                }
-                st.index.offsets_in(at..at + SNAPSHOT_SLOTS, &mut offsets);
-                at += SNAPSHOT_SLOTS;
+                // Between turns, holding no lock.
+                pace.chunk();
             };
             if complete {
                 // `src` may map less than `upto` if the file grew meanwhile.
@@ -131,7 +137,10 @@ impl<'e> Copy<'e> {
         w.index.reserve(snap.offsets.len());
         let mut dropped: HashMap<Vec<u8>, u64> = HashMap::new();
         let view = snap.view();
+        // No lock is held: the copy gives the CPU to request threads.
+        let mut pace = Pace::new();
         for &off in &snap.offsets {
+            pace.step();
             let (rec, data) = session_at(&view, off)?;
             if let Some(e) = erase.as_mut()
                 && rec.owner == e.owner.as_slice()
@@ -162,6 +171,7 @@ impl<'e> Copy<'e> {
     /// Copies what was appended to `src` since `copied`, in passes, until a
     /// pass finds less than `CATCH_UP_UNTIL` bytes new.
     pub fn catch_up(&mut self, h: &Handles<'_>) -> Result<()> {
+        let mut pace = Pace::new();
         for _ in 0..CATCH_UP_PASSES {
             let end = committed_now(h.path, &mut self.src)?;
             if end < self.copied {
@@ -177,6 +187,7 @@ impl<'e> Copy<'e> {
                 end,
                 &mut self.dropped,
                 self.erase,
+                Some(&mut pace),
             )?;
             let appended = end - self.copied;
             self.copied = end;
@@ -205,6 +216,8 @@ impl<'e> Copy<'e> {
             view.end(),
             &mut self.dropped,
             self.erase,
+            // Under the write lock: a yield here would make saves wait.
+            None,
         )?;
         self.copied = view.end();
         Ok(())
@@ -215,7 +228,8 @@ impl<'e> Copy<'e> {
 /// and deletes re-encoded, touches re-aimed at their session's put in the
 /// new file (a touch of a session that phase 1 judged idle brings it back).
 /// An erasing compaction leaves out the puts of its owner and the touches
-/// and deletes of the sessions it left out.
+/// and deletes of the sessions it left out. With `pace` (no lock held),
+/// it gives the CPU to request threads as it goes.
 fn copy_range(
     w: &mut Writer,
     view: &View<'_>,
@@ -223,9 +237,13 @@ fn copy_range(
     to: u64,
     dropped: &mut HashMap<Vec<u8>, u64>,
     erase: &mut Option<Erase>,
+    mut pace: Option<&mut Pace>,
 ) -> Result<()> {
     let mut off = from;
     while off < to {
+        if let Some(p) = pace.as_deref_mut() {
+            p.step();
+        }
         let rec = decode_at(view, off)?;
         off += rec.padded_len as u64;
         if let Some(e) = erase.as_mut() {
