@@ -11,6 +11,7 @@
 //!   directory descriptor.
 
 mod blocks;
+mod mapping;
 mod premapped;
 mod site;
 
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
+
+use mapping::Mapping;
 
 use crate::engine::format::{
     self, H_COMMITTED, H_POLICY_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, Policy,
@@ -46,7 +49,7 @@ pub(crate) struct LogFile {
     /// A shared mapping of the whole file as long as it was when mapped
     /// (`mapped_file_len`), and room past it; a file that outgrows that
     /// gets a new `LogFile`.
-    map: MmapRaw,
+    map: Mapping,
     /// The file's length when it was mapped.
     pub mapped_file_len: u64,
     /// Set once this handle reserved blocks with `fallocate`: records may
@@ -153,7 +156,7 @@ impl LogFile {
     /// enough to stall every request waiting on the lock it is done
     /// under. Bytes past the file's end are never touched: every read is
     /// of committed records, below the file's length (see `bytes`).
-    fn map(path: &Path, file: &File, len: u64) -> Result<MmapRaw> {
+    fn map(path: &Path, file: &File, len: u64) -> Result<Mapping> {
         let room = len.clamp(MAP_ROOM_MIN, MAP_ROOM_MAX);
         let len = len
             .checked_add(room)
@@ -162,6 +165,7 @@ impl LogFile {
         MmapOptions::new()
             .len(len)
             .map_raw(file)
+            .map(Mapping)
             .map_err(|e| Error::io(path, "mmap", e))
     }
 
@@ -226,7 +230,7 @@ impl LogFile {
     /// would otherwise fault page by page. Returns the mapping that is no
     /// longer used (this one's, or `pre`'s if it did not fit), for the
     /// caller to drop off the request path if it is large.
-    pub fn adopt(&mut self, pre: Premapped) -> MmapRaw {
+    pub fn adopt(&mut self, pre: Premapped) -> Mapping {
         if pre.ino != self.ino || (pre.map.len() as u64) < self.mapped_file_len {
             return pre.map;
         }

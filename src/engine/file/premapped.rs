@@ -5,12 +5,10 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 
-use memmap2::MmapRaw;
-
 use crate::engine::format::{self, H_COMMITTED, HEADER_SIZE};
 use crate::trust::{Create, Owner};
 
-use super::{LogFile, Site, shared_word};
+use super::{LogFile, Mapping, Site, shared_word};
 
 /// A mapping of a file that a compaction is still writing, made by
 /// another process ahead of the swap: a thread of its own fills in the
@@ -26,7 +24,7 @@ use super::{LogFile, Site, shared_word};
 /// one, it never cuts it), so they cannot raise SIGBUS; populating never
 /// could (`MADV_POPULATE_READ` reports a page past the end as an error).
 pub(crate) struct Premapped {
-    pub(super) map: MmapRaw,
+    pub(super) map: Mapping,
     pub(super) ino: (u64, u64),
     /// The file, to learn how far it has grown.
     file: File,
@@ -119,7 +117,7 @@ impl Premapped {
 /// read through a [`Premapped`] mapping: see [`Premapped::written`].
 #[derive(Clone, Copy)]
 pub(crate) struct Written<'a> {
-    map: &'a MmapRaw,
+    map: &'a Mapping,
     end: u64,
 }
 

@@ -1,0 +1,56 @@
+//! A shared mapping of a log file that lets its pages go in pieces before
+//! it is unmapped.
+
+use std::ops::Deref;
+
+use memmap2::MmapRaw;
+
+use crate::pace::Pace;
+
+/// Pieces in which a dropped mapping's pages are let go.
+const RELEASE_PIECE: usize = 4 << 20;
+
+/// A log file's mapping (`LogFile`'s, or one made ahead of a swap).
+///
+/// Unmapping a mapping of a large file is one system call that walks and
+/// frees its page tables: milliseconds of a CPU at a million sessions, most
+/// of a second at ten million, during which a request thread woken on that
+/// CPU waits (`crate::pace` says why). Dropping one lets its pages go first
+/// in pieces, pacing, so that the unmap that follows has little left to
+/// do. The thread that drops a large one is usually the retire thread
+/// (`state::retire`).
+#[derive(Debug)]
+pub(crate) struct Mapping(pub(super) MmapRaw);
+
+impl Deref for Mapping {
+    type Target = MmapRaw;
+
+    fn deref(&self) -> &MmapRaw {
+        &self.0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let len = self.0.len();
+        let mut pace = Pace::new();
+        let mut at = 0;
+        while at < len {
+            let n = RELEASE_PIECE.min(len - at);
+            // SAFETY: `[at, at + n)` lies inside the mapping, which stays
+            // mapped until memmap2 unmaps it after this, and no reference
+            // into it is left (`View`s borrow the `LogFile` that owns this).
+            // MADV_DONTNEED on a shared file mapping only removes this
+            // mapping's page-table entries: the pages stay in the page
+            // cache (a page dirtied through the mapping is marked dirty
+            // there first), so no byte of the file changes, and nothing
+            // reads through the mapping again. A failure leaves the work to
+            // the unmap.
+            unsafe {
+                libc::madvise(self.0.as_mut_ptr().add(at).cast(), n, libc::MADV_DONTNEED);
+            }
+            at += n;
+            pace.chunk();
+        }
+    }
+}
