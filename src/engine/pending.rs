@@ -33,11 +33,14 @@ use crate::engine::format::{self, StaticHeader};
 use crate::engine::hint::{self, Checked};
 use crate::engine::hook::{Hooks, IoEvent};
 use crate::engine::recovery;
+use crate::pace::Pace;
 use crate::trust::Owner;
 
 /// Page tables are filled in steps of this many bytes, so that a swap
-/// that comes meanwhile waits for one step at most (about 0.1 ms here).
-const POPULATE_STEP: u64 = 4 << 20;
+/// that comes meanwhile waits for one step at most (about 25 µs here, a
+/// few milliseconds when the step meets the disk), and the thread gives
+/// the CPU up between steps (`crate::pace`).
+const POPULATE_STEP: u64 = 1 << 20;
 /// Records are replayed ahead in steps of about this many bytes (a few
 /// hundred records, well under a millisecond even at 10M sessions).
 const REPLAY_STEP: u64 = 128 << 10;
@@ -240,7 +243,9 @@ fn follow(
     let mut replaying = true;
     let mut moved = false;
     let salt = hint.salt();
+    let mut pace = Pace::new();
     while !stopped(shared, token) && started.elapsed() < FOLLOW_MAX {
+        pace.chunk();
         let len = pre.file_len();
         if populating && populated < len {
             let to = len.min(populated + POPULATE_STEP);

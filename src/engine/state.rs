@@ -14,8 +14,11 @@ use crate::error::Result;
 /// up to `applied`.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub file: Arc<LogFile>,
+    /// Declared (so dropped) before `file`: a retired view frees its
+    /// table, then its file, whose unmap may set the retire thread aside
+    /// for good (`file::idle_after_unmap`).
     pub index: Index,
+    pub file: Arc<LogFile>,
     /// Offset up to which `index` reflects the file.
     pub applied: u64,
     /// The committed word that `applied` was read from: comparing it with
@@ -68,7 +71,9 @@ impl State {
 /// swap, when every process of the store retires its old view at once and
 /// the followers build their new one, and its 15-30 ms of unmapping (a
 /// million sessions) would otherwise take the CPU from the threads serving
-/// requests.
+/// requests. The unmap goes in pieces, pacing (`file::Mapping`); after it,
+/// the thread runs at `SCHED_IDLE` for the old file's last close, which
+/// frees its page cache in the kernel (`file::idle_after_unmap`).
 pub(crate) fn retire<T: Send + 'static>(old: T) {
     // If the thread cannot start, the closure (and the state in it) is
     // dropped right here, with the error.
@@ -78,6 +83,7 @@ pub(crate) fn retire<T: Send + 'static>(old: T) {
             // On Linux the nice value is per thread (`None`: this one).
             // If it cannot be lowered, the drop runs at normal priority.
             let _ = rustix::process::setpriority_process(None, RETIRE_NICE);
+            crate::engine::file::idle_after_unmap();
             drop(old)
         });
 }

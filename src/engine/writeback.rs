@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::engine::file;
 use crate::engine::format::HEADER_SIZE;
 use crate::engine::hook::{Hooks, IoEvent};
+use crate::pace::Pace;
 use crate::stop::StopSignal;
 
 /// Default of `LogOptions::writeback_every`: off, until it is shown to
@@ -55,6 +56,9 @@ const PREFAULT_EVERY: u64 = 256 << 10;
 
 /// How far past the log's end the thread faults pages in.
 const PREFAULT_AHEAD: u64 = 1 << 20;
+
+/// The pieces it faults them in by.
+const PREFAULT_PIECE: u64 = 256 << 10;
 
 /// What writers share with the thread.
 #[derive(Debug, Default)]
@@ -223,8 +227,17 @@ impl Prefaulted {
             start: from,
             end: to,
         })?;
-        file.prefault(from, to)?;
-        self.upto = to;
+        // In pieces, giving the CPU up between them (`crate::pace`): a
+        // fault can take long when it meets the disk.
+        let mut pace = Pace::new();
+        let mut at = from;
+        while at < to {
+            let piece = to.min(at + PREFAULT_PIECE);
+            file.prefault(at, piece)?;
+            self.upto = piece;
+            at = piece;
+            pace.chunk();
+        }
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use crate::engine::file::{Site, View};
 use crate::engine::format::{self, HEADER_SIZE};
 use crate::engine::reserve;
 use crate::error::{Error, Result};
+use crate::pace::Pace;
 
 /// What the new file and its hint will take for the sessions at `offsets`
 /// (latest records in `view`) that the copy keeps: those neither expired
@@ -23,7 +24,9 @@ pub(super) fn copy_estimate(
 ) -> u64 {
     let mut bytes = HEADER_SIZE;
     let mut kept = 0u64;
+    let mut pace = Pace::new();
     for &off in offsets {
+        pace.step();
         let rec = view.tail(off);
         if format::peek_times(rec).is_some_and(|(modified, expires)| dead(modified, expires)) {
             continue;

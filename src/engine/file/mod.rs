@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use mapping::Mapping;
+pub(crate) use mapping::idle_after_unmap;
 
 use crate::engine::format::{
     self, H_COMMITTED, H_POLICY_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, Policy,
@@ -45,11 +46,12 @@ pub(crate) use site::{Site, sibling};
 pub(crate) struct LogFile {
     /// The log's path, for messages.
     pub path: PathBuf,
-    pub file: File,
     /// A shared mapping of the whole file as long as it was when mapped
     /// (`mapped_file_len`), and room past it; a file that outgrows that
-    /// gets a new `LogFile`.
+    /// gets a new `LogFile`. Declared (so dropped) before `file`: see
+    /// [`mapping::idle_after_unmap`].
     map: Mapping,
+    pub file: File,
     /// The file's length when it was mapped.
     pub mapped_file_len: u64,
     /// Set once this handle reserved blocks with `fallocate`: records may
@@ -165,7 +167,7 @@ impl LogFile {
         MmapOptions::new()
             .len(len)
             .map_raw(file)
-            .map(Mapping)
+            .map(Mapping::new)
             .map_err(|e| Error::io(path, "mmap", e))
     }
 
