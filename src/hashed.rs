@@ -380,7 +380,9 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
         let mut list = self.inner.sessions_of(&stored)?;
         if stored != *owner {
             list.extend(self.inner.sessions_of(owner)?);
-            crate::owner::sort_newest_first(&mut list);
+            // Stable: each list keeps the inner store's order among
+            // sessions modified in one millisecond.
+            list.sort_by(|a, b| b.modified.cmp(&a.modified));
         }
         Ok(as_asked(list, owner))
     }

@@ -154,9 +154,26 @@ impl SessionInfo {
 }
 
 /// Sorts a listing most recently modified first; ties by id, so that the
-/// order is the same on every backend.
+/// order is the same on every backend. For listings whose store cannot
+/// tell which of two sessions modified in one millisecond came later;
+/// [`newest_first`] is for those that can.
 pub(crate) fn sort_newest_first(list: &mut [SessionInfo]) {
     list.sort_unstable_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.id.cmp(&b.id)));
+}
+
+/// A listing most recently modified first, where each entry comes with
+/// the store's order of modification (`later` greater for the later save
+/// or touch: a sequence, an offset in a log): among sessions modified in
+/// the same millisecond (three logins in a row) the later one is listed
+/// first, as the owner limit would keep it. Ties left after that go by id.
+pub(crate) fn newest_first<K: Ord>(mut list: Vec<(SessionInfo, K)>) -> Vec<SessionInfo> {
+    list.sort_unstable_by(|(a, a_later), (b, b_later)| {
+        b.modified
+            .cmp(&a.modified)
+            .then_with(|| b_later.cmp(a_later))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    list.into_iter().map(|(info, _)| info).collect()
 }
 
 #[cfg(test)]

@@ -172,8 +172,10 @@ pub trait SessionStore: Send + Sync {
     /// maintenance job.
     fn delete_old_sessions(&self, max_idle: Duration) -> Result<usize>;
 
-    /// The live sessions of `owner`, most recently modified first (ties by
-    /// id), without their data. Expired or idle sessions never appear,
+    /// The live sessions of `owner`, most recently modified first (of
+    /// sessions modified in the same millisecond, the later save or touch
+    /// first where the store records the order, as the backends in this
+    /// crate do; otherwise by id), without their data. Expired or idle sessions never appear,
     /// whether or not any cleanup has run.
     ///
     /// The default scans [`iter_sessions`](Self::iter_sessions), which

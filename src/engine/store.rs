@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::observe::{self, Backend, Meters, Op};
 use crate::options::SyncPolicy;
-use crate::owner::{Owner, SessionInfo, sort_newest_first};
+use crate::owner::{Owner, SessionInfo, newest_first};
 use crate::poison::Poison;
 use crate::session::{
     SaveMode, Session, SessionRef, duration_millis, expires_from_millis, expires_millis,
@@ -625,25 +625,27 @@ impl SessionStore for LogStore {
     fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
         self.in_this_process()?;
         let now = self.inner.now_ms();
-        let mut list = self.inner.with_fresh(|st| {
+        // Ties of `modified` go by the order of the appends, as for the
+        // owner limit.
+        let list = self.inner.with_fresh(|st| {
             let owned = owned_live(st, &self.inner.expiry, owner.as_str().as_bytes(), now)?;
             Ok(owned
                 .iter()
                 .filter_map(|o| {
                     let id = SessionId::from_stored(o.latest.rec.id)?;
-                    Some(SessionInfo::new(
+                    let info = SessionInfo::new(
                         id,
                         Some(owner.clone()),
                         from_millis(o.latest.rec.modified_ms),
                         expires_from_millis(o.latest.rec.expires_ms),
                         o.latest.rec.version,
                         o.put.data.len(),
-                    ))
+                    );
+                    Some((info, o.latest.put_offset))
                 })
                 .collect::<Vec<_>>())
         })?;
-        sort_newest_first(&mut list);
-        Ok(list)
+        Ok(newest_first(list))
     }
 
     /// One append of a delete record per session, decided under the write
