@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::id::SessionId;
 use crate::observe::{Backend, Meters, Op};
 use crate::options::{DEFAULT_MAX_SESSION_SIZE, Validate};
-use crate::owner::{Owner, SessionInfo, sort_newest_first};
+use crate::owner::{Owner, SessionInfo, newest_first};
 use crate::session::{
     SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
     from_millis, is_expired, next_version, to_millis,
@@ -22,6 +22,10 @@ struct Stored {
     data: Vec<u8>,
     expires_ms: u64,
     modified_ms: u64,
+    /// The store's count of saves and touches when this one was last saved
+    /// or touched: orders the modifications that fall in one millisecond,
+    /// which `modified_ms` cannot.
+    seq: u64,
     version: u64,
     owner: Option<Owner>,
 }
@@ -32,6 +36,8 @@ struct Stored {
 struct Sessions {
     by_id: HashMap<SessionId, Stored>,
     by_owner: HashMap<Owner, HashSet<SessionId>>,
+    /// Saves and touches so far, under the write lock: the next `seq`.
+    modifications: u64,
 }
 
 impl Sessions {
@@ -66,6 +72,12 @@ impl Sessions {
             self.unlink(id, o);
         }
         Some(s)
+    }
+
+    /// The next modification's place in the store's order.
+    fn next_seq(&mut self) -> u64 {
+        self.modifications += 1;
+        self.modifications
     }
 
     /// The ids `owner` has, expired or not.
@@ -224,27 +236,31 @@ impl MemoryStore {
             .and_then(|s| self.live(s, now))
             .map_or(0, |s| s.version);
         let version = next_version(session, found, mode)?;
+        let seq = map.next_seq();
         map.insert(
             session.id.clone(),
             Stored {
                 data: session.data.clone(),
                 expires_ms: expires_millis(session.expires),
                 modified_ms: now,
+                seq,
                 version,
                 owner: session.owner.clone(),
             },
         );
         if let (Some(limit), Some(owner)) = (self.max_sessions_per_owner, &session.owner) {
-            let mut others: Vec<(u64, SessionId)> = map
+            // Least recently modified first; logins within one millisecond
+            // in the order they were made (`seq`), not by their random ids.
+            let mut others: Vec<((u64, u64), SessionId)> = map
                 .ids_of(owner)
                 .into_iter()
                 .filter(|id| *id != session.id)
                 .filter_map(|id| {
                     let s = map.by_id.get(&id).and_then(|s| self.live(s, now))?;
-                    Some((s.modified_ms, id))
+                    Some(((s.modified_ms, s.seq), id))
                 })
                 .collect();
-            others.sort_unstable();
+            others.sort_unstable_by_key(|(order, _)| *order);
             let excess = (others.len() + 1).saturating_sub(limit);
             for (_, id) in others.into_iter().take(excess) {
                 map.remove(&id);
@@ -254,20 +270,22 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// The live sessions of `owner`, from the owner index.
-    fn owned(&self, map: &Sessions, owner: &Owner, now: u64) -> Vec<SessionInfo> {
+    /// The live sessions of `owner`, from the owner index, each with its
+    /// place in the order of modifications.
+    fn owned(&self, map: &Sessions, owner: &Owner, now: u64) -> Vec<(SessionInfo, u64)> {
         map.ids_of(owner)
             .into_iter()
             .filter_map(|id| {
                 let s = map.by_id.get(&id).and_then(|s| self.live(s, now))?;
-                Some(SessionInfo::new(
+                let info = SessionInfo::new(
                     id,
                     Some(owner.clone()),
                     from_millis(s.modified_ms),
                     expires_from_millis(s.expires_ms),
                     s.version,
                     s.data.len(),
-                ))
+                );
+                Some((info, s.seq))
             })
             .collect()
     }
@@ -321,8 +339,10 @@ impl SessionStore for MemoryStore {
             let now = self.now_ms();
             let mut map = self.map.write();
             let live = map.by_id.get(id).and_then(|s| self.live(s, now)).is_some();
+            let seq = map.next_seq();
             if live && let Some(s) = map.by_id.get_mut(id) {
                 s.modified_ms = now;
+                s.seq = seq;
                 if let Touch::Until(expires) = touch {
                     s.expires_ms = expires_millis(expires);
                 }
@@ -387,9 +407,7 @@ impl SessionStore for MemoryStore {
 
     fn sessions_of(&self, owner: &Owner) -> Result<Vec<SessionInfo>> {
         let now = self.now_ms();
-        let mut list = self.owned(&self.map.read(), owner, now);
-        sort_newest_first(&mut list);
-        Ok(list)
+        Ok(newest_first(self.owned(&self.map.read(), owner, now)))
     }
 
     /// Decided under the store's lock: atomic with respect to saves.
@@ -397,7 +415,7 @@ impl SessionStore for MemoryStore {
         let now = self.now_ms();
         let mut map = self.map.write();
         let mut n = 0;
-        for info in self.owned(&map, owner, now) {
+        for (info, _) in self.owned(&map, owner, now) {
             if Some(&info.id) != keep {
                 map.remove(&info.id);
                 n += 1;
