@@ -33,7 +33,7 @@ use crate::id::SessionId;
 use crate::observe::{Backend, Meters, Op};
 use crate::options::DEFAULT_MAX_SESSION_SIZE;
 use crate::options::{SyncPolicy, Validate};
-use crate::owner::{Owner as SessionOwner, SessionInfo, sort_newest_first};
+use crate::owner::{Owner as SessionOwner, SessionInfo, newest_first};
 use crate::poison::Poison;
 use crate::session::{
     SaveMode, Session, check_size, duration_millis, expires_from_millis, expires_millis,
@@ -251,6 +251,7 @@ impl DirOptions {
             pending: Pending::default(),
             last_sync: Instant::now(),
             poison: Poison::default(),
+            last_written: SystemTime::UNIX_EPOCH,
         }));
         let flusher = match self.sync {
             SyncPolicy::Interval(d) => Some(Flusher::spawn(
@@ -394,6 +395,8 @@ struct WriteState {
     /// Set when an fsync after a rename or unlink failed: the kernel may
     /// have dropped the pages, so the store refuses writes.
     poison: Poison,
+    /// The modification time this store value last gave a session file.
+    last_written: SystemTime,
 }
 
 /// Changes not yet known to be on stable storage.
@@ -554,19 +557,35 @@ impl DirStore {
     /// The file `name` (a session file's name) as stored, whichever
     /// session it holds; `None` if absent.
     fn read_named(&self, name: &str) -> Result<Option<(SessionId, Stored)>> {
-        let Some(buf) = self.read_bytes(name)? else {
+        Ok(self.read_written(name)?.map(|(id, s, _)| (id, s)))
+    }
+
+    /// As [`read_named`](Self::read_named), with the file's modification
+    /// time: the order of the writes of sessions saved or touched in one
+    /// millisecond (see `write_temp`).
+    fn read_written(&self, name: &str) -> Result<Option<(SessionId, Stored, SystemTime)>> {
+        let Some((buf, written)) = self.read_file(name)? else {
             return Ok(None);
         };
-        decode_named(&self.dir.at(name), name, buf).map(Some)
+        let (id, s) = decode_named(&self.dir.at(name), name, buf)?;
+        Ok(Some((id, s, written)))
     }
 
     /// The bytes of the store's file `name`; `None` if absent.
     fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_file(name)?.map(|(buf, _)| buf))
+    }
+
+    /// The bytes of the store's file `name` and its modification time (the
+    /// epoch if the file system gives none); `None` if absent.
+    fn read_file(&self, name: &str) -> Result<Option<(Vec<u8>, SystemTime)>> {
         let path = self.dir.at(name);
         let Some(mut f) = self.dir.open_read(name)? else {
             return Ok(None);
         };
-        let len = f.metadata().map_err(|e| Error::io(&path, "stat", e))?.len();
+        let meta = f.metadata().map_err(|e| Error::io(&path, "stat", e))?;
+        let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let len = meta.len();
         if len > MAX_FILE_LEN {
             return Err(Error::corrupt_in(
                 &path,
@@ -578,12 +597,18 @@ impl DirStore {
         let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         f.read_to_end(&mut buf)
             .map_err(|e| Error::io(&path, "read", e))?;
-        Ok(Some(buf))
+        Ok(Some((buf, written)))
     }
 
-    /// Writes `bytes` to a new temporary file (fsynced under `Always`);
-    /// its name.
-    fn write_temp(&self, bytes: &[u8]) -> Result<String> {
+    /// Writes `bytes` to a new temporary file (fsynced under `Always`)
+    /// modified at `written`; its name.
+    ///
+    /// The file format has no room for the order of writes, and `modified`
+    /// is in whole milliseconds; the file's own modification time, set here
+    /// to the nanosecond, tells which of two sessions saved or touched in
+    /// one millisecond was written later. The kernel's own stamp would not:
+    /// it ticks with the scheduler, every few milliseconds.
+    fn write_temp(&self, bytes: &[u8], written: SystemTime) -> Result<String> {
         let mut attempts = 0;
         let (name, mut f) = loop {
             let name = temp_name()?;
@@ -598,7 +623,13 @@ impl DirStore {
             }
         };
         let path = self.dir.at(&name);
-        let written = f.write_all(bytes).map_err(|e| Error::io(&path, "write", e));
+        let written = f
+            .write_all(bytes)
+            .map_err(|e| Error::io(&path, "write", e))
+            .and_then(|()| {
+                f.set_times(std::fs::FileTimes::new().set_modified(written))
+                    .map_err(|e| Error::io(&path, "set the modification time", e))
+            });
         let synced = written.and_then(|()| match self.sync {
             SyncPolicy::Always => f.sync_data().map_err(|e| Error::io(&path, "fsync", e)),
             SyncPolicy::Interval(_) | SyncPolicy::Never => Ok(()),
@@ -621,7 +652,12 @@ impl DirStore {
         owner: Option<&SessionOwner>,
     ) -> Result<()> {
         let name = file_name(id);
-        let tmp = self.write_temp(&encode_file(id, data, stamp, owner))?;
+        // Later than any file this store value wrote before, even if the
+        // clock did not move on; other processes write under the same
+        // lock, and so later on the clock.
+        let written = SystemTime::now().max(state.last_written + Duration::from_nanos(1));
+        state.last_written = written;
+        let tmp = self.write_temp(&encode_file(id, data, stamp, owner), written)?;
         if let Err(e) = self.dir.rename(&tmp, &name) {
             let _ = self.dir.remove(&tmp);
             return Err(e);
@@ -730,13 +766,16 @@ impl DirStore {
             session.owner.as_ref(),
         )?;
         if let (Some(limit), Some(owner)) = (self.max_sessions_per_owner, &session.owner) {
-            let mut others: Vec<(u64, SessionId)> = self
+            // Least recently modified first; sessions modified in one
+            // millisecond in the order their files were written, not by
+            // their random ids.
+            let mut others: Vec<((u64, SystemTime), SessionId)> = self
                 .owned(owner, now)?
                 .into_iter()
-                .filter(|(id, _)| *id != session.id)
-                .map(|(id, s)| (s.stamp.modified_ms, id))
+                .filter(|(id, _, _)| *id != session.id)
+                .map(|(id, s, written)| ((s.stamp.modified_ms, written), id))
                 .collect();
-            others.sort_unstable();
+            others.sort_unstable_by_key(|(order, _)| *order);
             let excess = (others.len() + 1).saturating_sub(limit);
             for (_, id) in others.into_iter().take(excess) {
                 self.unlink(&mut guard.state, &id)?;
@@ -748,19 +787,24 @@ impl DirStore {
 
     /// The sessions of `owner` live at `now` (every one if `now` is 0): a
     /// read of every session file (DirStore keeps no owner index; see
-    /// DESIGN.md §11). Call with the write lock held to decide on them.
-    fn owned(&self, owner: &SessionOwner, now: u64) -> Result<Vec<(SessionId, Stored)>> {
+    /// DESIGN.md §11), each with its file's modification time. Call with
+    /// the write lock held to decide on them.
+    fn owned(
+        &self,
+        owner: &SessionOwner,
+        now: u64,
+    ) -> Result<Vec<(SessionId, Stored, SystemTime)>> {
         let mut out = Vec::new();
         for name in self.dir.names()? {
             let name = name?;
             if !is_session_name(&name) {
                 continue;
             }
-            match self.read_named(&name) {
-                Ok(Some((id, s)))
+            match self.read_written(&name) {
+                Ok(Some((id, s, written)))
                     if s.owner.as_ref() == Some(owner) && (now == 0 || self.live(&s, now)) =>
                 {
-                    out.push((id, s));
+                    out.push((id, s, written));
                 }
                 Ok(_) => {}
                 // A damaged file is nobody's session.
@@ -787,7 +831,7 @@ impl DirStore {
         migrate::run(&self.dir)?;
         let now = self.now_ms();
         let mut n = 0;
-        for (id, s) in self.owned(owner, if erase { 0 } else { now })? {
+        for (id, s, _) in self.owned(owner, if erase { 0 } else { now })? {
             if Some(&id) != keep && self.unlink(&mut guard.state, &id)? && self.live(&s, now) {
                 n += 1;
             }
@@ -979,22 +1023,22 @@ impl SessionStore for DirStore {
     /// other processes change the directory (DESIGN.md §11).
     fn sessions_of(&self, owner: &SessionOwner) -> Result<Vec<SessionInfo>> {
         let now = self.now_ms();
-        let mut list: Vec<SessionInfo> = self
+        let list = self
             .owned(owner, now)?
             .into_iter()
-            .map(|(id, s)| {
-                SessionInfo::new(
+            .map(|(id, s, written)| {
+                let info = SessionInfo::new(
                     id,
                     s.owner,
                     from_millis(s.stamp.modified_ms),
                     expires_from_millis(s.stamp.expires_ms),
                     s.stamp.version,
                     s.data.len(),
-                )
+                );
+                (info, written)
             })
             .collect();
-        sort_newest_first(&mut list);
-        Ok(list)
+        Ok(newest_first(list))
     }
 
     /// Decided under the directory's lock: atomic with respect to saves of
