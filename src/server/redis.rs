@@ -9,8 +9,17 @@
 //! {P}:modified    zset  id -> modified (ms)   for delete_old_sessions
 //! {P}:expires     zset  id -> expires (ms)    sessions with a deadline
 //! {P}:ids         zset  id -> 0               keyset pages for iter_sessions
-//! {P}:o:<owner>   zset  id -> modified (ms)   one owner's sessions
+//! {P}:o:<owner>   zset  id -> order of modification   one owner's sessions
 //! ```
+//!
+//! An owner's index is scored by the time of the last save or touch (ms),
+//! raised where needed to just above the owner's highest score, so that
+//! the order of the scores is the order in which the server applied the
+//! owner's saves and touches, also within one millisecond (where the ms
+//! alone would leave the order to the ids, random). The owner limit
+//! evicts, and `sessions_of` lists, in that order; nothing reads these
+//! scores as times. Entries scored in whole ms by an earlier version
+//! order as before.
 //!
 //! An owner's index is updated in the script that saves, touches or
 //! deletes a session, and is only a hint: `sessions_of` checks every entry
@@ -91,12 +100,18 @@ local function unown(k, id)
   local o = redis.call('HGET', k, 'o')
   if o then redis.call('ZREM', oprefix .. o, id) end
 end
--- puts id into owner o's index at now; the index key lives at least as
--- long as the session (server-side expiry at, nil: none)
+-- puts id into owner o's index as its latest modification: at now, or just
+-- above the highest score there if that is not below now (saves in one ms);
+-- 2^-8 ms is exact in a double up to 2^44 ms (the year 2527). The index
+-- key lives at least as long as the session (server-side expiry at, nil:
+-- none)
 local function own(o, id, at)
   local ok = oprefix .. o
   local pt = redis.call('PTTL', ok)
-  redis.call('ZADD', ok, now, id)
+  local score = now
+  local top = redis.call('ZREVRANGE', ok, 0, 0, 'WITHSCORES')
+  if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 0.00390625 end
+  redis.call('ZADD', ok, score, id)
   if at == nil then redis.call('PERSIST', ok)
   elseif pt == -2 or (pt >= 0 and now - off + pt < at) then redis.call('PEXPIREAT', ok, at) end
 end
@@ -770,23 +785,25 @@ impl SessionStore for RedisStore {
             let Value::Array(flat) = &reply else {
                 return Err(bad());
             };
+            // The script lists the owner's index from the latest
+            // modification down: that order breaks ties of `modified`.
             let mut list = Vec::with_capacity(flat.len() / 5);
-            for row in flat.chunks(5) {
+            for (later, row) in flat.chunks(5).rev().enumerate() {
                 let [id, e, m, v, size] = row else {
                     return Err(bad());
                 };
                 let id = SessionId::new(String::from_utf8_lossy(&bytes(id).ok_or_else(bad)?))?;
-                list.push(super::info(
+                let info = super::info(
                     id,
                     Some(owner.clone()),
                     int(e).ok_or_else(bad)?,
                     int(m).ok_or_else(bad)?,
                     int(v).ok_or_else(bad)?,
                     int(size).ok_or_else(bad)?,
-                ));
+                );
+                list.push((info, later));
             }
-            crate::owner::sort_newest_first(&mut list);
-            Ok(list)
+            Ok(crate::owner::newest_first(list))
         })
     }
 
