@@ -7,16 +7,25 @@
 //!     expires  bigint NOT NULL DEFAULT 0,  -- ms since the epoch, 0: none
 //!     modified bigint NOT NULL,            -- ms since the epoch, server clock
 //!     version  bigint NOT NULL,
-//!     owner    text COLLATE "C"             -- NULL: none
+//!     owner    text COLLATE "C",            -- NULL: none
+//!     stamp    bigint                       -- µs, server clock; NULL: none
 //! );
 //! CREATE INDEX ON <table> (modified);
 //! CREATE INDEX ON <table> (expires) WHERE expires <> 0;
 //! CREATE INDEX ON <table> (owner, modified) WHERE owner IS NOT NULL;
 //! ```
 //!
-//! `setup` adds the `owner` column and its index to a table created by an
-//! earlier version (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS`), keeping
-//! its sessions.
+//! `stamp` is the statement's time in µs (without the test offset) at the
+//! last save or touch: it orders the modifications that fall in one
+//! millisecond of `modified`, for the owner limit and `sessions_of`
+//! (`ORDER BY modified DESC, stamp DESC NULLS LAST`; a row last written by
+//! an earlier version has none and counts as the older). The owner's rows
+//! come from the `(owner, modified)` index and are few: sorting them on
+//! `stamp` as well needs no index.
+//!
+//! `setup` adds the `owner` and `stamp` columns and the owner index to a
+//! table created by an earlier version (`ALTER TABLE ... ADD COLUMN IF NOT
+//! EXISTS`), keeping its sessions.
 //!
 //! Every statement reads the time once, as `statement_timestamp()` plus the
 //! test offset (`$1`), and takes the store's idle limit as `$2`; liveness
@@ -47,6 +56,13 @@ const BACKEND: &str = "postgres";
 
 /// The server's time in ms plus the test offset `$1`.
 const NOW: &str = "(floor(extract(epoch from statement_timestamp()) * 1000)::bigint + $1::bigint)";
+
+/// The server's time in µs, for the `stamp` column: the order of the
+/// statements that modify rows within one millisecond.
+const STAMP: &str = "floor(extract(epoch from statement_timestamp()) * 1000000)::bigint";
+
+/// The order of an owner's sessions, the latest modified first.
+const LATEST_FIRST: &str = "s.modified DESC, s.stamp DESC NULLS LAST, s.id";
 
 /// Options for [`PostgresStore`]; start with [`PostgresStore::options`].
 #[derive(Clone)]
@@ -854,10 +870,10 @@ impl Sql {
         let old_live = "((s.expires = 0 OR s.expires > EXCLUDED.modified) \
                         AND s.modified > EXCLUDED.modified - $2::bigint)";
         let insert = format!(
-            "INSERT INTO {t} AS s (id, data, expires, modified, version, owner) \
-             VALUES ($3, $4, $5::bigint, {NOW}, 1, $6::text) \
+            "INSERT INTO {t} AS s (id, data, expires, modified, version, owner, stamp) \
+             VALUES ($3, $4, $5::bigint, {NOW}, 1, $6::text, {STAMP}) \
              ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires, \
-             modified = EXCLUDED.modified, owner = EXCLUDED.owner"
+             modified = EXCLUDED.modified, owner = EXCLUDED.owner, stamp = EXCLUDED.stamp"
         );
         let m_idx = index_name(t, "modified");
         let e_idx = index_name(t, "expires");
@@ -873,6 +889,7 @@ impl Sql {
                  CREATE INDEX IF NOT EXISTS {m_idx} ON {t} (modified); \
                  CREATE INDEX IF NOT EXISTS {e_idx} ON {t} (expires) WHERE expires <> 0; \
                  ALTER TABLE {t} ADD COLUMN IF NOT EXISTS owner text COLLATE \"C\"; \
+                 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS stamp bigint; \
                  CREATE INDEX IF NOT EXISTS {o_idx} ON {t} (owner, modified) \
                  WHERE owner IS NOT NULL;"
             ),
@@ -890,13 +907,14 @@ impl Sql {
             ),
             update: format!(
                 "UPDATE {t} AS s SET data = $4, expires = $5::bigint, modified = {NOW}, \
-                 version = s.version + 1, owner = $6::text \
+                 version = s.version + 1, owner = $6::text, stamp = {STAMP} \
                  WHERE s.id = $3 AND s.version = $7::bigint AND {live_s} \
                  RETURNING modified, version"
             ),
             // $4: the new deadline, or NULL to keep it
             touch: format!(
-                "UPDATE {t} AS s SET modified = {NOW}, expires = COALESCE($4::bigint, s.expires) \
+                "UPDATE {t} AS s SET modified = {NOW}, stamp = {STAMP}, \
+                 expires = COALESCE($4::bigint, s.expires) \
                  WHERE s.id = $3 AND {live_s} RETURNING 1"
             ),
             delete: format!("DELETE FROM {t} AS s WHERE s.id = $3 RETURNING {live_s}"),
@@ -906,7 +924,7 @@ impl Sql {
             ),
             sessions_of: format!(
                 "SELECT id, expires, modified, version, length(data)::bigint FROM {t} AS s \
-                 WHERE s.owner = $3 AND {live_s} ORDER BY s.modified DESC, s.id"
+                 WHERE s.owner = $3 AND {live_s} ORDER BY {LATEST_FIRST}"
             ),
             // $4: the id to keep, or NULL
             delete_of: format!(
@@ -917,7 +935,7 @@ impl Sql {
             trim: format!(
                 "DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} AS s \
                  WHERE s.owner = $3 AND s.id <> $4 AND {live_s} \
-                 ORDER BY s.modified DESC, s.id OFFSET $5::bigint)"
+                 ORDER BY {LATEST_FIRST} OFFSET $5::bigint)"
             ),
             delete_old: format!(
                 "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
