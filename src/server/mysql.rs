@@ -8,15 +8,26 @@
 //!     modified BIGINT NOT NULL,           -- ms since the epoch, server clock
 //!     version  BIGINT NOT NULL,
 //!     owner    VARBINARY(255) NULL,       -- the owner's UTF-8, NULL: none
+//!     stamp    BIGINT NULL,               -- µs, server clock; NULL: none
 //!     INDEX <table>_modified (modified),
 //!     INDEX <table>_expires (expires),
 //!     INDEX <table>_owner (owner, modified)
 //! ) ENGINE=InnoDB
 //! ```
 //!
-//! `setup` adds the `owner` column and its index to a table created by an
-//! earlier version (it looks in `information_schema`), keeping its
-//! sessions.
+//! `stamp` is the statement's time in µs (`UTC_TIMESTAMP(6)`, without the
+//! test offset) at the last save or touch: it orders the modifications
+//! that fall in one millisecond of `modified`, for the owner limit and
+//! `sessions_of` (`ORDER BY modified DESC, stamp DESC`, where a NULL, a row
+//! last written by an earlier version, sorts last: the older). It is
+//! computed in the statement that writes, so a capped save, which waits for
+//! the owner's lock after reading the clock, is stamped in the order the
+//! saves were applied. The owner's rows come from the `(owner, modified)`
+//! index and are few: sorting them on `stamp` as well needs no index.
+//!
+//! `setup` adds the `owner` column and its index, and the `stamp` column,
+//! to a table created by an earlier version (it looks in
+//! `information_schema`), keeping its sessions.
 //!
 //! Writes first read the server's clock (`UTC_TIMESTAMP(6)`, independent of
 //! the session time zone) and bind it, so that the statement and the value
@@ -48,6 +59,14 @@ type PageRow = (String, Vec<u8>, i64, i64, i64, Option<Vec<u8>>);
 /// The server's time in ms (without the test offset).
 const NOW: &str =
     "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 AS SIGNED)";
+
+/// The server's time in µs, for the `stamp` column.
+const STAMP: &str =
+    "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) AS SIGNED)";
+
+/// The order of an owner's sessions, the latest modified first (a NULL
+/// `stamp` sorts last in descending order).
+const LATEST_FIRST: &str = "modified DESC, stamp DESC, id";
 
 /// Room for the statement around the data in one packet.
 const PACKET_OVERHEAD: usize = 64 * 1024;
@@ -495,9 +514,9 @@ fn owner_lock(table: &str, owner: &str) -> String {
 }
 
 impl SessionStore for MySqlStore {
-    /// Creates the table, or adds the `owner` column and its index to a
-    /// table an earlier version created (a concurrent setup that added
-    /// them first is fine).
+    /// Creates the table, or adds the `owner` column and its index and the
+    /// `stamp` column to a table an earlier version created (a concurrent
+    /// setup that added them first is fine).
     fn setup(&self) -> Result<()> {
         self.meters.call(Op::Setup, || {
             let mut conn = self.conn()?;
@@ -518,6 +537,24 @@ impl SessionStore for MySqlStore {
                     Err(e) => {
                         return Err(self.err(
                             "setup failed (adding the owner column needs the ALTER privilege)",
+                        )(e));
+                    }
+                }
+            }
+            let has_stamp: Option<i64> = conn
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.columns \
+                     WHERE table_schema = DATABASE() AND table_name = :t AND column_name = 'stamp'",
+                    params! {"t" => &self.table},
+                )
+                .map_err(&failed)?;
+            if has_stamp.unwrap_or(0) == 0 {
+                match conn.query_drop(&self.sql.add_stamp) {
+                    Ok(()) => {}
+                    Err(mysql::Error::MySqlError(e)) if e.code == ER_DUP_FIELDNAME => {}
+                    Err(e) => {
+                        return Err(self.err(
+                            "setup failed (adding the stamp column needs the ALTER privilege)",
                         )(e));
                     }
                 }
@@ -682,6 +719,7 @@ struct Sql {
     page: String,
     delete_old: String,
     add_owner: String,
+    add_stamp: String,
     sessions_of: String,
     count_of: String,
     delete_of: String,
@@ -703,6 +741,7 @@ impl Sql {
                  modified BIGINT NOT NULL, \
                  version BIGINT NOT NULL, \
                  owner VARBINARY(255) NULL, \
+                 stamp BIGINT NULL, \
                  INDEX {t}_modified (modified), \
                  INDEX {t}_expires (expires), \
                  INDEX {t}_owner (owner, modified)\
@@ -712,6 +751,7 @@ impl Sql {
                 "ALTER TABLE {t} ADD COLUMN owner VARBINARY(255) NULL, \
                  ADD INDEX {t}_owner (owner, modified)"
             ),
+            add_stamp: format!("ALTER TABLE {t} ADD COLUMN stamp BIGINT NULL"),
             load: format!(
                 "SELECT s.data, s.expires, s.modified, s.version, s.owner FROM {t} AS s, {clock} \
                  WHERE s.id = :id AND {live_c}"
@@ -723,26 +763,27 @@ impl Sql {
             // `version` is assigned first, so it sees the old expires and
             // modified (MySQL assigns left to right).
             upsert: format!(
-                "INSERT INTO {t} (id, data, expires, modified, version, owner) \
-                 VALUES (:id, :data, :expires, :now, 1, :owner) \
+                "INSERT INTO {t} (id, data, expires, modified, version, owner, stamp) \
+                 VALUES (:id, :data, :expires, :now, 1, :owner, {STAMP}) \
                  ON DUPLICATE KEY UPDATE \
                  version = LAST_INSERT_ID(IF({live}, version + 1, 1)), \
                  data = VALUES(data), expires = VALUES(expires), modified = VALUES(modified), \
-                 owner = VALUES(owner)"
+                 owner = VALUES(owner), stamp = VALUES(stamp)"
             ),
             insert: format!(
-                "INSERT INTO {t} (id, data, expires, modified, version, owner) \
-                 VALUES (:id, :data, :expires, :now, 1, :owner)"
+                "INSERT INTO {t} (id, data, expires, modified, version, owner, stamp) \
+                 VALUES (:id, :data, :expires, :now, 1, :owner, {STAMP})"
             ),
             update: format!(
                 "UPDATE {t} SET data = :data, expires = :expires, modified = :now, \
-                 version = version + 1, owner = :owner \
+                 version = version + 1, owner = :owner, stamp = {STAMP} \
                  WHERE id = :id AND version = :v AND {live}"
             ),
             // :expires: the new deadline, or NULL to keep it; the WHERE
             // clause sees the row as it was, before the new deadline
             touch: format!(
-                "UPDATE {t} SET modified = :now, expires = COALESCE(:expires, expires) \
+                "UPDATE {t} SET modified = :now, stamp = {STAMP}, \
+                 expires = COALESCE(:expires, expires) \
                  WHERE id = :id AND {live}"
             ),
             delete_dead: format!("DELETE FROM {t} WHERE id = :id AND NOT {live}"),
@@ -756,7 +797,8 @@ impl Sql {
             sessions_of: format!(
                 "SELECT s.id, s.expires, s.modified, s.version, CAST(LENGTH(s.data) AS SIGNED) \
                  FROM {t} AS s, {clock} \
-                 WHERE s.owner = :owner AND {live_c} ORDER BY s.modified DESC, s.id"
+                 WHERE s.owner = :owner AND {live_c} \
+                 ORDER BY s.modified DESC, s.stamp DESC, s.id"
             ),
             // :keep: the id to spare, or '' (no id is empty)
             count_of: format!(
@@ -767,7 +809,7 @@ impl Sql {
             // the owner's live sessions but :id past the :kept newest
             trim: format!(
                 "SELECT id FROM {t} WHERE owner = :owner AND id <> :id AND {live} \
-                 ORDER BY modified DESC, id LIMIT 18446744073709551615 OFFSET :kept \
+                 ORDER BY {LATEST_FIRST} LIMIT 18446744073709551615 OFFSET :kept \
                  FOR UPDATE"
             ),
             delete_old: format!(
