@@ -382,7 +382,7 @@ impl<S: SessionStore> SessionStore for HashedIds<S> {
             list.extend(self.inner.sessions_of(owner)?);
             // Stable: each list keeps the inner store's order among
             // sessions modified in one millisecond.
-            list.sort_by(|a, b| b.modified.cmp(&a.modified));
+            list.sort_by_key(|info| std::cmp::Reverse(info.modified));
         }
         Ok(as_asked(list, owner))
     }
