@@ -51,6 +51,12 @@ pub trait Backend: Sized {
     fn advance(&self, cfg: &Config, d: Duration) {
         cfg.clock.advance(d);
     }
+    /// Puts the store's clock back at the test clock's time: nothing to do
+    /// for a store that reads the test clock, while a server store's clock
+    /// runs on, so that a test holds it to make saves in a row fall in one
+    /// millisecond (most of the time: the server reads its clock a little
+    /// after this call).
+    fn hold_clock(&self, _cfg: &Config) {}
     /// The id `iter_sessions` gives a session saved with `id`: the id
     /// itself, or for `HashedIds` its digest.
     fn listed_id(id: &SessionId) -> SessionId {
@@ -77,6 +83,9 @@ impl<B: Backend> Backend for Hashed<B> {
     }
     fn advance(&self, cfg: &Config, d: Duration) {
         self.0.advance(cfg, d);
+    }
+    fn hold_clock(&self, cfg: &Config) {
+        self.0.hold_clock(cfg);
     }
     fn listed_id(id: &SessionId) -> SessionId {
         HashedIds::<()>::stored_id(id)
@@ -105,6 +114,9 @@ impl<B: Backend> Backend for Enc<B> {
     }
     fn advance(&self, cfg: &Config, d: Duration) {
         self.0.advance(cfg, d);
+    }
+    fn hold_clock(&self, cfg: &Config) {
+        self.0.hold_clock(cfg);
     }
     fn listed_id(id: &SessionId) -> SessionId {
         B::listed_id(id)
@@ -899,6 +911,71 @@ pub fn a_save_over_the_owner_limit_deletes_the_least_recently_modified<B: Backen
     assert_eq!(listed::<B>(&store, &alice).len(), 2);
 }
 
+/// `max_sessions_per_owner` logs out the oldest of logins made within one
+/// millisecond: three logins in a row with a cap of 2 keep the two newest.
+/// The clock does not move between them, and half the owners save their
+/// ids in descending order, half in ascending order, so that an order by
+/// id, in either direction, logs out the wrong one for some owners.
+///
+/// A server store reads its own clock plus the test's offset (in whole ms),
+/// which the test sets back before each save so that the saves fall in one
+/// millisecond most of the time. The server reads its clock a little after
+/// that, so a save can land one millisecond before the one made ahead of
+/// it: that owner's logins are then not in the order they were made, as
+/// far as the store can know, and are not checked. Owners log in until, for
+/// each order of ids, three had their first two logins in one millisecond
+/// (the case an order by id gets wrong; every owner for a store that reads
+/// the test's clock), at most 400; every round whose times never go back
+/// is checked.
+pub fn the_owner_limit_evicts_the_oldest_of_logins_made_in_one_millisecond<B: Backend>() {
+    let cfg = Config {
+        max_sessions_per_owner: Some(2),
+        ..Config::default()
+    };
+    let (loc, store) = open::<B>(&cfg);
+    let orders = [["z", "m", "a"], ["a", "m", "z"]];
+    let mut checked = 0;
+    let mut tied = [0; 2];
+    for n in 0..400 {
+        if tied.iter().all(|&t| t >= 3) {
+            break;
+        }
+        let who = owner(&format!("user-{n:03}"));
+        let logins = orders[n % 2].map(|l| id(&format!("{l}-{n:03}")));
+        let times: Vec<_> = logins
+            .iter()
+            .map(|login| {
+                loc.hold_clock(&cfg);
+                let mut s = Session::new(login.clone(), b"login".to_vec());
+                s.owner = Some(who.clone());
+                store.save_session(&mut s).expect("save");
+                s.modified()
+            })
+            .collect();
+        if times.windows(2).any(|w| w[1] < w[0]) {
+            continue;
+        }
+        checked += 1;
+        if times[0] == times[1] {
+            tied[n % 2] += 1;
+        }
+        let [first, second, third] = logins;
+        assert!(
+            !store.has_session(&first).expect("has"),
+            "owner {n}: the first login is logged out"
+        );
+        assert_eq!(
+            listed::<B>(&store, &who),
+            vec![B::listed_id(&third), B::listed_id(&second)],
+            "owner {n}: the two newest logins stay, the newest listed first"
+        );
+    }
+    assert!(
+        tied.iter().all(|&t| t >= 3),
+        "too few owners' first logins fell in one millisecond ({tied:?} of {checked} checked)"
+    );
+}
+
 /// Expands to one `#[test]` per conformance check for a backend type.
 #[macro_export]
 macro_rules! conformance {
@@ -984,6 +1061,12 @@ macro_rules! conformance {
             #[test]
             fn a_save_over_the_owner_limit_deletes_the_least_recently_modified() {
                 conformance::a_save_over_the_owner_limit_deletes_the_least_recently_modified::<
+                    $backend,
+                >()
+            }
+            #[test]
+            fn the_owner_limit_evicts_the_oldest_of_logins_made_in_one_millisecond() {
+                conformance::the_owner_limit_evicts_the_oldest_of_logins_made_in_one_millisecond::<
                     $backend,
                 >()
             }

@@ -139,6 +139,13 @@ impl Clock {
         cfg.clock.advance(d);
         self.offset.advance(d);
     }
+
+    /// Sets the offset again so that the server's clock reads the test
+    /// clock's time now.
+    pub fn hold(&self, cfg: &Config) {
+        use sessionlog::Clock as _;
+        self.offset.set_to(cfg.clock.now());
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -180,6 +187,9 @@ mod postgres {
         }
         fn advance(&self, cfg: &Config, d: Duration) {
             self.clock.advance(cfg, d);
+        }
+        fn hold_clock(&self, cfg: &Config) {
+            self.clock.hold(cfg);
         }
     }
 
@@ -276,6 +286,9 @@ mod mysql {
         fn advance(&self, cfg: &Config, d: Duration) {
             self.clock.advance(cfg, d);
         }
+        fn hold_clock(&self, cfg: &Config) {
+            self.clock.hold(cfg);
+        }
     }
 
     impl Drop for MySql {
@@ -327,6 +340,9 @@ mod redis {
         }
         fn advance(&self, cfg: &Config, d: Duration) {
             self.clock.advance(cfg, d);
+        }
+        fn hold_clock(&self, cfg: &Config) {
+            self.clock.hold(cfg);
         }
     }
 
