@@ -641,7 +641,7 @@ impl SessionStore for LogStore {
                         o.latest.rec.version,
                         o.put.data.len(),
                     );
-                    Some((info, o.latest.put_offset))
+                    Some((info, o.latest.offset))
                 })
                 .collect::<Vec<_>>())
         })?;

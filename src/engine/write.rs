@@ -292,13 +292,14 @@ const UPGRADE_TRIES: usize = 3;
 
 /// The owned sessions over the limit once `keep_id` is saved for them:
 /// the least recently modified first. Sessions modified in the same
-/// millisecond (three logins in a row) go in the order their puts were
-/// appended: the earlier put is the older, which the ids, random, do not
-/// say.
+/// millisecond (three logins in a row) go in the order their latest
+/// records (a put, or a touch) were appended: the earlier is the older,
+/// which the ids, random, do not say. A compaction copies latest records in
+/// file order, so the order survives it.
 fn over_limit<'a>(mut others: Vec<Owned<'a>>, keep_id: &[u8], limit: usize) -> Vec<Owned<'a>> {
     others.retain(|o| o.latest.rec.id != keep_id);
     let excess = (others.len() + 1).saturating_sub(limit);
-    others.sort_unstable_by_key(|o| (o.latest.rec.modified_ms, o.latest.put_offset));
+    others.sort_unstable_by_key(|o| (o.latest.rec.modified_ms, o.latest.offset));
     others.truncate(excess);
     others
 }

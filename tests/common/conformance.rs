@@ -976,6 +976,66 @@ pub fn the_owner_limit_evicts_the_oldest_of_logins_made_in_one_millisecond<B: Ba
     );
 }
 
+/// A touch is a modification: of two sessions, the one touched after the
+/// other was saved, in the same millisecond, is the newer. With a cap of
+/// 2, `a` saved, `b` saved, `a` touched and then `c` saved logs `b` out,
+/// and lists `c` then `a`. Ids alternate between both orders, and server
+/// stores' clocks are held, as in the test above; rounds whose times go
+/// back are not checked, and the test needs, for each order of ids, three
+/// rounds where `b`'s save and `a`'s touch fell in one millisecond.
+pub fn a_touch_in_the_same_millisecond_makes_a_session_the_newest<B: Backend>() {
+    let cfg = Config {
+        max_sessions_per_owner: Some(2),
+        ..Config::default()
+    };
+    let (loc, store) = open::<B>(&cfg);
+    let orders = [["a", "m", "z"], ["z", "m", "a"]];
+    let mut tied = [0; 2];
+    for n in 0..400 {
+        if tied.iter().all(|&t| t >= 3) {
+            break;
+        }
+        let who = owner(&format!("toucher-{n:03}"));
+        let [a, b, c] = orders[n % 2].map(|l| id(&format!("{l}-{n:03}")));
+        let save = |login: &SessionId| {
+            loc.hold_clock(&cfg);
+            let mut s = Session::new(login.clone(), b"login".to_vec());
+            s.owner = Some(who.clone());
+            store.save_session(&mut s).expect("save");
+            s.modified()
+        };
+        let t0 = save(&a);
+        let t1 = save(&b);
+        loc.hold_clock(&cfg);
+        assert!(store.touch_session(&a).expect("touch"));
+        let t2 = store
+            .load_session(&a)
+            .expect("load")
+            .expect("a is live")
+            .modified();
+        let t3 = save(&c);
+        if !(t0 <= t1 && t1 <= t2 && t2 <= t3) {
+            continue;
+        }
+        if t1 == t2 {
+            tied[n % 2] += 1;
+        }
+        assert!(
+            !store.has_session(&b).expect("has"),
+            "owner {n}: b, not touched since its save, is logged out"
+        );
+        assert_eq!(
+            listed::<B>(&store, &who),
+            vec![B::listed_id(&c), B::listed_id(&a)],
+            "owner {n}: c, then a (touched after b's save)"
+        );
+    }
+    assert!(
+        tied.iter().all(|&t| t >= 3),
+        "too few rounds had b's save and a's touch in one millisecond ({tied:?})"
+    );
+}
+
 /// Expands to one `#[test]` per conformance check for a backend type.
 #[macro_export]
 macro_rules! conformance {
@@ -1069,6 +1129,11 @@ macro_rules! conformance {
                 conformance::the_owner_limit_evicts_the_oldest_of_logins_made_in_one_millisecond::<
                     $backend,
                 >()
+            }
+            #[test]
+            fn a_touch_in_the_same_millisecond_makes_a_session_the_newest() {
+                conformance::a_touch_in_the_same_millisecond_makes_a_session_the_newest::<$backend>(
+                )
             }
             #[test]
             fn every_session_survives_a_reopen_with_its_version() {

@@ -205,6 +205,8 @@ struct Rec {
     modified: u64,
     expires: u64,
     owner: Option<u8>,
+    /// Orders saves and touches made in one millisecond: larger is later.
+    seq: u64,
 }
 
 /// What an operation returned, in a comparable form.
@@ -271,16 +273,24 @@ impl Model {
             .collect()
     }
 
-    /// The live sessions of `owner`, newest first (ties by id).
+    /// The live sessions of `owner`, newest first (of those saved or
+    /// touched in one millisecond, the later first).
     fn listed(&self, owner: u8, now: u64, idle: Option<u64>) -> Vec<(u8, u64, u64)> {
-        let mut l: Vec<(u8, u64, u64)> = self
+        let mut l: Vec<(u64, (u8, u64, u64))> = self
             .stored
             .iter()
             .filter(|(_, r)| r.owner == Some(owner) && is_live(r, now, idle))
-            .map(|(&id, r)| (id, r.version, r.modified))
+            .map(|(&id, r)| (r.seq, (id, r.version, r.modified)))
             .collect();
-        l.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-        l
+        l.sort_by(|(sa, a), (sb, b)| b.2.cmp(&a.2).then(sb.cmp(sa)));
+        l.into_iter().map(|(_, x)| x).collect()
+    }
+
+    /// The order of a save or touch made now: after every one before.
+    /// Derived from what is stored, so that two models holding the same
+    /// sessions are equal.
+    fn next_seq(&self) -> u64 {
+        self.stored.values().map(|r| r.seq).max().unwrap_or(0) + 1
     }
 
     /// (stored sessions, of which expired), as `LogStore::stats` counts.
@@ -313,6 +323,7 @@ impl Model {
             return Out::Conflict { expected, found };
         }
         let version = found + 1;
+        let seq = self.next_seq();
         self.stored.insert(
             id,
             Rec {
@@ -321,6 +332,7 @@ impl Model {
                 modified: now,
                 expires,
                 owner,
+                seq,
             },
         );
         Out::Saved {
@@ -393,8 +405,10 @@ impl Model {
             Op::Has(id) => Out::Bool(self.live(*id, now, idle).is_some()),
             Op::Touch(id) => {
                 let live = self.live(*id, now, idle).is_some();
+                let seq = self.next_seq();
                 if live && let Some(r) = self.stored.get_mut(id) {
                     r.modified = now;
+                    r.seq = seq;
                 }
                 Out::Bool(live)
             }
