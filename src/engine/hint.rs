@@ -16,7 +16,6 @@
 //! slot := hash (u64) offset (u64), offset 0 for an empty slot
 //! ```
 
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 
 use crate::engine::file::{LogFile, Site};
@@ -68,8 +67,8 @@ pub fn encode(header: &StaticHeader, end: u64, index: &Index) -> Vec<u8> {
     b.extend_from_slice(&(n as u64).to_le_bytes());
     debug_assert_eq!(b.len(), HINT_HEAD);
     let mut pace = Pace::new();
-    for (hash, offset) in slots {
-        pace.step();
+    for (i, (hash, offset)) in slots.enumerate() {
+        pace.at(i);
         b.extend_from_slice(&hash.to_le_bytes());
         b.extend_from_slice(&offset.to_le_bytes());
     }
@@ -314,13 +313,16 @@ pub fn check(b: &[u8]) -> std::result::Result<Checked, Unused> {
     if end < HEADER_SIZE {
         return Err(Unused::Malformed);
     }
-    let slots = b[HINT_HEAD..crc_at]
-        .chunks_exact(HINT_SLOT)
-        .map(|c| {
-            pace.step();
-            (u64_at(c, 0), u64_at(c, 8))
-        })
-        .collect();
+    // `n` slots are exactly the body (checked above), within the file.
+    let mut slots = Vec::with_capacity(usize::try_from(n).map_err(|_| Unused::Malformed)?);
+    for piece in b[HINT_HEAD..crc_at].chunks(PIECE) {
+        slots.extend(
+            piece
+                .chunks_exact(HINT_SLOT)
+                .map(|c| (u64_at(c, 0), u64_at(c, 8))),
+        );
+        pace.chunk();
+    }
     let raw = RawIndex {
         seed: u64_at(b, I_SEED),
         len: u64_at(b, I_LEN),
@@ -399,25 +401,25 @@ pub fn read(
     if len > most {
         return Err(Unused::Malformed);
     }
-    // One allocation of the right size: a hint of a million sessions is
-    // 32 MiB, and growing a buffer to that by doubling copies it again.
-    let mut b = Vec::with_capacity(usize::try_from(len).map_err(|_| Unused::Malformed)?);
-    let mut f = f.take(most + 1);
+    // One allocation of the right size (a hint of a million sessions is
+    // 32 MiB), zeroed by the kernel as its pages are first written, read
+    // into a piece at a time. The hint is never written in place (a new
+    // one is renamed over it), so this file keeps the length it had.
+    let len = usize::try_from(len).map_err(|_| Unused::Malformed)?;
+    let mut b = vec![0u8; len];
+    let mut at = 0;
     let mut pace = Pace::new();
-    loop {
-        // A piece at a time (`read_to_end` asks for all that is left).
-        let got = (&mut f)
-            .take(PIECE as u64)
-            .read_to_end(&mut b)
-            .map_err(|_| Unused::Missing)?;
-        if got == 0 {
-            break;
+    while at < len {
+        let to = len.min(at + PIECE);
+        match f.read_at(&mut b[at..to], at as u64) {
+            Ok(0) => break,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(Unused::Missing),
         }
         pace.chunk();
     }
-    if b.len() as u64 > most {
-        return Err(Unused::Malformed);
-    }
+    b.truncate(at);
     check(&b)
 }
 

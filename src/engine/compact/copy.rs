@@ -139,8 +139,8 @@ impl<'e> Copy<'e> {
         let view = snap.view();
         // No lock is held: the copy gives the CPU to request threads.
         let mut pace = Pace::new();
-        for &off in &snap.offsets {
-            pace.step();
+        for (i, &off) in snap.offsets.iter().enumerate() {
+            pace.at(i);
             let (rec, data) = session_at(&view, off)?;
             if let Some(e) = erase.as_mut()
                 && rec.owner == e.owner.as_slice()
@@ -240,9 +240,11 @@ fn copy_range(
     mut pace: Option<&mut Pace>,
 ) -> Result<()> {
     let mut off = from;
+    let mut i = 0;
     while off < to {
         if let Some(p) = pace.as_deref_mut() {
-            p.step();
+            p.at(i);
+            i += 1;
         }
         let rec = decode_at(view, off)?;
         off += rec.padded_len as u64;

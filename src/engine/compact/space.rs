@@ -25,8 +25,8 @@ pub(super) fn copy_estimate(
     let mut bytes = HEADER_SIZE;
     let mut kept = 0u64;
     let mut pace = Pace::new();
-    for &off in offsets {
-        pace.step();
+    for (i, &off) in offsets.iter().enumerate() {
+        pace.at(i);
         let rec = view.tail(off);
         if format::peek_times(rec).is_some_and(|(modified, expires)| dead(modified, expires)) {
             continue;
