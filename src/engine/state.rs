@@ -14,9 +14,6 @@ use crate::error::Result;
 /// up to `applied`.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// Declared (so dropped) before `file`: a retired view frees its
-    /// table, then its file, whose unmap may set the retire thread aside
-    /// for good (`file::idle_after_unmap`).
     pub index: Index,
     pub file: Arc<LogFile>,
     /// Offset up to which `index` reflects the file.
@@ -71,9 +68,12 @@ impl State {
 /// swap, when every process of the store retires its old view at once and
 /// the followers build their new one, and its 15-30 ms of unmapping (a
 /// million sessions) would otherwise take the CPU from the threads serving
-/// requests. The unmap goes in pieces, pacing (`file::Mapping`); after it,
-/// the thread runs at `SCHED_IDLE` for the old file's last close, which
-/// frees its page cache in the kernel (`file::idle_after_unmap`).
+/// requests. The unmap goes in pieces, pacing (`file::Mapping`). Not
+/// `SCHED_IDLE`, which would take the CPU from it at once for any woken
+/// thread: on a busy machine the old file's last close, where the kernel
+/// frees the deleted file's page cache (gigabytes at ten million sessions,
+/// much of it dirty under `SyncPolicy::Never`), then waited, and with it
+/// the memory.
 pub(crate) fn retire<T: Send + 'static>(old: T) {
     // If the thread cannot start, the closure (and the state in it) is
     // dropped right here, with the error.
@@ -83,7 +83,6 @@ pub(crate) fn retire<T: Send + 'static>(old: T) {
             // On Linux the nice value is per thread (`None`: this one).
             // If it cannot be lowered, the drop runs at normal priority.
             let _ = rustix::process::setpriority_process(None, RETIRE_NICE);
-            crate::engine::file::idle_after_unmap();
             drop(old)
         });
 }

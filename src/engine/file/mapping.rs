@@ -1,8 +1,6 @@
 //! A shared mapping of a log file that lets its pages go in pieces before
 //! it is unmapped.
 
-use std::cell::Cell;
-use std::mem::ManuallyDrop;
 use std::ops::Deref;
 
 use memmap2::MmapRaw;
@@ -20,13 +18,13 @@ const RELEASE_PIECE: usize = 4 << 20;
 /// CPU waits (`crate::pace` says why). Dropping one lets its pages go first
 /// in pieces, pacing, so that the unmap that follows has little left to
 /// do. The thread that drops a large one is usually the retire thread
-/// (`state::retire`); see [`idle_after_unmap`] for what it does next.
+/// (`state::retire`).
 #[derive(Debug)]
-pub(crate) struct Mapping(ManuallyDrop<MmapRaw>);
+pub(crate) struct Mapping(MmapRaw);
 
 impl Mapping {
     pub fn new(map: MmapRaw) -> Mapping {
-        Mapping(ManuallyDrop::new(map))
+        Mapping(map)
     }
 }
 
@@ -38,28 +36,6 @@ impl Deref for Mapping {
     }
 }
 
-thread_local! {
-    /// Set on a thread that only drops what it is given (the retire thread).
-    static IDLE_AFTER_UNMAP: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks this thread as one whose only work left is dropping what it holds:
-/// after its next unmap, it runs at `SCHED_IDLE`, for good.
-///
-/// A compaction's old file is deleted (renamed over) while every process
-/// still has it open and mapped; the last to let go of it frees its page
-/// cache in the kernel, 24 ms of a CPU at a million sessions of 256 B
-/// here, in slices of a scheduler tick (about 4 ms) during which a woken
-/// request thread waits, whatever the nice value. A `SCHED_IDLE` thread is
-/// set aside by any thread that wakes up. The unmap itself (which takes
-/// the process's `mmap_lock`) is done before: a thread set aside holding
-/// that lock would keep other threads' `mmap` waiting. `LogFile` and
-/// `Premapped` declare their mapping before their file, so the file's last
-/// close comes after the unmap, at the idle priority.
-pub(crate) fn idle_after_unmap() {
-    IDLE_AFTER_UNMAP.with(|c| c.set(true));
-}
-
 impl Drop for Mapping {
     fn drop(&mut self) {
         let len = self.0.len();
@@ -68,7 +44,7 @@ impl Drop for Mapping {
         while at < len {
             let n = RELEASE_PIECE.min(len - at);
             // SAFETY: `[at, at + n)` lies inside the mapping, which stays
-            // mapped until it is dropped below, and no reference into it is
+            // mapped until memmap2 unmaps it after this, and no reference into it is
             // left (`View`s borrow the `LogFile` that owns this).
             // MADV_DONTNEED on a shared file mapping only removes this
             // mapping's page-table entries: the pages stay in the page
@@ -81,17 +57,6 @@ impl Drop for Mapping {
             }
             at += n;
             pace.chunk();
-        }
-        // SAFETY: dropped once, here; `self.0` is not used after.
-        unsafe { ManuallyDrop::drop(&mut self.0) };
-        if IDLE_AFTER_UNMAP.with(Cell::get) {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: `param` is a valid `sched_param` that outlives the
-            // call; pid 0 is the calling thread. Lowering a thread's own
-            // policy needs no privilege; a failure leaves it as it was.
-            unsafe {
-                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-            }
         }
     }
 }
@@ -134,30 +99,5 @@ mod tests {
         for i in (0..len).step_by(1000) {
             assert_eq!(back[i], (i % 251) as u8 + 1, "byte {i}");
         }
-    }
-
-    /// A thread marked with `idle_after_unmap` runs at `SCHED_IDLE` once
-    /// it has unmapped, and only then; an unmarked one is left as it was.
-    #[test]
-    fn only_a_marked_thread_turns_idle_and_only_after_the_unmap() {
-        let policy = || {
-            // SAFETY: pid 0 is the calling thread.
-            unsafe { libc::sched_getscheduler(0) }
-        };
-        let run = |mark: bool| {
-            std::thread::spawn(move || {
-                let (_f, map) = mapped(RELEASE_PIECE);
-                if mark {
-                    idle_after_unmap();
-                }
-                let before = policy();
-                drop(map);
-                (before, policy())
-            })
-            .join()
-            .expect("thread")
-        };
-        assert_eq!(run(true), (libc::SCHED_OTHER, libc::SCHED_IDLE));
-        assert_eq!(run(false), (libc::SCHED_OTHER, libc::SCHED_OTHER));
     }
 }

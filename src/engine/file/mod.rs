@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use mapping::Mapping;
-pub(crate) use mapping::idle_after_unmap;
 
 use crate::engine::format::{
     self, H_COMMITTED, H_POLICY_END, H_SUPERSEDED, H_SYNCED, HEADER_SIZE, HeaderError, Policy,
@@ -48,8 +47,7 @@ pub(crate) struct LogFile {
     pub path: PathBuf,
     /// A shared mapping of the whole file as long as it was when mapped
     /// (`mapped_file_len`), and room past it; a file that outgrows that
-    /// gets a new `LogFile`. Declared (so dropped) before `file`: see
-    /// [`mapping::idle_after_unmap`].
+    /// gets a new `LogFile`.
     map: Mapping,
     pub file: File,
     /// The file's length when it was mapped.

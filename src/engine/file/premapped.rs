@@ -24,8 +24,6 @@ use super::{LogFile, Mapping, Site, shared_word};
 /// one, it never cuts it), so they cannot raise SIGBUS; populating never
 /// could (`MADV_POPULATE_READ` reports a page past the end as an error).
 pub(crate) struct Premapped {
-    /// Declared (so dropped) before `file`: see
-    /// [`super::mapping::idle_after_unmap`].
     pub(super) map: Mapping,
     pub(super) ino: (u64, u64),
     /// The file, to learn how far it has grown.
