@@ -10,10 +10,11 @@
 //! slice (`RUN_TO_PARITY`), so the woken thread waits for that slice and
 //! the next tick: 3 to 6 ms on this machine (`HZ=250`), whatever the run's
 //! nice value (the nice-19 retire thread delayed saves by 2.8 ms). DESIGN.md
-//! §8 has the trace. A run that calls [`Pace::step`] per unit of work gives
-//! the CPU up (`sched_yield`) once it has run [`Pace::EVERY`]: a woken
-//! thread waiting on the same CPU runs then, and with no thread waiting the
-//! yield returns at once (about a microsecond, 0.4 % of the run).
+//! §8 has the trace. A run that calls [`Pace::at`] with its loop index (or
+//! [`Pace::chunk`] after each piece of work) gives the CPU up
+//! (`sched_yield`) once it has run [`Pace::EVERY`]: a woken thread waiting
+//! on the same CPU runs then, and with no thread waiting the yield returns
+//! at once (about a microsecond, 0.4 % of the run).
 //!
 //! Only runs that hold no lock a request needs may pace: a thread that
 //! yields holding the store's write lock makes every save wait longer.
