@@ -75,6 +75,37 @@ impl Pace {
     }
 }
 
+/// Pieces in which [`let_go`] gives pages back.
+const LET_GO_PIECE: usize = 4 << 20;
+
+/// Gives back the pages of `[start, start + len)` (`MADV_DONTNEED`) in 4 MiB
+/// pieces, pacing between them: the work an unmap or a free of a large
+/// block would do in one system call, milliseconds of a CPU, is done ahead
+/// in runs a waiting thread can come between. A failure leaves the pages
+/// to the unmap or free that follows.
+///
+/// # Safety
+///
+/// `[start, start + len)` must be whole pages of one mapping that the
+/// caller owns and is about to unmap or free, that nothing else borrows,
+/// and that nothing reads again except as what `MADV_DONTNEED` leaves:
+/// zeros in private memory, the file's bytes in a shared file mapping.
+pub(crate) unsafe fn let_go(start: *mut u8, len: usize) {
+    let mut pace = Pace::new();
+    let mut at = 0;
+    while at < len {
+        let n = LET_GO_PIECE.min(len - at);
+        // SAFETY: `[at, at + n)` lies within the range the caller vouches
+        // for (whole pages, owned, read again only as `MADV_DONTNEED`
+        // leaves them); `madvise` reads and writes no byte of it.
+        unsafe {
+            libc::madvise(start.add(at).cast(), n, libc::MADV_DONTNEED);
+        }
+        at += n;
+        pace.chunk();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

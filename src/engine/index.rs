@@ -16,7 +16,7 @@ use std::hash::BuildHasher;
 
 use crate::engine::format::{self, Kind, RecordRef};
 use crate::engine::owners::{self, OwnerIndex};
-use crate::pace::Pace;
+use crate::pace::{Pace, let_go};
 
 /// The bytes of the records at and after an offset: a mapped log file, or
 /// a file being written by compaction.
@@ -53,8 +53,8 @@ struct Slots(Vec<Slot>);
 /// clock (`Pace`).
 const PACE_SLOTS: usize = 16 << 10;
 
-/// The pieces in which a dropped table's pages are let go.
-const RELEASE_PIECE: usize = 4 << 20;
+/// Tables from this size on let their pages go ahead of the free.
+const RELEASE_FROM: usize = 8 << 20;
 
 impl Slots {
     /// `n` empty slots.
@@ -95,7 +95,7 @@ impl std::ops::DerefMut for Slots {
 impl Drop for Slots {
     fn drop(&mut self) {
         let bytes = self.0.capacity() * size_of::<Slot>();
-        if bytes < 2 * RELEASE_PIECE {
+        if bytes < RELEASE_FROM {
             return;
         }
         let page = rustix::param::page_size();
@@ -103,24 +103,14 @@ impl Drop for Slots {
         // Whole pages inside the allocation only.
         let first = start.align_offset(page);
         let end = bytes.saturating_sub(first) / page * page + first;
-        let mut pace = Pace::new();
-        let mut at = first;
-        while at < end {
-            let n = RELEASE_PIECE.min(end - at);
-            // SAFETY: `[at, at + n)` is whole pages inside this vector's
-            // allocation, which it owns and nothing borrows (this is its
-            // drop). MADV_DONTNEED leaves them reading as zeros (private
-            // memory) or as they were (shared): nothing reads them again
-            // before the allocator frees them, and any bookkeeping of the
-            // allocator lies outside the bytes it handed over, or is
-            // written by the free that follows. A failure leaves the pages
-            // to the free.
-            unsafe {
-                libc::madvise(start.add(at).cast(), n, libc::MADV_DONTNEED);
-            }
-            at += n;
-            pace.chunk();
-        }
+        // SAFETY: `[first, end)` is whole pages inside this vector's
+        // allocation, which it owns and nothing borrows (this is its drop).
+        // MADV_DONTNEED leaves them reading as zeros (private memory) or as
+        // they were (shared): nothing reads them again before the
+        // allocator frees them, and any bookkeeping of the allocator lies
+        // outside the bytes it handed over, or is written by the free that
+        // follows.
+        unsafe { let_go(start.add(first), end - first) };
     }
 }
 
@@ -626,7 +616,7 @@ mod tests {
     /// it, of every size, are empty again and hold what is written.
     #[test]
     fn large_tables_are_allocated_empty_and_let_go_in_pieces() {
-        let n = 5 * RELEASE_PIECE / size_of::<Slot>() + 3;
+        let n = 5 * (4 << 20) / size_of::<Slot>() + 3;
         for round in 0..4u64 {
             let mut t = Slots::empty(n + round as usize);
             assert_eq!(t.len(), n + round as usize);

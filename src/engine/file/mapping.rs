@@ -5,10 +5,7 @@ use std::ops::Deref;
 
 use memmap2::MmapRaw;
 
-use crate::pace::Pace;
-
-/// Pieces in which a dropped mapping's pages are let go.
-const RELEASE_PIECE: usize = 4 << 20;
+use crate::pace::let_go;
 
 /// A log file's mapping (`LogFile`'s, or one made ahead of a swap).
 ///
@@ -38,26 +35,15 @@ impl Deref for Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        let len = self.0.len();
-        let mut pace = Pace::new();
-        let mut at = 0;
-        while at < len {
-            let n = RELEASE_PIECE.min(len - at);
-            // SAFETY: `[at, at + n)` lies inside the mapping, which stays
-            // mapped until memmap2 unmaps it after this, and no reference into it is
-            // left (`View`s borrow the `LogFile` that owns this).
-            // MADV_DONTNEED on a shared file mapping only removes this
-            // mapping's page-table entries: the pages stay in the page
-            // cache (a page dirtied through the mapping is marked dirty
-            // there first), so no byte of the file changes, and nothing
-            // reads through the mapping again. A failure leaves the work to
-            // the unmap.
-            unsafe {
-                libc::madvise(self.0.as_mut_ptr().add(at).cast(), n, libc::MADV_DONTNEED);
-            }
-            at += n;
-            pace.chunk();
-        }
+        // SAFETY: the whole mapping, page-aligned and a whole number of
+        // pages long, which stays mapped until memmap2 unmaps it after
+        // this; no reference into it is left (`View`s borrow the `LogFile`
+        // that owns this). On a shared file mapping MADV_DONTNEED only
+        // removes this mapping's page-table entries: the pages stay in the
+        // page cache (a page dirtied through the mapping is marked dirty
+        // there first), so no byte of the file changes, and nothing reads
+        // through the mapping again.
+        unsafe { let_go(self.0.as_mut_ptr(), self.0.len()) };
     }
 }
 
@@ -83,7 +69,7 @@ mod tests {
     /// the mapping: every byte is in the file afterwards.
     #[test]
     fn bytes_written_through_a_dropped_mapping_are_in_the_file() {
-        let len = 3 * RELEASE_PIECE + 12_345;
+        let len = (12 << 20) + 12_345;
         let (f, map) = mapped(len);
         for i in (0..len).step_by(1000) {
             // SAFETY: `i` is inside the mapping, which nothing else uses.
