@@ -277,6 +277,39 @@ impl MySqlStore {
         move |e| my_error(&self.target, self.limits(), &what, e)
     }
 
+    /// Adds `column` to a table an earlier version created without it, with
+    /// `ddl` (an `ALTER TABLE`), if `information_schema` does not list it;
+    /// a concurrent setup that added it (or its index) first is fine.
+    fn add_column(
+        &self,
+        conn: &mut PooledConn,
+        column: &str,
+        ddl: &str,
+        failed: &impl Fn(mysql::Error) -> Error,
+    ) -> Result<()> {
+        let has: Option<i64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = :t AND column_name = :c",
+                params! {"t" => &self.table, "c" => column},
+            )
+            .map_err(failed)?;
+        if has.unwrap_or(0) != 0 {
+            return Ok(());
+        }
+        match conn.query_drop(ddl) {
+            Ok(()) => Ok(()),
+            Err(mysql::Error::MySqlError(e))
+                if e.code == ER_DUP_FIELDNAME || e.code == ER_DUP_KEYNAME =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.err(&format!(
+                "setup failed (adding the {column} column needs the ALTER privilege)"
+            ))(e)),
+        }
+    }
+
     fn limits(&self) -> (Duration, Duration) {
         (self.common.connect_timeout, self.common.io_timeout())
     }
@@ -522,43 +555,8 @@ impl SessionStore for MySqlStore {
             let mut conn = self.conn()?;
             let failed = self.err("setup failed (creating the table needs the CREATE privilege)");
             conn.query_drop(&self.sql.setup).map_err(&failed)?;
-            let has_owner: Option<i64> = conn
-                .exec_first(
-                    "SELECT COUNT(*) FROM information_schema.columns \
-                     WHERE table_schema = DATABASE() AND table_name = :t AND column_name = 'owner'",
-                    params! {"t" => &self.table},
-                )
-                .map_err(&failed)?;
-            if has_owner.unwrap_or(0) == 0 {
-                match conn.query_drop(&self.sql.add_owner) {
-                    Ok(()) => {}
-                    Err(mysql::Error::MySqlError(e))
-                        if e.code == ER_DUP_FIELDNAME || e.code == ER_DUP_KEYNAME => {}
-                    Err(e) => {
-                        return Err(self.err(
-                            "setup failed (adding the owner column needs the ALTER privilege)",
-                        )(e));
-                    }
-                }
-            }
-            let has_stamp: Option<i64> = conn
-                .exec_first(
-                    "SELECT COUNT(*) FROM information_schema.columns \
-                     WHERE table_schema = DATABASE() AND table_name = :t AND column_name = 'stamp'",
-                    params! {"t" => &self.table},
-                )
-                .map_err(&failed)?;
-            if has_stamp.unwrap_or(0) == 0 {
-                match conn.query_drop(&self.sql.add_stamp) {
-                    Ok(()) => {}
-                    Err(mysql::Error::MySqlError(e)) if e.code == ER_DUP_FIELDNAME => {}
-                    Err(e) => {
-                        return Err(self.err(
-                            "setup failed (adding the stamp column needs the ALTER privilege)",
-                        )(e));
-                    }
-                }
-            }
+            self.add_column(&mut conn, "owner", &self.sql.add_owner, &failed)?;
+            self.add_column(&mut conn, "stamp", &self.sql.add_stamp, &failed)?;
             Ok(())
         })
     }
