@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sessionlog::{
     Clock, Encrypted, Error, HashedIds, Keyring, ManualClock, Owner, Session, SessionId,
@@ -911,6 +911,48 @@ pub fn a_save_over_the_owner_limit_deletes_the_least_recently_modified<B: Backen
     assert_eq!(listed::<B>(&store, &alice).len(), 2);
 }
 
+/// Holds the store's clock (`Backend::hold_clock`), then saves `login` for
+/// `who`; the time the store stamped it with.
+fn save_held<B: Backend>(
+    loc: &B,
+    cfg: &Config,
+    store: &B::Store,
+    login: &SessionId,
+    who: &Owner,
+) -> Option<SystemTime> {
+    loc.hold_clock(cfg);
+    let mut s = Session::new(login.clone(), b"login".to_vec());
+    s.owner = Some(who.clone());
+    store.save_session(&mut s).expect("save");
+    s.modified()
+}
+
+/// Runs `round(n)` for owners `n` = 0, 1, … until, for even and for odd
+/// `n` alike (the two orders of ids), three rounds said `Some(true)` (their
+/// saves fell in one millisecond, the case under test), at most 400; a
+/// round says `None` if its times went back and it checked nothing. Fails
+/// naming `tie` if too few rounds tied.
+fn until_tied(tie: &str, mut round: impl FnMut(usize) -> Option<bool>) {
+    let mut checked = 0;
+    let mut tied = [0; 2];
+    for n in 0..400 {
+        if tied.iter().all(|&t| t >= 3) {
+            break;
+        }
+        let Some(was_tied) = round(n) else {
+            continue;
+        };
+        checked += 1;
+        if was_tied {
+            tied[n % 2] += 1;
+        }
+    }
+    assert!(
+        tied.iter().all(|&t| t >= 3),
+        "too few rounds had {tie} in one millisecond ({tied:?} of {checked} checked)"
+    );
+}
+
 /// `max_sessions_per_owner` logs out the oldest of logins made within one
 /// millisecond: three logins in a row with a cap of 2 keep the two newest.
 /// The clock does not move between them, and half the owners save their
@@ -934,30 +976,14 @@ pub fn the_owner_limit_evicts_the_oldest_of_logins_made_in_one_millisecond<B: Ba
     };
     let (loc, store) = open::<B>(&cfg);
     let orders = [["z", "m", "a"], ["a", "m", "z"]];
-    let mut checked = 0;
-    let mut tied = [0; 2];
-    for n in 0..400 {
-        if tied.iter().all(|&t| t >= 3) {
-            break;
-        }
+    until_tied("the first two logins", |n| {
         let who = owner(&format!("user-{n:03}"));
         let logins = orders[n % 2].map(|l| id(&format!("{l}-{n:03}")));
-        let times: Vec<_> = logins
-            .iter()
-            .map(|login| {
-                loc.hold_clock(&cfg);
-                let mut s = Session::new(login.clone(), b"login".to_vec());
-                s.owner = Some(who.clone());
-                store.save_session(&mut s).expect("save");
-                s.modified()
-            })
-            .collect();
+        let times = logins
+            .each_ref()
+            .map(|login| save_held(&loc, &cfg, &store, login, &who));
         if times.windows(2).any(|w| w[1] < w[0]) {
-            continue;
-        }
-        checked += 1;
-        if times[0] == times[1] {
-            tied[n % 2] += 1;
+            return None;
         }
         let [first, second, third] = logins;
         assert!(
@@ -969,11 +995,8 @@ pub fn the_owner_limit_evicts_the_oldest_of_logins_made_in_one_millisecond<B: Ba
             vec![B::listed_id(&third), B::listed_id(&second)],
             "owner {n}: the two newest logins stay, the newest listed first"
         );
-    }
-    assert!(
-        tied.iter().all(|&t| t >= 3),
-        "too few owners' first logins fell in one millisecond ({tied:?} of {checked} checked)"
-    );
+        Some(times[0] == times[1])
+    });
 }
 
 /// A touch is a modification: of two sessions, the one touched after the
@@ -990,22 +1013,11 @@ pub fn a_touch_in_the_same_millisecond_makes_a_session_the_newest<B: Backend>() 
     };
     let (loc, store) = open::<B>(&cfg);
     let orders = [["a", "m", "z"], ["z", "m", "a"]];
-    let mut tied = [0; 2];
-    for n in 0..400 {
-        if tied.iter().all(|&t| t >= 3) {
-            break;
-        }
+    until_tied("b's save and a's touch", |n| {
         let who = owner(&format!("toucher-{n:03}"));
         let [a, b, c] = orders[n % 2].map(|l| id(&format!("{l}-{n:03}")));
-        let save = |login: &SessionId| {
-            loc.hold_clock(&cfg);
-            let mut s = Session::new(login.clone(), b"login".to_vec());
-            s.owner = Some(who.clone());
-            store.save_session(&mut s).expect("save");
-            s.modified()
-        };
-        let t0 = save(&a);
-        let t1 = save(&b);
+        let t0 = save_held(&loc, &cfg, &store, &a, &who);
+        let t1 = save_held(&loc, &cfg, &store, &b, &who);
         loc.hold_clock(&cfg);
         assert!(store.touch_session(&a).expect("touch"));
         let t2 = store
@@ -1013,12 +1025,9 @@ pub fn a_touch_in_the_same_millisecond_makes_a_session_the_newest<B: Backend>() 
             .expect("load")
             .expect("a is live")
             .modified();
-        let t3 = save(&c);
+        let t3 = save_held(&loc, &cfg, &store, &c, &who);
         if !(t0 <= t1 && t1 <= t2 && t2 <= t3) {
-            continue;
-        }
-        if t1 == t2 {
-            tied[n % 2] += 1;
+            return None;
         }
         assert!(
             !store.has_session(&b).expect("has"),
@@ -1029,11 +1038,8 @@ pub fn a_touch_in_the_same_millisecond_makes_a_session_the_newest<B: Backend>() 
             vec![B::listed_id(&c), B::listed_id(&a)],
             "owner {n}: c, then a (touched after b's save)"
         );
-    }
-    assert!(
-        tied.iter().all(|&t| t >= 3),
-        "too few rounds had b's save and a's touch in one millisecond ({tied:?})"
-    );
+        Some(t1 == t2)
+    });
 }
 
 /// Expands to one `#[test]` per conformance check for a backend type.
