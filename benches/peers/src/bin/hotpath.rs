@@ -8,7 +8,10 @@
 //! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='hotpath::phase_*' \
 //!   target/release/hotpath 100000`
 //! (one phase at a time: `--toggle-collect='hotpath::phase_sl_load'`).
-//! Without valgrind it prints ns/op of each phase.
+//! Without valgrind it prints ns/op of each phase. A third argument repeats
+//! each load phase that many times (for `perf record`). Beside the HashMap
+//! runs one that checks a CRC-32 of each value on load (`phase_hc_load`), as
+//! every sessionlog load checks its record's.
 use sessionlog::{LogStore, Session, SessionId, SessionStore, SyncPolicy};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -72,6 +75,38 @@ fn phase_hm_load(
     got
 }
 
+type Checked = HashMap<Box<str>, (u32, Vec<u8>)>;
+
+#[inline(never)]
+fn phase_hc_save(map: &RwLock<Checked>, ids: &[String], data: &[u8]) {
+    for id in ids {
+        let v = (crc32fast::hash(data), data.to_vec());
+        map.write().unwrap().insert(id.as_str().into(), v);
+    }
+}
+
+/// The HashMap's load with the check a log's load makes: the value's
+/// CRC-32 computed and compared before it is copied out.
+#[inline(never)]
+fn phase_hc_load(
+    map: &RwLock<Checked>,
+    ids: &[String],
+    order: &[usize],
+    buf: &mut Vec<u8>,
+) -> usize {
+    let mut got = 0;
+    for &i in order {
+        buf.clear();
+        let m = map.read().unwrap();
+        let found = m
+            .get(ids[i].as_str())
+            .filter(|v| crc32fast::hash(&v.1) == v.0)
+            .map(|v| buf.extend_from_slice(&v.1));
+        got += usize::from(found.is_some()) + buf.len();
+    }
+    got
+}
+
 /// The `write(2)` log of benches/peers: one record a save, appended with
 /// one `write(2)` under a mutex, its place kept in a `HashMap`.
 struct WriteLog {
@@ -110,6 +145,11 @@ fn main() {
     let dir = std::env::args()
         .nth(2)
         .unwrap_or_else(|| "/tmp/hotpath-store".into());
+    let rounds: usize = std::env::args()
+        .nth(3)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(1)
+        .max(1);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let store = LogStore::options()
@@ -151,20 +191,37 @@ fn main() {
     phase_sl_save(&store, &ids, &data);
     let sl_save = ns(t);
     let t = Instant::now();
-    let a = phase_sl_load(&store, &ids, &order, &mut buf);
-    let sl_load = ns(t);
+    let a = (0..rounds)
+        .map(|_| phase_sl_load(&store, &ids, &order, &mut buf))
+        .last()
+        .unwrap_or(0);
+    let sl_load = ns(t) / rounds as f64;
     let t = Instant::now();
     phase_hm_save(&map, &ids, &data);
     let hm_save = ns(t);
     let t = Instant::now();
-    let b = phase_hm_load(&map, &ids, &order, &mut buf);
-    let hm_load = ns(t);
+    let b = (0..rounds)
+        .map(|_| phase_hm_load(&map, &ids, &order, &mut buf))
+        .last()
+        .unwrap_or(0);
+    let hm_load = ns(t) / rounds as f64;
+    drop(map);
+    let checked = RwLock::new(Checked::new());
+    phase_hc_save(&checked, &ids, &data);
+    let t = Instant::now();
+    let c = (0..rounds)
+        .map(|_| phase_hc_load(&checked, &ids, &order, &mut buf))
+        .last()
+        .unwrap_or(0);
+    let hc_load = ns(t) / rounds as f64;
+    drop(checked);
     let t = Instant::now();
     phase_wl_save(&log, &ids, &data);
     let wl_save = ns(t);
     assert_eq!(a, b);
+    assert_eq!(a, c);
     println!(
         "sessionlog save {sl_save:.0} load {sl_load:.0}; hashmap save {hm_save:.0} \
-         load {hm_load:.0}; write(2) save {wl_save:.0} ns/op"
+         load {hm_load:.0}; hashmap+crc load {hc_load:.0}; write(2) save {wl_save:.0} ns/op"
     );
 }

@@ -2,7 +2,8 @@
 //! `write(2)` per save, plus one `fdatasync(2)` per save in the durable
 //! class: the baseline the durable target names), the same log
 //! preallocated with `fallocate` (durable class only, an extra column), and
-//! a `HashMap` behind a `RwLock` (the in-memory ceiling).
+//! a `HashMap` behind a `RwLock` (the in-memory ceiling), and that `HashMap`
+//! checking a CRC-32 of each value on load (`hashmap+crc`).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -248,23 +249,51 @@ impl Engine for AppendLog {
     }
 }
 
-/// Id to (modification time, data).
-type Sessions = HashMap<Box<str>, (u64, Vec<u8>)>;
+/// Id to (modification time, CRC-32 of the data or 0, data).
+type Sessions = HashMap<Box<str>, (u64, u32, Vec<u8>)>;
 
-/// The ceiling: no persistence, no encoding, one lock.
+/// The ceiling: no persistence, no encoding, one lock. `checked`: each
+/// save stores a CRC-32 of the data and each load checks it before copying
+/// the data out, as every sessionlog load checks its record's (the
+/// `hashmap+crc` reference, which tells the check's cost from the rest).
 struct MemMap {
     map: RwLock<Sessions>,
+    checked: bool,
 }
 
 pub fn open_hashmap(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
     Ok(Box::new(MemMap {
         map: RwLock::new(HashMap::new()),
+        checked: false,
     }))
+}
+
+/// The HashMap that checks a CRC-32 of each value on load.
+pub fn open_checked_hashmap(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(MemMap {
+        map: RwLock::new(HashMap::new()),
+        checked: true,
+    }))
+}
+
+impl MemMap {
+    /// The stored value's data, if its checksum holds (or none is kept).
+    fn checked<'a>(&self, v: &'a (u64, u32, Vec<u8>)) -> Result<&'a [u8]> {
+        if self.checked && crc32fast::hash(&v.2) != v.1 {
+            return Err("a value's checksum does not match".into());
+        }
+        Ok(&v.2)
+    }
 }
 
 impl Engine for MemMap {
     fn save(&self, id: &str, data: &[u8]) -> Result<()> {
-        let v = (now_ms(), data.to_vec());
+        let crc = if self.checked {
+            crc32fast::hash(data)
+        } else {
+            0
+        };
+        let v = (now_ms(), crc, data.to_vec());
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -272,17 +301,19 @@ impl Engine for MemMap {
         Ok(())
     }
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .map(|v| v.1.clone()))
+        let m = self.map.read().unwrap_or_else(|e| e.into_inner());
+        m.get(id)
+            .map(|v| self.checked(v).map(<[u8]>::to_vec))
+            .transpose()
     }
     fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
         buf.clear();
         let m = self.map.read().unwrap_or_else(|e| e.into_inner());
-        Ok(m.get(id).map(|v| buf.extend_from_slice(&v.1)).is_some())
+        let Some(v) = m.get(id) else {
+            return Ok(false);
+        };
+        buf.extend_from_slice(self.checked(v)?);
+        Ok(true)
     }
     fn touch(&self, id: &str) -> Result<bool> {
         let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());

@@ -202,6 +202,15 @@ pub fn all() -> Vec<Spec> {
             buffered: true,
             open: floor::open_hashmap,
         },
+        // The ceiling with the check every sessionlog load makes: a CRC-32
+        // of the value computed and compared before the copy (issue 32.4).
+        Spec {
+            name: "hashmap+crc",
+            on_disk: false,
+            durable: false,
+            buffered: true,
+            open: floor::open_checked_hashmap,
+        },
         // sessionlog's server-backed stores, each at its server's default
         // durability in every phase (servers.rs).
         Spec {
