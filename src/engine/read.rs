@@ -33,7 +33,17 @@ pub(crate) fn latest<'a>(index: &Index, view: &View<'a>, id: &[u8]) -> Result<Op
 /// `id`, a valid id: a `SessionId`'s or a checked record's) is a put or
 /// touch of `id`, and returns it.
 pub(crate) fn latest_at<'a>(view: &View<'a>, offset: u64, id: &[u8]) -> Result<Latest<'a>> {
-    let rec = decode_at_of(view, offset, id)?;
+    latest_of(view, offset, decode_at_of(view, offset, id)?, id)
+}
+
+/// [`latest_at`] for `rec`, the record already decoded and checked at
+/// `offset` of `view`.
+fn latest_of<'a>(
+    view: &View<'a>,
+    offset: u64,
+    rec: RecordRef<'a>,
+    id: &[u8],
+) -> Result<Latest<'a>> {
     if rec.id != id || rec.kind == Kind::Delete {
         return Err(Error::corrupt(
             &view.file.path,
@@ -203,8 +213,9 @@ pub(crate) fn owned_live<'a>(
     st.index.owned_by(&view, owner, &mut offsets);
     let mut out = Vec::with_capacity(offsets.len());
     for offset in offsets {
+        // Decoded (and its CRC checked) once.
         let rec = decode_at(&view, offset)?;
-        let latest = latest_at(&view, offset, rec.id)?;
+        let latest = latest_of(&view, offset, rec, rec.id)?;
         if expiry.expired(
             st.file.recorded_idle(),
             latest.rec.modified_ms,
