@@ -55,19 +55,27 @@ fn write_back(inner: &Inner) {
             let st = inner.state.read();
             (Arc::clone(&st.file), st.applied)
         };
-        if inner.writeback.grows()
-            && let Err(e) = grow_ahead(inner, &file, end)
-            && !grow_reported
-        {
-            // The writers grow the file themselves, and report what
-            // fails there; this is traced once.
-            inner.meters.background_error("growing the log ahead", &e);
-            grow_reported = true;
-        }
-        // After the growth, which may give the pages ahead a file to be in.
-        // A failure only leaves the faults to the writers; traced once.
+        let grown = if inner.writeback.grows() {
+            match grow_ahead(inner, &file, end) {
+                Ok(len) => Some(len),
+                Err(e) => {
+                    // The writers grow the file themselves, and report
+                    // what fails there; this is traced once.
+                    if !grow_reported {
+                        inner.meters.background_error("growing the log ahead", &e);
+                        grow_reported = true;
+                    }
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // After the growth, which may give the pages ahead a file to be in,
+        // up to the length it left (its `fstat` serves both). A failure
+        // only leaves the faults to the writers; traced once.
         if inner.writeback.prefaults()
-            && let Err(e) = file.file_len().and_then(|len| {
+            && let Err(e) = grown.map_or_else(|| file.file_len(), Ok).and_then(|len| {
                 prefaulted
                     .step(&inner.hooks, &file, end, len)
                     .map_err(|e| Error::io(&file.path, "fault in the pages ahead", e))
@@ -199,15 +207,16 @@ fn run(inner: &Inner) {
 /// Nothing is grown while the space reserve is given back (a disk near
 /// full): then each save grows the file by what it needs, as `write.rs`
 /// decides. A full disk here is no error: the writer that needs the
-/// space finds out.
-fn grow_ahead(inner: &Inner, file: &LogFile, end: u64) -> Result<()> {
+/// space finds out. Returns the file's length as this left it (another
+/// process may have grown it further since: files never shrink).
+fn grow_ahead(inner: &Inner, file: &LogFile, end: u64) -> Result<u64> {
     let len = file.file_len()?;
     if end.saturating_add(writeback::grow_headroom(len)) <= len {
-        return Ok(());
+        return Ok(len);
     }
     let want = inner.opts.space_reserve;
     if want > 0 && reserve::held(&inner.site) < want {
-        return Ok(());
+        return Ok(len);
     }
     inner
         .hooks
@@ -217,8 +226,8 @@ fn grow_ahead(inner: &Inner, file: &LogFile, end: u64) -> Result<()> {
         })
         .map_err(|e| Error::io(&file.path, "grow file", e))?;
     match file.ensure_len(len + 1, len, false, false) {
-        Err(e) if reserve::is_full(&e) => Ok(()),
-        other => other.map(|_| ()),
+        Err(e) if reserve::is_full(&e) => Ok(len),
+        other => other,
     }
 }
 
