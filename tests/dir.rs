@@ -5,8 +5,10 @@
 //! (`s-<base32 of the id>`) is renamed once and reads as before; damaged, truncated or misplaced files reported
 //! as `Error::Corrupt` while every other session still loads; unknown files
 //! ignored and stale temporary files cleaned up; option validation; every
-//! sync policy; and no lost update when several processes increment one
-//! session through conditional saves (the test re-runs its own binary).
+//! sync policy; no lost update when several processes increment one
+//! session through conditional saves (the test re-runs its own binary);
+//! and a backup and restore that keep the order of logins made in one
+//! millisecond (the files' modification times).
 
 mod common;
 use common::id;
@@ -597,4 +599,73 @@ fn a_directory_that_grants_others_any_access_is_refused_unless_opted_in() {
             .open(&dir)
             .expect("writing implies reading");
     }
+}
+
+/// The modification time of every session file under `dir`, by name.
+fn modification_times(dir: &Path) -> std::collections::BTreeMap<String, SystemTime> {
+    names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("h-"))
+        .map(|n| {
+            let t = fs::metadata(dir.join(&n))
+                .and_then(|m| m.modified())
+                .expect("modification time");
+            (n, t)
+        })
+        .collect()
+}
+
+/// One owner's sessions, newest first, as their ids.
+fn ids_of(store: &DirStore, owner: &sessionlog::Owner) -> Vec<String> {
+    store
+        .sessions_of(owner)
+        .expect("sessions of the owner")
+        .into_iter()
+        .map(|s| s.id.as_str().to_owned())
+        .collect()
+}
+
+/// Logins saved in one millisecond are told apart by the files'
+/// modification times, to the nanosecond; a backup and a restore keep
+/// them, so the owner's newest login is still the newest afterwards (the
+/// one an owner limit keeps).
+#[test]
+fn backup_and_restore_keep_the_order_of_logins_made_in_one_millisecond() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = sessionlog::ManualClock::fixed();
+    let open_at = |dir: &Path| {
+        DirStore::options()
+            .clock(clock.clone())
+            .open(dir)
+            .expect("open")
+    };
+    let store = open_at(&tmp.path().join("sessions"));
+    store.setup().expect("setup");
+    let owner = sessionlog::Owner::new("alice").expect("owner");
+    for i in 0..8 {
+        let mut s = Session::new(id(&format!("login{i}")), vec![i]);
+        s.owner = Some(owner.clone());
+        store.save_session(&mut s).expect("save");
+    }
+    let listed = ids_of(&store, &owner);
+    let newest_first: Vec<String> = (0..8)
+        .rev()
+        .map(|i| id(&format!("login{i}")).as_str().to_owned())
+        .collect();
+    assert_eq!(
+        listed, newest_first,
+        "saved in one millisecond, newest first"
+    );
+    let times = modification_times(store.path());
+    assert_eq!(times.len(), 8);
+
+    let backup = tmp.path().join("backup");
+    store.backup_to(&backup, false).expect("backup");
+    assert_eq!(modification_times(&backup), times, "the backup's files");
+    drop(store);
+
+    let restored = tmp.path().join("restored");
+    DirStore::restore(&backup, &restored).expect("restore");
+    assert_eq!(modification_times(&restored), times, "the restored files");
+    assert_eq!(ids_of(&open_at(&restored), &owner), newest_first);
 }

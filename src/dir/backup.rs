@@ -85,14 +85,16 @@ fn remove_any(path: &Path) -> Result<()> {
     }
 }
 
-/// Copies session files from `read(name)` into the new directory `to`:
-/// each one is decoded first (a damaged one fails the copy, naming its
-/// file), written 0600, fsynced; then the marker, then the directory is
-/// fsynced, and every copy is read back and decoded again. Returns the
-/// sessions copied and their bytes.
+/// Copies session files from `read(name)` (bytes and modification time)
+/// into the new directory `to`: each one is decoded first (a damaged one
+/// fails the copy, naming its file), written 0600 with the original's
+/// modification time (to the nanosecond: it orders sessions saved in one
+/// millisecond, see `DirStore::write_temp`), fsynced; then the marker,
+/// then the directory is fsynced, and every copy is read back and decoded
+/// again. Returns the sessions copied and their bytes.
 fn write_copy(
     names: &[String],
-    read: impl Fn(&str) -> Result<Option<Vec<u8>>>,
+    read: impl Fn(&str) -> Result<Option<(Vec<u8>, SystemTime)>>,
     live: impl Fn(&super::file::Stored) -> bool,
     to: &Path,
 ) -> Result<(u64, u64)> {
@@ -102,13 +104,17 @@ fn write_copy(
     let mut bytes = 0u64;
     for name in names {
         // Gone since the list was taken: deleted after the backup began.
-        let Some(buf) = read(name)? else { continue };
+        let Some((buf, modified)) = read(name)? else {
+            continue;
+        };
         let (_, stored) = decode_named(&out.at(name), name, buf.clone())?;
         if !live(&stored) {
             continue;
         }
         let mut f = out.open_file(name, Create::New)?;
         std::io::Write::write_all(&mut f, &buf).map_err(|e| Error::io(out.at(name), "write", e))?;
+        f.set_times(std::fs::FileTimes::new().set_modified(modified))
+            .map_err(|e| Error::io(out.at(name), "set the modification time", e))?;
         f.sync_all()
             .map_err(|e| Error::io(out.at(name), "fsync", e))?;
         bytes += buf.len() as u64;
@@ -117,21 +123,27 @@ fn write_copy(
     drop(out.open_file(MARKER_NAME, Create::New)?);
     out.sync()?;
     for name in &written {
-        let buf = read_file(&out, name)?
+        let (buf, _) = read_file(&out, name)?
             .ok_or_else(|| Error::corrupt(out.at(name), 0, "a file of the copy vanished"))?;
         decode_named(&out.at(name), name, buf)?;
     }
     Ok((written.len() as u64, bytes))
 }
 
-/// The bytes of `name` in `dir`; `None` if it is absent.
-fn read_file(dir: &DirHandle, name: &str) -> Result<Option<Vec<u8>>> {
+/// The bytes of `name` in `dir` and its modification time (the epoch if
+/// the file system gives none); `None` if it is absent.
+fn read_file(dir: &DirHandle, name: &str) -> Result<Option<(Vec<u8>, SystemTime)>> {
     let Some(mut f) = dir.open_read(name)? else {
         return Ok(None);
     };
+    let modified = f
+        .metadata()
+        .map_err(|e| Error::io(dir.at(name), "stat", e))?
+        .modified()
+        .unwrap_or(UNIX_EPOCH);
     let mut buf = Vec::new();
     std::io::Read::read_to_end(&mut f, &mut buf).map_err(|e| Error::io(dir.at(name), "read", e))?;
-    Ok(Some(buf))
+    Ok(Some((buf, modified)))
 }
 
 /// Gives `tmp` the name `dest`: never replacing an existing `dest` unless
@@ -199,7 +211,7 @@ impl DirStore {
         let now = self.now_ms();
         let copied = write_copy(
             &names,
-            |name| self.read_bytes(name),
+            |name| self.read_file(name),
             |s| self.live(s, now),
             &tmp,
         );
