@@ -40,7 +40,7 @@ use crate::trust::{self, Create};
 
 use super::file::{MARKER_NAME, decode_named, is_session_name};
 use super::handle::{Acceptance, DirHandle};
-use super::{DirStore, create_dir_private};
+use super::{DirStore, create_dir_private, read_session_file};
 
 /// What [`DirStore::restore`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,27 +123,11 @@ fn write_copy(
     drop(out.open_file(MARKER_NAME, Create::New)?);
     out.sync()?;
     for name in &written {
-        let (buf, _) = read_file(&out, name)?
+        let (buf, _) = read_session_file(&out, name)?
             .ok_or_else(|| Error::corrupt(out.at(name), 0, "a file of the copy vanished"))?;
         decode_named(&out.at(name), name, buf)?;
     }
     Ok((written.len() as u64, bytes))
-}
-
-/// The bytes of `name` in `dir` and its modification time (the epoch if
-/// the file system gives none); `None` if it is absent.
-fn read_file(dir: &DirHandle, name: &str) -> Result<Option<(Vec<u8>, SystemTime)>> {
-    let Some(mut f) = dir.open_read(name)? else {
-        return Ok(None);
-    };
-    let modified = f
-        .metadata()
-        .map_err(|e| Error::io(dir.at(name), "stat", e))?
-        .modified()
-        .unwrap_or(UNIX_EPOCH);
-    let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut buf).map_err(|e| Error::io(dir.at(name), "read", e))?;
-    Ok(Some((buf, modified)))
 }
 
 /// Gives `tmp` the name `dest`: never replacing an existing `dest` unless
@@ -258,7 +242,7 @@ impl DirStore {
                     .into(),
             });
         }
-        let copied = write_copy(&names, |name| read_file(&src, name), |_| true, &tmp);
+        let copied = write_copy(&names, |name| read_session_file(&src, name), |_| true, &tmp);
         let (sessions, _) = or_remove(&tmp, copied)?;
         let kept = match existing {
             None => {

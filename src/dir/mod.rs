@@ -469,6 +469,32 @@ fn create_dir_private(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, "create directory", e))
 }
 
+/// The bytes of the session file `name` in `dir` (a store's or a
+/// backup's) and its modification time (the epoch if the file system gives
+/// none); `None` if absent. A file longer than any session file can be is
+/// refused as damaged, unread.
+fn read_session_file(dir: &DirHandle, name: &str) -> Result<Option<(Vec<u8>, SystemTime)>> {
+    let path = dir.at(name);
+    let Some(mut f) = dir.open_read(name)? else {
+        return Ok(None);
+    };
+    let meta = f.metadata().map_err(|e| Error::io(&path, "stat", e))?;
+    let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let len = meta.len();
+    if len > MAX_FILE_LEN {
+        return Err(Error::corrupt_in(
+            &path,
+            MAX_FILE_LEN,
+            "the file is longer than any session file can be",
+            Remedy::ReplaceSessionFile,
+        ));
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.read_to_end(&mut buf)
+        .map_err(|e| Error::io(&path, "read", e))?;
+    Ok(Some((buf, written)))
+}
+
 fn to_session(id: SessionId, s: Stored) -> Session {
     let mut session = Session::restore(
         id,
@@ -576,28 +602,10 @@ impl DirStore {
         Ok(self.read_file(name)?.map(|(buf, _)| buf))
     }
 
-    /// The bytes of the store's file `name` and its modification time (the
-    /// epoch if the file system gives none); `None` if absent.
+    /// The bytes of the store's file `name` and its modification time
+    /// ([`read_session_file`]); `None` if absent.
     fn read_file(&self, name: &str) -> Result<Option<(Vec<u8>, SystemTime)>> {
-        let path = self.dir.at(name);
-        let Some(mut f) = self.dir.open_read(name)? else {
-            return Ok(None);
-        };
-        let meta = f.metadata().map_err(|e| Error::io(&path, "stat", e))?;
-        let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        let len = meta.len();
-        if len > MAX_FILE_LEN {
-            return Err(Error::corrupt_in(
-                &path,
-                MAX_FILE_LEN,
-                "the file is longer than any session file can be",
-                Remedy::ReplaceSessionFile,
-            ));
-        }
-        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        f.read_to_end(&mut buf)
-            .map_err(|e| Error::io(&path, "read", e))?;
-        Ok(Some((buf, written)))
+        read_session_file(&self.dir, name)
     }
 
     /// Writes `bytes` to a new temporary file (fsynced under `Always`)
