@@ -120,31 +120,35 @@ fn warm(bytes: &[u8]) {
     // every cache line inside it is asked for; the last byte covers the
     // line the record ends in, and the first line (the header) was read.
     // A plain loop: `step_by` cost half as much again in instructions.
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let mut i = 64;
-        while i < rec.len() {
-            // SAFETY: `i < rec.len()`, so the address is inside `rec`; a
-            // prefetch neither reads into the program nor faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(rec.as_ptr().add(i).cast()) };
-            i += 64;
-        }
-        if let Some(last) = rec.len().checked_sub(1) {
-            // SAFETY: as above, `last` is the record's last byte.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(rec.as_ptr().add(last).cast()) };
-        }
+    let mut i = 64;
+    while i < rec.len() {
+        ask_for_line(rec, i);
+        i += 64;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let mut x = rec.last().copied().unwrap_or(0);
-        let mut i = 64;
-        while i < rec.len() {
-            x ^= rec[i];
-            i += 64;
-        }
-        std::hint::black_box(x);
+    if let Some(last) = rec.len().checked_sub(1) {
+        ask_for_line(rec, last);
     }
+}
+
+/// Starts fetching the cache line of `rec[i]` (if there is one), without
+/// waiting for it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn ask_for_line(rec: &[u8], i: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    if let Some(b) = rec.get(i) {
+        // SAFETY: the address is that of a byte of `rec`, taken from a
+        // reference; a prefetch neither reads into the program nor faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast()) };
+    }
+}
+
+/// Fetches the cache line of `rec[i]` (if there is one) by reading that
+/// byte.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn ask_for_line(rec: &[u8], i: usize) {
+    std::hint::black_box(rec.get(i).copied());
 }
 
 /// A session's put (checked to be the right one): its data and owner.
