@@ -33,19 +33,34 @@ fn phase_sl_save(store: &LogStore, ids: &[String], data: &[u8]) {
     }
 }
 
-#[inline(never)]
-fn phase_sl_load(store: &LogStore, ids: &[String], order: &[usize], buf: &mut Vec<u8>) -> usize {
+/// The loop of every load phase: each id of `ids` in `order`, loaded by
+/// `load` (the data copied into `buf`, cleared first; whether it was
+/// found); a sum of what was found, for the phases to agree on.
+#[inline(always)]
+fn each_load(
+    ids: &[String],
+    order: &[usize],
+    buf: &mut Vec<u8>,
+    mut load: impl FnMut(&str, &mut Vec<u8>) -> bool,
+) -> usize {
     let mut got = 0;
     for &i in order {
         buf.clear();
-        let found = store
-            .load_session_with(&SessionId::new(&ids[i]).unwrap(), &mut |v| {
-                buf.extend_from_slice(v.data())
-            })
-            .unwrap();
+        let found = load(&ids[i], buf);
         got += usize::from(found) + buf.len();
     }
     got
+}
+
+#[inline(never)]
+fn phase_sl_load(store: &LogStore, ids: &[String], order: &[usize], buf: &mut Vec<u8>) -> usize {
+    each_load(ids, order, buf, |id, buf| {
+        store
+            .load_session_with(&SessionId::new(id).unwrap(), &mut |v| {
+                buf.extend_from_slice(v.data())
+            })
+            .unwrap()
+    })
 }
 
 type Sessions = HashMap<Box<str>, (u64, Vec<u8>)>;
@@ -65,14 +80,10 @@ fn phase_hm_load(
     order: &[usize],
     buf: &mut Vec<u8>,
 ) -> usize {
-    let mut got = 0;
-    for &i in order {
-        buf.clear();
+    each_load(ids, order, buf, |id, buf| {
         let m = map.read().unwrap();
-        let found = m.get(ids[i].as_str()).map(|v| buf.extend_from_slice(&v.1));
-        got += usize::from(found.is_some()) + buf.len();
-    }
-    got
+        m.get(id).map(|v| buf.extend_from_slice(&v.1)).is_some()
+    })
 }
 
 type Checked = HashMap<Box<str>, (u32, Vec<u8>)>;
@@ -94,17 +105,13 @@ fn phase_hc_load(
     order: &[usize],
     buf: &mut Vec<u8>,
 ) -> usize {
-    let mut got = 0;
-    for &i in order {
-        buf.clear();
+    each_load(ids, order, buf, |id, buf| {
         let m = map.read().unwrap();
-        let found = m
-            .get(ids[i].as_str())
+        m.get(id)
             .filter(|v| crc32fast::hash(&v.1) == v.0)
-            .map(|v| buf.extend_from_slice(&v.1));
-        got += usize::from(found.is_some()) + buf.len();
-    }
-    got
+            .map(|v| buf.extend_from_slice(&v.1))
+            .is_some()
+    })
 }
 
 /// The `write(2)` log of benches/peers: one record a save, appended with
