@@ -249,51 +249,73 @@ impl Engine for AppendLog {
     }
 }
 
-/// Id to (modification time, CRC-32 of the data or 0, data).
-type Sessions = HashMap<Box<str>, (u64, u32, Vec<u8>)>;
+/// What the in-memory maps keep per id: the modification time and the
+/// data, and for `hashmap+crc` a CRC-32 of the data beside them.
+trait Value: Send + Sync + 'static {
+    fn new(data: &[u8]) -> Self;
+    /// The data, checked first where a checksum is kept.
+    fn data(&self) -> Result<&[u8]>;
+    fn modified(&mut self) -> &mut u64;
+}
 
-/// The ceiling: no persistence, no encoding, one lock. `checked`: each
-/// save stores a CRC-32 of the data and each load checks it before copying
-/// the data out, as every sessionlog load checks its record's (the
-/// `hashmap+crc` reference, which tells the check's cost from the rest).
-struct MemMap {
-    map: RwLock<Sessions>,
-    checked: bool,
+/// The ceiling's value: `(modified, data)`, nothing checked.
+struct Plain(u64, Vec<u8>);
+
+impl Value for Plain {
+    fn new(data: &[u8]) -> Plain {
+        Plain(now_ms(), data.to_vec())
+    }
+    fn data(&self) -> Result<&[u8]> {
+        Ok(&self.1)
+    }
+    fn modified(&mut self) -> &mut u64 {
+        &mut self.0
+    }
+}
+
+/// `hashmap+crc`'s value: a CRC-32 of the data computed on save and checked
+/// on every load before the data is copied out, as every sessionlog load
+/// checks its record's (it tells the check's cost from the rest).
+struct Crc(u64, u32, Vec<u8>);
+
+impl Value for Crc {
+    fn new(data: &[u8]) -> Crc {
+        Crc(now_ms(), crc32fast::hash(data), data.to_vec())
+    }
+    fn data(&self) -> Result<&[u8]> {
+        if crc32fast::hash(&self.2) != self.1 {
+            return Err("a value's checksum does not match".into());
+        }
+        Ok(&self.2)
+    }
+    fn modified(&mut self) -> &mut u64 {
+        &mut self.0
+    }
+}
+
+/// The ceiling: no persistence, no encoding, one lock.
+struct MemMap<V> {
+    map: RwLock<HashMap<Box<str>, V>>,
+}
+
+fn open_map<V: Value>() -> Result<Box<dyn Engine>> {
+    Ok(Box::new(MemMap::<V> {
+        map: RwLock::new(HashMap::new()),
+    }))
 }
 
 pub fn open_hashmap(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(MemMap {
-        map: RwLock::new(HashMap::new()),
-        checked: false,
-    }))
+    open_map::<Plain>()
 }
 
 /// The HashMap that checks a CRC-32 of each value on load.
 pub fn open_checked_hashmap(_dir: &Path, _mode: Mode) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(MemMap {
-        map: RwLock::new(HashMap::new()),
-        checked: true,
-    }))
+    open_map::<Crc>()
 }
 
-impl MemMap {
-    /// The stored value's data, if its checksum holds (or none is kept).
-    fn checked<'a>(&self, v: &'a (u64, u32, Vec<u8>)) -> Result<&'a [u8]> {
-        if self.checked && crc32fast::hash(&v.2) != v.1 {
-            return Err("a value's checksum does not match".into());
-        }
-        Ok(&v.2)
-    }
-}
-
-impl Engine for MemMap {
+impl<V: Value> Engine for MemMap<V> {
     fn save(&self, id: &str, data: &[u8]) -> Result<()> {
-        let crc = if self.checked {
-            crc32fast::hash(data)
-        } else {
-            0
-        };
-        let v = (now_ms(), crc, data.to_vec());
+        let v = V::new(data);
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -302,9 +324,7 @@ impl Engine for MemMap {
     }
     fn load(&self, id: &str) -> Result<Option<Vec<u8>>> {
         let m = self.map.read().unwrap_or_else(|e| e.into_inner());
-        m.get(id)
-            .map(|v| self.checked(v).map(<[u8]>::to_vec))
-            .transpose()
+        m.get(id).map(|v| v.data().map(<[u8]>::to_vec)).transpose()
     }
     fn load_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<bool> {
         buf.clear();
@@ -312,12 +332,12 @@ impl Engine for MemMap {
         let Some(v) = m.get(id) else {
             return Ok(false);
         };
-        buf.extend_from_slice(self.checked(v)?);
+        buf.extend_from_slice(v.data()?);
         Ok(true)
     }
     fn touch(&self, id: &str) -> Result<bool> {
         let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
-        Ok(m.get_mut(id).map(|v| v.0 = now_ms()).is_some())
+        Ok(m.get_mut(id).map(|v| *v.modified() = now_ms()).is_some())
     }
     fn delete(&self, id: &str) -> Result<()> {
         self.map
